@@ -1,1 +1,256 @@
-//! placeholder
+//! The inbound HTTP trigger: a listener that routes each request to a component of a loaded
+//! app and answers with what the component answers. It owns what happens before and after the
+//! guest runs (routing, the `skiff-*` request headers, status codes for failures, graceful
+//! shutdown); the runtime owns the sandbox.
+//!
+//! Headers skiff sets on every request it passes to a guest (any a client sent with these
+//! names are removed first, so a guest can trust them):
+//!
+//! | header | value |
+//! |---|---|
+//! | `skiff-matched-route` | the route as written in the manifest, e.g. `/api/...` |
+//! | `skiff-path-info` | the path after the route's prefix, e.g. `/users/1`; empty for an exact route |
+//! | `skiff-component` | the id of the component serving the request |
+//! | `skiff-client-addr` | the client's socket address, e.g. `127.0.0.1:51234` |
+//! | `skiff-request-id` | the request's id, as in skiff's log lines |
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HOST, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use skiff_manifest::RouteTable;
+use skiff_runtime::{InvokeError, LoadedApp, RequestInfo, ResponseBody};
+use tokio::net::TcpListener;
+
+pub const MATCHED_ROUTE: HeaderName = HeaderName::from_static("skiff-matched-route");
+pub const PATH_INFO: HeaderName = HeaderName::from_static("skiff-path-info");
+pub const COMPONENT: HeaderName = HeaderName::from_static("skiff-component");
+pub const CLIENT_ADDR: HeaderName = HeaderName::from_static("skiff-client-addr");
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("skiff-request-id");
+
+/// An app as the HTTP trigger sees it: loaded components and the table that routes to them.
+pub struct HttpApp {
+    loaded: LoadedApp,
+    routes: RouteTable,
+}
+
+impl HttpApp {
+    pub fn new(loaded: LoadedApp) -> Self {
+        let routes = RouteTable::new(&loaded.app);
+        HttpApp { loaded, routes }
+    }
+
+    pub fn loaded(&self) -> &LoadedApp {
+        &self.loaded
+    }
+}
+
+/// A bound listener, ready to serve. Binding is separate from serving so that the caller can
+/// print the real address (when port 0 was asked for) before the first request.
+pub struct Server {
+    listener: TcpListener,
+    app: Arc<HttpApp>,
+    next_request_id: Arc<AtomicU64>,
+    shutdown_grace: Duration,
+}
+
+impl Server {
+    pub async fn bind(addr: SocketAddr, app: HttpApp) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Server {
+            listener,
+            app: Arc::new(app),
+            next_request_id: Arc::new(AtomicU64::new(1)),
+            shutdown_grace: Duration::from_secs(10),
+        })
+    }
+
+    /// How long in-flight requests may take to finish once shutdown starts.
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and gives in-flight requests up
+    /// to the grace period to finish.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let graceful = GracefulShutdown::new();
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let local_addr = self.listener.local_addr()?;
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, client) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(err) => {
+                        // Out of file descriptors and the like: pause rather than spin.
+                        tracing::warn!("accept failed: {err}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let app = self.app.clone();
+            let ids = self.next_request_id.clone();
+            let service = service_fn(move |request| {
+                let id = ids.fetch_add(1, Ordering::Relaxed);
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(dispatch(&app, request, client, local_addr, id).await) }
+            });
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(%client, "connection ended with an error: {err}");
+                }
+            });
+        }
+        drop(self.listener);
+        let in_flight = graceful.count();
+        if in_flight > 0 {
+            tracing::info!("shutting down: waiting for {in_flight} open connection(s)");
+        }
+        if tokio::time::timeout(self.shutdown_grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "shutdown: connections still open after {:?}; closing them",
+                self.shutdown_grace
+            );
+        }
+        Ok(())
+    }
+}
+
+async fn dispatch(
+    app: &HttpApp,
+    mut request: Request<Incoming>,
+    client: SocketAddr,
+    local_addr: SocketAddr,
+    request_id: u64,
+) -> Response<ResponseBody> {
+    let path = request.uri().path();
+    let Some(matched) = app.routes.lookup(path) else {
+        tracing::debug!(request_id, %path, "no route matches");
+        return plain(StatusCode::NOT_FOUND, format!("no route matches {path}\n"));
+    };
+    let component = &app.loaded.components[matched.component];
+    // Values are made before the headers are touched: the match borrows the request's path.
+    let matched_route = HeaderValue::from_str(matched.matched_route);
+    let path_info = HeaderValue::from_str(matched.path_info);
+
+    let headers = request.headers_mut();
+    // Names are stored lower-case, so a prefix test on the string catches every spelling.
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("skiff-"))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+    let set = |headers: &mut http::HeaderMap, name: HeaderName, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    };
+    if let Ok(value) = matched_route {
+        headers.insert(MATCHED_ROUTE, value);
+    }
+    if let Ok(value) = path_info {
+        headers.insert(PATH_INFO, value);
+    }
+    set(headers, COMPONENT, &component.id);
+    set(headers, CLIENT_ADDR, &client.to_string());
+    set(headers, REQUEST_ID, &request_id.to_string());
+    // HTTP/1.0 clients may send no Host; wasi:http needs an authority.
+    if !headers.contains_key(HOST) && request.uri().authority().is_none() {
+        set(request.headers_mut(), HOST, &local_addr.to_string());
+    }
+
+    let method = request.method().clone();
+    let info = RequestInfo {
+        request_id,
+        https: false,
+    };
+    match component.handle_http(request, info).await {
+        Ok(response) => {
+            tracing::debug!(
+                request_id, app = %component.app, component = %component.id,
+                %method, status = response.status().as_u16(), "served"
+            );
+            response
+        }
+        Err(err) => {
+            let status = status_for(&err);
+            tracing::warn!(
+                request_id, app = %component.app, component = %component.id,
+                %method, status = status.as_u16(), "request failed: {err}"
+            );
+            // The body names the request id so an operator can find the log line; details
+            // of the failure stay in the log, away from clients.
+            plain(
+                status,
+                format!(
+                    "{}: {} (request id {request_id})\n",
+                    status.canonical_reason().unwrap_or("error"),
+                    short_reason(&err)
+                ),
+            )
+        }
+    }
+}
+
+fn status_for(err: &InvokeError) -> StatusCode {
+    match err {
+        InvokeError::Deadline(_) => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn short_reason(err: &InvokeError) -> &'static str {
+    match err {
+        InvokeError::Deadline(_) => "the component did not answer in time",
+        InvokeError::OutOfMemory { .. } => "the component ran out of memory",
+        InvokeError::Trap(_) => "the component failed",
+        InvokeError::Instantiate(_) => "the component could not be started",
+        InvokeError::NoResponse => "the component sent no response",
+        InvokeError::Guest(_) => "the component reported an error",
+    }
+}
+
+/// A response made by skiff itself rather than a guest.
+pub fn plain(status: StatusCode, body: String) -> Response<ResponseBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never: Infallible| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

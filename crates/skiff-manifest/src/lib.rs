@@ -1,1 +1,162 @@
-//! placeholder
+//! Parses and validates `skiff.toml`, the Skiff app manifest, into [`App`]: plain data that the
+//! runtime loads and the HTTP trigger routes on. All checking happens here, before any Wasm is
+//! compiled, and every problem comes back as a [`ManifestError`] naming the file, line and
+//! column, the field (a dotted path such as `component.hello.source`), what is wrong and how to
+//! fix it. Besides reading the manifest, the only I/O is checking that referenced files exist
+//! and reading the 8-byte header of each component's `source`.
+//!
+//! # The manifest
+//!
+//! ```toml
+//! [app]
+//! name = "hello"              # required; [a-z0-9-], starts with a letter, at most 63 chars
+//! version = "0.1.0"           # optional, default "0.0.0"
+//! description = "Says hello"  # optional
+//!
+//! [component.hello]           # the component id follows the same rules as the app name
+//! source = "hello.wasm"       # required; relative to the manifest's folder; a Wasm *component*
+//! route = "/hello"            # optional; a string or an array of strings
+//! environment = { GREETING = "hi" }   # optional; names match [A-Za-z_][A-Za-z0-9_]*
+//! files = [                   # optional
+//!   "static",                 # host `static` (relative to the manifest) mounted at `/static`
+//!   { source = "data", destination = "/data", writable = true },  # writable defaults to false
+//! ]
+//! allowed_outbound_hosts = ["https://api.example.com", "http://*.internal:8080", "*://localhost:*"]
+//!
+//! [component.hello.limits]
+//! memory = "64MiB"            # optional; bytes, or a number with B, KB, KiB, MB, MiB, GB, GiB
+//! timeout = "5s"              # optional; e.g. "250ms", "5s", "2m"
+//!
+//! [component.api]
+//! source = "api.wasm"
+//! route = ["/api/...", "/..."]
+//! ```
+//!
+//! Unknown fields are errors everywhere.
+//!
+//! **Routes.** `"/hello"` matches that path exactly (a trailing slash is ignored); `"/api/..."`
+//! matches `/api` and everything under `/api/`, but not `/apiary`; `"/..."` matches everything.
+//! An exact route beats a prefix, and a longer prefix beats a shorter one. No two routes, in the
+//! same component or different ones, may be the same after normalisation. See [`RouteTable`].
+//!
+//! **Outbound hosts.** `scheme://host[:port]`, where the scheme is `http`, `https` or `*`; the
+//! host a name, an IPv4 address, `[ipv6]`, `*`, or `*.suffix` (subdomains of `suffix`, not
+//! `suffix` itself); the port a number or `*`, defaulting to 80 for http and 443 for https (with
+//! scheme `*` the port must be written). See [`HostPattern`].
+//!
+//! # Use
+//!
+//! ```no_run
+//! let app = skiff_manifest::load(std::path::Path::new("skiff.toml"))?;
+//! let table = skiff_manifest::RouteTable::new(&app);
+//! if let Some(m) = table.lookup("/api/users/1") {
+//!     println!("{} serves it, path info {}", app.components[m.component].id, m.path_info);
+//! }
+//! # Ok::<(), skiff_manifest::ManifestError>(())
+//! ```
+
+// `ManifestError` is returned once per load, never on a hot path, and its fields are public API;
+// boxing it would only make every caller unwrap a box.
+#![allow(clippy::result_large_err)]
+
+mod error;
+mod host;
+mod raw;
+mod route;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::{Location, ManifestError, Snippet};
+pub use host::{HostMatch, HostPattern, HostPatternError, PortPattern, SchemePattern};
+pub use route::{RouteError, RouteMatch, RoutePattern, RouteTable};
+
+/// A validated app.
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    pub name: String,
+    pub version: String,
+    pub description: Option<String>,
+    /// The manifest's path, made absolute.
+    pub manifest_path: PathBuf,
+    /// The manifest's folder; relative paths in the manifest are relative to it.
+    pub base_dir: PathBuf,
+    /// In file order.
+    pub components: Vec<Component>,
+    /// All routes of all components, in file order.
+    pub routes: Vec<Route>,
+}
+
+impl App {
+    /// The component with this id.
+    pub fn component(&self, id: &str) -> Option<&Component> {
+        self.components.iter().find(|c| c.id == id)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Component {
+    pub id: String,
+    /// `base_dir` joined with the path as written (so absolute if the manifest path was).
+    pub source: PathBuf,
+    /// Where `source` is written, for errors found later (see [`ManifestError::at`]).
+    pub source_location: Location,
+    /// In file order.
+    pub environment: Vec<(String, String)>,
+    pub files: Vec<FileMount>,
+    pub allowed_outbound_hosts: Vec<HostPattern>,
+    pub limits: Limits,
+}
+
+/// A host folder or file made visible to the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMount {
+    /// `base_dir` joined with the path as written; it existed when the manifest was checked.
+    pub host: PathBuf,
+    /// Absolute guest path without a trailing slash (except `/` itself), never containing `..`.
+    pub guest: String,
+    pub writable: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of linear memory.
+    pub memory: Option<u64>,
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub pattern: RoutePattern,
+    /// As written in the manifest, e.g. `/api/...`.
+    pub as_written: String,
+    /// Index into [`App::components`].
+    pub component: usize,
+}
+
+/// Reads, parses and validates the manifest at `path`, including the filesystem checks.
+pub fn load(path: &Path) -> Result<App, ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
+        path: path.to_path_buf(),
+        location: None,
+        field: String::new(),
+        message: format!("cannot read manifest `{}`: {e}", path.display()),
+        help: Some("run from the folder containing skiff.toml, or pass its path".into()),
+        snippet: None,
+    })?;
+    parse(&text, path)
+}
+
+/// Like [`load`] with the text given; files named in it are still looked up relative to
+/// `path.parent()`.
+pub fn parse(text: &str, path: &Path) -> Result<App, ManifestError> {
+    let src = error::Source { text, path };
+    // `absolute` does no I/O beyond reading the current directory, and keeps symlinks as the
+    // user wrote them.
+    let manifest_path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    validate::parse(&src, manifest_path)
+}
+
+#[cfg(test)]
+mod tests;

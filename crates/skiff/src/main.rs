@@ -1,1 +1,283 @@
-fn main() {}
+//! The `skiff` command line: parses arguments, wires the manifest, runtime and HTTP crates
+//! together, and prints. No logic of its own beyond turning errors into messages for people.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use skiff_manifest::{App, ManifestError};
+use skiff_runtime::command::{CommandOptions, CommandOutcome, TRAP_EXIT_CODE};
+use skiff_runtime::{Runtime, RuntimeConfig};
+
+mod single;
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
+
+/// Run WebAssembly components as sandboxed serverless workloads.
+#[derive(Parser)]
+#[command(name = "skiff", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalOptions,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct GlobalOptions {
+    /// Format of log lines on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Log filter, e.g. `debug` or `info,skiff_runtime=debug` (RUST_LOG overrides it).
+    #[arg(long, default_value = "info", global = true)]
+    log_level: String,
+    /// Folder of the compiled-code cache [default: $SKIFF_CACHE_DIR, else ~/.cache/skiff].
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every time; keep nothing on disk.
+    #[arg(long, global = true)]
+    no_cache: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a WASI command (a wasi:cli/run component or a WASI preview 1 module) to completion.
+    Run(RunArgs),
+    /// Serve one wasi:http/proxy component on every path.
+    Serve(ServeArgs),
+    /// Serve an app described by a skiff.toml manifest.
+    Up(UpArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Grant a host folder, at GUEST inside the sandbox (default: the same path).
+    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+    dirs: Vec<String>,
+    /// Set an environment variable for the guest.
+    #[arg(long = "env", value_name = "K=V")]
+    envs: Vec<String>,
+    /// Pass one of skiff's own environment variables through to the guest.
+    #[arg(long = "env-inherit", value_name = "K")]
+    env_inherit: Vec<String>,
+    /// The Wasm file to run.
+    file: PathBuf,
+    /// Arguments for the guest.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// The wasi:http/proxy component to serve.
+    file: PathBuf,
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// The app manifest, or the folder holding its skiff.toml.
+    #[arg(default_value = "skiff.toml")]
+    manifest: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(anyhow::anyhow!("cannot start the async runtime: {err}")),
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(err) => fail(err),
+    }
+}
+
+fn fail(err: anyhow::Error) -> ExitCode {
+    // A manifest error is already a full, formatted report.
+    if let Some(manifest) = err.downcast_ref::<ManifestError>() {
+        eprintln!("{manifest}");
+    } else {
+        eprintln!("error: {err:#}");
+    }
+    ExitCode::FAILURE
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let config = RuntimeConfig {
+        cache_dir: if cli.global.no_cache {
+            None
+        } else {
+            cli.global
+                .cache_dir
+                .clone()
+                .or_else(skiff_runtime::CodeCache::default_dir)
+        },
+        ..RuntimeConfig::default()
+    };
+    let runtime = Runtime::new(config).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    match cli.command {
+        Command::Run(args) => run(&runtime, args).await,
+        Command::Serve(args) => {
+            let app = single::app_for_component(&args.file)?;
+            up(&runtime, app, args.listen, false).await
+        }
+        Command::Up(args) => {
+            let path = manifest_path(&args.manifest);
+            let app = skiff_manifest::load(&path)?;
+            up(&runtime, app, args.listen, true).await
+        }
+    }
+}
+
+fn manifest_path(given: &Path) -> PathBuf {
+    if given.is_dir() {
+        given.join("skiff.toml")
+    } else {
+        given.to_path_buf()
+    }
+}
+
+async fn run(runtime: &Arc<Runtime>, args: RunArgs) -> Result<ExitCode> {
+    let mut grant = skiff_runtime::capabilities::wasi::WasiGrant::default();
+    for dir in &args.dirs {
+        let (host, guest) = dir.split_once("::").unwrap_or((dir.as_str(), dir.as_str()));
+        grant
+            .dirs
+            .push(skiff_runtime::capabilities::wasi::DirGrant {
+                host: PathBuf::from(host),
+                guest: guest.to_string(),
+                writable: true,
+            });
+    }
+    for env in &args.envs {
+        let Some((key, value)) = env.split_once('=') else {
+            bail!("--env `{env}` is not KEY=VALUE; write e.g. --env GREETING=hello");
+        };
+        grant.env.push((key.to_string(), value.to_string()));
+    }
+    for key in &args.env_inherit {
+        match std::env::var(key) {
+            Ok(value) => grant.env.push((key.clone(), value)),
+            Err(_) => tracing::warn!("--env-inherit {key}: skiff has no such variable; not set"),
+        }
+    }
+    let program = args
+        .file
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let options = CommandOptions {
+        args: std::iter::once(program).chain(args.args).collect(),
+        grant,
+    };
+    match runtime.run_command(&args.file, options).await? {
+        CommandOutcome::Exited(code) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
+        CommandOutcome::Trapped(reason) => {
+            eprintln!("error: {} trapped: {reason}", args.file.display());
+            Ok(ExitCode::from(TRAP_EXIT_CODE as u8))
+        }
+    }
+}
+
+/// Loads and serves `app`. `from_manifest` says whether load errors can point at a manifest.
+async fn up(
+    runtime: &Arc<Runtime>,
+    app: App,
+    listen: SocketAddr,
+    from_manifest: bool,
+) -> Result<ExitCode> {
+    let loaded = {
+        let runtime = runtime.clone();
+        let for_errors = app.clone();
+        tokio::task::spawn_blocking(move || runtime.load_app(app))
+            .await
+            .context("loading the app")?
+            .map_err(|err| match err.component {
+                Some(index) if from_manifest => {
+                    ManifestError::at(&for_errors, index, "source", err.to_string(), None).into()
+                }
+                _ => anyhow::Error::from(err),
+            })?
+    };
+    let app = loaded.app.clone();
+    let server = skiff_http::Server::bind(listen, skiff_http::HttpApp::new(loaded))
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = server.local_addr()?;
+    // Scripts wait for this line: it is printed only once the socket listens.
+    println!("Serving http://{addr}");
+    println!("Available routes:");
+    for route in &app.routes {
+        let component = &app.components[route.component];
+        let wildcard = if route.as_written.ends_with("...") {
+            " (wildcard)"
+        } else {
+            ""
+        };
+        let shown = route
+            .as_written
+            .trim_end_matches("...")
+            .trim_end_matches('/');
+        let shown = if shown.is_empty() { "/" } else { shown };
+        println!("  {}: http://{addr}{shown}{wildcard}", component.id);
+    }
+    server
+        .with_shutdown_grace(Duration::from_secs(10))
+        .serve(shutdown_signal())
+        .await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutdown requested: no longer accepting connections");
+}
+
+fn init_logging(options: &GlobalOptions) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&options.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour only for people: log files and pipes get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match options.log_format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,208 @@
+//! The one error type of the crate, rendered like a compiler diagnostic.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use crate::App;
+
+/// A 1-based line and column in the manifest (columns count characters, not bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Location {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Location {
+    /// Converts a byte offset into `text` to a line and column.
+    pub fn from_offset(text: &str, offset: usize) -> Self {
+        let offset = floor_char_boundary(text, offset.min(text.len()));
+        let before = &text[..offset];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Location {
+            line: before.matches('\n').count() + 1,
+            column: before[line_start..].chars().count() + 1,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// The manifest line an error points at, kept so the error can be printed without the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snippet {
+    /// The whole line, without its newline.
+    pub line_text: String,
+    /// How many characters to underline, starting at the error's column (at least 1).
+    pub underline: usize,
+}
+
+/// Everything wrong with a manifest is reported as one of these: where (file, line, column),
+/// which field (a dotted path such as `component.hello.source`), what is wrong and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", Render(self))]
+pub struct ManifestError {
+    pub path: PathBuf,
+    /// `None` only when there is nothing in the file to point at (e.g. a missing `[app]` table).
+    pub location: Option<Location>,
+    /// Dotted path of the offending field, e.g. `component.hello.limits.memory`.
+    pub field: String,
+    pub message: String,
+    pub help: Option<String>,
+    pub snippet: Option<Snippet>,
+}
+
+impl ManifestError {
+    /// An error about component number `component` of an already-validated `app`, pointing at
+    /// the component's `source` line. Meant for later stages (e.g. the runtime finding that the
+    /// source is not a valid component) so that they report in the same shape as the parser.
+    ///
+    /// `field` may be relative to the component (`"source"`) or a full dotted path.
+    pub fn at(
+        app: &App,
+        component: usize,
+        field: &str,
+        message: impl Into<String>,
+        help: impl Into<Option<String>>,
+    ) -> Self {
+        let comp = app.components.get(component);
+        let field = match comp {
+            Some(c) if !field.starts_with("component.") => {
+                format!("component.{}.{}", c.id, field)
+            }
+            _ => field.to_string(),
+        };
+        let mut message = message.into();
+        if !message.contains(&field) {
+            message = format!("`{field}`: {message}");
+        }
+        let location = comp.map(|c| c.source_location);
+        // The manifest text is not kept in `App`; re-reading it is fine on this cold path, and
+        // the error is still useful without a snippet if the file has gone.
+        let snippet = location.and_then(|loc| {
+            let text = std::fs::read_to_string(&app.manifest_path).ok()?;
+            let line_text = text.lines().nth(loc.line - 1)?.to_string();
+            let rest = line_text.chars().skip(loc.column - 1).count();
+            let trailing = line_text.len() - line_text.trim_end().len();
+            Some(Snippet {
+                underline: rest.saturating_sub(trailing).max(1),
+                line_text,
+            })
+        });
+        ManifestError {
+            path: app.manifest_path.clone(),
+            location,
+            field,
+            message,
+            help: help.into(),
+            snippet,
+        }
+    }
+}
+
+/// Compiler-style rendering: message, `--> file:line:col`, the line with carets, then help.
+struct Render<'a>(&'a ManifestError);
+
+impl fmt::Display for Render<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        render(self.0, f)
+    }
+}
+
+fn render(e: &ManifestError, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    writeln!(f, "error: {}", e.message)?;
+    let width = e.location.map_or(1, |l| l.line.to_string().len());
+    let pad = " ".repeat(width);
+    match e.location {
+        Some(loc) => write!(f, "{pad} --> {}:{loc}", e.path.display())?,
+        None => write!(f, "{pad} --> {}", e.path.display())?,
+    }
+    if let (Some(loc), Some(snippet)) = (e.location, &e.snippet) {
+        // Keep tabs as tabs so the carets line up with the text above them.
+        let indent: String = snippet
+            .line_text
+            .chars()
+            .take(loc.column - 1)
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        write!(
+            f,
+            "\n{pad}  |\n {line} | {text}\n{pad}  | {indent}{carets}",
+            line = loc.line,
+            text = snippet.line_text,
+            carets = "^".repeat(snippet.underline.max(1)),
+        )?;
+    }
+    if let Some(help) = &e.help {
+        let mut lines = help.lines();
+        if let Some(first) = lines.next() {
+            write!(f, "\n{pad}  = help: {first}")?;
+        }
+        for line in lines {
+            write!(f, "\n{pad}          {line}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds errors against one manifest text, turning byte spans into locations and snippets.
+pub(crate) struct Source<'a> {
+    pub text: &'a str,
+    pub path: &'a Path,
+}
+
+impl Source<'_> {
+    pub fn error(
+        &self,
+        span: Option<Range<usize>>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+        help: impl Into<Option<String>>,
+    ) -> ManifestError {
+        let (location, snippet) = match span {
+            Some(span) => {
+                let (loc, snip) = self.locate(span);
+                (Some(loc), Some(snip))
+            }
+            None => (None, None),
+        };
+        ManifestError {
+            path: self.path.to_path_buf(),
+            location,
+            field: field.into(),
+            message: message.into(),
+            help: help.into(),
+            snippet,
+        }
+    }
+
+    fn locate(&self, span: Range<usize>) -> (Location, Snippet) {
+        let text = self.text;
+        let start = floor_char_boundary(text, span.start.min(text.len()));
+        let end = floor_char_boundary(text, span.end.clamp(start, text.len()));
+        let location = Location::from_offset(text, start);
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+        let line_text = text[line_start..line_end].trim_end_matches('\r');
+        // A multi-line span (e.g. an array) is underlined to the end of its first line only.
+        let underline = text[start..end.min(line_end)].trim_end().chars().count();
+        (
+            location,
+            Snippet {
+                line_text: line_text.to_string(),
+                underline: underline.max(1),
+            },
+        )
+    }
+}
+
+fn floor_char_boundary(text: &str, mut i: usize) -> usize {
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}

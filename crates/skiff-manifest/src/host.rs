@@ -1,0 +1,348 @@
+//! Outbound host patterns: `scheme://host[:port]` with wildcards.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+/// One entry of `allowed_outbound_hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPattern {
+    scheme: SchemePattern,
+    host: HostMatch,
+    port: PortPattern,
+    /// Whether the port was written out, so that `Display` prints the pattern back as written.
+    explicit_port: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SchemePattern {
+    Any,
+    Http,
+    Https,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostMatch {
+    /// `*`: any host.
+    Any,
+    /// A DNS name, stored lowercase.
+    Name(String),
+    /// `*.suffix`: any name ending in `.suffix` (but not `suffix` itself), stored lowercase.
+    Subdomains(String),
+    Ip(IpAddr),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PortPattern {
+    Any,
+    Port(u16),
+}
+
+/// Why a host pattern was rejected, with a suggested fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPatternError {
+    pub message: String,
+    pub help: String,
+}
+
+const EXAMPLES: &str =
+    "\"https://api.example.com\", \"http://*.internal:8080\" or \"*://localhost:*\"";
+
+impl HostPattern {
+    pub fn parse(pattern: &str) -> Result<Self, HostPatternError> {
+        let err = |what: &str, help: String| {
+            Err(HostPatternError {
+                message: format!("invalid host pattern `{pattern}`: {what}"),
+                help,
+            })
+        };
+        let Some((scheme, rest)) = pattern.split_once("://") else {
+            let guess = pattern.trim_start_matches('/');
+            return err(
+                "missing scheme",
+                format!("write `scheme://host[:port]`, e.g. \"https://{guess}\""),
+            );
+        };
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
+            "http" => SchemePattern::Http,
+            "https" => SchemePattern::Https,
+            "*" => SchemePattern::Any,
+            other => {
+                return err(
+                    &format!("unsupported scheme `{other}`"),
+                    format!("use `http`, `https` or `*`, e.g. \"https://{rest}\""),
+                );
+            }
+        };
+        let scheme_str = scheme_text(scheme);
+        if let Some(at) = rest.find('@') {
+            return err(
+                "user info (`user@`) is not allowed",
+                format!("remove it: \"{scheme_str}://{}\"", &rest[at + 1..]),
+            );
+        }
+        if let Some(cut) = rest.find(['/', '?', '#']) {
+            return err(
+                "a host pattern has no path, query or fragment",
+                format!("remove them: \"{scheme_str}://{}\"", &rest[..cut]),
+            );
+        }
+        if rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return err("contains whitespace", format!("e.g. {EXAMPLES}"));
+        }
+        if rest.is_empty() {
+            return err(
+                "the host is empty",
+                format!("name a host, or `*` for any: e.g. {EXAMPLES}"),
+            );
+        }
+
+        let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+            let Some((addr, after)) = inner.split_once(']') else {
+                return err(
+                    "unclosed `[`",
+                    "write IPv6 addresses as \"http://[::1]:8080\"".into(),
+                );
+            };
+            let Ok(ip) = addr.parse::<Ipv6Addr>() else {
+                return err(
+                    &format!("`{addr}` is not an IPv6 address"),
+                    "write IPv6 addresses as \"http://[::1]:8080\"".into(),
+                );
+            };
+            let port = match after {
+                "" => None,
+                _ => match after.strip_prefix(':') {
+                    Some(p) => Some(p),
+                    None => {
+                        return err(
+                            &format!("unexpected `{after}` after `]`"),
+                            format!("e.g. \"{scheme_str}://[{ip}]:8080\""),
+                        );
+                    }
+                },
+            };
+            (HostMatch::Ip(IpAddr::V6(ip)), port)
+        } else {
+            if rest.matches(':').count() > 1 {
+                return err(
+                    "too many `:` (IPv6 addresses must be in brackets)",
+                    format!("e.g. \"{scheme_str}://[::1]:8080\""),
+                );
+            }
+            let (host, port) = match rest.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            };
+            if host.is_empty() {
+                return err(
+                    "the host is empty",
+                    format!("name a host, or `*` for any: e.g. {EXAMPLES}"),
+                );
+            }
+            match parse_host(host) {
+                Ok(h) => (h, port),
+                Err(what) => return err(&what, format!("e.g. {EXAMPLES}")),
+            }
+        };
+
+        let explicit_port = port.is_some();
+        let port = match port {
+            Some("*") => PortPattern::Any,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 => PortPattern::Port(n),
+                _ => {
+                    return err(
+                        &format!("`{p}` is not a port (1-65535 or `*`)"),
+                        format!("e.g. \"{scheme_str}://{}:8080\"", HostDisplay(&host)),
+                    );
+                }
+            },
+            None => match scheme {
+                SchemePattern::Http => PortPattern::Port(80),
+                SchemePattern::Https => PortPattern::Port(443),
+                SchemePattern::Any => {
+                    return err(
+                        "with scheme `*` the port cannot be implied",
+                        format!(
+                            "add `:*` for any port or a number: \"*://{0}:*\" or \"*://{0}:8080\"",
+                            HostDisplay(&host)
+                        ),
+                    );
+                }
+            },
+        };
+        Ok(HostPattern {
+            scheme,
+            host,
+            port,
+            explicit_port,
+        })
+    }
+
+    /// Whether a request to `scheme://host:port` is allowed by this pattern. The scheme and host
+    /// compare case-insensitively; `host` may be a name, an IP address, or `[ipv6]`.
+    pub fn matches(&self, scheme: &str, host: &str, port: u16) -> bool {
+        let scheme_ok = match self.scheme {
+            SchemePattern::Any => true,
+            SchemePattern::Http => scheme.eq_ignore_ascii_case("http"),
+            SchemePattern::Https => scheme.eq_ignore_ascii_case("https"),
+        };
+        let port_ok = match self.port {
+            PortPattern::Any => true,
+            PortPattern::Port(p) => p == port,
+        };
+        scheme_ok && port_ok && self.matches_host(host)
+    }
+
+    fn matches_host(&self, host: &str) -> bool {
+        // A fully qualified name's trailing dot names the same host.
+        let host = match host.strip_suffix('.') {
+            Some(h) if !h.is_empty() => h,
+            _ => host,
+        };
+        match &self.host {
+            HostMatch::Any => true,
+            HostMatch::Name(name) => host.eq_ignore_ascii_case(name),
+            HostMatch::Subdomains(suffix) => {
+                let (h, s) = (host.as_bytes(), suffix.as_bytes());
+                h.len() > s.len() + 1
+                    && h[h.len() - s.len() - 1] == b'.'
+                    && h[h.len() - s.len()..].eq_ignore_ascii_case(s)
+            }
+            HostMatch::Ip(ip) => {
+                let bare = host
+                    .strip_prefix('[')
+                    .and_then(|h| h.strip_suffix(']'))
+                    .unwrap_or(host);
+                bare.parse::<IpAddr>().is_ok_and(|a| a == *ip)
+            }
+        }
+    }
+
+    pub fn scheme(&self) -> SchemePattern {
+        self.scheme
+    }
+
+    pub fn host(&self) -> &HostMatch {
+        &self.host
+    }
+
+    /// The port to match; the scheme's default if none was written.
+    pub fn port(&self) -> PortPattern {
+        self.port
+    }
+}
+
+fn parse_host(host: &str) -> Result<HostMatch, String> {
+    if host == "*" {
+        return Ok(HostMatch::Any);
+    }
+    if let Some(suffix) = host.strip_prefix("*.") {
+        validate_dns_name(suffix)?;
+        return Ok(HostMatch::Subdomains(suffix.to_ascii_lowercase()));
+    }
+    if host.contains('*') {
+        return Err(format!(
+            "`{host}`: a wildcard may only be the whole host (`*`) or a leading `*.`"
+        ));
+    }
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return host
+            .parse::<Ipv4Addr>()
+            .map(|ip| HostMatch::Ip(IpAddr::V4(ip)))
+            .map_err(|_| format!("`{host}` is not an IPv4 address"));
+    }
+    validate_dns_name(host)?;
+    Ok(HostMatch::Name(host.to_ascii_lowercase()))
+}
+
+fn validate_dns_name(name: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("`{name}` is not a valid host name: {why}"));
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > 253 {
+        return bad("longer than 253 characters");
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return bad("empty label (`..` or a leading/trailing `.`)");
+        }
+        if label.len() > 63 {
+            return bad("a label is longer than 63 characters");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return bad("a label starts or ends with `-`");
+        }
+        // Underscores are not valid in host names but do occur in real ones (e.g. SRV-style).
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return bad(&format!("`{c}` is not allowed"));
+        }
+    }
+    Ok(())
+}
+
+fn scheme_text(s: SchemePattern) -> &'static str {
+    match s {
+        SchemePattern::Any => "*",
+        SchemePattern::Http => "http",
+        SchemePattern::Https => "https",
+    }
+}
+
+struct HostDisplay<'a>(&'a HostMatch);
+
+impl fmt::Display for HostDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            HostMatch::Any => f.write_str("*"),
+            HostMatch::Name(n) => f.write_str(n),
+            HostMatch::Subdomains(s) => write!(f, "*.{s}"),
+            HostMatch::Ip(IpAddr::V4(ip)) => write!(f, "{ip}"),
+            HostMatch::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+        }
+    }
+}
+
+impl fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        HostDisplay(self).fmt(f)
+    }
+}
+
+impl fmt::Display for SchemePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(scheme_text(*self))
+    }
+}
+
+impl fmt::Display for PortPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortPattern::Any => f.write_str("*"),
+            PortPattern::Port(p) => write!(f, "{p}"),
+        }
+    }
+}
+
+/// Prints the pattern back (lowercased; the port only if it was written).
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.host)?;
+        if self.explicit_port {
+            write!(f, ":{}", self.port)?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for HostPattern {
+    type Err = HostPatternError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}

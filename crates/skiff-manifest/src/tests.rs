@@ -1,0 +1,825 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use super::*;
+
+const COMPONENT_HEADER: [u8; 8] = [0, b'a', b's', b'm', 0x0d, 0, 1, 0];
+const CORE_HEADER: [u8; 8] = [0, b'a', b's', b'm', 1, 0, 0, 0];
+
+/// A temp app folder with a fake component, a core module, a non-wasm file and two folders.
+struct Fixture {
+    dir: TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(p.join("hello.wasm"), COMPONENT_HEADER).unwrap();
+        std::fs::write(p.join("api.wasm"), COMPONENT_HEADER).unwrap();
+        std::fs::write(p.join("core.wasm"), CORE_HEADER).unwrap();
+        std::fs::write(p.join("main.rs"), "fn main() {}\n").unwrap();
+        std::fs::create_dir(p.join("static")).unwrap();
+        std::fs::create_dir(p.join("data")).unwrap();
+        Fixture { dir }
+    }
+
+    fn manifest(&self) -> PathBuf {
+        self.dir.path().join("skiff.toml")
+    }
+
+    fn parse(&self, text: &str) -> Result<App, ManifestError> {
+        parse(text, &self.manifest())
+    }
+
+    fn ok(&self, text: &str) -> App {
+        self.parse(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Parses `text` expecting an error on `field` at `line`, and checks that the rendered
+    /// message names the field and the line.
+    fn err(&self, text: &str, field: &str, line: usize) -> ManifestError {
+        let e = self.parse(text).expect_err("expected an error");
+        let shown = e.to_string();
+        assert_eq!(e.field, field, "wrong field in:\n{shown}");
+        assert_eq!(
+            e.location.map(|l| l.line),
+            Some(line),
+            "wrong line in:\n{shown}"
+        );
+        // Unknown fields are worded "unknown field `x` in component `y`", which names the
+        // same field without the dotted path.
+        let leaf = field.rsplit('.').next().unwrap_or(field);
+        assert!(
+            shown.contains(field)
+                || (e.message.starts_with("unknown field") && shown.contains(&format!("`{leaf}`"))),
+            "message does not name `{field}`:\n{shown}"
+        );
+        assert!(
+            shown.contains(&format!("skiff.toml:{line}:")),
+            "no location line in:\n{shown}"
+        );
+        e
+    }
+}
+
+fn help(e: &ManifestError) -> &str {
+    e.help.as_deref().unwrap_or_default()
+}
+
+const APP: &str = "[app]\nname = \"hello\"\n\n";
+
+// --- happy path ---------------------------------------------------------------------------
+
+#[test]
+fn full_example_parses() {
+    let f = Fixture::new();
+    let text = r#"[app]
+name = "hello"
+version = "0.1.0"
+description = "Says hello"
+
+[component.hello]
+source = "hello.wasm"
+route = "/hello"
+environment = { GREETING = "hi", _B = "2" }
+files = [
+  "static",
+  { source = "data", destination = "/data", writable = true },
+]
+allowed_outbound_hosts = ["https://api.example.com", "http://*.internal:8080", "*://localhost:*"]
+
+[component.hello.limits]
+memory = "64MiB"
+timeout = "5s"
+
+[component.api]
+source = "api.wasm"
+route = ["/api/...", "/..."]
+"#;
+    let app = f.ok(text);
+    assert_eq!(app.name, "hello");
+    assert_eq!(app.version, "0.1.0");
+    assert_eq!(app.description.as_deref(), Some("Says hello"));
+    assert_eq!(app.base_dir, f.dir.path());
+    assert_eq!(app.manifest_path, f.manifest());
+    assert_eq!(app.components.len(), 2);
+
+    let hello = &app.components[0];
+    assert_eq!(hello.id, "hello");
+    assert_eq!(hello.source, f.dir.path().join("hello.wasm"));
+    assert_eq!(
+        hello.source_location,
+        Location {
+            line: 7,
+            column: 10
+        }
+    );
+    assert_eq!(
+        hello.environment,
+        vec![
+            ("GREETING".to_string(), "hi".to_string()),
+            ("_B".to_string(), "2".to_string())
+        ]
+    );
+    assert_eq!(
+        hello.files,
+        vec![
+            FileMount {
+                host: f.dir.path().join("static"),
+                guest: "/static".into(),
+                writable: false
+            },
+            FileMount {
+                host: f.dir.path().join("data"),
+                guest: "/data".into(),
+                writable: true
+            },
+        ]
+    );
+    let hosts: Vec<String> = hello
+        .allowed_outbound_hosts
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            "https://api.example.com",
+            "http://*.internal:8080",
+            "*://localhost:*"
+        ]
+    );
+    assert_eq!(hello.limits.memory, Some(64 << 20));
+    assert_eq!(hello.limits.timeout, Some(Duration::from_secs(5)));
+
+    assert_eq!(app.components[1].id, "api");
+    assert_eq!(app.components[1].limits, Limits::default());
+    let routes: Vec<(&str, usize)> = app
+        .routes
+        .iter()
+        .map(|r| (r.as_written.as_str(), r.component))
+        .collect();
+    assert_eq!(routes, [("/hello", 0), ("/api/...", 1), ("/...", 1)]);
+    assert_eq!(app.routes[1].pattern, RoutePattern::Prefix("/api".into()));
+    assert_eq!(app.routes[2].pattern, RoutePattern::Prefix("".into()));
+}
+
+#[test]
+fn defaults_and_components_in_file_order() {
+    let f = Fixture::new();
+    let app = f.ok(&format!(
+        "{APP}[component.zed]\nsource = \"hello.wasm\"\n[component.alpha]\nsource = \"api.wasm\"\nroute = \"/a\"\n"
+    ));
+    assert_eq!(app.version, "0.0.0");
+    assert_eq!(app.description, None);
+    let ids: Vec<&str> = app.components.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["zed", "alpha"]);
+    assert!(app.components[0].environment.is_empty());
+    assert_eq!(app.routes[0].component, 1);
+    assert!(app.component("alpha").is_some());
+}
+
+#[test]
+fn load_reads_the_file() {
+    let f = Fixture::new();
+    std::fs::write(
+        f.manifest(),
+        format!("{APP}[component.hello]\nsource = \"hello.wasm\"\n"),
+    )
+    .unwrap();
+    let app = load(&f.manifest()).unwrap();
+    assert_eq!(app.components[0].source, f.dir.path().join("hello.wasm"));
+}
+
+#[test]
+fn load_missing_manifest() {
+    let f = Fixture::new();
+    let e = load(&f.manifest()).unwrap_err();
+    assert!(e.to_string().contains("cannot read manifest"), "{e}");
+}
+
+#[test]
+fn environment_keeps_file_order() {
+    let f = Fixture::new();
+    let app = f.ok(&format!(
+        "{APP}[component.hello]\nsource = \"hello.wasm\"\n[component.hello.environment]\nZ = \"1\"\nA = \"2\"\n"
+    ));
+    let keys: Vec<&str> = app.components[0]
+        .environment
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(keys, ["Z", "A"]);
+}
+
+#[test]
+fn memory_as_integer_and_units() {
+    let f = Fixture::new();
+    for (value, bytes) in [
+        ("1048576", 1 << 20),
+        ("\"1KB\"", 1000),
+        ("\"2 GiB\"", 2 << 30),
+    ] {
+        let app = f.ok(&format!(
+            "{APP}[component.hello]\nsource = \"hello.wasm\"\nlimits = {{ memory = {value}, timeout = \"250ms\" }}\n"
+        ));
+        assert_eq!(app.components[0].limits.memory, Some(bytes));
+        assert_eq!(
+            app.components[0].limits.timeout,
+            Some(Duration::from_millis(250))
+        );
+    }
+}
+
+// --- rendering ----------------------------------------------------------------------------
+
+#[test]
+fn unknown_field_renders_like_a_compiler() {
+    let f = Fixture::new();
+    let text = "[app]\nname = \"hello\"\n\n[component.hello]\nroute = \"/hello\"\n\nsorce = \"hello.wasm\"\n";
+    let e = f.err(text, "component.hello.sorce", 7);
+    let expected = format!(
+        "error: unknown field `sorce` in component `hello`
+  --> {}:7:1
+   |
+ 7 | sorce = \"hello.wasm\"
+   | ^^^^^
+   = help: did you mean `source`?
+           valid fields are: source, route, environment, files, allowed_outbound_hosts, limits",
+        f.manifest().display()
+    );
+    assert_eq!(e.to_string(), expected);
+}
+
+#[test]
+fn error_at_points_at_component_source() {
+    let f = Fixture::new();
+    let text = format!("{APP}[component.hello]\nsource   =   \"hello.wasm\"\n");
+    std::fs::write(f.manifest(), &text).unwrap();
+    let app = load(&f.manifest()).unwrap();
+    let e = ManifestError::at(
+        &app,
+        0,
+        "source",
+        "not a valid component",
+        Some("rebuild it".to_string()),
+    );
+    assert_eq!(e.field, "component.hello.source");
+    assert_eq!(
+        e.location,
+        Some(Location {
+            line: 5,
+            column: 14
+        })
+    );
+    let shown = e.to_string();
+    assert!(
+        shown.contains("`component.hello.source`: not a valid component"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(" 5 | source   =   \"hello.wasm\"\n   |              ^^^^^^^^^^^^"),
+        "{shown}"
+    );
+    assert!(shown.contains("= help: rebuild it"), "{shown}");
+    // An out-of-range index must not panic.
+    let e = ManifestError::at(&app, 9, "source", "x", None);
+    assert_eq!(e.location, None);
+}
+
+// --- one test per error kind --------------------------------------------------------------
+
+#[test]
+fn toml_syntax_error() {
+    let f = Fixture::new();
+    let e = f.err(
+        &format!("{APP}[component.hello]\nsource = hello.wasm\n"),
+        "component.hello",
+        5,
+    );
+    assert!(e.message.contains("invalid TOML"), "{e}");
+}
+
+#[test]
+fn unknown_field_at_top_level_and_in_app() {
+    let f = Fixture::new();
+    let e = f.err("[app]\nname = \"x\"\nnmae = \"y\"\n", "app.nmae", 3);
+    assert!(help(&e).contains("name, version, description"), "{e}");
+    let e = f.err(
+        "[app]\nname = \"x\"\n[components.hello]\nsource = \"a\"\n",
+        "components",
+        3,
+    );
+    assert!(help(&e).contains("did you mean `component`?"), "{e}");
+}
+
+#[test]
+fn unknown_field_in_limits_and_files() {
+    let f = Fixture::new();
+    let base = format!("{APP}[component.hello]\nsource = \"hello.wasm\"\n");
+    let e = f.err(
+        &format!("{base}[component.hello.limits]\nmemroy = \"1MiB\"\n"),
+        "component.hello.limits.memroy",
+        7,
+    );
+    assert!(help(&e).contains("memory, timeout"), "{e}");
+    let e = f.err(
+        &format!("{base}files = [\n  {{ source = \"data\", dest = \"/d\" }},\n]\n"),
+        "component.hello.files[0].dest",
+        7,
+    );
+    assert!(help(&e).contains("source, destination, writable"), "{e}");
+    assert_eq!(e.location.unwrap().column, 22);
+}
+
+#[test]
+fn wrong_type_names_field_and_example() {
+    let f = Fixture::new();
+    let e = f.err(
+        &format!(
+            "{APP}[component.hello]\nsource = \"hello.wasm\"\nenvironment = {{ PORT = 8080 }}\n"
+        ),
+        "component.hello.environment.PORT",
+        6,
+    );
+    assert!(help(&e).contains("quote numbers"), "{e}");
+    let e = f.err(
+        &format!("{APP}[component.hello]\nsource = 5\n"),
+        "component.hello.source",
+        5,
+    );
+    assert!(help(&e).contains("source = \"hello.wasm\""), "{e}");
+}
+
+#[test]
+fn missing_app_table() {
+    let f = Fixture::new();
+    let e = f
+        .parse("[component.hello]\nsource = \"hello.wasm\"\n")
+        .unwrap_err();
+    assert_eq!(e.field, "app");
+    assert_eq!(e.location, None);
+    assert!(e.to_string().contains("`[app]`"), "{e}");
+}
+
+#[test]
+fn missing_app_name() {
+    let f = Fixture::new();
+    let e = f.err(
+        "\n[app]\nversion = \"1\"\n[component.hello]\nsource = \"hello.wasm\"\n",
+        "app.name",
+        2,
+    );
+    assert!(help(&e).contains("name = "), "{e}");
+}
+
+#[test]
+fn bad_app_name_and_component_id() {
+    let f = Fixture::new();
+    let e = f.err(
+        "[app]\nname = \"Hello_World\"\n[component.hello]\nsource = \"hello.wasm\"\n",
+        "app.name",
+        2,
+    );
+    assert!(help(&e).contains("\"hello-world\""), "{e}");
+    f.err(
+        &format!("{APP}[component.1st]\nsource = \"hello.wasm\"\n"),
+        "component.1st",
+        4,
+    );
+    let long = "a".repeat(64);
+    f.err(
+        &format!("[app]\nname = \"{long}\"\n[component.hello]\nsource = \"hello.wasm\"\n"),
+        "app.name",
+        2,
+    );
+}
+
+#[test]
+fn no_components() {
+    let f = Fixture::new();
+    let e = f.err(APP, "component", 1);
+    assert!(help(&e).contains("[component.hello]"), "{e}");
+}
+
+#[test]
+fn missing_source() {
+    let f = Fixture::new();
+    let e = f.err(
+        &format!("{APP}[component.hello]\nroute = \"/\"\n"),
+        "component.hello.source",
+        4,
+    );
+    assert!(e.message.contains("has no `source`"), "{e}");
+}
+
+#[test]
+fn source_does_not_exist() {
+    let f = Fixture::new();
+    let e = f.err(
+        &format!("{APP}[component.hello]\nsource = \"target/missing.wasm\"\n"),
+        "component.hello.source",
+        5,
+    );
+    assert!(
+        help(&e).contains("cargo build --target wasm32-wasip2 --release"),
+        "{e}"
+    );
+    assert!(help(&e).contains("fix the path"), "{e}");
+}
+
+#[test]
+fn source_is_not_wasm() {
+    let f = Fixture::new();
+    let e = f.err(
+        &format!("{APP}[component.hello]\nsource = \"main.rs\"\n"),
+        "component.hello.source",
+        5,
+    );
+    assert!(e.message.contains("not a WebAssembly file"), "{e}");
+    // A directory is not a Wasm file either.
+    f.err(
+        &format!("{APP}[component.hello]\nsource = \"static\"\n"),
+        "component.hello.source",
+        5,
+    );
+}
+
+#[test]
+fn source_is_a_core_module() {
+    let f = Fixture::new();
+    let e = f.err(
+        &format!("{APP}[component.hello]\nsource = \"core.wasm\"\n"),
+        "component.hello.source",
+        5,
+    );
+    assert!(e.message.contains("core WebAssembly module"), "{e}");
+    assert!(help(&e).contains("wasm32-wasip2"), "{e}");
+    assert!(help(&e).contains("wasm-tools component new"), "{e}");
+}
+
+#[test]
+fn route_collision_across_components() {
+    let f = Fixture::new();
+    let text = format!(
+        "{APP}[component.hello]\nsource = \"hello.wasm\"\nroute = \"/hello\"\n\n[component.api]\nsource = \"api.wasm\"\nroute = [\"/api/...\", \"/hello/\"]\n"
+    );
+    let e = f.err(&text, "component.api.route[1]", 10);
+    assert!(e.message.contains("component `hello`"), "{e}");
+    assert!(e.message.contains("component `api`"), "{e}");
+    assert!(e.message.contains("line 6"), "{e}");
+}
+
+#[test]
+fn route_collision_within_component() {
+    let f = Fixture::new();
+    let e = f.err(
+        &format!(
+            "{APP}[component.hello]\nsource = \"hello.wasm\"\nroute = [\"/a/...\",\n  \"/a/...\"]\n"
+        ),
+        "component.hello.route[1]",
+        7,
+    );
+    assert!(e.message.contains("same component"), "{e}");
+}
+
+#[test]
+fn malformed_route() {
+    let f = Fixture::new();
+    let base = format!("{APP}[component.hello]\nsource = \"hello.wasm\"\n");
+    let e = f.err(
+        &format!("{base}route = \"hello\"\n"),
+        "component.hello.route",
+        6,
+    );
+    assert!(help(&e).contains("\"/hello\""), "{e}");
+    f.err(
+        &format!("{base}route = [\"/ok\", \"/a/.../b\"]\n"),
+        "component.hello.route[1]",
+        6,
+    );
+    f.err(
+        &format!("{base}route = \"/a?b=1\"\n"),
+        "component.hello.route",
+        6,
+    );
+}
+
+#[test]
+fn malformed_host_pattern() {
+    let f = Fixture::new();
+    let e = f.err(
+        &format!(
+            "{APP}[component.hello]\nsource = \"hello.wasm\"\nallowed_outbound_hosts = [\n  \"https://ok.example.com\",\n  \"https://api.example.com/v1\",\n]\n"
+        ),
+        "component.hello.allowed_outbound_hosts[1]",
+        8,
+    );
+    assert!(e.message.contains("https://api.example.com/v1"), "{e}");
+    assert!(help(&e).contains("\"https://api.example.com\""), "{e}");
+}
+
+#[test]
+fn bad_env_var_name() {
+    let f = Fixture::new();
+    let e = f.err(
+        &format!("{APP}[component.hello]\nsource = \"hello.wasm\"\nenvironment = {{ OK = \"1\", \"my-var\" = \"2\" }}\n"),
+        "component.hello.environment.my-var",
+        6,
+    );
+    assert!(help(&e).contains("MY_VAR"), "{e}");
+    assert_eq!(e.location.unwrap().column, 27);
+    f.err(
+        &format!("{APP}[component.hello]\nsource = \"hello.wasm\"\n[component.hello.environment]\n1X = \"1\"\n"),
+        "component.hello.environment.1X",
+        7,
+    );
+}
+
+#[test]
+fn bad_memory() {
+    let f = Fixture::new();
+    let base =
+        format!("{APP}[component.hello]\nsource = \"hello.wasm\"\n[component.hello.limits]\n");
+    for value in ["\"64XB\"", "\"lots\"", "0", "-5", "\"0MiB\""] {
+        let e = f.err(
+            &format!("{base}memory = {value}\n"),
+            "component.hello.limits.memory",
+            7,
+        );
+        assert!(help(&e).contains("MiB"), "{e}");
+    }
+    // Wrong type entirely.
+    f.err(
+        &format!("{base}memory = true\n"),
+        "component.hello.limits.memory",
+        7,
+    );
+}
+
+#[test]
+fn bad_timeout() {
+    let f = Fixture::new();
+    let base =
+        format!("{APP}[component.hello]\nsource = \"hello.wasm\"\n[component.hello.limits]\n");
+    for value in ["\"5\"", "\"soon\"", "\"0s\""] {
+        let e = f.err(
+            &format!("{base}timeout = {value}\n"),
+            "component.hello.limits.timeout",
+            7,
+        );
+        assert!(help(&e).contains("\"5s\""), "{e}");
+    }
+    let e = f.err(
+        &format!("{base}timeout = 5\n"),
+        "component.hello.limits.timeout",
+        7,
+    );
+    assert!(help(&e).contains("\"5s\""), "{e}");
+}
+
+#[test]
+fn files_host_path_missing() {
+    let f = Fixture::new();
+    let base = format!("{APP}[component.hello]\nsource = \"hello.wasm\"\n");
+    let e = f.err(
+        &format!("{base}files = [\"nope\"]\n"),
+        "component.hello.files[0]",
+        6,
+    );
+    assert!(e.message.contains("does not exist"), "{e}");
+    f.err(
+        &format!("{base}files = [\n  {{ source = \"gone\", destination = \"/g\" }},\n]\n"),
+        "component.hello.files[0].source",
+        7,
+    );
+    f.err(
+        &format!("{base}files = [{{ destination = \"/g\" }}]\n"),
+        "component.hello.files[0].source",
+        6,
+    );
+}
+
+#[test]
+fn files_guest_path_invalid() {
+    let f = Fixture::new();
+    let base = format!("{APP}[component.hello]\nsource = \"hello.wasm\"\n");
+    let e = f.err(
+        &format!("{base}files = [{{ source = \"data\", destination = \"data\" }}]\n"),
+        "component.hello.files[0].destination",
+        6,
+    );
+    assert!(help(&e).contains("\"/data\""), "{e}");
+    f.err(
+        &format!("{base}files = [{{ source = \"data\", destination = \"/x/../etc\" }}]\n"),
+        "component.hello.files[0].destination",
+        6,
+    );
+    f.err(
+        &format!("{base}files = [\"static\", \"../outside\"]\n"),
+        "component.hello.files[1]",
+        6,
+    );
+    f.err(
+        &format!("{base}files = [{{ source = \"data\" }}]\n"),
+        "component.hello.files[0].destination",
+        6,
+    );
+    f.err(
+        &format!(
+            "{base}files = [\"static\", {{ source = \"data\", destination = \"/static/\" }}]\n"
+        ),
+        "component.hello.files[1].source",
+        6,
+    );
+}
+
+#[test]
+fn first_error_wins() {
+    let f = Fixture::new();
+    let text = format!(
+        "{APP}[component.one]\nsource = \"missing.wasm\"\n[component.two]\nsource = \"core.wasm\"\n"
+    );
+    f.err(&text, "component.one.source", 5);
+}
+
+// --- routes -------------------------------------------------------------------------------
+
+#[test]
+fn route_parsing_and_normalisation() {
+    use RoutePattern::*;
+    assert_eq!(RoutePattern::parse("/hello/"), Ok(Exact("/hello".into())));
+    assert_eq!(RoutePattern::parse("/"), Ok(Exact("/".into())));
+    assert_eq!(RoutePattern::parse("/..."), Ok(Prefix("".into())));
+    assert_eq!(RoutePattern::parse("/api/..."), Ok(Prefix("/api".into())));
+    for bad in [
+        "", "api", "/a#b", "/a...", "/.../a", "/a//b", "/a/../b", "/a b",
+    ] {
+        assert!(RoutePattern::parse(bad).is_err(), "{bad:?} should fail");
+    }
+    assert_eq!(Prefix("/api".into()).to_string(), "/api/...");
+}
+
+#[test]
+fn route_specificity_orders_exact_then_longest_prefix() {
+    let mut v: Vec<RoutePattern> = ["/...", "/api/v1/...", "/x", "/api/..."]
+        .iter()
+        .map(|r| RoutePattern::parse(r).unwrap())
+        .collect();
+    v.sort();
+    v.reverse();
+    let shown: Vec<String> = v.iter().map(|r| r.to_string()).collect();
+    assert_eq!(shown, ["/x", "/api/v1/...", "/api/...", "/..."]);
+}
+
+#[test]
+fn route_pattern_match_path() {
+    let p = RoutePattern::parse("/api/...").unwrap();
+    assert_eq!(p.match_path("/api"), Some(""));
+    assert_eq!(p.match_path("/api/users/1"), Some("/users/1"));
+    assert_eq!(p.match_path("/apiary"), None);
+    let e = RoutePattern::parse("/hello").unwrap();
+    assert_eq!(e.match_path("/hello/"), Some(""));
+    assert_eq!(e.match_path("/hello/x"), None);
+}
+
+fn table_app(f: &Fixture) -> App {
+    f.ok(&format!(
+        "{APP}[component.hello]\nsource = \"hello.wasm\"\nroute = [\"/hello\", \"/\"]\n\n[component.api]\nsource = \"api.wasm\"\nroute = [\"/api/...\", \"/api/v1/...\", \"/api/exact\"]\n\n[component.fallback]\nsource = \"api.wasm\"\nroute = \"/...\"\n"
+    ))
+}
+
+#[test]
+fn route_table_lookup() {
+    let f = Fixture::new();
+    let app = table_app(&f);
+    let t = RouteTable::new(&app);
+    let m = |p: &'static str| {
+        t.lookup(p)
+            .map(|m| (m.matched_route.to_string(), m.component, m.path_info))
+    };
+
+    assert_eq!(m("/hello"), Some(("/hello".to_string(), 0, "")));
+    assert_eq!(m("/hello/"), Some(("/hello".to_string(), 0, "")));
+    assert_eq!(m("/"), Some(("/".to_string(), 0, "")));
+    assert_eq!(m("/api"), Some(("/api/...".to_string(), 1, "")));
+    assert_eq!(m("/api/"), Some(("/api/...".to_string(), 1, "/")));
+    assert_eq!(
+        m("/api/users/1"),
+        Some(("/api/...".to_string(), 1, "/users/1"))
+    );
+    assert_eq!(
+        m("/api/v1/x?q=1"),
+        Some(("/api/v1/...".to_string(), 1, "/x"))
+    );
+    assert_eq!(m("/api/exact"), Some(("/api/exact".to_string(), 1, "")));
+    assert_eq!(m("/apiary"), Some(("/...".to_string(), 2, "/apiary")));
+    assert_eq!(
+        m("/hello/world"),
+        Some(("/...".to_string(), 2, "/hello/world"))
+    );
+    let r = t.lookup("/api/v1").unwrap();
+    assert_eq!(app.routes[r.route].as_written, "/api/v1/...");
+}
+
+#[test]
+fn route_table_without_catch_all() {
+    let f = Fixture::new();
+    let app = f.ok(&format!(
+        "{APP}[component.hello]\nsource = \"hello.wasm\"\nroute = [\"/api/...\", \"/x\"]\n[component.api]\nsource = \"api.wasm\"\n"
+    ));
+    let t = RouteTable::new(&app);
+    assert!(t.lookup("/").is_none());
+    assert!(t.lookup("/apiary").is_none());
+    assert!(t.lookup("/x/y").is_none());
+    assert_eq!(t.lookup("/api/a").unwrap().path_info, "/a");
+}
+
+// --- host patterns ------------------------------------------------------------------------
+
+#[test]
+fn host_pattern_matching() {
+    let p = |s: &str| HostPattern::parse(s).unwrap_or_else(|e| panic!("{s}: {e:?}"));
+
+    let h = p("https://api.example.com");
+    assert!(h.matches("https", "API.Example.com", 443));
+    assert!(!h.matches("http", "api.example.com", 443));
+    assert!(!h.matches("https", "api.example.com", 8443));
+    assert!(!h.matches("https", "x.api.example.com", 443));
+    assert_eq!(h.port(), PortPattern::Port(443));
+
+    let h = p("http://*.internal:8080");
+    assert!(h.matches("http", "db.internal", 8080));
+    assert!(h.matches("HTTP", "a.b.INTERNAL", 8080));
+    assert!(!h.matches("http", "internal", 8080));
+    assert!(!h.matches("http", "xinternal", 8080));
+
+    let h = p("*://localhost:*");
+    assert!(h.matches("https", "localhost", 1));
+    assert!(h.matches("http", "localhost", 65535));
+
+    let h = p("http://[::1]:3000");
+    assert!(h.matches("http", "[::1]", 3000));
+    assert!(h.matches("http", "::1", 3000));
+    assert_eq!(h.to_string(), "http://[::1]:3000");
+
+    let h = p("http://10.0.0.1");
+    assert!(h.matches("http", "10.0.0.1", 80));
+    assert!(!h.matches("http", "10.0.0.2", 80));
+
+    let h = p("https://*");
+    assert!(h.matches("https", "anything.at.all", 443));
+    assert_eq!(h.to_string(), "https://*");
+}
+
+#[test]
+fn host_pattern_rejections_name_the_pattern_and_show_an_example() {
+    for bad in [
+        "api.example.com",
+        "ftp://example.com",
+        "https://example.com/path",
+        "https://example.com?q",
+        "https://user@example.com",
+        "https://",
+        "https://:80",
+        "https://example.com:0",
+        "https://example.com:99999",
+        "https://example.com:",
+        "*://example.com",
+        "http://::1",
+        "http://[::1",
+        "http://[nope]",
+        "http://a*b.com",
+        "http://bad_.-x.com",
+        "http://999.1.1.1",
+    ] {
+        let e = HostPattern::parse(bad).expect_err(bad);
+        assert!(e.message.contains(bad), "{bad}: {e:?}");
+        assert!(e.help.contains("://"), "{bad}: help has no example: {e:?}");
+    }
+    let e = HostPattern::parse("*://example.com").unwrap_err();
+    assert!(e.help.contains(":*"), "{e:?}");
+}
+
+#[test]
+#[ignore = "prints sample errors; run with --ignored --nocapture"]
+fn show_samples() {
+    let f = Fixture::new();
+    let base = format!("{APP}[component.hello]\nsource = \"hello.wasm\"\n");
+    for text in [
+        format!("{APP}[component.hello]\nsource = hello.wasm\n"),
+        format!("{APP}[component.hello]\nsource = \"core.wasm\"\n"),
+        format!("{APP}[component.hello]\nsource = \"nope.wasm\"\n"),
+        format!("{base}route = [\"/a\", \"/a/\"]\n"),
+        format!("{base}allowed_outbound_hosts = [\"*://example.com\"]\n"),
+        format!("{base}environment = {{ PORT = 8080 }}\n"),
+        format!("{base}limits = {{ timeout = \"5 parsecs\" }}\n"),
+        "[app]\nname = \"x\"\n".to_string(),
+        "[[component]]\nsource = \"x\"\n".to_string(),
+    ] {
+        println!("{}\n", f.parse(&text).unwrap_err());
+    }
+}

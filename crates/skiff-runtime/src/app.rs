@@ -1,0 +1,182 @@
+//! Loading: from a validated [`App`] to components that are compiled, linked and ready to be
+//! instantiated in microseconds, each with its grants and limits.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_manifest::App;
+use wasmtime::component::Component;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::cache::{CacheOutcome, CodeKind};
+use crate::capabilities::Grants;
+use crate::engine::Runtime;
+use crate::error::{LoadError, LoadErrorKind};
+use crate::host::Host;
+
+/// An app whose every component is ready to serve.
+pub struct LoadedApp {
+    pub app: Arc<App>,
+    /// In the order of `app.components`.
+    pub components: Vec<Arc<LoadedComponent>>,
+}
+
+/// One HTTP component, ready to serve: the per-request work starts from `pre`.
+pub struct LoadedComponent {
+    pub app: Arc<str>,
+    pub id: Arc<str>,
+    pub source: PathBuf,
+    pub(crate) pre: ProxyPre<Host>,
+    pub(crate) grants: Grants,
+    pub(crate) timeout: Duration,
+    pub(crate) memory_limit: Option<u64>,
+    pub(crate) runtime: Arc<Runtime>,
+    /// What loading its code took: a cache hit, or a compile and how long.
+    pub load_outcome: CacheOutcome,
+}
+
+impl LoadedComponent {
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+/// What the kind of Wasm file is, from its 8-byte header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WasmKind {
+    Component,
+    CoreModule,
+}
+
+pub(crate) fn wasm_kind(path: &Path, bytes: &[u8]) -> Result<WasmKind, LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::new(path, LoadErrorKind::NotWasm));
+    }
+    // Bytes 4..8 are the version and layer: `01 00 00 00` for a core module, layer 1 for a
+    // component.
+    Ok(if bytes[6..8] == [1, 0] {
+        WasmKind::Component
+    } else {
+        WasmKind::CoreModule
+    })
+}
+
+pub(crate) fn read_wasm(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|err| LoadError::new(path, LoadErrorKind::Read(err)))
+}
+
+impl Runtime {
+    /// Compiles (or loads from the cache) and links one component as a `wasi:http` handler.
+    pub(crate) fn load_component_code(
+        &self,
+        path: &Path,
+    ) -> Result<(Component, CacheOutcome), LoadError> {
+        let wasm = read_wasm(path)?;
+        if wasm_kind(path, &wasm)? == WasmKind::CoreModule {
+            return Err(LoadError::new(
+                path,
+                LoadErrorKind::Invalid(
+                    "this is a core module, not a component: build it for wasm32-wasip2, or wrap \
+                     it with `wasm-tools component new`"
+                        .into(),
+                ),
+            ));
+        }
+        self.cache.load(
+            &self.engine,
+            path,
+            &wasm,
+            CodeKind::Component,
+            // SAFETY: see `CodeCache::load`: only files we wrote and checksummed get here.
+            |file| unsafe { Component::deserialize_file(&self.engine, file) },
+            |bytes| unsafe { Component::deserialize(&self.engine, bytes) },
+        )
+    }
+
+    fn prepare_http(
+        &self,
+        path: &Path,
+        component: &Component,
+    ) -> Result<ProxyPre<Host>, LoadError> {
+        let instance_pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|err| LoadError::from_link(path, err))?;
+        ProxyPre::new(instance_pre).map_err(|_| {
+            LoadError::new(
+                path,
+                LoadErrorKind::MissingExport {
+                    expected: "wasi:http/incoming-handler",
+                    hint: "an HTTP component implements the `wasi:http/proxy` world; if this is a \
+                           command, run it with `skiff run`",
+                },
+            )
+        })
+    }
+
+    /// Loads every component of `app`. A source shared by several components is compiled once.
+    /// The first failure is returned with the index of its component, so the caller can point
+    /// at the manifest line.
+    pub fn load_app(self: &Arc<Self>, app: App) -> Result<LoadedApp, LoadError> {
+        let app = Arc::new(app);
+        let app_name: Arc<str> = app.name.as_str().into();
+        let mut compiled: HashMap<PathBuf, (Component, CacheOutcome)> = HashMap::new();
+        let mut components = Vec::with_capacity(app.components.len());
+        for (index, spec) in app.components.iter().enumerate() {
+            let with_index = |mut err: LoadError| {
+                err.component = Some(index);
+                err
+            };
+            let (code, outcome) = match compiled.get(&spec.source) {
+                Some(entry) => entry.clone(),
+                None => {
+                    let entry = self.load_component_code(&spec.source).map_err(with_index)?;
+                    compiled.insert(spec.source.clone(), entry.clone());
+                    entry
+                }
+            };
+            let pre = self.prepare_http(&spec.source, &code).map_err(with_index)?;
+            let grants = Grants::from_component(spec).map_err(with_index)?;
+            components.push(Arc::new(LoadedComponent {
+                app: app_name.clone(),
+                id: spec.id.as_str().into(),
+                source: spec.source.clone(),
+                pre,
+                grants,
+                timeout: spec.limits.timeout.unwrap_or(self.config.default_timeout),
+                memory_limit: spec.limits.memory,
+                runtime: self.clone(),
+                load_outcome: outcome,
+            }));
+        }
+        Ok(LoadedApp { app, components })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_tells_component_from_module() {
+        let p = Path::new("x.wasm");
+        assert_eq!(
+            wasm_kind(p, b"\0asm\x0d\x00\x01\x00").unwrap(),
+            WasmKind::Component
+        );
+        assert_eq!(
+            wasm_kind(p, b"\0asm\x01\x00\x00\x00").unwrap(),
+            WasmKind::CoreModule
+        );
+        assert!(matches!(
+            wasm_kind(p, b"#!/bin/sh\n").unwrap_err().kind,
+            LoadErrorKind::NotWasm
+        ));
+        assert!(matches!(
+            wasm_kind(p, b"\0as").unwrap_err().kind,
+            LoadErrorKind::NotWasm
+        ));
+    }
+}

@@ -1,0 +1,163 @@
+//! Guest stdout and stderr, line by line, into skiff's log, each line tagged with app,
+//! component and request id. A guest cannot flood the terminal with partial lines: a line
+//! longer than [`MAX_LINE`] is logged in pieces.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+use super::InstanceIdentity;
+
+const MAX_LINE: usize = 16 * 1024;
+
+#[derive(Clone, Copy, Debug)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Routes a sandbox's stdout and stderr to the log.
+pub(crate) fn attach(builder: &mut WasiCtxBuilder, identity: &InstanceIdentity) {
+    builder.stdout(GuestLog::new(identity.clone(), Stream::Stdout));
+    builder.stderr(GuestLog::new(identity.clone(), Stream::Stderr));
+}
+
+/// One of a sandbox's output streams. WASI may hand out several handles to the same stream;
+/// they share the partial line so that output stays in order.
+#[derive(Clone)]
+struct GuestLog {
+    shared: Arc<Mutex<LineBuffer>>,
+}
+
+struct LineBuffer {
+    identity: InstanceIdentity,
+    stream: Stream,
+    partial: Vec<u8>,
+}
+
+impl GuestLog {
+    fn new(identity: InstanceIdentity, stream: Stream) -> Self {
+        GuestLog {
+            shared: Arc::new(Mutex::new(LineBuffer {
+                identity,
+                stream,
+                partial: Vec::new(),
+            })),
+        }
+    }
+
+    fn write(&self, bytes: &[u8]) {
+        let mut buffer = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        buffer.push(bytes);
+    }
+}
+
+impl LineBuffer {
+    fn push(&mut self, mut bytes: &[u8]) {
+        while let Some(newline) = bytes.iter().position(|&b| b == b'\n') {
+            self.partial.extend_from_slice(&bytes[..newline]);
+            self.emit();
+            bytes = &bytes[newline + 1..];
+        }
+        self.partial.extend_from_slice(bytes);
+        while self.partial.len() >= MAX_LINE {
+            let rest = self.partial.split_off(MAX_LINE);
+            self.emit();
+            self.partial = rest;
+        }
+    }
+
+    fn emit(&mut self) {
+        let line = String::from_utf8_lossy(&self.partial);
+        let line = line.strip_suffix('\r').unwrap_or(&line);
+        tracing::info!(
+            target: "guest",
+            app = %self.identity.app,
+            component = %self.identity.component,
+            request_id = self.identity.request_id,
+            stream = self.stream.name(),
+            "{line}"
+        );
+        self.partial.clear();
+    }
+}
+
+impl Drop for LineBuffer {
+    /// A last line without a newline is still output.
+    fn drop(&mut self) {
+        if !self.partial.is_empty() {
+            self.emit();
+        }
+    }
+}
+
+impl IsTerminal for GuestLog {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestLog {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for GuestLog {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for GuestLog {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        GuestLog::write(self, &bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(MAX_LINE)
+    }
+}
+
+impl AsyncWrite for GuestLog {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        GuestLog::write(&self, buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

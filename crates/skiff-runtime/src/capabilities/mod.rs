@@ -1,0 +1,84 @@
+//! Host capabilities, one module each. Every capability has the same three phases:
+//!
+//! 1. **at load**: turn its part of the manifest into a validated grant (a bad grant is a
+//!    [`LoadError`] naming the component and the fix);
+//! 2. **once per engine**: add its WIT bindings to the [`Linker`] ([`add_to_linker`]);
+//! 3. **per instance**: build its small state from the grant, with no I/O beyond what the
+//!    grant itself needs (opening a granted folder) and no global lock.
+//!
+//! Adding a capability is adding a module here, a field in [`Grants`], and one line in
+//! [`add_to_linker`].
+
+pub mod guest_log;
+pub mod outbound_http;
+pub mod wasi;
+
+use std::sync::Arc;
+
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime_wasi_http::WasiHttpCtx;
+
+use crate::error::LoadError;
+use crate::host::{Host, InstanceLimiter};
+
+/// Links every WASI 0.2 interface (cli, filesystem, sockets, clocks, random, io) and
+/// `wasi:http`. Linking an interface grants nothing by itself: what an instance may reach is
+/// decided per instance by its grants, and an empty grant denies every use. Linking them all
+/// is what lets components from any toolchain (componentize-py and jco import filesystem and
+/// sockets even for pure HTTP handlers) instantiate unchanged.
+pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    Ok(())
+}
+
+/// Everything one component is allowed to reach, validated at load.
+#[derive(Debug, Clone)]
+pub struct Grants {
+    pub wasi: wasi::WasiGrant,
+    pub outbound_http: outbound_http::OutboundHttpGrant,
+}
+
+impl Grants {
+    pub fn from_component(component: &skiff_manifest::Component) -> Result<Grants, LoadError> {
+        Ok(Grants {
+            wasi: wasi::WasiGrant::from_component(component)?,
+            outbound_http: outbound_http::OutboundHttpGrant::new(
+                component.allowed_outbound_hosts.clone(),
+            ),
+        })
+    }
+
+    /// Nothing granted: no files, no variables, no hosts.
+    pub fn none() -> Grants {
+        Grants {
+            wasi: wasi::WasiGrant::default(),
+            outbound_http: outbound_http::OutboundHttpGrant::new(Vec::new()),
+        }
+    }
+}
+
+/// Who a sandbox works for, carried into logs and denials.
+#[derive(Debug, Clone)]
+pub struct InstanceIdentity {
+    pub app: Arc<str>,
+    pub component: Arc<str>,
+    pub request_id: u64,
+}
+
+/// Builds the per-instance state of a request-serving sandbox from its grants.
+pub(crate) fn instance_state(
+    grants: &Grants,
+    identity: &InstanceIdentity,
+    memory_limit: Option<u64>,
+) -> wasmtime::Result<Host> {
+    let mut builder = grants.wasi.builder()?;
+    guest_log::attach(&mut builder, identity);
+    Ok(Host {
+        table: ResourceTable::new(),
+        wasi: builder.build(),
+        http: WasiHttpCtx::new(),
+        outbound: grants.outbound_http.instance(identity.clone()),
+        limiter: InstanceLimiter::new(memory_limit),
+    })
+}

@@ -1,0 +1,186 @@
+//! Running a WASI command to completion, as `skiff run` does: a `wasi:cli/run` component or a
+//! WASI preview 1 core module, with stdio passed through and only the folders and variables
+//! the caller grants.
+
+use std::path::Path;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Linker, Module, Store, Trap};
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+use wasmtime_wasi_http::WasiHttpCtx;
+
+use crate::app::{WasmKind, read_wasm, wasm_kind};
+use crate::cache::CodeKind;
+use crate::capabilities::InstanceIdentity;
+use crate::capabilities::outbound_http::OutboundHttpGrant;
+use crate::capabilities::wasi::WasiGrant;
+use crate::engine::Runtime;
+use crate::error::{LoadError, LoadErrorKind};
+use crate::host::{Host, InstanceLimiter};
+
+/// What a command may see besides stdio.
+#[derive(Debug, Clone, Default)]
+pub struct CommandOptions {
+    /// The guest's argv, program name first.
+    pub args: Vec<String>,
+    pub grant: WasiGrant,
+}
+
+/// How a command ended, when it ran at all.
+#[derive(Debug)]
+pub enum CommandOutcome {
+    /// The guest exited (returned, or called `exit`) with this code.
+    Exited(i32),
+    /// The guest trapped; the message says why.
+    Trapped(String),
+}
+
+/// The exit code of a trapped command, as a process killed by `SIGABRT` would have: what
+/// wasmtime's own CLI does, so scripts see the same.
+pub const TRAP_EXIT_CODE: i32 = 134;
+
+impl Runtime {
+    /// Runs the command at `path`. A load problem (no such file, not Wasm, no `run` export, an
+    /// import skiff does not provide) is an `Err`; whatever the guest does is an outcome.
+    pub async fn run_command(
+        &self,
+        path: &Path,
+        options: CommandOptions,
+    ) -> Result<CommandOutcome, LoadError> {
+        for dir in &options.grant.dirs {
+            dir.validate()?;
+        }
+        let wasm = read_wasm(path)?;
+        match wasm_kind(path, &wasm)? {
+            WasmKind::Component => self.run_component(path, &wasm, options).await,
+            WasmKind::CoreModule => self.run_module(path, &wasm, options).await,
+        }
+    }
+
+    fn command_builder(
+        &self,
+        path: &Path,
+        options: &CommandOptions,
+    ) -> Result<WasiCtxBuilder, LoadError> {
+        let mut builder = options
+            .grant
+            .builder()
+            .map_err(|err| LoadError::new(path, LoadErrorKind::Link(format!("{err:#}"))))?;
+        builder.inherit_stdio().args(&options.args);
+        Ok(builder)
+    }
+
+    async fn run_component(
+        &self,
+        path: &Path,
+        wasm: &[u8],
+        options: CommandOptions,
+    ) -> Result<CommandOutcome, LoadError> {
+        let (component, _) = self.cache.load(
+            &self.engine,
+            path,
+            wasm,
+            CodeKind::Component,
+            // SAFETY: see `CodeCache::load`.
+            |file| unsafe { wasmtime::component::Component::deserialize_file(&self.engine, file) },
+            |bytes| unsafe { wasmtime::component::Component::deserialize(&self.engine, bytes) },
+        )?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|err| LoadError::from_link(path, err))?;
+        let pre = CommandPre::new(instance_pre).map_err(|_| {
+            LoadError::new(
+                path,
+                LoadErrorKind::MissingExport {
+                    expected: "wasi:cli/run",
+                    hint: "a command is built as a binary for wasm32-wasip2; if this is an HTTP \
+                           component, serve it with `skiff serve`",
+                },
+            )
+        })?;
+        let identity = InstanceIdentity {
+            app: "run".into(),
+            component: path.display().to_string().into(),
+            request_id: 0,
+        };
+        let host = Host {
+            table: ResourceTable::new(),
+            wasi: self.command_builder(path, &options)?.build(),
+            http: WasiHttpCtx::new(),
+            outbound: OutboundHttpGrant::new(Vec::new()).instance(identity),
+            limiter: InstanceLimiter::new(None),
+        };
+        let mut store = Store::new(&self.engine, host);
+        store.limiter(|host| &mut host.limiter);
+        // A command runs as long as it likes; the epoch check must never fire.
+        store.set_epoch_deadline(u64::MAX / 2);
+        let result = async {
+            let command = pre.instantiate_async(&mut store).await?;
+            command.wasi_cli_run().call_run(&mut store).await
+        }
+        .await;
+        Ok(match result {
+            Ok(Ok(())) => CommandOutcome::Exited(0),
+            Ok(Err(())) => CommandOutcome::Exited(1),
+            Err(err) => outcome_of_error(err),
+        })
+    }
+
+    async fn run_module(
+        &self,
+        path: &Path,
+        wasm: &[u8],
+        options: CommandOptions,
+    ) -> Result<CommandOutcome, LoadError> {
+        let (module, _) = self.cache.load(
+            &self.engine,
+            path,
+            wasm,
+            CodeKind::Module,
+            // SAFETY: see `CodeCache::load`.
+            |file| unsafe { Module::deserialize_file(&self.engine, file) },
+            |bytes| unsafe { Module::deserialize(&self.engine, bytes) },
+        )?;
+        let mut linker: Linker<wasmtime_wasi::p1::WasiP1Ctx> = Linker::new(&self.engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |ctx| ctx)
+            .map_err(|err| LoadError::new(path, LoadErrorKind::Link(format!("{err:#}"))))?;
+        let instance_pre = linker
+            .instantiate_pre(&module)
+            .map_err(|err| LoadError::from_link(path, err))?;
+        if module.get_export("_start").is_none() {
+            return Err(LoadError::new(
+                path,
+                LoadErrorKind::MissingExport {
+                    expected: "_start",
+                    hint: "a WASI preview 1 command exports `_start`; build it as an executable \
+                           (not a library) for wasm32-wasip1",
+                },
+            ));
+        }
+        let ctx = self.command_builder(path, &options)?.build_p1();
+        let mut store = Store::new(&self.engine, ctx);
+        store.set_epoch_deadline(u64::MAX / 2);
+        let result = async {
+            let instance = instance_pre.instantiate_async(&mut store).await?;
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start.call_async(&mut store, ()).await
+        }
+        .await;
+        Ok(match result {
+            Ok(()) => CommandOutcome::Exited(0),
+            Err(err) => outcome_of_error(err),
+        })
+    }
+}
+
+fn outcome_of_error(err: wasmtime::Error) -> CommandOutcome {
+    if let Some(exit) = err.downcast_ref::<I32Exit>() {
+        return CommandOutcome::Exited(exit.0);
+    }
+    if let Some(Trap::StackOverflow) = err.downcast_ref::<Trap>() {
+        return CommandOutcome::Trapped("stack overflow".into());
+    }
+    CommandOutcome::Trapped(format!("{err:#}"))
+}

@@ -1,0 +1,171 @@
+//! The one wasmtime [`Engine`] of a skiff process, its [`Linker`], and the epoch ticker that
+//! makes deadlines enforceable inside guest code.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::cache::CodeCache;
+use crate::capabilities;
+use crate::host::Host;
+
+/// How often the engine's epoch advances. A guest stuck in a loop is interrupted at most one
+/// tick after its deadline; a shorter tick costs a little CPU on an otherwise idle host.
+pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Host-wide runtime settings. Per-component limits come from the manifest.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled code is kept between runs; `None` disables the on-disk cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Use the pooling instance allocator (pre-reserved slots, copy-on-write images). Turn it
+    /// off only where virtual address space is scarce.
+    pub pooling: bool,
+    pub epoch_tick: Duration,
+    /// Deadline for one request when the component sets none.
+    pub default_timeout: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: CodeCache::default_dir(),
+            pooling: true,
+            epoch_tick: DEFAULT_EPOCH_TICK,
+            default_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything shared by all apps and requests of one process. Cheap to share behind an `Arc`.
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<Host>,
+    pub(crate) cache: CodeCache,
+    pub(crate) config: RuntimeConfig,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> wasmtime::Result<Arc<Runtime>> {
+        let engine = build_engine(config.pooling)?;
+        let mut linker = Linker::new(&engine);
+        capabilities::add_to_linker(&mut linker)?;
+        let cache = CodeCache::new(config.cache_dir.clone(), &engine);
+        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            cache,
+            config,
+            _ticker: ticker,
+        }))
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn cache(&self) -> &CodeCache {
+        &self.cache
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Epoch ticks a guest may run for before the deadline trap fires: the deadline rounded
+    /// up, plus one tick because the current tick may be almost over.
+    pub(crate) fn deadline_ticks(&self, timeout: Duration) -> u64 {
+        let tick = self.config.epoch_tick.as_nanos().max(1);
+        (timeout.as_nanos().div_ceil(tick) as u64).saturating_add(1)
+    }
+}
+
+fn build_engine(pooling: bool) -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    // Copy-on-write heap images make instantiation independent of the data segment size.
+    config.memory_init_cow(true);
+    if pooling {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config()));
+        match Engine::new(&config) {
+            Ok(engine) => return Ok(engine),
+            Err(err) => {
+                // Typically a container or ulimit with little virtual address space. Serving
+                // slower beats not serving at all.
+                tracing::warn!(
+                    "the pooling allocator is unavailable ({err:#}); falling back to on-demand allocation"
+                );
+                config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+            }
+        }
+    }
+    Engine::new(&config)
+}
+
+/// Sizing of the pool. Slots only reserve virtual memory until used, so the counts are
+/// generous; the per-component limits leave room for the large components that Python
+/// (componentize-py) and JavaScript (jco) produce, which hold many core instances, memories
+/// and tables each.
+fn pooling_config() -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(1000)
+        .total_core_instances(10_000)
+        .total_memories(2000)
+        .total_tables(4000)
+        .total_stacks(1000)
+        .max_core_instances_per_component(64)
+        .max_memories_per_component(16)
+        .max_tables_per_component(64)
+        .table_elements(100_000)
+        .max_component_instance_size(4 << 20)
+        .max_core_instance_size(4 << 20)
+        // Keeping a little of each slot resident saves a page fault storm on reuse.
+        .linear_memory_keep_resident(64 << 10)
+        .table_keep_resident(16 << 10);
+    pool
+}
+
+/// A thread that advances the engine's epoch every tick, so that epoch deadlines fire.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine, tick: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("skiff-epoch".into())
+            .spawn({
+                let stop = stop.clone();
+                move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                }
+            })
+            .expect("spawning the epoch thread");
+        EpochTicker {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

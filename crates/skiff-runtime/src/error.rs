@@ -1,0 +1,113 @@
+//! Typed errors of the runtime. Each names the file or component it is about and, where there
+//! is one, the fix; the CLI only adds context.
+
+use std::path::PathBuf;
+
+/// Why a component (or core module) could not be made ready to run.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {kind}", path.display())]
+pub struct LoadError {
+    /// The Wasm file being loaded.
+    pub path: PathBuf,
+    /// Index of the component in the app's manifest, when loading an app.
+    pub component: Option<usize>,
+    pub kind: LoadErrorKind,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadErrorKind {
+    #[error("cannot read the file: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("not a WebAssembly file (it does not start with the `\\0asm` magic bytes)")]
+    NotWasm,
+    #[error("not a valid WebAssembly component or module: {0}")]
+    Invalid(String),
+    #[error(
+        "imports `{import}`, which skiff does not provide (skiff provides WASI 0.2: \
+         wasi:cli, wasi:filesystem, wasi:sockets, wasi:clocks, wasi:random, wasi:io and wasi:http)"
+    )]
+    MissingImport { import: String },
+    #[error("exports no `{expected}`; {hint}")]
+    MissingExport {
+        expected: &'static str,
+        hint: &'static str,
+    },
+    #[error("cannot instantiate: {0}")]
+    Link(String),
+    #[error("cannot grant `{guest}` from `{host}`: {reason}")]
+    Grant {
+        host: PathBuf,
+        guest: String,
+        reason: String,
+    },
+    #[error("the code cache at {dir} is unusable: {reason}")]
+    Cache { dir: PathBuf, reason: String },
+}
+
+impl LoadError {
+    pub(crate) fn new(path: impl Into<PathBuf>, kind: LoadErrorKind) -> Self {
+        LoadError {
+            path: path.into(),
+            component: None,
+            kind,
+        }
+    }
+
+    /// Turns a wasmtime instantiate-time failure into the most precise error we can name:
+    /// a missing import is by far the most common, and deserves to say which one.
+    pub(crate) fn from_link(path: impl Into<PathBuf>, err: wasmtime::Error) -> Self {
+        let text = format!("{err:#}");
+        let kind = match missing_import_name(&text) {
+            Some(import) => LoadErrorKind::MissingImport { import },
+            None => LoadErrorKind::Link(text),
+        };
+        LoadError::new(path, kind)
+    }
+}
+
+/// wasmtime reports a missing import as "component imports instance `NAME`, but a matching
+/// implementation was not found in the linker" (or "... function `NAME` ..."); nested
+/// contexts may add a tail. We pull out the first quoted name after "imports".
+fn missing_import_name(text: &str) -> Option<String> {
+    if !text.contains("matching implementation was not found") {
+        return None;
+    }
+    let after = &text[text.find("imports")?..];
+    let start = after.find('`')? + 1;
+    let len = after[start..].find('`')?;
+    Some(after[start..start + len].to_string())
+}
+
+/// Why one unit of work (a request) failed inside the sandbox. The HTTP trigger maps these to
+/// status codes; none of them is allowed to take the host down.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("the component did not finish within its {0:?} deadline")]
+    Deadline(std::time::Duration),
+    #[error("the component ran out of memory (limit {limit} bytes)")]
+    OutOfMemory { limit: u64 },
+    #[error("the component trapped: {0}")]
+    Trap(String),
+    #[error("the component could not be instantiated: {0}")]
+    Instantiate(String),
+    #[error("the component returned without sending a response")]
+    NoResponse,
+    #[error("the component answered with an error: {0}")]
+    Guest(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_import_is_named() {
+        let text = "component imports instance `wasi:keyvalue/store@0.2.0-draft`, but a matching \
+                    implementation was not found in the linker";
+        assert_eq!(
+            missing_import_name(text).as_deref(),
+            Some("wasi:keyvalue/store@0.2.0-draft")
+        );
+        assert_eq!(missing_import_name("some other failure"), None);
+    }
+}

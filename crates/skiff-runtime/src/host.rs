@@ -1,0 +1,111 @@
+//! The state of one sandbox: what a `Store<Host>` holds for the length of one unit of work.
+//! Everything here is built fresh per instance from the component's grants and dropped with the
+//! store, so nothing of one request can leak into the next.
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::capabilities::outbound_http::OutboundHttp;
+
+pub struct Host {
+    pub(crate) table: ResourceTable,
+    pub(crate) wasi: WasiCtx,
+    pub(crate) http: WasiHttpCtx,
+    pub(crate) outbound: OutboundHttp,
+    pub(crate) limiter: InstanceLimiter,
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+/// Caps the memory of the whole instance: the sum of all its linear memories, not each one
+/// alone (a component made of several core modules could otherwise multiply its limit).
+#[derive(Debug, Default)]
+pub struct InstanceLimiter {
+    limit: Option<usize>,
+    used: usize,
+    /// Set when a growth was refused, so a trap that follows can be reported as what it most
+    /// likely is: running out of memory.
+    pub(crate) refused: bool,
+}
+
+impl InstanceLimiter {
+    pub fn new(limit: Option<u64>) -> Self {
+        InstanceLimiter {
+            limit: limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
+            used: 0,
+            refused: false,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for InstanceLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Each memory's calls start from 0 at its creation, so the running sum of the deltas
+        // is the total across all memories of the instance.
+        let total = self.used - current + desired;
+        if self.limit.is_some_and(|limit| total > limit) {
+            self.refused = true;
+            return Ok(false);
+        }
+        self.used = total;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables are bounded by the pooling allocator's per-table element limit.
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn limit_applies_to_the_sum_of_memories() {
+        let mut limiter = InstanceLimiter::new(Some(100));
+        assert!(limiter.memory_growing(0, 60, None).unwrap());
+        // A second memory of 60 would bring the instance to 120.
+        assert!(!limiter.memory_growing(0, 60, None).unwrap());
+        assert!(limiter.refused);
+        assert!(limiter.memory_growing(0, 40, None).unwrap());
+        // Growing the first memory by any amount is now over the limit.
+        assert!(!limiter.memory_growing(60, 61, None).unwrap());
+    }
+
+    #[test]
+    fn no_limit_means_no_refusal() {
+        let mut limiter = InstanceLimiter::new(None);
+        assert!(limiter.memory_growing(0, usize::MAX / 2, None).unwrap());
+        assert!(!limiter.refused);
+    }
+}

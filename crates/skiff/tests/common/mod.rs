@@ -1,0 +1,238 @@
+//! Shared pieces of the integration tests: the guest fixtures (built from source in
+//! `tests/guests` once per test run; cargo's own lock serialises concurrent builders and makes
+//! later calls no-ops) and a handle on a real `skiff` process listening on `127.0.0.1:0`.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir
+            } else {
+                repo_root().join(dir)
+            }
+        })
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
+fn guests_dir() -> PathBuf {
+    target_dir().join("guests")
+}
+
+/// Builds the guests (both targets) once per test process.
+fn build_guests() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new("bash")
+            .arg(repo_root().join("scripts/build-guests.sh"))
+            .env("CARGO_TARGET_DIR", target_dir())
+            .status()
+            .expect("running scripts/build-guests.sh");
+        assert!(status.success(), "building the guest fixtures failed");
+        guests_dir()
+    })
+}
+
+/// The path of a guest built for `wasm32-wasip2` (a component).
+pub fn guest(name: &str) -> PathBuf {
+    let path = build_guests()
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    if path.exists() {
+        return path;
+    }
+    // Binaries keep their dashes; libraries get underscores.
+    let path = guests_dir()
+        .join("wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "guest {name} was not built: {}",
+        path.display()
+    );
+    path
+}
+
+/// The path of a guest built for `wasm32-wasip1` (a core module).
+pub fn guest_p1(name: &str) -> PathBuf {
+    let path = build_guests()
+        .join("wasm32-wasip1/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "guest {name} was not built: {}",
+        path.display()
+    );
+    path
+}
+
+/// A code cache shared by the tests of one run, so each guest is compiled once, not once per
+/// test (cache tests make their own).
+pub fn shared_cache_dir() -> PathBuf {
+    target_dir().join("test-code-cache")
+}
+
+pub fn skiff() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_skiff"));
+    command.env("SKIFF_CACHE_DIR", shared_cache_dir());
+    command.env_remove("RUST_LOG");
+    command
+}
+
+/// A running `skiff serve` or `skiff up`, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub stdout_lines: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `skiff ARGS... --listen 127.0.0.1:0` and waits for its "Serving" line.
+    pub fn start(args: &[&str]) -> Server {
+        Self::start_with(skiff(), args)
+    }
+
+    pub fn start_with(mut command: Command, args: &[&str]) -> Server {
+        let mut child = command
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting skiff");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        {
+            let stderr = stderr.clone();
+            let mut pipe = child.stderr.take().unwrap();
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut buffer) {
+                    if n == 0 {
+                        break;
+                    }
+                    stderr
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buffer[..n]));
+                }
+            });
+        }
+        let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let mut stdout_lines = Vec::new();
+        let url = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left) {
+                Ok(line) => {
+                    let url = line.strip_prefix("Serving ").map(str::to_string);
+                    stdout_lines.push(line);
+                    if let Some(url) = url {
+                        break url;
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().ok();
+                    std::thread::sleep(Duration::from_millis(100));
+                    panic!(
+                        "skiff did not start ({status:?}); stdout: {stdout_lines:?}; stderr:\n{}",
+                        stderr.lock().unwrap()
+                    );
+                }
+            }
+        };
+        // The route lines follow right after the URL; collect what has arrived shortly.
+        let settle = Instant::now() + Duration::from_millis(300);
+        while let Ok(line) = lines_rx.recv_timeout(settle.saturating_duration_since(Instant::now()))
+        {
+            stdout_lines.push(line);
+        }
+        Server {
+            child,
+            url,
+            stdout_lines,
+            stderr,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+
+    /// Everything skiff has logged so far.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until the log holds `needle` (log lines may trail the response a little).
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) || Instant::now() > deadline {
+                return logs;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// Writes `files` (relative path, contents) into a fresh temporary folder.
+pub fn app_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, contents) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+    dir
+}

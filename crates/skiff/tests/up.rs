@@ -1,0 +1,176 @@
+//! `skiff up`: an app of several components behind routes, against the real server.
+
+mod common;
+
+use common::{Server, app_dir, client, guest, repo_root};
+
+/// Three components built from one guest, told apart by an environment variable.
+fn routed_app() -> (tempfile::TempDir, Server) {
+    let wasm = guest("http-guest");
+    let wasm = wasm.to_str().unwrap();
+    let manifest = format!(
+        r#"
+[app]
+name = "routed"
+version = "1.2.3"
+
+[component.home]
+source = "{wasm}"
+route = "/"
+environment = {{ SKIFF_TEST_NAME = "home" }}
+
+[component.api]
+source = "{wasm}"
+route = "/api/..."
+environment = {{ SKIFF_TEST_NAME = "api" }}
+
+[component.users]
+source = "{wasm}"
+route = ["/api/users/...", "/exact"]
+environment = {{ SKIFF_TEST_NAME = "users" }}
+files = [{{ source = "assets", destination = "/assets" }}]
+"#
+    );
+    let dir = app_dir(&[
+        ("skiff.toml", &manifest),
+        ("assets/greeting.txt", "hello from a file\n"),
+    ]);
+    let manifest = dir.path().join("skiff.toml");
+    let server = Server::start(&["up", manifest.to_str().unwrap()]);
+    (dir, server)
+}
+
+async fn get(server: &Server, path: &str) -> (u16, String) {
+    let response = client().get(server.url(path)).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_most_specific_route_wins() {
+    let (_dir, server) = routed_app();
+
+    let (status, body) = get(&server, "/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("component=home"), "{body}");
+    assert!(body.contains("matched=/ "), "{body}");
+
+    let (_, body) = get(&server, "/api/orders/9").await;
+    assert!(body.contains("component=api"), "{body}");
+    assert!(body.contains("matched=/api/..."), "{body}");
+    assert!(body.contains("info=/orders/9"), "{body}");
+
+    let (_, body) = get(&server, "/api").await;
+    assert!(body.contains("component=api"), "{body}");
+
+    let (_, body) = get(&server, "/api/users/42").await;
+    assert!(body.contains("component=users"), "{body}");
+    assert!(body.contains("matched=/api/users/..."), "{body}");
+    assert!(body.contains("info=/42"), "{body}");
+
+    let (_, body) = get(&server, "/exact").await;
+    assert!(body.contains("component=users"), "{body}");
+}
+
+#[tokio::test]
+async fn a_path_that_matches_no_route_is_404_from_skiff() {
+    let (_dir, server) = routed_app();
+    for path in ["/nothing", "/apiary", "/exact/more"] {
+        let (status, body) = get(&server, path).await;
+        assert_eq!(status, 404, "{path}");
+        assert!(body.contains("no route matches"), "{body}");
+    }
+    // Nothing was instantiated for them: no request reached a guest.
+    assert!(
+        !server.logs().contains("component=home"),
+        "{}",
+        server.logs()
+    );
+}
+
+#[tokio::test]
+async fn route_headers_cannot_be_spoofed_by_clients() {
+    let (_dir, server) = routed_app();
+    let body = client()
+        .get(server.url("/api/x"))
+        .header("skiff-matched-route", "/forged")
+        .header("Skiff-Path-Info", "/forged")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("matched=/api/..."), "{body}");
+    assert!(body.contains("info=/x"), "{body}");
+}
+
+#[tokio::test]
+async fn files_and_environment_are_granted_per_component() {
+    let (_dir, server) = routed_app();
+    let (status, body) = get(&server, "/api/users/file?path=/assets/greeting.txt").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "hello from a file\n");
+    // The api component was granted no files.
+    let (status, _) = get(&server, "/api/file?path=/assets/greeting.txt").await;
+    assert_eq!(status, 500);
+
+    let (status, body) = get(&server, "/api/users/env/SKIFF_TEST_NAME").await;
+    assert_eq!((status, body.as_str()), (200, "users"));
+    let (status, _) = get(&server, "/api/users/env/PATH").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn granted_files_are_read_only_unless_marked_writable() {
+    let (dir, server) = routed_app();
+    let (status, _) = get(&server, "/api/users/write?path=/assets/new.txt").await;
+    assert_eq!(status, 500);
+    assert!(!dir.path().join("assets/new.txt").exists());
+}
+
+#[test]
+fn it_prints_the_routes_it_serves() {
+    let (_dir, server) = routed_app();
+    let out = server.stdout_lines.join("\n");
+    assert!(out.contains(&format!("home: {}/", server.url)), "{out}");
+    assert!(
+        out.contains(&format!("api: {}/api (wildcard)", server.url)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("users: {}/exact", server.url)),
+        "{out}"
+    );
+}
+
+#[test]
+fn up_finds_skiff_toml_in_the_current_folder() {
+    let hello = repo_root().join("examples/hello");
+    let mut command = common::skiff();
+    command.current_dir(&hello);
+    let server = Server::start_with(command, &["up"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let body = runtime.block_on(async {
+        client()
+            .get(server.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert_eq!(body, "hello\n");
+    let body = runtime.block_on(async {
+        client()
+            .get(server.url("/hello/world"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert_eq!(body, "hello, world\n");
+}
