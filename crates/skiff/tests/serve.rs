@@ -196,20 +196,20 @@ fn serving_a_command_is_refused_before_listening() {
 #[test]
 fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
     let mut server = serve("http-guest");
-    let url = server.url("/big?n=20000000");
+    let url = server.url("/sleep?ms=1500");
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let result = runtime.block_on(async {
             let response = client().get(url).send().await?;
             let status = response.status();
-            let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, body.len()))
+            let body = response.text().await?;
+            Ok::<_, reqwest::Error>((status, body))
         });
         done_tx.send(result.map_err(|e| e.to_string())).unwrap();
     });
-    // Let the request start, then ask skiff to stop.
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Once the guest is sleeping inside the request, ask skiff to stop.
+    std::thread::sleep(std::time::Duration::from_millis(500));
     let pid = server.pid().to_string();
     assert!(
         std::process::Command::new("kill")
@@ -220,7 +220,14 @@ fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
     );
     let status = server.child().wait().unwrap();
     assert_eq!(status.code(), Some(0), "logs:\n{}", server.logs());
-    let (code, len) = done_rx.recv().unwrap().expect("in-flight request failed");
-    assert_eq!(code, 200);
-    assert_eq!(len, 20_000_000);
+    let (code, body) = done_rx.recv().unwrap().expect("in-flight request failed");
+    assert_eq!((code.as_u16(), body.as_str()), (200, "slept"));
+    // And it no longer accepts new connections.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = server.url("/");
+    assert!(
+        runtime
+            .block_on(async { client().get(url).send().await })
+            .is_err()
+    );
 }

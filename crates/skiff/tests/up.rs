@@ -29,6 +29,16 @@ source = "{wasm}"
 route = ["/api/users/...", "/exact"]
 environment = {{ SKIFF_TEST_NAME = "users" }}
 files = [{{ source = "assets", destination = "/assets" }}]
+
+[component.caller]
+source = "{wasm}"
+route = "/caller/..."
+allowed_outbound_hosts = ["http://127.0.0.1:*"]
+
+[component.slow]
+source = "{wasm}"
+route = "/slow/..."
+limits = {{ timeout = "300ms" }}
 "#
     );
     let dir = app_dir(&[
@@ -173,4 +183,50 @@ fn up_finds_skiff_toml_in_the_current_folder() {
             .unwrap()
     });
     assert_eq!(body, "hello, world\n");
+}
+
+#[tokio::test]
+async fn a_request_past_its_deadline_gets_504_and_the_host_keeps_serving() {
+    let (_dir, server) = routed_app();
+    let (status, body) = get(&server, "/slow/sleep?ms=10000").await;
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("request id"), "{body}");
+    // Had the deadline not fired, the guest would have answered 200 after its sleep.
+    let logs = server.wait_for_log("deadline");
+    assert!(logs.contains("component=slow"), "{logs}");
+    // Within its deadline the same component answers.
+    let (status, body) = get(&server, "/slow/sleep?ms=10").await;
+    assert_eq!((status, body.as_str()), (200, "slept"));
+}
+
+#[tokio::test]
+async fn outbound_http_reaches_only_granted_hosts() {
+    let (_dir, server) = routed_app();
+    let port = server.url.rsplit(':').next().unwrap().to_string();
+
+    // Granted: the caller reaches another route of this very server.
+    let target = format!("http://127.0.0.1:{port}/api/x");
+    let (status, body) = get(&server, &format!("/caller/fetch?url={target}")).await;
+    assert_eq!((status, body.as_str()), (200, "status=200"));
+
+    // Not granted: the guest sees HTTP-request-denied, and the log names who tried what.
+    let (status, body) = get(&server, &format!("/api/fetch?url={target}")).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+    let logs = server.wait_for_log("denied outbound request");
+    let line = logs
+        .lines()
+        .find(|line| line.contains("denied outbound request"))
+        .unwrap();
+    assert!(line.contains("component=api"), "{line}");
+    assert!(line.contains(&format!("http://127.0.0.1:{port}")), "{line}");
+    assert!(
+        !line.contains("/api/x"),
+        "the path may hold secrets: {line}"
+    );
+
+    // A host outside the caller's patterns is denied too, without leaving the machine.
+    let (status, body) = get(&server, "/caller/fetch?url=http://example.com/").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("HttpRequestDenied"), "{body}");
 }

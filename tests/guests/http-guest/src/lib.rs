@@ -11,6 +11,8 @@
 //! | `/env/NAME`       | the value of env var NAME, or 404 `unset`                             |
 //! | `/file?path=P`    | the contents of file P, or 500 with the I/O error                     |
 //! | `/write?path=P`   | writes `written` to file P: 200, or 500 with the I/O error            |
+//! | `/fetch?url=U`    | GETs U through `wasi:http/outgoing-handler`: `status=N`, or 502 with |
+//! |                   | the error code (e.g. `HttpRequestDenied`)                             |
 //! | `/sleep?ms=N`     | waits N milliseconds on the host's clock, then answers `slept`        |
 //! | anything else     | `component=… method=… path=… matched=… info=…\n` describing the call  |
 //!
@@ -83,6 +85,13 @@ impl Guest for HttpGuest {
                     Err(e) => respond(out, 500, e.to_string().as_bytes()),
                 },
                 None => respond(out, 400, b"expected /write?path=P"),
+            },
+            "/fetch" => match query_param(query, "url") {
+                Some(url) => match fetch(&url) {
+                    Ok(status) => respond(out, 200, format!("status={status}").as_bytes()),
+                    Err(error) => respond(out, 502, error.as_bytes()),
+                },
+                None => respond(out, 400, b"expected /fetch?url=U"),
             },
             "/sleep" => match query_param(query, "ms").and_then(|ms| ms.parse::<u64>().ok()) {
                 Some(ms) => {
@@ -281,4 +290,34 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One outbound GET; the host decides whether it may leave. Returns the upstream status, or
+/// the `wasi:http` error code as text.
+fn fetch(url: &str) -> Result<u16, String> {
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{OutgoingRequest, Scheme};
+
+    let (scheme, rest) = url.split_once("://").ok_or("url needs a scheme")?;
+    let (authority, path) = match rest.find('/') {
+        Some(slash) => (&rest[..slash], &rest[slash..]),
+        None => (rest, "/"),
+    };
+    let request = OutgoingRequest::new(Fields::new());
+    let scheme = match scheme {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        other => Scheme::Other(other.to_string()),
+    };
+    request.set_scheme(Some(&scheme)).map_err(|()| "bad scheme")?;
+    request.set_authority(Some(authority)).map_err(|()| "bad authority")?;
+    request.set_path_with_query(Some(path)).map_err(|()| "bad path")?;
+    let future = outgoing_handler::handle(request, None).map_err(|code| format!("{code:?}"))?;
+    future.subscribe().block();
+    let response = future
+        .get()
+        .ok_or("no response")?
+        .map_err(|()| "response taken twice")?
+        .map_err(|code| format!("{code:?}"))?;
+    Ok(response.status())
 }
