@@ -17,7 +17,10 @@ fn output(args: &[&str]) -> (Option<i32>, String, String) {
 fn version_and_help() {
     let (code, stdout, _) = output(&["--version"]);
     assert_eq!(code, Some(0));
-    assert_eq!(stdout.trim(), format!("skiff {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        stdout.trim(),
+        format!("skiff {}", env!("CARGO_PKG_VERSION"))
+    );
 
     let (code, stdout, _) = output(&["help"]);
     assert_eq!(code, Some(0));
