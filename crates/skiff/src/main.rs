@@ -123,17 +123,12 @@ fn fail(err: anyhow::Error) -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
-    let config = RuntimeConfig {
-        cache_dir: if cli.global.no_cache {
-            None
-        } else {
-            cli.global
-                .cache_dir
-                .clone()
-                .or_else(skiff_runtime::CodeCache::default_dir)
-        },
-        ..RuntimeConfig::default()
-    };
+    let mut config = RuntimeConfig::default();
+    if cli.global.no_cache {
+        config.cache_dir = None;
+    } else if let Some(dir) = cli.global.cache_dir.clone() {
+        config.cache_dir = Some(dir);
+    }
     let runtime = Runtime::new(config).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     match cli.command {
         Command::Run(args) => run(&runtime, args).await,

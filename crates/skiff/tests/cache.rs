@@ -137,3 +137,26 @@ fn concurrent_starts_compile_once() {
     assert_eq!(compiles, 1);
     assert_eq!(entries(cache.path(), ".cwasm").len(), 1);
 }
+
+#[test]
+fn cache_location_flags() {
+    let wasm = guest("cli-guest");
+    let from_env = tempfile::tempdir().unwrap();
+    let from_flag = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let status = skiff()
+            .env("SKIFF_CACHE_DIR", from_env.path())
+            .args(extra)
+            .args(["run", wasm.to_str().unwrap(), "exit", "0"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    run(&["--no-cache"]);
+    assert!(entries(from_env.path(), ".cwasm").is_empty());
+    run(&["--cache-dir", from_flag.path().to_str().unwrap()]);
+    assert!(entries(from_env.path(), ".cwasm").is_empty());
+    assert_eq!(entries(from_flag.path(), ".cwasm").len(), 1);
+    run(&[]);
+    assert_eq!(entries(from_env.path(), ".cwasm").len(), 1);
+}
