@@ -35,15 +35,21 @@ source = "{wasm}"
 route = "/caller/..."
 allowed_outbound_hosts = ["http://127.0.0.1:*"]
 
+[component.writer]
+source = "{wasm}"
+route = "/writer/..."
+files = [{{ source = "out", destination = "/out", writable = true }}]
+
 [component.slow]
 source = "{wasm}"
 route = "/slow/..."
-limits = {{ timeout = "300ms" }}
+limits = {{ timeout = "300ms", memory = "8MiB" }}
 "#
     );
     let dir = app_dir(&[
         ("skiff.toml", &manifest),
         ("assets/greeting.txt", "hello from a file\n"),
+        ("out/.keep", ""),
     ]);
     let manifest = dir.path().join("skiff.toml");
     let server = Server::start(&["up", manifest.to_str().unwrap()]);
@@ -137,6 +143,13 @@ async fn granted_files_are_read_only_unless_marked_writable() {
     let (status, _) = get(&server, "/api/users/write?path=/assets/new.txt").await;
     assert_eq!(status, 500);
     assert!(!dir.path().join("assets/new.txt").exists());
+    // Marked writable, the guest's write lands in the host folder.
+    let (status, body) = get(&server, "/writer/write?path=/out/new.txt").await;
+    assert_eq!((status, body.as_str()), (200, "written"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out/new.txt")).unwrap(),
+        "written"
+    );
 }
 
 #[test]
@@ -229,4 +242,19 @@ async fn outbound_http_reaches_only_granted_hosts() {
     let (status, body) = get(&server, "/caller/fetch?url=http://example.com/").await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("HttpRequestDenied"), "{body}");
+}
+
+#[tokio::test]
+async fn a_request_over_its_memory_limit_fails_alone() {
+    let (_dir, server) = routed_app();
+    let (status, body) = get(&server, "/slow/alloc?mib=1").await;
+    assert_eq!((status, body.as_str()), (200, "allocated 256 pages"));
+    let (status, body) = get(&server, "/slow/alloc?mib=64").await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("out of memory"), "{body}");
+    let logs = server.wait_for_log("ran out of memory");
+    assert!(logs.contains("limit 8388608 bytes"), "{logs}");
+    // A component without the limit can allocate as much, and the host keeps serving.
+    let (status, _) = get(&server, "/api/alloc?mib=64").await;
+    assert_eq!(status, 200);
 }

@@ -13,6 +13,7 @@
 //! | `/write?path=P`   | writes `written` to file P: 200, or 500 with the I/O error            |
 //! | `/fetch?url=U`    | GETs U through `wasi:http/outgoing-handler`: `status=N`, or 502 with |
 //! |                   | the error code (e.g. `HttpRequestDenied`)                             |
+//! | `/alloc?mib=N`    | allocates and touches N MiB, answers `allocated` (or traps trying)    |
 //! | `/sleep?ms=N`     | waits N milliseconds on the host's clock, then answers `slept`        |
 //! | anything else     | `component=… method=… path=… matched=… info=…\n` describing the call  |
 //!
@@ -92,6 +93,15 @@ impl Guest for HttpGuest {
                     Err(error) => respond(out, 502, error.as_bytes()),
                 },
                 None => respond(out, 400, b"expected /fetch?url=U"),
+            },
+            "/alloc" => match query_param(query, "mib").and_then(|n| n.parse::<usize>().ok()) {
+                Some(mib) => {
+                    // Touch every page so the memory is really used, not only reserved.
+                    let block = vec![1u8; mib << 20];
+                    let sum: u64 = block.iter().step_by(4096).map(|&b| u64::from(b)).sum();
+                    respond(out, 200, format!("allocated {sum} pages").as_bytes());
+                }
+                None => respond(out, 400, b"expected /alloc?mib=N"),
             },
             "/sleep" => match query_param(query, "ms").and_then(|ms| ms.parse::<u64>().ok()) {
                 Some(ms) => {
