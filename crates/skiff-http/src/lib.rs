@@ -210,14 +210,21 @@ async fn dispatch(
             );
             // The body names the request id so an operator can find the log line; details
             // of the failure stay in the log, away from clients.
-            plain(
+            let mut response = plain(
                 status,
                 format!(
                     "{}: {} (request id {request_id})\n",
                     status.canonical_reason().unwrap_or("error"),
                     short_reason(&err)
                 ),
-            )
+            );
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                // Admission limits free up as soon as a request ends: retrying soon is right.
+                response
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            response
         }
     }
 }
@@ -225,6 +232,7 @@ async fn dispatch(
 fn status_for(err: &InvokeError) -> StatusCode {
     match err {
         InvokeError::Deadline(_) => StatusCode::GATEWAY_TIMEOUT,
+        InvokeError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -237,6 +245,7 @@ fn short_reason(err: &InvokeError) -> &'static str {
         InvokeError::Instantiate(_) => "the component could not be started",
         InvokeError::NoResponse => "the component sent no response",
         InvokeError::Guest(_) => "the component reported an error",
+        InvokeError::Overloaded(_) => "too many requests in flight; retry shortly",
     }
 }
 

@@ -26,6 +26,7 @@
 //! [component.hello.limits]
 //! memory = "64MiB"            # optional; bytes, or a number with B, KB, KiB, MB, MiB, GB, GiB
 //! timeout = "5s"              # optional; e.g. "250ms", "5s", "2m"
+//! max_concurrency = 50         # optional; requests served at once; more get 503 at once
 //!
 //! [component.api]
 //! source = "api.wasm"
@@ -64,6 +65,8 @@ mod host;
 mod raw;
 mod route;
 mod validate;
+
+pub use validate::parse_memory;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -124,6 +127,8 @@ pub struct Limits {
     /// Bytes of linear memory.
     pub memory: Option<u64>,
     pub timeout: Option<Duration>,
+    /// Requests the component may serve at once; more are refused with 503 at once.
+    pub max_concurrency: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -41,6 +41,7 @@ pub(crate) struct RawComponent {
 pub(crate) struct RawLimits {
     pub memory: Option<Spanned<RawMemory>>,
     pub timeout: Option<Spanned<String>>,
+    pub max_concurrency: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

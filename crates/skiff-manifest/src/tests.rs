@@ -823,3 +823,17 @@ fn show_samples() {
         println!("{}\n", f.parse(&text).unwrap_err());
     }
 }
+
+#[test]
+fn max_concurrency_must_be_positive() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.wasm"), b"\0asm\x0d\x00\x01\x00").unwrap();
+    let manifest = "[app]\nname = \"x\"\n\n[component.c]\nsource = \"c.wasm\"\nlimits = { max_concurrency = 0 }\n";
+    let err = parse(manifest, &dir.path().join("skiff.toml")).unwrap_err();
+    assert_eq!(err.field, "component.c.limits.max_concurrency");
+    assert_eq!(err.location.map(|l| l.line), Some(6));
+
+    let manifest = manifest.replace("= 0", "= 7");
+    let app = parse(&manifest, &dir.path().join("skiff.toml")).unwrap();
+    assert_eq!(app.components[0].limits.max_concurrency, Some(7));
+}

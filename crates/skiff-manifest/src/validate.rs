@@ -231,6 +231,7 @@ fn help_for_field(field: &str) -> Option<String> {
         "component.limits" => "e.g. [component.hello.limits] with memory = \"64MiB\"",
         "component.limits.memory" => "e.g. memory = \"64MiB\" or memory = 67108864",
         "component.limits.timeout" => "e.g. timeout = \"5s\" or timeout = \"250ms\"",
+        "component.limits.max_concurrency" => "e.g. max_concurrency = 50",
         k if k.starts_with("component.environment.") => {
             "environment values are strings; quote numbers and booleans, e.g. PORT = \"8080\""
         }
@@ -800,12 +801,30 @@ impl ComponentCx<'_> {
                 }
             }
         };
-        Ok(Limits { memory, timeout })
+        let max_concurrency = match limits.max_concurrency {
+            None => None,
+            Some(n) if *n.get_ref() == 0 => {
+                return Err(self.err(
+                    n.span(),
+                    &self.field("limits.max_concurrency"),
+                    "a concurrency limit of zero would refuse every request",
+                    "give the number of requests this component may serve at once, e.g. 50",
+                ));
+            }
+            Some(n) => Some(*n.get_ref()),
+        };
+        Ok(Limits {
+            memory,
+            timeout,
+            max_concurrency,
+        })
     }
 }
 
 /// `"64MiB"`, `"1 GB"`, `"512"` (bytes). Units are case-insensitive.
-fn parse_memory(text: &str) -> Result<u64, String> {
+/// Parses a size such as `64MiB` or `512` (bytes), as `limits.memory` takes it; the CLI uses
+/// it for its flags so that both spell sizes the same way.
+pub fn parse_memory(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(digits_end);

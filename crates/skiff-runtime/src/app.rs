@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skiff_manifest::App;
+use tokio::sync::Semaphore;
 use wasmtime::component::Component;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
@@ -32,6 +33,8 @@ pub struct LoadedComponent {
     pub(crate) grants: Grants,
     pub(crate) timeout: Duration,
     pub(crate) memory_limit: Option<u64>,
+    /// Permits for `limits.max_concurrency`, when set.
+    pub(crate) concurrency: Option<(Arc<Semaphore>, u32)>,
     pub(crate) runtime: Arc<Runtime>,
     /// What loading its code took: a cache hit, or a compile and how long.
     pub load_outcome: CacheOutcome,
@@ -147,6 +150,10 @@ impl Runtime {
                 grants,
                 timeout: spec.limits.timeout.unwrap_or(self.config.default_timeout),
                 memory_limit: spec.limits.memory,
+                concurrency: spec
+                    .limits
+                    .max_concurrency
+                    .map(|n| (Arc::new(Semaphore::new(n as usize)), n)),
                 runtime: self.clone(),
                 load_outcome: outcome,
             }));

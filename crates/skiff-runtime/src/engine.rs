@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -29,6 +30,9 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Deadline for one request when the component sets none.
     pub default_timeout: Duration,
+    /// Instances that may run at once across the whole host; requests past it get 503 at
+    /// once rather than queueing without bound. Also sizes the instance pool.
+    pub max_instances: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -38,6 +42,7 @@ impl Default for RuntimeConfig {
             pooling: true,
             epoch_tick: DEFAULT_EPOCH_TICK,
             default_timeout: Duration::from_secs(30),
+            max_instances: 1000,
         }
     }
 }
@@ -48,12 +53,14 @@ pub struct Runtime {
     pub(crate) linker: Linker<Host>,
     pub(crate) cache: CodeCache,
     pub(crate) config: RuntimeConfig,
+    /// One permit per instance allowed to run at once, host-wide.
+    pub(crate) instances: Arc<Semaphore>,
     _ticker: EpochTicker,
 }
 
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> wasmtime::Result<Arc<Runtime>> {
-        let engine = build_engine(config.pooling)?;
+        let engine = build_engine(config.pooling, config.max_instances)?;
         let mut linker = Linker::new(&engine);
         capabilities::add_to_linker(&mut linker)?;
         let cache = CodeCache::new(config.cache_dir.clone(), &engine);
@@ -62,6 +69,7 @@ impl Runtime {
             engine,
             linker,
             cache,
+            instances: Arc::new(Semaphore::new(config.max_instances as usize)),
             config,
             _ticker: ticker,
         }))
@@ -87,14 +95,16 @@ impl Runtime {
     }
 }
 
-fn build_engine(pooling: bool) -> wasmtime::Result<Engine> {
+fn build_engine(pooling: bool, max_instances: u32) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     // Copy-on-write heap images make instantiation independent of the data segment size.
     config.memory_init_cow(true);
     if pooling {
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config()));
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(
+            max_instances,
+        )));
         match Engine::new(&config) {
             Ok(engine) => return Ok(engine),
             Err(err) => {
@@ -114,13 +124,16 @@ fn build_engine(pooling: bool) -> wasmtime::Result<Engine> {
 /// generous; the per-component limits leave room for the large components that Python
 /// (componentize-py) and JavaScript (jco) produce, which hold many core instances, memories
 /// and tables each.
-fn pooling_config() -> PoolingAllocationConfig {
+/// The pool holds one slot more than the host's instance limit allows at once, so a request
+/// admitted by the limit always finds a slot.
+fn pooling_config(max_instances: u32) -> PoolingAllocationConfig {
+    let instances = max_instances.saturating_add(1);
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(1000)
-        .total_core_instances(10_000)
-        .total_memories(2000)
-        .total_tables(4000)
-        .total_stacks(1000)
+    pool.total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(10))
+        .total_memories(instances.saturating_mul(2))
+        .total_tables(instances.saturating_mul(4))
+        .total_stacks(instances)
         .max_core_instances_per_component(64)
         .max_memories_per_component(16)
         .max_tables_per_component(64)

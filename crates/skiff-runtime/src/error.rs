@@ -94,6 +94,26 @@ pub enum InvokeError {
     NoResponse,
     #[error("the component answered with an error: {0}")]
     Guest(String),
+    #[error("too many requests in flight for {0}")]
+    Overloaded(OverloadScope),
+}
+
+/// Which limit turned a request away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverloadScope {
+    /// The component's `limits.max_concurrency`.
+    Component(u32),
+    /// The host's `max_instances`.
+    Host(u32),
+}
+
+impl std::fmt::Display for OverloadScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OverloadScope::Component(n) => write!(f, "the component (max_concurrency {n})"),
+            OverloadScope::Host(n) => write!(f, "the host (max_instances {n})"),
+        }
+    }
 }
 
 #[cfg(test)]

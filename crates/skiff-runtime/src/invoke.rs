@@ -12,7 +12,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 
 use crate::app::LoadedComponent;
 use crate::capabilities::{self, InstanceIdentity};
-use crate::error::InvokeError;
+use crate::error::{InvokeError, OverloadScope};
 use crate::host::Host;
 
 /// The body of a response produced by a guest (or by skiff on a guest's behalf).
@@ -38,6 +38,26 @@ impl LoadedComponent {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
+        // Admission first, before any work: over a limit the client hears so at once, and
+        // nothing queues without bound. The permits live as long as the guest task.
+        let component_permit = match &self.concurrency {
+            Some((permits, limit)) => Some(
+                permits
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| InvokeError::Overloaded(OverloadScope::Component(*limit)))?,
+            ),
+            None => None,
+        };
+        let host_permit = self
+            .runtime
+            .instances
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                InvokeError::Overloaded(OverloadScope::Host(self.runtime.config.max_instances))
+            })?;
+
         let identity = InstanceIdentity {
             app: self.app.clone(),
             component: self.id.clone(),
@@ -73,6 +93,7 @@ impl LoadedComponent {
         // The guest runs in its own task: after it has sent the response head it goes on
         // writing the body while this function has already returned the response to hyper.
         let guest = tokio::spawn(async move {
+            let _permits = (component_permit, host_permit);
             let run = async {
                 let proxy = pre
                     .instantiate_async(&mut store)

@@ -23,5 +23,5 @@ pub mod invoke;
 pub use app::{LoadedApp, LoadedComponent};
 pub use cache::{CacheOutcome, CodeCache};
 pub use engine::{Runtime, RuntimeConfig};
-pub use error::{InvokeError, LoadError, LoadErrorKind};
+pub use error::{InvokeError, LoadError, LoadErrorKind, OverloadScope};
 pub use invoke::{RequestInfo, ResponseBody};

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use skiff_manifest::{App, ManifestError};
+use skiff_runtime::capabilities::wasi::{DirGrant, WasiGrant};
 use skiff_runtime::command::{CommandOptions, CommandOutcome, TRAP_EXIT_CODE};
 use skiff_runtime::{Runtime, RuntimeConfig};
 
@@ -41,6 +42,9 @@ struct GlobalOptions {
     /// Compile every time; keep nothing on disk.
     #[arg(long, global = true)]
     no_cache: bool,
+    /// Instances that may run at once on this host; requests past it get 503 at once.
+    #[arg(long, global = true, default_value_t = 1000, value_name = "N")]
+    max_instances: u32,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -61,15 +65,8 @@ enum Command {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Grant a host folder, at GUEST inside the sandbox (default: the same path).
-    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
-    dirs: Vec<String>,
-    /// Set an environment variable for the guest.
-    #[arg(long = "env", value_name = "K=V")]
-    envs: Vec<String>,
-    /// Pass one of skiff's own environment variables through to the guest.
-    #[arg(long = "env-inherit", value_name = "K")]
-    env_inherit: Vec<String>,
+    #[command(flatten)]
+    grants: GrantArgs,
     /// The Wasm file to run.
     file: PathBuf,
     /// Arguments for the guest.
@@ -77,11 +74,58 @@ struct RunArgs {
     args: Vec<String>,
 }
 
+/// What a guest may reach besides stdio; nothing unless granted here.
+#[derive(Args)]
+pub struct GrantArgs {
+    /// Grant a host folder, read-write, at GUEST inside the sandbox (default: the same path).
+    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+    pub dirs: Vec<String>,
+    /// Set an environment variable for the guest.
+    #[arg(long = "env", value_name = "K=V")]
+    pub envs: Vec<String>,
+    /// Pass one of skiff's own environment variables through to the guest.
+    #[arg(long = "env-inherit", value_name = "K")]
+    pub env_inherit: Vec<String>,
+}
+
+impl GrantArgs {
+    fn to_grant(&self) -> Result<WasiGrant> {
+        let mut grant = WasiGrant::default();
+        for dir in &self.dirs {
+            let (host, guest) = dir.split_once("::").unwrap_or((dir.as_str(), dir.as_str()));
+            grant.dirs.push(DirGrant {
+                host: PathBuf::from(host),
+                guest: guest.to_string(),
+                writable: true,
+            });
+        }
+        for env in &self.envs {
+            let Some((key, value)) = env.split_once('=') else {
+                bail!("--env `{env}` is not KEY=VALUE; write e.g. --env GREETING=hello");
+            };
+            grant.env.push((key.to_string(), value.to_string()));
+        }
+        for key in &self.env_inherit {
+            match std::env::var(key) {
+                Ok(value) => grant.env.push((key.clone(), value)),
+                Err(_) => {
+                    tracing::warn!("--env-inherit {key}: skiff has no such variable; not set")
+                }
+            }
+        }
+        Ok(grant)
+    }
+}
+
 #[derive(Args)]
 struct ServeArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
+    #[command(flatten)]
+    grants: GrantArgs,
+    #[command(flatten)]
+    limits: single::LimitArgs,
     /// The wasi:http/proxy component to serve.
     file: PathBuf,
 }
@@ -123,7 +167,10 @@ fn fail(err: anyhow::Error) -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
-    let mut config = RuntimeConfig::default();
+    let mut config = RuntimeConfig {
+        max_instances: cli.global.max_instances.max(1),
+        ..RuntimeConfig::default()
+    };
     if cli.global.no_cache {
         config.cache_dir = None;
     } else if let Some(dir) = cli.global.cache_dir.clone() {
@@ -133,7 +180,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run(&runtime, args).await,
         Command::Serve(args) => {
-            let app = single::app_for_component(&args.file)?;
+            let grant = args.grants.to_grant()?;
+            let app = single::app_for_component(&args.file, grant, &args.limits)?;
             up(&runtime, app, args.listen, false).await
         }
         Command::Up(args) => {
@@ -153,29 +201,7 @@ fn manifest_path(given: &Path) -> PathBuf {
 }
 
 async fn run(runtime: &Arc<Runtime>, args: RunArgs) -> Result<ExitCode> {
-    let mut grant = skiff_runtime::capabilities::wasi::WasiGrant::default();
-    for dir in &args.dirs {
-        let (host, guest) = dir.split_once("::").unwrap_or((dir.as_str(), dir.as_str()));
-        grant
-            .dirs
-            .push(skiff_runtime::capabilities::wasi::DirGrant {
-                host: PathBuf::from(host),
-                guest: guest.to_string(),
-                writable: true,
-            });
-    }
-    for env in &args.envs {
-        let Some((key, value)) = env.split_once('=') else {
-            bail!("--env `{env}` is not KEY=VALUE; write e.g. --env GREETING=hello");
-        };
-        grant.env.push((key.to_string(), value.to_string()));
-    }
-    for key in &args.env_inherit {
-        match std::env::var(key) {
-            Ok(value) => grant.env.push((key.clone(), value)),
-            Err(_) => tracing::warn!("--env-inherit {key}: skiff has no such variable; not set"),
-        }
-    }
+    let grant = args.grants.to_grant()?;
     let program = args
         .file
         .file_name()

@@ -3,10 +3,45 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
-use skiff_manifest::{App, Component, Limits, Location, Route, RoutePattern};
+use std::time::Duration;
 
-pub fn app_for_component(file: &Path) -> Result<App> {
+use anyhow::{Result, bail};
+use clap::Args;
+use skiff_manifest::{
+    App, Component, FileMount, HostPattern, Limits, Location, Route, RoutePattern,
+};
+use skiff_runtime::capabilities::wasi::WasiGrant;
+
+/// The limits and outbound grants a manifest would give, as flags.
+#[derive(Args)]
+pub struct LimitArgs {
+    /// Deadline for each request, e.g. `250ms`, `3s`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    timeout: Option<Duration>,
+    /// Memory cap of each instance (all its linear memories together), e.g. `64MiB`.
+    #[arg(long, value_name = "SIZE", value_parser = skiff_manifest::parse_memory)]
+    max_memory: Option<u64>,
+    /// Requests served at once; more get 503 with Retry-After at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrency: Option<u32>,
+    /// Let the guest call hosts matching PATTERN (`scheme://host[:port]`, `*` wildcards).
+    #[arg(long = "allow-outbound", value_name = "PATTERN", value_parser = parse_host_pattern)]
+    allow_outbound: Vec<HostPattern>,
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err("a timeout of zero would fail every request".into()),
+        Err(err) => Err(format!("{err}; write e.g. 250ms, 3s or 2m")),
+    }
+}
+
+fn parse_host_pattern(text: &str) -> Result<HostPattern, String> {
+    HostPattern::parse(text).map_err(|err| format!("{}; {}", err.message, err.help))
+}
+
+pub fn app_for_component(file: &Path, grant: WasiGrant, limits: &LimitArgs) -> Result<App> {
     if !file.is_file() {
         bail!(
             "{}: no such file; give the path of a wasi:http component (.wasm)",
@@ -26,10 +61,22 @@ pub fn app_for_component(file: &Path) -> Result<App> {
             id,
             source,
             source_location: Location { line: 1, column: 1 },
-            environment: Vec::new(),
-            files: Vec::new(),
-            allowed_outbound_hosts: Vec::new(),
-            limits: Limits::default(),
+            environment: grant.env,
+            files: grant
+                .dirs
+                .into_iter()
+                .map(|dir| FileMount {
+                    host: dir.host,
+                    guest: dir.guest,
+                    writable: dir.writable,
+                })
+                .collect(),
+            allowed_outbound_hosts: limits.allow_outbound.clone(),
+            limits: Limits {
+                memory: limits.max_memory,
+                timeout: limits.timeout,
+                max_concurrency: limits.max_concurrency,
+            },
         }],
         routes: vec![Route {
             pattern: RoutePattern::Prefix(String::new()),

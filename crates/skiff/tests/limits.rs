@@ -1,0 +1,165 @@
+//! Admission and per-request limits, set in the manifest or as `skiff serve` flags.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Server, app_dir, client, guest};
+
+/// Sends `/sleep?ms=3000` and, while it is in flight, more requests: one of them must be
+/// turned away at once with 503 and `Retry-After`; once the first is done, requests pass again.
+/// A poll can win the race for the last permit before the slow request is admitted, in which
+/// case the slow one is the refused one and the round is tried again.
+async fn second_request_is_refused_while_first_runs(server: &Server, prefix: &str) {
+    let http = client();
+    for _round in 0..5 {
+        let slow = tokio::spawn({
+            let http = http.clone();
+            let url = server.url(&format!("{prefix}/sleep?ms=3000"));
+            async move {
+                let response = http.get(url).send().await.unwrap();
+                (response.status().as_u16(), response.text().await.unwrap())
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut refused = None;
+        for _ in 0..40 {
+            let response = http
+                .get(server.url(&format!("{prefix}/count")))
+                .send()
+                .await
+                .unwrap();
+            if response.status() == 503 {
+                refused = Some(response);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let slow = slow.await.unwrap();
+        if slow.0 == 503 {
+            continue;
+        }
+        assert_eq!(slow, (200, "slept".to_string()));
+        let refused = refused.expect("no request was refused while the limit was reached");
+        assert_eq!(refused.headers()["retry-after"], "1");
+        let body = refused.text().await.unwrap();
+        assert!(body.contains("retry shortly"), "{body}");
+        let response = http
+            .get(server.url(&format!("{prefix}/count")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        return;
+    }
+    panic!("the slow request was never admitted");
+}
+
+#[tokio::test]
+async fn component_concurrency_limit_from_the_manifest() {
+    let wasm = guest("http-guest");
+    let wasm = wasm.to_str().unwrap();
+    let manifest = format!(
+        r#"
+[app]
+name = "limited"
+
+[component.single]
+source = "{wasm}"
+route = "/single/..."
+limits = {{ max_concurrency = 1 }}
+
+[component.free]
+source = "{wasm}"
+route = "/free/..."
+"#
+    );
+    let dir = app_dir(&[("skiff.toml", &manifest)]);
+    let server = Server::start(&["up", dir.path().join("skiff.toml").to_str().unwrap()]);
+    // The other component is not affected by its neighbour's limit.
+    let neighbour = {
+        let url = server.url("/free/sleep?ms=2000");
+        tokio::spawn(async move { client().get(url).send().await.unwrap().status() })
+    };
+    second_request_is_refused_while_first_runs(&server, "/single").await;
+    assert_eq!(neighbour.await.unwrap(), 200);
+    let logs = server.logs();
+    assert!(logs.contains("max_concurrency 1"), "{logs}");
+}
+
+#[tokio::test]
+async fn host_instance_limit() {
+    let wasm = guest("http-guest");
+    let server = Server::start(&["--max-instances", "1", "serve", wasm.to_str().unwrap()]);
+    second_request_is_refused_while_first_runs(&server, "").await;
+    assert!(
+        server.logs().contains("max_instances 1"),
+        "{}",
+        server.logs()
+    );
+}
+
+#[tokio::test]
+async fn serve_takes_limits_and_grants_as_flags() {
+    let wasm = guest("http-guest");
+    let data = app_dir(&[("note.txt", "granted by flag\n")]);
+    let mapping = format!("{}::/data", data.path().display());
+    let server = Server::start(&[
+        "serve",
+        "--timeout",
+        "300ms",
+        "--max-memory",
+        "8MiB",
+        "--env",
+        "SKIFF_TEST_NAME=flagged",
+        "--dir",
+        &mapping,
+        "--allow-outbound",
+        "http://127.0.0.1:*",
+        wasm.to_str().unwrap(),
+    ]);
+    let http = client();
+    let get = |path: &str| {
+        let http = http.clone();
+        let url = server.url(path);
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/sleep?ms=10000").await.0, 504);
+    assert_eq!(get("/alloc?mib=64").await.0, 500);
+    assert_eq!(get("/alloc?mib=1").await.0, 200);
+    assert_eq!(get("/env/SKIFF_TEST_NAME").await, (200, "flagged".into()));
+    assert_eq!(
+        get("/file?path=/data/note.txt").await,
+        (200, "granted by flag\n".into())
+    );
+    let own = server.url("/count");
+    assert_eq!(
+        get(&format!("/fetch?url={own}")).await,
+        (200, "status=200".into())
+    );
+    let (status, body) = get("/fetch?url=http://example.com/").await;
+    assert_eq!(status, 502);
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+}
+
+#[test]
+fn bad_limit_flags_are_usage_errors() {
+    let wasm = guest("http-guest");
+    for (flag, value) in [
+        ("--timeout", "soon"),
+        ("--max-memory", "lots"),
+        ("--max-concurrency", "0"),
+        ("--allow-outbound", "https://example.com/path"),
+    ] {
+        let output = common::skiff()
+            .args(["serve", flag, value, wasm.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}");
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(err.contains(flag) && err.contains(value), "{err}");
+    }
+}
