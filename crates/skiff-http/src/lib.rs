@@ -24,10 +24,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HOST, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use skiff_manifest::RouteTable;
@@ -39,6 +39,32 @@ pub const PATH_INFO: HeaderName = HeaderName::from_static("skiff-path-info");
 pub const COMPONENT: HeaderName = HeaderName::from_static("skiff-component");
 pub const CLIENT_ADDR: HeaderName = HeaderName::from_static("skiff-client-addr");
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("skiff-request-id");
+
+/// Limits on what a client may send, applied before any guest runs.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Largest request body; a larger declared `content-length` gets 413 at once, and a
+    /// streamed body that grows past it is cut off.
+    pub max_body_bytes: u64,
+    /// Most header fields in one request (HTTP/1); more get 431.
+    pub max_headers: usize,
+    /// Largest request head (request line plus headers) in bytes (HTTP/1); more gets 431.
+    pub max_head_bytes: usize,
+    /// Time a client has to send its whole request head, so a slow client cannot hold a
+    /// connection open forever.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_body_bytes: 128 << 20,
+            max_headers: 100,
+            max_head_bytes: 64 << 10,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// An app as the HTTP trigger sees it: loaded components and the table that routes to them.
 pub struct HttpApp {
@@ -64,6 +90,7 @@ pub struct Server {
     app: Arc<HttpApp>,
     next_request_id: Arc<AtomicU64>,
     shutdown_grace: Duration,
+    limits: HttpLimits,
 }
 
 impl Server {
@@ -74,7 +101,13 @@ impl Server {
             app: Arc::new(app),
             next_request_id: Arc::new(AtomicU64::new(1)),
             shutdown_grace: Duration::from_secs(10),
+            limits: HttpLimits::default(),
         })
+    }
+
+    pub fn with_limits(mut self, limits: HttpLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// How long in-flight requests may take to finish once shutdown starts.
@@ -91,7 +124,15 @@ impl Server {
     /// to the grace period to finish.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let graceful = GracefulShutdown::new();
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_read_timeout)
+            .max_headers(self.limits.max_headers)
+            // hyper's read buffer bounds the request head; it refuses less than 8 KiB.
+            .max_buf_size(self.limits.max_head_bytes.max(8192));
+        let max_body = self.limits.max_body_bytes;
         let local_addr = self.listener.local_addr()?;
         tokio::pin!(shutdown);
         loop {
@@ -113,7 +154,11 @@ impl Server {
             let service = service_fn(move |request| {
                 let id = ids.fetch_add(1, Ordering::Relaxed);
                 let app = app.clone();
-                async move { Ok::<_, Infallible>(dispatch(&app, request, client, local_addr, id).await) }
+                async move {
+                    Ok::<_, Infallible>(
+                        dispatch(&app, request, client, local_addr, id, max_body).await,
+                    )
+                }
             });
             let connection = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -149,7 +194,15 @@ async fn dispatch(
     client: SocketAddr,
     local_addr: SocketAddr,
     request_id: u64,
+    max_body: u64,
 ) -> Response<ResponseBody> {
+    if declared_length(&request).is_some_and(|length| length > max_body) {
+        tracing::debug!(request_id, "request body over {max_body} bytes refused");
+        return plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than the limit of {max_body} bytes\n"),
+        );
+    }
     let path = request.uri().path();
     let Some(matched) = app.routes.lookup(path) else {
         tracing::debug!(request_id, %path, "no route matches");
@@ -194,6 +247,8 @@ async fn dispatch(
         request_id,
         https: false,
     };
+    // A body without a declared length is counted as it streams, and cut off at the limit.
+    let request = request.map(|body| Limited::new(body, max_body as usize).map_err(body_error));
     match component.handle_http(request, info).await {
         Ok(response) => {
             tracing::debug!(
@@ -226,6 +281,26 @@ async fn dispatch(
             }
             response
         }
+    }
+}
+
+fn declared_length<B>(request: &Request<B>) -> Option<u64> {
+    request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn body_error(err: Box<dyn std::error::Error + Send + Sync>) -> wasmtime_wasi_http::Error {
+    if err.is::<LengthLimitError>() {
+        return wasmtime_wasi_http::Error::HttpRequestBodySize(None);
+    }
+    match err.downcast::<hyper::Error>() {
+        Ok(hyper) => wasmtime_wasi_http::Error::from(*hyper),
+        Err(other) => wasmtime_wasi_http::Error::InternalError(Some(other.to_string())),
     }
 }
 

@@ -117,11 +117,38 @@ impl GrantArgs {
     }
 }
 
+/// Limits on what HTTP clients may send, checked before any guest runs.
+#[derive(Args)]
+struct HttpArgs {
+    /// Largest request body, e.g. `10MiB`; larger gets 413.
+    #[arg(long, value_name = "SIZE", default_value = "128MiB", value_parser = skiff_manifest::parse_memory)]
+    max_body_size: u64,
+    /// Most header fields in one request; more gets 431.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    max_headers: usize,
+    /// Time a client has to send its request head; a slower one is disconnected.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = single::parse_timeout)]
+    header_read_timeout: Duration,
+}
+
+impl HttpArgs {
+    fn limits(&self) -> skiff_http::HttpLimits {
+        skiff_http::HttpLimits {
+            max_body_bytes: self.max_body_size,
+            max_headers: self.max_headers,
+            header_read_timeout: self.header_read_timeout,
+            ..skiff_http::HttpLimits::default()
+        }
+    }
+}
+
 #[derive(Args)]
 struct ServeArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
+    #[command(flatten)]
+    http: HttpArgs,
     #[command(flatten)]
     grants: GrantArgs,
     #[command(flatten)]
@@ -135,6 +162,8 @@ struct UpArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
+    #[command(flatten)]
+    http: HttpArgs,
     /// The app manifest, or the folder holding its skiff.toml.
     #[arg(default_value = "skiff.toml")]
     manifest: PathBuf,
@@ -182,12 +211,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => {
             let grant = args.grants.to_grant()?;
             let app = single::app_for_component(&args.file, grant, &args.limits)?;
-            up(&runtime, app, args.listen, false).await
+            up(&runtime, app, args.listen, args.http.limits(), false).await
         }
         Command::Up(args) => {
             let path = manifest_path(&args.manifest);
             let app = skiff_manifest::load(&path)?;
-            up(&runtime, app, args.listen, true).await
+            up(&runtime, app, args.listen, args.http.limits(), true).await
         }
     }
 }
@@ -225,6 +254,7 @@ async fn up(
     runtime: &Arc<Runtime>,
     app: App,
     listen: SocketAddr,
+    limits: skiff_http::HttpLimits,
     from_manifest: bool,
 ) -> Result<ExitCode> {
     let loaded = {
@@ -263,6 +293,7 @@ async fn up(
         println!("  {}: http://{addr}{shown}{wildcard}", component.id);
     }
     server
+        .with_limits(limits)
         .with_shutdown_grace(Duration::from_secs(10))
         .serve(shutdown_signal())
         .await?;

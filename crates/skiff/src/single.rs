@@ -29,7 +29,7 @@ pub struct LimitArgs {
     allow_outbound: Vec<HostPattern>,
 }
 
-fn parse_timeout(text: &str) -> Result<Duration, String> {
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(duration) if !duration.is_zero() => Ok(duration),
         Ok(_) => Err("a timeout of zero would fail every request".into()),

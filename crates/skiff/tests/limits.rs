@@ -163,3 +163,95 @@ fn bad_limit_flags_are_usage_errors() {
         assert!(err.contains(flag) && err.contains(value), "{err}");
     }
 }
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let wasm = guest("http-guest");
+    let server = Server::start(&["serve", "--max-body-size", "1MiB", wasm.to_str().unwrap()]);
+    let http = client();
+
+    // Declared too large: 413 before any guest runs.
+    let response = http
+        .post(server.url("/echo"))
+        .body(vec![b'a'; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+
+    // Within the limit, it passes.
+    let response = http
+        .post(server.url("/echo"))
+        .body(vec![b'a'; 1 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap().len(), 1 << 20);
+
+    // Streamed without a length, it is cut off at the limit: the echo never completes.
+    let upload = futures_util::stream::iter(
+        (0..8).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'b'; 512 << 10]))),
+    );
+    let echoed = async {
+        let response = http
+            .post(server.url("/echo"))
+            .body(reqwest::Body::wrap_stream(upload))
+            .send()
+            .await?;
+        response.bytes().await
+    }
+    .await;
+    // An error means the connection was cut: also a refusal.
+    if let Ok(body) = echoed {
+        assert!(body.len() <= 1 << 20, "{} bytes passed", body.len());
+    }
+    // The host keeps serving.
+    let response = http.get(server.url("/count")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn too_many_headers_get_431() {
+    let wasm = guest("http-guest");
+    let server = Server::start(&["serve", "--max-headers", "20", wasm.to_str().unwrap()]);
+    let mut request = client().get(server.url("/count"));
+    for i in 0..40 {
+        request = request.header(format!("x-h{i}"), "v");
+    }
+    assert_eq!(request.send().await.unwrap().status(), 431);
+    let response = client().get(server.url("/count")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[test]
+fn a_slow_client_is_disconnected() {
+    use std::io::{Read, Write};
+    let wasm = guest("http-guest");
+    let server = Server::start(&[
+        "serve",
+        "--header-read-timeout",
+        "300ms",
+        wasm.to_str().unwrap(),
+    ]);
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    // Half a request head, then nothing: the server must hang up on its own.
+    stream
+        .write_all(b"GET /count HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = stream.read_to_end(&mut rest);
+    assert!(
+        read.is_ok(),
+        "the server kept the connection open: {read:?}"
+    );
+    let answer = String::from_utf8_lossy(&rest);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+}
