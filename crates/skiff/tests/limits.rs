@@ -255,3 +255,26 @@ fn a_slow_client_is_disconnected() {
         "{answer}"
     );
 }
+
+#[tokio::test]
+async fn unbounded_recursion_traps_cleanly() {
+    let wasm = guest("http-guest");
+    let server = Server::start(&["serve", wasm.to_str().unwrap()]);
+    let http = client();
+    let response = http
+        .get(server.url("/recurse?depth=1000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), "recursed 1000");
+    let response = http
+        .get(server.url("/recurse?depth=100000000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 500);
+    let logs = server.wait_for_log("stack overflow");
+    assert!(logs.contains("stack overflow"), "{logs}");
+    let response = http.get(server.url("/count")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}

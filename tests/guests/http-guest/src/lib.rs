@@ -14,6 +14,7 @@
 //! | `/fetch?url=U`    | GETs U through `wasi:http/outgoing-handler`: `status=N`, or 502 with |
 //! |                   | the error code (e.g. `HttpRequestDenied`)                             |
 //! | `/alloc?mib=N`    | allocates and touches N MiB, answers `allocated` (or traps trying)    |
+//! | `/recurse?depth=N`| recurses N frames deep (a huge N overflows the stack and traps)     |
 //! | `/sleep?ms=N`     | waits N milliseconds on the host's clock, then answers `slept`        |
 //! | anything else     | `component=… method=… path=… matched=… info=…\n` describing the call  |
 //!
@@ -102,6 +103,13 @@ impl Guest for HttpGuest {
                     respond(out, 200, format!("allocated {sum} pages").as_bytes());
                 }
                 None => respond(out, 400, b"expected /alloc?mib=N"),
+            },
+            "/recurse" => match query_param(query, "depth").and_then(|n| n.parse::<u64>().ok()) {
+                Some(depth) => {
+                    let frames = recurse(depth);
+                    respond(out, 200, format!("recursed {frames}").as_bytes());
+                }
+                None => respond(out, 400, b"expected /recurse?depth=N"),
             },
             "/sleep" => match query_param(query, "ms").and_then(|ms| ms.parse::<u64>().ok()) {
                 Some(ms) => {
@@ -330,4 +338,14 @@ fn fetch(url: &str) -> Result<u16, String> {
         .map_err(|()| "response taken twice")?
         .map_err(|code| format!("{code:?}"))?;
     Ok(response.status())
+}
+
+/// `black_box` stops the optimiser from turning the recursion into a loop. Frames are small,
+/// so a deep recursion exhausts the engine's Wasm stack before Rust's shadow stack in linear
+/// memory.
+fn recurse(depth: u64) -> u64 {
+    if depth == 0 {
+        return 0;
+    }
+    1 + recurse(std::hint::black_box(depth - 1))
 }
