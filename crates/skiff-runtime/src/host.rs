@@ -65,7 +65,7 @@ impl wasmtime::ResourceLimiter for InstanceLimiter {
     ) -> wasmtime::Result<bool> {
         // Each memory's calls start from 0 at its creation, so the running sum of the deltas
         // is the total across all memories of the instance.
-        let total = self.used - current + desired;
+        let total = self.used.saturating_sub(current).saturating_add(desired);
         if self.limit.is_some_and(|limit| total > limit) {
             self.refused = true;
             return Ok(false);
