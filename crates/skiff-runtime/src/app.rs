@@ -71,7 +71,7 @@ pub(crate) fn read_wasm(path: &Path) -> Result<Vec<u8>, LoadError> {
 }
 
 impl Runtime {
-    /// Compiles (or loads from the cache) and links one component as a `wasi:http` handler.
+    /// Reads a component file and compiles it (or loads it from the cache).
     pub(crate) fn load_component_code(
         &self,
         path: &Path,
@@ -87,10 +87,19 @@ impl Runtime {
                 ),
             ));
         }
+        self.compile_component(path, &wasm)
+    }
+
+    /// Compiles component bytes read from `path`, or loads their compiled code from the cache.
+    pub(crate) fn compile_component(
+        &self,
+        path: &Path,
+        wasm: &[u8],
+    ) -> Result<(Component, CacheOutcome), LoadError> {
         self.cache.load(
             &self.engine,
             path,
-            &wasm,
+            wasm,
             CodeKind::Component,
             // SAFETY: see `CodeCache::load`: only files we wrote and checksummed get here.
             |file| unsafe { Component::deserialize_file(&self.engine, file) },

@@ -77,15 +77,7 @@ impl Runtime {
         wasm: &[u8],
         options: CommandOptions,
     ) -> Result<CommandOutcome, LoadError> {
-        let (component, _) = self.cache.load(
-            &self.engine,
-            path,
-            wasm,
-            CodeKind::Component,
-            // SAFETY: see `CodeCache::load`.
-            |file| unsafe { wasmtime::component::Component::deserialize_file(&self.engine, file) },
-            |bytes| unsafe { wasmtime::component::Component::deserialize(&self.engine, bytes) },
-        )?;
+        let (component, _) = self.compile_component(path, wasm)?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
