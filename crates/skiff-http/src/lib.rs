@@ -50,6 +50,9 @@ pub struct HttpLimits {
     pub max_headers: usize,
     /// Largest request head (request line plus headers) in bytes (HTTP/1); more gets 431.
     pub max_head_bytes: usize,
+    /// Longest request target (path and query) in bytes; longer gets 414. Paths end up in
+    /// headers handed to the guest and in log lines, so they are kept to a sane size.
+    pub max_uri_bytes: usize,
     /// Time a client has to send its whole request head, so a slow client cannot hold a
     /// connection open forever.
     pub header_read_timeout: Duration,
@@ -61,6 +64,7 @@ impl Default for HttpLimits {
             max_body_bytes: 128 << 20,
             max_headers: 100,
             max_head_bytes: 64 << 10,
+            max_uri_bytes: 16 << 10,
             header_read_timeout: Duration::from_secs(10),
         }
     }
@@ -132,7 +136,10 @@ impl Server {
             .max_headers(self.limits.max_headers)
             // hyper's read buffer bounds the request head; it refuses less than 8 KiB.
             .max_buf_size(self.limits.max_head_bytes.max(8192));
-        let max_body = self.limits.max_body_bytes;
+        let limits = RequestLimits {
+            max_body: self.limits.max_body_bytes,
+            max_uri: self.limits.max_uri_bytes,
+        };
         let local_addr = self.listener.local_addr()?;
         tokio::pin!(shutdown);
         loop {
@@ -156,7 +163,7 @@ impl Server {
                 let app = app.clone();
                 async move {
                     Ok::<_, Infallible>(
-                        dispatch(&app, request, client, local_addr, id, max_body).await,
+                        dispatch(&app, request, client, local_addr, id, limits).await,
                     )
                 }
             });
@@ -188,14 +195,29 @@ impl Server {
     }
 }
 
+/// The per-request checks of [`HttpLimits`] (the rest are enforced by hyper).
+#[derive(Debug, Clone, Copy)]
+struct RequestLimits {
+    max_body: u64,
+    max_uri: usize,
+}
+
 async fn dispatch(
     app: &HttpApp,
     mut request: Request<Incoming>,
     client: SocketAddr,
     local_addr: SocketAddr,
     request_id: u64,
-    max_body: u64,
+    limits: RequestLimits,
 ) -> Response<ResponseBody> {
+    let RequestLimits { max_body, max_uri } = limits;
+    if target_length(request.uri()) > max_uri {
+        tracing::debug!(request_id, "request target over {max_uri} bytes refused");
+        return plain(
+            StatusCode::URI_TOO_LONG,
+            format!("request target (path and query) longer than the limit of {max_uri} bytes\n"),
+        );
+    }
     if declared_length(&request).is_some_and(|length| length > max_body) {
         tracing::debug!(request_id, "request body over {max_body} bytes refused");
         return plain(
@@ -284,6 +306,14 @@ async fn dispatch(
     }
 }
 
+/// Bytes of the request target as the client sent it (origin form, or absolute form).
+fn target_length(uri: &http::Uri) -> usize {
+    let path_and_query = uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    let scheme = uri.scheme_str().map_or(0, |s| s.len() + 3);
+    let authority = uri.authority().map_or(0, |a| a.as_str().len());
+    scheme + authority + path_and_query
+}
+
 fn declared_length<B>(request: &Request<B>) -> Option<u64> {
     request
         .headers()
@@ -316,6 +346,7 @@ fn short_reason(err: &InvokeError) -> &'static str {
     match err {
         InvokeError::Deadline(_) => "the component did not answer in time",
         InvokeError::OutOfMemory { .. } => "the component ran out of memory",
+        InvokeError::OutOfFuel { .. } => "the component used up its CPU budget",
         InvokeError::Trap(_) => "the component failed",
         InvokeError::Instantiate(_) => "the component could not be started",
         InvokeError::NoResponse => "the component sent no response",

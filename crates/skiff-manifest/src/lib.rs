@@ -27,6 +27,7 @@
 //! memory = "64MiB"            # optional; bytes, or a number with B, KB, KiB, MB, MiB, GB, GiB
 //! timeout = "5s"              # optional; e.g. "250ms", "5s", "2m"
 //! max_concurrency = 50         # optional; requests served at once; more get 503 at once
+//! fuel = 5_000_000_000        # optional; Wasm instructions (roughly) one request may execute
 //!
 //! [component.api]
 //! source = "api.wasm"
@@ -129,6 +130,9 @@ pub struct Limits {
     pub timeout: Option<Duration>,
     /// Requests the component may serve at once; more are refused with 503 at once.
     pub max_concurrency: Option<u32>,
+    /// A budget of fuel (about one unit per Wasm instruction) for one request: a limit on work
+    /// done that, unlike `timeout`, does not depend on how busy the machine is.
+    pub fuel: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -42,6 +42,7 @@ pub(crate) struct RawLimits {
     pub memory: Option<Spanned<RawMemory>>,
     pub timeout: Option<Spanned<String>>,
     pub max_concurrency: Option<Spanned<u32>>,
+    pub fuel: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

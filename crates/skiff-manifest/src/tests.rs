@@ -837,3 +837,25 @@ fn max_concurrency_must_be_positive() {
     let app = parse(&manifest, &dir.path().join("skiff.toml")).unwrap();
     assert_eq!(app.components[0].limits.max_concurrency, Some(7));
 }
+
+#[test]
+fn fuel_must_be_a_positive_number() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.wasm"), b"\0asm\x0d\x00\x01\x00").unwrap();
+    let manifest =
+        "[app]\nname = \"x\"\n\n[component.c]\nsource = \"c.wasm\"\nlimits = { fuel = 0 }\n";
+    let err = parse(manifest, &dir.path().join("skiff.toml")).unwrap_err();
+    assert_eq!(err.field, "component.c.limits.fuel");
+    assert_eq!(err.location.map(|l| l.line), Some(6));
+
+    let err = parse(
+        &manifest.replace("= 0", "= \"lots\""),
+        &dir.path().join("skiff.toml"),
+    )
+    .unwrap_err();
+    assert_eq!(err.field, "component.c.limits.fuel");
+
+    let manifest = manifest.replace("= 0", "= 5_000_000_000");
+    let app = parse(&manifest, &dir.path().join("skiff.toml")).unwrap();
+    assert_eq!(app.components[0].limits.fuel, Some(5_000_000_000));
+}

@@ -232,6 +232,7 @@ fn help_for_field(field: &str) -> Option<String> {
         "component.limits.memory" => "e.g. memory = \"64MiB\" or memory = 67108864",
         "component.limits.timeout" => "e.g. timeout = \"5s\" or timeout = \"250ms\"",
         "component.limits.max_concurrency" => "e.g. max_concurrency = 50",
+        "component.limits.fuel" => "e.g. fuel = 5_000_000_000 (about as many Wasm instructions)",
         k if k.starts_with("component.environment.") => {
             "environment values are strings; quote numbers and booleans, e.g. PORT = \"8080\""
         }
@@ -813,10 +814,23 @@ impl ComponentCx<'_> {
             }
             Some(n) => Some(*n.get_ref()),
         };
+        let fuel = match limits.fuel {
+            None => None,
+            Some(n) if *n.get_ref() == 0 => {
+                return Err(self.err(
+                    n.span(),
+                    &self.field("limits.fuel"),
+                    "a fuel budget of zero would stop every request before it starts",
+                    "give about as many Wasm instructions as one request may run, e.g. fuel = 5_000_000_000",
+                ));
+            }
+            Some(n) => Some(*n.get_ref()),
+        };
         Ok(Limits {
             memory,
             timeout,
             max_concurrency,
+            fuel,
         })
     }
 }

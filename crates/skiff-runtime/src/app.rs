@@ -33,6 +33,7 @@ pub struct LoadedComponent {
     pub(crate) grants: Grants,
     pub(crate) timeout: Duration,
     pub(crate) memory_limit: Option<u64>,
+    pub(crate) fuel: Option<u64>,
     /// Permits for `limits.max_concurrency`, when set.
     pub(crate) concurrency: Option<(Arc<Semaphore>, u32)>,
     pub(crate) runtime: Arc<Runtime>,
@@ -149,6 +150,12 @@ impl Runtime {
                     entry
                 }
             };
+            if spec.limits.fuel.is_some() && !self.config.fuel {
+                return Err(with_index(LoadError::new(
+                    &spec.source,
+                    LoadErrorKind::FuelDisabled,
+                )));
+            }
             let pre = self.prepare_http(&spec.source, &code).map_err(with_index)?;
             let grants = Grants::from_component(spec).map_err(with_index)?;
             components.push(Arc::new(LoadedComponent {
@@ -159,6 +166,7 @@ impl Runtime {
                 grants,
                 timeout: spec.limits.timeout.unwrap_or(self.config.default_timeout),
                 memory_limit: spec.limits.memory,
+                fuel: spec.limits.fuel,
                 concurrency: spec
                     .limits
                     .max_concurrency

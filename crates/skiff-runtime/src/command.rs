@@ -108,6 +108,7 @@ impl Runtime {
         store.limiter(|host| &mut host.limiter);
         // A command runs as long as it likes; the epoch check must never fire.
         store.set_epoch_deadline(u64::MAX / 2);
+        self.fill_fuel(&mut store, None);
         let result = async {
             let command = pre.instantiate_async(&mut store).await?;
             command.wasi_cli_run().call_run(&mut store).await
@@ -154,6 +155,7 @@ impl Runtime {
         let ctx = self.command_builder(path, &options)?.build_p1();
         let mut store = Store::new(&self.engine, ctx);
         store.set_epoch_deadline(u64::MAX / 2);
+        self.fill_fuel(&mut store, None);
         let result = async {
             let instance = instance_pre.instantiate_async(&mut store).await?;
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;

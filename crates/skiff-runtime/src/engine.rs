@@ -33,6 +33,9 @@ pub struct RuntimeConfig {
     /// Instances that may run at once across the whole host; requests past it get 503 at
     /// once rather than queueing without bound. Also sizes the instance pool.
     pub max_instances: u32,
+    /// Meter fuel, so that components may set `limits.fuel`. Off by default: metering slows
+    /// every guest down, and only apps that ask for it should pay.
+    pub fuel: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -43,6 +46,7 @@ impl Default for RuntimeConfig {
             epoch_tick: DEFAULT_EPOCH_TICK,
             default_timeout: Duration::from_secs(30),
             max_instances: 1000,
+            fuel: false,
         }
     }
 }
@@ -60,7 +64,7 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> wasmtime::Result<Arc<Runtime>> {
-        let engine = build_engine(config.pooling, config.max_instances)?;
+        let engine = build_engine(&config)?;
         let mut linker = Linker::new(&engine);
         capabilities::add_to_linker(&mut linker)?;
         let cache = CodeCache::new(config.cache_dir.clone(), &engine);
@@ -87,6 +91,16 @@ impl Runtime {
         &self.config
     }
 
+    /// Gives a new store its fuel: the component's budget, or no practical limit. With
+    /// metering off this does nothing (a store then has no fuel to set).
+    pub(crate) fn fill_fuel<T>(&self, store: &mut wasmtime::Store<T>, budget: Option<u64>) {
+        if self.config.fuel {
+            store
+                .set_fuel(budget.unwrap_or(u64::MAX))
+                .expect("fuel metering is on");
+        }
+    }
+
     /// Epoch ticks a guest may run for before the deadline trap fires: the deadline rounded
     /// up, plus one tick because the current tick may be almost over.
     pub(crate) fn deadline_ticks(&self, timeout: Duration) -> u64 {
@@ -95,15 +109,16 @@ impl Runtime {
     }
 }
 
-fn build_engine(pooling: bool, max_instances: u32) -> wasmtime::Result<Engine> {
+fn build_engine(settings: &RuntimeConfig) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
+    config.consume_fuel(settings.fuel);
     // Copy-on-write heap images make instantiation independent of the data segment size.
     config.memory_init_cow(true);
-    if pooling {
+    if settings.pooling {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(
-            max_instances,
+            settings.max_instances,
         )));
         match Engine::new(&config) {
             Ok(engine) => return Ok(engine),

@@ -42,6 +42,11 @@ pub enum LoadErrorKind {
     },
     #[error("the code cache at {dir} is unusable: {reason}")]
     Cache { dir: PathBuf, reason: String },
+    #[error(
+        "sets limits.fuel, but this host was started without fuel metering; \
+         start it with fuel metering on (it costs some speed for every guest)"
+    )]
+    FuelDisabled,
 }
 
 impl LoadError {
@@ -86,6 +91,8 @@ pub enum InvokeError {
     Deadline(std::time::Duration),
     #[error("the component ran out of memory (limit {limit} bytes)")]
     OutOfMemory { limit: u64 },
+    #[error("the component used up its fuel budget of {budget}")]
+    OutOfFuel { budget: u64 },
     #[error("the component trapped: {0}")]
     Trap(String),
     #[error("the component could not be instantiated: {0}")]

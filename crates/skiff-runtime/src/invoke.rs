@@ -2,9 +2,14 @@
 //! limits, a fresh instance from its `InstancePre`, the guest's `handle` export, and the store
 //! dropped when the guest is done. Bodies stream both ways: nothing here buffers a body.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 use wasmtime::{Store, Trap};
 use wasmtime_wasi_http::WasiHttpView;
@@ -69,6 +74,7 @@ impl LoadedComponent {
         store.limiter(|host| &mut host.limiter);
         store.set_epoch_deadline(self.runtime.deadline_ticks(self.timeout));
         store.epoch_deadline_trap();
+        self.runtime.fill_fuel(&mut store, self.fuel);
 
         let scheme = if info.https {
             Scheme::Https
@@ -89,7 +95,13 @@ impl LoadedComponent {
 
         let pre = self.pre.clone();
         let timeout = self.timeout;
-        let memory_limit = self.memory_limit;
+        let failed = Arc::new(AtomicBool::new(false));
+        let failed_in_guest = failed.clone();
+        let limits = Limits {
+            timeout: self.timeout,
+            memory: self.memory_limit,
+            fuel: self.fuel,
+        };
         // The guest runs in its own task: after it has sent the response head it goes on
         // writing the body while this function has already returned the response to hyper.
         let guest = tokio::spawn(async move {
@@ -103,14 +115,18 @@ impl LoadedComponent {
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, incoming, outparam)
                     .await
-                    .map_err(|err| classify(err, &store, timeout, memory_limit))
+                    .map_err(|err| classify(err, &store, limits))
             };
             // The epoch deadline stops guest code; this timer also stops a guest that waits
             // on the host (a slow outbound call, a stalled body) for too long.
-            match tokio::time::timeout(timeout, run).await {
+            let result = match tokio::time::timeout(timeout, run).await {
                 Ok(result) => result,
                 Err(_) => Err(InvokeError::Deadline(timeout)),
-            }
+            };
+            // Set before the store (and with it the body's sender) is dropped at the end of
+            // this task, so the body sees the failure by the time it sees its end.
+            failed_in_guest.store(result.is_err(), Ordering::Release);
+            result
         });
 
         match receiver.await {
@@ -126,7 +142,7 @@ impl LoadedComponent {
                         );
                     }
                 });
-                Ok(response)
+                Ok(response.map(|body| CutOffOnFailure { body, failed }.boxed_unsync()))
             }
             Ok(Err(code)) => {
                 guest.abort();
@@ -143,18 +159,60 @@ impl LoadedComponent {
     }
 }
 
-fn classify(
-    err: wasmtime::Error,
-    store: &Store<Host>,
+/// A response body that ends in an error, not a clean end, when the guest failed while
+/// streaming it. wasi:http ends the body cleanly when the store goes away without the guest
+/// finishing it (a deadline, a trap), which would let a client take a truncated response for
+/// a whole one; this way hyper breaks the connection off instead of writing the last chunk.
+struct CutOffOnFailure {
+    body: ResponseBody,
+    failed: Arc<AtomicBool>,
+}
+
+impl http_body::Body for CutOffOnFailure {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(None) if self.failed.load(Ordering::Acquire) => {
+                Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream() && !self.failed.load(Ordering::Acquire)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The limits a failure is judged against.
+#[derive(Clone, Copy)]
+struct Limits {
     timeout: Duration,
-    memory_limit: Option<u64>,
-) -> InvokeError {
+    memory: Option<u64>,
+    fuel: Option<u64>,
+}
+
+fn classify(err: wasmtime::Error, store: &Store<Host>, limits: Limits) -> InvokeError {
     match err.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => return InvokeError::Deadline(timeout),
+        Some(Trap::Interrupt) => return InvokeError::Deadline(limits.timeout),
         Some(Trap::StackOverflow) => return InvokeError::Trap("stack overflow".into()),
+        Some(Trap::OutOfFuel) => {
+            return InvokeError::OutOfFuel {
+                budget: limits.fuel.unwrap_or(u64::MAX),
+            };
+        }
         _ => {}
     }
-    if let Some(limit) = memory_limit.filter(|_| store.data().limiter.refused) {
+    if let Some(limit) = limits.memory.filter(|_| store.data().limiter.refused) {
         return InvokeError::OutOfMemory { limit };
     }
     if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {

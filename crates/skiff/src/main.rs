@@ -126,6 +126,9 @@ struct HttpArgs {
     /// Most header fields in one request; more gets 431.
     #[arg(long, value_name = "N", default_value_t = 100)]
     max_headers: usize,
+    /// Longest request target (path and query), e.g. `16KiB`; longer gets 414.
+    #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = skiff_manifest::parse_memory)]
+    max_uri_length: u64,
     /// Time a client has to send its request head; a slower one is disconnected.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = single::parse_timeout)]
     header_read_timeout: Duration,
@@ -136,6 +139,7 @@ impl HttpArgs {
         skiff_http::HttpLimits {
             max_body_bytes: self.max_body_size,
             max_headers: self.max_headers,
+            max_uri_bytes: usize::try_from(self.max_uri_length).unwrap_or(usize::MAX),
             header_read_timeout: self.header_read_timeout,
             ..skiff_http::HttpLimits::default()
         }
@@ -205,20 +209,29 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     } else if let Some(dir) = cli.global.cache_dir.clone() {
         config.cache_dir = Some(dir);
     }
-    let runtime = Runtime::new(config).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let new_runtime = |config| Runtime::new(config).map_err(|e| anyhow::anyhow!("{e:#}"));
     match cli.command {
-        Command::Run(args) => run(&runtime, args).await,
+        Command::Run(args) => run(&new_runtime(config)?, args).await,
         Command::Serve(args) => {
             let grant = args.grants.to_grant()?;
             let app = single::app_for_component(&args.file, grant, &args.limits)?;
+            config.fuel = uses_fuel(&app);
+            let runtime = new_runtime(config)?;
             up(&runtime, app, args.listen, args.http.limits(), false).await
         }
         Command::Up(args) => {
             let path = manifest_path(&args.manifest);
             let app = skiff_manifest::load(&path)?;
+            config.fuel = uses_fuel(&app);
+            let runtime = new_runtime(config)?;
             up(&runtime, app, args.listen, args.http.limits(), true).await
         }
     }
+}
+
+/// Fuel metering slows every guest, so the engine meters only when a component asks for it.
+fn uses_fuel(app: &App) -> bool {
+    app.components.iter().any(|c| c.limits.fuel.is_some())
 }
 
 fn manifest_path(given: &Path) -> PathBuf {

@@ -27,6 +27,10 @@ pub struct LimitArgs {
     /// Let the guest call hosts matching PATTERN (`scheme://host[:port]`, `*` wildcards).
     #[arg(long = "allow-outbound", value_name = "PATTERN", value_parser = parse_host_pattern)]
     allow_outbound: Vec<HostPattern>,
+    /// Fuel budget of each request (about one unit per Wasm instruction): a CPU limit that,
+    /// unlike --timeout, does not depend on how busy the machine is. Turns on fuel metering.
+    #[arg(long, value_name = "UNITS", value_parser = clap::value_parser!(u64).range(1..))]
+    fuel: Option<u64>,
 }
 
 pub fn parse_timeout(text: &str) -> Result<Duration, String> {
@@ -76,6 +80,7 @@ pub fn app_for_component(file: &Path, grant: WasiGrant, limits: &LimitArgs) -> R
                 memory: limits.max_memory,
                 timeout: limits.timeout,
                 max_concurrency: limits.max_concurrency,
+                fuel: limits.fuel,
             },
         }],
         routes: vec![Route {

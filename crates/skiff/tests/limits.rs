@@ -152,6 +152,7 @@ fn bad_limit_flags_are_usage_errors() {
         ("--timeout", "soon"),
         ("--max-memory", "lots"),
         ("--max-concurrency", "0"),
+        ("--fuel", "0"),
         ("--allow-outbound", "https://example.com/path"),
     ] {
         let output = common::skiff()
@@ -222,6 +223,63 @@ async fn too_many_headers_get_431() {
     assert_eq!(request.send().await.unwrap().status(), 431);
     let response = client().get(server.url("/count")).send().await.unwrap();
     assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_fuel_budget_stops_a_busy_guest_and_refills_per_request() {
+    let wasm = guest("http-guest");
+    let server = Server::start(&["serve", "--fuel", "50000000", wasm.to_str().unwrap()]);
+    let http = client();
+    let get = |path: &str| {
+        let (http, url) = (http.clone(), server.url(path));
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    // Within the budget the guest answers, request after request: each gets a full tank.
+    for _ in 0..3 {
+        let (status, body) = get("/spin?n=100000").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // A guest that would spin forever is stopped by fuel, long before the 30 s deadline.
+    let (status, body) = get("/spin").await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("CPU budget"), "{body}");
+    let logs = server.wait_for_log("fuel budget of 50000000");
+    assert!(logs.contains("fuel budget of 50000000"), "{logs}");
+    assert_eq!(get("/spin?n=100000").await.0, 200);
+}
+
+#[tokio::test]
+async fn an_overlong_request_target_gets_414_and_a_huge_head_431() {
+    let wasm = guest("http-guest");
+    let server = Server::start(&["serve", "--max-uri-length", "1KiB", wasm.to_str().unwrap()]);
+    let http = client();
+    let status = |url: String| {
+        let http = http.clone();
+        async move { http.get(url).send().await.unwrap().status().as_u16() }
+    };
+    // Just under the limit the guest answers; past it, in the path or the query, it is 414.
+    let path = format!("/{}", "p".repeat(1000));
+    assert_eq!(status(server.url(&path)).await, 200);
+    assert_eq!(
+        status(server.url(&format!("/{}", "p".repeat(1100)))).await,
+        414
+    );
+    assert_eq!(
+        status(server.url(&format!("/count?q={}", "q".repeat(1100)))).await,
+        414
+    );
+    // A request head past the 64 KiB limit is refused by the parser itself.
+    let huge = client()
+        .get(server.url("/count"))
+        .header("x-huge", "h".repeat(80 << 10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 431);
+    assert_eq!(status(server.url("/count")).await, 200);
 }
 
 #[test]

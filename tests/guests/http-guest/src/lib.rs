@@ -16,6 +16,10 @@
 //! | `/alloc?mib=N`    | allocates and touches N MiB, answers `allocated` (or traps trying)    |
 //! | `/recurse?depth=N`| recurses N frames deep (a huge N overflows the stack and traps)     |
 //! | `/sleep?ms=N`     | waits N milliseconds on the host's clock, then answers `slept`        |
+//! | `/spin?n=N`       | N rounds of pure computation (forever without `n`), answers the result |
+//! | `/hog`            | allocates 1 MiB after 1 MiB, touching each, until allocation fails    |
+//! | `/panic`          | panics (a Rust panic is a trap in Wasm)                               |
+//! | `/hold`           | sends a 200 head and one line, then keeps the body open forever       |
 //! | anything else     | `component=… method=… path=… matched=… info=…\n` describing the call  |
 //!
 //! Under skiff the handler is picked by `skiff-path-info` (the path below the matched route)
@@ -77,7 +81,10 @@ impl Guest for HttpGuest {
             "/file" => match query_param(query, "path") {
                 Some(file) => match std::fs::read(&file) {
                     Ok(contents) => respond(out, 200, &contents),
-                    Err(e) => respond(out, 500, e.to_string().as_bytes()),
+                    Err(e) => {
+                        eprintln!("cannot read {file}: {e}");
+                        respond(out, 500, e.to_string().as_bytes())
+                    }
                 },
                 None => respond(out, 400, b"expected /file?path=P"),
             },
@@ -111,6 +118,27 @@ impl Guest for HttpGuest {
                 }
                 None => respond(out, 400, b"expected /recurse?depth=N"),
             },
+            "/spin" => {
+                let rounds = query_param(query, "n").and_then(|n| n.parse::<u64>().ok());
+                let result = spin(rounds.unwrap_or(u64::MAX));
+                respond(out, 200, format!("spun {result}").as_bytes());
+            }
+            "/hog" => {
+                let mut held: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    // `vec!` aborts the instance when the allocator can get no more memory.
+                    held.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&held);
+                }
+            }
+            "/panic" => panic!("the http-guest was asked to panic"),
+            "/hold" => {
+                let (_body, stream) = start_response(out, 200, text_headers());
+                let _ = write_all(&stream, b"holding\n");
+                loop {
+                    wasip2::clocks::monotonic_clock::subscribe_duration(3_600_000_000_000).block();
+                }
+            }
             "/sleep" => match query_param(query, "ms").and_then(|ms| ms.parse::<u64>().ok()) {
                 Some(ms) => {
                     // A host-side wait (not a busy loop): what a slow upstream call looks like.
@@ -128,6 +156,18 @@ impl Guest for HttpGuest {
             },
         }
     }
+}
+
+/// `/spin`: a loop of pure arithmetic with no host calls: what a guest stuck in `loop {}`
+/// looks like to the host, but with a result so the optimiser cannot remove it.
+fn spin(rounds: u64) -> u64 {
+    let mut x: u64 = 1;
+    let mut i = 0;
+    while i < rounds {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+        i += 1;
+    }
+    x
 }
 
 /// `/echo`: headers first, then the body streamed back as it arrives. The response is sent

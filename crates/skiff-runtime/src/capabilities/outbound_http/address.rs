@@ -1,0 +1,150 @@
+//! Which IP addresses count as the public internet. Everything else (loopback, private
+//! networks, link-local including cloud metadata at 169.254.169.254, carrier-grade NAT,
+//! multicast, reserved ranges, and IPv6 forms that embed such an IPv4 address) is reachable by
+//! a guest only when a pattern names that host exactly.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Whether `ip` is a globally routable unicast address.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    let special = ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_broadcast()
+        || ip.is_documentation()
+        || ip.is_multicast()
+        || a == 0 // "this network"
+        || (a == 100 && (b & 0b1100_0000) == 64) // 100.64.0.0/10, carrier-grade NAT
+        || (a == 192 && b == 0 && c == 0) // 192.0.0.0/24, IETF protocol assignments
+        || (a == 198 && (b & 0xfe) == 18) // 198.18.0.0/15, benchmarking
+        || a >= 240; // 240.0.0.0/4, reserved
+    !special
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    if let Some(v4) = embedded_v4(ip) {
+        return is_public_v4(v4);
+    }
+    let first = ip.segments()[0];
+    let special = ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || ip.is_unique_local()
+        || ip.is_unicast_link_local()
+        || (first & 0xffc0) == 0xfec0 // fec0::/10, deprecated site-local
+        || (first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
+        || (first == 0x2001 && ip.segments()[1] == 0); // Teredo: tunnels to anywhere
+    !special
+}
+
+/// The IPv4 address inside an IPv6 form that routes to it: IPv4-mapped (`::ffff:a.b.c.d`),
+/// IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`) and 6to4 (`2002:AABB:CCDD::`).
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    if s[..6] == [0, 0, 0, 0, 0, 0] && !ip.is_loopback() && !ip.is_unspecified() {
+        return Some(low);
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(low);
+    }
+    if s[0] == 0x2002 {
+        return Some(Ipv4Addr::new(
+            (s[1] >> 8) as u8,
+            s[1] as u8,
+            (s[2] >> 8) as u8,
+            s[2] as u8,
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn public(addr: &str) -> bool {
+        is_public(addr.parse().unwrap())
+    }
+
+    #[test]
+    fn the_internet_is_public() {
+        for addr in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "2a00:1450::1",
+        ] {
+            assert!(public(addr), "{addr}");
+        }
+    }
+
+    #[test]
+    fn loopback_private_link_local_and_metadata_are_not() {
+        for addr in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "0.0.0.0",
+            "10.0.0.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.255",
+            "192.0.0.170",
+            "198.18.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "240.0.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "fc00::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:0001::",
+            "2001:db8::1",
+            "2001::1",
+        ] {
+            assert!(!public(addr), "{addr}");
+        }
+    }
+
+    #[test]
+    fn embedded_public_v4_stays_public() {
+        assert!(public("::ffff:8.8.8.8"));
+        assert!(public("64:ff9b::808:808"));
+        assert!(public("2002:0808:0808::1"));
+    }
+
+    #[test]
+    fn neighbours_of_private_ranges_are_public() {
+        for addr in [
+            "172.15.255.255",
+            "172.32.0.1",
+            "100.63.255.255",
+            "100.128.0.1",
+            "11.0.0.1",
+        ] {
+            assert!(public(addr), "{addr}");
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The outbound HTTP capability (`wasi:http/outgoing-handler`): a guest may call only hosts
+//! that match its `allowed_outbound_hosts` patterns. Anything else fails inside the guest with
+//! `HTTP-request-denied`, is logged with app and component, and never leaves the machine.
+//!
+//! A wildcard pattern never reaches a loopback, private or link-local address (the host's own
+//! admin endpoints, the cloud metadata service at 169.254.169.254, the operator's network):
+//! only a pattern that names the host exactly (`http://127.0.0.1:6379`,
+//! `https://db.internal`) does. The check applies to the addresses a name resolves to, and the
+//! connection goes to exactly those checked addresses (see [`connect`]), so DNS cannot be used
+//! to sneak past it. Such a refusal reaches the guest as `destination-IP-prohibited`.
+
+mod address;
+mod connect;
+
+pub use address::is_public;
+
+use std::sync::Arc;
+
+use skiff_manifest::{HostMatch, HostPattern};
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+use super::InstanceIdentity;
+
+/// The validated patterns of one component, shared by all its instances.
+#[derive(Debug, Clone)]
+pub struct OutboundHttpGrant {
+    allowed: Arc<[HostPattern]>,
+}
+
+impl OutboundHttpGrant {
+    pub fn new(allowed: Vec<HostPattern>) -> Self {
+        OutboundHttpGrant {
+            allowed: allowed.into(),
+        }
+    }
+
+    pub(crate) fn instance(&self, identity: InstanceIdentity) -> OutboundHttp {
+        OutboundHttp {
+            allowed: self.allowed.clone(),
+            identity,
+        }
+    }
+}
+
+/// The scheme, host and port a request goes to, as the patterns see them.
+struct Target<'u> {
+    scheme: &'u str,
+    /// Without the brackets `http::Uri` keeps around an IPv6 literal.
+    host: &'u str,
+    port: u16,
+}
+
+impl<'u> Target<'u> {
+    fn of(uri: &'u http::Uri) -> Option<Self> {
+        let (scheme, host) = (uri.scheme_str()?, uri.host()?);
+        let port = uri.port_u16().unwrap_or(match scheme {
+            "https" => 443,
+            _ => 80,
+        });
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        Some(Target { scheme, host, port })
+    }
+
+    /// What the patterns grant this target: nothing, public addresses only, or any address
+    /// (when a matching pattern names the host exactly rather than through a wildcard).
+    fn grant(&self, allowed: &[HostPattern]) -> Reach {
+        let mut reach = Reach::Nothing;
+        for pattern in allowed {
+            if pattern.matches(self.scheme, self.host, self.port) {
+                match pattern.host() {
+                    HostMatch::Name(_) | HostMatch::Ip(_) => return Reach::AnyAddress,
+                    HostMatch::Any | HostMatch::Subdomains(_) => reach = Reach::PublicOnly,
+                }
+            }
+        }
+        reach
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    Nothing,
+    PublicOnly,
+    AnyAddress,
+}
+
+/// Per-instance hooks of `wasi:http`.
+pub struct OutboundHttp {
+    allowed: Arc<[HostPattern]>,
+    identity: InstanceIdentity,
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<WasiBody>,
+                Box<dyn Future<Output = Result<(), Error>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for OutboundHttp {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> SendFuture {
+        _ = fut;
+        let Some(target) = Target::of(request.uri()) else {
+            return Box::new(async { Err(Error::HttpRequestUriInvalid) });
+        };
+        let reach = target.grant(&self.allowed);
+        if reach == Reach::Nothing {
+            tracing::warn!(
+                app = %self.identity.app,
+                component = %self.identity.component,
+                request_id = self.identity.request_id,
+                "denied outbound request to {}: no pattern in allowed_outbound_hosts matches it",
+                redact(request.uri()),
+            );
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        }
+        let (host, port, tls) = (
+            target.host.to_string(),
+            target.port,
+            target.scheme == "https",
+        );
+        let identity = self.identity.clone();
+        Box::new(async move {
+            let resolved = resolve(&host, port, &options).await?;
+            let (addrs, refused): (Vec<_>, Vec<_>) = resolved
+                .into_iter()
+                .partition(|addr| reach == Reach::AnyAddress || is_public(addr.ip()));
+            if addrs.is_empty() {
+                tracing::warn!(
+                    app = %identity.app,
+                    component = %identity.component,
+                    request_id = identity.request_id,
+                    "refused outbound request to {}: {host} is at {}, a loopback, private or \
+                     link-local address, which a wildcard pattern does not reach; to allow it, \
+                     name the host exactly in allowed_outbound_hosts",
+                    redact(request.uri()),
+                    refused.first().map(|addr| addr.ip().to_string()).unwrap_or_default(),
+                );
+                return Err(Error::DestinationIpProhibited);
+            }
+            let destination = connect::Destination { host, addrs, tls };
+            connect::send(request, options, destination).await
+        })
+    }
+}
+
+/// The addresses of a host: an IP literal as is, a name through the system resolver.
+async fn resolve(
+    host: &str,
+    port: u16,
+    options: &Option<RequestOptions>,
+) -> Result<Vec<std::net::SocketAddr>, Error> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(vec![(ip, port).into()]);
+    }
+    let timeout = options
+        .and_then(|o| o.connect_timeout)
+        .unwrap_or(connect::DEFAULT_TIMEOUT);
+    match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
+        Err(_) => Err(Error::DnsTimeout),
+        Ok(Err(_)) => Err(Error::DnsError {
+            rcode: None,
+            info_code: None,
+        }),
+        Ok(Ok(addrs)) => Ok(addrs.collect()),
+    }
+}
+
+/// The scheme, host and port of a URI: enough to fix the grant, without the path and query
+/// that may carry secrets.
+fn redact(uri: &http::Uri) -> String {
+    format!(
+        "{}://{}",
+        uri.scheme_str().unwrap_or("?"),
+        uri.authority().map(|a| a.as_str()).unwrap_or("?")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reach(patterns: &[&str], url: &str) -> Reach {
+        let allowed: Vec<_> = patterns
+            .iter()
+            .map(|p| HostPattern::parse(p).unwrap())
+            .collect();
+        let uri: http::Uri = url.parse().unwrap();
+        Target::of(&uri).unwrap().grant(&allowed)
+    }
+
+    #[test]
+    fn only_exact_names_reach_private_addresses() {
+        use Reach::*;
+        assert_eq!(reach(&[], "http://example.com/"), Nothing);
+        assert_eq!(
+            reach(&["https://example.com"], "http://example.com/"),
+            Nothing
+        );
+        assert_eq!(reach(&["*://*:*"], "http://127.0.0.1/"), PublicOnly);
+        assert_eq!(
+            reach(&["http://*.internal"], "http://db.internal/"),
+            PublicOnly
+        );
+        assert_eq!(
+            reach(&["http://127.0.0.1:*"], "http://127.0.0.1:8080/"),
+            AnyAddress
+        );
+        assert_eq!(reach(&["http://[::1]:80"], "http://[::1]/"), AnyAddress);
+        assert_eq!(
+            reach(&["http://db.internal"], "http://db.internal/x"),
+            AnyAddress
+        );
+        // An exact pattern wins over a wildcard that also matches.
+        assert_eq!(
+            reach(&["*://*:*", "http://localhost:*"], "http://localhost:1/"),
+            AnyAddress
+        );
+    }
+}
