@@ -1,9 +1,25 @@
-//! Which IP addresses count as the public internet. Everything else (loopback, private
-//! networks, link-local including cloud metadata at 169.254.169.254, carrier-grade NAT,
-//! multicast, reserved ranges, and IPv6 forms that embed such an IPv4 address) is reachable by
-//! a guest only when a pattern names that host exactly.
+//! Classes of IP addresses, for the outbound policy: the public internet; the host itself and
+//! its link (loopback, unspecified, link-local, which holds the cloud metadata service at
+//! 169.254.169.254); and everything else that is not public (private networks, carrier-grade
+//! NAT, multicast, reserved ranges). IPv6 forms that embed an IPv4 address are judged by it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Whether `ip` is the host itself or its link: loopback, unspecified (which connects to the
+/// host), or link-local (cloud metadata lives there).
+pub fn is_host_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_host_local_v4(v4),
+        IpAddr::V6(v6) => match embedded_v4(v6) {
+            Some(v4) => is_host_local_v4(v4),
+            None => v6.is_loopback() || v6.is_unspecified() || v6.is_unicast_link_local(),
+        },
+    }
+}
+
+fn is_host_local_v4(ip: Ipv4Addr) -> bool {
+    ip.is_loopback() || ip.is_link_local() || ip.octets()[0] == 0
+}
 
 /// Whether `ip` is a globally routable unicast address.
 pub fn is_public(ip: IpAddr) -> bool {
@@ -125,6 +141,32 @@ mod tests {
             "2001::1",
         ] {
             assert!(!public(addr), "{addr}");
+        }
+    }
+
+    #[test]
+    fn host_local_is_loopback_unspecified_and_link_local() {
+        let local = |addr: &str| is_host_local(addr.parse().unwrap());
+        for addr in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "169.254.169.254",
+            "::1",
+            "::",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(local(addr), "{addr}");
+        }
+        for addr in [
+            "10.0.0.1",
+            "192.168.1.1",
+            "fd00::1",
+            "8.8.8.8",
+            "100.64.0.1",
+        ] {
+            assert!(!local(addr), "{addr}");
         }
     }
 

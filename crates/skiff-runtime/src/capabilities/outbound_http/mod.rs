@@ -2,17 +2,23 @@
 //! that match its `allowed_outbound_hosts` patterns. Anything else fails inside the guest with
 //! `HTTP-request-denied`, is logged with app and component, and never leaves the machine.
 //!
-//! A wildcard pattern never reaches a loopback, private or link-local address (the host's own
-//! admin endpoints, the cloud metadata service at 169.254.169.254, the operator's network):
-//! only a pattern that names the host exactly (`http://127.0.0.1:6379`,
-//! `https://db.internal`) does. The check applies to the addresses a name resolves to, and the
-//! connection goes to exactly those checked addresses (see [`connect`]), so DNS cannot be used
-//! to sneak past it. Such a refusal reaches the guest as `destination-IP-prohibited`.
+//! Which addresses a matching pattern reaches depends on how it names the host:
+//!
+//! | pattern host | reaches |
+//! |---|---|
+//! | `*` | public addresses only |
+//! | a name or `*.domain` | public and private networks (`db.internal` → 10.0.0.5), never the host itself or its link (loopback, link-local, cloud metadata at 169.254.169.254) |
+//! | an IP literal, or `localhost` | exactly what it names, loopback included |
+//!
+//! So a guest cannot reach the host's own admin endpoints or the metadata service unless a
+//! pattern names them literally. The check applies to the addresses a name resolves to, and
+//! the connection goes to exactly those checked addresses (see [`connect`]), so a DNS answer
+//! cannot sneak past it. Such a refusal reaches the guest as `destination-IP-prohibited`.
 
 mod address;
 mod connect;
 
-pub use address::is_public;
+pub use address::{is_host_local, is_public};
 
 use std::sync::Arc;
 
@@ -61,27 +67,43 @@ impl<'u> Target<'u> {
         Some(Target { scheme, host, port })
     }
 
-    /// What the patterns grant this target: nothing, public addresses only, or any address
-    /// (when a matching pattern names the host exactly rather than through a wildcard).
+    /// The widest reach any matching pattern grants this target.
     fn grant(&self, allowed: &[HostPattern]) -> Reach {
-        let mut reach = Reach::Nothing;
-        for pattern in allowed {
-            if pattern.matches(self.scheme, self.host, self.port) {
-                match pattern.host() {
-                    HostMatch::Name(_) | HostMatch::Ip(_) => return Reach::AnyAddress,
-                    HostMatch::Any | HostMatch::Subdomains(_) => reach = Reach::PublicOnly,
-                }
-            }
-        }
-        reach
+        allowed
+            .iter()
+            .filter(|pattern| pattern.matches(self.scheme, self.host, self.port))
+            .map(|pattern| match pattern.host() {
+                HostMatch::Any => Reach::Public,
+                HostMatch::Name(name) if name == "localhost" => Reach::Exact,
+                HostMatch::Name(_) | HostMatch::Subdomains(_) => Reach::Networks,
+                HostMatch::Ip(_) => Reach::Exact,
+            })
+            .max()
+            .unwrap_or(Reach::Nothing)
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which addresses a request may connect to, widening in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Reach {
     Nothing,
-    PublicOnly,
-    AnyAddress,
+    /// Public addresses only.
+    Public,
+    /// Public and private networks, but not the host itself or its link.
+    Networks,
+    /// Whatever the pattern names (it names an IP, or `localhost`).
+    Exact,
+}
+
+impl Reach {
+    fn admits(self, ip: std::net::IpAddr) -> bool {
+        match self {
+            Reach::Nothing => false,
+            Reach::Public => is_public(ip),
+            Reach::Networks => !is_host_local(ip),
+            Reach::Exact => true,
+        }
+    }
 }
 
 /// Per-instance hooks of `wasi:http`.
@@ -131,15 +153,16 @@ impl WasiHttpHooks for OutboundHttp {
             let resolved = resolve(&host, port, &options).await?;
             let (addrs, refused): (Vec<_>, Vec<_>) = resolved
                 .into_iter()
-                .partition(|addr| reach == Reach::AnyAddress || is_public(addr.ip()));
+                .partition(|addr| reach.admits(addr.ip()));
             if addrs.is_empty() {
                 tracing::warn!(
                     app = %identity.app,
                     component = %identity.component,
                     request_id = identity.request_id,
-                    "refused outbound request to {}: {host} is at {}, a loopback, private or \
-                     link-local address, which a wildcard pattern does not reach; to allow it, \
-                     name the host exactly in allowed_outbound_hosts",
+                    "refused outbound request to {}: {host} is at {}, which its pattern in \
+                     allowed_outbound_hosts does not reach (`*` reaches public addresses only, a \
+                     name never loopback or link-local); to allow it, list that address \
+                     literally, e.g. http://127.0.0.1:8080",
                     redact(request.uri()),
                     refused.first().map(|addr| addr.ip().to_string()).unwrap_or_default(),
                 );
@@ -197,31 +220,44 @@ mod tests {
     }
 
     #[test]
-    fn only_exact_names_reach_private_addresses() {
+    fn how_a_pattern_names_the_host_decides_its_reach() {
         use Reach::*;
         assert_eq!(reach(&[], "http://example.com/"), Nothing);
         assert_eq!(
             reach(&["https://example.com"], "http://example.com/"),
             Nothing
         );
-        assert_eq!(reach(&["*://*:*"], "http://127.0.0.1/"), PublicOnly);
+        assert_eq!(reach(&["*://*:*"], "http://127.0.0.1/"), Public);
         assert_eq!(
             reach(&["http://*.internal"], "http://db.internal/"),
-            PublicOnly
+            Networks
+        );
+        assert_eq!(
+            reach(&["http://db.internal"], "http://db.internal/x"),
+            Networks
         );
         assert_eq!(
             reach(&["http://127.0.0.1:*"], "http://127.0.0.1:8080/"),
-            AnyAddress
+            Exact
         );
-        assert_eq!(reach(&["http://[::1]:80"], "http://[::1]/"), AnyAddress);
-        assert_eq!(
-            reach(&["http://db.internal"], "http://db.internal/x"),
-            AnyAddress
-        );
-        // An exact pattern wins over a wildcard that also matches.
+        assert_eq!(reach(&["http://[::1]:80"], "http://[::1]/"), Exact);
+        assert_eq!(reach(&["http://localhost:*"], "http://localhost:1/"), Exact);
+        // The widest matching pattern wins.
         assert_eq!(
             reach(&["*://*:*", "http://localhost:*"], "http://localhost:1/"),
-            AnyAddress
+            Exact
         );
+    }
+
+    #[test]
+    fn reaches_admit_addresses() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(Reach::Public.admits(ip("93.184.216.34")));
+        assert!(!Reach::Public.admits(ip("10.0.0.5")));
+        assert!(Reach::Networks.admits(ip("10.0.0.5")));
+        assert!(!Reach::Networks.admits(ip("127.0.0.1")));
+        assert!(!Reach::Networks.admits(ip("169.254.169.254")));
+        assert!(Reach::Exact.admits(ip("127.0.0.1")));
+        assert!(!Reach::Nothing.admits(ip("93.184.216.34")));
     }
 }
