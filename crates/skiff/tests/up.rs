@@ -258,3 +258,69 @@ async fn a_request_over_its_memory_limit_fails_alone() {
     let (status, _) = get(&server, "/api/alloc?mib=64").await;
     assert_eq!(status, 200);
 }
+
+/// A guest's `https://` request really speaks TLS, to the checked address, and verifies the
+/// server's certificate: a self-signed one is refused with the precise wasi:http error.
+#[tokio::test]
+async fn outbound_https_verifies_the_certificate() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio_rustls::rustls;
+
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_port = listener.local_addr().unwrap().port();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    tokio::spawn({
+        let handshakes = handshakes.clone();
+        async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                // The client aborts once it sees the certificate: the handshake fails here.
+                let _ = acceptor.accept(stream).await;
+                handshakes.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+
+    let wasm = guest("http-guest");
+    let manifest = format!(
+        r#"
+[app]
+name = "tls"
+
+[component.caller]
+source = "{}"
+route = "/..."
+allowed_outbound_hosts = ["https://localhost:*"]
+"#,
+        wasm.display()
+    );
+    let dir = app_dir(&[("skiff.toml", &manifest)]);
+    let server = Server::start(&["up", dir.path().join("skiff.toml").to_str().unwrap()]);
+    let (status, body) = get(
+        &server,
+        &format!("/fetch?url=https://localhost:{tls_port}/"),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("TlsCertificateError"), "{body}");
+    // The server notices the aborted handshake a moment after the client gave up.
+    let waited = std::time::Instant::now();
+    while handshakes.load(Ordering::SeqCst) == 0 {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(10),
+            "no TLS handshake reached the server"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -50,7 +50,7 @@ pub(super) async fn send(
         let tls = tokio::time::timeout(connect_timeout, tls_connector().connect(name, tcp))
             .await
             .map_err(|_| Error::ConnectionTimeout)?
-            .map_err(Error::Tls)?;
+            .map_err(tls_error)?;
         Box::new(tls)
     } else {
         Box::new(tcp)
@@ -113,6 +113,23 @@ fn server_name(host: &str) -> Result<ServerName<'static>, Error> {
     match host.parse::<std::net::IpAddr>() {
         Ok(ip) => Ok(ServerName::from(ip)),
         Err(_) => Ok(ServerName::try_from(host.to_string())?),
+    }
+}
+
+/// The precise wasi:http code for a failed TLS handshake, so a guest can tell an untrusted
+/// certificate from a broken connection.
+fn tls_error(err: std::io::Error) -> Error {
+    match err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(_)) => Error::TlsCertificateError,
+        Some(rustls::Error::AlertReceived(alert)) => Error::TlsAlertReceived {
+            alert_id: Some(u8::from(*alert)),
+            alert_message: Some(format!("{alert:?}")),
+        },
+        Some(_) => Error::TlsProtocolError,
+        None => Error::Tls(err),
     }
 }
 
