@@ -165,7 +165,7 @@ impl Runtime {
                 pre,
                 grants,
                 timeout: spec.limits.timeout.unwrap_or(self.config.default_timeout),
-                memory_limit: spec.limits.memory,
+                memory_limit: spec.limits.memory.or(self.config.default_memory),
                 fuel: spec.limits.fuel,
                 concurrency: spec
                     .limits

@@ -30,6 +30,9 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Deadline for one request when the component sets none.
     pub default_timeout: Duration,
+    /// Memory cap of one request's instance when the component sets none: without one, a
+    /// guest could take as much as its pool slot holds (gigabytes), times every instance.
+    pub default_memory: Option<u64>,
     /// Instances that may run at once across the whole host; requests past it get 503 at
     /// once rather than queueing without bound. Also sizes the instance pool.
     pub max_instances: u32,
@@ -45,6 +48,7 @@ impl Default for RuntimeConfig {
             pooling: true,
             epoch_tick: DEFAULT_EPOCH_TICK,
             default_timeout: Duration::from_secs(30),
+            default_memory: Some(128 << 20),
             max_instances: 1000,
             fuel: false,
         }
@@ -99,13 +103,6 @@ impl Runtime {
                 .set_fuel(budget.unwrap_or(u64::MAX))
                 .expect("fuel metering is on");
         }
-    }
-
-    /// Epoch ticks a guest may run for before the deadline trap fires: the deadline rounded
-    /// up, plus one tick because the current tick may be almost over.
-    pub(crate) fn deadline_ticks(&self, timeout: Duration) -> u64 {
-        let tick = self.config.epoch_tick.as_nanos().max(1);
-        (timeout.as_nanos().div_ceil(tick) as u64).saturating_add(1)
     }
 }
 

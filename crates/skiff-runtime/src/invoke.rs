@@ -6,12 +6,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 
@@ -72,8 +72,21 @@ impl LoadedComponent {
             .map_err(|err| InvokeError::Instantiate(format!("{err:#}")))?;
         let mut store = Store::new(self.runtime.engine(), host);
         store.limiter(|host| &mut host.limiter);
-        store.set_epoch_deadline(self.runtime.deadline_ticks(self.timeout));
-        store.epoch_deadline_trap();
+        // Guest code checks in at every epoch tick: past the deadline it is interrupted, and
+        // before it, it yields to the executor, so a guest that computes for long (or forever)
+        // shares its worker thread instead of stalling the other requests queued on it.
+        let deadline = Instant::now() + self.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
+            }
+        });
         self.runtime.fill_fuel(&mut store, self.fuel);
 
         let scheme = if info.https {

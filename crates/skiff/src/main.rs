@@ -45,6 +45,12 @@ struct GlobalOptions {
     /// Instances that may run at once on this host; requests past it get 503 at once.
     #[arg(long, global = true, default_value_t = 1000, value_name = "N")]
     max_instances: u32,
+    /// Deadline of a request to a component that sets no `limits.timeout`.
+    #[arg(long, global = true, default_value = "30s", value_name = "DURATION", value_parser = single::parse_timeout)]
+    default_timeout: Duration,
+    /// Memory cap of an instance of a component that sets no `limits.memory`.
+    #[arg(long, global = true, default_value = "128MiB", value_name = "SIZE", value_parser = skiff_manifest::parse_memory)]
+    default_memory: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -202,6 +208,8 @@ fn fail(err: anyhow::Error) -> ExitCode {
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let mut config = RuntimeConfig {
         max_instances: cli.global.max_instances.max(1),
+        default_timeout: cli.global.default_timeout,
+        default_memory: Some(cli.global.default_memory),
         ..RuntimeConfig::default()
     };
     if cli.global.no_cache {

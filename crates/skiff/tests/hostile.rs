@@ -71,6 +71,10 @@ route = "/wildcard/..."
 allowed_outbound_hosts = ["*://*:*"]
 limits = {{ timeout = "1s" }}
 
+[component.unlimited]
+source = "{wasm}"
+route = "/unlimited/..."
+
 [component.named]
 source = "{wasm}"
 route = "/named/..."
@@ -132,6 +136,13 @@ limits = {{ timeout = "10s", fuel = 200_000_000 }}
                 "/evil/hog",
                 Status(500, "out of memory"),
                 "ran out of memory",
+                None,
+            ),
+            case(
+                "allocate until failure, no limit set",
+                "/unlimited/hog",
+                Status(500, "out of memory"),
+                "ran out of memory (limit 134217728 bytes)",
                 None,
             ),
             case(
@@ -403,6 +414,16 @@ async fn hostile_guests_fail_alone_and_the_host_survives() {
                     assert_eq!(outcome.status, 200, "{what}");
                     assert!(outcome.cut_off, "{what}: the body ended normally");
                 }
+            }
+            // A hostile request that runs for long must not starve the neighbour: it goes on
+            // being served all along (dozens of answers a second even on a loaded machine;
+            // a guest that kept its worker thread to itself would let through one or two).
+            if outcome.time_to_stop >= Duration::from_millis(500) {
+                assert!(
+                    neighbour_answers >= 5,
+                    "{what}: the neighbour was starved ({neighbour_answers} answers in {:?})",
+                    outcome.time_to_stop
+                );
             }
             if let Some(secret) = case.never {
                 assert!(
