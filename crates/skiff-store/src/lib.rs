@@ -1,0 +1,82 @@
+//! Key-value storage for guests, behind one trait: [`Backend`] opens [`Store`]s, one per
+//! namespace. A namespace is an isolated key space (skiff uses one per app and store label,
+//! so two apps that both say `default` never see each other's data, while two components of
+//! one app that name the same label share it).
+//!
+//! Backends:
+//! - the embedded one (the default): one database file in skiff's data folder, durable once a
+//!   write returns;
+//! - Redis: for several hosts that must share state.
+//!
+//! Every backend keeps the same contract, which the conformance tests in this crate check
+//! against each of them:
+//! - values are bytes of any length up to [`MAX_VALUE_BYTES`]; keys are UTF-8 strings up to
+//!   [`MAX_KEY_BYTES`];
+//! - a counter touched by [`Store::increment`] holds its value as decimal ASCII text (`"5000"`),
+//!   as Redis' `INCRBY` does, so `get` reads it back the same on every backend; incrementing a
+//!   missing key starts from 0; incrementing a value that is not a decimal `u64`, or past
+//!   `u64::MAX`, is an error and changes nothing;
+//! - `increment` and `compare_and_swap` are atomic, also between processes sharing a backend;
+//! - `list_keys` pages through the keys of a namespace with an opaque cursor; a page holds at
+//!   most [`LIST_PAGE_KEYS`] keys; `None` as the next cursor means the listing is complete;
+//! - batch operations are not transactions: each key is handled as by the single operation.
+
+use std::sync::Arc;
+
+/// Largest value a guest may store (bigger values are refused with an error naming the limit).
+pub const MAX_VALUE_BYTES: usize = 16 << 20;
+/// Longest key.
+pub const MAX_KEY_BYTES: usize = 4096;
+/// Most keys in one page of [`Store::list_keys`].
+pub const LIST_PAGE_KEYS: usize = 1000;
+
+/// Why a storage operation failed. Guests see these as `wasi:keyvalue` errors, never as traps.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// The backend could not be reached or failed (e.g. Redis is down). Transient.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The request itself was refused: a value or key over the limit, a counter that is not a
+    /// number, an overflow.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One page of keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPage {
+    pub keys: Vec<String>,
+    /// Pass back to get the next page; `None` when there are no more keys.
+    pub cursor: Option<u64>,
+}
+
+/// A backend: a database holding any number of namespaces.
+pub trait Backend: Send + Sync + 'static {
+    /// The key space `namespace` (created on first write). Cheap: no I/O.
+    fn open(&self, namespace: &str) -> Arc<dyn Store>;
+}
+
+/// One namespace of one backend.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Deleting a missing key is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    async fn exists(&self, key: &str) -> Result<bool, StoreError>;
+    async fn list_keys(&self, cursor: Option<u64>) -> Result<KeyPage, StoreError>;
+    /// Adds `delta` to the counter at `key` and returns the new value.
+    async fn increment(&self, key: &str, delta: u64) -> Result<u64, StoreError>;
+    /// Sets `key` to `new` if its current value is `expected` (`None`: the key is absent).
+    /// Returns whether it swapped.
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError>;
+    /// The values of `keys`, in order; `None` for a missing key.
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError>;
+    async fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError>;
+    async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError>;
+}
