@@ -13,6 +13,10 @@
 //! version = "0.1.0"           # optional, default "0.0.0"
 //! description = "Says hello"  # optional
 //!
+//! [variables]                 # optional; app variables, given values by the operator
+//! api_token = { required = true, secret = true }
+//! greeting = { default = "hello" }
+//!
 //! [component.hello]           # the component id follows the same rules as the app name
 //! source = "hello.wasm"       # required; relative to the manifest's folder; a Wasm *component*
 //! route = "/hello"            # optional; a string or an array of strings
@@ -22,6 +26,8 @@
 //!   { source = "data", destination = "/data", writable = true },  # writable defaults to false
 //! ]
 //! allowed_outbound_hosts = ["https://api.example.com", "http://*.internal:8080", "*://localhost:*"]
+//! key_value_stores = ["default"]   # optional; labels of the stores it may open
+//! variables = { token = "Bearer {{ api_token }}" }   # optional; read via wasi:config/store
 //!
 //! [component.hello.limits]
 //! memory = "64MiB"            # optional; bytes, or a number with B, KB, KiB, MB, MiB, GB, GiB
@@ -66,8 +72,10 @@ mod host;
 mod raw;
 mod route;
 mod validate;
+mod variables;
 
 pub use validate::parse_memory;
+pub use variables::{Template, Variable, is_store_label, is_variable_name};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -86,6 +94,8 @@ pub struct App {
     pub manifest_path: PathBuf,
     /// The manifest's folder; relative paths in the manifest are relative to it.
     pub base_dir: PathBuf,
+    /// The app's `[variables]`, in file order.
+    pub variables: Vec<Variable>,
     /// In file order.
     pub components: Vec<Component>,
     /// All routes of all components, in file order.
@@ -110,6 +120,10 @@ pub struct Component {
     pub environment: Vec<(String, String)>,
     pub files: Vec<FileMount>,
     pub allowed_outbound_hosts: Vec<HostPattern>,
+    /// Labels of the key-value stores the component may open, in file order.
+    pub key_value_stores: Vec<String>,
+    /// What the guest reads through `wasi:config/store`: name and template, in file order.
+    pub variables: Vec<(String, Template)>,
     pub limits: Limits,
 }
 

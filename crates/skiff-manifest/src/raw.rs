@@ -14,7 +14,16 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawManifest {
     pub app: Option<Spanned<RawApp>>,
+    pub variables: Option<OrderedMap<Spanned<RawVariable>>>,
     pub component: Option<OrderedMap<Spanned<RawComponent>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVariable {
+    pub default: Option<String>,
+    pub required: Option<bool>,
+    pub secret: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -33,6 +42,8 @@ pub(crate) struct RawComponent {
     pub environment: Option<OrderedMap<String>>,
     pub files: Option<Vec<Spanned<RawFile>>>,
     pub allowed_outbound_hosts: Option<Vec<Spanned<String>>>,
+    pub key_value_stores: Option<Vec<Spanned<String>>>,
+    pub variables: Option<OrderedMap<Spanned<String>>>,
     pub limits: Option<Spanned<RawLimits>>,
 }
 

@@ -248,7 +248,7 @@ fn unknown_field_renders_like_a_compiler() {
  7 | sorce = \"hello.wasm\"
    | ^^^^^
    = help: did you mean `source`?
-           valid fields are: source, route, environment, files, allowed_outbound_hosts, limits",
+           valid fields are: source, route, environment, files, allowed_outbound_hosts, key_value_stores, variables, limits",
         f.manifest().display()
     );
     assert_eq!(e.to_string(), expected);
@@ -858,4 +858,113 @@ fn fuel_must_be_a_positive_number() {
     let manifest = manifest.replace("= 0", "= 5_000_000_000");
     let app = parse(&manifest, &dir.path().join("skiff.toml")).unwrap();
     assert_eq!(app.components[0].limits.fuel, Some(5_000_000_000));
+}
+
+// --- variables and stores -------------------------------------------------------------------
+
+#[test]
+fn variables_and_stores_parse() {
+    let f = Fixture::new();
+    let app = f.ok(r#"[app]
+name = "state"
+
+[variables]
+api_token = { required = true, secret = true }
+greeting = { default = "hello" }
+
+[component.web]
+source = "hello.wasm"
+key_value_stores = ["default", "sessions"]
+variables = { auth = "Bearer {{ api_token }}", message = "{{greeting}}, world", plain = "x" }
+"#);
+    assert_eq!(
+        app.variables,
+        [
+            Variable {
+                name: "api_token".into(),
+                default: None,
+                required: true,
+                secret: true
+            },
+            Variable {
+                name: "greeting".into(),
+                default: Some("hello".into()),
+                required: false,
+                secret: false
+            },
+        ]
+    );
+    let web = &app.components[0];
+    assert_eq!(web.key_value_stores, ["default", "sessions"]);
+    let names: Vec<&str> = web.variables.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["auth", "message", "plain"]);
+    let message = &web.variables[1].1;
+    assert_eq!(message.render(|_| Some("hi")).as_deref(), Some("hi, world"));
+}
+
+#[test]
+fn variable_errors_name_the_field_and_the_fix() {
+    let f = Fixture::new();
+    let base = "[app]\nname = \"x\"\n\n[variables]\ngreeting = { default = \"hi\" }\n\n[component.c]\nsource = \"hello.wasm\"\n";
+
+    let e = f.err(
+        &format!("{base}variables = {{ message = \"{{{{ greting }}}}\" }}\n"),
+        "component.c.variables.message",
+        9,
+    );
+    assert!(e.message.contains("`greting`"), "{e}");
+    assert!(help(&e).contains("did you mean `greeting`"), "{e}");
+
+    let e = f.err(
+        &format!("{base}variables = {{ message = \"{{{{ greeting\" }}\n"),
+        "component.c.variables.message",
+        9,
+    );
+    assert!(e.message.contains("never closed"), "{e}");
+
+    let e = f.err(
+        &format!("{base}variables = {{ Message = \"x\" }}\n"),
+        "component.c.variables.Message",
+        9,
+    );
+    assert!(e.message.contains("not a valid variable name"), "{e}");
+
+    let e = f.err(
+        "[app]\nname = \"x\"\n\n[variables]\nApi-Token = { required = true }\n\n[component.c]\nsource = \"hello.wasm\"\n",
+        "variables.Api-Token",
+        5,
+    );
+    assert!(help(&e).contains("api_token"), "{e}");
+
+    let e = f.err(
+        "[app]\nname = \"x\"\n\n[variables]\nt = { required = true, default = \"d\" }\n\n[component.c]\nsource = \"hello.wasm\"\n",
+        "variables.t",
+        5,
+    );
+    assert!(e.message.contains("required"), "{e}");
+
+    let e = f.err(
+        "[app]\nname = \"x\"\n\n[variables]\nt = { requird = true }\n\n[component.c]\nsource = \"hello.wasm\"\n",
+        "variables.t.requird",
+        5,
+    );
+    assert!(help(&e).contains("required"), "{e}");
+}
+
+#[test]
+fn store_label_errors() {
+    let f = Fixture::new();
+    let base = "[app]\nname = \"x\"\n\n[component.c]\nsource = \"hello.wasm\"\n";
+    let e = f.err(
+        &format!("{base}key_value_stores = [\"default\", \"Bad Label\"]\n"),
+        "component.c.key_value_stores[1]",
+        6,
+    );
+    assert!(e.message.contains("not a valid store label"), "{e}");
+    let e = f.err(
+        &format!("{base}key_value_stores = [\"a\", \"a\"]\n"),
+        "component.c.key_value_stores[1]",
+        6,
+    );
+    assert!(e.message.contains("twice"), "{e}");
 }

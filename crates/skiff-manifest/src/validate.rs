@@ -11,7 +11,10 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::error::Source;
-use crate::raw::{RawComponent, RawFile, RawManifest, RawMemory, RawRoutes};
+use crate::raw::{
+    OrderedMap, RawComponent, RawFile, RawManifest, RawMemory, RawRoutes, RawVariable,
+};
+use crate::variables::{Template, Variable, is_store_label, is_variable_name};
 use crate::{
     App, Component, FileMount, HostPattern, Limits, Location, ManifestError, Route, RoutePattern,
 };
@@ -233,6 +236,15 @@ fn help_for_field(field: &str) -> Option<String> {
         "component.limits.timeout" => "e.g. timeout = \"5s\" or timeout = \"250ms\"",
         "component.limits.max_concurrency" => "e.g. max_concurrency = 50",
         "component.limits.fuel" => "e.g. fuel = 5_000_000_000 (about as many Wasm instructions)",
+        "component.key_value_stores" => "e.g. key_value_stores = [\"default\"]",
+        "component.variables" => "e.g. variables = { api_url = \"https://{{ host }}/api\" }",
+        k if k.starts_with("component.variables.") => {
+            "variable values are strings, e.g. api_url = \"https://{{ host }}/api\""
+        }
+        "variables" => "e.g. [variables] with api_token = { required = true, secret = true }",
+        k if k.starts_with("variables.") => {
+            "a variable is a table, e.g. greeting = { default = \"hello\" } or token = { required = true, secret = true }"
+        }
         k if k.starts_with("component.environment.") => {
             "environment values are strings; quote numbers and booleans, e.g. PORT = \"8080\""
         }
@@ -306,6 +318,8 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
         None => "0.0.0".to_string(),
     };
 
+    let variables = app_variables(src, raw.variables)?;
+
     let raw_components = raw.component.map(|m| m.0).unwrap_or_default();
     if raw_components.is_empty() {
         return Err(src.error(
@@ -336,6 +350,7 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
             base_dir: &base_dir,
             id: &id,
             span: comp_span,
+            app_variables: &variables,
         };
         let comp = comp.into_inner();
         for (as_written, span, field) in route_list(&id, comp.route.as_ref()) {
@@ -380,6 +395,7 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
         description: app.description,
         manifest_path,
         base_dir,
+        variables,
         components,
         routes,
     })
@@ -444,11 +460,60 @@ fn check_name(
     ))
 }
 
+/// `[variables]`: names, and a default or `required` (not both).
+fn app_variables(
+    src: &Source,
+    raw: Option<OrderedMap<Spanned<RawVariable>>>,
+) -> Result<Vec<Variable>, ManifestError> {
+    let mut variables = Vec::new();
+    for (name, var) in raw.map(|m| m.0).unwrap_or_default() {
+        let field = join_key("variables", name.get_ref());
+        if !is_variable_name(name.get_ref()) {
+            let suggestion: String = name
+                .get_ref()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_lowercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            return Err(src.error(
+                Some(name.span()),
+                &field,
+                format!("`{field}`: `{}` is not a valid variable name", name.get_ref()),
+                format!("use lowercase letters, digits and `_`, starting with a letter, e.g. `{suggestion}`"),
+            ));
+        }
+        let span = var.span();
+        let var = var.into_inner();
+        let required = var.required.unwrap_or(false);
+        if required && var.default.is_some() {
+            return Err(src.error(
+                Some(span),
+                &field,
+                format!("`{field}` is `required` and has a `default`; a required variable has no default"),
+                "drop `required = true` to fall back on the default, or drop the `default`".to_string(),
+            ));
+        }
+        variables.push(Variable {
+            name: name.into_inner(),
+            default: var.default,
+            required,
+            secret: var.secret.unwrap_or(false),
+        });
+    }
+    Ok(variables)
+}
+
 struct ComponentCx<'a> {
     src: &'a Source<'a>,
     base_dir: &'a Path,
     id: &'a str,
     span: Range<usize>,
+    app_variables: &'a [Variable],
 }
 
 impl ComponentCx<'_> {
@@ -476,6 +541,8 @@ impl ComponentCx<'_> {
         let environment = self.environment(comp.environment)?;
         let files = self.files(comp.files.unwrap_or_default())?;
         let allowed_outbound_hosts = self.hosts(comp.allowed_outbound_hosts.unwrap_or_default())?;
+        let key_value_stores = self.store_labels(comp.key_value_stores.unwrap_or_default())?;
+        let variables = self.variables(comp.variables)?;
         let limits = match comp.limits {
             Some(l) => self.limits(l.into_inner())?,
             None => Limits::default(),
@@ -487,8 +554,84 @@ impl ComponentCx<'_> {
             environment,
             files,
             allowed_outbound_hosts,
+            key_value_stores,
+            variables,
             limits,
         })
+    }
+
+    fn store_labels(&self, labels: Vec<Spanned<String>>) -> Result<Vec<String>, ManifestError> {
+        let mut out: Vec<String> = Vec::with_capacity(labels.len());
+        for (i, label) in labels.into_iter().enumerate() {
+            let field = format!("{}[{i}]", self.field("key_value_stores"));
+            if !is_store_label(label.get_ref()) {
+                return Err(self.err(
+                    label.span(),
+                    &field,
+                    format!("`{}` is not a valid store label", label.get_ref()),
+                    "use lowercase letters, digits, `-` and `_`, e.g. \"default\" or \"sessions\"",
+                ));
+            }
+            if out.contains(label.get_ref()) {
+                return Err(self.err(
+                    label.span(),
+                    &field,
+                    format!("`{}` is listed twice", label.get_ref()),
+                    "list each store once",
+                ));
+            }
+            out.push(label.into_inner());
+        }
+        Ok(out)
+    }
+
+    fn variables(
+        &self,
+        raw: Option<OrderedMap<Spanned<String>>>,
+    ) -> Result<Vec<(String, Template)>, ManifestError> {
+        let mut out = Vec::new();
+        for (name, value) in raw.map(|m| m.0).unwrap_or_default() {
+            let field = join_key(&self.field("variables"), name.get_ref());
+            if !is_variable_name(name.get_ref()) {
+                return Err(self.err(
+                    name.span(),
+                    &field,
+                    format!("`{}` is not a valid variable name", name.get_ref()),
+                    "use lowercase letters, digits and `_`, starting with a letter, e.g. `api_url`",
+                ));
+            }
+            let template = Template::parse(value.get_ref()).map_err(|why| {
+                self.err(
+                    value.span(),
+                    &field,
+                    why,
+                    "refer to an app variable as `{{ name }}`",
+                )
+            })?;
+            if let Some(unknown) = template
+                .references()
+                .find(|r| !self.app_variables.iter().any(|v| v.name == *r))
+            {
+                let declared: Vec<&str> =
+                    self.app_variables.iter().map(|v| v.name.as_str()).collect();
+                let help = match closest(unknown, &declared) {
+                    Some(near) => format!(
+                        "did you mean `{near}`? App variables are declared under [variables]"
+                    ),
+                    None => format!(
+                        "declare it under [variables], e.g.\n[variables]\n{unknown} = {{ default = \"...\" }}"
+                    ),
+                };
+                return Err(self.err(
+                    value.span(),
+                    &field,
+                    format!("refers to `{unknown}`, which is not an app variable"),
+                    help,
+                ));
+            }
+            out.push((name.into_inner(), template));
+        }
+        Ok(out)
     }
 
     fn source(

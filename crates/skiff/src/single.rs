@@ -59,6 +59,7 @@ pub fn app_for_component(file: &Path, grant: WasiGrant, limits: &LimitArgs) -> R
         name: id.clone(),
         version: "0.0.0".into(),
         description: None,
+        variables: Vec::new(),
         manifest_path: source.clone(),
         base_dir,
         components: vec![Component {
@@ -76,6 +77,8 @@ pub fn app_for_component(file: &Path, grant: WasiGrant, limits: &LimitArgs) -> R
                 })
                 .collect(),
             allowed_outbound_hosts: limits.allow_outbound.clone(),
+            key_value_stores: Vec::new(),
+            variables: Vec::new(),
             limits: Limits {
                 memory: limits.max_memory,
                 timeout: limits.timeout,
