@@ -71,6 +71,7 @@ mod error;
 mod host;
 mod raw;
 mod route;
+mod runtime_config;
 mod validate;
 mod variables;
 
@@ -83,6 +84,7 @@ use std::time::Duration;
 pub use error::{Location, ManifestError, Snippet};
 pub use host::{HostMatch, HostPattern, HostPatternError, PortPattern, SchemePattern};
 pub use route::{RouteError, RouteMatch, RoutePattern, RouteTable};
+pub use runtime_config::{RuntimeConfigFile, StoreSpec, load_runtime_config, parse_runtime_config};
 
 /// A validated app.
 #[derive(Debug, Clone, PartialEq)]

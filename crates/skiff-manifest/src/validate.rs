@@ -27,7 +27,7 @@ pub(crate) fn parse(src: &Source, manifest_path: PathBuf) -> Result<App, Manifes
 // ---------------------------------------------------------------------------------------------
 // toml errors
 
-fn toml_error(src: &Source, e: &toml::de::Error) -> ManifestError {
+pub(crate) fn toml_error(src: &Source, e: &toml::de::Error) -> ManifestError {
     let span = e.span();
     let msg = e.message().trim();
     // A document that does not parse as TOML at all has no tree to find the field in; the
