@@ -4,6 +4,9 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
 use crate::App;
 
 /// A 1-based line and column in the manifest (columns count characters, not bytes).
@@ -83,13 +86,25 @@ impl ManifestError {
         let location = comp.map(|c| c.source_location);
         // The manifest text is not kept in `App`; re-reading it is fine on this cold path, and
         // the error is still useful without a snippet if the file has gone.
-        let snippet = location.and_then(|loc| {
+        let snippet = comp.zip(location).and_then(|(comp, loc)| {
             let text = std::fs::read_to_string(&app.manifest_path).ok()?;
+            let src = Source {
+                text: &text,
+                path: &app.manifest_path,
+            };
+            // Underline the `source` string as the parser's own errors do, found again in the
+            // document; if the file has changed since, fall back to the rest of the line.
+            if let Some(span) = source_span(&text, &comp.id) {
+                let (found, snippet) = src.locate(span);
+                if found == loc {
+                    return Some(snippet);
+                }
+            }
             let line_text = text.lines().nth(loc.line - 1)?.to_string();
-            let rest = line_text.chars().skip(loc.column - 1).count();
-            let trailing = line_text.len() - line_text.trim_end().len();
+            let rest: Vec<char> = line_text.chars().skip(loc.column - 1).collect();
+            let trailing = rest.iter().rev().take_while(|c| c.is_whitespace()).count();
             Some(Snippet {
-                underline: rest.saturating_sub(trailing).max(1),
+                underline: (rest.len() - trailing).max(1),
                 line_text,
             })
         });
@@ -198,6 +213,27 @@ impl Source<'_> {
             },
         )
     }
+}
+
+/// The span of the value of `component.<id>.source` in a manifest, however it is written
+/// (`[component.id]` table, dotted keys or inline table).
+fn source_span(text: &str, id: &str) -> Option<Range<usize>> {
+    fn get<'t, 'i>(table: &'t DeTable<'i>, key: &str) -> Option<&'t Spanned<DeValue<'i>>> {
+        table
+            .iter()
+            .find(|(k, _)| k.get_ref() == key)
+            .map(|(_, v)| v)
+    }
+    fn table<'t, 'i>(value: &'t Spanned<DeValue<'i>>) -> Option<&'t DeTable<'i>> {
+        match value.get_ref() {
+            DeValue::Table(t) => Some(t),
+            _ => None,
+        }
+    }
+    let doc = DeTable::parse(text).ok()?;
+    let components = table(get(doc.get_ref(), "component")?)?;
+    let source = get(table(get(components, id)?)?, "source")?;
+    Some(source.span())
 }
 
 fn floor_char_boundary(text: &str, mut i: usize) -> usize {

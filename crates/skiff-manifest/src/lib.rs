@@ -31,7 +31,7 @@
 //!
 //! [component.hello.limits]
 //! memory = "64MiB"            # optional; bytes, or a number with B, KB, KiB, MB, MiB, GB, GiB
-//! timeout = "5s"              # optional; e.g. "250ms", "5s", "2m"
+//! timeout = "5s"              # optional; e.g. "250ms", "5s", "2m"; at most "24h"
 //! max_concurrency = 50         # optional; requests served at once; more get 503 at once
 //! fuel = 5_000_000_000        # optional; Wasm instructions (roughly) one request may execute
 //!

@@ -968,3 +968,62 @@ fn store_label_errors() {
     );
     assert!(e.message.contains("twice"), "{e}");
 }
+
+// Found by the `manifest` fuzz target: `ManifestError::at` underlined the rest of the line
+// (a trailing comment, the rest of an inline table), not the `source` string that the parser's
+// own errors underline.
+#[test]
+fn error_at_underlines_only_the_source_string() {
+    let f = Fixture::new();
+    for (text, line, column) in [
+        (
+            format!(
+                "{APP}[component.hello]\nsource = \"hello.wasm\"   # built by build.sh 日本\u{3000}\n"
+            ),
+            5,
+            10,
+        ),
+        (
+            "component.hello = { source = 'hello.wasm', route = \"/x\" }\n[app]\nname = \"x\"\n"
+                .to_string(),
+            1,
+            30,
+        ),
+    ] {
+        std::fs::write(f.manifest(), &text).unwrap();
+        let app = load(&f.manifest()).unwrap_or_else(|e| panic!("{e}"));
+        let at = ManifestError::at(&app, 0, "source", "not a valid component", None);
+        assert_eq!(at.location, Some(Location { line, column }), "{at}");
+        assert_eq!(at.snippet.as_ref().unwrap().underline, 12, "{at}");
+        // The same place and underline as the parser's error when the file is missing.
+        std::fs::remove_file(f.dir.path().join("hello.wasm")).unwrap();
+        let parsed = f.parse(&text).unwrap_err();
+        std::fs::write(f.dir.path().join("hello.wasm"), COMPONENT_HEADER).unwrap();
+        assert_eq!(parsed.location, at.location, "{parsed}");
+        assert_eq!(parsed.snippet, at.snippet, "{parsed}\n{at}");
+    }
+}
+
+// Found with the `manifest` fuzz target's check that every accepted timeout can be added to
+// `Instant::now()` (the runtime's per-request deadline): "500000000000years" was accepted, and
+// the deadline addition would panic on every request.
+#[test]
+fn timeout_is_at_most_a_day() {
+    let f = Fixture::new();
+    let base =
+        format!("{APP}[component.hello]\nsource = \"hello.wasm\"\n[component.hello.limits]\n");
+    for value in ["\"500000000000years\"", "\"24h 1s\"", "\"2days\""] {
+        let e = f.err(
+            &format!("{base}timeout = {value}\n"),
+            "component.hello.limits.timeout",
+            7,
+        );
+        assert!(e.message.contains("24h"), "{e}");
+        assert!(help(&e).contains("\"5s\""), "{e}");
+    }
+    let app = f.ok(&format!("{base}timeout = \"24h\"\n"));
+    assert_eq!(
+        app.components[0].limits.timeout,
+        Some(Duration::from_secs(24 * 60 * 60))
+    );
+}

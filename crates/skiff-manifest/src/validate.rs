@@ -925,6 +925,19 @@ impl ComponentCx<'_> {
                 let field = self.field("limits.timeout");
                 let help = "write a duration with a unit, e.g. \"250ms\", \"5s\" or \"2m\"";
                 match humantime::parse_duration(t.get_ref().trim()) {
+                    // The runtime adds the timeout to the clock for each request's deadline;
+                    // past a bound that addition would overflow, and no request needs that long.
+                    Ok(d) if d > MAX_TIMEOUT => {
+                        return Err(self.err(
+                            t.span(),
+                            &field,
+                            format!(
+                                "`{}` is longer than the longest request timeout, 24h",
+                                t.get_ref()
+                            ),
+                            "write a duration of at most \"24h\", e.g. \"5s\" or \"10m\"",
+                        ));
+                    }
                     Ok(d) if d > Duration::ZERO => Some(d),
                     Ok(_) => {
                         return Err(self.err(
@@ -977,6 +990,9 @@ impl ComponentCx<'_> {
         })
     }
 }
+
+/// The longest `limits.timeout` accepted.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// `"64MiB"`, `"1 GB"`, `"512"` (bytes). Units are case-insensitive.
 /// Parses a size such as `64MiB` or `512` (bytes), as `limits.memory` takes it; the CLI uses

@@ -137,6 +137,7 @@ impl Runtime {
         let app_name: Arc<str> = app.name.as_str().into();
         let mut compiled: HashMap<PathBuf, (Component, CacheOutcome)> = HashMap::new();
         let mut components = Vec::with_capacity(app.components.len());
+        let variables = crate::state::resolve_variables(&app, &self.config.runtime_config)?;
         for (index, spec) in app.components.iter().enumerate() {
             let with_index = |mut err: LoadError| {
                 err.component = Some(index);
@@ -157,7 +158,17 @@ impl Runtime {
                 )));
             }
             let pre = self.prepare_http(&spec.source, &code).map_err(with_index)?;
-            let grants = Grants::from_component(spec).map_err(with_index)?;
+            let key_value = self
+                .backends
+                .grant(
+                    &app,
+                    spec,
+                    &self.config.runtime_config,
+                    self.config.data_dir.as_deref(),
+                )
+                .map_err(with_index)?;
+            let config = crate::state::config_grant(spec, &variables);
+            let grants = Grants::from_component(spec, key_value, config).map_err(with_index)?;
             components.push(Arc::new(LoadedComponent {
                 app: app_name.clone(),
                 id: spec.id.as_str().into(),

@@ -101,7 +101,10 @@ impl Runtime {
             table: ResourceTable::new(),
             wasi: self.command_builder(path, &options)?.build(),
             http: WasiHttpCtx::new(),
-            outbound: OutboundHttpGrant::new(Vec::new()).instance(identity),
+            outbound: OutboundHttpGrant::new(Vec::new()).instance(identity.clone()),
+            key_value: Default::default(),
+            config: Default::default(),
+            identity,
             limiter: InstanceLimiter::new(None),
         };
         let mut store = Store::new(&self.engine, host);

@@ -36,6 +36,11 @@ pub struct RuntimeConfig {
     /// Instances that may run at once across the whole host; requests past it get 503 at
     /// once rather than queueing without bound. Also sizes the instance pool.
     pub max_instances: u32,
+    /// Where skiff keeps state (the embedded key-value databases); `None` when there is no
+    /// home folder to put it in.
+    pub data_dir: Option<PathBuf>,
+    /// The operator's runtime config: store backends and variable values.
+    pub runtime_config: skiff_manifest::RuntimeConfigFile,
     /// Meter fuel, so that components may set `limits.fuel`. Off by default: metering slows
     /// every guest down, and only apps that ask for it should pay.
     pub fuel: bool,
@@ -51,8 +56,21 @@ impl Default for RuntimeConfig {
             default_memory: Some(128 << 20),
             max_instances: 1000,
             fuel: false,
+            data_dir: default_data_dir(),
+            runtime_config: Default::default(),
         }
     }
+}
+
+/// `$SKIFF_DATA_DIR`, else `$XDG_DATA_HOME/skiff`, else `~/.local/share/skiff`.
+pub fn default_data_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("SKIFF_DATA_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
+        return Some(PathBuf::from(dir).join("skiff"));
+    }
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share/skiff"))
 }
 
 /// Everything shared by all apps and requests of one process. Cheap to share behind an `Arc`.
@@ -63,6 +81,7 @@ pub struct Runtime {
     pub(crate) config: RuntimeConfig,
     /// One permit per instance allowed to run at once, host-wide.
     pub(crate) instances: Arc<Semaphore>,
+    pub(crate) backends: crate::state::Backends,
     _ticker: EpochTicker,
 }
 
@@ -78,6 +97,7 @@ impl Runtime {
             linker,
             cache,
             instances: Arc::new(Semaphore::new(config.max_instances as usize)),
+            backends: Default::default(),
             config,
             _ticker: ticker,
         }))

@@ -47,6 +47,10 @@ pub enum LoadErrorKind {
          start it with fuel metering on (it costs some speed for every guest)"
     )]
     FuelDisabled,
+    #[error("cannot open the key-value store `{label}`: {reason}")]
+    Store { label: String, reason: String },
+    #[error("{reason}")]
+    Variables { reason: String },
 }
 
 impl LoadError {

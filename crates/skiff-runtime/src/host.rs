@@ -6,6 +6,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::capabilities::InstanceIdentity;
+use crate::capabilities::config::ConfigGrant;
+use crate::capabilities::keyvalue::KeyValueGrant;
 use crate::capabilities::outbound_http::OutboundHttp;
 
 pub struct Host {
@@ -13,6 +16,10 @@ pub struct Host {
     pub(crate) wasi: WasiCtx,
     pub(crate) http: WasiHttpCtx,
     pub(crate) outbound: OutboundHttp,
+    pub(crate) key_value: KeyValueGrant,
+    pub(crate) config: ConfigGrant,
+    /// Who this sandbox works for, for the log lines of capabilities.
+    pub(crate) identity: InstanceIdentity,
     pub(crate) limiter: InstanceLimiter,
 }
 

@@ -19,6 +19,7 @@ pub mod engine;
 pub mod error;
 pub mod host;
 pub mod invoke;
+pub mod state;
 
 pub use app::{LoadedApp, LoadedComponent};
 pub use cache::{CacheOutcome, CodeCache};

@@ -20,8 +20,22 @@
 //! - `list_keys` pages through the keys of a namespace with an opaque cursor; a page holds at
 //!   most [`LIST_PAGE_KEYS`] keys; `None` as the next cursor means the listing is complete;
 //! - batch operations are not transactions: each key is handled as by the single operation.
+//!
+//! Where the backends differ, within that contract:
+//! - counters: Redis' `INCRBY` works on signed 64-bit integers, so a Redis counter stops at
+//!   `i64::MAX` (going past it is the same [`StoreError::Invalid`] as going past `u64::MAX` on
+//!   the embedded backend);
+//! - `list_keys`: the embedded backend returns every key exactly once, in sorted order; Redis
+//!   returns keys in no particular order and, as its `SCAN` does, may repeat a key if the
+//!   database is resized during the listing. On both, a key present for the whole listing is
+//!   returned, and a key added or removed meanwhile may or may not be;
+//! - a batch on Redis is applied at once (`MSET`, `DEL`); on the embedded backend it is one
+//!   transaction too. Neither is promised.
 
 use std::sync::Arc;
+
+pub mod embedded;
+pub mod redis;
 
 /// Largest value a guest may store (bigger values are refused with an error naming the limit).
 pub const MAX_VALUE_BYTES: usize = 16 << 20;
@@ -45,8 +59,12 @@ pub enum StoreError {
 /// One page of keys.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyPage {
+    /// At most [`LIST_PAGE_KEYS`]. May be empty while `cursor` is `Some` (Redis, on a namespace
+    /// that is small next to the whole database): keep following the cursor.
     pub keys: Vec<String>,
-    /// Pass back to get the next page; `None` when there are no more keys.
+    /// Pass back to get the next page; `None` when there are no more keys. Opaque: its meaning
+    /// is the backend's (the embedded backend's is documented in [`embedded`], Redis' is its
+    /// `SCAN` cursor).
     pub cursor: Option<u64>,
 }
 
@@ -79,4 +97,82 @@ pub trait Store: Send + Sync + 'static {
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError>;
     async fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError>;
     async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError>;
+}
+
+/// Refuses a key over [`MAX_KEY_BYTES`].
+pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(StoreError::Invalid(format!(
+            "the key is {} bytes, over the limit of {MAX_KEY_BYTES} bytes",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a value over [`MAX_VALUE_BYTES`].
+pub(crate) fn check_value(value: &[u8]) -> Result<(), StoreError> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(StoreError::Invalid(format!(
+            "the value is {} bytes, over the limit of {MAX_VALUE_BYTES} bytes (16 MiB)",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a counter as the contract stores it: canonical decimal ASCII (no sign, no leading
+/// zero, no spaces). Redis' `INCRBY` refuses the same non-canonical forms, which keeps the two
+/// backends in agreement on what counts as a counter.
+pub(crate) fn parse_counter(bytes: &[u8]) -> Option<u64> {
+    let canonical = !bytes.is_empty()
+        && bytes.iter().all(u8::is_ascii_digit)
+        && (bytes.len() == 1 || bytes[0] != b'0');
+    if !canonical {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_must_be_canonical_decimal() {
+        assert_eq!(parse_counter(b"0"), Some(0));
+        assert_eq!(parse_counter(b"5000"), Some(5000));
+        assert_eq!(parse_counter(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b""[..],
+            b"007",
+            b"+5",
+            b"-5",
+            b" 5",
+            b"5 ",
+            b"1e3",
+            b"18446744073709551616",
+        ] {
+            assert_eq!(
+                parse_counter(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn limits_are_enforced_at_the_boundary() {
+        assert!(check_key(&"k".repeat(MAX_KEY_BYTES)).is_ok());
+        assert!(matches!(
+            check_key(&"k".repeat(MAX_KEY_BYTES + 1)),
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(check_value(&vec![0; MAX_VALUE_BYTES]).is_ok());
+        assert!(matches!(
+            check_value(&vec![0; MAX_VALUE_BYTES + 1]),
+            Err(StoreError::Invalid(_))
+        ));
+    }
 }

@@ -42,6 +42,10 @@ struct GlobalOptions {
     /// Compile every time; keep nothing on disk.
     #[arg(long, global = true)]
     no_cache: bool,
+    /// Folder for state: the embedded key-value databases [default: $SKIFF_DATA_DIR, else
+    /// ~/.local/share/skiff].
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Instances that may run at once on this host; requests past it get 503 at once.
     #[arg(long, global = true, default_value_t = 1000, value_name = "N")]
     max_instances: u32,
@@ -174,6 +178,9 @@ struct UpArgs {
     listen: SocketAddr,
     #[command(flatten)]
     http: HttpArgs,
+    /// The operator's runtime config: where key-value store labels live, variable values.
+    #[arg(long, value_name = "FILE")]
+    runtime_config: Option<PathBuf>,
     /// The app manifest, or the folder holding its skiff.toml.
     #[arg(default_value = "skiff.toml")]
     manifest: PathBuf,
@@ -212,6 +219,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         default_memory: Some(cli.global.default_memory),
         ..RuntimeConfig::default()
     };
+    if let Some(dir) = cli.global.data_dir.clone() {
+        config.data_dir = Some(dir);
+    }
     if cli.global.no_cache {
         config.cache_dir = None;
     } else if let Some(dir) = cli.global.cache_dir.clone() {
@@ -230,6 +240,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Up(args) => {
             let path = manifest_path(&args.manifest);
             let app = skiff_manifest::load(&path)?;
+            if let Some(file) = &args.runtime_config {
+                config.runtime_config = skiff_manifest::load_runtime_config(file)?;
+            }
             config.fuel = uses_fuel(&app);
             let runtime = new_runtime(config)?;
             up(&runtime, app, args.listen, args.http.limits(), true).await

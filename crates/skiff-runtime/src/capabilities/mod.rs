@@ -9,13 +9,17 @@
 //! Adding a capability is adding a module here, a field in [`Grants`], and one line in
 //! [`add_to_linker`].
 
+pub mod config;
 pub mod guest_log;
+pub mod keyvalue;
+pub mod logging;
 pub mod outbound_http;
+mod state_bindings;
 pub mod wasi;
 
 use std::sync::Arc;
 
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::error::LoadError;
@@ -29,6 +33,7 @@ use crate::host::{Host, InstanceLimiter};
 pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    state_bindings::State::add_to_linker::<Host, HasSelf<Host>>(linker, |host| host)?;
     Ok(())
 }
 
@@ -37,15 +42,25 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
 pub struct Grants {
     pub wasi: wasi::WasiGrant,
     pub outbound_http: outbound_http::OutboundHttpGrant,
+    pub key_value: keyvalue::KeyValueGrant,
+    pub config: config::ConfigGrant,
 }
 
 impl Grants {
-    pub fn from_component(component: &skiff_manifest::Component) -> Result<Grants, LoadError> {
+    /// The grants of `component`; its stores and variable values are resolved by the caller,
+    /// which knows the backends and the variable providers.
+    pub fn from_component(
+        component: &skiff_manifest::Component,
+        key_value: keyvalue::KeyValueGrant,
+        config: config::ConfigGrant,
+    ) -> Result<Grants, LoadError> {
         Ok(Grants {
             wasi: wasi::WasiGrant::from_component(component)?,
             outbound_http: outbound_http::OutboundHttpGrant::new(
                 component.allowed_outbound_hosts.clone(),
             ),
+            key_value,
+            config,
         })
     }
 
@@ -54,6 +69,8 @@ impl Grants {
         Grants {
             wasi: wasi::WasiGrant::default(),
             outbound_http: outbound_http::OutboundHttpGrant::new(Vec::new()),
+            key_value: keyvalue::KeyValueGrant::default(),
+            config: config::ConfigGrant::default(),
         }
     }
 }
@@ -79,6 +96,9 @@ pub(crate) fn instance_state(
         wasi: builder.build(),
         http: WasiHttpCtx::new(),
         outbound: grants.outbound_http.instance(identity.clone()),
+        key_value: grants.key_value.clone(),
+        config: grants.config.clone(),
+        identity: identity.clone(),
         limiter: InstanceLimiter::new(memory_limit),
     })
 }

@@ -87,9 +87,23 @@ pub fn shared_cache_dir() -> PathBuf {
     target_dir().join("test-code-cache")
 }
 
+/// A fresh data folder (key-value databases) for one skiff process, so that parallel tests
+/// never share state or contend for a database file. Left under the target folder.
+pub fn fresh_data_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = target_dir()
+        .join("test-data")
+        .join(format!("{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 pub fn skiff() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_skiff"));
     command.env("SKIFF_CACHE_DIR", shared_cache_dir());
+    command.env("SKIFF_DATA_DIR", fresh_data_dir());
     command.env_remove("RUST_LOG");
     command
 }

@@ -1,0 +1,11 @@
+//! Host bindings of the `skiff:host/state` world (`wit/world.wit`): wasi:keyvalue,
+//! wasi:config and wasi:logging, generated once for the capabilities that implement them.
+
+wasmtime::component::bindgen!({
+    path: "wit",
+    world: "skiff:host/state",
+    imports: { default: async | trappable },
+    with: {
+        "wasi:keyvalue/store.bucket": super::keyvalue::Bucket,
+    },
+});

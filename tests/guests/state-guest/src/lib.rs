@@ -1,0 +1,245 @@
+//! A `wasi:http/proxy` component for the state tests: key-value stores, config variables and
+//! log records, one small handler per path (under skiff, picked by `skiff-path-info`).
+//!
+//! | path                                   | does                                                  |
+//! |----------------------------------------|-------------------------------------------------------|
+//! | `/kv/get?store=S&key=K`                | 200 with the value, or 404 `missing`                  |
+//! | `/kv/set?store=S&key=K` (body = value) | stores the request body, 200 `ok`                     |
+//! | `/kv/delete?store=S&key=K`             | 200 `ok`                                              |
+//! | `/kv/exists?store=S&key=K`             | 200 `true` or `false`                                 |
+//! | `/kv/list?store=S`                     | every key, one per line, following the cursor         |
+//! | `/kv/incr?store=S&key=K&by=N&times=T`  | increments T times (default 1) by N (default 1); the last value |
+//! | `/kv/batch?store=S&prefix=P&n=N`       | set-many N keys, get-many them back, delete-many them |
+//! | `/config/NAME`                         | the variable's value, or 404 `unset`                  |
+//! | `/config`                              | every variable as `name=value` lines                  |
+//! | `/log?level=L&message=M`               | one wasi:logging record, 200 `logged`                 |
+//!
+//! A store error is answered with 503 and the error (`access-denied`, `other(...)`): the
+//! guest handles it, as an app should; nothing traps.
+
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../../crates/skiff-runtime/wit",
+        world: "skiff:host/state",
+        generate_all,
+    });
+}
+
+use bindings::wasi::config::store as config;
+use bindings::wasi::keyvalue::{atomics, batch, store};
+use bindings::wasi::logging::logging;
+use wasip2::exports::http::incoming_handler::Guest;
+use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasip2::io::streams::StreamError;
+
+wasip2::http::proxy::export!(StateGuest);
+
+struct StateGuest;
+
+impl Guest for StateGuest {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let path_with_query = request.path_with_query().unwrap_or_else(|| "/".to_string());
+        let (path, query) = path_with_query
+            .split_once('?')
+            .unwrap_or((path_with_query.as_str(), ""));
+        let info = header(&request.headers(), "skiff-path-info");
+        let path = match info.as_deref() {
+            Some(info) if !info.is_empty() => info.to_string(),
+            _ => path.to_string(),
+        };
+        let param = |name: &str| query_param(query, name);
+        let (status, body) = match path.as_str() {
+            "/kv/get" => with_store(&param("store"), |bucket| {
+                Ok(match bucket.get(&param("key"))? {
+                    Some(value) => (200, value),
+                    None => (404, b"missing".to_vec()),
+                })
+            }),
+            "/kv/set" => {
+                let value = read_body(request);
+                with_store(&param("store"), |bucket| {
+                    bucket.set(&param("key"), &value)?;
+                    Ok((200, b"ok".to_vec()))
+                })
+            }
+            "/kv/delete" => with_store(&param("store"), |bucket| {
+                bucket.delete(&param("key"))?;
+                Ok((200, b"ok".to_vec()))
+            }),
+            "/kv/exists" => with_store(&param("store"), |bucket| {
+                Ok((200, bucket.exists(&param("key"))?.to_string().into_bytes()))
+            }),
+            "/kv/list" => with_store(&param("store"), |bucket| {
+                let mut keys = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let page = bucket.list_keys(cursor)?;
+                    keys.extend(page.keys);
+                    match page.cursor {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+                Ok((200, keys.join("\n").into_bytes()))
+            }),
+            "/kv/incr" => {
+                let by = param("by").parse().unwrap_or(1);
+                let times = param("times").parse().unwrap_or(1u32);
+                with_store(&param("store"), |bucket| {
+                    let mut last = 0;
+                    for _ in 0..times {
+                        last = atomics::increment(bucket, &param("key"), by)?;
+                    }
+                    Ok((200, last.to_string().into_bytes()))
+                })
+            }
+            "/kv/batch" => {
+                let prefix = param("prefix");
+                let n: usize = param("n").parse().unwrap_or(3);
+                with_store(&param("store"), |bucket| {
+                    let keys: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+                    let entries: Vec<(String, Vec<u8>)> = keys
+                        .iter()
+                        .map(|k| (k.clone(), format!("value of {k}").into_bytes()))
+                        .collect();
+                    batch::set_many(bucket, &entries)?;
+                    let mut asked = keys.clone();
+                    asked.push(format!("{prefix}absent"));
+                    let got = batch::get_many(bucket, &asked)?;
+                    let mut lines = Vec::new();
+                    for entry in got {
+                        lines.push(match entry {
+                            Some((k, v)) => format!("{k}={}", String::from_utf8_lossy(&v)),
+                            None => "none".to_string(),
+                        });
+                    }
+                    batch::delete_many(bucket, &keys)?;
+                    let left = keys.iter().filter(|k| bucket.exists(k).unwrap_or(true)).count();
+                    lines.push(format!("left after delete-many: {left}"));
+                    Ok((200, lines.join("\n").into_bytes()))
+                })
+            }
+            "/config" => match config::get_all() {
+                Ok(all) => {
+                    let lines: Vec<String> = all.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    (200, lines.join("\n").into_bytes())
+                }
+                Err(e) => (503, format!("{e:?}").into_bytes()),
+            },
+            "/log" => {
+                let level = match param("level").as_str() {
+                    "trace" => logging::Level::Trace,
+                    "debug" => logging::Level::Debug,
+                    "warn" => logging::Level::Warn,
+                    "error" => logging::Level::Error,
+                    "critical" => logging::Level::Critical,
+                    _ => logging::Level::Info,
+                };
+                logging::log(level, "state-guest", &param("message"));
+                (200, b"logged".to_vec())
+            }
+            other => match other.strip_prefix("/config/") {
+                Some(name) => match config::get(name) {
+                    Ok(Some(value)) => (200, value.into_bytes()),
+                    Ok(None) => (404, b"unset".to_vec()),
+                    Err(e) => (503, format!("{e:?}").into_bytes()),
+                },
+                None => (404, format!("no handler for {other}").into_bytes()),
+            },
+        };
+        respond(out, status, &body);
+    }
+}
+
+/// Opens the store and runs `work`; any store error becomes a 503 naming it.
+fn with_store(
+    label: &str,
+    work: impl FnOnce(&store::Bucket) -> Result<(u16, Vec<u8>), store::Error>,
+) -> (u16, Vec<u8>) {
+    match store::open(label).and_then(|bucket| work(&bucket)) {
+        Ok(answer) => answer,
+        Err(error) => (503, describe(&error).into_bytes()),
+    }
+}
+
+fn describe(error: &store::Error) -> String {
+    match error {
+        store::Error::NoSuchStore => "store error: no-such-store".to_string(),
+        store::Error::AccessDenied => "store error: access-denied".to_string(),
+        store::Error::Other(why) => format!("store error: other({why})"),
+    }
+}
+
+fn read_body(request: IncomingRequest) -> Vec<u8> {
+    let mut out = Vec::new();
+    let Ok(body) = request.consume() else { return out };
+    let Ok(stream) = body.stream() else { return out };
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => out.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(_)) => break,
+        }
+    }
+    out
+}
+
+fn respond(out: ResponseOutparam, status: u16, body: &[u8]) {
+    let headers = Fields::new();
+    let _ = headers.set("content-type", &[b"text/plain; charset=utf-8".to_vec()]);
+    let response = OutgoingResponse::new(headers);
+    let _ = response.set_status_code(status);
+    let outgoing = response.body().expect("body taken once");
+    let stream = outgoing.write().expect("stream taken once");
+    ResponseOutparam::set(out, Ok(response));
+    for piece in body.chunks(4096) {
+        if stream.blocking_write_and_flush(piece).is_err() {
+            return;
+        }
+    }
+    drop(stream);
+    let _ = OutgoingBody::finish(outgoing, None);
+}
+
+fn header(headers: &Fields, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .into_iter()
+        .next()
+        .map(|value| String::from_utf8_lossy(&value).into_owned())
+}
+
+/// The percent-decoded value of `name` in a query string, or "" when absent.
+fn query_param(query: &str, name: &str) -> String {
+    query
+        .split('&')
+        .find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key == name).then(|| percent_decode(value))
+        })
+        .unwrap_or_default()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
