@@ -133,6 +133,53 @@ async fn fifty_concurrent_requests_of_a_hundred_increments_make_exactly_5000() {
     );
 }
 
+/// Spin 3 guests speak wasi:keyvalue 0.2.0-draft2: compare-and-swap, signed increments and
+/// string cursors, over the very same stores.
+#[tokio::test]
+async fn draft2_guests_compare_and_swap_under_contention() {
+    let text = manifest(
+        "cas",
+        "",
+        &[("c", "/...", "key_value_stores = [\"default\"]")],
+    );
+    let dir = app_dir(&[("skiff.toml", &text)]);
+    let server = Server::start(&["up", dir.path().join("skiff.toml").to_str().unwrap()]);
+
+    // 20 requests each add 1 twenty-five times by compare-and-swap: no update is lost.
+    let url = server.url("/kv2/cas-add?store=default&key=n&by=1&times=25");
+    let http = client();
+    let requests: Vec<_> = (0..20)
+        .map(|_| {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move { http.get(url).send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    assert_eq!(
+        get(&server, "/kv/get?store=default&key=n").await,
+        (200, "500".into())
+    );
+
+    // Signed increments go down too, never below zero.
+    assert_eq!(
+        get(&server, "/kv2/incr?store=default&key=n&by=-200").await,
+        (200, "300".into())
+    );
+    let (status, body) = get(&server, "/kv2/incr?store=default&key=n&by=-301").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("below zero"), "{body}");
+    assert_eq!(
+        get(&server, "/kv2/incr?store=default&key=m&by=7").await,
+        (200, "7".into())
+    );
+    assert_eq!(
+        get(&server, "/kv2/list?store=default").await,
+        (200, "m\nn".into())
+    );
+}
+
 /// Every write the guest saw acknowledged survives `kill -9` of skiff.
 #[tokio::test]
 async fn acknowledged_writes_survive_kill_9() {

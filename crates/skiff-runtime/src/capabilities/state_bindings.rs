@@ -6,6 +6,8 @@ wasmtime::component::bindgen!({
     world: "skiff:host/state",
     imports: { default: async | trappable },
     with: {
-        "wasi:keyvalue/store.bucket": super::keyvalue::Bucket,
+        "wasi:keyvalue/store@0.2.0-draft.bucket": super::keyvalue::Bucket,
+        "wasi:keyvalue/store@0.2.0-draft2.bucket": super::keyvalue::Bucket,
+        "wasi:keyvalue/atomics@0.2.0-draft2.cas": super::keyvalue::draft2::Cas,
     },
 });

@@ -10,6 +10,9 @@
 //! | `/kv/list?store=S`                     | every key, one per line, following the cursor         |
 //! | `/kv/incr?store=S&key=K&by=N&times=T`  | increments T times (default 1) by N (default 1); the last value |
 //! | `/kv/batch?store=S&prefix=P&n=N`       | set-many N keys, get-many them back, delete-many them |
+//! | `/kv2/cas-add?store=S&key=K&by=N&times=T` | adds N to K, T times, by compare-and-swap retried until it wins (wasi:keyvalue 0.2.0-draft2); the last value |
+//! | `/kv2/incr?store=S&key=K&by=N`         | draft2's signed increment (N may be negative)         |
+//! | `/kv2/list?store=S`                    | every key through draft2's string cursors             |
 //! | `/config/NAME`                         | the variable's value, or 404 `unset`                  |
 //! | `/config`                              | every variable as `name=value` lines                  |
 //! | `/log?level=L&message=M`               | one wasi:logging record, 200 `logged`                 |
@@ -26,7 +29,8 @@ mod bindings {
 }
 
 use bindings::wasi::config::store as config;
-use bindings::wasi::keyvalue::{atomics, batch, store};
+use bindings::wasi::keyvalue0_2_0_draft::{atomics, batch, store};
+use bindings::wasi::keyvalue0_2_0_draft2 as kv2;
 use bindings::wasi::logging::logging;
 use wasip2::exports::http::incoming_handler::Guest;
 use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
@@ -119,6 +123,52 @@ impl Guest for StateGuest {
                     Ok((200, lines.join("\n").into_bytes()))
                 })
             }
+            "/kv2/cas-add" => {
+                let by: u64 = param("by").parse().unwrap_or(1);
+                let times = param("times").parse().unwrap_or(1u32);
+                with_store2(&param("store"), |bucket| {
+                    let key = param("key");
+                    let mut last = 0;
+                    for _ in 0..times {
+                        let mut cas = kv2::atomics::Cas::new(bucket, &key)?;
+                        loop {
+                            let current = cas
+                                .current()?
+                                .map(|v| String::from_utf8_lossy(&v).parse::<u64>().unwrap_or(0))
+                                .unwrap_or(0);
+                            match kv2::atomics::swap(cas, (current + by).to_string().as_bytes()) {
+                                Ok(()) => {
+                                    last = current + by;
+                                    break;
+                                }
+                                Err(kv2::atomics::CasError::CasFailed(fresh)) => cas = fresh,
+                                Err(kv2::atomics::CasError::StoreError(e)) => return Err(e),
+                            }
+                        }
+                    }
+                    Ok((200, last.to_string().into_bytes()))
+                })
+            }
+            "/kv2/incr" => {
+                let by: i64 = param("by").parse().unwrap_or(1);
+                with_store2(&param("store"), |bucket| {
+                    let value = kv2::atomics::increment(bucket, &param("key"), by)?;
+                    Ok((200, value.to_string().into_bytes()))
+                })
+            }
+            "/kv2/list" => with_store2(&param("store"), |bucket| {
+                let mut keys = Vec::new();
+                let mut cursor: Option<String> = None;
+                loop {
+                    let page = bucket.list_keys(cursor.as_deref())?;
+                    keys.extend(page.keys);
+                    match page.cursor {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+                Ok((200, keys.join("\n").into_bytes()))
+            }),
             "/config" => match config::get_all() {
                 Ok(all) => {
                     let lines: Vec<String> = all.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -159,6 +209,19 @@ fn with_store(
     match store::open(label).and_then(|bucket| work(&bucket)) {
         Ok(answer) => answer,
         Err(error) => (503, describe(&error).into_bytes()),
+    }
+}
+
+/// [`with_store`] for wasi:keyvalue 0.2.0-draft2.
+fn with_store2(
+    label: &str,
+    work: impl FnOnce(&kv2::store::Bucket) -> Result<(u16, Vec<u8>), kv2::store::Error>,
+) -> (u16, Vec<u8>) {
+    match kv2::store::open(label).and_then(|bucket| work(&bucket)) {
+        Ok(answer) => answer,
+        Err(kv2::store::Error::AccessDenied) => (503, b"store error: access-denied".to_vec()),
+        Err(kv2::store::Error::NoSuchStore) => (503, b"store error: no-such-store".to_vec()),
+        Err(kv2::store::Error::Other(why)) => (503, format!("store error: other({why})").into_bytes()),
     }
 }
 

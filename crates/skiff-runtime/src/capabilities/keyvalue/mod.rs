@@ -1,16 +1,20 @@
-//! The key-value capability (`wasi:keyvalue` 0.2.0-draft: store, atomics, batch). A component
+//! The key-value capability (`wasi:keyvalue`: store, atomics, batch, in both versions guests
+//! use: 0.2.0-draft, wasmtime's, here, and 0.2.0-draft2, Spin's, with compare-and-swap, in
+//! [`draft2`]). A component
 //! opens only the stores its manifest lists in `key_value_stores`; opening any other label
 //! fails in the guest with `access-denied` and is logged. Each label is one namespace of a
 //! backend from `skiff-store` (chosen by the operator's runtime config), so two apps that both
 //! say `default` never share data, while two components of one app that name the same label
 //! do. Backend failures (Redis down) reach the guest as `error::other`, never as a trap.
 
+pub mod draft2;
+
 use std::sync::Arc;
 
 use skiff_store::{Store, StoreError};
 use wasmtime::component::Resource;
 
-use super::state_bindings::wasi::keyvalue::{atomics, batch, store};
+use super::state_bindings::wasi::keyvalue0_2_0_draft::{atomics, batch, store};
 use crate::host::Host;
 
 /// The stores one component may open, by label, shared by all its instances.
@@ -54,9 +58,10 @@ impl Host {
         Ok((bucket.store.clone(), bucket.label.clone()))
     }
 
-    /// The guest's view of a backend failure. Unavailability is the operator's business too,
-    /// so it is logged; a refused request (too large, not a number) is the guest's alone.
-    fn store_error(&self, label: &str, err: StoreError) -> store::Error {
+    /// The guest's description of a backend failure. Unavailability is the operator's
+    /// business too, so it is logged; a refused request (too large, not a number) is the
+    /// guest's alone.
+    fn store_failure(&self, label: &str, err: StoreError) -> String {
         if let StoreError::Unavailable(why) = &err {
             tracing::warn!(
                 app = %self.identity.app,
@@ -65,30 +70,37 @@ impl Host {
                 "key-value store `{label}` failed: {why}"
             );
         }
-        store::Error::Other(err.to_string())
+        err.to_string()
     }
 
     fn outcome<T>(&self, label: &str, result: Result<T, StoreError>) -> Outcome<T> {
-        Ok(result.map_err(|err| self.store_error(label, err)))
+        Ok(result.map_err(|err| store::Error::Other(self.store_failure(label, err))))
+    }
+
+    /// A bucket for a granted label; `None` (logged) for any other.
+    fn open_bucket(&mut self, label: String) -> wasmtime::Result<Option<Resource<Bucket>>> {
+        let Some(store) = self.key_value.store(&label).cloned() else {
+            tracing::warn!(
+                app = %self.identity.app,
+                component = %self.identity.component,
+                request_id = self.identity.request_id,
+                "denied opening key-value store `{label}`: it is not in the component's key_value_stores"
+            );
+            return Ok(None);
+        };
+        let bucket = Bucket {
+            store,
+            label: label.into(),
+        };
+        Ok(Some(self.table.push(bucket)?))
     }
 }
 
 impl store::Host for Host {
     async fn open(&mut self, identifier: String) -> Outcome<Resource<Bucket>> {
-        let Some(store) = self.key_value.store(&identifier).cloned() else {
-            tracing::warn!(
-                app = %self.identity.app,
-                component = %self.identity.component,
-                request_id = self.identity.request_id,
-                "denied opening key-value store `{identifier}`: it is not in the component's key_value_stores"
-            );
-            return Ok(Err(store::Error::AccessDenied));
-        };
-        let bucket = Bucket {
-            store,
-            label: identifier.into(),
-        };
-        Ok(Ok(self.table.push(bucket)?))
+        Ok(self
+            .open_bucket(identifier)?
+            .ok_or(store::Error::AccessDenied))
     }
 }
 
