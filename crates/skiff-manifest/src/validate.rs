@@ -992,7 +992,7 @@ impl ComponentCx<'_> {
 }
 
 /// The longest `limits.timeout` accepted.
-const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// `"64MiB"`, `"1 GB"`, `"512"` (bytes). Units are case-insensitive.
 /// Parses a size such as `64MiB` or `512` (bytes), as `limits.memory` takes it; the CLI uses

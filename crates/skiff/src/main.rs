@@ -187,6 +187,15 @@ struct UpArgs {
 }
 
 fn main() -> ExitCode {
+    // wasmtime's errors capture a backtrace whenever RUST_BACKTRACE asks for one, and some are
+    // made and dropped on every request (when a store is torn down): with RUST_BACKTRACE=1 in
+    // the environment a request cost 40% more. RUST_LIB_BACKTRACE=0 turns off only those
+    // captures; panics still print their backtrace. A user who sets RUST_LIB_BACKTRACE wins.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: nothing else runs yet: no thread has been started that could read the
+        // environment concurrently.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
     let cli = Cli::parse();
     init_logging(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -35,6 +35,9 @@ pub struct LimitArgs {
 
 pub fn parse_timeout(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
+        Ok(duration) if duration > skiff_manifest::MAX_TIMEOUT => {
+            Err("longer than a day; a deadline that far away is no deadline".into())
+        }
         Ok(duration) if !duration.is_zero() => Ok(duration),
         Ok(_) => Err("a timeout of zero would fail every request".into()),
         Err(err) => Err(format!("{err}; write e.g. 250ms, 3s or 2m")),

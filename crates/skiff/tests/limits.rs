@@ -154,6 +154,7 @@ fn bad_limit_flags_are_usage_errors() {
         ("--max-memory", "lots"),
         ("--max-concurrency", "0"),
         ("--fuel", "0"),
+        ("--timeout", "500000000000years"),
         ("--allow-outbound", "https://example.com/path"),
     ] {
         let output = common::skiff()
