@@ -38,6 +38,21 @@ async fn post(server: &Server, path: &str, body: &str) -> (u16, String) {
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
+/// GETs every URL at once and checks that each answers 200.
+async fn all_answer_200(urls: Vec<String>) {
+    let http = client();
+    let requests: Vec<_> = urls
+        .into_iter()
+        .map(|url| {
+            let http = http.clone();
+            tokio::spawn(async move { http.get(url).send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+}
+
 #[tokio::test]
 async fn a_component_uses_its_store_and_cannot_open_others() {
     let text = manifest(
@@ -117,16 +132,7 @@ async fn fifty_concurrent_requests_of_a_hundred_increments_make_exactly_5000() {
     let dir = app_dir(&[("skiff.toml", &text)]);
     let server = Server::start(&["up", dir.path().join("skiff.toml").to_str().unwrap()]);
     let url = server.url("/kv/incr?store=default&key=hits&times=100");
-    let http = client();
-    let requests: Vec<_> = (0..50)
-        .map(|_| {
-            let (http, url) = (http.clone(), url.clone());
-            tokio::spawn(async move { http.get(url).send().await.unwrap().status().as_u16() })
-        })
-        .collect();
-    for request in requests {
-        assert_eq!(request.await.unwrap(), 200);
-    }
+    all_answer_200(vec![url; 50]).await;
     assert_eq!(
         get(&server, "/kv/get?store=default&key=hits").await,
         (200, "5000".into())
@@ -147,16 +153,7 @@ async fn draft2_guests_compare_and_swap_under_contention() {
 
     // 20 requests each add 1 twenty-five times by compare-and-swap: no update is lost.
     let url = server.url("/kv2/cas-add?store=default&key=n&by=1&times=25");
-    let http = client();
-    let requests: Vec<_> = (0..20)
-        .map(|_| {
-            let (http, url) = (http.clone(), url.clone());
-            tokio::spawn(async move { http.get(url).send().await.unwrap().status().as_u16() })
-        })
-        .collect();
-    for request in requests {
-        assert_eq!(request.await.unwrap(), 200);
-    }
+    all_answer_200(vec![url; 20]).await;
     assert_eq!(
         get(&server, "/kv/get?store=default&key=n").await,
         (200, "500".into())
@@ -436,20 +433,11 @@ async fn two_hosts_share_a_redis_store_and_apps_stay_apart() {
     );
 
     // The increments of 50 requests, split across both hosts, all count.
-    let http = client();
-    let requests: Vec<_> = (0..50)
-        .map(|i| {
-            let base = if i % 2 == 0 { a.url("") } else { b.url("") };
-            let http = http.clone();
-            tokio::spawn(async move {
-                let url = format!("{base}/kv/incr?store=default&key=hits&times=100");
-                http.get(url).send().await.unwrap().status().as_u16()
-            })
-        })
+    let path = "/kv/incr?store=default&key=hits&times=100";
+    let urls = (0..50)
+        .map(|i| if i % 2 == 0 { a.url(path) } else { b.url(path) })
         .collect();
-    for request in requests {
-        assert_eq!(request.await.unwrap(), 200);
-    }
+    all_answer_200(urls).await;
     assert_eq!(
         get(&a, "/kv/get?store=default&key=hits").await,
         (200, "5000".into())
