@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The benchmark suite of skiff, end to end: installs what it needs, builds everything in
+# release, runs every comparison on this machine, prints the table of medians and writes it
+# into docs/performance.md.
+#
+#     bench/run.sh [--quick] [--only 1,2,3,5] [--reps N] [--duration S] [--no-write] [--note TEXT]
+#
+# --quick is a smoke test (one short repetition of everything, about 2 minutes once built).
+# A full run takes about 10 minutes once built (3 x 10 s per wrk run, 3 servers, 2 workloads).
+# First run: installing wasmtime-cli 48.0.8 from crates.io builds it (15-25 min on 2 cores);
+# it goes to bench/.tools (git-ignored) and is reused. Set WASMTIME=/path/to/wasmtime to use
+# another copy of 48.0.8.
+#
+# Needs: Debian/Ubuntu (apt-get, as root or with sudo), Rust with rustup, 2 or more CPUs.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+tools="$repo/bench/.tools"
+wasmtime_version="48.0.8"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}"
+bench_target="$CARGO_TARGET_DIR/bench"
+
+say() { printf '\n== %s\n' "$*" >&2; }
+die() { printf 'bench/run.sh: %s\n' "$*" >&2; exit 1; }
+
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || die "not root and no sudo: cannot apt-get install"
+    sudo="sudo"
+fi
+
+# --- tools -----------------------------------------------------------------------------
+missing=()
+for pair in wrk:wrk crun:crun gcc:gcc taskset:util-linux unshare:util-linux curl:curl python3:python3; do
+    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+done
+# gcc -static needs the static libc.
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || missing+=(libc6-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+wasmtime="${WASMTIME:-$tools/bin/wasmtime}"
+if ! "$wasmtime" --version 2>/dev/null | grep -qx "wasmtime $wasmtime_version"; then
+    [ -n "${WASMTIME:-}" ] && die "WASMTIME=$WASMTIME is not wasmtime $wasmtime_version"
+    say "installing wasmtime-cli $wasmtime_version into $tools (a release build of wasmtime: slow)"
+    cargo install wasmtime-cli --version "$wasmtime_version" --locked --root "$tools"
+fi
+export WASMTIME="$wasmtime"
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+    rustup target add wasm32-wasip2
+fi
+
+# --- builds ----------------------------------------------------------------------------
+say "building skiff (release)"
+cargo build --release -p skiff
+say "building the sandbox bench (criterion)"
+cargo bench -p skiff-runtime --bench sandbox --no-run
+say "building the native baseline and the sha256 guest"
+cargo build --release --manifest-path bench/native-hello/Cargo.toml --target-dir "$bench_target"
+cargo build --release --manifest-path bench/guests/sha256/Cargo.toml --target wasm32-wasip2 \
+    --target-dir "$bench_target"
+mkdir -p "$bench_target"
+gcc -O2 -static -o "$bench_target/hello-server" bench/container/hello-server.c
+say "building the test guests (for the sleeping guest of figure 5)"
+scripts/build-guests.sh >/dev/null
+
+export SKIFF="$CARGO_TARGET_DIR/release/skiff"
+export NATIVE_HELLO="$bench_target/release/native-hello"
+export SHA256_WASM="$bench_target/wasm32-wasip2/release/sha256_guest.wasm"
+export HTTP_GUEST_WASM="$CARGO_TARGET_DIR/guests/wasm32-wasip2/release/http_guest.wasm"
+export HELLO_SERVER="$bench_target/hello-server"
+
+# 1,000 concurrent connections on each side, plus files.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+# --- run -------------------------------------------------------------------------------
+# crun refuses hybrid cgroup hosts (cgroup v1 controllers plus a cgroup2 mount at
+# /sys/fs/cgroup/unified). Inside a private mount namespace that hides the cgroup2 mount it
+# works; the rest of the suite does not care, so the whole run goes in there.
+if [ "$(id -u)" = 0 ] && mountpoint -q /sys/fs/cgroup/unified 2>/dev/null \
+    && [ "$(stat -f -c %T /sys/fs/cgroup)" = tmpfs ]; then
+    say "running the suite (in a private mount namespace, for crun)"
+    exec unshare -m --propagation private sh -c \
+        'umount /sys/fs/cgroup/unified && mount -t tmpfs -o size=1m scratch /sys/fs/cgroup/unified && exec python3 "$0" "$@"' \
+        "$repo/bench/bench.py" "$@"
+fi
+say "running the suite"
+exec python3 "$repo/bench/bench.py" "$@"

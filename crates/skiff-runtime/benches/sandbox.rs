@@ -1,0 +1,180 @@
+//! Sandbox cost: what one request costs skiff in-process, with no sockets and no HTTP parsing.
+//!
+//! - `sandbox/hello_request`: a fresh instance of `examples/hello/hello.wasm` from its
+//!   `InstancePre`, one `wasi:http` request through `LoadedComponent::handle_http` (the same
+//!   call the HTTP trigger makes), the response body drained, the store dropped. This is the
+//!   figure issue 4 targets (median <= 10 us).
+//! - `sandbox/hello_instantiate`: the instantiate step alone, on the very engine skiff builds
+//!   (`Runtime::engine()`: pooling allocator, copy-on-write images, epoch interruption), with a
+//!   minimal host state (an empty `WasiCtx` and `WasiHttpCtx`), then the store dropped (the
+//!   slot goes back to the pool). skiff's own `Host` is crate-private, so this links the same
+//!   WASI and `wasi:http` interfaces to a stand-in state of the same shape.
+//!
+//! Both run on a current-thread tokio runtime, so the guest task that `handle_http` spawns
+//! runs on the measuring thread, without cross-thread wake-ups.
+//!
+//!     cargo bench -p skiff-runtime --bench sandbox
+//!
+//! `bench/run.sh` runs this and reads `target/criterion/sandbox/*/new/estimates.json`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use http_body_util::{BodyExt, Empty};
+use skiff_runtime::{LoadedComponent, RequestInfo, Runtime, RuntimeConfig};
+use wasmtime::Store;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+fn hello_wasm() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello")
+}
+
+fn runtime() -> Arc<Runtime> {
+    Runtime::new(RuntimeConfig {
+        // Compile in memory: the bench must not depend on (or fill) the user's code cache.
+        cache_dir: None,
+        ..RuntimeConfig::default()
+    })
+    .expect("building the runtime")
+}
+
+fn tokio_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+async fn one_request(component: &LoadedComponent, request_id: u64) -> Bytes {
+    let request = http::Request::builder()
+        .method("GET")
+        .uri("http://localhost/")
+        .header("host", "localhost")
+        .body(
+            Empty::<Bytes>::new().map_err(|never| -> wasmtime_wasi_http::Error { match never {} }),
+        )
+        .expect("request");
+    let response = component
+        .handle_http(
+            request,
+            RequestInfo {
+                request_id,
+                https: false,
+            },
+        )
+        .await
+        .expect("the hello component answers");
+    assert_eq!(response.status(), 200);
+    response
+        .into_body()
+        .collect()
+        .await
+        .expect("the body completes")
+        .to_bytes()
+}
+
+fn hello_request(c: &mut Criterion) {
+    let rt = tokio_rt();
+    let runtime = runtime();
+    let app = skiff_manifest::load(&hello_wasm().join("skiff.toml")).expect("examples/hello");
+    let loaded = runtime.load_app(app).expect("loading examples/hello");
+    let component = loaded.components[0].clone();
+    assert_eq!(rt.block_on(one_request(&component, 0)), "hello\n");
+
+    let mut id = 0;
+    c.benchmark_group("sandbox")
+        .bench_function("hello_request", |b| {
+            b.iter(|| {
+                id += 1;
+                rt.block_on(one_request(&component, id))
+            })
+        });
+}
+
+/// A stand-in for skiff's crate-private `Host`: the same context types, nothing granted.
+struct BenchHost {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+}
+
+impl WasiView for BenchHost {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for BenchHost {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: wasmtime_wasi_http::default_hooks(),
+        }
+    }
+}
+
+fn hello_instantiate(c: &mut Criterion) {
+    let rt = tokio_rt();
+    let runtime = runtime();
+    let engine = runtime.engine().clone();
+    let component =
+        Component::from_file(&engine, hello_wasm().join("hello.wasm")).expect("compiling hello");
+    let mut linker = Linker::<BenchHost>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("linking WASI");
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).expect("linking http");
+    let pre = ProxyPre::new(linker.instantiate_pre(&component).expect("instantiate_pre"))
+        .expect("hello exports wasi:http/incoming-handler");
+
+    let new_store = || {
+        let mut store = Store::new(
+            &engine,
+            BenchHost {
+                table: ResourceTable::new(),
+                wasi: WasiCtxBuilder::new().build(),
+                http: WasiHttpCtx::new(),
+            },
+        );
+        store.set_epoch_deadline(u64::MAX / 2);
+        store
+    };
+    c.benchmark_group("sandbox")
+        .bench_function("hello_instantiate", |b| {
+            b.iter_batched(
+                new_store,
+                |mut store| {
+                    rt.block_on(pre.instantiate_async(&mut store))
+                        .expect("instantiating hello");
+                    // Dropped here, inside the timed part: returning the slot to the pool is part
+                    // of an instance's life.
+                    drop(store);
+                },
+                BatchSize::SmallInput,
+            )
+        });
+}
+
+fn config() -> Criterion {
+    // Short by default so `bench/run.sh` stays quick; criterion's own flags
+    // (`--measurement-time`, `--sample-size`) still override these.
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(5))
+        .sample_size(50)
+}
+
+criterion_group! {
+    name = sandbox;
+    config = config();
+    targets = hello_request, hello_instantiate
+}
+criterion_main!(sandbox);
