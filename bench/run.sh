@@ -5,7 +5,8 @@
 #
 #     bench/run.sh [--quick] [--only 1,2,3,5] [--reps N] [--duration S] [--no-write] [--note TEXT]
 #
-# --quick is a smoke test (one short repetition of everything, about 2 minutes once built).
+# --quick is a smoke test (one short repetition of everything, about 2 minutes once built;
+# it leaves docs/performance.md alone).
 # A full run takes about 10 minutes once built (3 x 10 s per wrk run, 3 servers, 2 workloads).
 # First run: installing wasmtime-cli 48.0.8 from crates.io builds it (15-25 min on 2 cores);
 # it goes to bench/.tools (git-ignored) and is reused. Set WASMTIME=/path/to/wasmtime to use

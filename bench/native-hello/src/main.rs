@@ -23,14 +23,15 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-type Body = StreamBody<futures_util::stream::Once<std::future::Ready<Result<Frame<Bytes>, Infallible>>>>;
+type Body =
+    StreamBody<futures_util::stream::Once<std::future::Ready<Result<Frame<Bytes>, Infallible>>>>;
 
 /// One data frame of unknown length up front: hyper sends it chunked, as skiff does for a
 /// guest's streamed body.
 fn chunked(text: String) -> Body {
-    StreamBody::new(futures_util::stream::once(std::future::ready(Ok(Frame::data(
-        Bytes::from(text),
-    )))))
+    StreamBody::new(futures_util::stream::once(std::future::ready(Ok(
+        Frame::data(Bytes::from(text)),
+    ))))
 }
 
 async fn handle(request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -38,7 +39,10 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Body>, Infallible
     let text = if path == "/sha256" {
         work::answer()
     } else {
-        match path.strip_prefix("/hello").map(|rest| rest.trim_start_matches('/')) {
+        match path
+            .strip_prefix("/hello")
+            .map(|rest| rest.trim_start_matches('/'))
+        {
             Some(name) if !name.is_empty() => format!("hello, {name}\n"),
             _ => "hello\n".to_string(),
         }

@@ -57,7 +57,8 @@ fn compress(state: &mut [u32; 8], block: &[u8]) {
 
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     let mut state: [u32; 8] = [
-        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
+        0x5be0cd19,
     ];
     let mut blocks = data.chunks_exact(64);
     for block in &mut blocks {
@@ -82,7 +83,9 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 /// The input: byte i is `i * 31 + 7` (mod 256). Built per request, as a handler would read
 /// its input, so both sides also pay for touching 1 MiB of fresh memory.
 pub fn input() -> Vec<u8> {
-    (0..INPUT_LEN).map(|i| (i as u32).wrapping_mul(31).wrapping_add(7) as u8).collect()
+    (0..INPUT_LEN)
+        .map(|i| (i as u32).wrapping_mul(31).wrapping_add(7) as u8)
+        .collect()
 }
 
 /// One request's answer: the hex digest of [`input`], and a newline.
