@@ -87,22 +87,54 @@ impl HttpApp {
     }
 }
 
+/// Chooses the app that serves a request: one app for everything (`skiff up`), or one of
+/// many by host name (`skiff server`). It runs on every request, after the size checks and
+/// before routing, so it must be quick; it may load an app that is not in memory.
+pub trait AppSource: Send + Sync + 'static {
+    /// The app for `request`, or the response to send instead (e.g. 404 for an unknown
+    /// host). The app is held until the guest has answered, so swapping in a new version
+    /// lets requests already running finish on the old one.
+    fn select(
+        &self,
+        request: &Request<Incoming>,
+    ) -> impl Future<Output = Result<Arc<HttpApp>, Response<ResponseBody>>> + Send;
+}
+
+/// One app that serves every request, whatever its host name.
+pub struct SingleApp(pub Arc<HttpApp>);
+
+impl AppSource for SingleApp {
+    async fn select(
+        &self,
+        _request: &Request<Incoming>,
+    ) -> Result<Arc<HttpApp>, Response<ResponseBody>> {
+        Ok(self.0.clone())
+    }
+}
+
 /// A bound listener, ready to serve. Binding is separate from serving so that the caller can
 /// print the real address (when port 0 was asked for) before the first request.
-pub struct Server {
+pub struct Server<S: AppSource = SingleApp> {
     listener: TcpListener,
-    app: Arc<HttpApp>,
+    apps: Arc<S>,
     next_request_id: Arc<AtomicU64>,
     shutdown_grace: Duration,
     limits: HttpLimits,
 }
 
-impl Server {
-    pub async fn bind(addr: SocketAddr, app: HttpApp) -> std::io::Result<Server> {
+impl Server<SingleApp> {
+    pub async fn bind(addr: SocketAddr, app: HttpApp) -> std::io::Result<Server<SingleApp>> {
+        Server::bind_source(addr, SingleApp(Arc::new(app))).await
+    }
+}
+
+impl<S: AppSource> Server<S> {
+    /// A listener whose requests go to the apps `apps` selects.
+    pub async fn bind_source(addr: SocketAddr, apps: S) -> std::io::Result<Server<S>> {
         let listener = TcpListener::bind(addr).await?;
         Ok(Server {
             listener,
-            app: Arc::new(app),
+            apps: Arc::new(apps),
             next_request_id: Arc::new(AtomicU64::new(1)),
             shutdown_grace: Duration::from_secs(10),
             limits: HttpLimits::default(),
@@ -156,14 +188,14 @@ impl Server {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let app = self.app.clone();
+            let apps = self.apps.clone();
             let ids = self.next_request_id.clone();
             let service = service_fn(move |request| {
                 let id = ids.fetch_add(1, Ordering::Relaxed);
-                let app = app.clone();
+                let apps = apps.clone();
                 async move {
                     Ok::<_, Infallible>(
-                        dispatch(&app, request, client, local_addr, id, limits).await,
+                        dispatch(&*apps, request, client, local_addr, id, limits).await,
                     )
                 }
             });
@@ -203,7 +235,7 @@ struct RequestLimits {
 }
 
 async fn dispatch(
-    app: &HttpApp,
+    apps: &impl AppSource,
     mut request: Request<Incoming>,
     client: SocketAddr,
     local_addr: SocketAddr,
@@ -225,6 +257,10 @@ async fn dispatch(
             format!("request body larger than the limit of {max_body} bytes\n"),
         );
     }
+    let app = match apps.select(&request).await {
+        Ok(app) => app,
+        Err(response) => return response,
+    };
     let path = request.uri().path();
     let Some(matched) = app.routes.lookup(path) else {
         tracing::debug!(request_id, %path, "no route matches");

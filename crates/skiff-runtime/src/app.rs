@@ -13,6 +13,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::cache::{CacheOutcome, CodeKind};
 use crate::capabilities::Grants;
+use crate::capabilities::guest_log::LogSink;
 use crate::engine::Runtime;
 use crate::error::{LoadError, LoadErrorKind};
 use crate::host::Host;
@@ -36,6 +37,9 @@ pub struct LoadedComponent {
     pub(crate) fuel: Option<u64>,
     /// Permits for `limits.max_concurrency`, when set.
     pub(crate) concurrency: Option<(Arc<Semaphore>, u32)>,
+    /// Permits shared with other apps (a tenant's in-flight quota), when set.
+    pub(crate) shared_concurrency: Option<(Arc<Semaphore>, u32)>,
+    pub(crate) log_sink: Option<LogSink>,
     pub(crate) runtime: Arc<Runtime>,
     /// What loading its code took: a cache hit, or a compile and how long.
     pub load_outcome: CacheOutcome,
@@ -45,6 +49,19 @@ impl LoadedComponent {
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
+}
+
+/// How one app is loaded, beyond its manifest: what a multi-tenant host sets per app or per
+/// tenant. The default is what `skiff up` uses.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Folder of the app's embedded key-value databases (`kv/<app>.redb` inside it), instead
+    /// of the runtime's data folder: a host gives each tenant its own.
+    pub data_dir: Option<PathBuf>,
+    /// Permits shared with other apps: a request that finds none left gets 503.
+    pub shared_concurrency: Option<(Arc<Semaphore>, u32)>,
+    /// Also hand every line the app's guests output to this sink.
+    pub log_sink: Option<LogSink>,
 }
 
 /// What the kind of Wasm file is, from its 8-byte header.
@@ -133,11 +150,24 @@ impl Runtime {
     /// The first failure is returned with the index of its component, so the caller can point
     /// at the manifest line.
     pub fn load_app(self: &Arc<Self>, app: App) -> Result<LoadedApp, LoadError> {
+        self.load_app_with(app, &LoadOptions::default())
+    }
+
+    /// [`Runtime::load_app`] with per-app options.
+    pub fn load_app_with(
+        self: &Arc<Self>,
+        app: App,
+        options: &LoadOptions,
+    ) -> Result<LoadedApp, LoadError> {
         let app = Arc::new(app);
         let app_name: Arc<str> = app.name.as_str().into();
         let mut compiled: HashMap<PathBuf, (Component, CacheOutcome)> = HashMap::new();
         let mut components = Vec::with_capacity(app.components.len());
-        let variables = crate::state::resolve_variables(&app, &self.config.runtime_config)?;
+        let variables = crate::state::resolve_variables(
+            &app,
+            &self.config.runtime_config,
+            self.config.variables_from_env,
+        )?;
         for (index, spec) in app.components.iter().enumerate() {
             let with_index = |mut err: LoadError| {
                 err.component = Some(index);
@@ -164,11 +194,15 @@ impl Runtime {
                     &app,
                     spec,
                     &self.config.runtime_config,
-                    self.config.data_dir.as_deref(),
+                    options.data_dir.as_deref().or(self.config.data_dir.as_deref()),
                 )
                 .map_err(with_index)?;
             let config = crate::state::config_grant(spec, &variables);
-            let grants = Grants::from_component(spec, key_value, config).map_err(with_index)?;
+            let mut grants =
+                Grants::from_component(spec, key_value, config).map_err(with_index)?;
+            if !self.config.allow_private_outbound {
+                grants.outbound_http = grants.outbound_http.public_only();
+            }
             components.push(Arc::new(LoadedComponent {
                 app: app_name.clone(),
                 id: spec.id.as_str().into(),
@@ -182,6 +216,8 @@ impl Runtime {
                     .limits
                     .max_concurrency
                     .map(|n| (Arc::new(Semaphore::new(n as usize)), n)),
+                shared_concurrency: options.shared_concurrency.clone(),
+                log_sink: options.log_sink.clone(),
                 runtime: self.clone(),
                 load_outcome: outcome,
             }));

@@ -96,6 +96,7 @@ impl Runtime {
             app: "run".into(),
             component: path.display().to_string().into(),
             request_id: 0,
+            log_sink: None,
         };
         let host = Host {
             table: ResourceTable::new(),

@@ -44,6 +44,14 @@ pub struct RuntimeConfig {
     /// Meter fuel, so that components may set `limits.fuel`. Off by default: metering slows
     /// every guest down, and only apps that ask for it should pay.
     pub fuel: bool,
+    /// Let app variables take values from `SKIFF_VAR_*` in skiff's environment. A host that
+    /// runs other people's apps turns it off: its environment is not theirs to read.
+    pub variables_from_env: bool,
+    /// Let guests reach private networks and the host itself where their manifest names them
+    /// (`allowed_outbound_hosts`). Off, every grant reaches public addresses only: what a
+    /// host running other people's apps wants, so that no tenant can call the management
+    /// API, the metadata service or the operator's internal services.
+    pub allow_private_outbound: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -58,6 +66,8 @@ impl Default for RuntimeConfig {
             fuel: false,
             data_dir: default_data_dir(),
             runtime_config: Default::default(),
+            variables_from_env: true,
+            allow_private_outbound: true,
         }
     }
 }

@@ -116,6 +116,8 @@ pub enum OverloadScope {
     Component(u32),
     /// The host's `max_instances`.
     Host(u32),
+    /// The tenant's `max_in_flight` quota, shared by all its apps.
+    Tenant(u32),
 }
 
 impl std::fmt::Display for OverloadScope {
@@ -123,6 +125,7 @@ impl std::fmt::Display for OverloadScope {
         match self {
             OverloadScope::Component(n) => write!(f, "the component (max_concurrency {n})"),
             OverloadScope::Host(n) => write!(f, "the host (max_instances {n})"),
+            OverloadScope::Tenant(n) => write!(f, "the tenant (max_in_flight {n})"),
         }
     }
 }

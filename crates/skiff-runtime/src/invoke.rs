@@ -54,6 +54,15 @@ impl LoadedComponent {
             ),
             None => None,
         };
+        let shared_permit = match &self.shared_concurrency {
+            Some((permits, limit)) => Some(
+                permits
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| InvokeError::Overloaded(OverloadScope::Tenant(*limit)))?,
+            ),
+            None => None,
+        };
         let host_permit = self
             .runtime
             .instances
@@ -67,6 +76,7 @@ impl LoadedComponent {
             app: self.app.clone(),
             component: self.id.clone(),
             request_id: info.request_id,
+            log_sink: self.log_sink.clone(),
         };
         let host = capabilities::instance_state(&self.grants, &identity, self.memory_limit)
             .map_err(|err| InvokeError::Instantiate(format!("{err:#}")))?;
@@ -118,7 +128,7 @@ impl LoadedComponent {
         // The guest runs in its own task: after it has sent the response head it goes on
         // writing the body while this function has already returned the response to hyper.
         let guest = tokio::spawn(async move {
-            let _permits = (component_permit, host_permit);
+            let _permits = (component_permit, shared_permit, host_permit);
             let run = async {
                 let proxy = pre
                     .instantiate_async(&mut store)

@@ -100,10 +100,11 @@ impl Backends {
 /// The values of an app's variables, from the first provider that has one: the environment
 /// (`SKIFF_VAR_<NAME>`), the runtime config's variables file, its `[variables]` table, and
 /// last the manifest's default. A required variable without a value is a load error naming it
-/// and where to give it; secret values are never shown.
+/// and where to give it; secret values are never shown. `from_env` off skips the environment.
 pub(crate) fn resolve_variables(
     app: &App,
     config: &RuntimeConfigFile,
+    from_env: bool,
 ) -> Result<HashMap<String, String>, LoadError> {
     let file_values = match &config.variables_file {
         Some(path) => read_variables_file(path).map_err(|reason| {
@@ -119,6 +120,7 @@ pub(crate) fn resolve_variables(
         );
         let value = std::env::var(&env_name)
             .ok()
+            .filter(|_| from_env)
             .or_else(|| file_values.get(&variable.name).cloned())
             .or_else(|| {
                 config
@@ -133,16 +135,22 @@ pub(crate) fn resolve_variables(
                 values.insert(variable.name.clone(), value);
             }
             None if variable.required => {
+                let name = &variable.name;
+                let reason = if from_env {
+                    format!(
+                        "the required variable `{name}` has no value; set the environment \
+                         variable {env_name}, or give it under [variables] in the runtime \
+                         config (--runtime-config)"
+                    )
+                } else {
+                    format!(
+                        "the required variable `{name}` has no value; this host takes no values \
+                         from its environment: give `{name}` a default in skiff.toml"
+                    )
+                };
                 return Err(LoadError::new(
                     &app.manifest_path,
-                    LoadErrorKind::Variables {
-                        reason: format!(
-                            "the required variable `{}` has no value; set the environment \
-                             variable {env_name}, or give it under [variables] in the runtime \
-                             config (--runtime-config)",
-                            variable.name
-                        ),
-                    },
+                    LoadErrorKind::Variables { reason },
                 ));
             }
             // Optional and unset: templates that use it are left out (see `config_grant`).

@@ -14,6 +14,8 @@ use skiff_runtime::capabilities::wasi::{DirGrant, WasiGrant};
 use skiff_runtime::command::{CommandOptions, CommandOutcome, TRAP_EXIT_CODE};
 use skiff_runtime::{Runtime, RuntimeConfig};
 
+mod client;
+mod server;
 mod single;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
@@ -71,6 +73,18 @@ enum Command {
     Serve(ServeArgs),
     /// Serve an app described by a skiff.toml manifest.
     Up(UpArgs),
+    /// Run a multi-tenant host: apps deployed over its management API, served by host name.
+    Server(server::ServerArgs),
+    /// Deploy the app in a folder to a skiff server, or update it there.
+    Deploy(client::DeployArgs),
+    /// List, inspect, roll back or delete apps on a skiff server.
+    #[command(subcommand)]
+    Apps(client::AppsCommand),
+    /// Create and list the tenants of a skiff server (needs the admin token).
+    #[command(subcommand)]
+    Tenants(client::TenantsCommand),
+    /// Print the guest logs of an app on a skiff server.
+    Logs(client::LogsArgs),
 }
 
 #[derive(Args)]
@@ -129,7 +143,7 @@ impl GrantArgs {
 
 /// Limits on what HTTP clients may send, checked before any guest runs.
 #[derive(Args)]
-struct HttpArgs {
+pub struct HttpArgs {
     /// Largest request body, e.g. `10MiB`; larger gets 413.
     #[arg(long, value_name = "SIZE", default_value = "128MiB", value_parser = skiff_manifest::parse_memory)]
     max_body_size: u64,
@@ -145,7 +159,7 @@ struct HttpArgs {
 }
 
 impl HttpArgs {
-    fn limits(&self) -> skiff_http::HttpLimits {
+    pub fn limits(&self) -> skiff_http::HttpLimits {
         skiff_http::HttpLimits {
             max_body_bytes: self.max_body_size,
             max_headers: self.max_headers,
@@ -238,6 +252,18 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
     let new_runtime = |config| Runtime::new(config).map_err(|e| anyhow::anyhow!("{e:#}"));
     match cli.command {
+        Command::Deploy(args) => client::deploy(args).await,
+        Command::Apps(command) => client::apps(command).await,
+        Command::Tenants(command) => client::tenants(command).await,
+        Command::Logs(args) => client::logs(args).await,
+        Command::Server(args) => {
+            let folders = server::Folders {
+                data_dir: config.data_dir.clone(),
+                cache_dir: cli.global.cache_dir.clone(),
+                no_cache: cli.global.no_cache,
+            };
+            server::run(config, folders, args).await
+        }
         Command::Run(args) => run(&new_runtime(config)?, args).await,
         Command::Serve(args) => {
             let grant = args.grants.to_grant()?;
@@ -344,7 +370,7 @@ async fn up(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -17,6 +17,41 @@ use super::InstanceIdentity;
 
 const MAX_LINE: usize = 16 * 1024;
 
+/// One line of guest output (stdout, stderr or a wasi:logging record), as a [`LogSink`] gets
+/// it.
+#[derive(Debug)]
+pub struct GuestOutput<'a> {
+    pub app: &'a str,
+    pub component: &'a str,
+    pub request_id: u64,
+    /// `stdout`, `stderr`, or `log` for wasi:logging.
+    pub stream: &'static str,
+    /// The wasi:logging level, for `log` lines.
+    pub level: Option<&'static str>,
+    pub message: &'a str,
+}
+
+/// Receives every line a guest outputs, besides skiff's own log: how a multi-tenant host
+/// gives each app its own log stream. It runs on the guest's task, so it must not block.
+#[derive(Clone)]
+pub struct LogSink(Arc<dyn Fn(&GuestOutput<'_>) + Send + Sync>);
+
+impl LogSink {
+    pub fn new(sink: impl Fn(&GuestOutput<'_>) + Send + Sync + 'static) -> Self {
+        LogSink(Arc::new(sink))
+    }
+
+    pub(crate) fn send(&self, line: &GuestOutput<'_>) {
+        (self.0)(line)
+    }
+}
+
+impl std::fmt::Debug for LogSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogSink")
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Stream {
     Stdout,
@@ -94,6 +129,16 @@ impl LineBuffer {
             stream = self.stream.name(),
             "{line}"
         );
+        if let Some(sink) = &self.identity.log_sink {
+            sink.send(&GuestOutput {
+                app: &self.identity.app,
+                component: &self.identity.component,
+                request_id: self.identity.request_id,
+                stream: self.stream.name(),
+                level: None,
+                message: line,
+            });
+        }
         self.partial.clear();
     }
 }

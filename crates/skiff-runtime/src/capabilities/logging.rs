@@ -51,7 +51,28 @@ impl logging::Host for Host {
                 )
             }
         }
+        if let Some(sink) = &id.log_sink {
+            sink.send(&super::guest_log::GuestOutput {
+                app: &id.app,
+                component: &id.component,
+                request_id: id.request_id,
+                stream: "log",
+                level: Some(level_name(level)),
+                message,
+            });
+        }
         Ok(())
+    }
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Trace => "trace",
+        Level::Debug => "debug",
+        Level::Info => "info",
+        Level::Warn => "warn",
+        Level::Error => "error",
+        Level::Critical => "critical",
     }
 }
 

@@ -81,6 +81,8 @@ pub struct InstanceIdentity {
     pub app: Arc<str>,
     pub component: Arc<str>,
     pub request_id: u64,
+    /// Where the guest's output goes besides skiff's log, if anywhere.
+    pub log_sink: Option<guest_log::LogSink>,
 }
 
 /// Builds the per-instance state of a request-serving sandbox from its grants.

@@ -31,18 +31,28 @@ use super::InstanceIdentity;
 #[derive(Debug, Clone)]
 pub struct OutboundHttpGrant {
     allowed: Arc<[HostPattern]>,
+    /// The widest reach any pattern may grant: the host's policy over the manifest's.
+    ceiling: Reach,
 }
 
 impl OutboundHttpGrant {
     pub fn new(allowed: Vec<HostPattern>) -> Self {
         OutboundHttpGrant {
             allowed: allowed.into(),
+            ceiling: Reach::Exact,
         }
+    }
+
+    /// The same patterns, reaching public addresses only, however they name the host.
+    pub fn public_only(mut self) -> Self {
+        self.ceiling = Reach::Public;
+        self
     }
 
     pub(crate) fn instance(&self, identity: InstanceIdentity) -> OutboundHttp {
         OutboundHttp {
             allowed: self.allowed.clone(),
+            ceiling: self.ceiling,
             identity,
         }
     }
@@ -109,6 +119,7 @@ impl Reach {
 /// Per-instance hooks of `wasi:http`.
 pub struct OutboundHttp {
     allowed: Arc<[HostPattern]>,
+    ceiling: Reach,
     identity: InstanceIdentity,
 }
 
@@ -132,7 +143,7 @@ impl WasiHttpHooks for OutboundHttp {
         let Some(target) = Target::of(request.uri()) else {
             return Box::new(async { Err(Error::HttpRequestUriInvalid) });
         };
-        let reach = target.grant(&self.allowed);
+        let reach = target.grant(&self.allowed).min(self.ceiling);
         if reach == Reach::Nothing {
             tracing::warn!(
                 app = %self.identity.app,
@@ -149,6 +160,12 @@ impl WasiHttpHooks for OutboundHttp {
             target.scheme == "https",
         );
         let identity = self.identity.clone();
+        let fix = if self.ceiling == Reach::Public {
+            "this host lets guests reach public addresses only"
+        } else {
+            "`*` reaches public addresses only, a name never loopback or link-local; to allow \
+             it, list that address literally, e.g. http://127.0.0.1:8080"
+        };
         Box::new(async move {
             let resolved = resolve(&host, port, &options).await?;
             let (addrs, refused): (Vec<_>, Vec<_>) = resolved
@@ -160,9 +177,7 @@ impl WasiHttpHooks for OutboundHttp {
                     component = %identity.component,
                     request_id = identity.request_id,
                     "refused outbound request to {}: {host} is at {}, which its pattern in \
-                     allowed_outbound_hosts does not reach (`*` reaches public addresses only, a \
-                     name never loopback or link-local); to allow it, list that address \
-                     literally, e.g. http://127.0.0.1:8080",
+                     allowed_outbound_hosts does not reach ({fix})",
                     redact(request.uri()),
                     refused.first().map(|addr| addr.ip().to_string()).unwrap_or_default(),
                 );

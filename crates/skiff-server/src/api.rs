@@ -1,0 +1,317 @@
+//! The management API's wire format: the JSON bodies of requests and answers, shared by the
+//! server and the `skiff` client so that the two cannot drift apart. `openapi.json` in this
+//! crate describes the same shapes for everyone else.
+//!
+//! Routes (all under the `--api-listen` address; every one but `/openapi.json` and
+//! `/v1/health` needs `Authorization: Bearer TOKEN`):
+//!
+//! | method and path | who | body in | answer |
+//! |---|---|---|---|
+//! | `POST /v1/tenants` | admin | [`CreateTenant`] | 201 [`TenantCreated`] |
+//! | `GET /v1/tenants` | admin | | [`TenantList`] |
+//! | `PUT /v1/apps/{name}` | tenant | a bundle: tar, tar.gz or zip | 201 (new) or 200 [`AppInfo`] |
+//! | `GET /v1/apps` | tenant | | [`AppList`] |
+//! | `GET /v1/apps/{name}` | tenant | | [`AppInfo`] |
+//! | `POST /v1/apps/{name}/rollback` | tenant | | [`AppInfo`] |
+//! | `DELETE /v1/apps/{name}` | tenant | | 204 |
+//! | `GET /v1/apps/{name}/logs?follow=BOOL&tail=N` | tenant | | NDJSON of [`LogLine`] |
+//!
+//! Every failure answers an [`ErrorBody`]. Another tenant's app is `404`, exactly like an app
+//! that does not exist, so that names do not leak.
+
+use serde::{Deserialize, Serialize};
+
+/// Paths of the API, for the server's router and the client alike.
+pub mod paths {
+    pub const OPENAPI: &str = "/openapi.json";
+    pub const HEALTH: &str = "/v1/health";
+    pub const TENANTS: &str = "/v1/tenants";
+    pub const APPS: &str = "/v1/apps";
+}
+
+/// Every non-2xx answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable, for scripts: one of [`ErrorCode`]'s names in snake case.
+    pub code: ErrorCode,
+    /// For people: what went wrong and how to fix it. For a bad manifest this is the whole
+    /// compiler-style report, several lines long.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// No token, or a token the server does not know (401).
+    Unauthorized,
+    /// A tenant token on an admin route (403).
+    Forbidden,
+    /// No such app or tenant, or one that belongs to another tenant (404).
+    NotFound,
+    /// The name is taken, or there is nothing to roll back to (409).
+    Conflict,
+    /// The upload is not a readable tar, tar.gz or zip, or breaks the bundle rules (400).
+    InvalidBundle,
+    /// The bundle's skiff.toml is invalid (400); the message is the full report.
+    InvalidManifest,
+    /// The manifest is valid but a component cannot be loaded: not a component, a missing
+    /// import, a store or variable that cannot be resolved (400).
+    LoadFailed,
+    /// The deploy would exceed one of the tenant's quotas, named in the message (403).
+    QuotaExceeded,
+    /// The upload is larger than the server accepts (413).
+    PayloadTooLarge,
+    /// The request itself is malformed: bad JSON, a bad name (400).
+    BadRequest,
+    /// Something failed on the server; details are in its log (500).
+    Internal,
+}
+
+/// What one tenant may use. Every field is optional on the way in: a missing one takes the
+/// server's default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quotas {
+    /// Apps the tenant may have deployed at once.
+    pub max_apps: u32,
+    /// Total size of the Wasm components of all the tenant's live apps, in bytes.
+    pub max_code_bytes: u64,
+    /// Requests of all the tenant's apps running at once; more get 503.
+    pub max_in_flight: u32,
+    /// Highest `limits.memory` a component may ask for, in bytes (also what a component
+    /// that sets none gets, if lower than the server's default).
+    pub max_memory_bytes: u64,
+    /// Highest `limits.timeout` a component may ask for, in milliseconds.
+    pub max_timeout_ms: u64,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            max_apps: 100,
+            max_code_bytes: 512 << 20,
+            max_in_flight: 1000,
+            max_memory_bytes: 512 << 20,
+            max_timeout_ms: 5 * 60 * 1000,
+        }
+    }
+}
+
+/// [`Quotas`] as a request gives them: what is left out keeps the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_apps: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_code_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_timeout_ms: Option<u64>,
+}
+
+impl QuotaOverrides {
+    pub fn apply(&self, base: Quotas) -> Quotas {
+        Quotas {
+            max_apps: self.max_apps.unwrap_or(base.max_apps),
+            max_code_bytes: self.max_code_bytes.unwrap_or(base.max_code_bytes),
+            max_in_flight: self.max_in_flight.unwrap_or(base.max_in_flight),
+            max_memory_bytes: self.max_memory_bytes.unwrap_or(base.max_memory_bytes),
+            max_timeout_ms: self.max_timeout_ms.unwrap_or(base.max_timeout_ms),
+        }
+    }
+}
+
+/// `POST /v1/tenants`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// Lower-case letters, digits and `-`, starting with a letter, at most 63 characters.
+    pub name: String,
+    #[serde(default)]
+    pub quotas: QuotaOverrides,
+}
+
+/// The answer to `POST /v1/tenants`: the only time the token is ever shown (the server keeps
+/// only its hash).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantCreated {
+    pub name: String,
+    pub token: String,
+    pub quotas: Quotas,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantSummary {
+    pub name: String,
+    pub quotas: Quotas,
+    /// Apps deployed now.
+    pub apps: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantList {
+    pub tenants: Vec<TenantSummary>,
+}
+
+/// Whether an app's code is in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppStatus {
+    /// Loaded: the next request instantiates at once.
+    Live,
+    /// Deployed but not in memory (not requested lately): the next request maps its compiled
+    /// code from the cache first, in milliseconds.
+    Idle,
+}
+
+/// One app in `GET /v1/apps`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppSummary {
+    pub name: String,
+    /// The deployment number of the live version: 1 for the first deploy, one more for each
+    /// deploy after it (a rollback makes an older number live again).
+    pub version: u64,
+    /// `version` from the app's skiff.toml.
+    pub app_version: String,
+    /// Where the data plane serves it, e.g. `http://hello.localhost:3000/`.
+    pub url: String,
+    /// When the live version was deployed, RFC 3339.
+    pub deployed_at: String,
+    pub status: AppStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppList {
+    pub apps: Vec<AppSummary>,
+}
+
+/// `GET /v1/apps/{name}`, and the answer to a deploy or a rollback.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppInfo {
+    #[serde(flatten)]
+    pub summary: AppSummary,
+    pub tenant: String,
+    pub routes: Vec<RouteInfo>,
+    pub components: Vec<ComponentInfo>,
+    /// Every version kept, newest deployment first.
+    pub versions: Vec<VersionInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouteInfo {
+    /// As written in the manifest, e.g. `/api/...`.
+    pub route: String,
+    pub component: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ComponentInfo {
+    pub id: String,
+    /// The component file, relative to the bundle's root.
+    pub source: String,
+    pub code_bytes: u64,
+    /// The limits in force: the manifest's, or the server's defaults where it sets none.
+    pub limits: LimitsInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LimitsInfo {
+    pub memory_bytes: Option<u64>,
+    pub timeout_ms: u64,
+    pub max_concurrency: Option<u32>,
+    pub fuel: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub version: u64,
+    pub app_version: String,
+    pub deployed_at: String,
+    pub live: bool,
+}
+
+/// One line of `GET /v1/apps/{name}/logs`, sent as newline-delimited JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// RFC 3339 with milliseconds.
+    pub time: String,
+    pub app: String,
+    pub component: String,
+    pub request_id: u64,
+    /// `stdout` or `stderr` for what the guest printed, `log` for wasi:logging.
+    pub stream: String,
+    /// For wasi:logging lines: `trace`, `debug`, `info`, `warn`, `error` or `critical`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    pub message: String,
+}
+
+/// Names of tenants and apps: they become DNS labels (`NAME.localhost`) and folder names, so
+/// they follow the DNS label rules, lower case only.
+pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid {kind} name: use 1 to 63 lower-case letters, digits and `-`, \
+             starting with a letter and not ending with `-` (it becomes a host name, \
+             e.g. `my-app`)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_dns_labels() {
+        for good in ["a", "hello", "my-app-2", &"x".repeat(63)] {
+            assert!(check_name("app", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Hello",
+            "2fast",
+            "-a",
+            "a-",
+            "a_b",
+            "a.b",
+            "../x",
+            &"x".repeat(64),
+        ] {
+            let err = check_name("app", bad).unwrap_err();
+            assert!(err.contains("not a valid app name"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn errors_use_snake_case_codes() {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: ErrorCode::QuotaExceeded,
+                message: "m".into(),
+            },
+        };
+        let json = serde_json::to_string(&body).unwrap();
+        assert_eq!(
+            json,
+            r#"{"error":{"code":"quota_exceeded","message":"m"}}"#
+        );
+    }
+}

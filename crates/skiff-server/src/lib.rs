@@ -1,0 +1,158 @@
+//! The multi-tenant host behind `skiff server`: one process serves many apps of many tenants
+//! on one data-plane listener (apps chosen by the `Host` header), and a management API on a
+//! second listener lets tenants deploy, update, roll back and delete their apps while it runs.
+//!
+//! A deploy goes through the same spine as `skiff up`: the bundle is unpacked, its manifest
+//! validated, its components compiled (into the shared code cache) and linked, and only then
+//! is the new version swapped in, atomically: requests already running finish on the version
+//! they started on. Apps, versions and tenants (with hashed tokens) persist in the data folder,
+//! so a restarted host serves them again from the cache without recompiling.
+
+pub mod api;
+pub mod bundle;
+pub mod logs;
+pub mod management;
+mod persist;
+pub mod platform;
+pub mod routing;
+pub mod tenants;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_http::HttpLimits;
+use skiff_runtime::Runtime;
+use tokio::net::TcpListener;
+
+pub use management::AdminAuth;
+pub use platform::{Platform, PlatformConfig};
+
+/// How long requests and API calls in flight may take to finish once shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Everything `skiff server` is started with.
+pub struct ServerOptions {
+    /// The data plane: apps' traffic.
+    pub listen: SocketAddr,
+    /// The management API.
+    pub api_listen: SocketAddr,
+    pub http_limits: HttpLimits,
+    pub admin: AdminAuth,
+    pub platform: PlatformConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the data folder: {0}")]
+    Data(String),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Listen {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A server whose listeners are bound, ready to serve.
+pub struct BoundServer {
+    data: skiff_http::Server<routing::HostRouter>,
+    api: TcpListener,
+    platform: Arc<Platform>,
+    admin: AdminAuth,
+}
+
+/// Opens the data folder and binds both listeners.
+pub async fn bind(runtime: Arc<Runtime>, options: ServerOptions) -> Result<BoundServer, StartError> {
+    let platform_config = options.platform;
+    let platform = tokio::task::spawn_blocking(move || Platform::open(runtime, platform_config))
+        .await
+        .map_err(|err| StartError::Data(err.to_string()))?
+        .map_err(StartError::Data)?;
+    let listen_error = |what, addr| move |source| StartError::Listen { what, addr, source };
+    let data = skiff_http::Server::bind_source(
+        options.listen,
+        routing::HostRouter::new(platform.clone()),
+    )
+    .await
+    .map_err(listen_error("data plane", options.listen))?
+    .with_limits(options.http_limits)
+    .with_shutdown_grace(SHUTDOWN_GRACE);
+    let api = TcpListener::bind(options.api_listen)
+        .await
+        .map_err(listen_error("management API", options.api_listen))?;
+    if let Ok(addr) = data.local_addr() {
+        platform.set_public_port(addr.port());
+    }
+    Ok(BoundServer {
+        data,
+        api,
+        platform,
+        admin: options.admin,
+    })
+}
+
+impl BoundServer {
+    pub fn data_addr(&self) -> std::io::Result<SocketAddr> {
+        self.data.local_addr()
+    }
+
+    pub fn api_addr(&self) -> std::io::Result<SocketAddr> {
+        self.api.local_addr()
+    }
+
+    pub fn platform(&self) -> &Arc<Platform> {
+        &self.platform
+    }
+
+    /// Serves both listeners until `shutdown` resolves; then both stop accepting, and
+    /// requests in flight get the grace period to finish.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let unloader = tokio::spawn(unload_idle_apps(self.platform.clone()));
+        let router = management::router(self.platform.clone(), self.admin);
+        let api_stopped = stopped.clone();
+        let api = async move {
+            let serve = axum::serve(self.api, router)
+                .with_graceful_shutdown(until_stopped(api_stopped.clone()))
+                .into_future();
+            // `logs --follow` streams never end by themselves: past the grace period they are
+            // cut, or shutdown would wait on them forever.
+            let deadline = async {
+                until_stopped(api_stopped).await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            };
+            tokio::select! {
+                result = serve => result,
+                () = deadline => Ok(()),
+            }
+        };
+        let data = self.data.serve(until_stopped(stopped));
+        let signal = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
+        let (data, api, ()) = tokio::join!(data, api, signal);
+        unloader.abort();
+        data.and(api)
+    }
+}
+
+/// Drops idle apps from memory now and then.
+async fn unload_idle_apps(platform: Arc<Platform>) {
+    let Some(idle) = platform.config().idle_unload else {
+        return;
+    };
+    let period = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    loop {
+        tokio::time::sleep(period).await;
+        let unloaded = platform.unload_idle();
+        if unloaded > 0 {
+            tracing::debug!("unloaded {unloaded} idle app(s)");
+        }
+    }
+}

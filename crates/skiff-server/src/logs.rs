@@ -1,0 +1,70 @@
+//! Each app's own log stream: what its guests print and log, kept apart from every other app
+//! so that a tenant reads its apps' lines and nobody else's. The last lines are kept in memory
+//! for `skiff logs`, and followers get new lines as they come.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use skiff_runtime::capabilities::guest_log::{GuestOutput, LogSink};
+use tokio::sync::broadcast;
+
+use crate::api::LogLine;
+use crate::persist::now_rfc3339;
+
+/// Lines kept per app for a newcomer.
+const KEPT_LINES: usize = 1000;
+/// Lines a slow follower may fall behind before it misses some (it is told so).
+const FOLLOW_BUFFER: usize = 1024;
+
+pub struct LogHub {
+    recent: Mutex<VecDeque<Arc<LogLine>>>,
+    live: broadcast::Sender<Arc<LogLine>>,
+}
+
+impl LogHub {
+    pub fn new() -> Arc<LogHub> {
+        Arc::new(LogHub {
+            recent: Mutex::new(VecDeque::with_capacity(64)),
+            live: broadcast::channel(FOLLOW_BUFFER).0,
+        })
+    }
+
+    /// The sink the app's components write to.
+    pub fn sink(self: &Arc<Self>) -> LogSink {
+        let hub = self.clone();
+        LogSink::new(move |output: &GuestOutput<'_>| hub.push(output))
+    }
+
+    fn push(&self, output: &GuestOutput<'_>) {
+        let line = Arc::new(LogLine {
+            time: now_rfc3339(),
+            app: output.app.to_string(),
+            component: output.component.to_string(),
+            request_id: output.request_id,
+            stream: output.stream.to_string(),
+            level: output.level.map(str::to_string),
+            message: output.message.to_string(),
+        });
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if recent.len() == KEPT_LINES {
+                recent.pop_front();
+            }
+            recent.push_back(line.clone());
+        }
+        // No follower is the usual case, and not an error.
+        let _ = self.live.send(line);
+    }
+
+    /// The last `tail` lines, and (subscribed at the same moment, so nothing falls between
+    /// them) a receiver of the lines after those.
+    pub fn tail_and_follow(
+        &self,
+        tail: usize,
+    ) -> (Vec<Arc<LogLine>>, broadcast::Receiver<Arc<LogLine>>) {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let receiver = self.live.subscribe();
+        let skip = recent.len().saturating_sub(tail);
+        (recent.iter().skip(skip).cloned().collect(), receiver)
+    }
+}

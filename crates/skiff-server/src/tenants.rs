@@ -1,0 +1,166 @@
+//! Tenants and their tokens. A token is shown once, when its tenant is created; the server
+//! keeps only its SHA-256, so a leaked data folder leaks no credential. Tokens are 256 random
+//! bits, so a fast hash is the right one (there is nothing to brute-force), and looking a
+//! hash up in a map reveals nothing useful about the token through timing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::api::Quotas;
+use crate::persist;
+
+/// What every tenant token starts with, so that one found in a log or a repository is easy to
+/// recognise (and to scan for).
+pub const TOKEN_PREFIX: &str = "skf_";
+
+/// One tenant, as the server holds it.
+pub struct Tenant {
+    pub name: String,
+    pub quotas: Quotas,
+    /// Permits for the tenant's requests in flight, shared by all its apps.
+    pub in_flight: Arc<Semaphore>,
+}
+
+/// The tenants file: `DATA/tenants.json`.
+#[derive(Default, Serialize, Deserialize)]
+struct TenantsFile {
+    tenants: Vec<TenantRecord>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct TenantRecord {
+    name: String,
+    /// Hex SHA-256 of the token.
+    token_sha256: String,
+    quotas: Quotas,
+    created_at: String,
+}
+
+/// Every tenant, by name and by token hash.
+pub struct Tenants {
+    file: PathBuf,
+    records: Vec<TenantRecord>,
+    by_name: HashMap<String, Arc<Tenant>>,
+    by_token: HashMap<String, String>,
+}
+
+impl Tenants {
+    /// Reads `DATA/tenants.json`; a missing file is no tenants yet.
+    pub fn open(data_dir: &Path) -> Result<Tenants, String> {
+        let file = data_dir.join("tenants.json");
+        let stored: TenantsFile = persist::read_json(&file)?.unwrap_or_default();
+        let mut tenants = Tenants {
+            file,
+            records: Vec::new(),
+            by_name: HashMap::new(),
+            by_token: HashMap::new(),
+        };
+        for record in stored.tenants {
+            tenants.index(record);
+        }
+        Ok(tenants)
+    }
+
+    fn index(&mut self, record: TenantRecord) {
+        let tenant = Arc::new(Tenant {
+            name: record.name.clone(),
+            quotas: record.quotas.clone(),
+            in_flight: Arc::new(Semaphore::new(record.quotas.max_in_flight as usize)),
+        });
+        self.by_name.insert(record.name.clone(), tenant);
+        self.by_token
+            .insert(record.token_sha256.clone(), record.name.clone());
+        self.records.push(record);
+    }
+
+    /// Creates a tenant and returns its token, or `None` if the name is taken.
+    pub fn create(&mut self, name: &str, quotas: Quotas) -> Result<Option<String>, String> {
+        if self.by_name.contains_key(name) {
+            return Ok(None);
+        }
+        let token = new_token()?;
+        let record = TenantRecord {
+            name: name.to_string(),
+            token_sha256: token_hash(&token),
+            quotas,
+            created_at: persist::now_rfc3339(),
+        };
+        let mut records = self.records.clone();
+        records.push(record.clone());
+        persist::write_json(&self.file, &TenantsFile { tenants: records })?;
+        self.index(record);
+        Ok(Some(token))
+    }
+
+    pub fn by_token(&self, token: &str) -> Option<Arc<Tenant>> {
+        let name = self.by_token.get(&token_hash(token))?;
+        self.by_name.get(name).cloned()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Tenant>> {
+        self.by_name.get(name).cloned()
+    }
+
+    /// Every tenant, by name.
+    pub fn all(&self) -> Vec<Arc<Tenant>> {
+        let mut all: Vec<_> = self.by_name.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+}
+
+/// 256 random bits from the operating system, hex-encoded behind [`TOKEN_PREFIX`].
+fn new_token() -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|err| format!("no randomness for a token: {err}"))?;
+    Ok(format!("{TOKEN_PREFIX}{}", hex(&bytes)))
+}
+
+pub fn token_hash(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares two secrets in time that does not depend on where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_stored_hashed_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tenants = Tenants::open(dir.path()).unwrap();
+        let token = tenants.create("acme", Quotas::default()).unwrap().unwrap();
+        assert!(token.starts_with(TOKEN_PREFIX) && token.len() == TOKEN_PREFIX.len() + 64);
+        assert!(tenants.create("acme", Quotas::default()).unwrap().is_none());
+
+        let stored = std::fs::read_to_string(dir.path().join("tenants.json")).unwrap();
+        assert!(!stored.contains(&token), "the token itself is never written");
+        assert!(stored.contains(&token_hash(&token)));
+
+        let reopened = Tenants::open(dir.path()).unwrap();
+        assert_eq!(reopened.by_token(&token).unwrap().name, "acme");
+        assert!(reopened.by_token("skf_wrong").is_none());
+        assert!(reopened.by_token(&token[..token.len() - 1]).is_none());
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "abcd"));
+    }
+}

@@ -1,0 +1,165 @@
+//! `skiff server`: the multi-tenant host. The work is in the `skiff-server` crate; this
+//! module reads the flags and the admin token, and prints where it listens.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use skiff_runtime::{Runtime, RuntimeConfig};
+use skiff_server::api::Quotas;
+use skiff_server::bundle::BundleLimits;
+use skiff_server::{AdminAuth, PlatformConfig, ServerOptions};
+
+use crate::HttpArgs;
+
+/// Shortest admin token accepted: anything shorter can be guessed.
+const MIN_ADMIN_TOKEN: usize = 16;
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// Address of the data plane (the apps' traffic); port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Address of the management API; keep it on loopback or a private network.
+    #[arg(long, default_value = "127.0.0.1:3001")]
+    api_listen: SocketAddr,
+    /// Folder for apps, tenants, their key-value data and compiled code
+    /// [default: the data folder's `server` subfolder].
+    #[arg(long = "data", value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Apps are served at NAME.DOMAIN.
+    #[arg(long, default_value = "localhost")]
+    domain: String,
+    /// Read the admin token from this file instead of SKIFF_ADMIN_TOKEN.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Run without an admin token, for development on this machine: calls without a token
+    /// act as the admin, and as the tenant `dev` on app routes. Loopback addresses only.
+    #[arg(long)]
+    insecure_dev: bool,
+    /// Largest bundle a deploy may upload, e.g. `64MiB`.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = skiff_manifest::parse_memory)]
+    max_bundle_size: u64,
+    /// Drop an app from memory after this long without requests (its compiled code stays
+    /// cached; the next request maps it back in milliseconds).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::single::parse_timeout)]
+    idle_unload: Duration,
+    /// Versions kept per app, besides the live one, for rollbacks.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    keep_versions: usize,
+    /// Meter fuel, so that apps may set `limits.fuel` (costs some speed for every guest).
+    #[arg(long)]
+    fuel: bool,
+    /// Let apps reach private networks and this machine where their manifests name them.
+    /// Off, every app reaches public addresses only, so that no tenant can call this
+    /// server's management API or the operator's internal services.
+    #[arg(long)]
+    allow_private_outbound: bool,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+/// Where the server keeps its state and code, and the runtime it runs on.
+pub struct Folders {
+    pub data_dir: Option<PathBuf>,
+    /// `--cache-dir` as given; unset, the code cache lives in the server's data folder.
+    pub cache_dir: Option<PathBuf>,
+    pub no_cache: bool,
+}
+
+pub async fn run(mut config: RuntimeConfig, folders: Folders, args: ServerArgs) -> Result<ExitCode> {
+    let admin = admin_auth(&args)?;
+    let data_dir = match (args.data.clone(), folders.data_dir) {
+        (Some(dir), _) => dir,
+        (None, Some(dir)) => dir.join("server"),
+        (None, None) => bail!("skiff has no data folder (no $HOME): give one with --data DIR"),
+    };
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
+    let data_dir = std::path::absolute(&data_dir)?;
+    config.data_dir = Some(data_dir.clone());
+    config.cache_dir = match (folders.no_cache, folders.cache_dir) {
+        (true, _) => None,
+        (false, Some(dir)) => Some(dir),
+        (false, None) => Some(data_dir.join("cache")),
+    };
+    config.fuel = args.fuel;
+    // Other people's apps run here: the operator's environment and networks are not theirs.
+    config.variables_from_env = false;
+    config.allow_private_outbound = args.allow_private_outbound;
+    let runtime = Runtime::new(config).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+
+    let options = ServerOptions {
+        listen: args.listen,
+        api_listen: args.api_listen,
+        http_limits: args.http.limits(),
+        admin,
+        platform: PlatformConfig {
+            data_dir,
+            domain: args.domain.trim_matches('.').to_ascii_lowercase(),
+            max_bundle_bytes: args.max_bundle_size,
+            bundle_limits: BundleLimits::default(),
+            keep_versions: args.keep_versions,
+            default_quotas: Quotas::default(),
+            idle_unload: Some(args.idle_unload),
+        },
+    };
+    let server = skiff_server::bind(runtime, options).await?;
+    let data = server.data_addr()?;
+    let api = server.api_addr()?;
+    // Scripts wait for these lines: they are printed only once both sockets listen.
+    println!("Serving http://{data}");
+    println!("Management API http://{api}");
+    println!(
+        "Apps are served at http://NAME.{}:{}/",
+        args.domain.trim_matches('.'),
+        data.port()
+    );
+    server.serve(crate::shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn admin_auth(args: &ServerArgs) -> Result<AdminAuth> {
+    if args.insecure_dev {
+        for (flag, addr) in [("--listen", args.listen), ("--api-listen", args.api_listen)] {
+            if !addr.ip().is_loopback() {
+                bail!(
+                    "--insecure-dev serves without authentication, so it listens on loopback \
+                     only, but {flag} is {addr}; use a 127.0.0.1 address, or set an admin token \
+                     (SKIFF_ADMIN_TOKEN) instead of --insecure-dev"
+                );
+            }
+        }
+        tracing::warn!("--insecure-dev: the management API needs no token");
+        return Ok(AdminAuth::InsecureDev);
+    }
+    let (token, from) = match &args.admin_token_file {
+        Some(file) => (
+            std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read --admin-token-file {}", file.display()))?,
+            format!("the file {}", file.display()),
+        ),
+        None => match std::env::var("SKIFF_ADMIN_TOKEN") {
+            Ok(token) => (token, "SKIFF_ADMIN_TOKEN".to_string()),
+            Err(_) => bail!(
+                "skiff server needs an admin token, to create tenants: set SKIFF_ADMIN_TOKEN \
+                 (e.g. `export SKIFF_ADMIN_TOKEN=$(openssl rand -hex 32)`) or give \
+                 --admin-token-file FILE; for a quick try on this machine only, use \
+                 --insecure-dev"
+            ),
+        },
+    };
+    let token = token.trim().to_string();
+    if token.chars().count() < MIN_ADMIN_TOKEN {
+        bail!(
+            "the admin token from {from} is {} characters long; use at least {MIN_ADMIN_TOKEN} \
+             random ones, e.g. `openssl rand -hex 32`",
+            token.chars().count()
+        );
+    }
+    Ok(AdminAuth::Token(token))
+}

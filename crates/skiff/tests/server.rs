@@ -1,0 +1,553 @@
+//! `skiff server`, the multi-tenant host, driven as a user drives it: the real binary as the
+//! server, the `skiff` CLI as the client (deploy, apps, tenants, logs), and real guests
+//! answering on the data plane by host name.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{Server, client, fresh_data_dir, guest, skiff};
+use serde_json::Value;
+
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+/// A running `skiff server` with its two addresses.
+struct Host {
+    server: Server,
+    /// The management API, e.g. `http://127.0.0.1:41234`.
+    api: String,
+    data_dir: PathBuf,
+}
+
+impl Host {
+    fn start() -> Host {
+        Host::start_in(fresh_data_dir().join("server"), &[])
+    }
+
+    fn start_in(data_dir: PathBuf, extra: &[&str]) -> Host {
+        let mut command = skiff();
+        command.env("SKIFF_ADMIN_TOKEN", ADMIN_TOKEN);
+        let data = data_dir.to_str().unwrap().to_string();
+        let mut args = vec!["server", "--api-listen", "127.0.0.1:0", "--data", &data];
+        args.extend_from_slice(extra);
+        let server = Server::start_with(command, &args);
+        let api = server
+            .stdout_lines
+            .iter()
+            .find_map(|line| line.strip_prefix("Management API "))
+            .unwrap_or_else(|| panic!("no API line in {:?}", server.stdout_lines))
+            .to_string();
+        Host {
+            server,
+            api,
+            data_dir,
+        }
+    }
+
+    /// Runs the `skiff` CLI against this server with `token`.
+    fn cli(&self, token: &str, args: &[&str]) -> Output {
+        skiff()
+            .args(args)
+            .env("SKIFF_SERVER", &self.api)
+            .env("SKIFF_TOKEN", token)
+            .env_remove("SKIFF_ADMIN_TOKEN")
+            .output()
+            .expect("running the skiff CLI")
+    }
+
+    fn cli_ok(&self, token: &str, args: &[&str]) -> String {
+        let output = self.cli(token, args);
+        assert!(
+            output.status.success(),
+            "skiff {args:?} failed: {}\n{}\nserver log:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            self.server.logs()
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Creates a tenant with the CLI; returns its token (the last line of stdout).
+    fn tenant(&self, name: &str, extra: &[&str]) -> String {
+        let mut args = vec!["tenants", "create", name];
+        args.extend_from_slice(extra);
+        let stdout = self.cli_ok(ADMIN_TOKEN, &args);
+        stdout.lines().last().unwrap().trim().to_string()
+    }
+
+    fn deploy(&self, token: &str, folder: &Path, name: &str) -> Output {
+        self.cli(
+            token,
+            &["deploy", "--name", name, folder.to_str().unwrap()],
+        )
+    }
+
+    fn deploy_ok(&self, token: &str, folder: &Path, name: &str) -> String {
+        self.cli_ok(
+            token,
+            &["deploy", "--name", name, folder.to_str().unwrap()],
+        )
+    }
+
+    /// A request on the data plane to the app `app`.
+    async fn get(&self, app: &str, path: &str) -> (u16, String) {
+        let response = client()
+            .get(self.server.url(path))
+            .header("host", format!("{app}.localhost"))
+            .send()
+            .await
+            .expect("request to the data plane");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    /// A raw management API call.
+    async fn api(&self, method: reqwest::Method, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = client().request(method, format!("{}{path}", self.api));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+}
+
+/// An app folder: the http guest, with `VERSION` in its environment so that every response
+/// says which deploy served it.
+fn http_app(version: u32) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(guest("http-guest"), dir.path().join("web.wasm")).unwrap();
+    std::fs::write(
+        dir.path().join("skiff.toml"),
+        format!(
+            "[app]\nname = \"web\"\nversion = \"1.0.{version}\"\n\n\
+             [component.web]\nsource = \"web.wasm\"\nroute = \"/...\"\n\
+             environment = {{ VERSION = \"{version}\" }}\n"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn deploy_serves_by_host_name_and_updates_roll_back_and_delete() {
+    let host = Host::start();
+    let token = host.tenant("acme", &[]);
+    assert!(token.starts_with("skf_"), "{token}");
+
+    let v1 = http_app(1);
+    let out = host.deploy_ok(&token, v1.path(), "hello");
+    assert!(out.contains("hello"), "{out}");
+    assert_eq!(host.get("hello", "/env/VERSION").await, (200, "1".into()));
+    // Host names are case-insensitive; other names are not this app.
+    let (status, _) = host.get("HELLO", "/env/VERSION").await;
+    assert_eq!(status, 200);
+    let (status, body) = host.get("nope", "/").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("no app is deployed at nope.localhost"), "{body}");
+
+    let v2 = http_app(2);
+    host.deploy_ok(&token, v2.path(), "hello");
+    assert_eq!(host.get("hello", "/env/VERSION").await, (200, "2".into()));
+
+    let list = host.cli_ok(&token, &["apps", "list", "--json"]);
+    let list: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["apps"][0]["name"], "hello");
+    assert_eq!(list["apps"][0]["version"], 2);
+    let info: Value =
+        serde_json::from_str(&host.cli_ok(&token, &["apps", "inspect", "hello", "--json"]))
+            .unwrap();
+    assert_eq!(info["tenant"], "acme");
+    assert_eq!(info["app_version"], "1.0.2");
+    assert_eq!(info["routes"][0]["route"], "/...");
+    assert_eq!(info["components"][0]["id"], "web");
+    assert_eq!(info["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(info["versions"][0]["live"], true);
+
+    let out = host.cli_ok(&token, &["apps", "rollback", "hello"]);
+    assert!(out.contains("version 1"), "{out}");
+    assert_eq!(host.get("hello", "/env/VERSION").await, (200, "1".into()));
+    // Nothing is older than version 1.
+    let out = host.cli(&token, &["apps", "rollback", "hello"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no version older"), "{}", stderr(&out));
+
+    host.cli_ok(&token, &["apps", "delete", "hello"]);
+    assert_eq!(host.get("hello", "/env/VERSION").await.0, 404);
+    let out = host.cli(&token, &["apps", "inspect", "hello"]);
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn a_bad_bundle_is_refused_with_the_manifest_error_and_the_live_version_keeps_serving() {
+    let host = Host::start();
+    let token = host.tenant("acme", &[]);
+    let good = http_app(1);
+    host.deploy_ok(&token, good.path(), "steady");
+
+    // A typo in a field: the CLI validates before uploading and prints the report.
+    let bad = http_app(2);
+    std::fs::write(
+        bad.path().join("skiff.toml"),
+        "[app]\nname = \"steady\"\nversion = \"2\"\n\n[component.web]\nsource = \"web.wasm\"\nroute = \"/...\"\ntimeout = \"1s\"\n",
+    )
+    .unwrap();
+    let out = host.deploy(&token, bad.path(), "steady");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("skiff.toml"), "{}", stderr(&out));
+
+    // Past the client: a bundle whose component is not Wasm at all, uploaded raw.
+    let raw = tempfile::tempdir().unwrap();
+    std::fs::write(raw.path().join("web.wasm"), b"\0asm\x0d\x00\x01\x00garbage").unwrap();
+    std::fs::write(
+        raw.path().join("skiff.toml"),
+        "[app]\nname = \"steady\"\nversion = \"3\"\n\n[component.web]\nsource = \"web.wasm\"\nroute = \"/...\"\n",
+    )
+    .unwrap();
+    let packed = skiff_server::bundle::pack(&raw.path().join("skiff.toml")).unwrap();
+    let response = client()
+        .put(format!("{}/v1/apps/steady", host.api))
+        .bearer_auth(&token)
+        .body(packed.bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "load_failed", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("web.wasm"), "{message}");
+    assert!(
+        !message.contains(host.data_dir.to_str().unwrap()),
+        "server paths stay private: {message}"
+    );
+
+    // Not an archive at all.
+    let response = client()
+        .put(format!("{}/v1/apps/steady", host.api))
+        .bearer_auth(&token)
+        .body("just some text")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_bundle", "{body}");
+
+    assert_eq!(host.get("steady", "/env/VERSION").await, (200, "1".into()));
+    let info = host.api(reqwest::Method::GET, "/v1/apps/steady", Some(&token)).await;
+    assert_eq!(info.1["version"], 1, "{:?}", info);
+}
+
+/// The zero-downtime promise: 20 deploys while clients hammer the app. Every request must
+/// succeed, every answer must come from one whole deployed version, and once a client has
+/// seen version N it never sees an older one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_updates_under_load_fail_no_request_and_never_mix_versions() {
+    let host = Arc::new(Host::start());
+    let token = host.tenant("acme", &[]);
+    host.deploy_ok(&token, http_app(1).path(), "live");
+    assert_eq!(host.get("live", "/env/VERSION").await, (200, "1".into()));
+
+    let done = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (host, done) = (host.clone(), done.clone());
+        clients.push(tokio::spawn(async move {
+            let http = client();
+            let (mut seen, mut failures, mut latest) = (0u32, Vec::new(), 0u32);
+            while !done.load(Ordering::Relaxed) {
+                let result = http
+                    .get(host.server.url("/env/VERSION"))
+                    .header("host", "live.localhost")
+                    .send()
+                    .await;
+                match result {
+                    Ok(response) if response.status() == 200 => {
+                        let body = response.text().await.unwrap_or_default();
+                        match body.parse::<u32>() {
+                            Ok(version) if (1..=21).contains(&version) && version >= latest => {
+                                latest = version;
+                                seen += 1;
+                            }
+                            _ => failures.push(format!("after {latest}: {body:?}")),
+                        }
+                    }
+                    Ok(response) => failures.push(format!("status {}", response.status())),
+                    Err(err) => failures.push(format!("error {err}")),
+                }
+            }
+            (seen, failures, latest)
+        }));
+    }
+    for version in 2..=21 {
+        let folder = http_app(version);
+        let deploy_host = host.clone();
+        let token = token.clone();
+        tokio::task::spawn_blocking(move || {
+            deploy_host.deploy_ok(&token, folder.path(), "live");
+        })
+        .await
+        .unwrap();
+    }
+    // Let the clients see the last version for a moment, then stop them.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    done.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for handle in clients {
+        let (seen, failures, latest) = handle.await.unwrap();
+        assert!(failures.is_empty(), "failed or mixed answers: {failures:?}");
+        assert_eq!(latest, 21, "a client never saw the last version");
+        total += seen;
+    }
+    assert!(total > 100, "the load was too light to prove much: {total}");
+    println!("{total} requests across 20 updates, none failed");
+}
+
+#[tokio::test]
+async fn tenants_see_only_their_own_apps_and_data() {
+    let host = Host::start();
+    let alice = host.tenant("alice", &[]);
+    let bob = host.tenant("bob", &[]);
+    host.deploy_ok(&alice, http_app(1).path(), "alices");
+
+    // Bob cannot see, inspect, roll back, delete or read the logs of Alice's app: 404, as
+    // if it did not exist.
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/apps/alices"),
+        (reqwest::Method::POST, "/v1/apps/alices/rollback"),
+        (reqwest::Method::DELETE, "/v1/apps/alices"),
+        (reqwest::Method::GET, "/v1/apps/alices/logs"),
+    ] {
+        let (status, body) = host.api(method.clone(), path, Some(&bob)).await;
+        assert_eq!(status, 404, "{method} {path}: {body}");
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+    let (status, body) = host.api(reqwest::Method::GET, "/v1/apps", Some(&bob)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["apps"].as_array().unwrap().len(), 0, "{body}");
+    // The name is Alice's while she has it.
+    let out = host.deploy(&bob, http_app(9).path(), "alices");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("taken"), "{}", stderr(&out));
+    assert_eq!(host.get("alices", "/env/VERSION").await, (200, "1".into()));
+
+    // Key-value data belongs to the tenant, not to the app name: Alice stores a secret under
+    // `vault`, deletes the app, and Bob deploying his own `vault` does not find it.
+    let state = tempfile::tempdir().unwrap();
+    std::fs::copy(guest("state-guest"), state.path().join("state.wasm")).unwrap();
+    std::fs::write(
+        state.path().join("skiff.toml"),
+        "[app]\nname = \"vault\"\nversion = \"1\"\n\n[component.kv]\nsource = \"state.wasm\"\nroute = \"/...\"\nkey_value_stores = [\"default\"]\n",
+    )
+    .unwrap();
+    host.deploy_ok(&alice, state.path(), "vault");
+    let response = client()
+        .post(host.server.url("/kv/set?store=default&key=secret"))
+        .header("host", "vault.localhost")
+        .body("alice's")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        host.get("vault", "/kv/get?store=default&key=secret").await,
+        (200, "alice's".into())
+    );
+    host.cli_ok(&alice, &["apps", "delete", "vault"]);
+    host.deploy_ok(&bob, state.path(), "vault");
+    assert_eq!(
+        host.get("vault", "/kv/get?store=default&key=secret").await,
+        (404, "missing".into())
+    );
+
+    // Tokens: none, a wrong one, and a tenant's on an admin route.
+    let (status, body) = host.api(reqwest::Method::GET, "/v1/apps", None).await;
+    assert_eq!((status, &body["error"]["code"]), (401, &Value::from("unauthorized")));
+    let (status, _) = host.api(reqwest::Method::GET, "/v1/apps", Some("skf_0000")).await;
+    assert_eq!(status, 401);
+    let (status, body) = host.api(reqwest::Method::GET, "/v1/tenants", Some(&alice)).await;
+    assert_eq!((status, &body["error"]["code"]), (403, &Value::from("forbidden")));
+    let (status, body) = host.api(reqwest::Method::GET, "/v1/tenants", Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["tenants"].as_array().unwrap().len(), 2, "{body}");
+
+    // Tokens are stored hashed.
+    let stored = std::fs::read_to_string(host.data_dir.join("tenants.json")).unwrap();
+    assert!(!stored.contains(&alice) && !stored.contains(&bob));
+}
+
+#[tokio::test]
+async fn quotas_refuse_a_deploy_and_name_the_quota() {
+    let host = Host::start();
+    let token = host.tenant("small", &["--max-apps", "1", "--max-memory", "64MiB"]);
+    host.deploy_ok(&token, http_app(1).path(), "first");
+    let out = host.deploy(&token, http_app(1).path(), "second");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("max_apps"), "{}", stderr(&out));
+    // Updating the one app is not a new app.
+    host.deploy_ok(&token, http_app(2).path(), "first");
+
+    // A component that sets no memory limit runs under the ceiling, below the server's
+    // default of 128 MiB; one that asks for more than the ceiling is refused.
+    let info = host.api(reqwest::Method::GET, "/v1/apps/first", Some(&token)).await;
+    assert_eq!(info.1["components"][0]["limits"]["memory_bytes"], 64 << 20);
+    let greedy = http_app(3);
+    let manifest = std::fs::read_to_string(greedy.path().join("skiff.toml")).unwrap();
+    std::fs::write(
+        greedy.path().join("skiff.toml"),
+        format!("{manifest}\n[component.web.limits]\nmemory = \"128MiB\"\n"),
+    )
+    .unwrap();
+    let out = host.deploy(&token, greedy.path(), "first");
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(message.contains("max_memory_bytes") && message.contains("64 MiB"), "{message}");
+    assert_eq!(host.get("first", "/env/VERSION").await, (200, "2".into()));
+}
+
+#[tokio::test]
+async fn a_restarted_server_serves_its_apps_again_from_the_cache() {
+    let data_dir = fresh_data_dir().join("server");
+    let token;
+    {
+        let host = Host::start_in(data_dir.clone(), &[]);
+        token = host.tenant("acme", &[]);
+        host.deploy_ok(&token, http_app(7).path(), "durable");
+        assert_eq!(host.get("durable", "/env/VERSION").await, (200, "7".into()));
+    }
+    // The code cache lives in the data folder; this one has not compiled anything.
+    let host = Host::start_in(data_dir, &[]);
+    assert_eq!(host.get("durable", "/env/VERSION").await, (200, "7".into()));
+    let logs = host.server.wait_for_log("loaded in");
+    assert!(!logs.contains("compiling"), "recompiled after a restart:\n{logs}");
+    let list = host.cli_ok(&token, &["apps", "list"]);
+    assert!(list.contains("durable"), "{list}");
+}
+
+#[tokio::test]
+async fn logs_follow_streams_one_apps_guest_output() {
+    let host = Host::start();
+    let token = host.tenant("acme", &[]);
+    host.deploy_ok(&token, http_app(1).path(), "chatty");
+    host.deploy_ok(&token, http_app(1).path(), "quiet");
+    assert_eq!(host.get("chatty", "/log").await.0, 200);
+
+    let out = host.cli_ok(&token, &["logs", "chatty", "--json"]);
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["stream"] == "stdout"
+            && l["message"] == "hello stdout from http-guest"),
+        "{out}"
+    );
+    assert!(lines.iter().all(|l| l["app"] == "chatty"), "{out}");
+    let out = host.cli_ok(&token, &["logs", "quiet", "--json"]);
+    assert!(out.trim().is_empty(), "another app's lines leaked: {out}");
+
+    // --follow: start following, then make the guest print.
+    let mut follower = skiff()
+        .args(["logs", "chatty", "--follow", "--tail", "0"])
+        .env("SKIFF_SERVER", &host.api)
+        .env("SKIFF_TOKEN", &token)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    'outer: while std::time::Instant::now() < deadline {
+        assert_eq!(host.get("chatty", "/log").await.0, 200);
+        while let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(200)) {
+            let found = line.contains("hello stderr from http-guest");
+            seen.push(line);
+            if found {
+                break 'outer;
+            }
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(
+        seen.iter().any(|l| l.contains("hello stderr from http-guest")),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_api_describes_itself_and_the_server_refuses_to_start_unprotected() {
+    let host = Host::start();
+    let (status, doc) = host.api(reqwest::Method::GET, "/openapi.json", None).await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/tenants",
+        "/v1/apps",
+        "/v1/apps/{name}",
+        "/v1/apps/{name}/rollback",
+        "/v1/apps/{name}/logs",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is not documented");
+    }
+
+    let out = skiff()
+        .args(["server", "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
+        .env_remove("SKIFF_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("SKIFF_ADMIN_TOKEN"), "{}", stderr(&out));
+    let out = skiff()
+        .args(["server", "--insecure-dev", "--listen", "0.0.0.0:0", "--api-listen", "127.0.0.1:0"])
+        .env_remove("SKIFF_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("loopback"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn an_idle_app_is_unloaded_and_its_next_request_loads_it_again() {
+    let host = Host::start_in(fresh_data_dir().join("server"), &["--idle-unload", "300ms"]);
+    let token = host.tenant("acme", &[]);
+    host.deploy_ok(&token, http_app(4).path(), "sleepy");
+    let status = |info: &Value| info["status"].as_str().unwrap_or_default().to_string();
+    let (_, info) = host.api(reqwest::Method::GET, "/v1/apps/sleepy", Some(&token)).await;
+    assert_eq!(status(&info), "live");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, info) = host.api(reqwest::Method::GET, "/v1/apps/sleepy", Some(&token)).await;
+        if status(&info) == "idle" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never unloaded: {info}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A burst of first requests: all answered, the app loaded once.
+    let requests = (0..8).map(|_| host.get("sleepy", "/env/VERSION"));
+    for answer in futures_util::future::join_all(requests).await {
+        assert_eq!(answer, (200, "4".into()));
+    }
+    let logs = host.server.logs();
+    assert_eq!(logs.matches("loaded in").count(), 1, "{logs}");
+}
