@@ -194,12 +194,14 @@ impl Runtime {
                     &app,
                     spec,
                     &self.config.runtime_config,
-                    options.data_dir.as_deref().or(self.config.data_dir.as_deref()),
+                    options
+                        .data_dir
+                        .as_deref()
+                        .or(self.config.data_dir.as_deref()),
                 )
                 .map_err(with_index)?;
             let config = crate::state::config_grant(spec, &variables);
-            let mut grants =
-                Grants::from_component(spec, key_value, config).map_err(with_index)?;
+            let mut grants = Grants::from_component(spec, key_value, config).map_err(with_index)?;
             if !self.config.allow_private_outbound {
                 grants.outbound_http = grants.outbound_http.public_only();
             }

@@ -309,9 +309,6 @@ mod tests {
             },
         };
         let json = serde_json::to_string(&body).unwrap();
-        assert_eq!(
-            json,
-            r#"{"error":{"code":"quota_exceeded","message":"m"}}"#
-        );
+        assert_eq!(json, r#"{"error":{"code":"quota_exceeded","message":"m"}}"#);
     }
 }

@@ -64,21 +64,22 @@ pub struct BoundServer {
 }
 
 /// Opens the data folder and binds both listeners.
-pub async fn bind(runtime: Arc<Runtime>, options: ServerOptions) -> Result<BoundServer, StartError> {
+pub async fn bind(
+    runtime: Arc<Runtime>,
+    options: ServerOptions,
+) -> Result<BoundServer, StartError> {
     let platform_config = options.platform;
     let platform = tokio::task::spawn_blocking(move || Platform::open(runtime, platform_config))
         .await
         .map_err(|err| StartError::Data(err.to_string()))?
         .map_err(StartError::Data)?;
     let listen_error = |what, addr| move |source| StartError::Listen { what, addr, source };
-    let data = skiff_http::Server::bind_source(
-        options.listen,
-        routing::HostRouter::new(platform.clone()),
-    )
-    .await
-    .map_err(listen_error("data plane", options.listen))?
-    .with_limits(options.http_limits)
-    .with_shutdown_grace(SHUTDOWN_GRACE);
+    let data =
+        skiff_http::Server::bind_source(options.listen, routing::HostRouter::new(platform.clone()))
+            .await
+            .map_err(listen_error("data plane", options.listen))?
+            .with_limits(options.http_limits)
+            .with_shutdown_grace(SHUTDOWN_GRACE);
     let api = TcpListener::bind(options.api_listen)
         .await
         .map_err(listen_error("management API", options.api_listen))?;

@@ -209,7 +209,9 @@ async fn create_tenant(
     let quotas = request
         .quotas
         .apply(state.platform.config().default_quotas.clone());
-    let token = state.platform.create_tenant(&request.name, quotas.clone())?;
+    let token = state
+        .platform
+        .create_tenant(&request.name, quotas.clone())?;
     tracing::info!(tenant = %request.name, "tenant created");
     let created = TenantCreated {
         name: request.name,

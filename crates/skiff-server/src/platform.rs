@@ -28,8 +28,8 @@ use skiff_manifest::App;
 use skiff_runtime::{LoadOptions, Runtime};
 
 use crate::api::{
-    self, AppInfo, AppStatus, AppSummary, ComponentInfo, ErrorCode, LimitsInfo, Quotas,
-    RouteInfo, VersionInfo,
+    self, AppInfo, AppStatus, AppSummary, ComponentInfo, ErrorCode, LimitsInfo, Quotas, RouteInfo,
+    VersionInfo,
 };
 use crate::bundle::{self, BundleLimits};
 use crate::logs::LogHub;
@@ -272,7 +272,10 @@ impl Platform {
         tenants
             .into_iter()
             .map(|tenant| {
-                let count = apps.values().filter(|a| a.tenant.name == tenant.name).count();
+                let count = apps
+                    .values()
+                    .filter(|a| a.tenant.name == tenant.name)
+                    .count();
                 (tenant, count as u32)
             })
             .collect()
@@ -288,7 +291,11 @@ impl Platform {
         if let Some(live) = entry.live.load().as_ref() {
             return Some(Ok(live.app.clone()));
         }
-        Some(self.load_live(&entry).await.map_err(|refusal| refusal.message))
+        Some(
+            self.load_live(&entry)
+                .await
+                .map_err(|refusal| refusal.message),
+        )
     }
 
     async fn load_live(&self, entry: &Arc<AppEntry>) -> Refused<Arc<HttpApp>> {
@@ -715,15 +722,19 @@ impl Platform {
         let _changes = self.changes.lock().expect("changes lock");
         let entry = self.entry_of(tenant, name)?;
         let path = self.record_path(name);
-        std::fs::remove_file(&path).map_err(|err| {
-            Refusal::internal(format!("cannot remove {}: {err}", path.display()))
-        })?;
+        std::fs::remove_file(&path)
+            .map_err(|err| Refusal::internal(format!("cannot remove {}: {err}", path.display())))?;
         let mut index = HashMap::clone(&self.apps.load());
         index.remove(name);
         self.apps.store(Arc::new(index));
         entry.live.store(None);
         self.log_hubs.lock().expect("log hubs lock").remove(name);
-        let bundles = entry.record().versions.iter().map(|v| v.bundle.clone()).collect();
+        let bundles = entry
+            .record()
+            .versions
+            .iter()
+            .map(|v| v.bundle.clone())
+            .collect();
         self.remove_bundles(bundles);
         tracing::info!(app = name, tenant = %tenant.name, "deleted");
         Ok(())
@@ -733,11 +744,16 @@ impl Platform {
     /// is deleted, so that concurrent first deploys share it.
     fn log_hub(&self, name: &str) -> Arc<LogHub> {
         let mut hubs = self.log_hubs.lock().expect("log hubs lock");
-        hubs.entry(name.to_string()).or_insert_with(LogHub::new).clone()
+        hubs.entry(name.to_string())
+            .or_insert_with(LogHub::new)
+            .clone()
     }
 
     fn record_path(&self, name: &str) -> PathBuf {
-        self.config.data_dir.join("apps").join(format!("{name}.json"))
+        self.config
+            .data_dir
+            .join("apps")
+            .join(format!("{name}.json"))
     }
 
     fn write_record(&self, record: &AppRecord) -> Refused<()> {
@@ -879,7 +895,9 @@ fn component_info(
 /// Error messages name files by their path in the bundle, not on the server.
 fn relative_to(message: &str, dir: &Path) -> String {
     let prefix = format!("{}/", dir.display());
-    message.replace(&prefix, "").replace(&dir.display().to_string(), ".")
+    message
+        .replace(&prefix, "")
+        .replace(&dir.display().to_string(), ".")
 }
 
 fn unique_suffix() -> String {

@@ -132,7 +132,10 @@ fn hex(bytes: &[u8]) -> String {
 /// Compares two secrets in time that does not depend on where they differ.
 pub fn same_secret(a: &str, b: &str) -> bool {
     let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 #[cfg(test)]
@@ -148,7 +151,10 @@ mod tests {
         assert!(tenants.create("acme", Quotas::default()).unwrap().is_none());
 
         let stored = std::fs::read_to_string(dir.path().join("tenants.json")).unwrap();
-        assert!(!stored.contains(&token), "the token itself is never written");
+        assert!(
+            !stored.contains(&token),
+            "the token itself is never written"
+        );
         assert!(stored.contains(&token_hash(&token)));
 
         let reopened = Tenants::open(dir.path()).unwrap();

@@ -246,8 +246,9 @@ fn resolve_token(
     }
 }
 
-/// What to do about a token the server refused (or the lack of one).
-fn token_help(token: Option<&Token>, role: Role) -> String {
+/// What to do about a token the server `refused` (401: unknown), or that is not allowed (403:
+/// a tenant's token on an admin route), or the lack of one.
+fn token_help(token: Option<&Token>, role: Role, refused: bool) -> String {
     let (what, fix) = match role {
         Role::Tenant => (
             "a tenant's token",
@@ -260,10 +261,14 @@ fn token_help(token: Option<&Token>, role: Role) -> String {
              started with)",
         ),
     };
-    match token {
-        None => format!("no token was given; this call needs {what}: {fix}"),
-        Some(token) => format!(
+    match (token, refused) {
+        (None, _) => format!("no token was given; this call needs {what}: {fix}"),
+        (Some(token), true) => format!(
             "the token from {} was refused; this call needs {what}: {fix}",
+            token.from
+        ),
+        (Some(token), false) => format!(
+            "the token from {} is a tenant's; this call needs {what}: {fix}",
             token.from
         ),
     }
@@ -456,10 +461,10 @@ fn error_message(status: StatusCode, body: &[u8], token: Option<&Token>, role: R
     };
     let message = parsed.error.message.trim_end().to_string();
     let hint = match parsed.error.code {
-        ErrorCode::Unauthorized => Some(token_help(token, role)),
+        ErrorCode::Unauthorized => Some(token_help(token, role, true)),
         // A tenant's token on an admin route; the reverse (the admin token on an app route)
         // is explained well enough by the server.
-        ErrorCode::Forbidden if role == Role::Admin => Some(token_help(token, role)),
+        ErrorCode::Forbidden if role == Role::Admin => Some(token_help(token, role, false)),
         _ => None,
     };
     match hint {
@@ -478,21 +483,27 @@ async fn run_deploy(args: DeployArgs) -> Result<()> {
     } else {
         args.folder.clone()
     };
-    // Ask the server something cheap first: an unreachable server or a refused token is
-    // reported before a big folder is packed, and before an upload the server would cut off.
+    // The manifest first: a mistake in it is the likeliest failure, and needs no server.
+    let name = {
+        let manifest = manifest.clone();
+        let given_name = args.name.clone();
+        tokio::task::spawn_blocking(move || app_name(&manifest, given_name))
+            .await
+            .context("reading the manifest")??
+    };
+    // Then something cheap of the server: an unreachable server or a refused token is reported
+    // before a big folder is packed, and before an upload the server would cut off.
     api.send(api.request(Method::GET, paths::APPS)).await?;
 
     let progress = Progress::start(std::io::stderr().is_terminal());
     progress.set(Phase::Packing);
-
-    let packed = {
-        let manifest = manifest.clone();
-        let given_name = args.name.clone();
-        tokio::task::spawn_blocking(move || pack(&manifest, given_name))
-            .await
-            .context("packing the app")??
-    };
-    let Prepared { name, bundle } = packed;
+    // No context in front of a pack error: a manifest report must print as it is, starting
+    // with `error:`.
+    let bundle = tokio::task::spawn_blocking(move || {
+        skiff_server::bundle::pack(&manifest).map_err(|e| anyhow!("{e}"))
+    })
+    .await
+    .context("packing the app")??;
 
     let total = bundle.bytes.len() as u64;
     progress.set(Phase::Uploading {
@@ -521,21 +532,14 @@ async fn run_deploy(args: DeployArgs) -> Result<()> {
     Ok(())
 }
 
-/// What [`pack`] hands to the upload.
-struct Prepared {
-    name: String,
-    bundle: skiff_server::bundle::Packed,
-}
-
-/// Checks the manifest and the name, then packs the folder. Blocking: reads every file.
-fn pack(manifest: &Path, given_name: Option<String>) -> Result<Prepared> {
-    // The manifest is read here (and again by `bundle::pack`) for its `[app] name`: a bad
-    // manifest is reported before anything is packed, as the full report `skiff up` prints.
+/// The app's name on the server: `--name`, else `[app] name` from the manifest, which is read
+/// (blocking) and checked in full, so that a bad manifest gets the report `skiff up` prints.
+fn app_name(manifest: &Path, given_name: Option<String>) -> Result<String> {
     let app = skiff_manifest::load(manifest)?;
-    let name = match given_name {
+    match given_name {
         Some(name) => {
             check_name("app", &name).map_err(|e| anyhow!("--name: {e}"))?;
-            name
+            Ok(name)
         }
         None => {
             check_name("app", &app.name).map_err(|e| {
@@ -544,13 +548,9 @@ fn pack(manifest: &Path, given_name: Option<String>) -> Result<Prepared> {
                     manifest.display()
                 )
             })?;
-            app.name
+            Ok(app.name)
         }
-    };
-    // A manifest report is already complete: keep it as it is (no context in front), so that it
-    // prints verbatim.
-    let bundle = skiff_server::bundle::pack(manifest).map_err(|e| anyhow!("{e}"))?;
-    Ok(Prepared { name, bundle })
+    }
 }
 
 /// The bundle as a streamed body, so that the progress line can show how much has been sent.
@@ -1368,6 +1368,12 @@ mod tests {
             &body,
             Some(&token("SKIFF_TOKEN")),
             Role::Admin,
+        );
+        assert!(
+            message.contains(
+                "the token from SKIFF_TOKEN is a tenant's; this call needs the admin token"
+            ),
+            "{message}"
         );
         assert!(message.contains("SKIFF_ADMIN_TOKEN"), "{message}");
 

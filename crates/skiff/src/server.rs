@@ -70,7 +70,11 @@ pub struct Folders {
     pub no_cache: bool,
 }
 
-pub async fn run(mut config: RuntimeConfig, folders: Folders, args: ServerArgs) -> Result<ExitCode> {
+pub async fn run(
+    mut config: RuntimeConfig,
+    folders: Folders,
+    args: ServerArgs,
+) -> Result<ExitCode> {
     let admin = admin_auth(&args)?;
     let data_dir = match (args.data.clone(), folders.data_dir) {
         (Some(dir), _) => dir,

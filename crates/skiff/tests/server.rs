@@ -80,17 +80,11 @@ impl Host {
     }
 
     fn deploy(&self, token: &str, folder: &Path, name: &str) -> Output {
-        self.cli(
-            token,
-            &["deploy", "--name", name, folder.to_str().unwrap()],
-        )
+        self.cli(token, &["deploy", "--name", name, folder.to_str().unwrap()])
     }
 
     fn deploy_ok(&self, token: &str, folder: &Path, name: &str) -> String {
-        self.cli_ok(
-            token,
-            &["deploy", "--name", name, folder.to_str().unwrap()],
-        )
+        self.cli_ok(token, &["deploy", "--name", name, folder.to_str().unwrap()])
     }
 
     /// A request on the data plane to the app `app`.
@@ -114,7 +108,10 @@ impl Host {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 }
 
@@ -154,7 +151,10 @@ async fn deploy_serves_by_host_name_and_updates_roll_back_and_delete() {
     assert_eq!(status, 200);
     let (status, body) = host.get("nope", "/").await;
     assert_eq!(status, 404);
-    assert!(body.contains("no app is deployed at nope.localhost"), "{body}");
+    assert!(
+        body.contains("no app is deployed at nope.localhost"),
+        "{body}"
+    );
 
     let v2 = http_app(2);
     host.deploy_ok(&token, v2.path(), "hello");
@@ -180,7 +180,11 @@ async fn deploy_serves_by_host_name_and_updates_roll_back_and_delete() {
     // Nothing is older than version 1.
     let out = host.cli(&token, &["apps", "rollback", "hello"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("no version older"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no version older"),
+        "{}",
+        stderr(&out)
+    );
 
     host.cli_ok(&token, &["apps", "delete", "hello"]);
     assert_eq!(host.get("hello", "/env/VERSION").await.0, 404);
@@ -245,7 +249,9 @@ async fn a_bad_bundle_is_refused_with_the_manifest_error_and_the_live_version_ke
     assert_eq!(body["error"]["code"], "invalid_bundle", "{body}");
 
     assert_eq!(host.get("steady", "/env/VERSION").await, (200, "1".into()));
-    let info = host.api(reqwest::Method::GET, "/v1/apps/steady", Some(&token)).await;
+    let info = host
+        .api(reqwest::Method::GET, "/v1/apps/steady", Some(&token))
+        .await;
     assert_eq!(info.1["version"], 1, "{:?}", info);
 }
 
@@ -373,12 +379,24 @@ async fn tenants_see_only_their_own_apps_and_data() {
 
     // Tokens: none, a wrong one, and a tenant's on an admin route.
     let (status, body) = host.api(reqwest::Method::GET, "/v1/apps", None).await;
-    assert_eq!((status, &body["error"]["code"]), (401, &Value::from("unauthorized")));
-    let (status, _) = host.api(reqwest::Method::GET, "/v1/apps", Some("skf_0000")).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &Value::from("unauthorized"))
+    );
+    let (status, _) = host
+        .api(reqwest::Method::GET, "/v1/apps", Some("skf_0000"))
+        .await;
     assert_eq!(status, 401);
-    let (status, body) = host.api(reqwest::Method::GET, "/v1/tenants", Some(&alice)).await;
-    assert_eq!((status, &body["error"]["code"]), (403, &Value::from("forbidden")));
-    let (status, body) = host.api(reqwest::Method::GET, "/v1/tenants", Some(ADMIN_TOKEN)).await;
+    let (status, body) = host
+        .api(reqwest::Method::GET, "/v1/tenants", Some(&alice))
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (403, &Value::from("forbidden"))
+    );
+    let (status, body) = host
+        .api(reqwest::Method::GET, "/v1/tenants", Some(ADMIN_TOKEN))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["tenants"].as_array().unwrap().len(), 2, "{body}");
 
@@ -400,7 +418,9 @@ async fn quotas_refuse_a_deploy_and_name_the_quota() {
 
     // A component that sets no memory limit runs under the ceiling, below the server's
     // default of 128 MiB; one that asks for more than the ceiling is refused.
-    let info = host.api(reqwest::Method::GET, "/v1/apps/first", Some(&token)).await;
+    let info = host
+        .api(reqwest::Method::GET, "/v1/apps/first", Some(&token))
+        .await;
     assert_eq!(info.1["components"][0]["limits"]["memory_bytes"], 64 << 20);
     let greedy = http_app(3);
     let manifest = std::fs::read_to_string(greedy.path().join("skiff.toml")).unwrap();
@@ -412,7 +432,10 @@ async fn quotas_refuse_a_deploy_and_name_the_quota() {
     let out = host.deploy(&token, greedy.path(), "first");
     assert!(!out.status.success());
     let message = stderr(&out);
-    assert!(message.contains("max_memory_bytes") && message.contains("64 MiB"), "{message}");
+    assert!(
+        message.contains("max_memory_bytes") && message.contains("64 MiB"),
+        "{message}"
+    );
     assert_eq!(host.get("first", "/env/VERSION").await, (200, "2".into()));
 }
 
@@ -430,7 +453,10 @@ async fn a_restarted_server_serves_its_apps_again_from_the_cache() {
     let host = Host::start_in(data_dir, &[]);
     assert_eq!(host.get("durable", "/env/VERSION").await, (200, "7".into()));
     let logs = host.server.wait_for_log("loaded in");
-    assert!(!logs.contains("compiling"), "recompiled after a restart:\n{logs}");
+    assert!(
+        !logs.contains("compiling"),
+        "recompiled after a restart:\n{logs}"
+    );
     let list = host.cli_ok(&token, &["apps", "list"]);
     assert!(list.contains("durable"), "{list}");
 }
@@ -449,8 +475,9 @@ async fn logs_follow_streams_one_apps_guest_output() {
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
     assert!(
-        lines.iter().any(|l| l["stream"] == "stdout"
-            && l["message"] == "hello stdout from http-guest"),
+        lines
+            .iter()
+            .any(|l| l["stream"] == "stdout" && l["message"] == "hello stdout from http-guest"),
         "{out}"
     );
     assert!(lines.iter().all(|l| l["app"] == "chatty"), "{out}");
@@ -469,7 +496,10 @@ async fn logs_follow_streams_one_apps_guest_output() {
     let (lines_tx, lines_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = lines_tx.send(line);
         }
     });
@@ -488,7 +518,8 @@ async fn logs_follow_streams_one_apps_guest_output() {
     let _ = follower.kill();
     let _ = follower.wait();
     assert!(
-        seen.iter().any(|l| l.contains("hello stderr from http-guest")),
+        seen.iter()
+            .any(|l| l.contains("hello stderr from http-guest")),
         "{seen:?}"
     );
 }
@@ -510,14 +541,31 @@ async fn the_api_describes_itself_and_the_server_refuses_to_start_unprotected() 
     }
 
     let out = skiff()
-        .args(["server", "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+        ])
         .env_remove("SKIFF_ADMIN_TOKEN")
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("SKIFF_ADMIN_TOKEN"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("SKIFF_ADMIN_TOKEN"),
+        "{}",
+        stderr(&out)
+    );
     let out = skiff()
-        .args(["server", "--insecure-dev", "--listen", "0.0.0.0:0", "--api-listen", "127.0.0.1:0"])
+        .args([
+            "server",
+            "--insecure-dev",
+            "--listen",
+            "0.0.0.0:0",
+            "--api-listen",
+            "127.0.0.1:0",
+        ])
         .env_remove("SKIFF_ADMIN_TOKEN")
         .output()
         .unwrap();
@@ -531,16 +579,23 @@ async fn an_idle_app_is_unloaded_and_its_next_request_loads_it_again() {
     let token = host.tenant("acme", &[]);
     host.deploy_ok(&token, http_app(4).path(), "sleepy");
     let status = |info: &Value| info["status"].as_str().unwrap_or_default().to_string();
-    let (_, info) = host.api(reqwest::Method::GET, "/v1/apps/sleepy", Some(&token)).await;
+    let (_, info) = host
+        .api(reqwest::Method::GET, "/v1/apps/sleepy", Some(&token))
+        .await;
     assert_eq!(status(&info), "live");
 
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, info) = host.api(reqwest::Method::GET, "/v1/apps/sleepy", Some(&token)).await;
+        let (_, info) = host
+            .api(reqwest::Method::GET, "/v1/apps/sleepy", Some(&token))
+            .await;
         if status(&info) == "idle" {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "never unloaded: {info}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never unloaded: {info}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A burst of first requests: all answered, the app loaded once.
@@ -550,4 +605,101 @@ async fn an_idle_app_is_unloaded_and_its_next_request_loads_it_again() {
     }
     let logs = host.server.logs();
     assert_eq!(logs.matches("loaded in").count(), 1, "{logs}");
+}
+
+/// What runs on the host belongs to the operator: a tenant's app reaches neither this
+/// machine's services (the management API here) nor the server's environment, whatever its
+/// manifest asks for; and one tenant's flood of requests stops at its own in-flight quota.
+#[tokio::test]
+async fn tenant_apps_reach_no_host_services_no_host_environment_and_only_their_own_share() {
+    let mut command = skiff();
+    command
+        .env("SKIFF_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("SKIFF_VAR_PASSWORD", "the operator's secret");
+    let data = fresh_data_dir().join("server");
+    let server = Server::start_with(
+        command,
+        &[
+            "server",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+    );
+    let api = server
+        .stdout_lines
+        .iter()
+        .find_map(|line| line.strip_prefix("Management API "))
+        .unwrap()
+        .to_string();
+    let host = Host {
+        server,
+        api: api.clone(),
+        data_dir: data,
+    };
+    let token = host.tenant("greedy", &["--max-in-flight", "1"]);
+
+    // The manifest names the API's address literally, which `skiff up` would allow.
+    let app = http_app(1);
+    let manifest = std::fs::read_to_string(app.path().join("skiff.toml")).unwrap();
+    std::fs::write(
+        app.path().join("skiff.toml"),
+        manifest.replace(
+            "route = \"/...\"",
+            "route = \"/...\"\nallowed_outbound_hosts = [\"http://127.0.0.1:*\"]",
+        ),
+    )
+    .unwrap();
+    host.deploy_ok(&token, app.path(), "prober");
+    let (status, body) = host
+        .get("prober", &format!("/fetch?url={api}/v1/health"))
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains("destination-IP-prohibited") || body.contains("Prohibited"),
+        "{body}"
+    );
+    host.server.wait_for_log("public addresses only");
+
+    // Variables take no value from the server's environment.
+    let state = tempfile::tempdir().unwrap();
+    std::fs::copy(guest("state-guest"), state.path().join("state.wasm")).unwrap();
+    std::fs::write(
+        state.path().join("skiff.toml"),
+        "[app]\nname = \"peek\"\nversion = \"1\"\n\n[variables]\npassword = { default = \"none\" }\n\n[component.peek]\nsource = \"state.wasm\"\nroute = \"/...\"\nvariables = { password = \"{{ password }}\" }\n",
+    )
+    .unwrap();
+    host.deploy_ok(&token, state.path(), "peek");
+    assert_eq!(
+        host.get("peek", "/config").await,
+        (200, "password=none".into())
+    );
+
+    // One request in flight is this tenant's quota: a second waits for nothing, it gets 503.
+    let slow = {
+        let url = host.server.url("/sleep?ms=1500");
+        tokio::spawn(async move {
+            client()
+                .get(url)
+                .header("host", "prober.localhost")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let (status, body) = host.get("peek", "/config").await;
+        if status == 503 {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "never refused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(refused.contains("too many requests"), "{refused}");
+    assert_eq!(slow.await.unwrap(), 200);
+    assert_eq!(host.get("peek", "/config").await.0, 200);
 }
