@@ -401,7 +401,7 @@ def measure(args, skiff, workdir):
     n = args.apps
     with open(HELLO_WASM, "rb") as f:
         wasm = f.read()
-    results = {"apps": n, "wasm_bytes": len(wasm)}
+    results = {"apps": n, "wasm_bytes": len(wasm), "loadavg_start": os.getloadavg()}
     server = SkiffServer(skiff, workdir, f"{args.idle_unload}s", args.max_instances)
     try:
         log(f"== skiff server up (pid {server.pid}, data {server.data})")
@@ -451,6 +451,7 @@ def measure(args, skiff, workdir):
         results["mem_idle_end"] = server.memory()
         log(f"   RSS idle again {results['mem_idle_end']['VmRSS'] / 1024:.1f} MiB")
         server.check_alive("at the end of the run")
+        results["loadavg_end"] = os.getloadavg()
         results["log_warnings"] = [line for line in server.log_text().splitlines()
                                    if re.search(r"\b(WARN|ERROR)\b", line)][-20:]
     finally:
@@ -532,7 +533,9 @@ def build_details(r, args):
         + "; ".join(f"{x['spread_rps']:,.0f} / {x['single_rps']:,.0f}" for x in t)
         + f". Apps live right after each spread run: "
         + ", ".join(f"{x['live_after_spread']:,}" for x in t)
-        + f" of {n:,}. Socket errors: {sum(x['errors'] for x in t)}.",
+        + f" of {n:,}. Socket errors: {sum(x['errors'] for x in t)}. Load average (1, 5, 15 min) at the start: "
+        + ", ".join(f"{x:.2f}" for x in r["loadavg_start"]) + "; at the end: "
+        + ", ".join(f"{x:.2f}" for x in r["loadavg_end"]) + ".",
     ]
     return "\n\n".join(lines)
 

@@ -13,7 +13,22 @@
 # another copy of 48.0.8.
 #
 # Needs: Debian/Ubuntu (apt-get, as root or with sudo), Rust with rustup, 2 or more CPUs.
+#
+#     bench/run.sh --density [--quick] [--apps N] [--reps N] [--duration S] [--no-write]
+#
+# --density runs bench/density.py instead of the suite: 1,000 distinct apps deployed to one
+# `skiff server`, RSS empty / loaded / idle, first request of an idle app vs a warm one, and
+# throughput spread over all apps vs one app (about 3 minutes once built; needs only wrk and
+# a release build of skiff, so it skips wasmtime and the other baselines). It writes the section
+# "Density: 1,000 apps on one host" of docs/performance.md. The other options go to density.py.
 set -euo pipefail
+
+density=0
+args=()
+for arg in "$@"; do
+    if [ "$arg" = --density ]; then density=1; else args+=("$arg"); fi
+done
+set -- ${args[@]+"${args[@]}"}
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -42,6 +57,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     $sudo apt-get update -qq
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ "$density" = 1 ]; then
+    say "building skiff (release)"
+    cargo build --release -p skiff
+    export SKIFF="$CARGO_TARGET_DIR/release/skiff"
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    say "running the density benchmark"
+    exec python3 "$repo/bench/density.py" "$@"
 fi
 
 wasmtime="${WASMTIME:-$tools/bin/wasmtime}"

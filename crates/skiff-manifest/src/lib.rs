@@ -75,7 +75,7 @@ mod runtime_config;
 mod validate;
 mod variables;
 
-pub use validate::{MAX_TIMEOUT, parse_memory};
+pub use validate::{MAX_TIMEOUT, format_size, parse_memory};
 pub use variables::{Template, Variable, is_store_label, is_variable_name};
 
 use std::path::{Path, PathBuf};

@@ -994,6 +994,23 @@ impl ComponentCx<'_> {
 /// The longest `limits.timeout` accepted.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// Bytes in binary units, as [`parse_memory`] reads them: `512 B`, `128 MiB`, `1.2 MiB`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut unit = 0;
+    let mut whole = bytes;
+    while whole >= 1024 && unit < UNITS.len() - 1 {
+        whole /= 1024;
+        unit += 1;
+    }
+    let scale = 1u64 << (10 * unit);
+    if bytes.is_multiple_of(scale) {
+        format!("{} {}", bytes / scale, UNITS[unit])
+    } else {
+        format!("{:.1} {}", bytes as f64 / scale as f64, UNITS[unit])
+    }
+}
+
 /// `"64MiB"`, `"1 GB"`, `"512"` (bytes). Units are case-insensitive.
 /// Parses a size such as `64MiB` or `512` (bytes), as `limits.memory` takes it; the CLI uses
 /// it for its flags so that both spell sizes the same way.

@@ -22,7 +22,7 @@ use std::io::{self, Cursor, Read, Write};
 use std::path::{Component as PathPart, Path, PathBuf};
 use std::rc::Rc;
 
-use skiff_manifest::{App, ManifestError};
+use skiff_manifest::{App, ManifestError, format_size};
 
 /// Limits on what an upload may unpack to.
 #[derive(Debug, Clone)]
@@ -126,7 +126,7 @@ pub enum BundleError {
     #[error(
         "the bundle unpacks to more than {}, the most this server accepts; leave build output \
          and other files the manifest does not reference out of it",
-        size(*limit)
+        format_size(*limit)
     )]
     TooLarge { limit: u64 },
     #[error(
@@ -658,7 +658,7 @@ fn unpack_tar<R: Read>(reader: R, format: &str, sink: &mut Sink) -> Result<(), B
         if left.get() == 0 {
             BundleError::Corrupt(format!(
                 "a {format} header (with its long name or PAX extension) is larger than {}",
-                size(HEADER_BUDGET)
+                format_size(HEADER_BUDGET)
             ))
         } else {
             BundleError::Corrupt(format!("the {format} cannot be read: {e}"))
@@ -1009,24 +1009,6 @@ fn shown(name: &str) -> String {
     match name.char_indices().nth(MAX) {
         Some((end, _)) => format!("{}...", &name[..end]),
         None => name.to_string(),
-    }
-}
-
-/// A byte count for people: `512 MiB`.
-fn size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["bytes", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} bytes")
-    } else if value.fract() == 0.0 {
-        format!("{value} {}", UNITS[unit])
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
@@ -1630,7 +1612,7 @@ files = [{ source = "static/css", destination = "/css" }]
                 matches!(err, BundleError::TooLarge { limit: 1000 }),
                 "{err:?}"
             );
-            assert!(err.to_string().contains("1000 bytes"), "{err}");
+            assert!(err.to_string().contains("1000 B"), "{err}");
             assert!(!scene.dest.join("big").exists());
             scene.assert_contained();
         }

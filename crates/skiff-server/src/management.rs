@@ -19,8 +19,9 @@ use crate::api::{
     AppList, CreateTenant, ErrorBody, ErrorCode, ErrorDetail, LogLine, TenantCreated, TenantList,
     TenantSummary, paths,
 };
-use crate::platform::{Platform, Refusal, size};
+use crate::platform::{Platform, Refusal};
 use crate::tenants::{Tenant, same_secret};
+use skiff_manifest::format_size;
 
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -272,7 +273,7 @@ async fn deploy_app(
             format!(
                 "the bundle is larger than this server accepts ({}); leave build output and \
                  other files the app does not use out of the folder",
-                size(limit)
+                format_size(limit)
             ),
         )
     };

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::{Deserialize, Serialize};
 use skiff_http::HttpApp;
-use skiff_manifest::App;
+use skiff_manifest::{App, format_size};
 use skiff_runtime::{LoadOptions, Runtime};
 
 use crate::api::{
@@ -614,9 +614,9 @@ impl Platform {
                     "quota max_code_bytes: this app's components are {} and the tenant's other \
                      apps {}, over the quota of {}; make the components smaller or ask the \
                      operator for more",
-                    size(code_bytes),
-                    size(code),
-                    size(quotas.max_code_bytes)
+                    format_size(code_bytes),
+                    format_size(code),
+                    format_size(quotas.max_code_bytes)
                 ),
             ));
         }
@@ -839,8 +839,8 @@ fn apply_ceilings(
                     "quota max_memory_bytes: component `{}` may use {} of memory, over the \
                      tenant's ceiling of {}; lower [component.{}.limits] memory",
                     component.id,
-                    size(memory),
-                    size(quotas.max_memory_bytes),
+                    format_size(memory),
+                    format_size(quotas.max_memory_bytes),
                     component.id
                 ),
             ));
@@ -909,24 +909,6 @@ fn unique_suffix() -> String {
     format!("{nanos:x}-{:08x}", u32::from_le_bytes(random))
 }
 
-/// A byte count for people: `512 MiB`.
-pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["bytes", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} bytes")
-    } else if value.fract() == 0.0 {
-        format!("{value:.0} {}", UNITS[unit])
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -956,13 +938,6 @@ mod tests {
         assert_eq!(dropped, ["b1", "b3", "b4"]);
         let kept: Vec<u64> = record.versions.iter().map(|v| v.version).collect();
         assert_eq!(kept, [2, 5, 6]);
-    }
-
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(size(512), "512 bytes");
-        assert_eq!(size(512 << 20), "512 MiB");
-        assert_eq!(size(1536), "1.5 KiB");
     }
 
     #[test]

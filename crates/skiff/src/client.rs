@@ -624,7 +624,7 @@ fn phase_text(phase: Phase, sent: u64) -> String {
             let noun = if files == 1 { "file" } else { "files" };
             format!(
                 "Uploading {} ({files} {noun})… {percent}%",
-                format_size(total)
+                skiff_manifest::format_size(total)
             )
         }
         Phase::Uploading { .. } => "Compiling and checking…".into(),
@@ -840,7 +840,7 @@ fn format_app_info(info: &AppInfo, now: SystemTime) -> String {
             vec![
                 c.id.clone(),
                 c.source.clone(),
-                format_size(c.code_bytes),
+                skiff_manifest::format_size(c.code_bytes),
                 memory,
                 timeout,
                 concurrency,
@@ -888,7 +888,9 @@ fn format_app_info(info: &AppInfo, now: SystemTime) -> String {
 fn limit_cells(limits: &LimitsInfo) -> [String; 4] {
     let none = || "none".to_string();
     [
-        limits.memory_bytes.map_or_else(none, format_size),
+        limits
+            .memory_bytes
+            .map_or_else(none, skiff_manifest::format_size),
         format_ms(limits.timeout_ms),
         limits.max_concurrency.map_or_else(none, |n| n.to_string()),
         limits.fuel.map_or_else(none, |n| n.to_string()),
@@ -932,9 +934,9 @@ fn format_quotas(q: &Quotas) -> String {
     format!(
         "{} apps, {} of code, {} requests in flight, {} memory and {} timeout per component",
         q.max_apps,
-        format_size(q.max_code_bytes),
+        skiff_manifest::format_size(q.max_code_bytes),
         q.max_in_flight,
-        format_size(q.max_memory_bytes),
+        skiff_manifest::format_size(q.max_memory_bytes),
         format_ms(q.max_timeout_ms)
     )
 }
@@ -962,9 +964,9 @@ fn format_tenant_list(list: &TenantList) -> String {
             vec![
                 t.name.clone(),
                 format!("{}/{}", t.apps, q.max_apps),
-                format_size(q.max_code_bytes),
+                skiff_manifest::format_size(q.max_code_bytes),
                 q.max_in_flight.to_string(),
-                format_size(q.max_memory_bytes),
+                skiff_manifest::format_size(q.max_memory_bytes),
                 format_ms(q.max_timeout_ms),
             ]
         })
@@ -1132,23 +1134,6 @@ fn table(headers: &[&str], rows: &[Vec<String>], indent: &str) -> String {
         out.push('\n');
     }
     out
-}
-
-/// Bytes in binary units, as the manifest writes them: `512 B`, `128 MiB`, `1.2 MiB`.
-fn format_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut unit = 0;
-    let mut whole = bytes;
-    while whole >= 1024 && unit < UNITS.len() - 1 {
-        whole /= 1024;
-        unit += 1;
-    }
-    let scale = 1u64 << (10 * unit);
-    if bytes.is_multiple_of(scale) {
-        format!("{} {}", bytes / scale, UNITS[unit])
-    } else {
-        format!("{:.1} {}", bytes as f64 / scale as f64, UNITS[unit])
-    }
 }
 
 /// Milliseconds as the manifest writes durations: `30s`, `250ms`, `5m`, `1m 30s`.
@@ -1405,12 +1390,12 @@ mod tests {
 
     #[test]
     fn sizes_and_durations_read_like_the_manifest() {
-        assert_eq!(format_size(0), "0 B");
-        assert_eq!(format_size(1000), "1000 B");
-        assert_eq!(format_size(1024), "1 KiB");
-        assert_eq!(format_size(128 << 20), "128 MiB");
-        assert_eq!(format_size(1_258_291), "1.2 MiB");
-        assert_eq!(format_size(3 << 30), "3 GiB");
+        assert_eq!(skiff_manifest::format_size(0), "0 B");
+        assert_eq!(skiff_manifest::format_size(1000), "1000 B");
+        assert_eq!(skiff_manifest::format_size(1024), "1 KiB");
+        assert_eq!(skiff_manifest::format_size(128 << 20), "128 MiB");
+        assert_eq!(skiff_manifest::format_size(1_258_291), "1.2 MiB");
+        assert_eq!(skiff_manifest::format_size(3 << 30), "3 GiB");
         assert_eq!(format_ms(30_000), "30s");
         assert_eq!(format_ms(250), "250ms");
         assert_eq!(format_ms(300_000), "5m");

@@ -29,7 +29,10 @@ impl Host {
     }
 
     fn start_in(data_dir: PathBuf, extra: &[&str]) -> Host {
-        let mut command = skiff();
+        Host::start_with(skiff(), data_dir, extra)
+    }
+
+    fn start_with(mut command: std::process::Command, data_dir: PathBuf, extra: &[&str]) -> Host {
         command.env("SKIFF_ADMIN_TOKEN", ADMIN_TOKEN);
         let data = data_dir.to_str().unwrap().to_string();
         let mut args = vec!["server", "--api-listen", "127.0.0.1:0", "--data", &data];
@@ -613,31 +616,9 @@ async fn an_idle_app_is_unloaded_and_its_next_request_loads_it_again() {
 #[tokio::test]
 async fn tenant_apps_reach_no_host_services_no_host_environment_and_only_their_own_share() {
     let mut command = skiff();
-    command
-        .env("SKIFF_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("SKIFF_VAR_PASSWORD", "the operator's secret");
-    let data = fresh_data_dir().join("server");
-    let server = Server::start_with(
-        command,
-        &[
-            "server",
-            "--api-listen",
-            "127.0.0.1:0",
-            "--data",
-            data.to_str().unwrap(),
-        ],
-    );
-    let api = server
-        .stdout_lines
-        .iter()
-        .find_map(|line| line.strip_prefix("Management API "))
-        .unwrap()
-        .to_string();
-    let host = Host {
-        server,
-        api: api.clone(),
-        data_dir: data,
-    };
+    command.env("SKIFF_VAR_PASSWORD", "the operator's secret");
+    let host = Host::start_with(command, fresh_data_dir().join("server"), &[]);
+    let api = host.api.clone();
     let token = host.tenant("greedy", &["--max-in-flight", "1"]);
 
     // The manifest names the API's address literally, which `skiff up` would allow.
@@ -677,29 +658,25 @@ async fn tenant_apps_reach_no_host_services_no_host_environment_and_only_their_o
     );
 
     // One request in flight is this tenant's quota: a second waits for nothing, it gets 503.
-    let slow = {
-        let url = host.server.url("/sleep?ms=1500");
-        tokio::spawn(async move {
-            client()
-                .get(url)
-                .header("host", "prober.localhost")
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        })
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // (The probe itself holds the one permit while it runs, so a slow request that arrives
+    // just then is the one refused: try again until the slow one is in first.)
+    let mut attempts = Vec::new();
     let refused = loop {
+        assert!(attempts.len() < 10, "the quota never refused: {attempts:?}");
+        let url = host.server.url("/sleep?ms=1500");
+        let slow = tokio::spawn(async move {
+            let response = client().get(url).header("host", "prober.localhost").send();
+            response.await.unwrap().status().as_u16()
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let (status, body) = host.get("peek", "/config").await;
+        let slow_status = slow.await.unwrap();
+        attempts.push((slow_status, status));
         if status == 503 {
+            assert_eq!(slow_status, 200);
             break body;
         }
-        assert!(std::time::Instant::now() < deadline, "never refused");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(refused.contains("too many requests"), "{refused}");
-    assert_eq!(slow.await.unwrap(), 200);
     assert_eq!(host.get("peek", "/config").await.0, 200);
 }
