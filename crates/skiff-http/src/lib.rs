@@ -34,6 +34,9 @@ use skiff_manifest::RouteTable;
 use skiff_runtime::{InvokeError, LoadedApp, RequestInfo, ResponseBody};
 use tokio::net::TcpListener;
 
+mod metrics;
+pub use metrics::{AppMetrics, HttpMetrics};
+
 pub const MATCHED_ROUTE: HeaderName = HeaderName::from_static("skiff-matched-route");
 pub const PATH_INFO: HeaderName = HeaderName::from_static("skiff-path-info");
 pub const COMPONENT: HeaderName = HeaderName::from_static("skiff-component");
@@ -74,12 +77,23 @@ impl Default for HttpLimits {
 pub struct HttpApp {
     loaded: LoadedApp,
     routes: RouteTable,
+    metrics: Option<AppMetrics>,
 }
 
 impl HttpApp {
     pub fn new(loaded: LoadedApp) -> Self {
         let routes = RouteTable::new(&loaded.app);
-        HttpApp { loaded, routes }
+        HttpApp {
+            loaded,
+            routes,
+            metrics: None,
+        }
+    }
+
+    /// Counts the app's requests in `metrics`, under `tenant` (empty for none).
+    pub fn with_metrics(mut self, metrics: &HttpMetrics, tenant: &str) -> Self {
+        self.metrics = Some(metrics.for_app(tenant, &self.loaded.app));
+        self
     }
 
     pub fn loaded(&self) -> &LoadedApp {
@@ -242,6 +256,7 @@ async fn dispatch(
     request_id: u64,
     limits: RequestLimits,
 ) -> Response<ResponseBody> {
+    let arrived = std::time::Instant::now();
     let RequestLimits { max_body, max_uri } = limits;
     if target_length(request.uri()) > max_uri {
         tracing::debug!(request_id, "request target over {max_uri} bytes refused");
@@ -267,6 +282,8 @@ async fn dispatch(
         return plain(StatusCode::NOT_FOUND, format!("no route matches {path}\n"));
     };
     let component = &app.loaded.components[matched.component];
+    let metrics = app.metrics.as_ref().and_then(|m| m.route(matched.route));
+    let _in_flight = metrics.map(|m| m.start());
     // Values are made before the headers are touched: the match borrows the request's path.
     let matched_route = HeaderValue::from_str(matched.matched_route);
     let path_info = HeaderValue::from_str(matched.path_info);
@@ -309,6 +326,9 @@ async fn dispatch(
     let request = request.map(|body| Limited::new(body, max_body as usize).map_err(body_error));
     match component.handle_http(request, info).await {
         Ok(response) => {
+            if let Some(metrics) = metrics {
+                metrics.answered(response.status().as_u16(), arrived.elapsed().as_secs_f64());
+            }
             tracing::debug!(
                 request_id, app = %component.app, component = %component.id,
                 %method, status = response.status().as_u16(), "served"
@@ -317,6 +337,10 @@ async fn dispatch(
         }
         Err(err) => {
             let status = status_for(&err);
+            if let Some(metrics) = metrics {
+                metrics.failed(&err);
+                metrics.answered(status.as_u16(), arrived.elapsed().as_secs_f64());
+            }
             tracing::warn!(
                 request_id, app = %component.app, component = %component.id,
                 %method, status = status.as_u16(), "request failed: {err}"

@@ -125,6 +125,14 @@ impl Runtime {
         &self.config
     }
 
+    /// Instances running now, across every app of this runtime.
+    pub fn instances_running(&self) -> u32 {
+        let free = self.instances.available_permits();
+        self.config
+            .max_instances
+            .saturating_sub(u32::try_from(free).unwrap_or(u32::MAX))
+    }
+
     /// Gives a new store its fuel: the component's budget, or no practical limit. With
     /// metering off this does nothing (a store then has no fuel to set).
     pub(crate) fn fill_fuel<T>(&self, store: &mut wasmtime::Store<T>, budget: Option<u64>) {

@@ -15,6 +15,8 @@
 //! | `POST /v1/apps/{name}/rollback` | tenant | | [`AppInfo`] |
 //! | `DELETE /v1/apps/{name}` | tenant | | 204 |
 //! | `GET /v1/apps/{name}/logs?follow=BOOL&tail=N` | tenant | | NDJSON of [`LogLine`] |
+//! | `GET /metrics` | admin | | Prometheus (OpenMetrics) text, every series |
+//! | `GET /v1/metrics` | tenant | | the same, the tenant's own series only |
 //!
 //! Every failure answers an [`ErrorBody`]. Another tenant's app is `404`, exactly like an app
 //! that does not exist, so that names do not leak.
@@ -27,6 +29,10 @@ pub mod paths {
     pub const HEALTH: &str = "/v1/health";
     pub const TENANTS: &str = "/v1/tenants";
     pub const APPS: &str = "/v1/apps";
+    /// Prometheus metrics of the whole host (admin).
+    pub const METRICS: &str = "/metrics";
+    /// Prometheus metrics of the caller's apps only (tenant).
+    pub const TENANT_METRICS: &str = "/v1/metrics";
 }
 
 /// Every non-2xx answer.

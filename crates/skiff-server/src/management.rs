@@ -57,6 +57,8 @@ pub fn router(platform: Arc<Platform>, admin: AdminAuth) -> Router {
         )
         .route("/v1/apps/{name}/rollback", post(rollback_app))
         .route("/v1/apps/{name}/logs", get(app_logs))
+        .route(paths::METRICS, get(host_metrics))
+        .route(paths::TENANT_METRICS, get(tenant_metrics))
         .fallback(|| async {
             Refusal::new(
                 ErrorCode::NotFound,
@@ -238,6 +240,29 @@ async fn list_tenants(
         })
         .collect();
     Ok(axum::Json(TenantList { tenants }))
+}
+
+/// What Prometheus expects from a scrape of `prometheus-client`'s text.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every series of the host, for the operator's Prometheus (admin token).
+async fn host_metrics(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    state.admin(&headers)?;
+    let text = state.platform.metrics_text(None);
+    Ok(([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response())
+}
+
+/// The series of the caller's own apps (tenant token).
+async fn tenant_metrics(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    let tenant = state.tenant(&headers)?;
+    let text = state.platform.metrics_text(Some(&tenant.name));
+    Ok(([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response())
 }
 
 async fn list_apps(

@@ -22,8 +22,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
-use skiff_http::HttpApp;
+use skiff_http::{HttpApp, HttpMetrics};
 use skiff_manifest::{App, format_size};
 use skiff_runtime::{LoadOptions, Runtime};
 
@@ -144,6 +146,7 @@ impl AppRecord {
 
 pub struct Platform {
     runtime: Arc<Runtime>,
+    metrics: PlatformMetrics,
     config: PlatformConfig,
     /// `http://` and the data plane's port, once it listens: app URLs are made from it.
     public_port: AtomicU64,
@@ -208,6 +211,7 @@ impl Platform {
         );
         Ok(Arc::new(Platform {
             runtime,
+            metrics: PlatformMetrics::new(),
             config,
             public_port: AtomicU64::new(0),
             tenants: RwLock::new(tenants),
@@ -555,11 +559,13 @@ impl Platform {
         };
         let runtime = self.runtime.clone();
         let dir = dir.to_path_buf();
+        let http_metrics = self.metrics.http.clone();
+        let tenant = tenant.name.clone();
         tokio::task::spawn_blocking(move || {
             let components: Vec<String> = app.components.iter().map(|c| c.id.clone()).collect();
             runtime
                 .load_app_with(app, &options)
-                .map(|loaded| Arc::new(HttpApp::new(loaded)))
+                .map(|loaded| Arc::new(HttpApp::new(loaded).with_metrics(&http_metrics, &tenant)))
                 .map_err(|err| {
                     let component = err
                         .component
@@ -779,6 +785,78 @@ impl Platform {
         let apps = self.apps.load();
         let live = apps.get(name)?.live.load();
         live.as_ref().map(|live| live.version)
+    }
+}
+
+/// The host's metrics: the HTTP trigger's, per route, and a few of the platform's own, set
+/// when scraped.
+struct PlatformMetrics {
+    registry: Registry,
+    http: Arc<HttpMetrics>,
+    apps_deployed: Gauge,
+    apps_loaded: Gauge,
+    tenants: Gauge,
+    instances_running: Gauge,
+}
+
+impl PlatformMetrics {
+    fn new() -> Self {
+        let mut registry = Registry::default();
+        let http = HttpMetrics::register(&mut registry);
+        let host = registry.sub_registry_with_prefix("skiff");
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let gauge = Gauge::default();
+            registry.register(name, help, gauge.clone());
+            gauge
+        };
+        let apps_deployed = gauge(host, "apps_deployed", "Apps deployed on this host");
+        let apps_loaded = gauge(host, "apps_loaded", "Apps whose code is in memory now");
+        let tenants = gauge(host, "tenants", "Tenants of this host");
+        let instances_running = gauge(
+            host,
+            "instances_running",
+            "Sandboxes running now, across all apps",
+        );
+        PlatformMetrics {
+            registry,
+            http,
+            apps_deployed,
+            apps_loaded,
+            tenants,
+            instances_running,
+        }
+    }
+}
+
+impl Platform {
+    /// The metrics in the OpenMetrics text format: every series, or with `tenant`, only that
+    /// tenant's (a tenant sees its own apps' figures and nobody else's).
+    pub fn metrics_text(&self, tenant: Option<&str>) -> String {
+        let apps = self.apps.load();
+        let metrics = &self.metrics;
+        metrics.apps_deployed.set(apps.len() as i64);
+        let loaded = apps.values().filter(|a| a.live.load().is_some()).count();
+        metrics.apps_loaded.set(loaded as i64);
+        metrics
+            .tenants
+            .set(self.tenants.read().expect("tenants lock").all().len() as i64);
+        metrics
+            .instances_running
+            .set(i64::from(self.runtime.instances_running()));
+        let mut text = String::new();
+        if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &metrics.registry) {
+            tracing::error!("cannot encode the metrics: {err}");
+        }
+        match tenant {
+            None => text,
+            Some(tenant) => {
+                let label = format!("tenant=\"{tenant}\"");
+                text.lines()
+                    .filter(|line| line.starts_with('#') || line.contains(&label))
+                    .flat_map(|line| [line, "\n"])
+                    .collect()
+            }
+        }
     }
 }
 

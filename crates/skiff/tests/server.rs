@@ -680,3 +680,68 @@ async fn tenant_apps_reach_no_host_services_no_host_environment_and_only_their_o
     assert!(refused.contains("too many requests"), "{refused}");
     assert_eq!(host.get("peek", "/config").await.0, 200);
 }
+
+/// Prometheus metrics after a known sequence of requests: the operator sees every series, a
+/// tenant only its own.
+#[tokio::test]
+async fn metrics_count_requests_per_route_and_tenants_see_only_their_own() {
+    let host = Host::start();
+    let alice = host.tenant("alice", &[]);
+    let bob = host.tenant("bob", &[]);
+    host.deploy_ok(&alice, http_app(1).path(), "counted");
+    host.deploy_ok(&bob, http_app(1).path(), "other");
+    for _ in 0..3 {
+        assert_eq!(host.get("counted", "/env/VERSION").await.0, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(host.get("counted", "/env/NOT_SET").await.0, 404);
+    }
+    assert_eq!(host.get("counted", "/panic").await.0, 500);
+    assert_eq!(host.get("other", "/env/VERSION").await.0, 200);
+
+    let scrape = |token: String, path: &'static str| {
+        let url = format!("{}{path}", host.api);
+        async move {
+            let response = client().get(url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.text().await.unwrap()
+        }
+    };
+    let all = scrape(ADMIN_TOKEN.into(), "/metrics").await;
+    let series = |labels: &str| {
+        format!("{{tenant=\"alice\",app=\"counted\",component=\"web\",route=\"/...\"{labels}}}")
+    };
+    for expected in [
+        format!("skiff_http_requests_total{} 3", series(",status=\"2xx\"")),
+        format!("skiff_http_requests_total{} 2", series(",status=\"4xx\"")),
+        format!("skiff_http_requests_total{} 1", series(",status=\"5xx\"")),
+        format!("skiff_http_request_duration_seconds_count{} 6", series("")),
+        format!(
+            "skiff_http_request_failures_total{} 1",
+            series(",cause=\"trap\"")
+        ),
+        format!("skiff_http_requests_in_flight{} 0", series("")),
+        "skiff_apps_deployed 2".to_string(),
+        "skiff_tenants 2".to_string(),
+    ] {
+        assert!(all.contains(&expected), "no `{expected}` in:\n{all}");
+    }
+    assert!(all.contains("app=\"other\""));
+
+    let mine = scrape(alice.clone(), "/v1/metrics").await;
+    assert!(mine.contains(&format!(
+        "skiff_http_requests_total{} 3",
+        series(",status=\"2xx\"")
+    )));
+    assert!(
+        !mine.contains("bob") && !mine.contains("app=\"other\""),
+        "{mine}"
+    );
+    let theirs = scrape(bob, "/v1/metrics").await;
+    assert!(!theirs.contains("counted"), "{theirs}");
+    // The host-wide figures are the operator's.
+    let (status, _) = host
+        .api(reqwest::Method::GET, "/metrics", Some(&alice))
+        .await;
+    assert_eq!(status, 403);
+}

@@ -1,0 +1,197 @@
+//! Prometheus metrics of the HTTP trigger: requests by status class, latency, requests in
+//! flight and failures by cause, per tenant, app, component and route.
+//!
+//! Labels name routes as written in the manifest (`/api/...`), never raw paths, so the number of
+//! series is bounded by what is deployed. The handles of one app's routes are made when the app
+//! is loaded ([`HttpMetrics::for_app`]), so a request updates its own atomics and takes no lock
+//! on a shared map.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use skiff_manifest::App;
+use skiff_runtime::InvokeError;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    tenant: String,
+    app: String,
+    component: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    tenant: String,
+    app: String,
+    component: String,
+    route: String,
+    /// `2xx`, `4xx`, `5xx`...
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    tenant: String,
+    app: String,
+    component: String,
+    route: String,
+    /// What stopped the request: `deadline`, `memory`, `fuel`, `trap`, `overloaded`...
+    cause: &'static str,
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const CAUSES: [&str; 8] = [
+    "deadline",
+    "memory",
+    "fuel",
+    "trap",
+    "instantiate",
+    "no_response",
+    "guest_error",
+    "overloaded",
+];
+
+/// The metric families of the HTTP trigger, registered once per host.
+pub struct HttpMetrics {
+    requests: Family<StatusLabels, Counter>,
+    duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    in_flight: Family<RouteLabels, Gauge>,
+    failures: Family<FailureLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to about 26 s: a hello request and a request that runs into a long deadline.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+impl HttpMetrics {
+    /// Registers the families in `registry` (under the `skiff_http_` prefix).
+    pub fn register(registry: &mut Registry) -> Arc<HttpMetrics> {
+        let metrics = HttpMetrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram),
+            in_flight: Family::default(),
+            failures: Family::default(),
+        };
+        let registry = registry.sub_registry_with_prefix("skiff_http");
+        registry.register(
+            "requests",
+            "Requests answered, by status class",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's arrival to its response head, guest start-up included",
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "requests_in_flight",
+            "Requests whose response head is not sent yet",
+            metrics.in_flight.clone(),
+        );
+        registry.register(
+            "request_failures",
+            "Requests a guest did not answer, by cause",
+            metrics.failures.clone(),
+        );
+        Arc::new(metrics)
+    }
+
+    /// The handles of every route of `app`. `tenant` is empty outside a multi-tenant host.
+    pub fn for_app(&self, tenant: &str, app: &App) -> AppMetrics {
+        let routes = app
+            .routes
+            .iter()
+            .map(|route| {
+                let labels = RouteLabels {
+                    tenant: tenant.to_string(),
+                    app: app.name.clone(),
+                    component: app.components[route.component].id.clone(),
+                    route: route.as_written.clone(),
+                };
+                let status = |status| StatusLabels {
+                    tenant: labels.tenant.clone(),
+                    app: labels.app.clone(),
+                    component: labels.component.clone(),
+                    route: labels.route.clone(),
+                    status,
+                };
+                let cause = |cause| FailureLabels {
+                    tenant: labels.tenant.clone(),
+                    app: labels.app.clone(),
+                    component: labels.component.clone(),
+                    route: labels.route.clone(),
+                    cause,
+                };
+                RouteMetrics {
+                    by_status: STATUS_CLASSES
+                        .map(|class| self.requests.get_or_create_owned(&status(class))),
+                    duration: self.duration.get_or_create_owned(&labels),
+                    in_flight: self.in_flight.get_or_create_owned(&labels),
+                    by_cause: CAUSES.map(|c| self.failures.get_or_create_owned(&cause(c))),
+                }
+            })
+            .collect();
+        AppMetrics { routes }
+    }
+}
+
+/// One app's metric handles, route by route.
+pub struct AppMetrics {
+    routes: Vec<RouteMetrics>,
+}
+
+impl AppMetrics {
+    pub(crate) fn route(&self, index: usize) -> Option<&RouteMetrics> {
+        self.routes.get(index)
+    }
+}
+
+pub(crate) struct RouteMetrics {
+    by_status: [Counter; 5],
+    duration: Histogram,
+    in_flight: Gauge,
+    by_cause: [Counter; 8],
+}
+
+impl RouteMetrics {
+    /// Counts a request in flight until the guard is dropped.
+    pub(crate) fn start(&self) -> InFlight<'_> {
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+
+    pub(crate) fn answered(&self, status: u16, seconds: f64) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_status[class].inc();
+        self.duration.observe(seconds);
+    }
+
+    pub(crate) fn failed(&self, err: &InvokeError) {
+        let cause = match err {
+            InvokeError::Deadline(_) => 0,
+            InvokeError::OutOfMemory { .. } => 1,
+            InvokeError::OutOfFuel { .. } => 2,
+            InvokeError::Trap(_) => 3,
+            InvokeError::Instantiate(_) => 4,
+            InvokeError::NoResponse => 5,
+            InvokeError::Guest(_) => 6,
+            InvokeError::Overloaded(_) => 7,
+        };
+        self.by_cause[cause].inc();
+    }
+}
+
+pub(crate) struct InFlight<'m>(&'m Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
