@@ -379,13 +379,14 @@ def throughput(server, token, n, args, workdir):
         with RssSampler(server.pid) as sampler:
             s = wrk(server, spread, args.duration)
         live = sum(1 for v in statuses(server, token).values() if v == "live")
+        results_mem = server.memory()  # all loaded, right after serving them all
         with RssSampler(server.pid) as sampler1:
             o = wrk(server, single, args.duration)
         run = {"spread_rps": s["rps"], "single_rps": o["rps"], "spread_p99_ms": s.get("p99_ms"),
                "single_p99_ms": o.get("p99_ms"), "spread_p50_ms": s.get("p50_ms"),
                "single_p50_ms": o.get("p50_ms"), "rss_spread_kib": sampler.max_kib,
                "rss_single_kib": sampler1.max_kib, "live_after_spread": live,
-               "errors": s["socket_errors"] + o["socket_errors"]}
+               "errors": s["socket_errors"] + o["socket_errors"], "mem_after_spread": results_mem}
         runs.append(run)
         log(f"   rep {rep + 1}: spread {run['spread_rps']:8.0f} req/s (p99 {run['spread_p99_ms']:.2f} ms, "
             f"{live}/{n} live after), one app {run['single_rps']:8.0f} req/s (p99 {run['single_p99_ms']:.2f} ms); "
@@ -442,8 +443,8 @@ def measure(args, skiff, workdir):
         log(f"== throughput: wrk -t1 -c32 -d{args.duration}s spread over {n} apps vs one app, x{args.reps}")
         results["throughput"] = throughput(server, token, n, args, workdir)
         results["rss_hwm_kib"] = server.rss_kib("VmHWM")
-        results["mem_loaded_end"] = server.memory()
-        # Unloading again after all the load: RSS that does not come back down to the first
+        results["mem_loaded_end"] = results["throughput"][-1]["mem_after_spread"]
+        # Unloading again after all the load runs: RSS that does not come back down to the first
         # idle figure is memory kept by the allocator, or leaked.
         log(f"== waiting for all {n} apps to go idle again")
         wait_all_idle(server, token, n, timeout=args.idle_unload * 3 + 60)
@@ -519,7 +520,7 @@ def build_details(r, args):
         + "\n".join(f"| {label} | {mib(m['VmRSS'])} | {mib(m['RssAnon'])} | {mib(m['RssFile'])} | "
                     f"{mib(m['RssShmem'])} | {mib(m.get('Pss', 0))} | {m['cwasm_maps']:,} |"
                     for label, m in (("empty host", r["mem_empty"]), ("all deployed (loaded)", r["mem_deployed"]),
-                                     ("all idle", r["mem_idle"]), ("all loaded, after the load runs", r["mem_loaded_end"]),
+                                     ("all idle", r["mem_idle"]), ("all loaded, right after the last spread run", r["mem_loaded_end"]),
                                      ("all idle again, at the end", r["mem_idle_end"])))
         + f"\n\nAll idle {r['idle_wait_s']:.1f} s after the last deploy (`--idle-unload {args.idle_unload}s`). "
         f"Peak RSS (VmHWM) over the whole run: {mib(r['rss_hwm_kib'])}.",

@@ -35,7 +35,7 @@ use skiff_runtime::{InvokeError, LoadedApp, RequestInfo, ResponseBody};
 use tokio::net::TcpListener;
 
 mod metrics;
-pub use metrics::{AppMetrics, HttpMetrics};
+pub use metrics::{AppMetrics, HttpMetrics, serve_metrics};
 
 pub const MATCHED_ROUTE: HeaderName = HeaderName::from_static("skiff-matched-route");
 pub const PATH_INFO: HeaderName = HeaderName::from_static("skiff-path-info");

@@ -195,3 +195,48 @@ impl Drop for InFlight<'_> {
         self.0.dec();
     }
 }
+
+/// Serves `GET /metrics` (the OpenMetrics text of `registry`) on `listener`, for hosts that
+/// have no management API of their own (`skiff up --metrics-listen`). Runs until dropped.
+pub async fn serve_metrics(listener: tokio::net::TcpListener, registry: Arc<Registry>) {
+    use http::{Response, StatusCode};
+    use http_body_util::Full;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let registry = registry.clone();
+        let service = hyper::service::service_fn(move |request: http::Request<_>| {
+            let registry = registry.clone();
+            async move {
+                let mut response = Response::new(Full::new(bytes::Bytes::new()));
+                if request.uri().path() != "/metrics" {
+                    *response.status_mut() = StatusCode::NOT_FOUND;
+                    *response.body_mut() = Full::new("metrics are at /metrics\n".into());
+                    return Ok::<_, std::convert::Infallible>(response);
+                }
+                let mut text = String::new();
+                if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+                    tracing::error!("cannot encode the metrics: {err}");
+                }
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                *response.body_mut() = Full::new(text.into());
+                Ok(response)
+            }
+        });
+        tokio::spawn(async move {
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

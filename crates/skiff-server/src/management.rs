@@ -309,6 +309,7 @@ async fn deploy_app(
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large());
     }
+    let _slot = state.platform.deploy_slot().await;
     let bytes = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
         .collect()
         .await

@@ -91,6 +91,9 @@ impl Refusal {
 
 type Refused<T> = Result<T, Refusal>;
 
+/// Deploys that may upload and compile at once; more wait their turn.
+const MAX_CONCURRENT_DEPLOYS: usize = 4;
+
 /// One deployed app.
 pub struct AppEntry {
     pub name: String,
@@ -155,6 +158,9 @@ pub struct Platform {
     /// Serialises changes to tenants, app records and the index.
     changes: Mutex<()>,
     log_hubs: Mutex<HashMap<String, Arc<LogHub>>>,
+    /// Deploys in progress at once: each holds its upload in memory and compiles, so a burst
+    /// of them must not take the host's memory and CPU from the apps it serves.
+    deploys: tokio::sync::Semaphore,
     started: Instant,
 }
 
@@ -218,8 +224,17 @@ impl Platform {
             apps: ArcSwap::from_pointee(apps),
             changes: Mutex::new(()),
             log_hubs: Mutex::new(log_hubs),
+            deploys: tokio::sync::Semaphore::new(MAX_CONCURRENT_DEPLOYS),
             started: Instant::now(),
         }))
+    }
+
+    /// Waits for a deploy slot; hold it from before the upload is read until the deploy ends.
+    pub async fn deploy_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.deploys
+            .acquire()
+            .await
+            .expect("the deploy semaphore is never closed")
     }
 
     pub fn config(&self) -> &PlatformConfig {

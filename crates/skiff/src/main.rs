@@ -175,6 +175,9 @@ struct ServeArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off unless given).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     http: HttpArgs,
     #[command(flatten)]
@@ -190,6 +193,9 @@ struct UpArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off unless given).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     http: HttpArgs,
     /// The operator's runtime config: where key-value store labels live, variable values.
@@ -270,7 +276,15 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let app = single::app_for_component(&args.file, grant, &args.limits)?;
             config.fuel = uses_fuel(&app);
             let runtime = new_runtime(config)?;
-            up(&runtime, app, args.listen, args.http.limits(), false).await
+            up(
+                &runtime,
+                app,
+                args.listen,
+                &args.http,
+                args.metrics_listen,
+                false,
+            )
+            .await
         }
         Command::Up(args) => {
             let path = manifest_path(&args.manifest);
@@ -280,7 +294,15 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             config.fuel = uses_fuel(&app);
             let runtime = new_runtime(config)?;
-            up(&runtime, app, args.listen, args.http.limits(), true).await
+            up(
+                &runtime,
+                app,
+                args.listen,
+                &args.http,
+                args.metrics_listen,
+                true,
+            )
+            .await
         }
     }
 }
@@ -323,7 +345,8 @@ async fn up(
     runtime: &Arc<Runtime>,
     app: App,
     listen: SocketAddr,
-    limits: skiff_http::HttpLimits,
+    http: &HttpArgs,
+    metrics_listen: Option<SocketAddr>,
     from_manifest: bool,
 ) -> Result<ExitCode> {
     let loaded = {
@@ -340,7 +363,18 @@ async fn up(
             })?
     };
     let app = loaded.app.clone();
-    let server = skiff_http::Server::bind(listen, skiff_http::HttpApp::new(loaded))
+    let mut http_app = skiff_http::HttpApp::new(loaded);
+    if let Some(metrics_listen) = metrics_listen {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = skiff_http::HttpMetrics::register(&mut registry);
+        http_app = http_app.with_metrics(&metrics, "");
+        let listener = tokio::net::TcpListener::bind(metrics_listen)
+            .await
+            .with_context(|| format!("cannot listen on {metrics_listen} (--metrics-listen)"))?;
+        println!("Metrics http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(skiff_http::serve_metrics(listener, Arc::new(registry)));
+    }
+    let server = skiff_http::Server::bind(listen, http_app)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = server.local_addr()?;
@@ -362,7 +396,7 @@ async fn up(
         println!("  {}: http://{addr}{shown}{wildcard}", component.id);
     }
     server
-        .with_limits(limits)
+        .with_limits(http.limits())
         .with_shutdown_grace(Duration::from_secs(10))
         .serve(shutdown_signal())
         .await?;

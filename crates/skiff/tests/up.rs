@@ -324,3 +324,46 @@ allowed_outbound_hosts = ["https://localhost:*"]
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn metrics_listen_serves_prometheus_counts_per_route() {
+    let hello = repo_root().join("examples/hello");
+    let server = Server::start(&[
+        "up",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        hello.to_str().unwrap(),
+    ]);
+    let metrics_url = server
+        .stdout_lines
+        .iter()
+        .find_map(|line| line.strip_prefix("Metrics "))
+        .unwrap_or_else(|| panic!("no metrics line in {:?}", server.stdout_lines))
+        .to_string();
+    for path in ["/", "/hello/a", "/hello/b", "/nowhere"] {
+        client().get(server.url(path)).send().await.unwrap();
+    }
+    let text = client()
+        .get(&metrics_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = |route: &str| {
+        format!(
+            "skiff_http_requests_total{{tenant=\"\",app=\"hello\",component=\"hello\",route=\"{route}\",status=\"2xx\"}}"
+        )
+    };
+    assert!(text.contains(&format!("{} 1\n", series("/"))), "{text}");
+    // Routes by template, not by raw path: both /hello/a and /hello/b count here.
+    assert!(
+        text.contains(&format!("{} 2\n", series("/hello/..."))),
+        "{text}"
+    );
+    assert!(
+        !text.contains("/hello/a") && !text.contains("nowhere"),
+        "{text}"
+    );
+}
