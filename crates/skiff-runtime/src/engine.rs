@@ -92,6 +92,7 @@ pub struct Runtime {
     /// One permit per instance allowed to run at once, host-wide.
     pub(crate) instances: Arc<Semaphore>,
     pub(crate) backends: crate::state::Backends,
+    pub(crate) code_share: crate::app::CodeShare,
     _ticker: EpochTicker,
 }
 
@@ -108,6 +109,7 @@ impl Runtime {
             cache,
             instances: Arc::new(Semaphore::new(config.max_instances as usize)),
             backends: Default::default(),
+            code_share: Default::default(),
             config,
             _ticker: ticker,
         }))
