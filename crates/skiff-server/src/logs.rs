@@ -17,15 +17,23 @@ const KEPT_LINES: usize = 1000;
 const FOLLOW_BUFFER: usize = 1024;
 
 pub struct LogHub {
-    recent: Mutex<VecDeque<Arc<LogLine>>>,
-    live: broadcast::Sender<Arc<LogLine>>,
+    lines: Mutex<Lines>,
+}
+
+struct Lines {
+    recent: VecDeque<Arc<LogLine>>,
+    /// Made when the first follower comes: its buffer is allocated up front, and a thousand
+    /// apps nobody follows should not pay for a thousand of them.
+    live: Option<broadcast::Sender<Arc<LogLine>>>,
 }
 
 impl LogHub {
     pub fn new() -> Arc<LogHub> {
         Arc::new(LogHub {
-            recent: Mutex::new(VecDeque::with_capacity(64)),
-            live: broadcast::channel(FOLLOW_BUFFER).0,
+            lines: Mutex::new(Lines {
+                recent: VecDeque::new(),
+                live: None,
+            }),
         })
     }
 
@@ -45,15 +53,15 @@ impl LogHub {
             level: output.level.map(str::to_string),
             message: output.message.to_string(),
         });
-        {
-            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-            if recent.len() == KEPT_LINES {
-                recent.pop_front();
-            }
-            recent.push_back(line.clone());
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        if lines.recent.len() == KEPT_LINES {
+            lines.recent.pop_front();
         }
-        // No follower is the usual case, and not an error.
-        let _ = self.live.send(line);
+        lines.recent.push_back(line.clone());
+        if let Some(live) = &lines.live {
+            // Followers that have gone away are not an error.
+            let _ = live.send(line);
+        }
     }
 
     /// The last `tail` lines, and (subscribed at the same moment, so nothing falls between
@@ -62,9 +70,12 @@ impl LogHub {
         &self,
         tail: usize,
     ) -> (Vec<Arc<LogLine>>, broadcast::Receiver<Arc<LogLine>>) {
-        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        let receiver = self.live.subscribe();
-        let skip = recent.len().saturating_sub(tail);
-        (recent.iter().skip(skip).cloned().collect(), receiver)
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let receiver = lines
+            .live
+            .get_or_insert_with(|| broadcast::channel(FOLLOW_BUFFER).0)
+            .subscribe();
+        let skip = lines.recent.len().saturating_sub(tail);
+        (lines.recent.iter().skip(skip).cloned().collect(), receiver)
     }
 }
