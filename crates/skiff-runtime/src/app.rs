@@ -214,9 +214,7 @@ impl Runtime {
                 err.component = Some(index);
                 err
             };
-            let (pre, outcome) = self
-                .load_http_component(&spec.source)
-                .map_err(with_index)?;
+            let (pre, outcome) = self.load_http_component(&spec.source).map_err(with_index)?;
             if spec.limits.fuel.is_some() && !self.config.fuel {
                 return Err(with_index(LoadError::new(
                     &spec.source,

@@ -440,6 +440,16 @@ async fn quotas_refuse_a_deploy_and_name_the_quota() {
         "{message}"
     );
     assert_eq!(host.get("first", "/env/VERSION").await, (200, "2".into()));
+
+    // The http guest is over 100 KiB of code.
+    let tiny = host.tenant("tiny", &["--max-code-size", "100KiB"]);
+    let out = host.deploy(&tiny, http_app(1).path(), "tiny-app");
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(
+        message.contains("max_code_bytes") && message.contains("100 KiB"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
