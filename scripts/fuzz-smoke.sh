@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Bounded fuzz run of every cargo-fuzz target in fuzz/ (the manifest parser and the route
-# matcher): each runs for FUZZ_SECONDS (default 60) on a temporary copy of its seed corpus, so
-# the repository is not touched except for crash inputs under fuzz/artifacts/ (gitignored).
+# Bounded fuzz run of every cargo-fuzz target in fuzz/ (the manifest parser, the route matcher
+# and the bundle unpacker): each runs for FUZZ_SECONDS (default 60) on a temporary copy of its
+# seed corpus, so the repository is not touched except for crash inputs under fuzz/artifacts/
+# (gitignored).
 # Exits non-zero if any target crashes, printing the input that did it and how to replay it.
 #
 #   scripts/fuzz-smoke.sh                       # what CI runs
@@ -14,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${FUZZ_SECONDS:-60}"
-targets="${FUZZ_TARGETS:-manifest router}"
+targets="${FUZZ_TARGETS:-manifest router bundle}"
 
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
   echo "fuzz-smoke: needs a nightly toolchain: rustup toolchain install nightly --profile minimal" >&2

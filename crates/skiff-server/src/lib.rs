@@ -9,7 +9,8 @@
 //! so a restarted host serves them again from the cache without recompiling.
 
 pub mod api;
-pub mod bundle;
+/// Bundles are their own crate so that they can be fuzzed without the whole server.
+pub use skiff_bundle as bundle;
 pub mod logs;
 pub mod management;
 mod persist;
