@@ -13,6 +13,7 @@
 //! | `skiff-component` | the id of the component serving the request |
 //! | `skiff-client-addr` | the client's socket address, e.g. `127.0.0.1:51234` |
 //! | `skiff-request-id` | the request's id, as in skiff's log lines |
+//! | `skiff-base-path` | when the app was chosen by a path prefix (`skiff server --path-routing`), that prefix, e.g. `/hello`; the path the guest sees is below it |
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -42,6 +43,7 @@ pub const PATH_INFO: HeaderName = HeaderName::from_static("skiff-path-info");
 pub const COMPONENT: HeaderName = HeaderName::from_static("skiff-component");
 pub const CLIENT_ADDR: HeaderName = HeaderName::from_static("skiff-client-addr");
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("skiff-request-id");
+pub const BASE_PATH: HeaderName = HeaderName::from_static("skiff-base-path");
 
 /// Limits on what a client may send, applied before any guest runs.
 #[derive(Debug, Clone)]
@@ -111,7 +113,16 @@ pub trait AppSource: Send + Sync + 'static {
     fn select(
         &self,
         request: &Request<Incoming>,
-    ) -> impl Future<Output = Result<Arc<HttpApp>, Response<ResponseBody>>> + Send;
+    ) -> impl Future<Output = Result<Selected, Response<ResponseBody>>> + Send;
+}
+
+/// The app chosen for a request, and how much of the path chose it.
+pub struct Selected {
+    pub app: Arc<HttpApp>,
+    /// Bytes at the start of the path that named the app (`/hello` of `/hello/api/x`), to be
+    /// removed before routing: the app sees the path below its base path. Zero when the host
+    /// name chose the app.
+    pub base_path_len: usize,
 }
 
 /// One app that serves every request, whatever its host name.
@@ -121,8 +132,11 @@ impl AppSource for SingleApp {
     async fn select(
         &self,
         _request: &Request<Incoming>,
-    ) -> Result<Arc<HttpApp>, Response<ResponseBody>> {
-        Ok(self.0.clone())
+    ) -> Result<Selected, Response<ResponseBody>> {
+        Ok(Selected {
+            app: self.0.clone(),
+            base_path_len: 0,
+        })
     }
 }
 
@@ -272,8 +286,15 @@ async fn dispatch(
             format!("request body larger than the limit of {max_body} bytes\n"),
         );
     }
-    let app = match apps.select(&request).await {
-        Ok(app) => app,
+    let (app, base_path) = match apps.select(&request).await {
+        Ok(Selected {
+            app,
+            base_path_len: 0,
+        }) => (app, None),
+        Ok(Selected { app, base_path_len }) => match strip_base_path(&mut request, base_path_len) {
+            Ok(base_path) => (app, Some(base_path)),
+            Err(response) => return response,
+        },
         Err(response) => return response,
     };
     let path = request.uri().path();
@@ -308,6 +329,9 @@ async fn dispatch(
     }
     if let Ok(value) = path_info {
         headers.insert(PATH_INFO, value);
+    }
+    if let Some(base_path) = base_path {
+        headers.insert(BASE_PATH, base_path);
     }
     set(headers, COMPONENT, &component.id);
     set(headers, CLIENT_ADDR, &client.to_string());
@@ -364,6 +388,29 @@ async fn dispatch(
             response
         }
     }
+}
+
+/// Removes the base path that chose the app from the request's path, so that the app routes
+/// and sees paths as it would at a host of its own; returns the base path, which the guest
+/// gets in `skiff-base-path` (to build links with).
+fn strip_base_path(
+    request: &mut Request<Incoming>,
+    len: usize,
+) -> Result<HeaderValue, Response<ResponseBody>> {
+    let uri = request.uri();
+    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let (base, rest) = path_and_query.split_at(len.min(path_and_query.len()));
+    let rest = if rest.starts_with('/') {
+        rest.to_string()
+    } else {
+        format!("/{rest}")
+    };
+    let mut parts = uri.clone().into_parts();
+    let malformed = || plain(StatusCode::BAD_REQUEST, "malformed request path\n".into());
+    parts.path_and_query = Some(rest.parse().map_err(|_| malformed())?);
+    let base = HeaderValue::from_str(base).map_err(|_| malformed())?;
+    *request.uri_mut() = http::Uri::from_parts(parts).map_err(|_| malformed())?;
+    Ok(base)
 }
 
 /// Bytes of the request target as the client sent it (origin form, or absolute form).

@@ -40,6 +40,8 @@ pub struct ServerOptions {
     /// The management API.
     pub api_listen: SocketAddr,
     pub http_limits: HttpLimits,
+    /// Also choose apps by the first path segment (`/NAME/...`) when the host names none.
+    pub path_routing: bool,
     pub admin: AdminAuth,
     pub platform: PlatformConfig,
 }
@@ -75,12 +77,14 @@ pub async fn bind(
         .map_err(|err| StartError::Data(err.to_string()))?
         .map_err(StartError::Data)?;
     let listen_error = |what, addr| move |source| StartError::Listen { what, addr, source };
-    let data =
-        skiff_http::Server::bind_source(options.listen, routing::HostRouter::new(platform.clone()))
-            .await
-            .map_err(listen_error("data plane", options.listen))?
-            .with_limits(options.http_limits)
-            .with_shutdown_grace(SHUTDOWN_GRACE);
+    let data = skiff_http::Server::bind_source(
+        options.listen,
+        routing::HostRouter::new(platform.clone(), options.path_routing),
+    )
+    .await
+    .map_err(listen_error("data plane", options.listen))?
+    .with_limits(options.http_limits)
+    .with_shutdown_grace(SHUTDOWN_GRACE);
     let api = TcpListener::bind(options.api_listen)
         .await
         .map_err(listen_error("management API", options.api_listen))?;

@@ -1,12 +1,13 @@
 //! The data plane's choice of app: `NAME.DOMAIN` in the `Host` header (or the authority of an
-//! HTTP/2 request) selects the app named NAME. An idle app is loaded here, on its first
-//! request.
+//! HTTP/2 request) selects the app named NAME; with path routing on, a request whose host names
+//! no app is chosen by its first path segment (`/NAME/...`). An idle app is loaded here, on its
+//! first request.
 
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use skiff_http::{AppSource, HttpApp, plain};
+use skiff_http::{AppSource, Selected, plain};
 use skiff_runtime::ResponseBody;
 
 use crate::platform::Platform;
@@ -15,12 +16,18 @@ pub struct HostRouter {
     platform: Arc<Platform>,
     /// `.DOMAIN`, lower case.
     suffix: String,
+    /// When the host name names no app, the first path segment may: `/NAME/...`.
+    path_routing: bool,
 }
 
 impl HostRouter {
-    pub fn new(platform: Arc<Platform>) -> Self {
+    pub fn new(platform: Arc<Platform>, path_routing: bool) -> Self {
         let suffix = format!(".{}", platform.config().domain.to_ascii_lowercase());
-        HostRouter { platform, suffix }
+        HostRouter {
+            platform,
+            suffix,
+            path_routing,
+        }
     }
 }
 
@@ -28,7 +35,7 @@ impl AppSource for HostRouter {
     async fn select(
         &self,
         request: &Request<Incoming>,
-    ) -> Result<Arc<HttpApp>, Response<ResponseBody>> {
+    ) -> Result<Selected, Response<ResponseBody>> {
         let host = request.uri().host().or_else(|| {
             request
                 .headers()
@@ -41,8 +48,13 @@ impl AppSource for HostRouter {
                 "no Host header: apps are chosen by host name\n".into(),
             ));
         };
-        let Some(name) = app_name(host, &self.suffix) else {
-            return Err(not_found(host, &self.suffix));
+        let (name, base_path_len) = match app_name(host, &self.suffix) {
+            Some(name) => (name, 0),
+            None if self.path_routing => match first_segment(request.uri().path()) {
+                Some(name) => (name, name.len() + 1),
+                None => return Err(not_found(host, &self.suffix)),
+            },
+            None => return Err(not_found(host, &self.suffix)),
         };
         let lowered;
         let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -52,7 +64,7 @@ impl AppSource for HostRouter {
             name
         };
         match self.platform.serve(name).await {
-            Some(Ok(app)) => Ok(app),
+            Some(Ok(app)) => Ok(Selected { app, base_path_len }),
             Some(Err(reason)) => {
                 tracing::error!(app = name, "cannot load the app: {reason}");
                 Err(plain(
@@ -71,6 +83,13 @@ fn not_found(host: &str, suffix: &str) -> Response<ResponseBody> {
         StatusCode::NOT_FOUND,
         format!("no app is deployed at {host}; apps are served at NAME{suffix}\n"),
     )
+}
+
+/// `hello` of `/hello/api/x` or `/hello`.
+fn first_segment(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix('/')?;
+    let name = rest.split('/').next()?;
+    (!name.is_empty()).then_some(name)
 }
 
 /// The app label of `host` (`hello` in `hello.localhost:3000`), if it is one label directly

@@ -33,6 +33,11 @@ pub struct ServerArgs {
     /// Apps are served at NAME.DOMAIN.
     #[arg(long, default_value = "localhost")]
     domain: String,
+    /// Also serve app NAME at /NAME/... when the host name names no app (for clients that
+    /// cannot set a Host header); the app sees the path below /NAME, and the prefix in the
+    /// `skiff-base-path` header.
+    #[arg(long)]
+    path_routing: bool,
     /// Read the admin token from this file instead of SKIFF_ADMIN_TOKEN.
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
@@ -100,6 +105,7 @@ pub async fn run(
         listen: args.listen,
         api_listen: args.api_listen,
         http_limits: args.http.limits(),
+        path_routing: args.path_routing,
         admin,
         platform: PlatformConfig {
             data_dir,

@@ -755,3 +755,29 @@ async fn metrics_count_requests_per_route_and_tenants_see_only_their_own() {
         .await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn path_routing_serves_an_app_below_its_name_when_the_host_names_none() {
+    let host = Host::start_in(fresh_data_dir().join("server"), &["--path-routing"]);
+    let token = host.tenant("acme", &[]);
+    host.deploy_ok(&token, http_app(5).path(), "hello");
+    let get = |path: &str| {
+        let url = host.server.url(path);
+        async move {
+            let response = client().get(url).send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    // No Host naming an app (the client sends 127.0.0.1:PORT): the first segment does, and
+    // the app sees the path below it.
+    assert_eq!(get("/hello/env/VERSION").await, (200, "5".into()));
+    let (status, body) = get("/hello/some/where?x=1").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("path=/some/where?x=1 "), "{body}");
+    let (status, body) = get("/hello").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("path=/ "), "{body}");
+    assert_eq!(get("/nobody/env/VERSION").await.0, 404);
+    // The host name still wins when it names an app.
+    assert_eq!(host.get("hello", "/env/VERSION").await, (200, "5".into()));
+}
