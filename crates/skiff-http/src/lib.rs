@@ -292,8 +292,8 @@ async fn dispatch(
             base_path_len: 0,
         }) => (app, None),
         Ok(Selected { app, base_path_len }) => match strip_base_path(&mut request, base_path_len) {
-            Ok(base_path) => (app, Some(base_path)),
-            Err(response) => return response,
+            Some(base_path) => (app, Some(base_path)),
+            None => return plain(StatusCode::BAD_REQUEST, "malformed request path\n".into()),
         },
         Err(response) => return response,
     };
@@ -392,25 +392,21 @@ async fn dispatch(
 
 /// Removes the base path that chose the app from the request's path, so that the app routes
 /// and sees paths as it would at a host of its own; returns the base path, which the guest
-/// gets in `skiff-base-path` (to build links with).
-fn strip_base_path(
-    request: &mut Request<Incoming>,
-    len: usize,
-) -> Result<HeaderValue, Response<ResponseBody>> {
+/// gets in `skiff-base-path` (to build links with). `None` if the path cannot be split there.
+fn strip_base_path(request: &mut Request<Incoming>, len: usize) -> Option<HeaderValue> {
     let uri = request.uri();
     let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let (base, rest) = path_and_query.split_at(len.min(path_and_query.len()));
+    let (base, rest) = path_and_query.split_at_checked(len)?;
     let rest = if rest.starts_with('/') {
         rest.to_string()
     } else {
         format!("/{rest}")
     };
     let mut parts = uri.clone().into_parts();
-    let malformed = || plain(StatusCode::BAD_REQUEST, "malformed request path\n".into());
-    parts.path_and_query = Some(rest.parse().map_err(|_| malformed())?);
-    let base = HeaderValue::from_str(base).map_err(|_| malformed())?;
-    *request.uri_mut() = http::Uri::from_parts(parts).map_err(|_| malformed())?;
-    Ok(base)
+    parts.path_and_query = Some(rest.parse().ok()?);
+    let base = HeaderValue::from_str(base).ok()?;
+    *request.uri_mut() = http::Uri::from_parts(parts).ok()?;
+    Some(base)
 }
 
 /// Bytes of the request target as the client sent it (origin form, or absolute form).
