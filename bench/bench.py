@@ -227,10 +227,16 @@ class RssSampler:
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(port, path, connections, seconds, latency=False, cpu=LOADGEN_CPU):
+def wrk(port, path, connections, seconds, latency=False, cpu=LOADGEN_CPU, script=None,
+        after=None):
+    """One wrk run: req/s, and p50/p99 in ms with `latency`. `script` is a Lua file that
+    shapes the requests; `after(argv)` runs once wrk is done (e.g. to check the server lives)."""
     argv = pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
-                  + (["--latency"] if latency else []) + [f"http://127.0.0.1:{port}{path}"], cpu)
+                  + (["--latency"] if latency else []) + (["-s", script] if script else [])
+                  + [f"http://127.0.0.1:{port}{path}"], cpu)
     out = subprocess.run(argv, capture_output=True, text=True)
+    if after:
+        after(argv)
     if out.returncode != 0:
         fail(f"wrk failed ({' '.join(argv)}):\n{out.stdout}\n{out.stderr}")
     text = out.stdout

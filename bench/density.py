@@ -338,28 +338,8 @@ def write_lua(workdir, hosts, name):
 
 
 def wrk(server, script, seconds, connections=32):
-    argv = pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script,
-                   f"http://127.0.0.1:{server.port}/"], LOADGEN_CPU)
-    out = subprocess.run(argv, capture_output=True, text=True)
-    server.check_alive(f"during `{' '.join(argv)}`")
-    if out.returncode != 0:
-        fail(f"wrk failed ({' '.join(argv)}):\n{out.stdout}\n{out.stderr}")
-    text = out.stdout
-    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
-    if not m:
-        fail(f"cannot read wrk's output:\n{text}")
-    result = {"rps": float(m.group(1))}
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    result["non2xx"] = int(bad.group(1)) if bad else 0
-    result["socket_errors"] = sum(int(x) for x in errors.groups()) if errors else 0
-    for pct in ("50", "99"):
-        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
-        if m:
-            result[f"p{pct}_ms"] = float(m.group(1)) * UNITS[m.group(2)]
-    if result["non2xx"]:
-        server.die(f"gave {result['non2xx']} non-2xx answers to `{' '.join(argv)}`:\n{text}")
-    return result
+    return bench.wrk(server.port, "/", connections, seconds, latency=True, script=script,
+                     after=lambda argv: server.check_alive(f"during `{' '.join(argv)}`"))
 
 
 def throughput(server, token, n, args, workdir):

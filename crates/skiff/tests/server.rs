@@ -135,6 +135,14 @@ fn http_app(version: u32) -> tempfile::TempDir {
     dir
 }
 
+/// An app folder: the state guest as `state.wasm`, with `manifest` as its skiff.toml.
+fn state_app(manifest: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(guest("state-guest"), dir.path().join("state.wasm")).unwrap();
+    std::fs::write(dir.path().join("skiff.toml"), manifest).unwrap();
+    dir
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -353,13 +361,9 @@ async fn tenants_see_only_their_own_apps_and_data() {
 
     // Key-value data belongs to the tenant, not to the app name: Alice stores a secret under
     // `vault`, deletes the app, and Bob deploying his own `vault` does not find it.
-    let state = tempfile::tempdir().unwrap();
-    std::fs::copy(guest("state-guest"), state.path().join("state.wasm")).unwrap();
-    std::fs::write(
-        state.path().join("skiff.toml"),
+    let state = state_app(
         "[app]\nname = \"vault\"\nversion = \"1\"\n\n[component.kv]\nsource = \"state.wasm\"\nroute = \"/...\"\nkey_value_stores = [\"default\"]\n",
-    )
-    .unwrap();
+    );
     host.deploy_ok(&alice, state.path(), "vault");
     let response = client()
         .post(host.server.url("/kv/set?store=default&key=secret"))
@@ -654,13 +658,9 @@ async fn tenant_apps_reach_no_host_services_no_host_environment_and_only_their_o
     host.server.wait_for_log("public addresses only");
 
     // Variables take no value from the server's environment.
-    let state = tempfile::tempdir().unwrap();
-    std::fs::copy(guest("state-guest"), state.path().join("state.wasm")).unwrap();
-    std::fs::write(
-        state.path().join("skiff.toml"),
+    let state = state_app(
         "[app]\nname = \"peek\"\nversion = \"1\"\n\n[variables]\npassword = { default = \"none\" }\n\n[component.peek]\nsource = \"state.wasm\"\nroute = \"/...\"\nvariables = { password = \"{{ password }}\" }\n",
-    )
-    .unwrap();
+    );
     host.deploy_ok(&token, state.path(), "peek");
     assert_eq!(
         host.get("peek", "/config").await,
