@@ -120,14 +120,14 @@ impl BoundServer {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
         let unloader = tokio::spawn(unload_idle_apps(self.platform.clone()));
-        let router = management::router(self.platform.clone(), self.admin);
+        let router = management::router(self.platform.clone(), self.admin, stopped.clone());
         let api_stopped = stopped.clone();
         let api = async move {
             let serve = axum::serve(self.api, router)
                 .with_graceful_shutdown(until_stopped(api_stopped.clone()))
                 .into_future();
-            // `logs --follow` streams never end by themselves: past the grace period they are
-            // cut, or shutdown would wait on them forever.
+            // Log followers end when shutdown starts; anything else still open past the grace
+            // period is cut, so that shutdown never waits forever.
             let deadline = async {
                 until_stopped(api_stopped).await;
                 tokio::time::sleep(SHUTDOWN_GRACE).await;

@@ -42,10 +42,21 @@ pub enum AdminAuth {
 struct ApiState {
     platform: Arc<Platform>,
     admin: AdminAuth,
+    /// Turns true when the server shuts down: log followers are ended then, rather than
+    /// holding the shutdown up.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
-pub fn router(platform: Arc<Platform>, admin: AdminAuth) -> Router {
-    let state = ApiState { platform, admin };
+pub fn router(
+    platform: Arc<Platform>,
+    admin: AdminAuth,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> Router {
+    let state = ApiState {
+        platform,
+        admin,
+        stopping,
+    };
     Router::new()
         .route(paths::OPENAPI, get(openapi))
         .route(paths::HEALTH, get(health))
@@ -381,22 +392,28 @@ async fn app_logs(
     let (past, receiver) = hub.tail_and_follow(query.tail);
     let past = futures_util::stream::iter(past.into_iter().map(|line| Ok(ndjson(&line))));
     let body = if query.follow {
-        let live = futures_util::stream::unfold(receiver, |mut receiver| async move {
-            let line = match receiver.recv().await {
-                Ok(line) => ndjson(&line),
-                Err(RecvError::Lagged(missed)) => ndjson(&LogLine {
-                    time: crate::persist::now_rfc3339(),
-                    app: String::new(),
-                    component: String::new(),
-                    request_id: 0,
-                    stream: "skiff".into(),
-                    level: Some("warn".into()),
-                    message: format!("{missed} lines skipped: this reader fell behind"),
-                }),
-                Err(RecvError::Closed) => return None,
-            };
-            Some((Ok::<_, Infallible>(line), receiver))
-        });
+        let follow = (receiver, state.stopping.clone());
+        let live =
+            futures_util::stream::unfold(follow, |(mut receiver, mut stopping)| async move {
+                let next = tokio::select! {
+                    next = receiver.recv() => next,
+                    _ = stopping.wait_for(|stop| *stop) => return None,
+                };
+                let line = match next {
+                    Ok(line) => ndjson(&line),
+                    Err(RecvError::Lagged(missed)) => ndjson(&LogLine {
+                        time: crate::persist::now_rfc3339(),
+                        app: String::new(),
+                        component: String::new(),
+                        request_id: 0,
+                        stream: "skiff".into(),
+                        level: Some("warn".into()),
+                        message: format!("{missed} lines skipped: this reader fell behind"),
+                    }),
+                    Err(RecvError::Closed) => return None,
+                };
+                Some((Ok::<_, Infallible>(line), (receiver, stopping)))
+            });
         Body::from_stream(futures_util::StreamExt::chain(past, live))
     } else {
         Body::from_stream(past)

@@ -532,13 +532,34 @@ async fn logs_follow_streams_one_apps_guest_output() {
             }
         }
     }
-    let _ = follower.kill();
-    let _ = follower.wait();
     assert!(
         seen.iter()
             .any(|l| l.contains("hello stderr from http-guest")),
         "{seen:?}"
     );
+
+    // Shutting the server down ends the follow stream at once, rather than after the grace
+    // period for requests in flight (10 s): both exit cleanly.
+    let mut host = host;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &host.server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    let follower_status = loop {
+        if let Some(status) = follower.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(9) {
+            let _ = follower.kill();
+            panic!("the follower outlived the server's shutdown");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(follower_status.success(), "{follower_status:?}");
+    let server_status = host.server.child().wait().unwrap();
+    assert!(server_status.success(), "{server_status:?}");
 }
 
 #[tokio::test]
