@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -89,6 +90,19 @@ pub(crate) fn read_wasm(path: &Path) -> Result<Vec<u8>, LoadError> {
     std::fs::read(path).map_err(|err| LoadError::new(path, LoadErrorKind::Read(err)))
 }
 
+/// How components got their code, since the runtime started: what the host's metrics report.
+#[derive(Debug, Default)]
+pub struct LoadStats {
+    /// Shared with a component already loaded from the same bytes: nothing read or mapped.
+    pub shared: AtomicU64,
+    /// Mapped from the on-disk code cache.
+    pub cache_hits: AtomicU64,
+    /// Compiled (the cache missed, or there is none).
+    pub compiles: AtomicU64,
+    /// Time spent compiling, in nanoseconds.
+    pub compile_nanos: AtomicU64,
+}
+
 /// Linked code, shared by every component built from the same Wasm bytes, whichever app it
 /// belongs to. One compiled module means one copy-on-write memory image and pool slots that
 /// stay warm for all of them: with a thousand apps of the same code, a request no longer maps
@@ -121,10 +135,20 @@ impl Runtime {
     ) -> Result<(Arc<ProxyPre<Host>>, CacheOutcome), LoadError> {
         let wasm = read_wasm(path)?;
         let content = blake3::hash(&wasm);
+        let stats = &self.load_stats;
         if let Some(pre) = self.code_share.get(&content) {
+            stats.shared.fetch_add(1, Ordering::Relaxed);
             return Ok((pre, CacheOutcome::Hit));
         }
         let (component, outcome) = self.load_component_code(path, &wasm)?;
+        match outcome {
+            CacheOutcome::Hit => stats.cache_hits.fetch_add(1, Ordering::Relaxed),
+            CacheOutcome::Compiled(took) => {
+                let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+                stats.compile_nanos.fetch_add(nanos, Ordering::Relaxed);
+                stats.compiles.fetch_add(1, Ordering::Relaxed)
+            }
+        };
         let pre = Arc::new(self.prepare_http(path, &component)?);
         self.code_share.insert(content, &pre);
         Ok((pre, outcome))

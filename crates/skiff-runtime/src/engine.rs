@@ -93,6 +93,7 @@ pub struct Runtime {
     pub(crate) instances: Arc<Semaphore>,
     pub(crate) backends: crate::state::Backends,
     pub(crate) code_share: crate::app::CodeShare,
+    pub(crate) load_stats: crate::app::LoadStats,
     _ticker: EpochTicker,
 }
 
@@ -110,6 +111,7 @@ impl Runtime {
             instances: Arc::new(Semaphore::new(config.max_instances as usize)),
             backends: Default::default(),
             code_share: Default::default(),
+            load_stats: Default::default(),
             config,
             _ticker: ticker,
         }))
@@ -125,6 +127,11 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// How components got their code so far: shared, from the cache, or compiled.
+    pub fn load_stats(&self) -> &crate::app::LoadStats {
+        &self.load_stats
     }
 
     /// Instances running now, across every app of this runtime.

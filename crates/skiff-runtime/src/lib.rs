@@ -21,7 +21,7 @@ pub mod host;
 pub mod invoke;
 pub mod state;
 
-pub use app::{LoadOptions, LoadedApp, LoadedComponent};
+pub use app::{LoadOptions, LoadStats, LoadedApp, LoadedComponent};
 pub use cache::{CacheOutcome, CodeCache};
 pub use engine::{Runtime, RuntimeConfig};
 pub use error::{InvokeError, LoadError, LoadErrorKind, OverloadScope};

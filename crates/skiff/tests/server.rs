@@ -754,6 +754,10 @@ async fn metrics_count_requests_per_route_and_tenants_see_only_their_own() {
         format!("skiff_http_requests_in_flight{} 0", series("")),
         "skiff_apps_deployed 2".to_string(),
         "skiff_tenants 2".to_string(),
+        // Both apps run the same component: compiled once, then shared.
+        "skiff_code_compiles_total 1".to_string(),
+        "skiff_code_shared_total 1".to_string(),
+        "skiff_code_cache_hits_total 0".to_string(),
     ] {
         assert!(all.contains(&expected), "no `{expected}` in:\n{all}");
     }
