@@ -6,7 +6,8 @@
 //! is loaded ([`HttpMetrics::for_app`]), so a request updates its own atomics and takes no lock
 //! on a shared map.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -63,6 +64,8 @@ pub struct HttpMetrics {
     duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     in_flight: Family<RouteLabels, Gauge>,
     failures: Family<FailureLabels, Counter>,
+    /// Every route that has series, so that an app's can be dropped when it goes.
+    known_routes: Mutex<HashSet<RouteLabels>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -78,6 +81,7 @@ impl HttpMetrics {
             duration: Family::new_with_constructor(latency_histogram),
             in_flight: Family::default(),
             failures: Family::default(),
+            known_routes: Mutex::default(),
         };
         let registry = registry.sub_registry_with_prefix("skiff_http");
         registry.register(
@@ -115,30 +119,73 @@ impl HttpMetrics {
                     component: app.components[route.component].id.clone(),
                     route: route.as_written.clone(),
                 };
-                let status = |status| StatusLabels {
-                    tenant: labels.tenant.clone(),
-                    app: labels.app.clone(),
-                    component: labels.component.clone(),
-                    route: labels.route.clone(),
-                    status,
-                };
-                let cause = |cause| FailureLabels {
-                    tenant: labels.tenant.clone(),
-                    app: labels.app.clone(),
-                    component: labels.component.clone(),
-                    route: labels.route.clone(),
-                    cause,
-                };
-                RouteMetrics {
-                    by_status: STATUS_CLASSES
-                        .map(|class| self.requests.get_or_create_owned(&status(class))),
+                let metrics = RouteMetrics {
+                    by_status: STATUS_CLASSES.map(|class| {
+                        self.requests
+                            .get_or_create_owned(&labels.with_status(class))
+                    }),
                     duration: self.duration.get_or_create_owned(&labels),
                     in_flight: self.in_flight.get_or_create_owned(&labels),
-                    by_cause: CAUSES.map(|c| self.failures.get_or_create_owned(&cause(c))),
-                }
+                    by_cause: CAUSES
+                        .map(|c| self.failures.get_or_create_owned(&labels.with_cause(c))),
+                };
+                self.known_routes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(labels);
+                metrics
             })
             .collect();
         AppMetrics { routes }
+    }
+}
+
+impl HttpMetrics {
+    /// Drops every series of an app that is gone, so that deleted apps do not pile up in the
+    /// scrape.
+    pub fn forget_app(&self, tenant: &str, app: &str) {
+        let gone: Vec<RouteLabels> = {
+            let mut known = self.known_routes.lock().unwrap_or_else(|e| e.into_inner());
+            let gone = known
+                .iter()
+                .filter(|l| l.tenant == tenant && l.app == app)
+                .cloned()
+                .collect();
+            known.retain(|l| !(l.tenant == tenant && l.app == app));
+            gone
+        };
+        for labels in gone {
+            for status in STATUS_CLASSES {
+                self.requests.remove(&labels.with_status(status));
+            }
+            for cause in CAUSES {
+                self.failures.remove(&labels.with_cause(cause));
+            }
+            self.duration.remove(&labels);
+            self.in_flight.remove(&labels);
+        }
+    }
+}
+
+impl RouteLabels {
+    fn with_status(&self, status: &'static str) -> StatusLabels {
+        StatusLabels {
+            tenant: self.tenant.clone(),
+            app: self.app.clone(),
+            component: self.component.clone(),
+            route: self.route.clone(),
+            status,
+        }
+    }
+
+    fn with_cause(&self, cause: &'static str) -> FailureLabels {
+        FailureLabels {
+            tenant: self.tenant.clone(),
+            app: self.app.clone(),
+            component: self.component.clone(),
+            route: self.route.clone(),
+            cause,
+        }
     }
 }
 

@@ -64,6 +64,13 @@ impl LogHub {
         }
     }
 
+    /// Ends every follower's stream: the app is gone.
+    pub fn close(&self) {
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        // Dropping the only sender closes the channel; followers see its end.
+        lines.live = None;
+    }
+
     /// The last `tail` lines, and (subscribed at the same moment, so nothing falls between
     /// them) a receiver of the lines after those.
     pub fn tail_and_follow(

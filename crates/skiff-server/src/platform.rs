@@ -758,6 +758,8 @@ impl Platform {
         self.apps.store(Arc::new(index));
         entry.live.store(None);
         self.log_hubs.lock().expect("log hubs lock").remove(name);
+        entry.logs.close();
+        self.metrics.http.forget_app(&tenant.name, name);
         let bundles = entry
             .record()
             .versions

@@ -197,7 +197,36 @@ async fn deploy_serves_by_host_name_and_updates_roll_back_and_delete() {
         stderr(&out)
     );
 
+    // Deleting ends the app's log followers. (The follower is known to be following once it
+    // has printed the line the guest logged before it started.)
+    assert_eq!(host.get("hello", "/log").await.0, 200);
+    let mut follower = skiff()
+        .args(["logs", "hello", "--follow"])
+        .env("SKIFF_SERVER", &host.api)
+        .env("SKIFF_TOKEN", &token)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(follower.stdout.take().unwrap()),
+        &mut first_line,
+    )
+    .unwrap();
+    assert!(first_line.contains("hello"), "{first_line}");
     host.cli_ok(&token, &["apps", "delete", "hello"]);
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = follower.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(9) {
+            let _ = follower.kill();
+            panic!("the follower of a deleted app went on");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
     assert_eq!(host.get("hello", "/env/VERSION").await.0, 404);
     let out = host.cli(&token, &["apps", "inspect", "hello"]);
     assert!(!out.status.success());
@@ -772,13 +801,19 @@ async fn metrics_count_requests_per_route_and_tenants_see_only_their_own() {
         !mine.contains("bob") && !mine.contains("app=\"other\""),
         "{mine}"
     );
-    let theirs = scrape(bob, "/v1/metrics").await;
+    let theirs = scrape(bob.clone(), "/v1/metrics").await;
     assert!(!theirs.contains("counted"), "{theirs}");
     // The host-wide figures are the operator's.
     let (status, _) = host
         .api(reqwest::Method::GET, "/metrics", Some(&alice))
         .await;
     assert_eq!(status, 403);
+
+    // A deleted app's series go with it.
+    host.cli_ok(&bob, &["apps", "delete", "other"]);
+    let all = scrape(ADMIN_TOKEN.into(), "/metrics").await;
+    assert!(!all.contains("app=\"other\""), "{all}");
+    assert!(all.contains("app=\"counted\""));
 }
 
 #[tokio::test]
