@@ -26,6 +26,8 @@ use serde::{Deserialize, Serialize};
 /// Paths of the API, for the server's router and the client alike.
 pub mod paths {
     pub const OPENAPI: &str = "/openapi.json";
+    /// The web dashboard (no token needed for the page; it asks for one).
+    pub const DASHBOARD: &str = "/dashboard";
     pub const HEALTH: &str = "/v1/health";
     pub const TENANTS: &str = "/v1/tenants";
     pub const APPS: &str = "/v1/apps";

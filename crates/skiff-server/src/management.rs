@@ -26,6 +26,9 @@ use skiff_manifest::format_size;
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
+/// The web dashboard (one self-contained page).
+const DASHBOARD: &str = include_str!("../dashboard.html");
+
 /// The tenant that `--insecure-dev` acts as when a call carries no token.
 pub const DEV_TENANT: &str = "dev";
 
@@ -59,6 +62,7 @@ pub fn router(
     };
     Router::new()
         .route(paths::OPENAPI, get(openapi))
+        .route(paths::DASHBOARD, get(dashboard))
         .route(paths::HEALTH, get(health))
         .route(paths::TENANTS, post(create_tenant).get(list_tenants))
         .route(paths::APPS, get(list_apps))
@@ -199,6 +203,23 @@ impl ApiState {
 
 async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+/// The dashboard: a static page that asks for a token and reads the metrics with it, so it
+/// shows nothing its viewer could not fetch anyway.
+async fn dashboard() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Scripts from this page only; no framing by other sites.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; frame-ancestors 'none'",
+            ),
+        ],
+        DASHBOARD,
+    )
 }
 
 async fn health() -> impl IntoResponse {

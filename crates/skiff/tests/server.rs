@@ -841,3 +841,94 @@ async fn path_routing_serves_an_app_below_its_name_when_the_host_names_none() {
     // The host name still wins when it names an app.
     assert_eq!(host.get("hello", "/env/VERSION").await, (200, "5".into()));
 }
+
+/// Runs headless Chromium on `url`; returns the DOM once the page's scripts have run, and
+/// saves a screenshot under the test artifacts.
+fn chromium(url: &str, screenshot: &Path) -> String {
+    let browser = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|name| {
+            std::process::Command::new(name)
+                .arg("--version")
+                .output()
+                .is_ok_and(|out| out.status.success())
+        })
+        .expect("the dashboard test needs Chromium: apt-get install chromium (.ci/run does)");
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        // Lets the page's polling run (two polls) before the DOM is taken.
+        "--virtual-time-budget=5000",
+    ];
+    let dom = std::process::Command::new(browser)
+        .args(common)
+        .args(["--dump-dom", url])
+        .output()
+        .unwrap();
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    std::fs::create_dir_all(screenshot.parent().unwrap()).unwrap();
+    let shot = std::process::Command::new(browser)
+        .args(common)
+        .arg("--window-size=1280,720")
+        .arg(format!("--screenshot={}", screenshot.display()))
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        shot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    String::from_utf8(dom.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_apps_and_their_traffic_in_a_real_browser() {
+    let host = Host::start();
+    let alice = host.tenant("alice", &[]);
+    let bob = host.tenant("bob", &[]);
+    host.deploy_ok(&alice, http_app(1).path(), "shop");
+    host.deploy_ok(&bob, http_app(1).path(), "blog");
+    for _ in 0..3 {
+        assert_eq!(host.get("shop", "/env/VERSION").await.0, 200);
+    }
+    assert_eq!(host.get("shop", "/panic").await.0, 500);
+    assert_eq!(host.get("blog", "/env/VERSION").await.0, 200);
+
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-artifacts");
+    let contains_row = |dom: &str, app: &str, tenant: &str, requests: u32, errors: u32| {
+        dom.contains(&format!(
+            "<tr data-app=\"{app}\" data-tenant=\"{tenant}\" data-requests=\"{requests}\" \
+             data-errors=\"{errors}\">"
+        ))
+    };
+
+    // The operator sees every app.
+    let url = format!("{}/dashboard#token={ADMIN_TOKEN}", host.api);
+    let dom = chromium(&url, &artifacts.join("dashboard-operator.png"));
+    assert!(dom.contains("all tenants"), "{dom}");
+    assert!(contains_row(&dom, "shop", "alice", 4, 1), "{dom}");
+    assert!(contains_row(&dom, "blog", "bob", 1, 0), "{dom}");
+    assert!(dom.contains("apps deployed"), "{dom}");
+
+    // A tenant sees its own apps only.
+    let url = format!("{}/dashboard#token={bob}", host.api);
+    let dom = chromium(&url, &artifacts.join("dashboard-tenant.png"));
+    assert!(dom.contains("your apps"), "{dom}");
+    assert!(contains_row(&dom, "blog", "bob", 1, 0), "{dom}");
+    assert!(!dom.contains("shop"), "{dom}");
+
+    let png = std::fs::read(artifacts.join("dashboard-operator.png")).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    println!("screenshots in {}", artifacts.display());
+}
