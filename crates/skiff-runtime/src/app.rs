@@ -18,6 +18,7 @@ use crate::capabilities::guest_log::LogSink;
 use crate::engine::Runtime;
 use crate::error::{LoadError, LoadErrorKind};
 use crate::host::Host;
+use crate::usage::UsageSink;
 
 /// An app whose every component is ready to serve.
 pub struct LoadedApp {
@@ -42,6 +43,8 @@ pub struct LoadedComponent {
     /// Permits shared with other apps (a tenant's in-flight quota), when set.
     pub(crate) shared_concurrency: Option<(Arc<Semaphore>, u32)>,
     pub(crate) log_sink: Option<LogSink>,
+    /// Where each request's usage goes; `None`: nothing is measured.
+    pub(crate) usage: Option<UsageSink>,
     pub(crate) runtime: Arc<Runtime>,
     /// What loading its code took: a cache hit, or a compile and how long.
     pub load_outcome: CacheOutcome,
@@ -64,6 +67,8 @@ pub struct LoadOptions {
     pub shared_concurrency: Option<(Arc<Semaphore>, u32)>,
     /// Also hand every line the app's guests output to this sink.
     pub log_sink: Option<LogSink>,
+    /// Measure every request of the app and report its usage here.
+    pub usage: Option<UsageSink>,
 }
 
 /// What the kind of Wasm file is, from its 8-byte header.
@@ -277,6 +282,7 @@ impl Runtime {
                     .map(|n| (Arc::new(Semaphore::new(n as usize)), n)),
                 shared_concurrency: options.shared_concurrency.clone(),
                 log_sink: options.log_sink.clone(),
+                usage: options.usage.clone(),
                 runtime: self.clone(),
                 load_outcome: outcome,
             }));

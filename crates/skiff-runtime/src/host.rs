@@ -2,6 +2,8 @@
 //! Everything here is built fresh per instance from the component's grants and dropped with the
 //! store, so nothing of one request can leak into the next.
 
+use std::sync::Arc;
+
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -10,6 +12,7 @@ use crate::capabilities::InstanceIdentity;
 use crate::capabilities::config::ConfigGrant;
 use crate::capabilities::keyvalue::KeyValueGrant;
 use crate::capabilities::outbound_http::OutboundHttp;
+use crate::usage::UsageCell;
 
 pub struct Host {
     pub(crate) table: ResourceTable,
@@ -44,13 +47,17 @@ impl WasiHttpView for Host {
 
 /// Caps the memory of the whole instance: the sum of all its linear memories, not each one
 /// alone (a component made of several core modules could otherwise multiply its limit).
-#[derive(Debug, Default)]
+/// It also keeps the highest sum reached, the request's peak memory for usage accounting.
+#[derive(Default)]
 pub struct InstanceLimiter {
     limit: Option<usize>,
     used: usize,
+    peak: usize,
     /// Set when a growth was refused, so a trap that follows can be reported as what it most
     /// likely is: running out of memory.
     pub(crate) refused: bool,
+    /// Where the peak goes when the instance is dropped, if the request is metered.
+    usage: Option<Arc<UsageCell>>,
 }
 
 impl InstanceLimiter {
@@ -58,8 +65,40 @@ impl InstanceLimiter {
         InstanceLimiter {
             limit: limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
             used: 0,
+            peak: 0,
             refused: false,
+            usage: None,
         }
+    }
+
+    /// Reports the peak to `usage` when the store goes: however the request ends (a trap, a
+    /// deadline, a guest task aborted), the store is dropped.
+    pub(crate) fn report_peak_to(&mut self, usage: Option<Arc<UsageCell>>) {
+        self.usage = usage;
+    }
+
+    /// The largest total of the instance's linear memories so far, in bytes.
+    pub fn peak(&self) -> usize {
+        self.peak
+    }
+}
+
+impl Drop for InstanceLimiter {
+    fn drop(&mut self) {
+        if let Some(usage) = &self.usage {
+            usage.memory_peak(self.peak as u64);
+        }
+    }
+}
+
+impl std::fmt::Debug for InstanceLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceLimiter")
+            .field("limit", &self.limit)
+            .field("used", &self.used)
+            .field("peak", &self.peak)
+            .field("refused", &self.refused)
+            .finish_non_exhaustive()
     }
 }
 
@@ -78,6 +117,7 @@ impl wasmtime::ResourceLimiter for InstanceLimiter {
             return Ok(false);
         }
         self.used = total;
+        self.peak = self.peak.max(total);
         Ok(true)
     }
 
@@ -107,6 +147,7 @@ mod tests {
         assert!(limiter.memory_growing(0, 40, None).unwrap());
         // Growing the first memory by any amount is now over the limit.
         assert!(!limiter.memory_growing(60, 61, None).unwrap());
+        assert_eq!(limiter.peak(), 100);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::app::LoadedComponent;
 use crate::capabilities::{self, InstanceIdentity};
 use crate::error::{InvokeError, OverloadScope};
 use crate::host::Host;
+use crate::usage::{CountedBody, CpuTimed, UsageCell};
 
 /// The body of a response produced by a guest (or by skiff on a guest's behalf).
 pub type ResponseBody = wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -71,6 +72,9 @@ impl LoadedComponent {
             .map_err(|_| {
                 InvokeError::Overloaded(OverloadScope::Host(self.runtime.config.max_instances))
             })?;
+        // Admitted: from here on the request is metered, if its app is. A request refused
+        // above used nothing worth billing and reports nothing.
+        let usage = self.usage.as_ref().map(UsageCell::new);
 
         let identity = InstanceIdentity {
             app: self.app.clone(),
@@ -78,8 +82,9 @@ impl LoadedComponent {
             request_id: info.request_id,
             log_sink: self.log_sink.clone(),
         };
-        let host = capabilities::instance_state(&self.grants, &identity, self.memory_limit)
+        let mut host = capabilities::instance_state(&self.grants, &identity, self.memory_limit)
             .map_err(|err| InvokeError::Instantiate(format!("{err:#}")))?;
+        host.limiter.report_peak_to(usage.clone());
         let mut store = Store::new(self.runtime.engine(), host);
         store.limiter(|host| &mut host.limiter);
         // Guest code checks in at every epoch tick: past the deadline it is interrupted, and
@@ -105,6 +110,7 @@ impl LoadedComponent {
             Scheme::Http
         };
         let (sender, receiver) = oneshot::channel();
+        let request = request.map(|body| CountedBody::new(body, usage.clone()));
         let (incoming, outparam) = {
             let mut http = store.data_mut().http();
             let incoming = http
@@ -127,30 +133,35 @@ impl LoadedComponent {
         };
         // The guest runs in its own task: after it has sent the response head it goes on
         // writing the body while this function has already returned the response to hyper.
-        let guest = tokio::spawn(async move {
-            let _permits = (component_permit, shared_permit, host_permit);
-            let run = async {
-                let proxy = pre
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(|err| InvokeError::Instantiate(format!("{err:#}")))?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, incoming, outparam)
-                    .await
-                    .map_err(|err| classify(err, &store, limits))
-            };
-            // The epoch deadline stops guest code; this timer also stops a guest that waits
-            // on the host (a slow outbound call, a stalled body) for too long.
-            let result = match tokio::time::timeout(timeout, run).await {
-                Ok(result) => result,
-                Err(_) => Err(InvokeError::Deadline(timeout)),
-            };
-            // Set before the store (and with it the body's sender) is dropped at the end of
-            // this task, so the body sees the failure by the time it sees its end.
-            failed_in_guest.store(result.is_err(), Ordering::Release);
-            result
-        });
+        // Its polls are timed in CPU time when metered: instantiation, the guest's code and
+        // the host calls it makes, and the store's tear-down at the end.
+        let guest = tokio::spawn(CpuTimed::new(
+            async move {
+                let _permits = (component_permit, shared_permit, host_permit);
+                let run = async {
+                    let proxy = pre
+                        .instantiate_async(&mut store)
+                        .await
+                        .map_err(|err| InvokeError::Instantiate(format!("{err:#}")))?;
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, incoming, outparam)
+                        .await
+                        .map_err(|err| classify(err, &store, limits))
+                };
+                // The epoch deadline stops guest code; this timer also stops a guest that waits
+                // on the host (a slow outbound call, a stalled body) for too long.
+                let result = match tokio::time::timeout(timeout, run).await {
+                    Ok(result) => result,
+                    Err(_) => Err(InvokeError::Deadline(timeout)),
+                };
+                // Set before the store (and with it the body's sender) is dropped at the end of
+                // this task, so the body sees the failure by the time it sees its end.
+                failed_in_guest.store(result.is_err(), Ordering::Release);
+                result
+            },
+            usage.clone(),
+        ));
 
         match receiver.await {
             Ok(Ok(response)) => {
@@ -165,7 +176,14 @@ impl LoadedComponent {
                         );
                     }
                 });
-                Ok(response.map(|body| CutOffOnFailure { body, failed }.boxed_unsync()))
+                Ok(response.map(|body| {
+                    CutOffOnFailure {
+                        body,
+                        failed,
+                        usage,
+                    }
+                    .boxed_unsync()
+                }))
             }
             Ok(Err(code)) => {
                 guest.abort();
@@ -186,9 +204,12 @@ impl LoadedComponent {
 /// streaming it. wasi:http ends the body cleanly when the store goes away without the guest
 /// finishing it (a deadline, a trap), which would let a client take a truncated response for
 /// a whole one; this way hyper breaks the connection off instead of writing the last chunk.
+/// When the request is metered it also counts the body bytes sent, and holds the request's
+/// usage open until the body is finished (or dropped).
 struct CutOffOnFailure {
     body: ResponseBody,
     failed: Arc<AtomicBool>,
+    usage: Option<Arc<UsageCell>>,
 }
 
 impl http_body::Body for CutOffOnFailure {
@@ -202,6 +223,12 @@ impl http_body::Body for CutOffOnFailure {
         match Pin::new(&mut self.body).poll_frame(cx) {
             Poll::Ready(None) if self.failed.load(Ordering::Acquire) => {
                 Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(usage), Some(data)) = (&self.usage, frame.data_ref()) {
+                    usage.sent(data.len());
+                }
+                Poll::Ready(Some(Ok(frame)))
             }
             other => other,
         }

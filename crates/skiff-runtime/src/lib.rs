@@ -9,7 +9,9 @@
 //!
 //! The spine every unit of work follows: [`Runtime::load_app`] compiles (or loads from the
 //! cache) each component once and keeps an `InstancePre`; [`LoadedComponent::handle_http`] then
-//! instantiates a fresh `Store` per request, calls the guest, and drops the store when done.
+//! instantiates a fresh `Store` per request, calls the guest, and drops the store when done;
+//! when the host set a [`UsageSink`], what the request used (wall and CPU time, peak memory,
+//! bytes in and out) is reported to it once the request is over ([`usage`]).
 
 pub mod app;
 pub mod cache;
@@ -20,9 +22,11 @@ pub mod error;
 pub mod host;
 pub mod invoke;
 pub mod state;
+pub mod usage;
 
 pub use app::{LoadOptions, LoadStats, LoadedApp, LoadedComponent};
 pub use cache::{CacheOutcome, CodeCache};
 pub use engine::{Runtime, RuntimeConfig};
 pub use error::{InvokeError, LoadError, LoadErrorKind, OverloadScope};
 pub use invoke::{RequestInfo, ResponseBody};
+pub use usage::{RequestUsage, UsageSink};

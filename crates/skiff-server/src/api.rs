@@ -17,6 +17,7 @@
 //! | `GET /v1/apps/{name}/logs?follow=BOOL&tail=N` | tenant | | NDJSON of [`LogLine`] |
 //! | `GET /metrics` | admin | | Prometheus (OpenMetrics) text, every series |
 //! | `GET /v1/metrics` | tenant | | the same, the tenant's own series only |
+//! | `GET /v1/usage?from=T&to=T&tenant=NAME` | tenant or admin | | [`UsageReport`] |
 //!
 //! Every failure answers an [`ErrorBody`]. Another tenant's app is `404`, exactly like an app
 //! that does not exist, so that names do not leak.
@@ -35,6 +36,8 @@ pub mod paths {
     pub const METRICS: &str = "/metrics";
     /// Prometheus metrics of the caller's apps only (tenant).
     pub const TENANT_METRICS: &str = "/v1/metrics";
+    /// What apps used over a time range (a tenant its own; the admin any tenant's).
+    pub const USAGE: &str = "/v1/usage";
 }
 
 /// Every non-2xx answer.
@@ -260,6 +263,64 @@ pub struct LogLine {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<String>,
     pub message: String,
+}
+
+/// `GET /v1/usage`: what apps used over a time range, from per-minute sums. Only apps that
+/// served at least one request in the range are listed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UsageReport {
+    /// The start of the first minute counted, RFC 3339 (`from` rounded up to a minute).
+    pub from: String,
+    /// The end of the last minute counted, RFC 3339 (`to` rounded up to a minute).
+    pub to: String,
+    /// By tenant, then app.
+    pub apps: Vec<AppUsage>,
+    /// Each tenant's apps summed, by tenant.
+    pub tenants: Vec<TenantUsage>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppUsage {
+    pub tenant: String,
+    pub app: String,
+    #[serde(flatten)]
+    pub usage: UsageFigures,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantUsage {
+    pub tenant: String,
+    #[serde(flatten)]
+    pub usage: UsageFigures,
+}
+
+/// Sums over requests. A request counts in the minute it ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageFigures {
+    /// Requests admitted (not those refused with 503 by a concurrency limit).
+    pub requests: u64,
+    /// From admission until the response body was finished.
+    pub wall_seconds: f64,
+    /// Thread CPU time of the guest's task: guest code and the host work done for it in its
+    /// task (instantiation, WASI calls), never time spent waiting.
+    pub guest_cpu_seconds: f64,
+    /// Each request's peak linear memory times its wall time, summed.
+    pub memory_byte_seconds: f64,
+    /// Request body bytes read on the guests' behalf.
+    pub bytes_in: u64,
+    /// Response body bytes sent (headers not counted).
+    pub bytes_out: u64,
+}
+
+impl UsageFigures {
+    pub fn add(&mut self, other: &UsageFigures) {
+        self.requests += other.requests;
+        self.wall_seconds += other.wall_seconds;
+        self.guest_cpu_seconds += other.guest_cpu_seconds;
+        self.memory_byte_seconds += other.memory_byte_seconds;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+    }
 }
 
 /// Names of tenants and apps: they become DNS labels (`NAME.localhost`) and folder names, so

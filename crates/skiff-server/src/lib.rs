@@ -17,6 +17,7 @@ mod persist;
 pub mod platform;
 pub mod routing;
 pub mod tenants;
+pub mod usage;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -120,6 +121,7 @@ impl BoundServer {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
         let unloader = tokio::spawn(unload_idle_apps(self.platform.clone()));
+        let usage_writer = tokio::spawn(write_usage(self.platform.clone()));
         let router = management::router(self.platform.clone(), self.admin, stopped.clone());
         let api_stopped = stopped.clone();
         let api = async move {
@@ -144,7 +146,25 @@ impl BoundServer {
         };
         let (data, api, ()) = tokio::join!(data, api, signal);
         unloader.abort();
+        usage_writer.abort();
+        // Requests are over (or cut off): every minute of usage still in memory is written,
+        // so that a restart loses none of it.
+        let platform = self.platform.clone();
+        let _ = tokio::task::spawn_blocking(move || platform.usage().flush(true)).await;
         data.and(api)
+    }
+}
+
+/// Writes the minutes of usage that have ended to the data folder now and then.
+async fn write_usage(platform: Arc<Platform>) {
+    let period = platform
+        .config()
+        .usage_flush
+        .max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(period).await;
+        let platform = platform.clone();
+        let _ = tokio::task::spawn_blocking(move || platform.usage().flush(false)).await;
     }
 }
 

@@ -17,10 +17,11 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::{
     AppList, CreateTenant, ErrorBody, ErrorCode, ErrorDetail, LogLine, TenantCreated, TenantList,
-    TenantSummary, paths,
+    TenantSummary, UsageReport, paths,
 };
 use crate::platform::{Platform, Refusal};
 use crate::tenants::{Tenant, same_secret};
+use crate::usage::ReportError;
 use skiff_manifest::format_size;
 
 /// The OpenAPI document of this API.
@@ -74,6 +75,7 @@ pub fn router(
         .route("/v1/apps/{name}/logs", get(app_logs))
         .route(paths::METRICS, get(host_metrics))
         .route(paths::TENANT_METRICS, get(tenant_metrics))
+        .route(paths::USAGE, get(usage))
         .fallback(|| async {
             Refusal::new(
                 ErrorCode::NotFound,
@@ -295,6 +297,66 @@ async fn tenant_metrics(
     let tenant = state.tenant(&headers)?;
     let text = state.platform.metrics_text(Some(&tenant.name));
     Ok(([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response())
+}
+
+#[derive(Deserialize)]
+struct UsageQuery {
+    from: Option<String>,
+    to: Option<String>,
+    tenant: Option<String>,
+}
+
+/// What apps used over a time range (default: the last 24 hours): a tenant's own apps, or
+/// for the admin every tenant's (or the one `tenant=` names).
+async fn usage(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<UsageReport>, Refusal> {
+    let caller = state.caller(&headers)?;
+    let example = "e.g. ?from=2025-01-31T00:00:00Z&to=2025-02-01T00:00:00Z";
+    let Query(query) =
+        query.map_err(|err| Refusal::new(ErrorCode::BadRequest, format!("{err}; {example}")))?;
+    let no_tenant = |name: &str| {
+        Refusal::new(
+            ErrorCode::NotFound,
+            format!("no tenant named `{name}` whose usage you may see"),
+        )
+    };
+    let tenant = match (caller, query.tenant) {
+        (Caller::Admin, Some(name)) if state.platform.tenant(&name).is_none() => {
+            return Err(no_tenant(&name));
+        }
+        (Caller::Admin, name) => name,
+        // Another tenant's usage answers exactly like a tenant that does not exist.
+        (Caller::Tenant(tenant), Some(name)) if name != tenant.name => {
+            return Err(no_tenant(&name));
+        }
+        (Caller::Tenant(tenant), _) => Some(tenant.name.clone()),
+    };
+    let time = |name: &str, value: Option<String>| match value {
+        None => Ok(None),
+        Some(text) => humantime::parse_rfc3339_weak(&text)
+            .map(Some)
+            .map_err(|err| {
+                Refusal::new(
+                    ErrorCode::BadRequest,
+                    format!("`{name}={text}` is not an RFC 3339 time in UTC ({err}); {example}"),
+                )
+            }),
+    };
+    let to = time("to", query.to)?.unwrap_or_else(std::time::SystemTime::now);
+    let from = time("from", query.from)?
+        .unwrap_or_else(|| to - std::time::Duration::from_secs(24 * 60 * 60));
+    let platform = state.platform.clone();
+    tokio::task::spawn_blocking(move || platform.usage().report(from, to, tenant.as_deref()))
+        .await
+        .map_err(|err| Refusal::new(ErrorCode::Internal, format!("the query stopped: {err}")))?
+        .map(axum::Json)
+        .map_err(|err| match err {
+            ReportError::Range(message) => Refusal::new(ErrorCode::BadRequest, message),
+            ReportError::Read(message) => Refusal::internal(message),
+        })
 }
 
 async fn list_apps(

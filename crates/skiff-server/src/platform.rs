@@ -10,6 +10,7 @@
 //! | `bundles/ID/` | one deployed version, unpacked (a deploy unpacks into a fresh one) |
 //! | `tenants/TENANT/kv/` | the tenant's embedded key-value data, one file per app |
 //! | `cache/` | compiled code (unless `--cache-dir` says elsewhere) |
+//! | `usage/YYYY-MM-DD.ndjson` | what apps used, per app and minute (see [`crate::usage`]) |
 //!
 //! The request path reads the app index through an `ArcSwap`, without a lock; changes are
 //! made under one mutex and published by swapping in a new index. A version is made live only
@@ -39,6 +40,7 @@ use crate::bundle::{self, BundleLimits};
 use crate::logs::LogHub;
 use crate::persist;
 use crate::tenants::{Tenant, Tenants};
+use crate::usage::{UsageLedger, UsageMetrics};
 
 /// What the operator decides for the whole host.
 #[derive(Debug, Clone)]
@@ -56,6 +58,8 @@ pub struct PlatformConfig {
     /// An app not requested for this long is dropped from memory (its compiled code stays in
     /// the cache, and the next request maps it back in).
     pub idle_unload: Option<Duration>,
+    /// How often minutes of usage that have ended are written to `usage/`.
+    pub usage_flush: Duration,
 }
 
 /// Why a management call was refused: a code for scripts, a message for people.
@@ -82,7 +86,7 @@ impl Refusal {
 
     /// A failure of the server itself: the details (paths, OS errors) go to the operator's
     /// log, not to the tenant.
-    fn internal(message: impl Into<String>) -> Self {
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
         tracing::error!("{}", message.into());
         Refusal::new(
             ErrorCode::Internal,
@@ -164,6 +168,7 @@ pub struct Platform {
     /// of them must not take the host's memory and CPU from the apps it serves.
     deploys: tokio::sync::Semaphore,
     started: Instant,
+    usage: UsageLedger,
 }
 
 impl Platform {
@@ -217,9 +222,11 @@ impl Platform {
             "opened {}",
             config.data_dir.display()
         );
+        let metrics = PlatformMetrics::new();
+        let usage = UsageLedger::open(config.data_dir.join("usage"), metrics.usage.clone())?;
         Ok(Arc::new(Platform {
             runtime,
-            metrics: PlatformMetrics::new(),
+            metrics,
             config,
             public_port: AtomicU64::new(0),
             tenants: RwLock::new(tenants),
@@ -228,6 +235,7 @@ impl Platform {
             log_hubs: Mutex::new(log_hubs),
             deploys: tokio::sync::Semaphore::new(MAX_CONCURRENT_DEPLOYS),
             started: Instant::now(),
+            usage,
         }))
     }
 
@@ -470,6 +478,10 @@ impl Platform {
         };
         if result.is_err() {
             let _ = tokio::fs::remove_dir_all(&dir).await;
+            // A first deploy that failed leaves no usage series behind.
+            if !self.apps.load().contains_key(name) {
+                self.usage.forget_unused(&tenant.name, name);
+            }
         }
         result
     }
@@ -579,6 +591,7 @@ impl Platform {
             data_dir: Some(self.config.data_dir.join("tenants").join(&tenant.name)),
             shared_concurrency: Some((tenant.in_flight.clone(), tenant.quotas.max_in_flight)),
             log_sink: Some(logs.sink()),
+            usage: Some(self.usage.sink(&tenant.name, &app.name)),
         };
         let runtime = self.runtime.clone();
         let dir = dir.to_path_buf();
@@ -760,6 +773,7 @@ impl Platform {
         self.log_hubs.lock().expect("log hubs lock").remove(name);
         entry.logs.close();
         self.metrics.http.forget_app(&tenant.name, name);
+        self.usage.retire(&tenant.name, name);
         let bundles = entry
             .record()
             .versions
@@ -805,6 +819,11 @@ impl Platform {
         });
     }
 
+    /// The usage ledger: what apps used, for billing.
+    pub fn usage(&self) -> &UsageLedger {
+        &self.usage
+    }
+
     /// The live version number being served, if loaded (for tests and status).
     pub fn loaded_version(&self, name: &str) -> Option<u64> {
         let apps = self.apps.load();
@@ -825,6 +844,7 @@ struct PlatformMetrics {
     /// Loads of an idle app on its first request, by how long they took.
     app_loads: Histogram,
     code: CodeMetrics,
+    usage: UsageMetrics,
 }
 
 /// The runtime's code loading figures. The runtime keeps plain totals; these counters are
@@ -908,6 +928,7 @@ impl PlatformMetrics {
             "Time spent compiling components",
             code.compile_seconds.clone(),
         );
+        let usage = UsageMetrics::register(host);
         PlatformMetrics {
             registry,
             http,
@@ -917,6 +938,7 @@ impl PlatformMetrics {
             instances_running,
             app_loads,
             code,
+            usage,
         }
     }
 }

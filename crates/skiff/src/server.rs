@@ -63,6 +63,10 @@ pub struct ServerArgs {
     /// server's management API or the operator's internal services.
     #[arg(long)]
     allow_private_outbound: bool,
+    /// How often minutes of usage that have ended are written to the data folder (they are
+    /// also written at shutdown). For tests; the default suits billing.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::single::parse_timeout, hide = true)]
+    usage_flush: Duration,
     #[command(flatten)]
     http: HttpArgs,
 }
@@ -115,6 +119,7 @@ pub async fn run(
             keep_versions: args.keep_versions,
             default_quotas: Quotas::default(),
             idle_unload: Some(args.idle_unload),
+            usage_flush: args.usage_flush,
         },
     };
     let server = skiff_server::bind(runtime, options).await?;

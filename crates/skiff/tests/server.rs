@@ -932,3 +932,258 @@ async fn the_dashboard_shows_apps_and_their_traffic_in_a_real_browser() {
     );
     println!("screenshots in {}", artifacts.display());
 }
+
+/// `GET /v1/usage` with `token` and `query`, once the figures count `requests` requests in
+/// all: a request is reported once its response body is finished, a moment after the client
+/// has read it.
+async fn usage_once(host: &Host, token: &str, query: &str, requests: u64) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, report) = host
+            .api(
+                reqwest::Method::GET,
+                &format!("/v1/usage{query}"),
+                Some(token),
+            )
+            .await;
+        assert_eq!(status, 200, "{report}");
+        let counted: u64 = report["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["requests"].as_u64().unwrap())
+            .sum();
+        if counted >= requests || std::time::Instant::now() > deadline {
+            return report;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The row of `app` in a usage report.
+fn usage_row<'a>(report: &'a Value, app: &str) -> &'a Value {
+    report["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["app"] == app)
+        .unwrap_or_else(|| panic!("no row for `{app}` in {report}"))
+}
+
+#[tokio::test]
+async fn usage_sums_known_work_per_app_and_tenants_see_only_their_own() {
+    let host = Host::start();
+    let alice = host.tenant("alice", &[]);
+    let bob = host.tenant("bob", &[]);
+    host.deploy_ok(&alice, http_app(1).path(), "spinner");
+    host.deploy_ok(&bob, http_app(1).path(), "idler");
+
+    // Known work. The spinner: ROUNDS rounds of a multiply-add chain per request; each round
+    // waits for the multiply before it (3 cycles or more on any CPU), so even at 6 GHz a
+    // round takes 0.5 ns of CPU: the floor below allows half of that.
+    const SPINS: u64 = 4;
+    const ROUNDS: u64 = 100_000_000;
+    let mut spinner_out = 0;
+    for _ in 0..SPINS {
+        let (status, body) = host.get("spinner", &format!("/spin?n={ROUNDS}")).await;
+        assert_eq!(status, 200, "{body}");
+        spinner_out += body.len() as u64;
+    }
+    // The idler: trivial requests, an echo of a known body, a large response.
+    const COUNTS: u64 = 4;
+    let mut idler_out = 0;
+    for _ in 0..COUNTS {
+        let (status, body) = host.get("idler", "/count").await;
+        assert_eq!((status, body.as_str()), (200, "1"));
+        idler_out += 1;
+    }
+    const ECHOED: usize = 100_000;
+    let echo = client()
+        .post(host.server.url("/echo"))
+        .header("host", "idler.localhost")
+        .body(vec![b'e'; ECHOED])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echo.status(), 200);
+    assert_eq!(echo.bytes().await.unwrap().len(), ECHOED);
+    const BIG: u64 = 300_000;
+    let (status, body) = host.get("idler", &format!("/big?n={BIG}")).await;
+    assert_eq!((status, body.len() as u64), (200, BIG));
+    let idler_requests = COUNTS + 2;
+    idler_out += ECHOED as u64 + BIG;
+
+    // The admin sees both tenants.
+    let all = usage_once(&host, ADMIN_TOKEN, "", SPINS + idler_requests).await;
+    let spinner = usage_row(&all, "spinner");
+    let idler = usage_row(&all, "idler");
+    assert_eq!(spinner["tenant"], "alice");
+    assert_eq!(idler["tenant"], "bob");
+    assert_eq!(spinner["requests"], SPINS, "{all}");
+    assert_eq!(idler["requests"], idler_requests, "{all}");
+    // Bytes are exact: body bytes only, headers not counted.
+    assert_eq!(spinner["bytes_in"], 0);
+    assert_eq!(spinner["bytes_out"], spinner_out, "{all}");
+    assert_eq!(idler["bytes_in"], ECHOED as u64, "{all}");
+    assert_eq!(idler["bytes_out"], idler_out, "{all}");
+    let figure = |row: &Value, name: &str| row[name].as_f64().unwrap();
+    let spinner_cpu = figure(spinner, "guest_cpu_seconds");
+    let idler_cpu = figure(idler, "guest_cpu_seconds");
+    let floor = (SPINS * ROUNDS) as f64 * 0.25e-9;
+    assert!(
+        spinner_cpu >= floor,
+        "spinner CPU {spinner_cpu} s < {floor} s"
+    );
+    assert!(
+        spinner_cpu > 5.0 * idler_cpu,
+        "spinner CPU {spinner_cpu} s, idler {idler_cpu} s"
+    );
+    for row in [spinner, idler] {
+        // CPU is measured inside the wall time of the same requests.
+        assert!(
+            figure(row, "guest_cpu_seconds") <= figure(row, "wall_seconds"),
+            "{row}"
+        );
+        assert!(figure(row, "guest_cpu_seconds") > 0.0, "{row}");
+        // Every request had linear memory for some time.
+        assert!(figure(row, "memory_byte_seconds") > 0.0, "{row}");
+    }
+    let tenants = all["tenants"].as_array().unwrap();
+    assert_eq!(tenants.len(), 2, "{all}");
+    assert_eq!(tenants[0]["tenant"], "alice");
+    assert_eq!(tenants[0]["requests"], SPINS);
+    assert_eq!(tenants[1]["tenant"], "bob");
+    assert_eq!(tenants[1]["bytes_out"], idler_out);
+
+    // A tenant sees its own apps only, and asking for another's is like asking for nobody.
+    let mine = usage_once(&host, &alice, "", SPINS).await;
+    assert_eq!(mine["apps"].as_array().unwrap().len(), 1, "{mine}");
+    assert_eq!(usage_row(&mine, "spinner")["requests"], SPINS);
+    let theirs = usage_once(&host, &bob, "", idler_requests).await;
+    assert_eq!(theirs["apps"].as_array().unwrap().len(), 1, "{theirs}");
+    assert_eq!(usage_row(&theirs, "idler")["bytes_in"], ECHOED as u64);
+    let (status, body) = host
+        .api(reqwest::Method::GET, "/v1/usage?tenant=bob", Some(&alice))
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = host
+        .api(
+            reqwest::Method::GET,
+            "/v1/usage?tenant=nobody",
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(status, 404);
+    // The admin may narrow to one tenant.
+    let only_bob = usage_once(&host, ADMIN_TOKEN, "?tenant=bob", idler_requests).await;
+    assert_eq!(only_bob["apps"].as_array().unwrap().len(), 1, "{only_bob}");
+    // A range without the requests has none of them; a bad time is refused with an example.
+    let (status, past) = host
+        .api(
+            reqwest::Method::GET,
+            "/v1/usage?from=2020-01-01T00:00:00Z&to=2020-01-02T00:00:00Z",
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(status, 200, "{past}");
+    assert_eq!(past["apps"], serde_json::json!([]));
+    assert_eq!(past["from"], "2020-01-01T00:00:00Z");
+    let (status, bad) = host
+        .api(
+            reqwest::Method::GET,
+            "/v1/usage?from=yesterday",
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2025-01-31T00:00:00Z"),
+        "{bad}"
+    );
+
+    // The same sums as counters.
+    let scrape = |token: String, path: &'static str| {
+        let url = format!("{}{path}", host.api);
+        async move {
+            let response = client().get(url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.text().await.unwrap()
+        }
+    };
+    let metrics = scrape(ADMIN_TOKEN.into(), "/metrics").await;
+    for expected in [
+        format!("skiff_usage_requests_total{{tenant=\"alice\",app=\"spinner\"}} {SPINS}"),
+        format!("skiff_usage_requests_total{{tenant=\"bob\",app=\"idler\"}} {idler_requests}"),
+        format!("skiff_usage_bytes_in_total{{tenant=\"bob\",app=\"idler\"}} {ECHOED}"),
+        format!("skiff_usage_bytes_out_total{{tenant=\"bob\",app=\"idler\"}} {idler_out}"),
+        "skiff_usage_guest_cpu_seconds_total{tenant=\"alice\",app=\"spinner\"}".to_string(),
+        "skiff_usage_wall_seconds_total{tenant=\"alice\",app=\"spinner\"}".to_string(),
+        "skiff_usage_memory_byte_seconds_total{tenant=\"alice\",app=\"spinner\"}".to_string(),
+    ] {
+        assert!(
+            metrics.contains(&expected),
+            "no `{expected}` in:\n{metrics}"
+        );
+    }
+    let own = scrape(alice.clone(), "/v1/metrics").await;
+    assert!(
+        own.contains("skiff_usage_requests_total{tenant=\"alice\""),
+        "{own}"
+    );
+    assert!(!own.contains("idler"), "{own}");
+    let (_, doc) = host.api(reqwest::Method::GET, "/openapi.json", None).await;
+    assert!(
+        doc["paths"].get("/v1/usage").is_some(),
+        "/v1/usage is not documented"
+    );
+}
+
+#[tokio::test]
+async fn usage_from_before_a_restart_is_still_reported() {
+    let data_dir = fresh_data_dir().join("server");
+    let token;
+    const ECHOED: usize = 12_345;
+    {
+        let mut host = Host::start_in(data_dir.clone(), &[]);
+        token = host.tenant("acme", &[]);
+        host.deploy_ok(&token, http_app(1).path(), "billed");
+        for _ in 0..3 {
+            let response = client()
+                .post(host.server.url("/echo"))
+                .header("host", "billed.localhost")
+                .body(vec![b'e'; ECHOED])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.bytes().await.unwrap().len(), ECHOED);
+        }
+        let before = usage_once(&host, &token, "", 3).await;
+        assert_eq!(usage_row(&before, "billed")["bytes_in"], 3 * ECHOED as u64);
+        // A graceful shutdown writes out the minutes still in memory.
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &host.server.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let status = host.server.child().wait().unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+    let files: Vec<_> = std::fs::read_dir(data_dir.join("usage"))
+        .unwrap()
+        .flatten()
+        .map(|f| f.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.iter().any(|name| name.ends_with(".ndjson")),
+        "{files:?}"
+    );
+    let host = Host::start_in(data_dir, &[]);
+    let after = usage_once(&host, &token, "", 3).await;
+    let row = usage_row(&after, "billed");
+    assert_eq!(row["requests"], 3, "{after}");
+    assert_eq!(row["bytes_in"], 3 * ECHOED as u64);
+    assert_eq!(row["bytes_out"], 3 * ECHOED as u64);
+}
