@@ -143,6 +143,22 @@ fn state_app(manifest: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Waits up to 9 s (less than the server's 10 s shutdown grace) for `child` to exit; kills it
+/// and fails with `why` if it does not.
+fn wait_for_exit(child: &mut std::process::Child, why: &str) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > Duration::from_secs(9) {
+            let _ = child.kill();
+            panic!("{why}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -215,17 +231,7 @@ async fn deploy_serves_by_host_name_and_updates_roll_back_and_delete() {
     .unwrap();
     assert!(first_line.contains("hello"), "{first_line}");
     host.cli_ok(&token, &["apps", "delete", "hello"]);
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = follower.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(9) {
-            let _ = follower.kill();
-            panic!("the follower of a deleted app went on");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_for_exit(&mut follower, "the follower of a deleted app went on");
     assert!(status.success(), "{status:?}");
     assert_eq!(host.get("hello", "/env/VERSION").await.0, 404);
     let out = host.cli(&token, &["apps", "inspect", "hello"]);
@@ -575,17 +581,8 @@ async fn logs_follow_streams_one_apps_guest_output() {
         .status()
         .unwrap();
     assert!(status.success());
-    let started = std::time::Instant::now();
-    let follower_status = loop {
-        if let Some(status) = follower.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(9) {
-            let _ = follower.kill();
-            panic!("the follower outlived the server's shutdown");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let follower_status =
+        wait_for_exit(&mut follower, "the follower outlived the server's shutdown");
     assert!(follower_status.success(), "{follower_status:?}");
     let server_status = host.server.child().wait().unwrap();
     assert!(server_status.success(), "{server_status:?}");
