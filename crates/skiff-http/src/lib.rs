@@ -14,6 +14,10 @@
 //! | `skiff-client-addr` | the client's socket address, e.g. `127.0.0.1:51234` |
 //! | `skiff-request-id` | the request's id, as in skiff's log lines |
 //! | `skiff-base-path` | when the app was chosen by a path prefix (`skiff server --path-routing`), that prefix, e.g. `/hello`; the path the guest sees is below it |
+//! | `traceparent` | the request's place in its W3C trace: the client's trace continued, or a new one; when skiff records spans, its parent is the request's span |
+//!
+//! Every request is a server span when traces are exported ([`skiff_runtime::trace`]), named
+//! after its route (`GET /api/...`), with the guest's stages below it.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -31,8 +35,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use skiff_manifest::RouteTable;
-use skiff_runtime::{InvokeError, LoadedApp, RequestInfo, ResponseBody};
+use skiff_runtime::{InvokeError, LoadedApp, RequestInfo, ResponseBody, TraceContext};
 use tokio::net::TcpListener;
 
 mod metrics;
@@ -80,6 +86,8 @@ pub struct HttpApp {
     loaded: LoadedApp,
     routes: RouteTable,
     metrics: Option<AppMetrics>,
+    /// The tenant the app belongs to, for its spans; empty for none.
+    tenant: Arc<str>,
 }
 
 impl HttpApp {
@@ -89,12 +97,14 @@ impl HttpApp {
             loaded,
             routes,
             metrics: None,
+            tenant: "".into(),
         }
     }
 
     /// Counts the app's requests in `metrics`, under `tenant` (empty for none).
     pub fn with_metrics(mut self, metrics: &HttpMetrics, tenant: &str) -> Self {
         self.metrics = Some(metrics.for_app(tenant, &self.loaded.app));
+        self.tenant = tenant.into();
         self
     }
 
@@ -304,6 +314,23 @@ async fn dispatch(
     };
     let component = &app.loaded.components[matched.component];
     let metrics = app.metrics.as_ref().and_then(|m| m.route(matched.route));
+    let trace = TraceContext::inbound(request.headers()).child(SpanKind::Server, || {
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", request.method().to_string()),
+            KeyValue::new("http.route", matched.matched_route.to_string()),
+            KeyValue::new("url.path", path.to_string()),
+            KeyValue::new("client.address", client.ip().to_string()),
+            KeyValue::new("skiff.app", component.app.to_string()),
+            KeyValue::new("skiff.component", component.id.to_string()),
+            KeyValue::new("skiff.request_id", request_id as i64),
+        ];
+        if !app.tenant.is_empty() {
+            attributes.push(KeyValue::new("skiff.tenant", app.tenant.to_string()));
+        }
+        let name = format!("{} {}", request.method(), matched.matched_route);
+        (name.into(), attributes)
+    });
+    let trace_id = trace.trace_id();
     let _in_flight = metrics.map(|m| m.start());
     // Values are made before the headers are touched: the match borrows the request's path.
     let matched_route = HeaderValue::from_str(matched.matched_route);
@@ -336,6 +363,8 @@ async fn dispatch(
     set(headers, COMPONENT, &component.id);
     set(headers, CLIENT_ADDR, &client.to_string());
     set(headers, REQUEST_ID, &request_id.to_string());
+    // The guest sees the request's own span as its parent, to continue the trace from.
+    trace.inject(headers);
     // HTTP/1.0 clients may send no Host; wasi:http needs an authority.
     if !headers.contains_key(HOST) && request.uri().authority().is_none() {
         set(request.headers_mut(), HOST, &local_addr.to_string());
@@ -345,6 +374,7 @@ async fn dispatch(
     let info = RequestInfo {
         request_id,
         https: false,
+        trace: trace.clone(),
     };
     // A body without a declared length is counted as it streams, and cut off at the limit.
     let request = request.map(|body| Limited::new(body, max_body as usize).map_err(body_error));
@@ -354,10 +384,22 @@ async fn dispatch(
                 metrics.answered(response.status().as_u16(), arrived.elapsed().as_secs_f64());
             }
             tracing::debug!(
-                request_id, app = %component.app, component = %component.id,
+                request_id, %trace_id, app = %component.app, component = %component.id,
                 %method, status = response.status().as_u16(), "served"
             );
-            response
+            end_span(&trace, response.status(), None);
+            if !trace.is_recording() {
+                return response;
+            }
+            // The request's span ends with its response body, which the guest may still be
+            // writing: the body holds the span until it is done.
+            response.map(|body| {
+                body.map_frame(move |frame| {
+                    let _span = &trace;
+                    frame
+                })
+                .boxed_unsync()
+            })
         }
         Err(err) => {
             let status = status_for(&err);
@@ -366,9 +408,10 @@ async fn dispatch(
                 metrics.answered(status.as_u16(), arrived.elapsed().as_secs_f64());
             }
             tracing::warn!(
-                request_id, app = %component.app, component = %component.id,
+                request_id, %trace_id, app = %component.app, component = %component.id,
                 %method, status = status.as_u16(), "request failed: {err}"
             );
+            end_span(&trace, status, Some(&err));
             // The body names the request id so an operator can find the log line; details
             // of the failure stay in the log, away from clients.
             let mut response = plain(
@@ -387,6 +430,23 @@ async fn dispatch(
             }
             response
         }
+    }
+}
+
+/// Records the outcome on the request's span. Only a 5xx is an error of the server's.
+fn end_span(trace: &TraceContext, status: StatusCode, err: Option<&InvokeError>) {
+    if !trace.is_recording() {
+        return;
+    }
+    trace.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status.as_u16()),
+    ));
+    if status.is_server_error() {
+        trace.set_error(match err {
+            Some(err) => err.to_string(),
+            None => format!("the component answered {status}"),
+        });
     }
 }
 

@@ -69,6 +69,7 @@ async fn one_request(component: &LoadedComponent, request_id: u64) -> Bytes {
             RequestInfo {
                 request_id,
                 https: false,
+                trace: Default::default(),
             },
         )
         .await

@@ -18,6 +18,7 @@ use crate::capabilities::guest_log::LogSink;
 use crate::engine::Runtime;
 use crate::error::{LoadError, LoadErrorKind};
 use crate::host::Host;
+use crate::metrics::{ComponentMetrics, MetricsScope};
 use crate::usage::UsageSink;
 
 /// An app whose every component is ready to serve.
@@ -45,6 +46,8 @@ pub struct LoadedComponent {
     pub(crate) log_sink: Option<LogSink>,
     /// Where each request's usage goes; `None`: nothing is measured.
     pub(crate) usage: Option<UsageSink>,
+    /// Instantiation time, outbound and key-value calls, if the host keeps metrics.
+    pub(crate) metrics: Option<ComponentMetrics>,
     pub(crate) runtime: Arc<Runtime>,
     /// What loading its code took: a cache hit, or a compile and how long.
     pub load_outcome: CacheOutcome,
@@ -69,6 +72,8 @@ pub struct LoadOptions {
     pub log_sink: Option<LogSink>,
     /// Measure every request of the app and report its usage here.
     pub usage: Option<UsageSink>,
+    /// Count what the app's instances do in these metrics.
+    pub metrics: Option<MetricsScope>,
 }
 
 /// What the kind of Wasm file is, from its 8-byte header.
@@ -283,6 +288,10 @@ impl Runtime {
                 shared_concurrency: options.shared_concurrency.clone(),
                 log_sink: options.log_sink.clone(),
                 usage: options.usage.clone(),
+                metrics: options
+                    .metrics
+                    .as_ref()
+                    .map(|scope| scope.for_component(&app_name, &spec.id)),
                 runtime: self.clone(),
                 load_outcome: outcome,
             }));

@@ -96,7 +96,9 @@ impl Runtime {
             app: "run".into(),
             component: path.display().to_string().into(),
             request_id: 0,
+            trace_id: opentelemetry::trace::TraceId::INVALID,
             log_sink: None,
+            metrics: None,
         };
         let host = Host {
             table: ResourceTable::new(),
@@ -106,6 +108,7 @@ impl Runtime {
             key_value: Default::default(),
             config: Default::default(),
             identity,
+            trace: Default::default(),
             limiter: InstanceLimiter::new(None),
         };
         let mut store = Store::new(&self.engine, host);

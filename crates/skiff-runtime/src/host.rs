@@ -12,6 +12,7 @@ use crate::capabilities::InstanceIdentity;
 use crate::capabilities::config::ConfigGrant;
 use crate::capabilities::keyvalue::KeyValueGrant;
 use crate::capabilities::outbound_http::OutboundHttp;
+use crate::trace::TraceContext;
 use crate::usage::UsageCell;
 
 pub struct Host {
@@ -23,6 +24,8 @@ pub struct Host {
     pub(crate) config: ConfigGrant,
     /// Who this sandbox works for, for the log lines of capabilities.
     pub(crate) identity: InstanceIdentity,
+    /// The guest call's place in the request's trace: key-value calls are spans below it.
+    pub(crate) trace: TraceContext,
     pub(crate) limiter: InstanceLimiter,
 }
 

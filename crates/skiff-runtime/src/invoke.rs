@@ -3,13 +3,15 @@
 //! dropped when the guest is done. Bodies stream both ways: nothing here buffers a body.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use tokio::sync::oneshot;
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
@@ -19,17 +21,20 @@ use crate::app::LoadedComponent;
 use crate::capabilities::{self, InstanceIdentity};
 use crate::error::{InvokeError, OverloadScope};
 use crate::host::Host;
+use crate::trace::TraceContext;
 use crate::usage::{CountedBody, CpuTimed, UsageCell};
 
 /// The body of a response produced by a guest (or by skiff on a guest's behalf).
 pub type ResponseBody = wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// Facts about the request that the runtime needs and the trigger knows.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RequestInfo {
     pub request_id: u64,
     /// `http` or `https`: what the client used to reach skiff.
     pub https: bool,
+    /// The request's place in its trace: instantiation and the guest call are spans below it.
+    pub trace: TraceContext,
 }
 
 impl LoadedComponent {
@@ -80,7 +85,9 @@ impl LoadedComponent {
             app: self.app.clone(),
             component: self.id.clone(),
             request_id: info.request_id,
+            trace_id: info.trace.trace_id(),
             log_sink: self.log_sink.clone(),
+            metrics: self.metrics.clone(),
         };
         let mut host = capabilities::instance_state(&self.grants, &identity, self.memory_limit)
             .map_err(|err| InvokeError::Instantiate(format!("{err:#}")))?;
@@ -131,6 +138,19 @@ impl LoadedComponent {
             memory: self.memory_limit,
             fuel: self.fuel,
         };
+        let metrics = self.metrics.clone();
+        let trace = info.trace;
+        let component = self.id.clone();
+        let span_of = move |name: &'static str| {
+            let component = component.clone();
+            move || {
+                let attributes = vec![KeyValue::new("skiff.component", component.to_string())];
+                (name.into(), attributes)
+            }
+        };
+        // The guest call's span starts once the instance exists; the deadline, outside the
+        // call, still needs to reach it.
+        let guest_span = OnceLock::<TraceContext>::new();
         // The guest runs in its own task: after it has sent the response head it goes on
         // writing the body while this function has already returned the response to hyper.
         // Its polls are timed in CPU time when metered: instantiation, the guest's code and
@@ -139,10 +159,27 @@ impl LoadedComponent {
             async move {
                 let _permits = (component_permit, shared_permit, host_permit);
                 let run = async {
-                    let proxy = pre
-                        .instantiate_async(&mut store)
-                        .await
-                        .map_err(|err| InvokeError::Instantiate(format!("{err:#}")))?;
+                    let instantiate_span = trace.child(SpanKind::Internal, span_of("instantiate"));
+                    let started = Instant::now();
+                    let proxy = pre.instantiate_async(&mut store).await;
+                    if let Some(metrics) = &metrics {
+                        metrics.instantiated(started.elapsed().as_secs_f64());
+                    }
+                    let proxy = proxy.map_err(|err| {
+                        instantiate_span.set_error(format!("{err:#}"));
+                        InvokeError::Instantiate(format!("{err:#}"))
+                    })?;
+                    instantiate_span.end();
+                    let span = guest_span.get_or_init(|| {
+                        trace.child(
+                            SpanKind::Internal,
+                            span_of("wasi:http/incoming-handler.handle"),
+                        )
+                    });
+                    // The guest's own calls (outbound HTTP, key-value) are spans below this.
+                    let host = store.data_mut();
+                    host.trace = span.clone();
+                    host.outbound.trace = span.clone();
                     proxy
                         .wasi_http_incoming_handler()
                         .call_handle(&mut store, incoming, outparam)
@@ -155,6 +192,12 @@ impl LoadedComponent {
                     Ok(result) => result,
                     Err(_) => Err(InvokeError::Deadline(timeout)),
                 };
+                if let Some(span) = guest_span.get() {
+                    if let Err(err) = &result {
+                        span.set_error(err.to_string());
+                    }
+                    span.end();
+                }
                 // Set before the store (and with it the body's sender) is dropped at the end of
                 // this task, so the body sees the failure by the time it sees its end.
                 failed_in_guest.store(result.is_err(), Ordering::Release);

@@ -21,7 +21,9 @@ pub mod engine;
 pub mod error;
 pub mod host;
 pub mod invoke;
+pub mod metrics;
 pub mod state;
+pub mod trace;
 pub mod usage;
 
 pub use app::{LoadOptions, LoadStats, LoadedApp, LoadedComponent};
@@ -29,4 +31,6 @@ pub use cache::{CacheOutcome, CodeCache};
 pub use engine::{Runtime, RuntimeConfig};
 pub use error::{InvokeError, LoadError, LoadErrorKind, OverloadScope};
 pub use invoke::{RequestInfo, ResponseBody};
+pub use metrics::{ComponentMetrics, MetricsScope, RuntimeMetrics};
+pub use trace::TraceContext;
 pub use usage::{RequestUsage, UsageSink};

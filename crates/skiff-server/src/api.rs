@@ -257,6 +257,9 @@ pub struct LogLine {
     pub app: String,
     pub component: String,
     pub request_id: u64,
+    /// The request's W3C trace id (32 hex digits), as in the host's log and its spans.
+    #[serde(default)]
+    pub trace_id: String,
     /// `stdout` or `stderr` for what the guest printed, `log` for wasi:logging.
     pub stream: String,
     /// For wasi:logging lines: `trace`, `debug`, `info`, `warn`, `error` or `critical`.

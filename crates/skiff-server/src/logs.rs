@@ -49,6 +49,7 @@ impl LogHub {
             app: output.app.to_string(),
             component: output.component.to_string(),
             request_id: output.request_id,
+            trace_id: output.trace_id.to_string(),
             stream: output.stream.to_string(),
             level: output.level.map(str::to_string),
             message: output.message.to_string(),

@@ -489,6 +489,7 @@ async fn app_logs(
                         app: String::new(),
                         component: String::new(),
                         request_id: 0,
+                        trace_id: String::new(),
                         stream: "skiff".into(),
                         level: Some("warn".into()),
                         message: format!("{missed} lines skipped: this reader fell behind"),

@@ -30,7 +30,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use skiff_http::{HttpApp, HttpMetrics};
 use skiff_manifest::{App, format_size};
-use skiff_runtime::{LoadOptions, Runtime};
+use skiff_runtime::{LoadOptions, MetricsScope, Runtime, RuntimeMetrics};
 
 use crate::api::{
     self, AppInfo, AppStatus, AppSummary, ComponentInfo, ErrorCode, LimitsInfo, Quotas, RouteInfo,
@@ -592,6 +592,10 @@ impl Platform {
             shared_concurrency: Some((tenant.in_flight.clone(), tenant.quotas.max_in_flight)),
             log_sink: Some(logs.sink()),
             usage: Some(self.usage.sink(&tenant.name, &app.name)),
+            metrics: Some(MetricsScope {
+                metrics: self.metrics.runtime.clone(),
+                tenant: tenant.name.as_str().into(),
+            }),
         };
         let runtime = self.runtime.clone();
         let dir = dir.to_path_buf();
@@ -773,6 +777,7 @@ impl Platform {
         self.log_hubs.lock().expect("log hubs lock").remove(name);
         entry.logs.close();
         self.metrics.http.forget_app(&tenant.name, name);
+        self.metrics.runtime.forget_app(&tenant.name, name);
         self.usage.retire(&tenant.name, name);
         let bundles = entry
             .record()
@@ -837,6 +842,7 @@ impl Platform {
 struct PlatformMetrics {
     registry: Registry,
     http: Arc<HttpMetrics>,
+    runtime: Arc<RuntimeMetrics>,
     apps_deployed: Gauge,
     apps_loaded: Gauge,
     tenants: Gauge,
@@ -880,6 +886,7 @@ impl PlatformMetrics {
     fn new() -> Self {
         let mut registry = Registry::default();
         let http = HttpMetrics::register(&mut registry);
+        let runtime = RuntimeMetrics::register(&mut registry);
         let host = registry.sub_registry_with_prefix("skiff");
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let gauge = Gauge::default();
@@ -932,6 +939,7 @@ impl PlatformMetrics {
         PlatformMetrics {
             registry,
             http,
+            runtime,
             apps_deployed,
             apps_loaded,
             tenants,

@@ -17,6 +17,7 @@ use skiff_runtime::{Runtime, RuntimeConfig};
 mod client;
 mod server;
 mod single;
+mod telemetry;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 
@@ -57,6 +58,15 @@ struct GlobalOptions {
     /// Memory cap of an instance of a component that sets no `limits.memory`.
     #[arg(long, global = true, default_value = "128MiB", value_name = "SIZE", value_parser = skiff_manifest::parse_memory)]
     default_memory: u64,
+    /// Export every request's trace spans over OTLP/HTTP to this collector, e.g.
+    /// http://127.0.0.1:4318 (`/v1/traces` is added). Off when unset.
+    #[arg(
+        long,
+        global = true,
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        value_name = "URL"
+    )]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -85,6 +95,8 @@ enum Command {
     Tenants(client::TenantsCommand),
     /// Print the guest logs of an app on a skiff server.
     Logs(client::LogsArgs),
+    /// Show what apps used (requests, CPU, memory, bytes) on a skiff server.
+    Usage(client::UsageArgs),
 }
 
 #[derive(Args)]
@@ -218,6 +230,21 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     init_logging(&cli.global);
+    // Made before the async runtime: the exporter's client runs its own, on its own thread.
+    let serves = matches!(
+        cli.command,
+        Command::Serve(_) | Command::Up(_) | Command::Server(_)
+    );
+    let traces = match cli.global.otlp_endpoint.as_deref().filter(|_| serves) {
+        Some(endpoint) => match telemetry::export_traces(endpoint) {
+            Ok(export) => {
+                tracing::info!("exporting traces to {}", export.url());
+                Some(export)
+            }
+            Err(err) => return fail(err),
+        },
+        None => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -225,7 +252,12 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => return fail(anyhow::anyhow!("cannot start the async runtime: {err}")),
     };
-    match runtime.block_on(dispatch(cli)) {
+    let outcome = runtime.block_on(dispatch(cli));
+    // The spans of the last requests are still queued: send them before exiting.
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
+    match outcome {
         Ok(code) => code,
         Err(err) => fail(err),
     }
@@ -262,6 +294,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Apps(command) => client::apps(command).await,
         Command::Tenants(command) => client::tenants(command).await,
         Command::Logs(args) => client::logs(args).await,
+        Command::Usage(args) => client::usage(args).await,
         Command::Server(args) => {
             let folders = server::Folders {
                 data_dir: config.data_dir.clone(),
@@ -349,10 +382,19 @@ async fn up(
     metrics_listen: Option<SocketAddr>,
     from_manifest: bool,
 ) -> Result<ExitCode> {
+    // The runtime's metrics count from the first instance: they are made before the app loads.
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut options = skiff_runtime::LoadOptions::default();
+    if metrics_listen.is_some() {
+        options.metrics = Some(skiff_runtime::MetricsScope {
+            metrics: skiff_runtime::RuntimeMetrics::register(&mut registry),
+            tenant: "".into(),
+        });
+    }
     let loaded = {
         let runtime = runtime.clone();
         let for_errors = app.clone();
-        tokio::task::spawn_blocking(move || runtime.load_app(app))
+        tokio::task::spawn_blocking(move || runtime.load_app_with(app, &options))
             .await
             .context("loading the app")?
             .map_err(|err| match err.component {
@@ -365,7 +407,6 @@ async fn up(
     let app = loaded.app.clone();
     let mut http_app = skiff_http::HttpApp::new(loaded);
     if let Some(metrics_listen) = metrics_listen {
-        let mut registry = prometheus_client::registry::Registry::default();
         let metrics = skiff_http::HttpMetrics::register(&mut registry);
         http_app = http_app.with_metrics(&metrics, "");
         let listener = tokio::net::TcpListener::bind(metrics_listen)

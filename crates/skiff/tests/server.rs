@@ -897,6 +897,13 @@ async fn the_dashboard_shows_apps_and_their_traffic_in_a_real_browser() {
     }
     assert_eq!(host.get("shop", "/panic").await.0, 500);
     assert_eq!(host.get("blog", "/env/VERSION").await.0, 200);
+    // The usage table reads /v1/usage: wait until it counts all five requests.
+    let usage = usage_once(&host, ADMIN_TOKEN, "", 5).await;
+    assert_eq!(usage_row(&usage, "shop")["requests"], 4, "{usage}");
+    assert_eq!(usage_row(&usage, "blog")["requests"], 1, "{usage}");
+    let blog_bytes = |field: &str| usage_row(&usage, "blog")[field].as_u64().unwrap();
+    let (blog_in, blog_out) = (blog_bytes("bytes_in"), blog_bytes("bytes_out"));
+    assert!(blog_in < 1024 && blog_out < 1024, "{usage}");
 
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-artifacts");
     let contains_row = |dom: &str, app: &str, tenant: &str, requests: u32, errors: u32| {
@@ -905,6 +912,35 @@ async fn the_dashboard_shows_apps_and_their_traffic_in_a_real_browser() {
              data-errors=\"{errors}\">"
         ))
     };
+    // A usage row: the app, the tenant (for the operator only), then the request count shown.
+    let usage_html = |dom: &str, app: &str, tenant: &str, requests: u32, operator: bool| {
+        let tenant_cell = if operator {
+            format!("<td class=\"text\">{tenant}</td>")
+        } else {
+            String::new()
+        };
+        let start = format!(
+            "<tr data-usage-app=\"{app}\" data-tenant=\"{tenant}\" data-requests=\"{requests}\">\
+             <td class=\"text\">{app}</td>{tenant_cell}<td>{requests}</td>"
+        );
+        let at = dom.find(&start)?;
+        let end = dom[at..].find("</tr>")?;
+        Some(dom[at..at + end].to_string())
+    };
+    let usage_total = |dom: &str, tenant: &str, requests: u32, operator: bool| {
+        let tenant_cell = if operator {
+            format!("<td class=\"text\">{tenant}</td>")
+        } else {
+            String::new()
+        };
+        dom.contains(&format!(
+            "<tr class=\"total\" data-usage-total=\"{tenant}\" data-requests=\"{requests}\">\
+             <td class=\"text\">total</td>{tenant_cell}<td>{requests}</td>"
+        ))
+    };
+    let usage_tenant_header = "<th class=\"text\">tenant</th>";
+    // Bytes in and out are the last two cells, in bytes when under a KiB.
+    let blog_bytes_cells = format!("<td>{blog_in} B</td><td>{blog_out} B</td>");
 
     // The operator sees every app.
     let url = format!("{}/dashboard#token={ADMIN_TOKEN}", host.api);
@@ -913,6 +949,22 @@ async fn the_dashboard_shows_apps_and_their_traffic_in_a_real_browser() {
     assert!(contains_row(&dom, "shop", "alice", 4, 1), "{dom}");
     assert!(contains_row(&dom, "blog", "bob", 1, 0), "{dom}");
     assert!(dom.contains("apps deployed"), "{dom}");
+    // ...and every app's usage over the last 24 hours (the default range), with a tenant
+    // column and each tenant's total.
+    assert!(
+        dom.contains("data-range=\"24h\" aria-pressed=\"true\">last 24 hours"),
+        "{dom}"
+    );
+    assert!(dom.contains(usage_tenant_header), "{dom}");
+    assert!(
+        usage_html(&dom, "shop", "alice", 4, true).is_some(),
+        "{dom}"
+    );
+    let blog = usage_html(&dom, "blog", "bob", 1, true).unwrap_or_else(|| panic!("{dom}"));
+    assert!(blog.ends_with(&blog_bytes_cells), "{blog}");
+    assert!(usage_total(&dom, "alice", 4, true), "{dom}");
+    assert!(usage_total(&dom, "bob", 1, true), "{dom}");
+    assert!(dom.contains(" UTC</span>"), "{dom}");
 
     // A tenant sees its own apps only.
     let url = format!("{}/dashboard#token={bob}", host.api);
@@ -920,6 +972,26 @@ async fn the_dashboard_shows_apps_and_their_traffic_in_a_real_browser() {
     assert!(dom.contains("your apps"), "{dom}");
     assert!(contains_row(&dom, "blog", "bob", 1, 0), "{dom}");
     assert!(!dom.contains("shop"), "{dom}");
+    // ...and only its own usage, without a tenant column.
+    assert!(!dom.contains(usage_tenant_header), "{dom}");
+    let blog = usage_html(&dom, "blog", "bob", 1, false).unwrap_or_else(|| panic!("{dom}"));
+    assert!(blog.ends_with(&blog_bytes_cells), "{blog}");
+    assert!(usage_total(&dom, "bob", 1, false), "{dom}");
+    assert!(!dom.contains("data-usage-total=\"alice\""), "{dom}");
+
+    // A tenant whose apps served nothing is told so.
+    let carol = host.tenant("carol", &[]);
+    let url = format!("{}/dashboard#token={carol}", host.api);
+    let dom = chromium(&url, &artifacts.join("dashboard-tenant-no-usage.png"));
+    assert!(dom.contains("your apps"), "{dom}");
+    // (The page's script holds that sentence too: the whole table body is compared.)
+    assert!(
+        dom.contains(
+            "<tbody id=\"usage\"><tr><td class=\"text\" colspan=\"7\">\
+             No requests in this range yet</td></tr></tbody>"
+        ),
+        "{dom}"
+    );
 
     let png = std::fs::read(artifacts.join("dashboard-operator.png")).unwrap();
     assert!(
@@ -1074,6 +1146,84 @@ async fn usage_sums_known_work_per_app_and_tenants_see_only_their_own() {
     // The admin may narrow to one tenant.
     let only_bob = usage_once(&host, ADMIN_TOKEN, "?tenant=bob", idler_requests).await;
     assert_eq!(only_bob["apps"].as_array().unwrap().len(), 1, "{only_bob}");
+
+    // `skiff usage` shows the same figures. The admin: a TENANT column, each tenant's apps then
+    // its TOTAL. (The names and the request count hold no spaces; the figures after them may.)
+    let firsts = |table: &str, columns: usize| -> Vec<String> {
+        table
+            .lines()
+            .skip(2)
+            .map(|line| {
+                let cells: Vec<&str> = line.split_whitespace().take(columns).collect();
+                cells.join(" ")
+            })
+            .collect()
+    };
+    let table = host.cli_ok(ADMIN_TOKEN, &["usage"]);
+    assert!(table.starts_with("Usage from "), "{table}");
+    assert_eq!(
+        firsts(&table, 3),
+        [
+            "TENANT APP REQUESTS".to_string(),
+            format!("alice spinner {SPINS}"),
+            format!("alice TOTAL {SPINS}"),
+            format!("bob idler {idler_requests}"),
+            format!("bob TOTAL {idler_requests}"),
+        ],
+        "{table}"
+    );
+    // A tenant: its own apps only, named in the heading rather than in a column.
+    let table = host.cli_ok(&alice, &["usage", "--from", "1h"]);
+    assert!(table.starts_with("Usage of alice from "), "{table}");
+    assert_eq!(
+        firsts(&table, 2),
+        [
+            "APP REQUESTS".to_string(),
+            format!("spinner {SPINS}"),
+            format!("TOTAL {SPINS}"),
+        ],
+        "{table}"
+    );
+    assert!(
+        !table.contains("idler") && !table.contains("bob"),
+        "{table}"
+    );
+    let output = host.cli(&alice, &["usage", "--tenant", "bob"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("no tenant named `bob`"),
+        "{}",
+        stderr(&output)
+    );
+    // `--json` prints the API's answer; with no SKIFF_TOKEN, SKIFF_ADMIN_TOKEN is used.
+    let output = skiff()
+        .args(["usage", "--json", "--from", "24h", "--tenant", "bob"])
+        .env("SKIFF_SERVER", &host.api)
+        .env_remove("SKIFF_TOKEN")
+        .env("SKIFF_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["apps"].as_array().unwrap().len(), 1, "{json}");
+    assert_eq!(usage_row(&json, "idler")["requests"], idler_requests);
+    assert_eq!(usage_row(&json, "idler")["bytes_in"], ECHOED as u64);
+    // Days and times are sent as RFC 3339; a range without the requests says so.
+    let empty = host.cli_ok(
+        &bob,
+        &["usage", "--from", "2020-01-01", "--to", "2020-01-02"],
+    );
+    assert_eq!(
+        empty,
+        "no requests from 2020-01-01T00:00:00Z to 2020-01-02T00:00:00Z\n"
+    );
+    let output = host.cli(&bob, &["usage", "--from", "yesterday"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("e.g. 1h, 24h, 7d"),
+        "{}",
+        stderr(&output)
+    );
     // A range without the requests has none of them; a bad time is refused with an example.
     let (status, past) = host
         .api(

@@ -325,6 +325,17 @@ allowed_outbound_hosts = ["https://localhost:*"]
     }
 }
 
+/// The metrics of a server started with `--metrics-listen`, at the address it printed.
+async fn scrape_metrics(server: &Server) -> String {
+    let metrics_url = server
+        .stdout_lines
+        .iter()
+        .find_map(|line| line.strip_prefix("Metrics "))
+        .unwrap_or_else(|| panic!("no metrics line in {:?}", server.stdout_lines));
+    let response = client().get(metrics_url).send().await.unwrap();
+    response.text().await.unwrap()
+}
+
 #[tokio::test]
 async fn metrics_listen_serves_prometheus_counts_per_route() {
     let hello = repo_root().join("examples/hello");
@@ -334,23 +345,10 @@ async fn metrics_listen_serves_prometheus_counts_per_route() {
         "127.0.0.1:0",
         hello.to_str().unwrap(),
     ]);
-    let metrics_url = server
-        .stdout_lines
-        .iter()
-        .find_map(|line| line.strip_prefix("Metrics "))
-        .unwrap_or_else(|| panic!("no metrics line in {:?}", server.stdout_lines))
-        .to_string();
     for path in ["/", "/hello/a", "/hello/b", "/nowhere"] {
         client().get(server.url(path)).send().await.unwrap();
     }
-    let text = client()
-        .get(&metrics_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = scrape_metrics(&server).await;
     let series = |route: &str| {
         format!(
             "skiff_http_requests_total{{tenant=\"\",app=\"hello\",component=\"hello\",route=\"{route}\",status=\"2xx\"}}"
@@ -366,4 +364,324 @@ async fn metrics_listen_serves_prometheus_counts_per_route() {
         !text.contains("/hello/a") && !text.contains("nowhere"),
         "{text}"
     );
+}
+
+/// One HTTP request a [`Recorder`] received.
+struct Recorded {
+    path: String,
+    headers: http::HeaderMap,
+    body: bytes::Bytes,
+}
+
+/// A small HTTP server on 127.0.0.1 that answers every request 200 with an empty body and
+/// keeps what it got: the upstream of guests' outbound calls, and an OTLP/HTTP collector (an
+/// empty body is an empty `ExportTraceServiceResponse`: all accepted).
+struct Recorder {
+    url: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Recorded>>>,
+}
+
+async fn recorder() -> Recorder {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let kept = kept.clone();
+            let service = hyper::service::service_fn(move |request: http::Request<_>| {
+                let kept = kept.clone();
+                async move {
+                    let (parts, body): (_, hyper::body::Incoming) = request.into_parts();
+                    let body = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    kept.lock().unwrap().push(Recorded {
+                        path: parts.uri.path().to_string(),
+                        headers: parts.headers,
+                        body,
+                    });
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
+                        bytes::Bytes,
+                    >::new(
+                    )))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    Recorder { url, received }
+}
+
+/// The spans a collector has received so far, with their service's name.
+fn exported_spans(
+    collector: &Recorder,
+) -> Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+    let received = collector.received.lock().unwrap();
+    let mut spans = Vec::new();
+    for export in received.iter() {
+        assert_eq!(export.path, "/v1/traces");
+        assert_eq!(export.headers["content-type"], "application/x-protobuf");
+        let request = ExportTraceServiceRequest::decode(export.body.clone())
+            .expect("an OTLP export is an ExportTraceServiceRequest");
+        for resource_spans in request.resource_spans {
+            let service = resource_spans
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .map(|kv| format!("{:?}", kv.value))
+                .unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    spans.push((service.clone(), span));
+                }
+            }
+        }
+    }
+    spans
+}
+
+/// A string or integer attribute of a span, as text.
+fn attribute(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    let value = span
+        .attributes
+        .iter()
+        .find(|kv| kv.key == key)?
+        .value
+        .as_ref()?;
+    match value.value.as_ref()? {
+        Value::StringValue(s) => Some(s.clone()),
+        Value::IntValue(i) => Some(i.to_string()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_reach_an_otlp_collector_as_a_tree_per_request_and_the_context_travels_on() {
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    let collector = recorder().await;
+    let upstream = recorder().await;
+    let (caller, state) = (guest("http-guest"), guest("state-guest"));
+    let manifest = format!(
+        r#"
+[app]
+name = "traced"
+
+[component.caller]
+source = "{}"
+route = "/caller/..."
+allowed_outbound_hosts = ["http://127.0.0.1:*"]
+
+[component.store]
+source = "{}"
+route = "/store/..."
+key_value_stores = ["default"]
+"#,
+        caller.display(),
+        state.display()
+    );
+    let dir = app_dir(&[("skiff.toml", &manifest)]);
+    let mut command = common::skiff();
+    command
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.url)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let manifest = dir.path().join("skiff.toml");
+    let mut server = Server::start_with(
+        command,
+        &[
+            "up",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            manifest.to_str().unwrap(),
+        ],
+    );
+
+    // A request inside a trace: skiff continues it, and passes it on to the upstream.
+    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let client_span = "00f067aa0ba902b7";
+    let response = client()
+        .get(server.url(&format!("/caller/fetch?url={}/hop", upstream.url)))
+        .header("traceparent", format!("00-{client_trace}-{client_span}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "status=200");
+    let hop_parent = {
+        let received = upstream.received.lock().unwrap();
+        let hop = received
+            .iter()
+            .find(|r| r.path == "/hop")
+            .expect("the upstream was called");
+        let traceparent = hop.headers["traceparent"].to_str().unwrap().to_string();
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(parts.len(), 4, "{traceparent}");
+        assert_eq!(
+            (parts[0], parts[1], parts[3]),
+            ("00", client_trace, "01"),
+            "{traceparent}"
+        );
+        assert_ne!(
+            parts[2], client_span,
+            "the upstream's parent is skiff's span: {traceparent}"
+        );
+        parts[2].to_string()
+    };
+
+    // A request outside any trace starts one; its key-value call is a span of it.
+    let response = client()
+        .post(server.url("/store/kv/set?store=default&key=greeting"))
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // The guest's output is logged with the trace id of its request.
+    let logged_trace = "0af7651916cd43dd8448eb211c80319c";
+    let response = client()
+        .get(server.url("/caller/log"))
+        .header(
+            "traceparent",
+            format!("00-{logged_trace}-b7ad6b7169203331-01"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let logs = server.wait_for_log(logged_trace);
+    assert!(
+        logs.lines()
+            .any(|line| line.contains(logged_trace) && line.contains("component=caller")),
+        "{logs}"
+    );
+
+    // The runtime's metrics count instantiations, outbound and key-value calls.
+    let text = scrape_metrics(&server).await;
+    let labels = |component: &str| format!(r#"tenant="",app="traced",component="{component}""#);
+    for series in [
+        format!(
+            "skiff_instantiate_seconds_count{{{}}} 2\n",
+            labels("caller")
+        ),
+        format!("skiff_instantiate_seconds_count{{{}}} 1\n", labels("store")),
+        format!(
+            r#"skiff_outbound_requests_total{{{},outcome="response"}} 1"#,
+            labels("caller")
+        ) + "\n",
+        format!(
+            r#"skiff_keyvalue_operations_total{{{},operation="open",outcome="ok"}} 1"#,
+            labels("store")
+        ) + "\n",
+        format!(
+            r#"skiff_keyvalue_operations_total{{{},operation="set",outcome="ok"}} 1"#,
+            labels("store")
+        ) + "\n",
+    ] {
+        assert!(text.contains(&series), "no `{series}` in\n{text}");
+    }
+
+    // Spans are exported in batches; stopping skiff sends what is still queued.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    while server.child().try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "skiff did not stop"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let spans = exported_spans(&collector);
+    assert!(
+        spans.iter().all(|(service, _)| service.contains("skiff")),
+        "service.name"
+    );
+    let find = |trace: &str, name: &str| {
+        let matching: Vec<_> = spans
+            .iter()
+            .map(|(_, span)| span)
+            .filter(|span| hex(&span.trace_id) == trace && span.name == name)
+            .collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "one span `{name}` in trace {trace}; all: {:?}",
+            spans
+                .iter()
+                .map(|(_, s)| (&s.name, hex(&s.trace_id)))
+                .collect::<Vec<_>>()
+        );
+        matching[0].clone()
+    };
+
+    // Trace 1: the client's span > GET /caller/... > instantiate, handle > GET (outbound).
+    let request = find(client_trace, "GET /caller/...");
+    assert_eq!(request.kind, SpanKind::Server as i32);
+    assert_eq!(hex(&request.parent_span_id), client_span);
+    assert_eq!(
+        attribute(&request, "http.route").as_deref(),
+        Some("/caller/...")
+    );
+    assert_eq!(
+        attribute(&request, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(attribute(&request, "skiff.app").as_deref(), Some("traced"));
+    let instantiate = find(client_trace, "instantiate");
+    assert_eq!(instantiate.parent_span_id, request.span_id);
+    let handle = find(client_trace, "wasi:http/incoming-handler.handle");
+    assert_eq!(handle.parent_span_id, request.span_id);
+    assert!(instantiate.end_time_unix_nano <= handle.start_time_unix_nano);
+    let outbound = find(client_trace, "GET");
+    assert_eq!(outbound.kind, SpanKind::Client as i32);
+    assert_eq!(outbound.parent_span_id, handle.span_id);
+    assert_eq!(
+        hex(&outbound.span_id),
+        hop_parent,
+        "the upstream's parent is the client span"
+    );
+    assert_eq!(
+        attribute(&outbound, "url.full"),
+        Some(format!("{}/hop", upstream.url))
+    );
+    assert_eq!(
+        attribute(&outbound, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+
+    // Trace 2: a new trace, POST /store/... > handle > set default (key-value).
+    let (_, store_request) = spans
+        .iter()
+        .find(|(_, span)| span.name == "POST /store/...")
+        .expect("a span for the key-value request");
+    assert!(
+        store_request.parent_span_id.is_empty(),
+        "a new trace has no parent"
+    );
+    let store_trace = hex(&store_request.trace_id);
+    assert_ne!(store_trace, client_trace);
+    let handle = find(&store_trace, "wasi:http/incoming-handler.handle");
+    assert_eq!(handle.parent_span_id, store_request.span_id);
+    let set = find(&store_trace, "set default");
+    assert_eq!(set.kind, SpanKind::Client as i32);
+    assert_eq!(set.parent_span_id, handle.span_id);
+    assert_eq!(attribute(&set, "db.operation.name").as_deref(), Some("set"));
 }

@@ -24,6 +24,7 @@ pub struct GuestOutput<'a> {
     pub app: &'a str,
     pub component: &'a str,
     pub request_id: u64,
+    pub trace_id: opentelemetry::trace::TraceId,
     /// `stdout`, `stderr`, or `log` for wasi:logging.
     pub stream: &'static str,
     /// The wasi:logging level, for `log` lines.
@@ -126,6 +127,7 @@ impl LineBuffer {
             app = %self.identity.app,
             component = %self.identity.component,
             request_id = self.identity.request_id,
+            trace_id = %self.identity.trace_id,
             stream = self.stream.name(),
             "{line}"
         );
@@ -134,6 +136,7 @@ impl LineBuffer {
                 app: &self.identity.app,
                 component: &self.identity.component,
                 request_id: self.identity.request_id,
+                trace_id: self.identity.trace_id,
                 stream: self.stream.name(),
                 level: None,
                 message: line,

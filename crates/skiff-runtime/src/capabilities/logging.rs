@@ -26,6 +26,7 @@ impl logging::Host for Host {
                     app = %id.app,
                     component = %id.component,
                     request_id = id.request_id,
+                    trace_id = %id.trace_id,
                     context,
                     "{message}"
                 )
@@ -45,6 +46,7 @@ impl logging::Host for Host {
                     app = %id.app,
                     component = %id.component,
                     request_id = id.request_id,
+                    trace_id = %id.trace_id,
                     context,
                     critical,
                     "{message}"
@@ -56,6 +58,7 @@ impl logging::Host for Host {
                 app: &id.app,
                 component: &id.component,
                 request_id: id.request_id,
+                trace_id: id.trace_id,
                 stream: "log",
                 level: Some(level_name(level)),
                 message,

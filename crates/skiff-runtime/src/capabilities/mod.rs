@@ -24,6 +24,9 @@ use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::error::LoadError;
 use crate::host::{Host, InstanceLimiter};
+use crate::metrics::ComponentMetrics;
+use crate::trace::TraceContext;
+use opentelemetry::trace::TraceId;
 
 /// Links every WASI 0.2 interface (cli, filesystem, sockets, clocks, random, io) and
 /// `wasi:http`. Linking an interface grants nothing by itself: what an instance may reach is
@@ -75,14 +78,18 @@ impl Grants {
     }
 }
 
-/// Who a sandbox works for, carried into logs and denials.
+/// Who a sandbox works for, carried into logs, denials and metrics.
 #[derive(Debug, Clone)]
 pub struct InstanceIdentity {
     pub app: Arc<str>,
     pub component: Arc<str>,
     pub request_id: u64,
+    /// The trace of the request, on every log line about it.
+    pub trace_id: TraceId,
     /// Where the guest's output goes besides skiff's log, if anywhere.
     pub log_sink: Option<guest_log::LogSink>,
+    /// The component's counters of outbound and key-value calls, if the host keeps metrics.
+    pub metrics: Option<ComponentMetrics>,
 }
 
 /// Builds the per-instance state of a request-serving sandbox from its grants.
@@ -101,6 +108,7 @@ pub(crate) fn instance_state(
         key_value: grants.key_value.clone(),
         config: grants.config.clone(),
         identity: identity.clone(),
+        trace: TraceContext::default(),
         limiter: InstanceLimiter::new(memory_limit),
     })
 }

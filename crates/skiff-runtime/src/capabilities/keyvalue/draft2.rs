@@ -42,25 +42,25 @@ impl store::Host for Host {
 impl store::HostBucket for Host {
     async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Outcome<Option<Vec<u8>>> {
         let (store, label) = self.bucket(&bucket)?;
-        let result = store.get(&key).await;
+        let result = self.kv().call("get", &label, store.get(&key)).await;
         self.outcome2(&label, result)
     }
 
     async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Outcome<()> {
         let (store, label) = self.bucket(&bucket)?;
-        let result = store.set(&key, &value).await;
+        let result = self.kv().call("set", &label, store.set(&key, &value)).await;
         self.outcome2(&label, result)
     }
 
     async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Outcome<()> {
         let (store, label) = self.bucket(&bucket)?;
-        let result = store.delete(&key).await;
+        let result = self.kv().call("delete", &label, store.delete(&key)).await;
         self.outcome2(&label, result)
     }
 
     async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Outcome<bool> {
         let (store, label) = self.bucket(&bucket)?;
-        let result = store.exists(&key).await;
+        let result = self.kv().call("exists", &label, store.exists(&key)).await;
         self.outcome2(&label, result)
     }
 
@@ -80,8 +80,9 @@ impl store::HostBucket for Host {
                 )));
             }
         };
-        let result = store
-            .list_keys(cursor)
+        let result = self
+            .kv()
+            .call("list_keys", &label, store.list_keys(cursor))
             .await
             .map(|page| store::KeyResponse {
                 keys: page.keys,
@@ -104,10 +105,13 @@ impl atomics::Host for Host {
         delta: i64,
     ) -> Outcome<i64> {
         let (store, label) = self.bucket(&bucket)?;
-        let result = match u64::try_from(delta) {
-            Ok(delta) => store.increment(&key, delta).await.and_then(signed),
-            Err(_) => decrement(store.as_ref(), &key, delta.unsigned_abs()).await,
+        let call = async {
+            match u64::try_from(delta) {
+                Ok(delta) => store.increment(&key, delta).await.and_then(signed),
+                Err(_) => decrement(store.as_ref(), &key, delta.unsigned_abs()).await,
+            }
         };
+        let result = self.kv().call("increment", &label, call).await;
         self.outcome2(&label, result)
     }
 
@@ -117,14 +121,17 @@ impl atomics::Host for Host {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), atomics::CasError>> {
         let cas = self.table.delete(cas)?;
-        match cas
+        let swap = cas
             .store
-            .compare_and_swap(&cas.key, cas.current.as_deref(), &value)
-            .await
-        {
+            .compare_and_swap(&cas.key, cas.current.as_deref(), &value);
+        match self.kv().call("compare_and_swap", &cas.label, swap).await {
             Ok(true) => Ok(Ok(())),
             // Hand back a handle on the value that won, so the guest can retry from it.
-            Ok(false) => match cas.store.get(&cas.key).await {
+            Ok(false) => match self
+                .kv()
+                .call("get", &cas.label, cas.store.get(&cas.key))
+                .await
+            {
                 Ok(current) => {
                     let fresh = self.table.push(Cas { current, ..cas })?;
                     Ok(Err(atomics::CasError::CasFailed(fresh)))
@@ -143,7 +150,7 @@ impl atomics::Host for Host {
 impl atomics::HostCas for Host {
     async fn new(&mut self, bucket: Resource<Bucket>, key: String) -> Outcome<Resource<Cas>> {
         let (store, label) = self.bucket(&bucket)?;
-        let current = match store.get(&key).await {
+        let current = match self.kv().call("get", &label, store.get(&key)).await {
             Ok(current) => current,
             Err(err) => return self.outcome2(&label, Err(err)),
         };
@@ -173,8 +180,9 @@ impl batch::Host for Host {
         keys: Vec<String>,
     ) -> Outcome<Vec<(String, Option<Vec<u8>>)>> {
         let (store, label) = self.bucket(&bucket)?;
-        let result = store
-            .get_many(&keys)
+        let result = self
+            .kv()
+            .call("get_many", &label, store.get_many(&keys))
             .await
             .map(|values| keys.into_iter().zip(values).collect());
         self.outcome2(&label, result)
@@ -186,13 +194,19 @@ impl batch::Host for Host {
         key_values: Vec<(String, Vec<u8>)>,
     ) -> Outcome<()> {
         let (store, label) = self.bucket(&bucket)?;
-        let result = store.set_many(&key_values).await;
+        let result = self
+            .kv()
+            .call("set_many", &label, store.set_many(&key_values))
+            .await;
         self.outcome2(&label, result)
     }
 
     async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Outcome<()> {
         let (store, label) = self.bucket(&bucket)?;
-        let result = store.delete_many(&keys).await;
+        let result = self
+            .kv()
+            .call("delete_many", &label, store.delete_many(&keys))
+            .await;
         self.outcome2(&label, result)
     }
 }

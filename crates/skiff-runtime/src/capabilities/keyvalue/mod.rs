@@ -11,11 +11,15 @@ pub mod draft2;
 
 use std::sync::Arc;
 
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use skiff_store::{Store, StoreError};
 use wasmtime::component::Resource;
 
 use super::state_bindings::wasi::keyvalue0_2_0_draft::{atomics, batch, store};
 use crate::host::Host;
+use crate::metrics::{ComponentMetrics, KeyValueOutcome};
+use crate::trace::TraceContext;
 
 /// The stores one component may open, by label, shared by all its instances.
 #[derive(Clone, Default)]
@@ -44,6 +48,46 @@ impl KeyValueGrant {
     }
 }
 
+/// Makes calls to a store seen from outside: each is a span below the guest call when traces
+/// are recorded, and a count in the component's metrics.
+struct KvCalls<'a> {
+    trace: &'a TraceContext,
+    metrics: Option<&'a ComponentMetrics>,
+}
+
+impl KvCalls<'_> {
+    async fn call<T>(
+        self,
+        operation: &'static str,
+        label: &str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let span = self.trace.child(SpanKind::Client, || {
+            (
+                format!("{operation} {label}").into(),
+                vec![
+                    KeyValue::new("db.system.name", "skiff.keyvalue"),
+                    KeyValue::new("db.operation.name", operation),
+                    KeyValue::new("db.namespace", label.to_string()),
+                ],
+            )
+        });
+        let result = call.await;
+        if let Err(err) = &result {
+            span.set_error(err.to_string());
+        }
+        span.end();
+        if let Some(metrics) = self.metrics {
+            let outcome = match result {
+                Ok(_) => KeyValueOutcome::Ok,
+                Err(_) => KeyValueOutcome::Error,
+            };
+            metrics.key_value(operation, outcome);
+        }
+        result
+    }
+}
+
 /// An open store: what a guest's `bucket` handle points at.
 pub struct Bucket {
     store: Arc<dyn Store>,
@@ -67,6 +111,7 @@ impl Host {
                 app = %self.identity.app,
                 component = %self.identity.component,
                 request_id = self.identity.request_id,
+                trace_id = %self.identity.trace_id,
                 "key-value store `{label}` failed: {why}"
             );
         }
@@ -77,17 +122,35 @@ impl Host {
         Ok(result.map_err(|err| store::Error::Other(self.store_failure(label, err))))
     }
 
+    /// What watches this instance's key-value calls. It borrows fields, not the whole host
+    /// (which is not `Sync`), so a call's future holding it stays `Send`.
+    fn kv(&self) -> KvCalls<'_> {
+        KvCalls {
+            trace: &self.trace,
+            metrics: self.identity.metrics.as_ref(),
+        }
+    }
+
+    fn count_kv(&self, operation: &'static str, outcome: KeyValueOutcome) {
+        if let Some(metrics) = &self.identity.metrics {
+            metrics.key_value(operation, outcome);
+        }
+    }
+
     /// A bucket for a granted label; `None` (logged) for any other.
     fn open_bucket(&mut self, label: String) -> wasmtime::Result<Option<Resource<Bucket>>> {
         let Some(store) = self.key_value.store(&label).cloned() else {
+            self.count_kv("open", KeyValueOutcome::Denied);
             tracing::warn!(
                 app = %self.identity.app,
                 component = %self.identity.component,
                 request_id = self.identity.request_id,
+                trace_id = %self.identity.trace_id,
                 "denied opening key-value store `{label}`: it is not in the component's key_value_stores"
             );
             return Ok(None);
         };
+        self.count_kv("open", KeyValueOutcome::Ok);
         let bucket = Bucket {
             store,
             label: label.into(),
@@ -107,25 +170,25 @@ impl store::Host for Host {
 impl store::HostBucket for Host {
     async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Outcome<Option<Vec<u8>>> {
         let (store, label) = self.bucket(&bucket)?;
-        let result = store.get(&key).await;
+        let result = self.kv().call("get", &label, store.get(&key)).await;
         self.outcome(&label, result)
     }
 
     async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Outcome<()> {
         let (store, label) = self.bucket(&bucket)?;
-        let result = store.set(&key, &value).await;
+        let result = self.kv().call("set", &label, store.set(&key, &value)).await;
         self.outcome(&label, result)
     }
 
     async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Outcome<()> {
         let (store, label) = self.bucket(&bucket)?;
-        let result = store.delete(&key).await;
+        let result = self.kv().call("delete", &label, store.delete(&key)).await;
         self.outcome(&label, result)
     }
 
     async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Outcome<bool> {
         let (store, label) = self.bucket(&bucket)?;
-        let result = store.exists(&key).await;
+        let result = self.kv().call("exists", &label, store.exists(&key)).await;
         self.outcome(&label, result)
     }
 
@@ -135,8 +198,9 @@ impl store::HostBucket for Host {
         cursor: Option<u64>,
     ) -> Outcome<store::KeyResponse> {
         let (store, label) = self.bucket(&bucket)?;
-        let result = store
-            .list_keys(cursor)
+        let result = self
+            .kv()
+            .call("list_keys", &label, store.list_keys(cursor))
             .await
             .map(|page| store::KeyResponse {
                 keys: page.keys,
@@ -159,7 +223,10 @@ impl atomics::Host for Host {
         delta: u64,
     ) -> Outcome<u64> {
         let (store, label) = self.bucket(&bucket)?;
-        let result = store.increment(&key, delta).await;
+        let result = self
+            .kv()
+            .call("increment", &label, store.increment(&key, delta))
+            .await;
         self.outcome(&label, result)
     }
 }
@@ -171,7 +238,11 @@ impl batch::Host for Host {
         keys: Vec<String>,
     ) -> Outcome<Vec<Option<(String, Vec<u8>)>>> {
         let (store, label) = self.bucket(&bucket)?;
-        let result = store.get_many(&keys).await.map(|values| {
+        let values = self
+            .kv()
+            .call("get_many", &label, store.get_many(&keys))
+            .await;
+        let result = values.map(|values| {
             keys.into_iter()
                 .zip(values)
                 .map(|(key, value)| value.map(|value| (key, value)))
@@ -186,13 +257,19 @@ impl batch::Host for Host {
         key_values: Vec<(String, Vec<u8>)>,
     ) -> Outcome<()> {
         let (store, label) = self.bucket(&bucket)?;
-        let result = store.set_many(&key_values).await;
+        let result = self
+            .kv()
+            .call("set_many", &label, store.set_many(&key_values))
+            .await;
         self.outcome(&label, result)
     }
 
     async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Outcome<()> {
         let (store, label) = self.bucket(&bucket)?;
-        let result = store.delete_many(&keys).await;
+        let result = self
+            .kv()
+            .call("delete_many", &label, store.delete_many(&keys))
+            .await;
         self.outcome(&label, result)
     }
 }

@@ -14,6 +14,10 @@
 //! pattern names them literally. The check applies to the addresses a name resolves to, and
 //! the connection goes to exactly those checked addresses (see [`connect`]), so a DNS answer
 //! cannot sneak past it. Such a refusal reaches the guest as `destination-IP-prohibited`.
+//!
+//! Every request that leaves carries the caller's trace in `traceparent` (a guest's own is
+//! replaced: the callee sees a child of this request's trace), and is a client span of it when
+//! traces are recorded.
 
 mod address;
 mod connect;
@@ -22,10 +26,14 @@ pub use address::{is_host_local, is_public};
 
 use std::sync::Arc;
 
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use skiff_manifest::{HostMatch, HostPattern};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::InstanceIdentity;
+use crate::metrics::OutboundOutcome;
+use crate::trace::TraceContext;
 
 /// The validated patterns of one component, shared by all its instances.
 #[derive(Debug, Clone)]
@@ -54,6 +62,7 @@ impl OutboundHttpGrant {
             allowed: self.allowed.clone(),
             ceiling: self.ceiling,
             identity,
+            trace: TraceContext::default(),
         }
     }
 }
@@ -121,6 +130,16 @@ pub struct OutboundHttp {
     allowed: Arc<[HostPattern]>,
     ceiling: Reach,
     identity: InstanceIdentity,
+    /// The guest call's place in the request's trace: outbound requests are its children.
+    pub(crate) trace: TraceContext,
+}
+
+impl OutboundHttp {
+    fn count(&self, outcome: OutboundOutcome) {
+        if let Some(metrics) = &self.identity.metrics {
+            metrics.outbound(outcome);
+        }
+    }
 }
 
 type SendFuture = Box<
@@ -135,23 +154,39 @@ type SendFuture = Box<
 impl WasiHttpHooks for OutboundHttp {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> SendFuture {
         _ = fut;
         let Some(target) = Target::of(request.uri()) else {
+            self.count(OutboundOutcome::Failed);
             return Box::new(async { Err(Error::HttpRequestUriInvalid) });
         };
+        let span = self.trace.child(SpanKind::Client, || {
+            (
+                request.method().to_string().into(),
+                vec![
+                    KeyValue::new("http.request.method", request.method().to_string()),
+                    KeyValue::new("server.address", target.host.to_string()),
+                    KeyValue::new("server.port", i64::from(target.port)),
+                    KeyValue::new("url.full", without_query(request.uri())),
+                ],
+            )
+        });
         let reach = target.grant(&self.allowed).min(self.ceiling);
         if reach == Reach::Nothing {
             tracing::warn!(
                 app = %self.identity.app,
                 component = %self.identity.component,
                 request_id = self.identity.request_id,
+                trace_id = %self.identity.trace_id,
                 "denied outbound request to {}: no pattern in allowed_outbound_hosts matches it",
                 redact(request.uri()),
             );
+            self.count(OutboundOutcome::Denied);
+            span.set_error("denied: no pattern in allowed_outbound_hosts matches it");
+            span.end();
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
         let (host, port, tls) = (
@@ -159,14 +194,16 @@ impl WasiHttpHooks for OutboundHttp {
             target.port,
             target.scheme == "https",
         );
+        span.inject(request.headers_mut());
         let identity = self.identity.clone();
+        let metrics = self.identity.metrics.clone();
         let fix = if self.ceiling == Reach::Public {
             "this host lets guests reach public addresses only"
         } else {
             "`*` reaches public addresses only, a name never loopback or link-local; to allow \
              it, list that address literally, e.g. http://127.0.0.1:8080"
         };
-        Box::new(async move {
+        let send = async move {
             let resolved = resolve(&host, port, &options).await?;
             let (addrs, refused): (Vec<_>, Vec<_>) = resolved
                 .into_iter()
@@ -176,6 +213,7 @@ impl WasiHttpHooks for OutboundHttp {
                     app = %identity.app,
                     component = %identity.component,
                     request_id = identity.request_id,
+                    trace_id = %identity.trace_id,
                     "refused outbound request to {}: {host} is at {}, which its pattern in \
                      allowed_outbound_hosts does not reach ({fix})",
                     redact(request.uri()),
@@ -185,6 +223,30 @@ impl WasiHttpHooks for OutboundHttp {
             }
             let destination = connect::Destination { host, addrs, tls };
             connect::send(request, options, destination).await
+        };
+        Box::new(async move {
+            let result = send.await;
+            let outcome = match &result {
+                Ok((response, _)) => {
+                    span.set_attribute(KeyValue::new(
+                        "http.response.status_code",
+                        i64::from(response.status().as_u16()),
+                    ));
+                    OutboundOutcome::Response
+                }
+                Err(err) => {
+                    span.set_error(format!("{err:?}"));
+                    match err {
+                        Error::DestinationIpProhibited => OutboundOutcome::Denied,
+                        _ => OutboundOutcome::Failed,
+                    }
+                }
+            };
+            span.end();
+            if let Some(metrics) = metrics {
+                metrics.outbound(outcome);
+            }
+            result
         })
     }
 }
@@ -209,6 +271,11 @@ async fn resolve(
         }),
         Ok(Ok(addrs)) => Ok(addrs.collect()),
     }
+}
+
+/// A URI without its query, which may carry secrets: what a trace records of it.
+fn without_query(uri: &http::Uri) -> String {
+    format!("{}{}", redact(uri), uri.path())
 }
 
 /// The scheme, host and port of a URI: enough to fix the grant, without the path and query
