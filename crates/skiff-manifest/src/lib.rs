@@ -34,6 +34,7 @@
 //! timeout = "5s"              # optional; e.g. "250ms", "5s", "2m"; at most "24h"
 //! max_concurrency = 50         # optional; requests served at once; more get 503 at once
 //! fuel = 5_000_000_000        # optional; Wasm instructions (roughly) one request may execute
+//! requests_per_instance = 100 # optional; default 1, a fresh instance per request; see Limits
 //!
 //! [component.api]
 //! source = "api.wasm"
@@ -149,6 +150,12 @@ pub struct Limits {
     /// A budget of fuel (about one unit per Wasm instruction) for one request: a limit on work
     /// done that, unlike `timeout`, does not depend on how busy the machine is.
     pub fuel: Option<u64>,
+    /// Requests one instance may serve, one after another, before a fresh one takes over.
+    /// `None` (or 1): a fresh instance for every request, nothing kept between requests. More
+    /// is the component's opt-in to instance reuse: faster, but what one request leaves in the
+    /// instance's memory (globals, caches) the next request of the same component sees. An
+    /// instance that fails (a trap, a deadline) is never reused.
+    pub requests_per_instance: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

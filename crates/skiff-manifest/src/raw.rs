@@ -54,6 +54,7 @@ pub(crate) struct RawLimits {
     pub timeout: Option<Spanned<String>>,
     pub max_concurrency: Option<Spanned<u32>>,
     pub fuel: Option<Spanned<u64>>,
+    pub requests_per_instance: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -839,6 +839,43 @@ fn max_concurrency_must_be_positive() {
 }
 
 #[test]
+fn requests_per_instance_must_be_positive() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.wasm"), b"\0asm\x0d\x00\x01\x00").unwrap();
+    let manifest = "[app]\nname = \"x\"\n\n[component.c]\nsource = \"c.wasm\"\nlimits = { requests_per_instance = 0 }\n";
+    let err = parse(manifest, &dir.path().join("skiff.toml")).unwrap_err();
+    assert_eq!(err.field, "component.c.limits.requests_per_instance");
+    assert_eq!(err.location.map(|l| l.line), Some(6));
+    assert!(
+        err.help
+            .as_deref()
+            .unwrap()
+            .contains("requests_per_instance = 100")
+    );
+
+    let err = parse(
+        &manifest.replace("= 0", "= -1"),
+        &dir.path().join("skiff.toml"),
+    )
+    .unwrap_err();
+    assert_eq!(err.field, "component.c.limits.requests_per_instance");
+
+    let app = parse(
+        &manifest.replace("= 0", "= 100"),
+        &dir.path().join("skiff.toml"),
+    )
+    .unwrap();
+    assert_eq!(app.components[0].limits.requests_per_instance, Some(100));
+    // Unset: a fresh instance per request.
+    let app = parse(
+        &manifest.replace("limits = { requests_per_instance = 0 }\n", ""),
+        &dir.path().join("skiff.toml"),
+    )
+    .unwrap();
+    assert_eq!(app.components[0].limits.requests_per_instance, None);
+}
+
+#[test]
 fn fuel_must_be_a_positive_number() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("c.wasm"), b"\0asm\x0d\x00\x01\x00").unwrap();

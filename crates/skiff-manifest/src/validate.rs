@@ -236,6 +236,7 @@ fn help_for_field(field: &str) -> Option<String> {
         "component.limits.timeout" => "e.g. timeout = \"5s\" or timeout = \"250ms\"",
         "component.limits.max_concurrency" => "e.g. max_concurrency = 50",
         "component.limits.fuel" => "e.g. fuel = 5_000_000_000 (about as many Wasm instructions)",
+        "component.limits.requests_per_instance" => "e.g. requests_per_instance = 100",
         "component.key_value_stores" => "e.g. key_value_stores = [\"default\"]",
         "component.variables" => "e.g. variables = { api_url = \"https://{{ host }}/api\" }",
         k if k.starts_with("component.variables.") => {
@@ -982,11 +983,24 @@ impl ComponentCx<'_> {
             }
             Some(n) => Some(*n.get_ref()),
         };
+        let requests_per_instance = match limits.requests_per_instance {
+            None => None,
+            Some(n) if *n.get_ref() == 0 => {
+                return Err(self.err(
+                    n.span(),
+                    &self.field("limits.requests_per_instance"),
+                    "an instance that may serve no request could never answer",
+                    "write 1 for a fresh instance per request (the default), or more to reuse one, e.g. requests_per_instance = 100",
+                ));
+            }
+            Some(n) => Some(*n.get_ref()),
+        };
         Ok(Limits {
             memory,
             timeout,
             max_concurrency,
             fuel,
+            requests_per_instance,
         })
     }
 }

@@ -18,6 +18,7 @@ use crate::capabilities::guest_log::LogSink;
 use crate::engine::Runtime;
 use crate::error::{LoadError, LoadErrorKind};
 use crate::host::Host;
+use crate::invoke::InstanceReuse;
 use crate::metrics::{ComponentMetrics, MetricsScope};
 use crate::usage::UsageSink;
 
@@ -48,6 +49,8 @@ pub struct LoadedComponent {
     pub(crate) usage: Option<UsageSink>,
     /// Instantiation time, outbound and key-value calls, if the host keeps metrics.
     pub(crate) metrics: Option<ComponentMetrics>,
+    /// Instances kept between requests, if `limits.requests_per_instance` allows it.
+    pub(crate) reuse: Option<Arc<InstanceReuse>>,
     pub(crate) runtime: Arc<Runtime>,
     /// What loading its code took: a cache hit, or a compile and how long.
     pub load_outcome: CacheOutcome,
@@ -292,6 +295,10 @@ impl Runtime {
                     .metrics
                     .as_ref()
                     .map(|scope| scope.for_component(&app_name, &spec.id)),
+                reuse: InstanceReuse::new(
+                    spec.limits.requests_per_instance,
+                    self.config.max_instances,
+                ),
                 runtime: self.clone(),
                 load_outcome: outcome,
             }));

@@ -109,6 +109,7 @@ impl Runtime {
             config: Default::default(),
             identity,
             trace: Default::default(),
+            outputs: None,
             limiter: InstanceLimiter::new(None),
         };
         let mut store = Store::new(&self.engine, host);

@@ -10,6 +10,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capabilities::InstanceIdentity;
 use crate::capabilities::config::ConfigGrant;
+use crate::capabilities::guest_log::GuestOutputs;
 use crate::capabilities::keyvalue::KeyValueGrant;
 use crate::capabilities::outbound_http::OutboundHttp;
 use crate::trace::TraceContext;
@@ -26,7 +27,34 @@ pub struct Host {
     pub(crate) identity: InstanceIdentity,
     /// The guest call's place in the request's trace: key-value calls are spans below it.
     pub(crate) trace: TraceContext,
+    /// The guest's stdout and stderr, when they go to the log.
+    pub(crate) outputs: Option<GuestOutputs>,
     pub(crate) limiter: InstanceLimiter,
+}
+
+impl Host {
+    /// Readies a reused instance for its next request: log lines, denials and metrics name
+    /// that request, and its usage starts from the instance's memory as it is now.
+    pub(crate) fn next_request(
+        &mut self,
+        identity: InstanceIdentity,
+        usage: Option<Arc<UsageCell>>,
+    ) {
+        if let Some(outputs) = &self.outputs {
+            outputs.retag(&identity);
+        }
+        self.outbound.identity = identity.clone();
+        self.identity = identity;
+        self.limiter.next_request(usage);
+    }
+
+    /// The request is over and the instance is kept: its usage is reported now.
+    pub(crate) fn request_done(&mut self) {
+        if let Some(outputs) = &self.outputs {
+            outputs.retag(&self.identity);
+        }
+        self.limiter.report_peak();
+    }
 }
 
 impl WasiView for Host {
@@ -84,13 +112,26 @@ impl InstanceLimiter {
     pub fn peak(&self) -> usize {
         self.peak
     }
+
+    /// A new request starts on this (reused) instance: its peak starts from what the
+    /// instance holds now.
+    fn next_request(&mut self, usage: Option<Arc<UsageCell>>) {
+        self.peak = self.used;
+        self.refused = false;
+        self.usage = usage;
+    }
+
+    /// Reports the request's peak, once.
+    fn report_peak(&mut self) {
+        if let Some(usage) = self.usage.take() {
+            usage.memory_peak(self.peak as u64);
+        }
+    }
 }
 
 impl Drop for InstanceLimiter {
     fn drop(&mut self) {
-        if let Some(usage) = &self.usage {
-            usage.memory_peak(self.peak as u64);
-        }
+        self.report_peak();
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -12,9 +12,10 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 
 use crate::app::LoadedComponent;
@@ -69,14 +70,22 @@ impl LoadedComponent {
             ),
             None => None,
         };
-        let host_permit = self
-            .runtime
-            .instances
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| {
-                InvokeError::Overloaded(OverloadScope::Host(self.runtime.config.max_instances))
-            })?;
+        // An instance kept from an earlier request holds its slot (and permit) already.
+        let warm = self.reuse.as_ref().and_then(InstanceReuse::take);
+        let host_permit = match &warm {
+            Some(_) => None,
+            None => Some(
+                self.runtime
+                    .instances
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| {
+                        InvokeError::Overloaded(OverloadScope::Host(
+                            self.runtime.config.max_instances,
+                        ))
+                    })?,
+            ),
+        };
         // Admitted: from here on the request is metered, if its app is. A request refused
         // above used nothing worth billing and reports nothing.
         let usage = self.usage.as_ref().map(UsageCell::new);
@@ -89,11 +98,23 @@ impl LoadedComponent {
             log_sink: self.log_sink.clone(),
             metrics: self.metrics.clone(),
         };
-        let mut host = capabilities::instance_state(&self.grants, &identity, self.memory_limit)
-            .map_err(|err| InvokeError::Instantiate(format!("{err:#}")))?;
-        host.limiter.report_peak_to(usage.clone());
-        let mut store = Store::new(self.runtime.engine(), host);
-        store.limiter(|host| &mut host.limiter);
+        let (mut store, proxy, served, host_permit) = match warm {
+            Some(warm) => {
+                let mut store = warm.store;
+                store.data_mut().next_request(identity, usage.clone());
+                (store, Some(warm.proxy), warm.served, warm.host_permit)
+            }
+            None => {
+                let mut host =
+                    capabilities::instance_state(&self.grants, &identity, self.memory_limit)
+                        .map_err(|err| InvokeError::Instantiate(format!("{err:#}")))?;
+                host.limiter.report_peak_to(usage.clone());
+                let mut store = Store::new(self.runtime.engine(), host);
+                store.limiter(|host| &mut host.limiter);
+                let host_permit = host_permit.expect("a fresh instance was admitted");
+                (store, None, 0, host_permit)
+            }
+        };
         // Guest code checks in at every epoch tick: past the deadline it is interrupted, and
         // before it, it yields to the executor, so a guest that computes for long (or forever)
         // shares its worker thread instead of stalling the other requests queued on it.
@@ -140,6 +161,7 @@ impl LoadedComponent {
         };
         let metrics = self.metrics.clone();
         let trace = info.trace;
+        let reuse = self.reuse.clone();
         let component = self.id.clone();
         let span_of = move |name: &'static str| {
             let component = component.clone();
@@ -157,24 +179,35 @@ impl LoadedComponent {
         // the host calls it makes, and the store's tear-down at the end.
         let guest = tokio::spawn(CpuTimed::new(
             async move {
-                let _permits = (component_permit, shared_permit, host_permit);
+                let _permits = (component_permit, shared_permit);
                 let run = async {
-                    let instantiate_span = trace.child(SpanKind::Internal, span_of("instantiate"));
-                    let started = Instant::now();
-                    let proxy = pre.instantiate_async(&mut store).await;
-                    if let Some(metrics) = &metrics {
-                        metrics.instantiated(started.elapsed().as_secs_f64());
-                    }
-                    let proxy = proxy.map_err(|err| {
-                        instantiate_span.set_error(format!("{err:#}"));
-                        InvokeError::Instantiate(format!("{err:#}"))
-                    })?;
-                    instantiate_span.end();
+                    let proxy = match proxy {
+                        Some(proxy) => proxy,
+                        None => {
+                            let span = trace.child(SpanKind::Internal, span_of("instantiate"));
+                            let started = Instant::now();
+                            let proxy = pre.instantiate_async(&mut store).await;
+                            if let Some(metrics) = &metrics {
+                                metrics.instantiated(started.elapsed().as_secs_f64());
+                            }
+                            let proxy = proxy.map_err(|err| {
+                                span.set_error(format!("{err:#}"));
+                                InvokeError::Instantiate(format!("{err:#}"))
+                            })?;
+                            span.end();
+                            proxy
+                        }
+                    };
                     let span = guest_span.get_or_init(|| {
-                        trace.child(
+                        let span = trace.child(
                             SpanKind::Internal,
                             span_of("wasi:http/incoming-handler.handle"),
-                        )
+                        );
+                        span.set_attribute(KeyValue::new(
+                            "skiff.instance.requests",
+                            i64::from(served + 1),
+                        ));
+                        span
                     });
                     // The guest's own calls (outbound HTTP, key-value) are spans below this.
                     let host = store.data_mut();
@@ -184,7 +217,8 @@ impl LoadedComponent {
                         .wasi_http_incoming_handler()
                         .call_handle(&mut store, incoming, outparam)
                         .await
-                        .map_err(|err| classify(err, &store, limits))
+                        .map_err(|err| classify(err, &store, limits))?;
+                    Ok(proxy)
                 };
                 // The epoch deadline stops guest code; this timer also stops a guest that waits
                 // on the host (a slow outbound call, a stalled body) for too long.
@@ -198,10 +232,24 @@ impl LoadedComponent {
                     }
                     span.end();
                 }
-                // Set before the store (and with it the body's sender) is dropped at the end of
-                // this task, so the body sees the failure by the time it sees its end.
+                // Set before the store (and with it the body's sender) is dropped, so the body
+                // sees the failure by the time it sees its end.
                 failed_in_guest.store(result.is_err(), Ordering::Release);
-                result
+                match (result, reuse) {
+                    // A component that allows it keeps an instance that served well for its
+                    // next request; one that failed in any way goes with its store.
+                    (Ok(proxy), Some(reuse)) => {
+                        store.data_mut().request_done();
+                        reuse.keep(store, proxy, served + 1, host_permit);
+                        Ok(())
+                    }
+                    (result, _) => {
+                        // The slot goes back to the pool before the permit that counts it.
+                        drop(store);
+                        drop(host_permit);
+                        result.map(drop)
+                    }
+                }
             },
             usage.clone(),
         ));
@@ -240,6 +288,75 @@ impl LoadedComponent {
                 Err(join) => Err(InvokeError::Trap(format!("the guest task failed: {join}"))),
             },
         }
+    }
+}
+
+/// Instances kept for the next requests of a component whose `requests_per_instance` is more
+/// than one. Each holds its pool slot and the host permit that counts it, as a running
+/// instance does. At most [`InstanceReuse::MAX_IDLE`] wait, and only while a quarter of the
+/// host's instances are free: idle instances of one app never crowd out others' requests.
+pub(crate) struct InstanceReuse {
+    requests_per_instance: u32,
+    /// Free host permits below which a finished instance is dropped rather than kept.
+    keep_while_free: usize,
+    idle: Mutex<Vec<WarmInstance>>,
+}
+
+struct WarmInstance {
+    store: Store<Host>,
+    proxy: Proxy,
+    /// Requests it has served.
+    served: u32,
+    host_permit: OwnedSemaphorePermit,
+}
+
+impl InstanceReuse {
+    /// Enough for every worker thread to find one under load, few enough that idle instances
+    /// do not crowd the host's pool.
+    const MAX_IDLE: usize = 16;
+
+    pub(crate) fn new(
+        requests_per_instance: Option<u32>,
+        max_instances: u32,
+    ) -> Option<Arc<InstanceReuse>> {
+        match requests_per_instance {
+            Some(n) if n > 1 => Some(Arc::new(InstanceReuse {
+                requests_per_instance: n,
+                keep_while_free: (max_instances as usize).div_ceil(4),
+                idle: Mutex::new(Vec::new()),
+            })),
+            _ => None,
+        }
+    }
+
+    /// The instance used last, whose memory is likeliest still in the CPU's caches.
+    fn take(self: &Arc<Self>) -> Option<WarmInstance> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    fn keep(
+        &self,
+        store: Store<Host>,
+        proxy: Proxy,
+        served: u32,
+        host_permit: OwnedSemaphorePermit,
+    ) {
+        let host_free = host_permit.semaphore().available_permits();
+        if served < self.requests_per_instance && host_free >= self.keep_while_free {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < Self::MAX_IDLE {
+                idle.push(WarmInstance {
+                    store,
+                    proxy,
+                    served,
+                    host_permit,
+                });
+                return;
+            }
+        }
+        // The slot goes back to the pool before the permit that counts it.
+        drop(store);
+        drop(host_permit);
     }
 }
 

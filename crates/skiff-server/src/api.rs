@@ -239,6 +239,9 @@ pub struct LimitsInfo {
     pub timeout_ms: u64,
     pub max_concurrency: Option<u32>,
     pub fuel: Option<u64>,
+    /// Requests one instance serves one after another; absent: a fresh one per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_instance: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

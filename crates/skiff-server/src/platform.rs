@@ -1101,6 +1101,7 @@ fn component_info(
                 .as_millis() as u64,
             max_concurrency: limits.max_concurrency,
             fuel: limits.fuel,
+            requests_per_instance: limits.requests_per_instance,
         },
     }
 }

@@ -1577,6 +1577,7 @@ mod tests {
             timeout_ms: 30_000,
             max_concurrency: None,
             fuel: Some(1000),
+            requests_per_instance: None,
         };
         assert_eq!(limit_cells(&limits), ["128 MiB", "30s", "none", "1000"]);
     }
@@ -1668,6 +1669,7 @@ mod tests {
                     timeout_ms: 30_000,
                     max_concurrency: None,
                     fuel: None,
+                    requests_per_instance: None,
                 },
             }],
             versions: vec![

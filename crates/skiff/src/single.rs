@@ -31,6 +31,11 @@ pub struct LimitArgs {
     /// unlike --timeout, does not depend on how busy the machine is. Turns on fuel metering.
     #[arg(long, value_name = "UNITS", value_parser = clap::value_parser!(u64).range(1..))]
     fuel: Option<u64>,
+    /// Requests one instance serves, one after another, before a fresh one takes over
+    /// (default 1: a fresh instance per request). More reuses instances: faster, but state
+    /// one request leaves in the guest's memory is seen by the next.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    requests_per_instance: Option<u32>,
 }
 
 pub fn parse_timeout(text: &str) -> Result<Duration, String> {
@@ -87,6 +92,7 @@ pub fn app_for_component(file: &Path, grant: WasiGrant, limits: &LimitArgs) -> R
                 timeout: limits.timeout,
                 max_concurrency: limits.max_concurrency,
                 fuel: limits.fuel,
+                requests_per_instance: limits.requests_per_instance,
             },
         }],
         routes: vec![Route {

@@ -344,3 +344,84 @@ async fn unbounded_recursion_traps_cleanly() {
     let response = http.get(server.url("/count")).send().await.unwrap();
     assert_eq!(response.status(), 200);
 }
+
+/// The per-instance counter of `/count`, `times` requests in a row.
+async fn counts(server: &Server, prefix: &str, times: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    for _ in 0..times {
+        let response = client()
+            .get(server.url(&format!("{prefix}/count")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        seen.push(response.text().await.unwrap());
+    }
+    seen
+}
+
+#[tokio::test]
+async fn an_instance_serves_several_requests_only_where_the_component_allows_it() {
+    let wasm = guest("http-guest");
+    let manifest = format!(
+        r#"
+[app]
+name = "reuse"
+
+[component.fresh]
+source = "{wasm}"
+route = "/fresh/..."
+
+[component.reused]
+source = "{wasm}"
+route = "/reused/..."
+limits = {{ requests_per_instance = 3 }}
+"#,
+        wasm = wasm.display()
+    );
+    let dir = app_dir(&[("skiff.toml", &manifest)]);
+    let server = Server::start(&["up", dir.path().join("skiff.toml").to_str().unwrap()]);
+
+    // The default: every request a fresh instance, nothing left of the one before.
+    assert_eq!(counts(&server, "/fresh", 3).await, ["1", "1", "1"]);
+    // Opted in: one instance serves three requests in a row, then a fresh one takes over.
+    assert_eq!(
+        counts(&server, "/reused", 7).await,
+        ["1", "2", "3", "1", "2", "3", "1"]
+    );
+    // An instance that fails is never served again.
+    assert_eq!(counts(&server, "/reused", 1).await, ["2"]);
+    let response = client()
+        .get(server.url("/reused/panic"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 500);
+    assert_eq!(counts(&server, "/reused", 1).await, ["1"]);
+
+    // What a reused instance prints is logged under the request that printed it.
+    for _ in 0..2 {
+        let response = client()
+            .get(server.url("/reused/log"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.text().await.unwrap(), "logged");
+    }
+    let request_ids = |logs: &str| -> Vec<String> {
+        logs.lines()
+            .filter(|line| line.contains("hello stdout from http-guest"))
+            .filter_map(|line| line.split("request_id=").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
+    };
+    let started = std::time::Instant::now();
+    while request_ids(&server.logs()).len() < 2 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let logs = server.logs();
+    let ids = request_ids(&logs);
+    assert_eq!(ids.len(), 2, "{logs}");
+    assert_ne!(ids[0], ids[1], "each line names its own request: {logs}");
+}

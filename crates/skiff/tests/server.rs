@@ -890,12 +890,21 @@ async fn the_dashboard_shows_apps_and_their_traffic_in_a_real_browser() {
     let host = Host::start();
     let alice = host.tenant("alice", &[]);
     let bob = host.tenant("bob", &[]);
-    host.deploy_ok(&alice, http_app(1).path(), "shop");
+    // The shop has two routes: `/api/...` (component `api`, the same guest) and `/...`.
+    let shop = http_app(1);
+    let manifest = shop.path().join("skiff.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str(
+        "\n[component.api]\nsource = \"web.wasm\"\nroute = \"/api/...\"\n\
+         environment = { VERSION = \"1\" }\n",
+    );
+    std::fs::write(&manifest, text).unwrap();
+    host.deploy_ok(&alice, shop.path(), "shop");
     host.deploy_ok(&bob, http_app(1).path(), "blog");
-    for _ in 0..3 {
-        assert_eq!(host.get("shop", "/env/VERSION").await.0, 200);
+    for path in ["/env/VERSION", "/env/VERSION", "/api/env/VERSION"] {
+        assert_eq!(host.get("shop", path).await, (200, "1".into()), "{path}");
     }
-    assert_eq!(host.get("shop", "/panic").await.0, 500);
+    assert_eq!(host.get("shop", "/api/panic").await.0, 500);
     assert_eq!(host.get("blog", "/env/VERSION").await.0, 200);
     // The usage table reads /v1/usage: wait until it counts all five requests.
     let usage = usage_once(&host, ADMIN_TOKEN, "", 5).await;
@@ -906,11 +915,51 @@ async fn the_dashboard_shows_apps_and_their_traffic_in_a_real_browser() {
     assert!(blog_in < 1024 && blog_out < 1024, "{usage}");
 
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-artifacts");
-    let contains_row = |dom: &str, app: &str, tenant: &str, requests: u32, errors: u32| {
-        dom.contains(&format!(
-            "<tr data-app=\"{app}\" data-tenant=\"{tenant}\" data-requests=\"{requests}\" \
-             data-errors=\"{errors}\">"
-        ))
+    // The rows of the apps table, whole. (The DOM holds the page's script too: only the
+    // table's body is read.)
+    let app_table = |dom: &str| -> Vec<String> {
+        let start = dom
+            .find("<tbody id=\"apps\">")
+            .unwrap_or_else(|| panic!("{dom}"));
+        let body = &dom[start..start + dom[start..].find("</tbody>").unwrap()];
+        body.split("<tr ")
+            .skip(1)
+            .map(|row| format!("<tr {}", &row[..row.find("</tr>").unwrap()]))
+            .collect()
+    };
+    // The start of each row, to its first cell: an app's row, then a row per route (the route
+    // as written in the manifest, and the component serving it), with the raw counts.
+    let heads = |rows: &[String]| -> Vec<String> {
+        rows.iter()
+            .map(|row| row[..row.find("</td>").unwrap() + 5].to_string())
+            .collect()
+    };
+    let app_row = |app: &str, tenant: &str, requests: u32, errors: u32| {
+        format!(
+            "<tr class=\"app\" data-app=\"{app}\" data-tenant=\"{tenant}\" \
+             data-requests=\"{requests}\" data-errors=\"{errors}\"><td>{app}</td>"
+        )
+    };
+    let route_row =
+        |app: &str, tenant: &str, route: &str, component: &str, requests: u32, errors: u32| {
+            format!(
+                "<tr class=\"route\" data-app=\"{app}\" data-tenant=\"{tenant}\" \
+             data-route=\"{route}\" data-component=\"{component}\" data-requests=\"{requests}\" \
+             data-errors=\"{errors}\"><td>{route}<span class=\"component\">{component}</span></td>"
+            )
+        };
+    let blog_rows = [
+        app_row("blog", "bob", 1, 0),
+        route_row("blog", "bob", "/...", "web", 1, 0),
+    ];
+    // What a route's row shows after its name: requests, 5xx errors and error rate (after the
+    // request rate, which is 0.0 once nothing new comes in), then p50 and p99 as bucket bounds.
+    let route_counts = |row: &str, shown: &str| {
+        // After the route's cell and the empty tenant cell: the rate, then the counts.
+        let (_, rate_on) = row.split_once("</td><td></td>").unwrap();
+        let cells = &rate_on[rate_on.find("</td>").unwrap() + 5..];
+        assert!(cells.starts_with(shown), "{row}");
+        assert_eq!(cells.matches("<td>≤ ").count(), 2, "{row}");
     };
     // A usage row: the app, the tenant (for the operator only), then the request count shown.
     let usage_html = |dom: &str, app: &str, tenant: &str, requests: u32, operator: bool| {
@@ -946,8 +995,21 @@ async fn the_dashboard_shows_apps_and_their_traffic_in_a_real_browser() {
     let url = format!("{}/dashboard#token={ADMIN_TOKEN}", host.api);
     let dom = chromium(&url, &artifacts.join("dashboard-operator.png"));
     assert!(dom.contains("all tenants"), "{dom}");
-    assert!(contains_row(&dom, "shop", "alice", 4, 1), "{dom}");
-    assert!(contains_row(&dom, "blog", "bob", 1, 0), "{dom}");
+    // The busiest app first, each followed by its routes, busiest first (then by component).
+    let rows = app_table(&dom);
+    let mut expected = vec![
+        app_row("shop", "alice", 4, 1),
+        route_row("shop", "alice", "/api/...", "api", 2, 1),
+        route_row("shop", "alice", "/...", "web", 2, 0),
+    ];
+    expected.extend(blog_rows.clone());
+    assert_eq!(heads(&rows), expected, "{dom}");
+    route_counts(
+        &rows[1],
+        "<td>2</td><td class=\"bad\">1</td><td class=\"bad\">50.0%</td>",
+    );
+    route_counts(&rows[2], "<td>2</td><td>0</td><td>0.0%</td>");
+    route_counts(&rows[4], "<td>1</td><td>0</td><td>0.0%</td>");
     assert!(dom.contains("apps deployed"), "{dom}");
     // ...and every app's usage over the last 24 hours (the default range), with a tenant
     // column and each tenant's total.
@@ -970,7 +1032,7 @@ async fn the_dashboard_shows_apps_and_their_traffic_in_a_real_browser() {
     let url = format!("{}/dashboard#token={bob}", host.api);
     let dom = chromium(&url, &artifacts.join("dashboard-tenant.png"));
     assert!(dom.contains("your apps"), "{dom}");
-    assert!(contains_row(&dom, "blog", "bob", 1, 0), "{dom}");
+    assert_eq!(heads(&app_table(&dom)), blog_rows, "{dom}");
     assert!(!dom.contains("shop"), "{dom}");
     // ...and only its own usage, without a tenant column.
     assert!(!dom.contains(usage_tenant_header), "{dom}");

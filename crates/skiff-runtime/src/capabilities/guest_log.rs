@@ -68,10 +68,33 @@ impl Stream {
     }
 }
 
-/// Routes a sandbox's stdout and stderr to the log.
-pub(crate) fn attach(builder: &mut WasiCtxBuilder, identity: &InstanceIdentity) {
-    builder.stdout(GuestLog::new(identity.clone(), Stream::Stdout));
-    builder.stderr(GuestLog::new(identity.clone(), Stream::Stderr));
+/// Routes a sandbox's stdout and stderr to the log. The handles returned retag them when a
+/// reused instance serves its next request.
+pub(crate) fn attach(builder: &mut WasiCtxBuilder, identity: &InstanceIdentity) -> GuestOutputs {
+    let outputs = GuestOutputs([
+        GuestLog::new(identity.clone(), Stream::Stdout),
+        GuestLog::new(identity.clone(), Stream::Stderr),
+    ]);
+    builder.stdout(outputs.0[0].clone());
+    builder.stderr(outputs.0[1].clone());
+    outputs
+}
+
+/// A sandbox's stdout and stderr, as its host state holds them.
+pub(crate) struct GuestOutputs([GuestLog; 2]);
+
+impl GuestOutputs {
+    /// What follows is output of another request: the lines of the last one are finished
+    /// (a partial line is emitted as it is), and new lines carry `identity`.
+    pub(crate) fn retag(&self, identity: &InstanceIdentity) {
+        for output in &self.0 {
+            let mut buffer = output.shared.lock().unwrap_or_else(|e| e.into_inner());
+            if !buffer.partial.is_empty() {
+                buffer.emit();
+            }
+            buffer.identity = identity.clone();
+        }
+    }
 }
 
 /// One of a sandbox's output streams. WASI may hand out several handles to the same stream;

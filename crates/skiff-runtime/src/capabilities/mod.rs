@@ -99,7 +99,7 @@ pub(crate) fn instance_state(
     memory_limit: Option<u64>,
 ) -> wasmtime::Result<Host> {
     let mut builder = grants.wasi.builder()?;
-    guest_log::attach(&mut builder, identity);
+    let outputs = guest_log::attach(&mut builder, identity);
     Ok(Host {
         table: ResourceTable::new(),
         wasi: builder.build(),
@@ -109,6 +109,7 @@ pub(crate) fn instance_state(
         config: grants.config.clone(),
         identity: identity.clone(),
         trace: TraceContext::default(),
+        outputs: Some(outputs),
         limiter: InstanceLimiter::new(memory_limit),
     })
 }

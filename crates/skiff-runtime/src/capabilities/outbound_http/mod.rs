@@ -129,7 +129,7 @@ impl Reach {
 pub struct OutboundHttp {
     allowed: Arc<[HostPattern]>,
     ceiling: Reach,
-    identity: InstanceIdentity,
+    pub(crate) identity: InstanceIdentity,
     /// The guest call's place in the request's trace: outbound requests are its children.
     pub(crate) trace: TraceContext,
 }
