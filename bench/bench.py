@@ -6,9 +6,12 @@ Normally started by `bench/run.sh`, which installs the tools and builds everythi
     bench/bench.py [--quick] [--reps N] [--duration S] [--cold-runs N] [--no-write]
 
 Figures (see docs/performance.md for what each means and how to read it):
-  1. sandbox cost: criterion bench `crates/skiff-runtime/benches/sandbox.rs`
+  1. sandbox cost: criterion bench `crates/skiff-runtime/benches/sandbox.rs`; a fresh
+     instance per request (the default), and the same request on a warm instance kept by the
+     opt-in instance reuse (`requests_per_instance`)
   2. HTTP throughput (32 connections) and latency (1 connection) of the hello app over
-     loopback, skiff vs a native hyper server vs `wasmtime serve` (wrk)
+     loopback, skiff vs a native hyper server vs `wasmtime serve` (wrk); skiff also a second
+     time with instance reuse on (`requests_per_instance = 1000`), as extra rows
   3. cold start, exec to first 200: skiff and `wasmtime serve` with warm and empty code
      caches, a static native server by fork/exec, and the same server in a `crun` container
   4. CPU-heavy guest: sha256 over 1 MiB per request, skiff vs native vs `wasmtime serve`
@@ -272,7 +275,7 @@ def figure_sandbox(args):
         fail(f"cargo bench failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     figures = {}
-    for name in ("hello_request", "hello_instantiate"):
+    for name in ("hello_request", "hello_request_reused", "hello_instantiate"):
         path = os.path.join(target, "criterion", "sandbox", name, "new", "estimates.json")
         with open(path) as f:
             estimates = json.load(f)
@@ -286,7 +289,9 @@ def figure_sandbox(args):
 
 
 def figure_http(args, tools, workdir):
-    """Figures 2, 4 and part of 5: wrk against the three servers, interleaved per repetition."""
+    """Figures 2, 4 and part of 5: wrk against the servers, interleaved per repetition. The hello
+    app runs under four: native hyper, skiff (a fresh instance per request, the default), skiff
+    with instance reuse (opt-in, `requests_per_instance`) and `wasmtime serve`."""
     log("== 2. HTTP throughput and latency (hello), 4. sha256 guest, 5. RSS under load")
     results = {}
     servers = {}
@@ -297,14 +302,23 @@ def figure_http(args, tools, workdir):
         servers["skiff"] = Server("skiff up", [tools["skiff"], "up", "--listen", f"127.0.0.1:{port}",
                                                os.path.join(ROOT, "examples/hello")],
                                   port, workdir, env=dict(os.environ, SKIFF_CACHE_DIR=os.path.join(workdir, "skiff-cache")))
+        # The same component with the opt-in instance reuse: one instance serves up to 1,000
+        # requests one after another instead of a fresh one per request.
+        reuse_manifest = write_manifest(workdir, "hello", os.path.join(ROOT, "examples/hello/hello.wasm"),
+                                        routes=["/", "/hello/..."], requests_per_instance=1000)
+        port = free_port()
+        servers["skiff_reuse"] = Server("skiff up, instance reuse",
+                                        [tools["skiff"], "up", "--listen", f"127.0.0.1:{port}", reuse_manifest],
+                                        port, workdir,
+                                        env=dict(os.environ, SKIFF_CACHE_DIR=os.path.join(workdir, "skiff-cache")))
         port = free_port()
         servers["wasmtime"] = Server("wasmtime serve", [tools["wasmtime"], "serve", "-S", "cli=y", "--addr",
                                                         f"127.0.0.1:{port}", os.path.join(ROOT, "examples/hello/hello.wasm")],
                                      port, workdir, env=dict(os.environ, XDG_CACHE_HOME=os.path.join(workdir, "wasmtime-cache")))
-        # Same answer from all three (the date header aside).
+        # Same answer from all of them (the date header aside).
         bodies = {name: http_get(s.port, "/")[1] for name, s in servers.items()}
         if len(set(bodies.values())) != 1:
-            fail(f"the three servers answer differently: {bodies}")
+            fail(f"the servers answer differently: {bodies}")
         idle = {name: proc_status_kib(s.pid, "VmRSS") for name, s in servers.items()}
         for name, s in servers.items():
             wrk(s.port, "/", 32, 1 if args.quick else 2)  # warm-up
@@ -321,7 +335,7 @@ def figure_http(args, tools, workdir):
                        "rps1": one["rps"], "rss_load": sampler.max_kib, "p50_same_cpu": shared["p50_ms"],
                        "errors": many["socket_errors"] + one["socket_errors"]}
                 runs[name].append(run)
-                log(f"   rep {rep + 1} {name:8}: {run['rps32']:9.0f} req/s @32, p50 {run['p50'] * 1000:6.0f} us, "
+                log(f"   rep {rep + 1} {name:11}: {run['rps32']:9.0f} req/s @32, p50 {run['p50'] * 1000:6.0f} us, "
                     f"p99 {run['p99'] * 1000:6.0f} us @1, p50 {run['p50_same_cpu'] * 1000:4.0f} us @1 same CPU, "
                     f"RSS {run['rss_load'] / 1024:.1f} MiB")
         for name, s in servers.items():
@@ -368,14 +382,18 @@ def figure_http(args, tools, workdir):
     return results, cpu
 
 
-def write_manifest(workdir, name, wasm, max_concurrency=None):
+def write_manifest(workdir, name, wasm, max_concurrency=None, requests_per_instance=None, routes=("/...",)):
+    """A one-component app in `workdir/app-NAME/skiff.toml`; returns the manifest's path."""
     folder = os.path.join(workdir, f"app-{name}")
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "skiff.toml")
-    limits = f"\n[component.{name}.limits]\nmax_concurrency = {max_concurrency}\n" if max_concurrency else ""
+    limits = "".join(f"{key} = {value}\n" for key, value in (("max_concurrency", max_concurrency),
+                                                              ("requests_per_instance", requests_per_instance))
+                     if value)
+    limits = f"\n[component.{name}.limits]\n{limits}" if limits else ""
     with open(path, "w") as f:
         f.write(f'[app]\nname = "bench-{name}"\nversion = "0.0.0"\n\n'
-                f'[component.{name}]\nsource = {json.dumps(wasm)}\nroute = ["/..."]\n{limits}')
+                f'[component.{name}]\nsource = {json.dumps(wasm)}\nroute = {json.dumps(list(routes))}\n{limits}')
     return path
 
 
@@ -628,6 +646,11 @@ def build_table(r):
         rows.append(("1", "instantiate + one wasi:http request, in-process", f"{req:.1f} µs",
                      "target", "10 µs", f"{req / 10:.2f}×", "≤ 10 µs", verdict(req <= 10)))
         rows.append(("1", "of which instantiate + drop only", f"{inst:.1f} µs", "", "", "", "", ""))
+        if "hello_request_reused" in s:  # absent from runs before instance reuse existed
+            reused = s["hello_request_reused"]["median_us"]
+            rows.append(("1", "one wasi:http request, instance reused (opt-in requests_per_instance)",
+                         f"{reused:.1f} µs", "target", "10 µs", f"{reused / 10:.2f}×", "≤ 10 µs",
+                         verdict(reused <= 10)))
     h = r.get("http")
     if h:
         sk, nat, wt = (h[k]["runs"] for k in ("skiff", "native", "wasmtime"))
@@ -653,6 +676,21 @@ def build_table(r):
             ("2", "hello, p99 latency at 1 connection", fmt_us(p99["skiff"]), "wasmtime serve", fmt_us(p99["wasmtime"]),
              f"{p99['skiff'] / p99['wasmtime']:.2f}×", "", ""),
         ]
+        if "skiff_reuse" in h:  # absent from runs before instance reuse existed
+            label = "hello, instance reuse (opt-in),"
+            rows += [
+                ("2", f"{label} req/s at 32 connections", fmt_rps(rps["skiff_reuse"]), "native hyper",
+                 fmt_rps(rps["native"]), f"{rps['skiff_reuse'] / rps['native']:.2f}×", "≥ 0.60×",
+                 verdict(rps["skiff_reuse"] >= 0.6 * rps["native"])),
+                ("2", f"{label} req/s at 32 connections", fmt_rps(rps["skiff_reuse"]), "wasmtime serve",
+                 fmt_rps(rps["wasmtime"]), f"{rps['skiff_reuse'] / rps['wasmtime']:.2f}×", "≥ 2×",
+                 verdict(rps["skiff_reuse"] >= 2 * rps["wasmtime"])),
+                ("2", f"{label} p50 latency at 1 connection", fmt_us(p50["skiff_reuse"]), "native hyper",
+                 fmt_us(p50["native"]), f"{p50['skiff_reuse'] / p50['native']:.2f}×", "≤ 2×",
+                 verdict(p50["skiff_reuse"] <= 2 * p50["native"])),
+                ("2", f"{label} p50 latency at 1 connection, wrk on the server's CPU", fmt_us(same["skiff_reuse"]),
+                 "native hyper", fmt_us(same["native"]), f"{same['skiff_reuse'] / same['native']:.2f}×", "", ""),
+            ]
     c = r.get("cold")
     if c:
         m = {k: med(v) for k, v in c.items() if isinstance(v, list)}
@@ -716,11 +754,14 @@ def build_details(r):
                    "with wrk on the server's CPU; max RSS under load):\n")
         out.append("| server | " + " | ".join(f"rep {i + 1}" for i in range(len(h["skiff"]["runs"]))) + " |")
         out.append("|---|" + "---|" * len(h["skiff"]["runs"]))
-        for name in ("native", "skiff", "wasmtime"):
+        for name in ("native", "skiff", "skiff_reuse", "wasmtime"):
+            if name not in h:  # skiff_reuse: absent from runs before instance reuse existed
+                continue
             cells = [f"{x['rps32']:,.0f}; {x['p50'] * 1000:.0f} / {x['p99'] * 1000:.0f} µs; "
                      f"{x['p50_same_cpu'] * 1000:.0f} µs; {x['rss_load'] / 1024:.1f} MiB"
                      for x in h[name]["runs"]]
-            out.append(f"| {name} | " + " | ".join(cells) + " |")
+            label = {"skiff_reuse": "skiff, instance reuse (opt-in)"}.get(name, name)
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
         out.append("")
     cpu = r.get("cpu")
     if cpu:

@@ -4,6 +4,12 @@
 //!   `InstancePre`, one `wasi:http` request through `LoadedComponent::handle_http` (the same
 //!   call the HTTP trigger makes), the response body drained, the store dropped. This is the
 //!   figure issue 4 targets (median <= 10 us).
+//! - `sandbox/hello_request_reused`: the same request on a component that opts in to instance
+//!   reuse (`limits.requests_per_instance = u32::MAX`): after the first request every
+//!   iteration takes the warm instance from the component's idle list and gives it back, so
+//!   neither instantiation nor store teardown is in the figure. What a component with
+//!   `requests_per_instance` set pays per request (not the default; issue 4's target is
+//!   `hello_request`).
 //! - `sandbox/hello_request_metered`: the same with usage accounting on (a `UsageSink` that
 //!   adds to a counter): what metering every request costs (two thread-CPU clock reads per
 //!   poll of the guest task, one small allocation, a few atomics).
@@ -13,7 +19,7 @@
 //!   slot goes back to the pool). skiff's own `Host` is crate-private, so this links the same
 //!   WASI and `wasi:http` interfaces to a stand-in state of the same shape.
 //!
-//! Both run on a current-thread tokio runtime, so the guest task that `handle_http` spawns
+//! All run on a current-thread tokio runtime, so the guest task that `handle_http` spawns
 //! runs on the measuring thread, without cross-thread wake-ups.
 //!
 //!     cargo bench -p skiff-runtime --bench sandbox
@@ -94,6 +100,28 @@ fn hello_request(c: &mut Criterion) {
     let mut id = 0;
     c.benchmark_group("sandbox")
         .bench_function("hello_request", |b| {
+            b.iter(|| {
+                id += 1;
+                rt.block_on(one_request(&component, id))
+            })
+        });
+}
+
+fn hello_request_reused(c: &mut Criterion) {
+    let rt = tokio_rt();
+    let runtime = runtime();
+    let mut app = skiff_manifest::load(&hello_wasm().join("skiff.toml")).expect("examples/hello");
+    // The opt-in of `[component.hello.limits] requests_per_instance`, with no end: one
+    // instance serves every iteration.
+    app.components[0].limits.requests_per_instance = Some(u32::MAX);
+    let loaded = runtime.load_app(app).expect("loading examples/hello");
+    let component = loaded.components[0].clone();
+    // The first request instantiates; the instance is then kept for the next ones.
+    assert_eq!(rt.block_on(one_request(&component, 0)), "hello\n");
+
+    let mut id = 0;
+    c.benchmark_group("sandbox")
+        .bench_function("hello_request_reused", |b| {
             b.iter(|| {
                 id += 1;
                 rt.block_on(one_request(&component, id))
@@ -210,6 +238,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = sandbox;
     config = config();
-    targets = hello_request, hello_request_metered, hello_instantiate
+    targets = hello_request, hello_request_reused, hello_request_metered, hello_instantiate
 }
 criterion_main!(sandbox);
