@@ -7,7 +7,7 @@
 #
 # --quick is a smoke test (one short repetition of everything, about 2 minutes once built;
 # it leaves docs/performance.md alone).
-# A full run takes about 10 minutes once built (3 x 10 s per wrk run, 3 servers, 2 workloads).
+# A full run takes about 12 minutes once built (3 x 10 s per wrk run, 4 servers for hello and 3 for sha256).
 # First run: installing wasmtime-cli 48.0.8 from crates.io builds it (15-25 min on 2 cores);
 # it goes to bench/.tools (git-ignored) and is reused. Set WASMTIME=/path/to/wasmtime to use
 # another copy of 48.0.8.
