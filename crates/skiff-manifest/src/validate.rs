@@ -905,6 +905,23 @@ impl ComponentCx<'_> {
             .collect()
     }
 
+    /// A count that must not be zero, where zero would make the component useless.
+    fn positive<T: Copy + Default + PartialEq>(
+        &self,
+        value: Option<Spanned<T>>,
+        field: &str,
+        why_not_zero: &str,
+        help: &str,
+    ) -> Result<Option<T>, ManifestError> {
+        match value {
+            None => Ok(None),
+            Some(n) if *n.get_ref() == T::default() => {
+                Err(self.err(n.span(), &self.field(field), why_not_zero, help))
+            }
+            Some(n) => Ok(Some(*n.get_ref())),
+        }
+    }
+
     fn limits(&self, limits: crate::raw::RawLimits) -> Result<Limits, ManifestError> {
         let memory = match limits.memory {
             None => None,
@@ -959,42 +976,24 @@ impl ComponentCx<'_> {
                 }
             }
         };
-        let max_concurrency = match limits.max_concurrency {
-            None => None,
-            Some(n) if *n.get_ref() == 0 => {
-                return Err(self.err(
-                    n.span(),
-                    &self.field("limits.max_concurrency"),
-                    "a concurrency limit of zero would refuse every request",
-                    "give the number of requests this component may serve at once, e.g. 50",
-                ));
-            }
-            Some(n) => Some(*n.get_ref()),
-        };
-        let fuel = match limits.fuel {
-            None => None,
-            Some(n) if *n.get_ref() == 0 => {
-                return Err(self.err(
-                    n.span(),
-                    &self.field("limits.fuel"),
-                    "a fuel budget of zero would stop every request before it starts",
-                    "give about as many Wasm instructions as one request may run, e.g. fuel = 5_000_000_000",
-                ));
-            }
-            Some(n) => Some(*n.get_ref()),
-        };
-        let requests_per_instance = match limits.requests_per_instance {
-            None => None,
-            Some(n) if *n.get_ref() == 0 => {
-                return Err(self.err(
-                    n.span(),
-                    &self.field("limits.requests_per_instance"),
-                    "an instance that may serve no request could never answer",
-                    "write 1 for a fresh instance per request (the default), or more to reuse one, e.g. requests_per_instance = 100",
-                ));
-            }
-            Some(n) => Some(*n.get_ref()),
-        };
+        let max_concurrency = self.positive(
+            limits.max_concurrency,
+            "limits.max_concurrency",
+            "a concurrency limit of zero would refuse every request",
+            "give the number of requests this component may serve at once, e.g. 50",
+        )?;
+        let fuel = self.positive(
+            limits.fuel,
+            "limits.fuel",
+            "a fuel budget of zero would stop every request before it starts",
+            "give about as many Wasm instructions as one request may run, e.g. fuel = 5_000_000_000",
+        )?;
+        let requests_per_instance = self.positive(
+            limits.requests_per_instance,
+            "limits.requests_per_instance",
+            "an instance that may serve no request could never answer",
+            "write 1 for a fresh instance per request (the default), or more to reuse one, e.g. requests_per_instance = 100",
+        )?;
         Ok(Limits {
             memory,
             timeout,
