@@ -387,7 +387,7 @@ async fn dispatch(
                 request_id, %trace_id, app = %component.app, component = %component.id,
                 %method, status = response.status().as_u16(), "served"
             );
-            end_span(&trace, response.status(), None);
+            record_outcome(&trace, response.status(), None);
             if !trace.is_recording() {
                 return response;
             }
@@ -411,7 +411,7 @@ async fn dispatch(
                 request_id, %trace_id, app = %component.app, component = %component.id,
                 %method, status = status.as_u16(), "request failed: {err}"
             );
-            end_span(&trace, status, Some(&err));
+            record_outcome(&trace, status, Some(&err));
             // The body names the request id so an operator can find the log line; details
             // of the failure stay in the log, away from clients.
             let mut response = plain(
@@ -434,7 +434,7 @@ async fn dispatch(
 }
 
 /// Records the outcome on the request's span. Only a 5xx is an error of the server's.
-fn end_span(trace: &TraceContext, status: StatusCode, err: Option<&InvokeError>) {
+fn record_outcome(trace: &TraceContext, status: StatusCode, err: Option<&InvokeError>) {
     if !trace.is_recording() {
         return;
     }

@@ -48,10 +48,10 @@ impl Host {
         self.limiter.next_request(usage);
     }
 
-    /// The request is over and the instance is kept: its usage is reported now.
+    /// The request is over and the instance is kept: its output and usage are final now.
     pub(crate) fn request_done(&mut self) {
         if let Some(outputs) = &self.outputs {
-            outputs.retag(&self.identity);
+            outputs.flush();
         }
         self.limiter.report_peak();
     }

@@ -1,6 +1,8 @@
 //! Exporting traces: with `--otlp-endpoint URL` (or `OTEL_EXPORTER_OTLP_ENDPOINT`), every
 //! request's spans go to an OpenTelemetry collector over OTLP/HTTP (protobuf), batched on a
 //! thread of their own so that a slow collector never slows a request. Off by default.
+//! `https://` endpoints are verified against the system's trust store (`SSL_CERT_FILE` and
+//! `SSL_CERT_DIR` apply).
 
 use anyhow::{Result, bail};
 use opentelemetry::trace::TracerProvider as _;
@@ -22,6 +24,9 @@ pub struct TraceExport {
 /// traces (ending in `/v1/traces`).
 pub fn export_traces(endpoint: &str) -> Result<TraceExport> {
     let url = traces_url(endpoint)?;
+    // The exporter's TLS takes the process's crypto provider: ring, as the rest of skiff uses.
+    // Installing fails only if one is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let exporter = SpanExporter::builder()
         .with_http()
         .with_endpoint(url.clone())
@@ -59,17 +64,11 @@ fn traces_url(endpoint: &str) -> Result<String> {
             bail!("--otlp-endpoint `{endpoint}` is not a URL ({err}); e.g. http://127.0.0.1:4318")
         }
     };
-    match url.scheme() {
-        "http" => {}
-        "https" => bail!(
-            "--otlp-endpoint `{endpoint}`: this build exports over plain HTTP only; send to a \
-             collector on the host or in the pod (e.g. http://127.0.0.1:4318) and let it \
-             forward over TLS"
-        ),
-        _ => bail!(
-            "--otlp-endpoint `{endpoint}` must be an http:// URL of an OTLP/HTTP collector, \
-             e.g. http://127.0.0.1:4318"
-        ),
+    if !matches!(url.scheme(), "http" | "https") {
+        bail!(
+            "--otlp-endpoint `{endpoint}` must be the http:// or https:// URL of an OTLP/HTTP \
+             collector, e.g. http://127.0.0.1:4318"
+        );
     }
     let base = endpoint.trim_end_matches('/');
     Ok(if base.ends_with(TRACES_PATH) {
@@ -97,10 +96,12 @@ mod tests {
             traces_url("http://collector:4318/v1/traces").unwrap(),
             "http://collector:4318/v1/traces"
         );
-        let https = traces_url("https://api.example.com")
-            .unwrap_err()
-            .to_string();
-        assert!(https.contains("plain HTTP only"), "{https}");
+        assert_eq!(
+            traces_url("https://otlp.example.com").unwrap(),
+            "https://otlp.example.com/v1/traces"
+        );
+        let grpc = traces_url("grpc://collector:4317").unwrap_err().to_string();
+        assert!(grpc.contains("http:// or https://"), "{grpc}");
         let nonsense = traces_url("collector 4318").unwrap_err().to_string();
         assert!(nonsense.contains("not a URL"), "{nonsense}");
     }

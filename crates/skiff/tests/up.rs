@@ -375,17 +375,44 @@ struct Recorded {
 
 /// A small HTTP server on 127.0.0.1 that answers every request 200 with an empty body and
 /// keeps what it got: the upstream of guests' outbound calls, and an OTLP/HTTP collector (an
-/// empty body is an empty `ExportTraceServiceResponse`: all accepted).
+/// empty body is an empty `ExportTraceServiceResponse`: all accepted). With `tls`, it serves
+/// HTTPS for `localhost` with a self-signed certificate, written to `Recorder::ca_file`.
 struct Recorder {
     url: String,
     received: std::sync::Arc<std::sync::Mutex<Vec<Recorded>>>,
+    ca_file: Option<tempfile::NamedTempFile>,
 }
 
-async fn recorder() -> Recorder {
+async fn recorder(tls: bool) -> Recorder {
     use http_body_util::BodyExt;
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let port = listener.local_addr().unwrap().port();
+    let (url, acceptor, ca_file) = if tls {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+        let mut ca_file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut ca_file, certified.cert.pem().as_bytes()).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        (
+            format!("https://localhost:{port}"),
+            Some(acceptor),
+            Some(ca_file),
+        )
+    } else {
+        (format!("http://127.0.0.1:{port}"), None, None)
+    };
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
     let kept = received.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -410,13 +437,29 @@ async fn recorder() -> Recorder {
                     )))
                 }
             });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-            );
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let http = hyper::server::conn::http1::Builder::new();
+                match acceptor {
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            let _ = http.serve_connection(io, service).await;
+                        }
+                    }
+                    None => {
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        let _ = http.serve_connection(io, service).await;
+                    }
+                }
+            });
         }
     });
-    Recorder { url, received }
+    Recorder {
+        url,
+        received,
+        ca_file,
+    }
 }
 
 /// The spans a collector has received so far, with their service's name.
@@ -473,8 +516,10 @@ fn hex(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_reach_an_otlp_collector_as_a_tree_per_request_and_the_context_travels_on() {
     use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-    let collector = recorder().await;
-    let upstream = recorder().await;
+    // The collector is reached over HTTPS, trusted through SSL_CERT_FILE as a hosted one would
+    // be through the system's store.
+    let collector = recorder(true).await;
+    let upstream = recorder(false).await;
     let (caller, state) = (guest("http-guest"), guest("state-guest"));
     let manifest = format!(
         r#"
@@ -498,6 +543,7 @@ key_value_stores = ["default"]
     let mut command = common::skiff();
     command
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.url)
+        .env("SSL_CERT_FILE", collector.ca_file.as_ref().unwrap().path())
         .env("OTEL_BSP_SCHEDULE_DELAY", "100");
     let manifest = dir.path().join("skiff.toml");
     let mut server = Server::start_with(

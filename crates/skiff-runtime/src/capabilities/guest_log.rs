@@ -84,14 +84,21 @@ pub(crate) fn attach(builder: &mut WasiCtxBuilder, identity: &InstanceIdentity) 
 pub(crate) struct GuestOutputs([GuestLog; 2]);
 
 impl GuestOutputs {
-    /// What follows is output of another request: the lines of the last one are finished
-    /// (a partial line is emitted as it is), and new lines carry `identity`.
-    pub(crate) fn retag(&self, identity: &InstanceIdentity) {
+    /// Emits a partial last line as it is: the request that wrote it is over.
+    pub(crate) fn flush(&self) {
         for output in &self.0 {
             let mut buffer = output.shared.lock().unwrap_or_else(|e| e.into_inner());
             if !buffer.partial.is_empty() {
                 buffer.emit();
             }
+        }
+    }
+
+    /// What follows is output of another request: new lines carry `identity`.
+    pub(crate) fn retag(&self, identity: &InstanceIdentity) {
+        self.flush();
+        for output in &self.0 {
+            let mut buffer = output.shared.lock().unwrap_or_else(|e| e.into_inner());
             buffer.identity = identity.clone();
         }
     }
