@@ -899,7 +899,7 @@ impl PlatformMetrics {
         let instances_running = gauge(
             host,
             "instances_running",
-            "Sandboxes running now, across all apps",
+            "Sandboxes alive now, across all apps: running, or kept for reuse",
         );
         // 100 µs to about 6.5 s: mapped from the cache, or compiled.
         let app_loads = Histogram::new(exponential_buckets(0.000_1, 2.0, 17));
