@@ -32,8 +32,17 @@ pub fn export_traces(endpoint: &str) -> Result<TraceExport> {
         .with_endpoint(url.clone())
         .build()
         .map_err(|err| anyhow::anyhow!("cannot export traces to {url}: {err}"))?;
-    // `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` still apply over this default.
-    let resource = Resource::builder().with_service_name("skiff").build();
+    // The service is `skiff` unless `OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES` names it
+    // (the SDK reads both; without either it says `unknown_service`).
+    let detected = Resource::builder().build();
+    let unnamed = detected
+        .get(&opentelemetry::Key::new("service.name"))
+        .is_none_or(|name| name.as_str().starts_with("unknown_service"));
+    let resource = if unnamed {
+        Resource::builder().with_service_name("skiff").build()
+    } else {
+        detected
+    };
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource)

@@ -544,7 +544,8 @@ key_value_stores = ["default"]
     command
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.url)
         .env("SSL_CERT_FILE", collector.ca_file.as_ref().unwrap().path())
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_SERVICE_NAME", "edge-7");
     let manifest = dir.path().join("skiff.toml");
     let mut server = Server::start_with(
         command,
@@ -656,9 +657,13 @@ key_value_stores = ["default"]
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let spans = exported_spans(&collector);
+    // The operator's name for the service wins over skiff's default.
     assert!(
-        spans.iter().all(|(service, _)| service.contains("skiff")),
-        "service.name"
+        spans
+            .iter()
+            .all(|(service, _)| service.contains("\"edge-7\"")),
+        "service.name: {:?}",
+        spans.first().map(|(service, _)| service)
     );
     let find = |trace: &str, name: &str| {
         let matching: Vec<_> = spans
