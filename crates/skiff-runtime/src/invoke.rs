@@ -71,20 +71,11 @@ impl LoadedComponent {
             None => None,
         };
         // An instance kept from an earlier request holds its slot (and permit) already.
-        let warm = self.reuse.as_ref().and_then(InstanceReuse::take);
-        let host_permit = match &warm {
-            Some(_) => None,
-            None => Some(
-                self.runtime
-                    .instances
-                    .clone()
-                    .try_acquire_owned()
-                    .map_err(|_| {
-                        InvokeError::Overloaded(OverloadScope::Host(
-                            self.runtime.config.max_instances,
-                        ))
-                    })?,
-            ),
+        let slot = match self.reuse.as_ref().and_then(InstanceReuse::take) {
+            Some(warm) => Slot::Warm(warm),
+            None => Slot::Fresh(self.runtime.instances.clone().try_acquire_owned().map_err(
+                |_| InvokeError::Overloaded(OverloadScope::Host(self.runtime.config.max_instances)),
+            )?),
         };
         // Admitted: from here on the request is metered, if its app is. A request refused
         // above used nothing worth billing and reports nothing.
@@ -98,20 +89,19 @@ impl LoadedComponent {
             log_sink: self.log_sink.clone(),
             metrics: self.metrics.clone(),
         };
-        let (mut store, proxy, served, host_permit) = match warm {
-            Some(warm) => {
+        let (mut store, proxy, served, host_permit) = match slot {
+            Slot::Warm(warm) => {
                 let mut store = warm.store;
                 store.data_mut().next_request(identity, usage.clone());
                 (store, Some(warm.proxy), warm.served, warm.host_permit)
             }
-            None => {
+            Slot::Fresh(host_permit) => {
                 let mut host =
                     capabilities::instance_state(&self.grants, &identity, self.memory_limit)
                         .map_err(|err| InvokeError::Instantiate(format!("{err:#}")))?;
                 host.limiter.report_peak_to(usage.clone());
                 let mut store = Store::new(self.runtime.engine(), host);
                 store.limiter(|host| &mut host.limiter);
-                let host_permit = host_permit.expect("a fresh instance was admitted");
                 (store, None, 0, host_permit)
             }
         };
@@ -300,6 +290,13 @@ pub(crate) struct InstanceReuse {
     /// Free host permits below which a finished instance is dropped rather than kept.
     keep_while_free: usize,
     idle: Mutex<Vec<WarmInstance>>,
+}
+
+/// Where a request's instance comes from: one kept from an earlier request (holding its slot
+/// and permit already), or a fresh one under a permit just taken.
+enum Slot {
+    Warm(WarmInstance),
+    Fresh(OwnedSemaphorePermit),
 }
 
 struct WarmInstance {

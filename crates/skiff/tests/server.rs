@@ -102,6 +102,14 @@ impl Host {
         (status, response.text().await.unwrap())
     }
 
+    /// The Prometheus text at `path` (`/metrics` or `/v1/metrics`) as `token` sees it.
+    async fn scrape(&self, token: &str, path: &str) -> String {
+        let url = format!("{}{path}", self.api);
+        let response = client().get(url).bearer_auth(token).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
     /// A raw management API call.
     async fn api(&self, method: reqwest::Method, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut request = client().request(method, format!("{}{path}", self.api));
@@ -756,15 +764,7 @@ async fn metrics_count_requests_per_route_and_tenants_see_only_their_own() {
     assert_eq!(host.get("counted", "/panic").await.0, 500);
     assert_eq!(host.get("other", "/env/VERSION").await.0, 200);
 
-    let scrape = |token: String, path: &'static str| {
-        let url = format!("{}{path}", host.api);
-        async move {
-            let response = client().get(url).bearer_auth(token).send().await.unwrap();
-            assert_eq!(response.status(), 200);
-            response.text().await.unwrap()
-        }
-    };
-    let all = scrape(ADMIN_TOKEN.into(), "/metrics").await;
+    let all = host.scrape(ADMIN_TOKEN, "/metrics").await;
     let series = |labels: &str| {
         format!("{{tenant=\"alice\",app=\"counted\",component=\"web\",route=\"/...\"{labels}}}")
     };
@@ -789,7 +789,7 @@ async fn metrics_count_requests_per_route_and_tenants_see_only_their_own() {
     }
     assert!(all.contains("app=\"other\""));
 
-    let mine = scrape(alice.clone(), "/v1/metrics").await;
+    let mine = host.scrape(&alice, "/v1/metrics").await;
     assert!(mine.contains(&format!(
         "skiff_http_requests_total{} 3",
         series(",status=\"2xx\"")
@@ -798,7 +798,7 @@ async fn metrics_count_requests_per_route_and_tenants_see_only_their_own() {
         !mine.contains("bob") && !mine.contains("app=\"other\""),
         "{mine}"
     );
-    let theirs = scrape(bob.clone(), "/v1/metrics").await;
+    let theirs = host.scrape(&bob, "/v1/metrics").await;
     assert!(!theirs.contains("counted"), "{theirs}");
     // The host-wide figures are the operator's.
     let (status, _) = host
@@ -808,7 +808,7 @@ async fn metrics_count_requests_per_route_and_tenants_see_only_their_own() {
 
     // A deleted app's series go with it.
     host.cli_ok(&bob, &["apps", "delete", "other"]);
-    let all = scrape(ADMIN_TOKEN.into(), "/metrics").await;
+    let all = host.scrape(ADMIN_TOKEN, "/metrics").await;
     assert!(!all.contains("app=\"other\""), "{all}");
     assert!(all.contains("app=\"counted\""));
 }
@@ -1314,15 +1314,7 @@ async fn usage_sums_known_work_per_app_and_tenants_see_only_their_own() {
     );
 
     // The same sums as counters.
-    let scrape = |token: String, path: &'static str| {
-        let url = format!("{}{path}", host.api);
-        async move {
-            let response = client().get(url).bearer_auth(token).send().await.unwrap();
-            assert_eq!(response.status(), 200);
-            response.text().await.unwrap()
-        }
-    };
-    let metrics = scrape(ADMIN_TOKEN.into(), "/metrics").await;
+    let metrics = host.scrape(ADMIN_TOKEN, "/metrics").await;
     for expected in [
         format!("skiff_usage_requests_total{{tenant=\"alice\",app=\"spinner\"}} {SPINS}"),
         format!("skiff_usage_requests_total{{tenant=\"bob\",app=\"idler\"}} {idler_requests}"),
@@ -1337,7 +1329,7 @@ async fn usage_sums_known_work_per_app_and_tenants_see_only_their_own() {
             "no `{expected}` in:\n{metrics}"
         );
     }
-    let own = scrape(alice.clone(), "/v1/metrics").await;
+    let own = host.scrape(&alice, "/v1/metrics").await;
     assert!(
         own.contains("skiff_usage_requests_total{tenant=\"alice\""),
         "{own}"

@@ -265,19 +265,8 @@ async fn a_request_over_its_memory_limit_fails_alone() {
 async fn outbound_https_verifies_the_certificate() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio_rustls::rustls;
 
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![certified.cert.der().clone()], key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (acceptor, _) = localhost_tls();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tls_port = listener.local_addr().unwrap().port();
     let handshakes = Arc::new(AtomicUsize::new(0));
@@ -366,6 +355,27 @@ async fn metrics_listen_serves_prometheus_counts_per_route() {
     );
 }
 
+/// A TLS server side for `localhost` with a fresh self-signed certificate, and that
+/// certificate in PEM (for a client that is to trust it).
+fn localhost_tls() -> (tokio_rustls::TlsAcceptor, String) {
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .unwrap();
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        certified.cert.pem(),
+    )
+}
+
 /// One HTTP request a [`Recorder`] received.
 struct Recorded {
     path: String,
@@ -386,24 +396,12 @@ struct Recorder {
 async fn recorder(tls: bool) -> Recorder {
     use http_body_util::BodyExt;
     use std::sync::Arc;
-    use tokio_rustls::rustls;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (url, acceptor, ca_file) = if tls {
-        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        let key =
-            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![certified.cert.der().clone()], key)
-        .unwrap();
+        let (acceptor, certificate_pem) = localhost_tls();
         let mut ca_file = tempfile::NamedTempFile::new().unwrap();
-        std::io::Write::write_all(&mut ca_file, certified.cert.pem().as_bytes()).unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        std::io::Write::write_all(&mut ca_file, certificate_pem.as_bytes()).unwrap();
         (
             format!("https://localhost:{port}"),
             Some(acceptor),

@@ -77,14 +77,18 @@ impl KvCalls<'_> {
             span.set_error(err.to_string());
         }
         span.end();
+        let outcome = match result {
+            Ok(_) => KeyValueOutcome::Ok,
+            Err(_) => KeyValueOutcome::Error,
+        };
+        self.count(operation, outcome);
+        result
+    }
+
+    fn count(&self, operation: &'static str, outcome: KeyValueOutcome) {
         if let Some(metrics) = self.metrics {
-            let outcome = match result {
-                Ok(_) => KeyValueOutcome::Ok,
-                Err(_) => KeyValueOutcome::Error,
-            };
             metrics.key_value(operation, outcome);
         }
-        result
     }
 }
 
@@ -131,16 +135,10 @@ impl Host {
         }
     }
 
-    fn count_kv(&self, operation: &'static str, outcome: KeyValueOutcome) {
-        if let Some(metrics) = &self.identity.metrics {
-            metrics.key_value(operation, outcome);
-        }
-    }
-
     /// A bucket for a granted label; `None` (logged) for any other.
     fn open_bucket(&mut self, label: String) -> wasmtime::Result<Option<Resource<Bucket>>> {
         let Some(store) = self.key_value.store(&label).cloned() else {
-            self.count_kv("open", KeyValueOutcome::Denied);
+            self.kv().count("open", KeyValueOutcome::Denied);
             tracing::warn!(
                 app = %self.identity.app,
                 component = %self.identity.component,
@@ -150,7 +148,7 @@ impl Host {
             );
             return Ok(None);
         };
-        self.count_kv("open", KeyValueOutcome::Ok);
+        self.kv().count("open", KeyValueOutcome::Ok);
         let bucket = Bucket {
             store,
             label: label.into(),
