@@ -1,7 +1,8 @@
-//! The client commands (`deploy`, `apps`, `tenants`, `logs`, `usage`): talk to a
-//! `skiff server`'s management API and print tables for people, or JSON with `--json`.
+//! The client commands (`deploy`, `apps`, `tenants`, `logs`, `usage`, `login`, `logout`): talk
+//! to a `skiff server`'s management API and print tables for people, or JSON with `--json`.
 //!
-//! Every command goes through [`Api`]: it finds the token, joins the URL, and turns a refused
+//! Every command goes through [`Api`]: it finds the server and the token (flags, then
+//! variables, then the config file `skiff login` writes), joins the URL, and turns a refused
 //! connection or an [`ErrorBody`] into one message that says what to do. The formatting of
 //! tables, sizes, durations and log lines is plain functions of the wire types, so that tests
 //! need no server.
@@ -26,19 +27,23 @@ use skiff_server::api::{
     check_name, paths,
 };
 
-/// Where the server is and who we are; flags win over the environment.
+use crate::client_config::{self, ClientConfig};
+
+/// The management API when neither a flag, a variable nor the config file names one.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:3001";
+
+/// Where the server is and who we are; flags win over the environment, which wins over the
+/// config file `skiff login` writes.
 #[derive(Args, Clone)]
 pub struct ConnectArgs {
-    /// The server's management API.
-    #[arg(
-        long,
-        env = "SKIFF_SERVER",
-        default_value = "http://127.0.0.1:3001",
-        value_name = "URL"
-    )]
-    pub server: String,
+    /// The server's management API [default: the one `skiff login` saved, else
+    /// http://127.0.0.1:3001].
+    // No clap default: it would hide whether the config file should be asked.
+    #[arg(long, env = "SKIFF_SERVER", value_name = "URL")]
+    pub server: Option<String>,
     /// The bearer token (a tenant's; for `tenants`, the admin token, also read from
-    /// SKIFF_ADMIN_TOKEN; for `usage`, either, SKIFF_ADMIN_TOKEN when SKIFF_TOKEN is unset).
+    /// SKIFF_ADMIN_TOKEN; for `usage`, either, SKIFF_ADMIN_TOKEN when SKIFF_TOKEN is unset);
+    /// without one, the token `skiff login` saved.
     #[arg(
         long,
         env = "SKIFF_TOKEN",
@@ -170,6 +175,18 @@ pub struct UsageArgs {
     pub tenant: Option<String>,
 }
 
+#[derive(Args)]
+pub struct LoginArgs {
+    /// The server's management API [default: the one saved before, else
+    /// http://127.0.0.1:3001].
+    #[arg(long, env = "SKIFF_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// The token to save, a tenant's or the admin token [default: the first line of stdin,
+    /// asked for without echo on a terminal].
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+}
+
 // Each command prints its own failure and answers exit code 1, rather than handing an error to
 // main: a manifest report (local or from the server) must be printed verbatim, without the
 // `error: ` prefix main would put in front of its own `error: `.
@@ -192,6 +209,14 @@ pub async fn logs(args: LogsArgs) -> Result<ExitCode> {
 
 pub async fn usage(args: UsageArgs) -> Result<ExitCode> {
     Ok(finish(run_usage(args).await))
+}
+
+pub async fn login(args: LoginArgs) -> Result<ExitCode> {
+    Ok(finish(run_login(args).await))
+}
+
+pub fn logout() -> Result<ExitCode> {
+    Ok(finish(run_logout()))
 }
 
 fn finish(outcome: Result<()>) -> ExitCode {
@@ -229,11 +254,12 @@ enum Role {
     Any,
 }
 
-/// A token and where it came from, to name the right flag or variable when it is refused.
+/// A token and where it came from, to name the right flag, variable or file when it is
+/// refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Token {
     value: String,
-    from: &'static str,
+    from: String,
 }
 
 /// Picks the bearer token. `given` is `--token`, which clap also fills from SKIFF_TOKEN;
@@ -258,7 +284,12 @@ fn resolve_token(
     let env_token = present(env_token);
     let env_admin = present(env_admin);
     let from_env = given.is_some() && given == env_token;
-    let token = |value, from| Some(Token { value, from });
+    let token = |value, from: &str| {
+        Some(Token {
+            value,
+            from: from.into(),
+        })
+    };
     match (role, given, env_admin) {
         (Role::Tenant, Some(value), _) if from_env => token(value, "SKIFF_TOKEN"),
         (Role::Tenant, Some(value), _) => token(value, "--token"),
@@ -274,6 +305,58 @@ fn resolve_token(
     }
 }
 
+/// [`resolve_token`], then the token `skiff login` saved in the config file. The file is the
+/// last fallback for every role: one may log in with the admin token as well as a tenant's.
+fn resolve_token_or_saved(
+    role: Role,
+    given: Option<&str>,
+    env_token: Option<&str>,
+    env_admin: Option<&str>,
+    saved: Option<&ClientConfig>,
+) -> Option<Token> {
+    resolve_token(role, given, env_token, env_admin).or_else(|| {
+        let saved = saved?;
+        Some(Token {
+            value: saved.token()?.to_string(),
+            from: format!("{} (skiff login)", saved.path.display()),
+        })
+    })
+}
+
+/// Where the management API's address came from, to say where to change it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ServerFrom {
+    /// `--server` or SKIFF_SERVER (clap does not tell which).
+    Given,
+    ConfigFile(PathBuf),
+    Default,
+}
+
+/// The management API's address: `given` (`--server`, which clap also fills from
+/// SKIFF_SERVER), else the one `skiff login` saved, else [`DEFAULT_SERVER`].
+fn resolve_server(given: Option<&str>, saved: Option<&ClientConfig>) -> (String, ServerFrom) {
+    if let Some(server) = given {
+        return (server.to_string(), ServerFrom::Given);
+    }
+    if let Some(config) = saved
+        && let Some(server) = config.server()
+    {
+        return (
+            server.to_string(),
+            ServerFrom::ConfigFile(config.path.clone()),
+        );
+    }
+    (DEFAULT_SERVER.to_string(), ServerFrom::Default)
+}
+
+/// The config file at its usual place (see [`client_config::default_path`]), if there is one.
+fn load_saved_config() -> Result<Option<ClientConfig>> {
+    match client_config::default_path() {
+        Some(path) => ClientConfig::load(&path),
+        None => Ok(None),
+    }
+}
+
 /// What to do about a token the server `refused` (401: unknown), or that is not allowed (403:
 /// a tenant's token on an admin route), or the lack of one.
 fn token_help(token: Option<&Token>, role: Role, refused: bool) -> String {
@@ -281,17 +364,17 @@ fn token_help(token: Option<&Token>, role: Role, refused: bool) -> String {
         Role::Tenant => (
             "a tenant's token",
             "pass it with --token TOKEN or set SKIFF_TOKEN (`skiff tenants create NAME` prints \
-             one)",
+             one), or save it with `skiff login`",
         ),
         Role::Admin => (
             "the admin token",
             "pass it with --token TOKEN or set SKIFF_ADMIN_TOKEN (the token `skiff server` was \
-             started with)",
+             started with), or save it with `skiff login`",
         ),
         Role::Any => (
             "a tenant's token or the admin token",
             "pass it with --token TOKEN or set SKIFF_TOKEN (or SKIFF_ADMIN_TOKEN, for every \
-             tenant's figures)",
+             tenant's figures), or save one with `skiff login`",
         ),
     };
     match (token, refused) {
@@ -310,18 +393,35 @@ fn token_help(token: Option<&Token>, role: Role, refused: bool) -> String {
 /// The server's address as given, checked and without trailing slashes, so that paths can be
 /// appended to it.
 fn base_url(server: &str) -> Result<String, String> {
+    check_base_url(server).map_err(|problem| {
+        format!("{problem}; write e.g. --server http://127.0.0.1:3001 (or set SKIFF_SERVER)")
+    })
+}
+
+/// [`base_url`] for an address from anywhere: the fix in the error names where it came from.
+fn server_base(server: &str, from: &ServerFrom) -> Result<String, String> {
+    match from {
+        ServerFrom::ConfigFile(path) => check_base_url(server).map_err(|problem| {
+            format!(
+                "`server` in the client config file {}: {problem}; correct it there, run \
+                 `skiff login --server URL` again, or pass --server",
+                path.display()
+            )
+        }),
+        ServerFrom::Given | ServerFrom::Default => base_url(server),
+    }
+}
+
+/// [`base_url`] without the fix: only what is wrong.
+fn check_base_url(server: &str) -> Result<String, String> {
     let trimmed = server.trim().trim_end_matches('/');
-    let fix = "write e.g. --server http://127.0.0.1:3001 (or set SKIFF_SERVER)";
-    let url = reqwest::Url::parse(trimmed)
-        .map_err(|e| format!("`{server}` is not a URL ({e}); {fix}"))?;
+    let url = reqwest::Url::parse(trimmed).map_err(|e| format!("`{server}` is not a URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
-        return Err(format!(
-            "`{server}` is not an http:// or https:// URL; {fix}"
-        ));
+        return Err(format!("`{server}` is not an http:// or https:// URL"));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!(
-            "`{server}` has a query or fragment; give only the server's address: {fix}"
+            "`{server}` has a query or fragment; give only the server's address"
         ));
     }
     Ok(trimmed.to_string())
@@ -341,6 +441,7 @@ fn app_path(name: &str, rest: &str) -> Result<String> {
 /// One server's management API, with the token for one command.
 struct Api {
     base: String,
+    server_from: ServerFrom,
     token: Option<Token>,
     role: Role,
     http: reqwest::Client,
@@ -348,14 +449,41 @@ struct Api {
 
 impl Api {
     fn new(connect: &ConnectArgs, role: Role) -> Result<Api> {
-        let base = base_url(&connect.server).map_err(|e| anyhow!(e))?;
         let env = |name| std::env::var(name).ok();
-        let token = resolve_token(
+        let (env_token, env_admin) = (env("SKIFF_TOKEN"), env("SKIFF_ADMIN_TOKEN"));
+        let given_token = || {
+            resolve_token(
+                role,
+                connect.token.as_deref(),
+                env_token.as_deref(),
+                env_admin.as_deref(),
+            )
+        };
+        // Read only when flags and variables leave something open: a broken config file must
+        // not stand in the way of a command that needs nothing from it.
+        let saved = if connect.server.is_none() || given_token().is_none() {
+            load_saved_config()?
+        } else {
+            None
+        };
+        let (server, server_from) = resolve_server(connect.server.as_deref(), saved.as_ref());
+        let base = server_base(&server, &server_from).map_err(|e| anyhow!(e))?;
+        let token = resolve_token_or_saved(
             role,
             connect.token.as_deref(),
-            env("SKIFF_TOKEN").as_deref(),
-            env("SKIFF_ADMIN_TOKEN").as_deref(),
+            env_token.as_deref(),
+            env_admin.as_deref(),
+            saved.as_ref(),
         );
+        Api::with(base, server_from, token, role)
+    }
+
+    fn with(
+        base: String,
+        server_from: ServerFrom,
+        token: Option<Token>,
+        role: Role,
+    ) -> Result<Api> {
         let http = reqwest::Client::builder()
             // Only the connection gets a deadline: a deploy compiles on the server before it
             // answers, and `logs --follow` is meant to stay open.
@@ -365,6 +493,7 @@ impl Api {
             .context("cannot set up the HTTP client")?;
         Ok(Api {
             base,
+            server_from,
             token,
             role,
             http,
@@ -384,7 +513,7 @@ impl Api {
         let response = request
             .send()
             .await
-            .map_err(|e| anyhow!(transport_message(&self.base, &e)))?;
+            .map_err(|e| anyhow!(self.transport_message(&e)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -399,6 +528,10 @@ impl Api {
         )))
     }
 
+    fn transport_message(&self, err: &reqwest::Error) -> String {
+        transport_message(&self.base, &self.server_from, err)
+    }
+
     /// Sends `request` and reads the whole (JSON) answer.
     async fn fetch(&self, request: RequestBuilder) -> Result<(StatusCode, Bytes)> {
         let response = self
@@ -408,7 +541,7 @@ impl Api {
         let body = response
             .bytes()
             .await
-            .map_err(|e| anyhow!(transport_message(&self.base, &e)))?;
+            .map_err(|e| anyhow!(self.transport_message(&e)))?;
         Ok((status, body))
     }
 
@@ -455,7 +588,7 @@ fn pretty_json(body: &[u8]) -> Result<String> {
 }
 
 /// Why a request never got an answer, and what to check.
-fn transport_message(base: &str, err: &reqwest::Error) -> String {
+fn transport_message(base: &str, server_from: &ServerFrom, err: &reqwest::Error) -> String {
     // reqwest's own text is "error sending request for url (...)"; the cause at the bottom of
     // the chain ("Connection refused", "dns error: ...") is the part that helps.
     let mut cause: &dyn std::error::Error = err;
@@ -463,9 +596,19 @@ fn transport_message(base: &str, err: &reqwest::Error) -> String {
         cause = source;
     }
     if err.is_connect() {
+        let change = match server_from {
+            ServerFrom::Given => "set --server or SKIFF_SERVER".to_string(),
+            ServerFrom::ConfigFile(path) => format!(
+                "the address is from {}: pass --server, or run `skiff login --server URL` again",
+                path.display()
+            ),
+            ServerFrom::Default => {
+                "set --server or SKIFF_SERVER, or save one with `skiff login --server URL`".into()
+            }
+        };
         format!(
             "cannot reach the skiff server at {base}: {cause}; is `skiff server` running? \
-             (set --server or SKIFF_SERVER)"
+             ({change})"
         )
     } else if err.is_timeout() {
         format!("the skiff server at {base} did not answer in time: {cause}")
@@ -1037,12 +1180,10 @@ async fn run_logs(args: LogsArgs) -> Result<()> {
         let mut lines = LineSplitter::default();
         let mut stdout = std::io::stdout();
         loop {
-            let chunk = response.chunk().await.map_err(|e| {
-                anyhow!(
-                    "the log stream broke off: {}",
-                    transport_message(&api.base, &e)
-                )
-            })?;
+            let chunk = response
+                .chunk()
+                .await
+                .map_err(|e| anyhow!("the log stream broke off: {}", api.transport_message(&e)))?;
             let complete = match &chunk {
                 Some(chunk) => lines.push(chunk),
                 // The server ended the stream (the end of the tail without --follow, or the
@@ -1265,6 +1406,180 @@ fn format_seconds(seconds: f64) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// login and logout
+
+async fn run_login(args: LoginArgs) -> Result<()> {
+    let path = client_config::default_path().ok_or_else(|| {
+        anyhow!(
+            "cannot tell where to save the login: none of SKIFF_CONFIG, XDG_CONFIG_HOME and \
+             HOME is set; set SKIFF_CONFIG to the file to write"
+        )
+    })?;
+    // A broken file is reported before a token is asked for, and never overwritten.
+    let mut config = ClientConfig::load(&path)?.unwrap_or_else(|| ClientConfig::empty(path));
+    let (server, server_from) = resolve_server(args.server.as_deref(), Some(&config));
+    let base = server_base(&server, &server_from).map_err(|e| anyhow!(e))?;
+    let (value, from) = match args.token {
+        Some(value) => (value.trim().to_string(), "--token"),
+        None => (read_token_from_stdin().await?, "stdin"),
+    };
+    if value.is_empty() {
+        return Err(anyhow!(
+            "the token from {from} is empty; give the token to save (`skiff tenants create NAME` \
+             prints a tenant's)"
+        ));
+    }
+    let token = Token {
+        value: value.clone(),
+        from: from.into(),
+    };
+    let api = Api::with(base, server_from, Some(token), Role::Any)?;
+    let kind = token_kind(&api).await?;
+    config.set_login(&api.base, &value);
+    config.save()?;
+    println!("logged in to {} ({kind} token)", api.base);
+    println!("saved the server and token in {}", config.path.display());
+    Ok(())
+}
+
+/// Whose token `api` holds, from cheap calls that change nothing: a tenant's token may list its
+/// apps; the admin token is refused there (403: apps belong to tenants) and may list the
+/// tenants. (The API has no call that names a tenant token's tenant.)
+async fn token_kind(api: &Api) -> Result<&'static str> {
+    let get = |path| async move {
+        api.request(Method::GET, path)
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| anyhow!("{}; nothing was saved", api.transport_message(&e)))
+    };
+    let apps = get(paths::APPS).await?;
+    if apps.status().is_success() {
+        return Ok("tenant");
+    }
+    let refused = if apps.status() == StatusCode::FORBIDDEN {
+        let tenants = get(paths::TENANTS).await?;
+        if tenants.status().is_success() {
+            return Ok("admin");
+        }
+        tenants
+    } else {
+        apps
+    };
+    let status = refused.status();
+    let body = refused.bytes().await.unwrap_or_default();
+    Err(anyhow!(login_refusal(status, &body, api)))
+}
+
+/// Why `skiff login` saved nothing, from a non-2xx answer.
+fn login_refusal(status: StatusCode, body: &[u8], api: &Api) -> String {
+    let from = api.token.as_ref().map_or("", |t| t.from.as_str());
+    if status != StatusCode::UNAUTHORIZED {
+        let message = error_message(status, body, api.token.as_ref(), api.role);
+        return format!("{message}\n  help: nothing was saved");
+    }
+    let message = serde_json::from_slice::<ErrorBody>(body)
+        .map(|b| b.error.message.trim_end().to_string())
+        .unwrap_or_else(|_| status.to_string());
+    format!(
+        "{message}\n  help: the server at {} refused the token from {from}; nothing was saved. \
+         `skiff tenants create NAME` prints a tenant's token; the admin token is the one `skiff \
+         server` was started with",
+        api.base
+    )
+}
+
+/// The token typed at a prompt (without echo) on a terminal, else the first line of stdin.
+async fn read_token_from_stdin() -> Result<String> {
+    let line = if std::io::stdin().is_terminal() {
+        eprint!("Token: ");
+        let _ = std::io::stderr().flush();
+        read_line_without_echo().await?
+    } else {
+        tokio::task::spawn_blocking(read_stdin_line)
+            .await
+            .context("reading stdin")??
+    };
+    let token = line.trim();
+    if token.is_empty() {
+        return Err(anyhow!(
+            "no token on stdin; type it at the prompt, pipe it in (`... | skiff login`), or pass \
+             --token TOKEN"
+        ));
+    }
+    Ok(token.to_string())
+}
+
+fn read_stdin_line() -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the token from stdin")?;
+    Ok(line)
+}
+
+#[cfg(unix)]
+async fn read_line_without_echo() -> Result<String> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    let stdin = std::io::stdin();
+    let shown = tcgetattr(&stdin).context("cannot read the terminal's settings")?;
+    let mut hidden = shown.clone();
+    hidden.local_modes.remove(LocalModes::ECHO);
+    // The Enter that ends the token still moves the cursor to the next line.
+    hidden.local_modes.insert(LocalModes::ECHONL);
+    tcsetattr(&stdin, OptionalActions::Flush, &hidden)
+        .context("cannot turn off the terminal's echo")?;
+    let restore = || {
+        let _ = tcsetattr(std::io::stdin(), OptionalActions::Now, &shown);
+    };
+    let line = tokio::select! {
+        line = tokio::task::spawn_blocking(read_stdin_line) => line,
+        // Ctrl-C would otherwise end the process with the terminal left silent.
+        _ = tokio::signal::ctrl_c() => {
+            restore();
+            eprintln!();
+            std::process::exit(130);
+        }
+    };
+    restore();
+    line.context("reading stdin")?
+}
+
+#[cfg(not(unix))]
+async fn read_line_without_echo() -> Result<String> {
+    tokio::task::spawn_blocking(read_stdin_line)
+        .await
+        .context("reading stdin")?
+}
+
+fn run_logout() -> Result<()> {
+    let Some(path) = client_config::default_path() else {
+        println!(
+            "no token saved: none of SKIFF_CONFIG, XDG_CONFIG_HOME and HOME is set, so there is \
+             no client config file"
+        );
+        return Ok(());
+    };
+    let Some(mut config) = ClientConfig::load(&path)? else {
+        println!("no token saved: {} does not exist", path.display());
+        return Ok(());
+    };
+    if !config.remove_token() {
+        println!("no token saved in {}", path.display());
+        return Ok(());
+    }
+    config.save()?;
+    match config.server() {
+        Some(server) => println!(
+            "removed the token from {} (the server {server} stays saved)",
+            path.display()
+        ),
+        None => println!("removed the token from {}", path.display()),
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // Formatting
 
 /// Left-aligned columns two spaces apart, each line starting with `indent`; no trailing spaces.
@@ -1338,11 +1653,15 @@ mod tests {
         AppUsage, ComponentInfo, ErrorDetail, RouteInfo, TenantSummary, TenantUsage, VersionInfo,
     };
 
-    fn token(from: &'static str) -> Token {
+    fn token(from: &str) -> Token {
         Token {
             value: "t".into(),
-            from,
+            from: from.into(),
         }
+    }
+
+    fn saved_config(text: &str) -> ClientConfig {
+        ClientConfig::parse(Path::new("/home/u/.config/skiff/config.toml"), text).unwrap()
     }
 
     fn error_json(code: ErrorCode, message: &str) -> Vec<u8> {
@@ -1433,7 +1752,7 @@ mod tests {
     fn tenant_commands_prefer_the_admin_variable_over_skiff_token() {
         let pick = resolve_token;
         let from = |t: Option<Token>| t.map(|t| (t.value, t.from));
-        let it = |value: &str, from: &'static str| Some((value.to_string(), from));
+        let it = |value: &str, from: &str| Some((value.to_string(), from.to_string()));
         // A flag different from SKIFF_TOKEN is the flag, and wins.
         assert_eq!(
             from(pick(
@@ -1474,6 +1793,114 @@ mod tests {
             from(pick(Role::Tenant, Some("t"), None, None)),
             it("t", "--token")
         );
+    }
+
+    #[test]
+    fn the_saved_token_is_the_last_fallback_for_every_role() {
+        let config = saved_config("server = \"http://h:3001\"\ntoken = \"saved\"\n");
+        let saved = Some(&config);
+        let pick = |role, given, env_token, env_admin| {
+            resolve_token_or_saved(role, given, env_token, env_admin, saved)
+                .map(|t| (t.value, t.from))
+        };
+        let it = |value: &str, from: &str| Some((value.to_string(), from.to_string()));
+        let file = "/home/u/.config/skiff/config.toml (skiff login)";
+        for role in [Role::Tenant, Role::Admin, Role::Any] {
+            assert_eq!(pick(role, None, None, None), it("saved", file), "{role:?}");
+            // A flag or a variable wins over the file...
+            assert_eq!(
+                pick(role, Some("flag"), None, None),
+                it("flag", "--token"),
+                "{role:?}"
+            );
+            assert_eq!(
+                pick(role, Some("env"), Some("env"), None),
+                it("env", "SKIFF_TOKEN"),
+                "{role:?}"
+            );
+            // ...and a blank one does not count.
+            assert_eq!(
+                pick(role, Some(" "), Some(" "), None),
+                it("saved", file),
+                "{role:?}"
+            );
+        }
+        assert_eq!(
+            pick(Role::Admin, None, None, Some("admin")),
+            it("admin", "SKIFF_ADMIN_TOKEN")
+        );
+        assert_eq!(
+            pick(Role::Any, None, None, Some("admin")),
+            it("admin", "SKIFF_ADMIN_TOKEN")
+        );
+        // Tenant commands never read the admin variable: the file comes next.
+        assert_eq!(
+            pick(Role::Tenant, None, None, Some("admin")),
+            it("saved", file)
+        );
+        // A file without a token, or no file, leaves no token.
+        let server_only = saved_config("server = \"http://h:3001\"\n");
+        assert_eq!(
+            resolve_token_or_saved(Role::Tenant, None, None, None, Some(&server_only)),
+            None
+        );
+        assert_eq!(
+            resolve_token_or_saved(Role::Any, None, None, None, None),
+            None
+        );
+    }
+
+    #[test]
+    fn the_server_is_the_flag_or_variable_then_the_saved_one_then_the_default() {
+        let config = saved_config("server = \"http://saved:3001\"\n");
+        let path = PathBuf::from("/home/u/.config/skiff/config.toml");
+        assert_eq!(
+            resolve_server(Some("http://given:3001"), Some(&config)),
+            ("http://given:3001".to_string(), ServerFrom::Given)
+        );
+        assert_eq!(
+            resolve_server(None, Some(&config)),
+            (
+                "http://saved:3001".to_string(),
+                ServerFrom::ConfigFile(path)
+            )
+        );
+        let token_only = saved_config("token = \"t\"\n");
+        for saved in [Some(&token_only), None] {
+            assert_eq!(
+                resolve_server(None, saved),
+                (DEFAULT_SERVER.to_string(), ServerFrom::Default)
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_saved_server_names_the_config_file() {
+        let path = PathBuf::from("/home/u/.config/skiff/config.toml");
+        let err = server_base("127.0.0.1:3001", &ServerFrom::ConfigFile(path)).unwrap_err();
+        assert!(
+            err.contains("`server` in the client config file /home/u/.config/skiff/config.toml"),
+            "{err}"
+        );
+        assert!(err.contains("skiff login --server URL"), "{err}");
+        assert_eq!(
+            server_base("http://h:3001/", &ServerFrom::Default),
+            Ok("http://h:3001".to_string())
+        );
+    }
+
+    #[test]
+    fn a_refused_saved_token_names_the_file_and_skiff_login() {
+        let body = error_json(ErrorCode::Unauthorized, "unknown token");
+        let saved = token("/root/.config/skiff/config.toml (skiff login)");
+        let message = error_message(StatusCode::UNAUTHORIZED, &body, Some(&saved), Role::Tenant);
+        assert!(
+            message.contains(
+                "the token from /root/.config/skiff/config.toml (skiff login) was refused"
+            ),
+            "{message}"
+        );
+        assert!(message.contains("save it with `skiff login`"), "{message}");
     }
 
     #[test]
@@ -1832,7 +2259,7 @@ mod tests {
     #[test]
     fn usage_takes_either_token_and_the_admin_variable_last() {
         let from = |t: Option<Token>| t.map(|t| (t.value, t.from));
-        let it = |value: &str, from: &'static str| Some((value.to_string(), from));
+        let it = |value: &str, from: &str| Some((value.to_string(), from.to_string()));
         assert_eq!(
             from(resolve_token(
                 Role::Any,

@@ -15,6 +15,7 @@ use skiff_runtime::command::{CommandOptions, CommandOutcome, TRAP_EXIT_CODE};
 use skiff_runtime::{Runtime, RuntimeConfig};
 
 mod client;
+mod client_config;
 mod server;
 mod single;
 mod telemetry;
@@ -97,6 +98,11 @@ enum Command {
     Logs(client::LogsArgs),
     /// Show what apps used (requests, CPU, memory, bytes) on a skiff server.
     Usage(client::UsageArgs),
+    /// Check a token with a skiff server, then save it and the server's address for the other
+    /// client commands.
+    Login(client::LoginArgs),
+    /// Forget the token `skiff login` saved (the server's address stays).
+    Logout,
 }
 
 #[derive(Args)]
@@ -295,6 +301,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Tenants(command) => client::tenants(command).await,
         Command::Logs(args) => client::logs(args).await,
         Command::Usage(args) => client::usage(args).await,
+        Command::Login(args) => client::login(args).await,
+        Command::Logout => client::logout(),
         Command::Server(args) => {
             let folders = server::Folders {
                 data_dir: config.data_dir.clone(),

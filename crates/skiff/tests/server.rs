@@ -455,6 +455,146 @@ async fn tenants_see_only_their_own_apps_and_data() {
     assert!(!stored.contains(&alice) && !stored.contains(&bob));
 }
 
+/// Runs the `skiff` CLI with `config` as its client config file and no server or token in its
+/// environment, writing `stdin` to it.
+fn cli_from_config(config: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = skiff()
+        .args(args)
+        .env("SKIFF_CONFIG", config)
+        .env_remove("SKIFF_SERVER")
+        .env_remove("SKIFF_TOKEN")
+        .env_remove("SKIFF_ADMIN_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running the skiff CLI");
+    // Dropping the pipe closes stdin: a command that reads it sees the end.
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn app_names(list_json: &[u8]) -> Vec<String> {
+    let list: Value = serde_json::from_slice(list_json).unwrap();
+    list["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|app| app["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn login_saves_a_checked_token_that_the_client_commands_use_until_logout() {
+    let host = Host::start();
+    let alice = host.tenant("alice", &[]);
+    let bob = host.tenant("bob", &[]);
+    host.deploy_ok(&alice, http_app(1).path(), "alices");
+    host.deploy_ok(&bob, http_app(1).path(), "bobs");
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("skiff").join("config.toml");
+    let ok = |out: &Output, what: &str| {
+        assert!(
+            out.status.success(),
+            "{what} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // A token the server does not know is refused, and nothing is written.
+    let out = cli_from_config(
+        &config,
+        &["login", "--server", &host.api, "--token", "skf_0000"],
+        "",
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("refused the token from --token") && err.contains("nothing was saved"),
+        "{err}"
+    );
+    assert!(
+        !home.path().join("skiff").exists(),
+        "login wrote after a refusal"
+    );
+
+    // Alice's token on stdin: checked, then saved with the server, for her eyes only.
+    let out = cli_from_config(
+        &config,
+        &["login", "--server", &host.api],
+        &format!("{alice}\n"),
+    );
+    let said = ok(&out, "login");
+    assert!(
+        said.contains(&format!("logged in to {} (tenant token)", host.api)),
+        "{said}"
+    );
+    assert!(said.contains(config.to_str().unwrap()), "{said}");
+    let saved = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        saved.contains(&format!("server = \"{}\"", host.api))
+            && saved.contains(&format!("token = \"{alice}\"")),
+        "{saved}"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&config).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+
+    // With neither flags nor variables, the client takes both from the file.
+    let out = cli_from_config(&config, &["apps", "list", "--json"], "");
+    ok(&out, "apps list");
+    assert_eq!(app_names(&out.stdout), ["alices"]);
+
+    // A variable wins over the file: Bob's token shows Bob's apps (at the saved server).
+    let out = skiff()
+        .args(["apps", "list", "--json"])
+        .env("SKIFF_CONFIG", &config)
+        .env("SKIFF_TOKEN", &bob)
+        .env_remove("SKIFF_SERVER")
+        .env_remove("SKIFF_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    ok(&out, "apps list with SKIFF_TOKEN");
+    assert_eq!(app_names(&out.stdout), ["bobs"]);
+
+    // Logout forgets the token, keeps the server, and then the client has no token.
+    let said = ok(&cli_from_config(&config, &["logout"], ""), "logout");
+    assert!(said.contains("removed the token"), "{said}");
+    let saved = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        !saved.contains("token") && saved.contains(&host.api),
+        "{saved}"
+    );
+    let said = ok(
+        &cli_from_config(&config, &["logout"], ""),
+        "a second logout",
+    );
+    assert!(said.contains("no token saved"), "{said}");
+    let out = cli_from_config(&config, &["apps", "list"], "");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no token was given"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The admin token may be saved too, at the server saved before.
+    let out = cli_from_config(&config, &["login", "--token", ADMIN_TOKEN], "");
+    let said = ok(&out, "login with the admin token");
+    assert!(
+        said.contains(&format!("logged in to {} (admin token)", host.api)),
+        "{said}"
+    );
+    let out = cli_from_config(&config, &["tenants", "list", "--json"], "");
+    ok(&out, "tenants list");
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["tenants"].as_array().unwrap().len(), 2, "{list}");
+}
+
 #[tokio::test]
 async fn quotas_refuse_a_deploy_and_name_the_quota() {
     let host = Host::start();

@@ -102,8 +102,13 @@ pub fn fresh_data_dir() -> PathBuf {
 
 pub fn skiff() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_skiff"));
+    let data_dir = fresh_data_dir();
     command.env("SKIFF_CACHE_DIR", shared_cache_dir());
-    command.env("SKIFF_DATA_DIR", fresh_data_dir());
+    // A client config file that does not exist, so that no test reads the machine's
+    // `~/.config/skiff/config.toml` (a saved server or token); tests of `skiff login` set
+    // their own.
+    command.env("SKIFF_CONFIG", data_dir.join("client-config.toml"));
+    command.env("SKIFF_DATA_DIR", data_dir);
     command.env_remove("RUST_LOG");
     command
 }
