@@ -919,7 +919,8 @@ def report(args, results, started, machine_line, save):
     how = (f"{'Quick smoke run (1 short repetition): not figures to quote. ' if args.quick else ''}"
            f"Medians over {args.reps} repetitions of {args.duration} s per load run (wrk, keep-alive, 1 thread); "
            f"cold starts: medians of {args.cold_runs} isolated starts (100 ms apart); sandbox: criterion's median. "
-           f"Servers under load pinned to CPU {SERVER_CPU} and wrk to CPU {LOADGEN_CPU} with `taskset`; "
+           f"Servers under load pinned to CPU {SERVER_CPU} and wrk to CPU {LOADGEN_CPU} with `taskset` "
+           f"(on its one CPU, skiff serves from a single-threaded runtime, as it does on any one-CPU host); "
            f"the criterion bench pinned to CPU {SERVER_CPU}; cold starts unpinned.")
     section = (f"Measured {started:%Y-%m-%d %H:%M} UTC on {machine_line}.\n\n{how}\n"
                + (f"\n{args.note}\n" if args.note else "")

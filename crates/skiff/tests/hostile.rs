@@ -44,7 +44,8 @@ struct Suite {
 }
 
 impl Suite {
-    fn start() -> Suite {
+    /// A host serving the suite's app, started with `options` besides.
+    fn start(options: &[&str]) -> Suite {
         let wasm = guest("http-guest");
         let wasm = wasm.to_str().unwrap();
         let manifest = format!(
@@ -97,7 +98,10 @@ limits = {{ timeout = "10s", fuel = 200_000_000 }}
         std::os::unix::fs::symlink(dir.path().join("secret.txt"), granted.join("absolute-link"))
             .unwrap();
         std::os::unix::fs::symlink("/etc/passwd", granted.join("passwd-link")).unwrap();
-        let server = Server::start(&["up", dir.path().join("skiff.toml").to_str().unwrap()]);
+        let manifest = dir.path().join("skiff.toml");
+        let mut args = vec!["up", manifest.to_str().unwrap()];
+        args.extend_from_slice(options);
+        let server = Server::start(&args);
         let port = server.url.rsplit(':').next().unwrap().parse().unwrap();
         Suite {
             _dir: dir,
@@ -383,7 +387,7 @@ async fn settled_resources(pid: u32) -> Resources {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_guests_fail_alone_and_the_host_survives() {
-    let suite = Suite::start();
+    let suite = Suite::start(&[]);
     let pid = suite.server.pid();
     let base = suite.server.url.clone();
     let before = resources(pid);
@@ -511,4 +515,51 @@ async fn hostile_guests_fail_alone_and_the_host_survives() {
         .await
         .unwrap();
     assert!(body.starts_with("component=good "), "{body}");
+}
+
+/// On one thread (`--threads 1`, what a host with one CPU runs) nothing can steal the
+/// neighbour's work while a guest computes: the guest's yield at every epoch tick is all that
+/// lets the neighbour through. It must still be served all along, and the hostile requests
+/// still stopped on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_threaded_host_keeps_serving_a_neighbour_while_a_guest_computes() {
+    let suite = Suite::start(&["--threads", "1"]);
+    let base = suite.server.url.clone();
+    let client = common::client();
+    for (path, expect) in [
+        ("/evil/spin", Expect::Status(504, "did not answer in time")),
+        ("/evil/big?n=1000000000000", Expect::CutOff),
+    ] {
+        let (outcome, neighbour_answers) = beside_a_neighbour(
+            &client,
+            &base,
+            hostile_request(&client, format!("{base}{path}")),
+        )
+        .await;
+        match expect {
+            Expect::Status(status, text) => {
+                assert_eq!(outcome.status, status, "{path}: {}", outcome.body);
+                assert!(outcome.body.contains(text), "{path}: {}", outcome.body);
+            }
+            Expect::CutOff => assert!(outcome.cut_off, "{path}: the body ended normally"),
+        }
+        assert!(
+            outcome.time_to_stop < Duration::from_secs(5),
+            "{path}: stopped only after {:?}",
+            outcome.time_to_stop
+        );
+        assert!(
+            neighbour_answers >= 5,
+            "{path}: the neighbour was starved ({neighbour_answers} answers in {:?})",
+            outcome.time_to_stop
+        );
+        println!(
+            "{path}: stopped after {:?}, {neighbour_answers} neighbour answers meanwhile",
+            outcome.time_to_stop
+        );
+    }
+    // One thread serves: beside it run only the epoch ticker and the blocking-pool thread that
+    // loaded the app (with `--threads 2` there are two workers more).
+    let threads = resources(suite.server.pid()).threads;
+    assert!(threads <= 3, "{threads} threads for a single-threaded host");
 }
