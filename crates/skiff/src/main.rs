@@ -274,7 +274,7 @@ fn main() -> ExitCode {
 /// CPU, or, where the process has one CPU (a pinned process, a container limited to one CPU),
 /// a single-threaded one. On one CPU, work stealing has nothing to steal and only costs: a
 /// hello app at 32 connections answers 41-42k req/s on the single-threaded runtime against
-/// 36k on a one-worker work-stealing one (`bench/run.sh`, server pinned to one CPU).
+/// 36k on a one-worker work-stealing one (server pinned to one CPU, wrk on the other).
 /// Guests yield at every epoch tick either way, so a guest that computes for long shares the
 /// thread with its neighbours.
 fn async_runtime(threads: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
