@@ -283,8 +283,10 @@ fn async_runtime(threads: Option<u16>) -> std::io::Result<tokio::runtime::Runtim
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let mut builder = if threads == 1 {
+        tracing::debug!("serving from a single-threaded runtime");
         tokio::runtime::Builder::new_current_thread()
     } else {
+        tracing::debug!("serving from a work-stealing runtime of {threads} threads");
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         builder.worker_threads(threads);
         builder

@@ -523,7 +523,7 @@ async fn hostile_guests_fail_alone_and_the_host_survives() {
 /// still stopped on time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_threaded_host_keeps_serving_a_neighbour_while_a_guest_computes() {
-    let suite = Suite::start(&["--threads", "1"]);
+    let suite = Suite::start(&["--threads", "1", "--log-level", "info,skiff=debug"]);
     let base = suite.server.url.clone();
     let client = common::client();
     for (path, expect) in [
@@ -558,8 +558,11 @@ async fn a_single_threaded_host_keeps_serving_a_neighbour_while_a_guest_computes
             outcome.time_to_stop
         );
     }
-    // One thread serves: beside it run only the epoch ticker and the blocking-pool thread that
-    // loaded the app (with `--threads 2` there are two workers more).
-    let threads = resources(suite.server.pid()).threads;
-    assert!(threads <= 3, "{threads} threads for a single-threaded host");
+    // The host did run on one thread. (Counting its threads cannot tell: tokio's blocking
+    // pool adds threads as file and DNS work comes and goes.)
+    let logs = suite.server.logs();
+    assert!(
+        logs.contains("serving from a single-threaded runtime"),
+        "no line says so: {logs}"
+    );
 }
