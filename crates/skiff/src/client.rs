@@ -305,21 +305,14 @@ fn resolve_token(
     }
 }
 
-/// [`resolve_token`], then the token `skiff login` saved in the config file. The file is the
-/// last fallback for every role: one may log in with the admin token as well as a tenant's.
-fn resolve_token_or_saved(
-    role: Role,
-    given: Option<&str>,
-    env_token: Option<&str>,
-    env_admin: Option<&str>,
-    saved: Option<&ClientConfig>,
-) -> Option<Token> {
-    resolve_token(role, given, env_token, env_admin).or_else(|| {
-        let saved = saved?;
-        Some(Token {
-            value: saved.token()?.to_string(),
-            from: format!("{} (skiff login)", saved.path.display()),
-        })
+/// The token `skiff login` saved, named by its file for messages about it: the last fallback
+/// after [`resolve_token`], for every role (one may log in with the admin token as well as a
+/// tenant's).
+fn saved_token(saved: Option<&ClientConfig>) -> Option<Token> {
+    let saved = saved?;
+    Some(Token {
+        value: saved.token()?.to_string(),
+        from: format!("{} (skiff login)", saved.path.display()),
     })
 }
 
@@ -451,30 +444,22 @@ impl Api {
     fn new(connect: &ConnectArgs, role: Role) -> Result<Api> {
         let env = |name| std::env::var(name).ok();
         let (env_token, env_admin) = (env("SKIFF_TOKEN"), env("SKIFF_ADMIN_TOKEN"));
-        let given_token = || {
-            resolve_token(
-                role,
-                connect.token.as_deref(),
-                env_token.as_deref(),
-                env_admin.as_deref(),
-            )
-        };
+        let given = resolve_token(
+            role,
+            connect.token.as_deref(),
+            env_token.as_deref(),
+            env_admin.as_deref(),
+        );
         // Read only when flags and variables leave something open: a broken config file must
         // not stand in the way of a command that needs nothing from it.
-        let saved = if connect.server.is_none() || given_token().is_none() {
+        let saved = if connect.server.is_none() || given.is_none() {
             load_saved_config()?
         } else {
             None
         };
         let (server, server_from) = resolve_server(connect.server.as_deref(), saved.as_ref());
         let base = server_base(&server, &server_from).map_err(|e| anyhow!(e))?;
-        let token = resolve_token_or_saved(
-            role,
-            connect.token.as_deref(),
-            env_token.as_deref(),
-            env_admin.as_deref(),
-            saved.as_ref(),
-        );
+        let token = given.or_else(|| saved_token(saved.as_ref()));
         Api::with(base, server_from, token, role)
     }
 
@@ -1658,6 +1643,17 @@ mod tests {
             value: "t".into(),
             from: from.into(),
         }
+    }
+
+    /// What [`Api::new`] picks: [`resolve_token`], else the saved token.
+    fn resolve_token_or_saved(
+        role: Role,
+        given: Option<&str>,
+        env_token: Option<&str>,
+        env_admin: Option<&str>,
+        saved: Option<&ClientConfig>,
+    ) -> Option<Token> {
+        resolve_token(role, given, env_token, env_admin).or_else(|| saved_token(saved))
     }
 
     fn saved_config(text: &str) -> ClientConfig {
