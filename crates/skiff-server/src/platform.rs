@@ -97,6 +97,13 @@ impl Refusal {
 
 type Refused<T> = Result<T, Refusal>;
 
+fn no_tenant(name: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::NotFound,
+        format!("no tenant named `{name}`; `skiff tenants list` shows them"),
+    )
+}
+
 /// Deploys that may upload and compile at once; more wait their turn.
 const MAX_CONCURRENT_DEPLOYS: usize = 4;
 
@@ -295,6 +302,102 @@ impl Platform {
         })
     }
 
+    /// Gives tenant `name` a new token, returned once; the old one stops working at once.
+    pub fn rotate_token(&self, name: &str) -> Refused<String> {
+        let _changes = self.changes.lock().expect("changes lock");
+        let rotated = self
+            .tenants
+            .write()
+            .expect("tenants lock")
+            .rotate_token(name)
+            .map_err(Refusal::internal)?;
+        tracing::info!(tenant = name, "token rotated");
+        rotated.ok_or_else(|| no_tenant(name))
+    }
+
+    /// Takes tenant `name`'s token away; its apps keep serving.
+    pub fn revoke_token(&self, name: &str) -> Refused<()> {
+        let _changes = self.changes.lock().expect("changes lock");
+        let revoked = self
+            .tenants
+            .write()
+            .expect("tenants lock")
+            .revoke_token(name)
+            .map_err(Refusal::internal)?;
+        if !revoked {
+            return Err(no_tenant(name));
+        }
+        tracing::info!(tenant = name, "token revoked");
+        Ok(())
+    }
+
+    /// Changes some of tenant `name`'s quotas (the others stay as they are).
+    pub fn set_quotas(&self, name: &str, overrides: &api::QuotaOverrides) -> Refused<Arc<Tenant>> {
+        let _changes = self.changes.lock().expect("changes lock");
+        let mut tenants = self.tenants.write().expect("tenants lock");
+        let current = tenants.get(name).ok_or_else(|| no_tenant(name))?;
+        let quotas = overrides.apply(current.quotas.clone());
+        let tenant = tenants
+            .set_quotas(name, quotas)
+            .map_err(Refusal::internal)?
+            .ok_or_else(|| no_tenant(name))?;
+        tracing::info!(tenant = name, quotas = ?tenant.quotas, "quotas changed");
+        Ok(tenant)
+    }
+
+    /// Removes tenant `name`: its token stops working at once, then its apps are deleted and
+    /// its data (key-value stores, apps' writable folders) removed. A tenant with apps is
+    /// removed only when `with_apps` says so, so that no app disappears by mistake.
+    pub fn delete_tenant(&self, name: &str, with_apps: bool) -> Refused<()> {
+        let tenant = self.tenant(name).ok_or_else(|| no_tenant(name))?;
+        let apps: Vec<String> = self
+            .apps
+            .load()
+            .values()
+            .filter(|entry| entry.tenant.name == name)
+            .map(|entry| entry.name.clone())
+            .collect();
+        if !apps.is_empty() && !with_apps {
+            return Err(Refusal::new(
+                ErrorCode::Conflict,
+                format!(
+                    "tenant `{name}` has {} app(s) ({}); delete them first, or delete the                      tenant with its apps (`skiff tenants delete {name} --with-apps`)",
+                    apps.len(),
+                    apps.join(", ")
+                ),
+            ));
+        }
+        {
+            let _changes = self.changes.lock().expect("changes lock");
+            self.tenants
+                .write()
+                .expect("tenants lock")
+                .remove(name)
+                .map_err(Refusal::internal)?;
+        }
+        for app in apps {
+            match self.delete(&tenant, &app) {
+                Ok(())
+                | Err(Refusal {
+                    code: ErrorCode::NotFound,
+                    ..
+                }) => {}
+                Err(refusal) => return Err(refusal),
+            }
+        }
+        let data = self.config.data_dir.join("tenants").join(name);
+        if let Err(err) = std::fs::remove_dir_all(&data)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(Refusal::internal(format!(
+                "cannot remove {}: {err}",
+                data.display()
+            )));
+        }
+        tracing::info!(tenant = name, "tenant deleted");
+        Ok(())
+    }
+
     pub fn tenants(&self) -> Vec<(Arc<Tenant>, u32)> {
         let apps = self.apps.load();
         let tenants = self.tenants.read().expect("tenants lock").all();
@@ -379,6 +482,10 @@ impl Platform {
             }
         }
         if unloaded > 0 {
+            let closed = self.runtime.close_unused_stores();
+            if closed > 0 {
+                tracing::debug!("closed {closed} key-value database(s) no loaded app uses");
+            }
             give_back_freed_memory();
         }
         unloaded

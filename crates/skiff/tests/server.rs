@@ -528,7 +528,7 @@ async fn login_saves_a_checked_token_that_the_client_commands_use_until_logout()
     );
     let said = ok(&out, "login");
     assert!(
-        said.contains(&format!("logged in to {} (tenant token)", host.api)),
+        said.contains(&format!("logged in to {} as tenant alice", host.api)),
         "{said}"
     );
     assert!(said.contains(config.to_str().unwrap()), "{said}");
@@ -586,7 +586,7 @@ async fn login_saves_a_checked_token_that_the_client_commands_use_until_logout()
     let out = cli_from_config(&config, &["login", "--token", ADMIN_TOKEN], "");
     let said = ok(&out, "login with the admin token");
     assert!(
-        said.contains(&format!("logged in to {} (admin token)", host.api)),
+        said.contains(&format!("logged in to {} as admin", host.api)),
         "{said}"
     );
     let out = cli_from_config(&config, &["tenants", "list", "--json"], "");
@@ -744,6 +744,9 @@ async fn the_api_describes_itself_and_the_server_refuses_to_start_unprotected() 
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     for path in [
         "/v1/tenants",
+        "/v1/tenants/{name}",
+        "/v1/tenants/{name}/token",
+        "/v1/whoami",
         "/v1/apps",
         "/v1/apps/{name}",
         "/v1/apps/{name}/rollback",
@@ -1527,4 +1530,81 @@ async fn usage_from_before_a_restart_is_still_reported() {
     assert_eq!(row["requests"], 3, "{after}");
     assert_eq!(row["bytes_in"], 3 * ECHOED as u64);
     assert_eq!(row["bytes_out"], 3 * ECHOED as u64);
+}
+
+#[tokio::test]
+async fn tokens_rotate_and_revoke_tenants_change_and_go_and_whoami_names_the_caller() {
+    let data_dir = fresh_data_dir().join("server");
+    let host = Host::start_in(data_dir.clone(), &[]);
+    let alice = host.tenant("alice", &[]);
+    let bob = host.tenant("bob", &[]);
+    host.deploy_ok(&alice, http_app(1).path(), "hello");
+
+    assert!(host.cli_ok(&alice, &["whoami"]).contains("tenant alice"));
+    assert!(host.cli_ok(ADMIN_TOKEN, &["whoami"]).contains("the admin"));
+    let (status, who) = host
+        .api(reqwest::Method::GET, "/v1/whoami", Some(&bob))
+        .await;
+    assert_eq!((status, who["role"].as_str()), (200, Some("tenant")));
+    assert_eq!(who["tenant"], "bob");
+
+    // A tenant rotates its own token: the old one stops working at once.
+    let out = host.cli_ok(&alice, &["tenants", "rotate-token", "alice"]);
+    let rotated = out.lines().last().unwrap().trim().to_string();
+    assert_ne!(rotated, alice);
+    assert!(!host.cli(&alice, &["apps", "list"]).status.success());
+    assert!(host.cli_ok(&rotated, &["apps", "list"]).contains("hello"));
+    // Not another tenant's.
+    let out = host.cli(&bob, &["tenants", "rotate-token", "alice"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("only its own token"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Revoked by the admin: nothing is done as alice, and her app keeps serving.
+    host.cli_ok(ADMIN_TOKEN, &["tenants", "revoke-token", "alice"]);
+    assert!(!host.cli(&rotated, &["apps", "list"]).status.success());
+    assert_eq!(host.get("hello", "/env/VERSION").await, (200, "1".into()));
+    let out = host.cli_ok(ADMIN_TOKEN, &["tenants", "rotate-token", "alice"]);
+    let alice = out.lines().last().unwrap().trim().to_string();
+
+    // Quotas change: one app is all she may have now.
+    let out = host.cli_ok(
+        ADMIN_TOKEN,
+        &["tenants", "set-quotas", "alice", "--max-apps", "1"],
+    );
+    assert!(out.contains("1 apps"), "{out}");
+    let out = host.deploy(&alice, http_app(2).path(), "second");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("max_apps"), "{}", stderr(&out));
+    // The other quotas stayed as they were.
+    let (_, list) = host
+        .api(reqwest::Method::GET, "/v1/tenants", Some(ADMIN_TOKEN))
+        .await;
+    let quotas = &list["tenants"][0]["quotas"];
+    assert_eq!(
+        (
+            quotas["max_apps"].as_u64(),
+            quotas["max_code_bytes"].as_u64()
+        ),
+        (Some(1), Some(512 << 20))
+    );
+
+    // A tenant with apps goes only with them.
+    let out = host.cli(ADMIN_TOKEN, &["tenants", "delete", "alice"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("hello"), "{}", stderr(&out));
+    host.cli_ok(ADMIN_TOKEN, &["tenants", "delete", "alice", "--with-apps"]);
+    assert!(!host.cli(&alice, &["apps", "list"]).status.success());
+    assert_eq!(host.get("hello", "/").await.0, 404);
+    drop(host);
+
+    // All of it was written down.
+    let host = Host::start_in(data_dir, &[]);
+    let list = host.cli_ok(ADMIN_TOKEN, &["tenants", "list"]);
+    assert!(!list.contains("alice") && list.contains("bob"), "{list}");
+    assert!(!host.cli(&rotated, &["apps", "list"]).status.success());
+    assert_eq!(host.get("hello", "/").await.0, 404);
 }
