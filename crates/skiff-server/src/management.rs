@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -11,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -573,21 +574,37 @@ async fn deploy_app(
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large());
     }
-    let _slot = state.platform.deploy_slot().await;
-    let bytes = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .collect()
+    let timeout = state.platform.config().upload_timeout;
+    // One deploy per tenant at a time; a second one waits for the first, but not forever.
+    let _mine = tokio::time::timeout(timeout, tenant.deploying.clone().acquire_owned())
         .await
-        .map_err(|err| {
-            if err.is::<LengthLimitError>() {
-                too_large()
-            } else {
-                Refusal::new(
-                    ErrorCode::BadRequest,
-                    format!("the upload broke off: {err}"),
-                )
-            }
+        .map_err(|_| {
+            Refusal::new(
+                ErrorCode::Conflict,
+                "another deploy of this tenant has been running for too long; try again once \
+                 it is done",
+            )
         })?
-        .to_bytes();
+        .map_err(|_| Refusal::internal("the tenant's deploy slot is closed"))?;
+    let _upload = state.platform.upload_slot().await;
+    let bytes = read_upload(body, limit, timeout)
+        .await
+        .map_err(|err| match err {
+            UploadError::TooLarge => too_large(),
+            UploadError::TimedOut => Refusal::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "the upload took longer than this server waits ({}); send it faster, or ask \
+                 the operator for a longer --upload-timeout",
+                    humantime::format_duration(timeout)
+                ),
+            ),
+            UploadError::Broken(err) => Refusal::new(
+                ErrorCode::BadRequest,
+                format!("the upload broke off: {err}"),
+            ),
+        })?;
+    let _slot = state.platform.deploy_slot().await;
     let (info, created) = state.platform.deploy(&tenant, &name, bytes).await?;
     let status = if created {
         StatusCode::CREATED
@@ -595,6 +612,39 @@ async fn deploy_app(
         StatusCode::OK
     };
     Ok((status, axum::Json(info)).into_response())
+}
+
+enum UploadError {
+    TooLarge,
+    TimedOut,
+    Broken(axum::Error),
+}
+
+/// Reads an upload of at most `limit` bytes within `timeout`, and cuts off a client that
+/// sends nothing for a tenth of it (at most 30 s): a slow client holds an upload slot no
+/// longer than that.
+async fn read_upload(body: Body, limit: u64, timeout: Duration) -> Result<Bytes, UploadError> {
+    let idle = (timeout / 10).min(Duration::from_secs(30));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut body = body;
+    let mut bytes = bytes::BytesMut::new();
+    loop {
+        let next = tokio::time::timeout_at(
+            deadline.min(tokio::time::Instant::now() + idle),
+            body.frame(),
+        );
+        let frame = match next.await {
+            Err(_) => return Err(UploadError::TimedOut),
+            Ok(None) => return Ok(bytes.freeze()),
+            Ok(Some(frame)) => frame.map_err(UploadError::Broken)?,
+        };
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() as u64 + data.len() as u64 > limit {
+                return Err(UploadError::TooLarge);
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
 }
 
 async fn rollback_app(

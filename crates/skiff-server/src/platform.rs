@@ -60,6 +60,9 @@ pub struct PlatformConfig {
     pub idle_unload: Option<Duration>,
     /// How often minutes of usage that have ended are written to `usage/`.
     pub usage_flush: Duration,
+    /// Longest time one upload may take; a client that sends nothing for a tenth of it (at
+    /// most 30 s) is cut off sooner.
+    pub upload_timeout: Duration,
 }
 
 /// Why a management call was refused: a code for scripts, a message for people.
@@ -85,17 +88,28 @@ impl Refusal {
     }
 
     /// A failure of the server itself: the details (paths, OS errors) go to the operator's
-    /// log, not to the tenant.
+    /// log, not to the tenant, who gets a reference to find them by.
     pub(crate) fn internal(message: impl Into<String>) -> Self {
-        tracing::error!("{}", message.into());
+        let reference = fault_reference();
+        tracing::error!(reference = %reference, "{}", message.into());
         Refusal::new(
             ErrorCode::Internal,
-            "the server failed to do this; its log says why (try again, or ask the operator)",
+            format!(
+                "the server failed to do this (reference {reference}); try again, or give the \
+                 operator that reference: the server's log says why under it"
+            ),
         )
     }
 }
 
 type Refused<T> = Result<T, Refusal>;
+
+/// A short random reference that ties a refusal a tenant sees to the log line that explains it.
+fn fault_reference() -> String {
+    let mut random = [0u8; 6];
+    let _ = getrandom::fill(&mut random);
+    random.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 fn no_tenant(name: &str) -> Refusal {
     Refusal::new(
@@ -104,8 +118,11 @@ fn no_tenant(name: &str) -> Refusal {
     )
 }
 
-/// Deploys that may upload and compile at once; more wait their turn.
+/// Deploys that may unpack and compile at once (their uploads read); more wait their turn.
 const MAX_CONCURRENT_DEPLOYS: usize = 4;
+/// Uploads that may be read at once, each into memory. A tenant has one at a time (see
+/// `Tenant::deploying`), so a slow client of one tenant never blocks the others' deploys.
+const MAX_CONCURRENT_UPLOADS: usize = 16;
 
 /// One deployed app.
 pub struct AppEntry {
@@ -174,6 +191,7 @@ pub struct Platform {
     /// Deploys in progress at once: each holds its upload in memory and compiles, so a burst
     /// of them must not take the host's memory and CPU from the apps it serves.
     deploys: tokio::sync::Semaphore,
+    uploads: tokio::sync::Semaphore,
     started: Instant,
     usage: UsageLedger,
 }
@@ -241,12 +259,22 @@ impl Platform {
             changes: Mutex::new(()),
             log_hubs: Mutex::new(log_hubs),
             deploys: tokio::sync::Semaphore::new(MAX_CONCURRENT_DEPLOYS),
+            uploads: tokio::sync::Semaphore::new(MAX_CONCURRENT_UPLOADS),
             started: Instant::now(),
             usage,
         }))
     }
 
-    /// Waits for a deploy slot; hold it from before the upload is read until the deploy ends.
+    /// Waits for a slot to read an upload in; hold it until the deploy ends (the upload is
+    /// in memory until then).
+    pub async fn upload_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.uploads
+            .acquire()
+            .await
+            .expect("the upload semaphore is never closed")
+    }
+
+    /// Waits for a slot to unpack and compile; take it once the upload has been read.
     pub async fn deploy_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
         self.deploys
             .acquire()
@@ -710,6 +738,7 @@ impl Platform {
         let tenant = tenant.name.clone();
         tokio::task::spawn_blocking(move || {
             let components: Vec<String> = app.components.iter().map(|c| c.id.clone()).collect();
+            let app_name = app.name.clone();
             runtime
                 .load_app_with(app, &options)
                 .map(|loaded| Arc::new(HttpApp::new(loaded).with_metrics(&http_metrics, &tenant)))
@@ -719,10 +748,13 @@ impl Platform {
                         .and_then(|i| components.get(i))
                         .map(|id| format!("component `{id}`: "))
                         .unwrap_or_default();
-                    Refusal::new(
-                        ErrorCode::LoadFailed,
-                        relative_to(&format!("{component}{err}"), &dir),
-                    )
+                    let message = format!("{component}{err}");
+                    if is_server_fault(&err.kind) {
+                        // The code cache, a database or the disk: the server's, and its paths
+                        // are nobody else's business.
+                        return Refusal::internal(format!("loading app `{app_name}`: {message}"));
+                    }
+                    Refusal::new(ErrorCode::LoadFailed, relative_to(&message, &dir))
                 })
         })
         .await
@@ -785,6 +817,10 @@ impl Platform {
         (app, logs): (Arc<HttpApp>, Arc<LogHub>),
     ) -> Refused<(AppInfo, bool)> {
         let _changes = self.changes.lock().expect("changes lock");
+        // The tenant may have been deleted while this deploy compiled: it makes no app then.
+        if self.tenant(&tenant.name).is_none() {
+            return Err(no_tenant(&tenant.name));
+        }
         // Another deploy may have committed while this one compiled.
         self.check_deploy(tenant, name, version.code_bytes)?;
         version.deployed_at = persist::now_rfc3339();
@@ -877,6 +913,10 @@ impl Platform {
         let path = self.record_path(name);
         std::fs::remove_file(&path)
             .map_err(|err| Refusal::internal(format!("cannot remove {}: {err}", path.display())))?;
+        // The removal is durable only once the folder is synced: otherwise a crash could bring
+        // a deleted app back.
+        persist::sync_folder(&path)
+            .map_err(|err| Refusal::internal(format!("cannot sync the apps folder: {err}")))?;
         let mut index = HashMap::clone(&self.apps.load());
         index.remove(name);
         self.apps.store(Arc::new(index));
@@ -1211,6 +1251,13 @@ fn component_info(
             requests_per_instance: limits.requests_per_instance,
         },
     }
+}
+
+/// Whether a load failed for the server's own reasons (its cache, its databases, its disk)
+/// rather than anything in the tenant's bundle.
+fn is_server_fault(kind: &skiff_runtime::LoadErrorKind) -> bool {
+    use skiff_runtime::LoadErrorKind::*;
+    matches!(kind, Cache { .. } | Store { .. } | Read(_))
 }
 
 /// Error messages name files by their path in the bundle, not on the server.

@@ -24,6 +24,9 @@ pub struct Tenant {
     pub quotas: Quotas,
     /// Permits for the tenant's requests in flight, shared by all its apps.
     pub in_flight: Arc<Semaphore>,
+    /// One deploy of the tenant's at a time: a tenant with many slow uploads holds one of the
+    /// host's upload slots, never all of them.
+    pub deploying: Arc<Semaphore>,
 }
 
 /// The tenants file: `DATA/tenants.json`.
@@ -71,6 +74,7 @@ impl Tenants {
             name: record.name.clone(),
             quotas: record.quotas.clone(),
             in_flight: Arc::new(Semaphore::new(record.quotas.max_in_flight as usize)),
+            deploying: Arc::new(Semaphore::new(1)),
         });
         self.by_name.insert(record.name.clone(), tenant);
         if !record.token_sha256.is_empty() {
@@ -154,6 +158,7 @@ impl Tenants {
             name: name.to_string(),
             quotas,
             in_flight: old.in_flight.clone(),
+            deploying: old.deploying.clone(),
         });
         self.by_name.insert(name.to_string(), tenant.clone());
         Ok(Some(tenant))

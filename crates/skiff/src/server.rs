@@ -48,6 +48,10 @@ pub struct ServerArgs {
     /// Largest bundle a deploy may upload, e.g. `64MiB`.
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = skiff_manifest::parse_memory)]
     max_bundle_size: u64,
+    /// Longest a deploy's upload may take; a client that sends nothing for a tenth of it (at
+    /// most 30 s) is cut off sooner. A tenant uploads one deploy at a time.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::single::parse_timeout)]
+    upload_timeout: Duration,
     /// Drop an app from memory after this long without requests (its compiled code stays
     /// cached; the next request maps it back in milliseconds).
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::single::parse_timeout)]
@@ -132,6 +136,7 @@ pub async fn run(
             default_quotas,
             idle_unload: Some(args.idle_unload),
             usage_flush: args.usage_flush,
+            upload_timeout: args.upload_timeout,
         },
     };
     let server = skiff_server::bind(runtime, options).await?;

@@ -154,12 +154,20 @@ fn state_app(manifest: &str) -> tempfile::TempDir {
 /// Waits up to 9 s (less than the server's 10 s shutdown grace) for `child` to exit; kills it
 /// and fails with `why` if it does not.
 fn wait_for_exit(child: &mut std::process::Child, why: &str) -> std::process::ExitStatus {
+    wait_for_exit_within(child, Duration::from_secs(9), why)
+}
+
+fn wait_for_exit_within(
+    child: &mut std::process::Child,
+    bound: Duration,
+    why: &str,
+) -> std::process::ExitStatus {
     let started = std::time::Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        if started.elapsed() > Duration::from_secs(9) {
+        if started.elapsed() > bound {
             let _ = child.kill();
             panic!("{why}");
         }
@@ -1607,4 +1615,92 @@ async fn tokens_rotate_and_revoke_tenants_change_and_go_and_whoami_names_the_cal
     assert!(!list.contains("alice") && list.contains("bob"), "{list}");
     assert!(!host.cli(&rotated, &["apps", "list"]).status.success());
     assert_eq!(host.get("hello", "/").await.0, 404);
+}
+
+#[tokio::test]
+async fn a_tenants_stalled_uploads_neither_block_other_tenants_nor_hold_on_forever() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = Host::start_in(fresh_data_dir().join("server"), &["--upload-timeout", "3s"]);
+    let slow = host.tenant("slow", &[]);
+    let other = host.tenant("other", &[]);
+    let addr = host.api.strip_prefix("http://").unwrap().to_string();
+    // More uploads than the host has deploy slots: each announces a bundle, sends a few
+    // bytes, and stalls.
+    let mut stalled = Vec::new();
+    for i in 0..8 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "PUT /v1/apps/stall{i} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {slow}\r\n\
+             content-length: 100000\r\n\r\npartial"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stalled.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Another tenant's deploy goes through meanwhile (bounded here: it used to wait forever).
+    let folder = http_app(1);
+    let mut deploy = skiff()
+        .args(["deploy", "--name", "busy", folder.path().to_str().unwrap()])
+        .env("SKIFF_SERVER", &host.api)
+        .env("SKIFF_TOKEN", &other)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = wait_for_exit(
+        &mut deploy,
+        "a deploy waited on another tenant's stalled uploads",
+    );
+    assert!(status.success());
+    assert_eq!(host.get("busy", "/env/VERSION").await, (200, "1".into()));
+
+    // Every stalled upload is answered with an error (timed out, or waited out for the
+    // tenant's own slot) and its connection let go.
+    for mut stream in stalled {
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut answer))
+            .await
+            .expect("a stalled upload was held on to")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(
+            answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.1 409"),
+            "{answer}"
+        );
+    }
+    let list = host.cli_ok(&slow, &["apps", "list"]);
+    assert!(!list.contains("stall"), "{list}");
+}
+
+#[tokio::test]
+async fn a_fault_of_the_server_reaches_the_tenant_as_a_reference_without_server_paths() {
+    let host = Host::start();
+    let token = host.tenant("acme", &[]);
+    // The tenant's key-value folder cannot be made: a file stands in its way.
+    let kv = host.data_dir.join("tenants/acme/kv");
+    std::fs::create_dir_all(kv.parent().unwrap()).unwrap();
+    std::fs::write(&kv, "in the way").unwrap();
+    let state = state_app(
+        "[app]\nname = \"vault\"\nversion = \"1\"\n\n[component.kv]\nsource = \"state.wasm\"\nroute = \"/...\"\nkey_value_stores = [\"default\"]\n",
+    );
+    let out = host.deploy(&token, state.path(), "vault");
+    assert!(!out.status.success());
+    let said = stderr(&out);
+    let data_dir = host.data_dir.to_str().unwrap();
+    assert!(!said.contains(data_dir), "{said}");
+    assert!(!said.contains("tenants/acme"), "{said}");
+    let reference = said
+        .split("reference ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no reference in {said}"))
+        .to_string();
+    // The operator's log has the details under that reference.
+    let logs = host.server.wait_for_log(&reference);
+    let line = logs
+        .lines()
+        .find(|line| line.contains(&reference))
+        .unwrap_or_else(|| panic!("{reference} is not in the log:\n{logs}"));
+    assert!(line.contains("kv"), "{line}");
 }
