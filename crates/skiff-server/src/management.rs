@@ -442,7 +442,7 @@ async fn delete_app(
     Path(name): Path<String>,
 ) -> Result<StatusCode, Refusal> {
     let tenant = state.tenant(&headers)?;
-    state.platform.delete(&tenant, &name)?;
+    state.platform.delete(&tenant, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
