@@ -128,6 +128,21 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Bytes of regular files under `path` (links not followed); 0 if it does not exist.
+pub(crate) fn disk_usage(path: &Path) -> u64 {
+    let Ok(listing) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    listing
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => disk_usage(&entry.path()),
+            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +172,6 @@ mod tests {
         assert_eq!(std::fs::read_to_string(to.join("sub/b")).unwrap(), "b");
         assert!(std::fs::symlink_metadata(to.join("link")).is_err());
         assert!(std::fs::symlink_metadata(to.join("dirlink")).is_err());
+        assert_eq!(disk_usage(&to), 2);
     }
 }

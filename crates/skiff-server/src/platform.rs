@@ -739,6 +739,7 @@ impl Platform {
             app: Some(stored.clone()),
         };
         let files = self.files_folder(&tenant.name, name);
+        self.check_disk(tenant, name, dir, &stored, &files).await?;
         seeded.extend(self.seed(&stored, dir, &files).await?);
         // An update keeps the app's log stream, so `skiff logs --follow` goes on across it.
         let logs = self.log_hub(name);
@@ -918,6 +919,68 @@ impl Platform {
                     format_size(code_bytes),
                     format_size(code),
                     format_size(quotas.max_code_bytes)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The disk quota: the versions the tenant's apps keep (this deploy's bundle at `dir`
+    /// included, those it will prune left out), their writable files (with what this deploy
+    /// would seed) and their key-value data must fit in `max_disk_bytes`. Checked at deploy
+    /// only: what guests write between deploys is counted at the next one.
+    async fn check_disk(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        dir: &Path,
+        stored: &App,
+        files: &Path,
+    ) -> Refused<()> {
+        let bundles_root = self.config.data_dir.join("bundles");
+        let keep = self.config.keep_versions;
+        let mut bundles = vec![dir.to_path_buf()];
+        for entry in self.apps.load().values() {
+            if entry.tenant.name != tenant.name {
+                continue;
+            }
+            let record = entry.record();
+            let kept: Box<dyn Iterator<Item = &VersionRecord>> = if entry.name == name {
+                // This version goes live; the newest `keep` of the others stay.
+                Box::new(record.versions.iter().rev().take(keep))
+            } else {
+                Box::new(record.versions.iter())
+            };
+            bundles.extend(kept.map(|v| bundles_root.join(&v.bundle)));
+        }
+        let seeds: Vec<PathBuf> = stored
+            .components
+            .iter()
+            .flat_map(|c| &c.files)
+            .filter(|m| m.writable && !files.join(appfiles::mount_folder_name(&m.guest)).exists())
+            .map(|m| dir.join(&m.host))
+            .collect();
+        let tenant_dir = self.config.data_dir.join("tenants").join(&tenant.name);
+        let (code, data, kv) = tokio::task::spawn_blocking(move || {
+            let code: u64 = bundles.iter().map(|b| appfiles::disk_usage(b)).sum();
+            let seeded: u64 = seeds.iter().map(|s| appfiles::disk_usage(s)).sum();
+            let data = appfiles::disk_usage(&tenant_dir.join("apps")) + seeded;
+            (code, data, appfiles::disk_usage(&tenant_dir.join("kv")))
+        })
+        .await
+        .map_err(|err| Refusal::internal(format!("measuring the disk stopped: {err}")))?;
+        let quota = tenant.quotas.max_disk_bytes;
+        let total = code + data + kv;
+        if total > quota {
+            return Err(Refusal::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "quota max_disk_bytes: with this version the tenant's apps would take {} on                      disk ({} in the versions kept for rollbacks, this one included; {} of                      writable files; {} of key-value data), over the quota of {}; delete apps                      you no longer need (`skiff apps delete NAME`), leave files the app does                      not use out of the bundle, or ask the operator for more",
+                    format_size(total),
+                    format_size(code),
+                    format_size(data),
+                    format_size(kv),
+                    format_size(quota)
                 ),
             ));
         }

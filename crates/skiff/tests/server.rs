@@ -1935,7 +1935,7 @@ async fn a_link_planted_by_a_guest_never_makes_a_rollback_quote_the_servers_envi
     let (status, body) = host
         .get(
             "trap",
-            &format!("/symlink?target={environ}&link=/app/skiff.toml"),
+            &format!("/symlink?target={environ}&path=/app/skiff.toml"),
         )
         .await;
     assert_eq!((status, body.as_str()), (200, "linked"));
@@ -2031,4 +2031,27 @@ async fn a_manifest_error_quotes_a_bounded_part_of_a_long_line() {
     assert!(message.contains("skiff.toml:3"), "{message}");
     assert!(message.contains("xxxx…"), "{message}");
     assert!(message.len() < 8 * 1024, "{} bytes quoted", message.len());
+}
+
+/// The disk quota counts every version kept for rollbacks: a tenant with room for one copy of
+/// its app deploys it once, and the second version is refused, naming the quota and the fix.
+#[tokio::test]
+async fn a_deploy_over_the_disk_quota_is_refused_naming_the_quota() {
+    let host = Host::start();
+    let wasm = std::fs::metadata(guest("http-guest")).unwrap().len();
+    let quota = (wasm + wasm / 2).to_string();
+    let token = host.tenant("acme", &["--max-disk", &quota]);
+    host.deploy_ok(&token, http_app(1).path(), "roomy");
+    let out = host.deploy(&token, http_app(2).path(), "roomy");
+    assert!(!out.status.success());
+    let said = stderr(&out);
+    assert!(said.contains("quota max_disk_bytes"), "{said}");
+    assert!(said.contains("skiff apps delete"), "{said}");
+    assert_eq!(host.get("roomy", "/env/VERSION").await, (200, "1".into()));
+    let tenants = host.cli_ok(ADMIN_TOKEN, &["tenants", "list", "--json"]);
+    let tenants: Value = serde_json::from_str(&tenants).unwrap();
+    assert_eq!(
+        tenants["tenants"][0]["quotas"]["max_disk_bytes"].to_string(),
+        quota
+    );
 }

@@ -11,7 +11,7 @@
 //! | `/env/NAME`       | the value of env var NAME, or 404 `unset`                             |
 //! | `/file?path=P`    | the contents of file P, or 500 with the I/O error                     |
 //! | `/write?path=P`   | writes `written` to file P: 200, or 500 with the I/O error            |
-//! | `/symlink?target=T&link=L` | replaces L with a symbolic link to T: 200, or 500 with the error |
+//! | `/symlink?target=T&path=P` | replaces P with a symlink to T (as written): 200, or 500 and why |
 //! | `/fetch?url=U`    | GETs U through `wasi:http/outgoing-handler`: `status=N`, or 502 with |
 //! |                   | the error code (e.g. `HttpRequestDenied`)                             |
 //! | `/alloc?mib=N`    | allocates and touches N MiB, answers `allocated` (or traps trying)    |
@@ -98,7 +98,7 @@ impl Guest for HttpGuest {
             },
             // What a hostile guest does with a writable mount: plant a link for the host to
             // follow. `soft_link` is the one stable std call that makes one on WASI.
-            "/symlink" => match (query_param(query, "target"), query_param(query, "link")) {
+            "/symlink" => match (query_param(query, "target"), query_param(query, "path")) {
                 (Some(target), Some(link)) => {
                     let _ = std::fs::remove_file(&link);
                     #[allow(deprecated)]
@@ -107,7 +107,7 @@ impl Guest for HttpGuest {
                         Err(e) => respond(out, 500, e.to_string().as_bytes()),
                     }
                 }
-                _ => respond(out, 400, b"expected /symlink?target=T&link=L"),
+                _ => respond(out, 400, b"expected /symlink?target=T&path=P"),
             },
             "/fetch" => match query_param(query, "url") {
                 Some(url) => match fetch(&url) {
