@@ -115,6 +115,15 @@ pub struct Quotas {
     pub max_memory_bytes: u64,
     /// Highest `limits.timeout` a component may ask for, in milliseconds.
     pub max_timeout_ms: u64,
+    /// Bytes on disk of all the tenant's apps: every version kept (bundles), writable files
+    /// and key-value data. Checked at each deploy.
+    #[serde(default = "default_max_disk_bytes")]
+    pub max_disk_bytes: u64,
+}
+
+/// Tenants stored before the disk quota existed get the default.
+fn default_max_disk_bytes() -> u64 {
+    Quotas::default().max_disk_bytes
 }
 
 impl Default for Quotas {
@@ -125,6 +134,7 @@ impl Default for Quotas {
             max_in_flight: 1000,
             max_memory_bytes: 512 << 20,
             max_timeout_ms: 5 * 60 * 1000,
+            max_disk_bytes: 10 << 30,
         }
     }
 }
@@ -143,6 +153,8 @@ pub struct QuotaOverrides {
     pub max_memory_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_disk_bytes: Option<u64>,
 }
 
 impl QuotaOverrides {
@@ -153,6 +165,7 @@ impl QuotaOverrides {
             max_in_flight: self.max_in_flight.unwrap_or(base.max_in_flight),
             max_memory_bytes: self.max_memory_bytes.unwrap_or(base.max_memory_bytes),
             max_timeout_ms: self.max_timeout_ms.unwrap_or(base.max_timeout_ms),
+            max_disk_bytes: self.max_disk_bytes.unwrap_or(base.max_disk_bytes),
         }
     }
 }

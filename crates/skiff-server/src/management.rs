@@ -388,10 +388,7 @@ async fn delete_tenant(
     Query(query): Query<DeleteTenantQuery>,
 ) -> Result<StatusCode, Refusal> {
     state.admin(&headers)?;
-    let platform = state.platform.clone();
-    tokio::task::spawn_blocking(move || platform.delete_tenant(&name, query.with_apps))
-        .await
-        .map_err(|err| Refusal::internal(format!("deleting the tenant stopped: {err}")))??;
+    state.platform.delete_tenant(&name, query.with_apps).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -662,7 +659,7 @@ async fn delete_app(
     Path(name): Path<String>,
 ) -> Result<StatusCode, Refusal> {
     let tenant = state.tenant(&headers)?;
-    state.platform.delete(&tenant, &name)?;
+    state.platform.delete(&tenant, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

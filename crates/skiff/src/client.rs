@@ -169,6 +169,10 @@ pub struct QuotaArgs {
     /// Highest `limits.timeout` one of its components may ask for, e.g. `60s`.
     #[arg(long, value_name = "DURATION", value_parser = crate::single::parse_timeout)]
     pub max_timeout: Option<Duration>,
+    /// Bytes on disk of all its apps (every version kept, writable files, key-value data),
+    /// e.g. `2GiB`.
+    #[arg(long, value_name = "SIZE", value_parser = skiff_manifest::parse_memory)]
+    pub max_disk: Option<u64>,
 }
 
 impl QuotaArgs {
@@ -181,6 +185,7 @@ impl QuotaArgs {
             max_timeout_ms: self
                 .max_timeout
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            max_disk_bytes: self.max_disk,
         }
     }
 }
@@ -1214,9 +1219,11 @@ fn format_whoami(who: &WhoAmI, server: &str) -> String {
 
 fn format_quotas(q: &Quotas) -> String {
     format!(
-        "{} apps, {} of code, {} requests in flight, {} memory and {} timeout per component",
+        "{} apps, {} of code, {} on disk, {} requests in flight, {} memory and {} timeout per \
+         component",
         q.max_apps,
         skiff_manifest::format_size(q.max_code_bytes),
+        skiff_manifest::format_size(q.max_disk_bytes),
         q.max_in_flight,
         skiff_manifest::format_size(q.max_memory_bytes),
         format_ms(q.max_timeout_ms)
@@ -2259,7 +2266,8 @@ mod tests {
         assert!(text.ends_with("\nskt_secret\n"));
         assert!(
             text.contains(
-                "100 apps, 512 MiB of code, 1000 requests in flight, 512 MiB memory and 5m timeout"
+                "100 apps, 512 MiB of code, 10 GiB on disk, 1000 requests in flight, 512 MiB \
+                 memory and 5m timeout"
             ),
             "{text}"
         );

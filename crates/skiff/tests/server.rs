@@ -1704,3 +1704,570 @@ async fn a_fault_of_the_server_reaches_the_tenant_as_a_reference_without_server_
         .unwrap_or_else(|| panic!("{reference} is not in the log:\n{logs}"));
     assert!(line.contains("kv"), "{line}");
 }
+
+// ---- hardening: racing management calls, damaged records, immutable bundles ----
+
+/// Uploads `bundle` as app `name` through the API itself (no client-side checks).
+async fn put_bundle(host: &Host, token: &str, name: &str, bundle: Vec<u8>) -> (u16, Value) {
+    let response = client()
+        .put(format!("{}/v1/apps/{name}", host.api))
+        .bearer_auth(token)
+        .body(bundle)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn packed(folder: &Path) -> Vec<u8> {
+    skiff_server::bundle::pack(&folder.join("skiff.toml"))
+        .unwrap()
+        .bytes
+}
+
+/// A small xorshift generator: the race test's choices, reproducible from the seed it prints.
+struct Dice(u64);
+
+impl Dice {
+    fn roll(&mut self, sides: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % sides
+    }
+}
+
+/// Checks every promise about the apps `names` of `token`'s tenant, through the API, the data
+/// plane and the data folder: each app either exists whole (its record readable, its live
+/// version among its versions, no version twice, every bundle on disk, and the data plane
+/// serving exactly the live version) or not at all (no record, 404 everywhere).
+async fn check_apps(host: &Host, token: &str, names: &[&str]) {
+    let listed = host
+        .api(reqwest::Method::GET, "/v1/apps", Some(token))
+        .await;
+    assert_eq!(listed.0, 200, "{listed:?}");
+    let listed: Vec<String> = listed.1["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_string())
+        .collect();
+    for name in names {
+        let (status, info) = host
+            .api(
+                reqwest::Method::GET,
+                &format!("/v1/apps/{name}"),
+                Some(token),
+            )
+            .await;
+        let record_path = host.data_dir.join("apps").join(format!("{name}.json"));
+        match status {
+            404 => {
+                assert!(
+                    !listed.iter().any(|l| l == name),
+                    "{name} listed: {listed:?}"
+                );
+                assert!(!record_path.exists(), "{name} deleted, its record stayed");
+                assert_eq!(host.get(name, "/env/VERSION").await.0, 404, "{name}");
+            }
+            200 => {
+                assert!(listed.iter().any(|l| l == name), "{name} not listed");
+                let live = info["version"].as_u64().unwrap();
+                let versions: Vec<u64> = info["versions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v["version"].as_u64().unwrap())
+                    .collect();
+                assert!(versions.contains(&live), "{info}");
+                let mut unique = versions.clone();
+                unique.dedup();
+                assert_eq!(unique, versions, "{info}");
+                let record: Value =
+                    serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+                assert_eq!(record["live"], live, "{record}");
+                for version in record["versions"].as_array().unwrap() {
+                    let bundle = version["bundle"].as_str().unwrap();
+                    assert!(
+                        host.data_dir.join("bundles").join(bundle).is_dir(),
+                        "{name}: bundle {bundle} is missing"
+                    );
+                }
+                // The app version is `1.0.N` and the guest answers N.
+                let app_version = info["app_version"].as_str().unwrap();
+                let served = host.get(name, "/env/VERSION").await;
+                assert_eq!(served.0, 200, "{name}: {served:?}");
+                assert_eq!(
+                    app_version.strip_prefix("1.0.").unwrap(),
+                    served.1,
+                    "{name}: the data plane serves another version than the live one"
+                );
+            }
+            _ => panic!("{name}: inspect answered {status}: {info}"),
+        }
+    }
+}
+
+/// Tenants racing their own management calls: deploys (that prune old versions, since only
+/// one is kept), rollbacks and deletes of the same few apps at once, for a bounded number of
+/// calls. No call may fail on the server's side (500) or leave an app half there, and every
+/// promise still holds after a restart of the server. Longer runs: SKIFF_RACE_CALLS=2000.
+///
+/// This is the bounded CI target for concurrent management calls (rather than a cargo-fuzz
+/// target in `fuzz/`): the races live in the real server's timing between tasks, HTTP calls and
+/// the disk, which a single-threaded, input-driven fuzzer does not explore, and the invariants
+/// are worth checking after a restart of the real binary, which only a test like this does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_deploys_rollbacks_and_deletes_leave_every_app_whole_across_a_restart() {
+    let data_dir = fresh_data_dir().join("server");
+    let host = Arc::new(Host::start_in(data_dir.clone(), &["--keep-versions", "1"]));
+    let token = host.tenant("acme", &[]);
+    let bundles: Arc<Vec<Vec<u8>>> =
+        Arc::new((1..=4).map(|v| packed(http_app(v).path())).collect());
+    const APPS: [&str; 3] = ["race-a", "race-b", "race-c"];
+    let calls: u64 = std::env::var("SKIFF_RACE_CALLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(240);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    println!("race seed {seed}");
+    let workers = 8;
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let (host, token, bundles) = (host.clone(), token.clone(), bundles.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut dice = Dice(seed.wrapping_mul(worker + 1) | 1);
+            let mut failures = Vec::new();
+            let mut tally = std::collections::BTreeMap::new();
+            for _ in 0..calls / workers {
+                let app = APPS[dice.roll(APPS.len() as u64) as usize];
+                let path = format!("/v1/apps/{app}");
+                let (call, status, body) = match dice.roll(10) {
+                    0..=3 => {
+                        let bundle = bundles[dice.roll(bundles.len() as u64) as usize].clone();
+                        let (status, body) = put_bundle(&host, &token, app, bundle).await;
+                        ("deploy", status, body)
+                    }
+                    4..=6 => {
+                        let (status, body) = host
+                            .api(
+                                reqwest::Method::POST,
+                                &format!("{path}/rollback"),
+                                Some(&token),
+                            )
+                            .await;
+                        ("rollback", status, body)
+                    }
+                    7 => {
+                        let (status, body) =
+                            host.api(reqwest::Method::DELETE, &path, Some(&token)).await;
+                        ("delete", status, body)
+                    }
+                    8 => {
+                        let (status, body) =
+                            host.api(reqwest::Method::GET, &path, Some(&token)).await;
+                        ("inspect", status, body)
+                    }
+                    _ => {
+                        let (status, body) = host.get(app, "/env/VERSION").await;
+                        ("request", status, Value::String(body))
+                    }
+                };
+                let fine = match call {
+                    "deploy" => matches!(status, 200 | 201),
+                    "rollback" => matches!(status, 200 | 404 | 409),
+                    "delete" => matches!(status, 204 | 404),
+                    "inspect" => matches!(status, 200 | 404),
+                    // A request racing a delete may find the app gone.
+                    _ => matches!(status, 200 | 404),
+                };
+                *tally.entry(format!("{call} {status}")).or_insert(0u32) += 1;
+                if !fine {
+                    failures.push(format!("{call} {app}: {status} {body}"));
+                }
+            }
+            (failures, tally)
+        }));
+    }
+    let mut tally = std::collections::BTreeMap::new();
+    for task in tasks {
+        let (failures, counts) = task.await.unwrap();
+        for (outcome, n) in counts {
+            *tally.entry(outcome).or_insert(0) += n;
+        }
+        assert!(
+            failures.is_empty(),
+            "seed {seed}: {failures:#?}\nserver log:\n{}",
+            host.server.logs()
+        );
+    }
+    println!("calls by outcome: {tally:?}");
+    check_apps(&host, &token, &APPS).await;
+    let logs = host.server.logs();
+    assert!(!logs.contains("panicked"), "{logs}");
+    assert!(!logs.contains("inconsistent"), "{logs}");
+    drop(host);
+
+    let host = Host::start_in(data_dir, &["--keep-versions", "1"]);
+    check_apps(&host, &token, &APPS).await;
+    let logs = host.server.logs();
+    assert!(!logs.contains("is not served"), "{logs}");
+    assert!(!logs.contains("panicked"), "{logs}");
+    // The names are all usable again after the restart.
+    for app in APPS {
+        let (status, body) = put_bundle(&host, &token, app, bundles[0].clone()).await;
+        assert!(matches!(status, 200 | 201), "{app}: {status} {body}");
+    }
+    check_apps(&host, &token, &APPS).await;
+}
+
+/// A record that cannot be read, or that breaks a rule (its live version is not among its
+/// versions), keeps only its own app from being served: the host starts, says which app and
+/// why, serves the others, keeps the damaged app's bundles, and serves it again once the
+/// record is repaired.
+#[tokio::test]
+async fn a_damaged_or_inconsistent_record_sets_only_its_app_aside() {
+    let data_dir = fresh_data_dir().join("server");
+    let token;
+    {
+        let host = Host::start_in(data_dir.clone(), &[]);
+        token = host.tenant("acme", &[]);
+        for name in ["good", "broken", "skewed"] {
+            host.deploy_ok(&token, http_app(1).path(), name);
+        }
+    }
+    let apps = data_dir.join("apps");
+    std::fs::write(apps.join("broken.json"), "{\"name\": \"broken\", \"ten").unwrap();
+    let skewed = std::fs::read_to_string(apps.join("skewed.json")).unwrap();
+    let mut record: Value = serde_json::from_str(&skewed).unwrap();
+    record["live"] = 99.into();
+    std::fs::write(apps.join("skewed.json"), record.to_string()).unwrap();
+    let bundles_before = std::fs::read_dir(data_dir.join("bundles")).unwrap().count();
+
+    let host = Host::start_in(data_dir.clone(), &[]);
+    assert_eq!(host.get("good", "/env/VERSION").await, (200, "1".into()));
+    let logs = host.server.wait_for_log("`skewed` is not served");
+    assert!(logs.contains("`broken` is not served"), "{logs}");
+    assert!(
+        logs.contains("live version 99 is not among its versions"),
+        "{logs}"
+    );
+    for name in ["broken", "skewed"] {
+        assert_eq!(host.get(name, "/").await.0, 404);
+    }
+    let list = host.cli_ok(&token, &["apps", "list", "--json"]);
+    assert_eq!(app_names(list.as_bytes()), ["good"]);
+    assert_eq!(
+        std::fs::read_dir(data_dir.join("bundles")).unwrap().count(),
+        bundles_before,
+        "the bundles of set-aside apps were removed"
+    );
+    // Nobody deploys over a record that waits for repair.
+    let (status, body) = put_bundle(&host, &token, "skewed", packed(http_app(2).path())).await;
+    assert_eq!(status, 409, "{body}");
+    drop(host);
+
+    std::fs::write(apps.join("skewed.json"), skewed).unwrap();
+    let host = Host::start_in(data_dir, &[]);
+    assert_eq!(host.get("skewed", "/env/VERSION").await, (200, "1".into()));
+}
+
+/// Restoring an older `tenants.json` (a backup from before a tenant was created) must not
+/// delete that tenant's apps: they are kept aside, named in a warning, and served again once
+/// the tenant exists again.
+#[tokio::test]
+async fn an_older_tenants_file_keeps_the_apps_of_a_missing_tenant_until_it_returns() {
+    let data_dir = fresh_data_dir().join("server");
+    let older = data_dir.join("tenants.json.backup");
+    let acme;
+    {
+        let host = Host::start_in(data_dir.clone(), &[]);
+        acme = host.tenant("acme", &[]);
+        host.deploy_ok(&acme, http_app(1).path(), "first");
+        std::fs::copy(data_dir.join("tenants.json"), &older).unwrap();
+        let beta = host.tenant("beta", &[]);
+        host.deploy_ok(&beta, http_app(2).path(), "later");
+    }
+    std::fs::copy(&older, data_dir.join("tenants.json")).unwrap();
+    let bundles_before = std::fs::read_dir(data_dir.join("bundles")).unwrap().count();
+
+    let host = Host::start_in(data_dir.clone(), &[]);
+    assert_eq!(host.get("first", "/env/VERSION").await, (200, "1".into()));
+    assert_eq!(host.get("later", "/env/VERSION").await.0, 404);
+    let logs = host.server.wait_for_log("kept aside");
+    assert!(logs.contains("`later` (tenant `beta`)"), "{logs}");
+    assert!(data_dir.join("apps/later.json").exists());
+    assert_eq!(
+        std::fs::read_dir(data_dir.join("bundles")).unwrap().count(),
+        bundles_before
+    );
+    // The name stays taken meanwhile.
+    let (status, body) = put_bundle(&host, &acme, "later", packed(http_app(3).path())).await;
+    assert_eq!(status, 409, "{body}");
+
+    let beta = host.tenant("beta", &[]);
+    assert_eq!(host.get("later", "/env/VERSION").await, (200, "2".into()));
+    let list = host.cli_ok(&beta, &["apps", "list", "--json"]);
+    assert_eq!(app_names(list.as_bytes()), ["later"]);
+    drop(host);
+    let host = Host::start_in(data_dir, &[]);
+    assert_eq!(host.get("later", "/env/VERSION").await, (200, "2".into()));
+}
+
+/// An app folder whose whole bundle is mounted writable at `/app`, as a manifest may ask.
+fn writable_app(version: u32) -> tempfile::TempDir {
+    let dir = http_app(version);
+    std::fs::write(dir.path().join("seed.txt"), "from the bundle").unwrap();
+    let manifest = std::fs::read_to_string(dir.path().join("skiff.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("skiff.toml"),
+        format!(
+            "{manifest}files = [{{ source = \".\", destination = \"/app\", writable = true }}]\n"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+fn bundle_files(data_dir: &Path, file: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(data_dir.join("bundles"))
+        .unwrap()
+        .flatten()
+        .map(|b| b.path().join(file))
+        .filter(|p| std::fs::symlink_metadata(p).is_ok())
+        .collect()
+}
+
+/// A writable mount never reaches the bundle: the guest writes to a folder of the app's own,
+/// seeded from the bundle, kept across versions, and removed with the app.
+#[tokio::test]
+async fn a_writable_mount_gets_the_apps_own_folder_and_the_bundle_stays_as_deployed() {
+    let host = Host::start();
+    let token = host.tenant("acme", &[]);
+    host.deploy_ok(&token, writable_app(1).path(), "notes");
+    assert_eq!(
+        host.get("notes", "/file?path=/app/seed.txt").await,
+        (200, "from the bundle".into())
+    );
+    assert_eq!(
+        host.get("notes", "/write?path=/app/note").await,
+        (200, "written".into())
+    );
+    assert_eq!(
+        host.get("notes", "/write?path=/app/seed.txt").await,
+        (200, "written".into())
+    );
+    assert!(
+        bundle_files(&host.data_dir, "note").is_empty(),
+        "the guest wrote into its bundle"
+    );
+    for seed in bundle_files(&host.data_dir, "seed.txt") {
+        assert_eq!(std::fs::read_to_string(seed).unwrap(), "from the bundle");
+    }
+    let files = host.data_dir.join("tenants/acme/apps/notes/files/app");
+    assert_eq!(
+        std::fs::read_to_string(files.join("note")).unwrap(),
+        "written"
+    );
+
+    // A new version finds what the last one wrote; the seed does not overwrite it.
+    host.deploy_ok(&token, writable_app(2).path(), "notes");
+    assert_eq!(host.get("notes", "/env/VERSION").await, (200, "2".into()));
+    assert_eq!(
+        host.get("notes", "/file?path=/app/note").await,
+        (200, "written".into())
+    );
+    assert_eq!(
+        host.get("notes", "/file?path=/app/seed.txt").await,
+        (200, "written".into())
+    );
+
+    host.cli_ok(&token, &["apps", "delete", "notes"]);
+    assert!(!host.data_dir.join("tenants/acme/apps/notes").exists());
+    // Deployed again, it starts from its bundle.
+    host.deploy_ok(&token, writable_app(3).path(), "notes");
+    assert_eq!(host.get("notes", "/file?path=/app/note").await.0, 500);
+    assert_eq!(
+        host.get("notes", "/file?path=/app/seed.txt").await,
+        (200, "from the bundle".into())
+    );
+}
+
+/// The attack a writable bundle allowed: the guest replaces `/app/skiff.toml` with a link to
+/// the server's own environment, its tenant deploys again and rolls back, the server reads
+/// the manifest again through the link and quotes it in the error, admin token included.
+/// Now the rollback loads the app validated at deploy and reads nothing the guest touched.
+#[tokio::test]
+async fn a_link_planted_by_a_guest_never_makes_a_rollback_quote_the_servers_environment() {
+    let data_dir = fresh_data_dir().join("server");
+    let host = Host::start_in(data_dir.clone(), &[]);
+    let token = host.tenant("acme", &[]);
+    host.deploy_ok(&token, writable_app(1).path(), "trap");
+    let environ = format!("{}proc/self/environ", "../".repeat(40));
+    let (status, body) = host
+        .get(
+            "trap",
+            &format!("/symlink?target={environ}&path=/app/skiff.toml"),
+        )
+        .await;
+    assert_eq!((status, body.as_str()), (200, "linked"));
+    host.deploy_ok(&token, writable_app(2).path(), "trap");
+
+    let out = host.cli(&token, &["apps", "rollback", "trap"]);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(
+        !said.contains(ADMIN_TOKEN),
+        "the server's environment leaked: {said}"
+    );
+    assert!(out.status.success(), "{said}");
+    assert_eq!(host.get("trap", "/env/VERSION").await, (200, "1".into()));
+    // The bundles are as deployed: plain files, no link.
+    for manifest in bundle_files(&data_dir, "skiff.toml") {
+        assert!(std::fs::symlink_metadata(&manifest).unwrap().is_file());
+    }
+    drop(host);
+
+    // A restart loads what was validated too.
+    let host = Host::start_in(data_dir, &[]);
+    assert_eq!(host.get("trap", "/env/VERSION").await, (200, "1".into()));
+    assert!(!host.server.logs().contains(ADMIN_TOKEN));
+}
+
+/// Loading a version again (an idle app's next request, a restart) starts from the app
+/// validated at deploy, whatever has happened to the files of its bundle since.
+#[tokio::test]
+async fn reloads_and_restarts_load_the_app_validated_at_deploy() {
+    let data_dir = fresh_data_dir().join("server");
+    let args = ["--idle-unload", "300ms"];
+    let host = Host::start_in(data_dir.clone(), &args);
+    let token = host.tenant("acme", &[]);
+    host.deploy_ok(&token, http_app(1).path(), "steadfast");
+    assert_eq!(
+        host.get("steadfast", "/env/VERSION").await,
+        (200, "1".into())
+    );
+    for manifest in bundle_files(&data_dir, "skiff.toml") {
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        std::fs::write(
+            &manifest,
+            text.replace("VERSION = \"1\"", "VERSION = \"evil\""),
+        )
+        .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, info) = host
+            .api(reqwest::Method::GET, "/v1/apps/steadfast", Some(&token))
+            .await;
+        if info["status"] == "idle" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never unloaded: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        host.get("steadfast", "/env/VERSION").await,
+        (200, "1".into())
+    );
+    drop(host);
+    let host = Host::start_in(data_dir, &args);
+    assert_eq!(
+        host.get("steadfast", "/env/VERSION").await,
+        (200, "1".into())
+    );
+}
+
+/// A manifest error quotes the deployer's own file, and only a bounded part of a long line.
+#[tokio::test]
+async fn a_manifest_error_quotes_a_bounded_part_of_a_long_line() {
+    let host = Host::start();
+    let token = host.tenant("acme", &[]);
+    let long = "x".repeat(200_000);
+    let manifest = format!("[app]\nname = \"long\"\nversion = {long}\n");
+    let mut archive = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(manifest.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    archive
+        .append_data(&mut header, "skiff.toml", manifest.as_bytes())
+        .unwrap();
+    let bundle = archive.into_inner().unwrap();
+    let (status, body) = put_bundle(&host, &token, "long", bundle).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_manifest", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("skiff.toml:3"), "{message}");
+    assert!(message.contains("xxxx…"), "{message}");
+    assert!(message.len() < 8 * 1024, "{} bytes quoted", message.len());
+}
+
+/// The disk quota counts every version kept for rollbacks: a tenant with room for one copy of
+/// its app deploys it once, and the second version is refused, naming the quota and the fix.
+#[tokio::test]
+async fn a_deploy_over_the_disk_quota_is_refused_naming_the_quota() {
+    let host = Host::start();
+    let wasm = std::fs::metadata(guest("http-guest")).unwrap().len();
+    let quota = (wasm + wasm / 2).to_string();
+    let token = host.tenant("acme", &["--max-disk", &quota]);
+    host.deploy_ok(&token, http_app(1).path(), "roomy");
+    let out = host.deploy(&token, http_app(2).path(), "roomy");
+    assert!(!out.status.success());
+    let said = stderr(&out);
+    assert!(said.contains("quota max_disk_bytes"), "{said}");
+    assert!(said.contains("skiff apps delete"), "{said}");
+    assert_eq!(host.get("roomy", "/env/VERSION").await, (200, "1".into()));
+    let tenants = host.cli_ok(ADMIN_TOKEN, &["tenants", "list", "--json"]);
+    let tenants: Value = serde_json::from_str(&tenants).unwrap();
+    assert_eq!(
+        tenants["tenants"][0]["quotas"]["max_disk_bytes"].to_string(),
+        quota
+    );
+}
+
+/// Records written before versions stored their app still load, from their bundle's manifest;
+/// but never through a link in its place.
+#[tokio::test]
+async fn a_record_from_before_stored_apps_loads_from_its_bundle_but_never_through_a_link() {
+    let data_dir = fresh_data_dir().join("server");
+    {
+        let host = Host::start_in(data_dir.clone(), &[]);
+        let token = host.tenant("acme", &[]);
+        host.deploy_ok(&token, http_app(1).path(), "old");
+        host.deploy_ok(&token, http_app(2).path(), "linked");
+    }
+    for name in ["old", "linked"] {
+        let path = data_dir.join("apps").join(format!("{name}.json"));
+        let mut record: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for version in record["versions"].as_array_mut().unwrap() {
+            version.as_object_mut().unwrap().remove("app").unwrap();
+        }
+        std::fs::write(&path, record.to_string()).unwrap();
+        if name == "linked" {
+            let bundle = record["versions"][0]["bundle"].as_str().unwrap();
+            let manifest = data_dir.join("bundles").join(bundle).join("skiff.toml");
+            std::fs::remove_file(&manifest).unwrap();
+            std::os::unix::fs::symlink("/proc/self/environ", &manifest).unwrap();
+        }
+    }
+    let host = Host::start_in(data_dir, &[]);
+    assert_eq!(host.get("old", "/env/VERSION").await, (200, "1".into()));
+    let (status, body) = host.get("linked", "/env/VERSION").await;
+    assert_ne!(status, 200, "{body}");
+    assert!(!body.contains(ADMIN_TOKEN), "{body}");
+    let logs = host.server.wait_for_log("not a plain file");
+    assert!(logs.contains("not a plain file"), "{logs}");
+    assert!(!logs.contains(ADMIN_TOKEN), "{logs}");
+}
