@@ -500,7 +500,7 @@ fn body_error(err: Box<dyn std::error::Error + Send + Sync>) -> wasmtime_wasi_ht
 fn status_for(err: &InvokeError) -> StatusCode {
     match err {
         InvokeError::Deadline(_) => StatusCode::GATEWAY_TIMEOUT,
-        InvokeError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+        InvokeError::Overloaded(_) | InvokeError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -515,6 +515,7 @@ fn short_reason(err: &InvokeError) -> &'static str {
         InvokeError::NoResponse => "the component sent no response",
         InvokeError::Guest(_) => "the component reported an error",
         InvokeError::Overloaded(_) => "too many requests in flight; retry shortly",
+        InvokeError::Stopped => "the server is shutting down; retry shortly",
     }
 }
 

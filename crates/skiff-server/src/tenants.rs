@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
+use skiff_runtime::SharedPermits;
 
 use crate::api::Quotas;
 use crate::persist;
@@ -22,8 +22,9 @@ pub const TOKEN_PREFIX: &str = "skf_";
 pub struct Tenant {
     pub name: String,
     pub quotas: Quotas,
-    /// Permits for the tenant's requests in flight, shared by all its apps.
-    pub in_flight: Arc<Semaphore>,
+    /// Permits for the tenant's requests in flight, shared by all its apps (and held by the
+    /// instances its apps keep idle for reuse).
+    pub in_flight: Arc<SharedPermits>,
 }
 
 /// The tenants file: `DATA/tenants.json`.
@@ -70,7 +71,7 @@ impl Tenants {
         let tenant = Arc::new(Tenant {
             name: record.name.clone(),
             quotas: record.quotas.clone(),
-            in_flight: Arc::new(Semaphore::new(record.quotas.max_in_flight as usize)),
+            in_flight: SharedPermits::new(record.quotas.max_in_flight),
         });
         self.by_name.insert(record.name.clone(), tenant);
         self.by_token

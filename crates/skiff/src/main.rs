@@ -56,6 +56,10 @@ struct GlobalOptions {
     /// Deadline of a request to a component that sets no `limits.timeout`.
     #[arg(long, global = true, default_value = "30s", value_name = "DURATION", value_parser = single::parse_timeout)]
     default_timeout: Duration,
+    /// How long an instance kept for reuse (`requests_per_instance`) waits for its next request
+    /// before it is dropped with its memory.
+    #[arg(long, global = true, default_value = "10s", value_name = "DURATION", value_parser = single::parse_timeout)]
+    reuse_idle_timeout: Duration,
     /// Memory cap of an instance of a component that sets no `limits.memory`.
     #[arg(long, global = true, default_value = "128MiB", value_name = "SIZE", value_parser = skiff_manifest::parse_memory)]
     default_memory: u64,
@@ -175,9 +179,14 @@ pub struct HttpArgs {
     /// Longest request target (path and query), e.g. `16KiB`; longer gets 414.
     #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = skiff_manifest::parse_memory)]
     max_uri_length: u64,
-    /// Time a client has to send its request head; a slower one is disconnected.
+    /// Time a client has to send its request head; a slower one is disconnected. Also how
+    /// long a connection may go without starting a request.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = single::parse_timeout)]
     header_read_timeout: Duration,
+    /// How long requests in flight may take to finish once SIGINT or SIGTERM arrives; then
+    /// every guest still running is stopped and skiff exits.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = single::parse_timeout)]
+    shutdown_grace: Duration,
 }
 
 impl HttpArgs {
@@ -189,6 +198,10 @@ impl HttpArgs {
             header_read_timeout: self.header_read_timeout,
             ..skiff_http::HttpLimits::default()
         }
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        self.shutdown_grace
     }
 }
 
@@ -260,6 +273,10 @@ fn main() -> ExitCode {
         Err(err) => return fail(anyhow::anyhow!("cannot start the async runtime: {err}")),
     };
     let outcome = runtime.block_on(dispatch(cli));
+    // A host that served has stopped its guests by now; the tasks left (connections past the
+    // grace period, guests that were waiting on the host) are dropped here. The bound is for
+    // blocking work that cannot be cancelled: the process exits whatever is left running.
+    runtime.shutdown_timeout(Duration::from_secs(2));
     // The spans of the last requests are still queued: send them before exiting.
     if let Some(traces) = traces {
         traces.shutdown();
@@ -309,6 +326,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         max_instances: cli.global.max_instances.max(1),
         default_timeout: cli.global.default_timeout,
         default_memory: Some(cli.global.default_memory),
+        reuse_idle_timeout: cli.global.reuse_idle_timeout,
         ..RuntimeConfig::default()
     };
     if let Some(dir) = cli.global.data_dir.clone() {
@@ -471,9 +489,12 @@ async fn up(
     }
     server
         .with_limits(http.limits())
-        .with_shutdown_grace(Duration::from_secs(10))
+        .with_shutdown_grace(http.shutdown_grace())
         .serve(shutdown_signal())
         .await?;
+    // The grace period is over: guests still running (their clients still connected, or
+    // gone unnoticed) are stopped now, not at their deadlines.
+    runtime.stop_guests();
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

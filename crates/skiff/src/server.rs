@@ -109,6 +109,7 @@ pub async fn run(
         listen: args.listen,
         api_listen: args.api_listen,
         http_limits: args.http.limits(),
+        shutdown_grace: args.http.shutdown_grace(),
         path_routing: args.path_routing,
         admin,
         platform: PlatformConfig {
@@ -122,7 +123,7 @@ pub async fn run(
             usage_flush: args.usage_flush,
         },
     };
-    let server = skiff_server::bind(runtime, options).await?;
+    let server = skiff_server::bind(runtime.clone(), options).await?;
     let data = server.data_addr()?;
     let api = server.api_addr()?;
     // Scripts wait for these lines: they are printed only once both sockets listen.
@@ -134,6 +135,8 @@ pub async fn run(
         data.port()
     );
     server.serve(crate::shutdown_signal()).await?;
+    // As `skiff up` does: past the grace period, guests still running are stopped.
+    runtime.stop_guests();
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -425,3 +425,21 @@ limits = {{ requests_per_instance = 3 }}
     assert_eq!(ids.len(), 2, "{logs}");
     assert_ne!(ids[0], ids[1], "each line names its own request: {logs}");
 }
+
+/// An instance kept for reuse that waits longer than `--reuse-idle-timeout` is dropped: the
+/// next request gets a fresh one.
+#[tokio::test]
+async fn an_idle_kept_instance_expires() {
+    let wasm = guest("http-guest");
+    let server = Server::start(&[
+        "--reuse-idle-timeout",
+        "1s",
+        "serve",
+        "--requests-per-instance",
+        "100",
+        wasm.to_str().unwrap(),
+    ]);
+    assert_eq!(counts(&server, "", 3).await, ["1", "2", "3"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(counts(&server, "", 2).await, ["1", "2"]);
+}
