@@ -183,10 +183,26 @@ pub struct HttpArgs {
     /// long a connection may go without starting a request.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = single::parse_timeout)]
     header_read_timeout: Duration,
+    /// Longest wait for the next piece of a request body the guest is reading; past it the
+    /// guest's read fails, so a stalled upload cannot hold an instance.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = single::parse_timeout)]
+    body_read_timeout: Duration,
+    /// Slowest average rate, per second, a request body may arrive at once the first
+    /// --body-read-timeout has passed, e.g. `1KiB`; 0 turns the check off.
+    #[arg(long, value_name = "SIZE", default_value = "1KiB", value_parser = parse_rate)]
+    body_min_rate: u64,
     /// How long requests in flight may take to finish once SIGINT or SIGTERM arrives; then
     /// every guest still running is stopped and skiff exits.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = single::parse_timeout)]
     shutdown_grace: Duration,
+}
+
+/// A size per second; unlike other sizes, zero is allowed (it means no minimum).
+fn parse_rate(text: &str) -> Result<u64, String> {
+    match text.trim() {
+        "0" => Ok(0),
+        text => skiff_manifest::parse_memory(text),
+    }
 }
 
 impl HttpArgs {
@@ -196,6 +212,8 @@ impl HttpArgs {
             max_headers: self.max_headers,
             max_uri_bytes: usize::try_from(self.max_uri_length).unwrap_or(usize::MAX),
             header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
+            body_min_rate: self.body_min_rate,
             ..skiff_http::HttpLimits::default()
         }
     }
