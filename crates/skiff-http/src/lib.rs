@@ -39,7 +39,7 @@ use hyper_util::server::conn::auto;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use skiff_manifest::RouteTable;
-use skiff_runtime::{InvokeError, LoadedApp, RequestInfo, ResponseBody, TraceContext};
+use skiff_runtime::{InvokeError, LoadedApp, RequestInfo, ResponseBody, Runtime, TraceContext};
 use tokio::net::TcpListener;
 
 mod metrics;
@@ -174,6 +174,8 @@ pub struct Server<S: AppSource = SingleApp> {
     next_request_id: Arc<AtomicU64>,
     shutdown_grace: Duration,
     limits: HttpLimits,
+    /// The runtime whose guests are stopped once the grace period is over.
+    guests: Option<Arc<Runtime>>,
 }
 
 impl Server<SingleApp> {
@@ -192,6 +194,7 @@ impl<S: AppSource> Server<S> {
             next_request_id: Arc::new(AtomicU64::new(1)),
             shutdown_grace: Duration::from_secs(10),
             limits: HttpLimits::default(),
+            guests: None,
         })
     }
 
@@ -203,6 +206,15 @@ impl<S: AppSource> Server<S> {
     /// How long in-flight requests may take to finish once shutdown starts.
     pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
+        self
+    }
+
+    /// Once the grace period is over, stop the guests of `runtime` that are still running
+    /// ([`Runtime::stop_guests`]), whether their clients wait or went away unnoticed, and give
+    /// their requests a moment to answer 503. Without it, a guest that computes for ever
+    /// would keep the process alive.
+    pub fn with_guests_of(mut self, runtime: Arc<Runtime>) -> Self {
+        self.guests = Some(runtime);
         self
     }
 
@@ -314,19 +326,32 @@ impl<S: AppSource> Server<S> {
             tracing::info!("shutting down: waiting for {open} open connection(s)");
         }
         let _ = stop.send(());
-        if tokio::time::timeout(self.shutdown_grace, stop.closed())
+        let finished = tokio::time::timeout(self.shutdown_grace, stop.closed())
             .await
-            .is_err()
-        {
+            .is_ok();
+        if let Some(runtime) = &self.guests {
+            runtime.stop_guests();
+        }
+        if !finished {
             tracing::warn!(
-                "shutdown: {} connection(s) still open after {:?}; closing them",
+                "shutdown: {} connection(s) still open after {:?}; stopping their guests",
                 stop.receiver_count(),
                 self.shutdown_grace
             );
+            // Guests that compute stop at their next epoch tick, and their requests answer
+            // 503 at once; a guest waiting on the host (a response held open) does not, and
+            // its connection is cut when the process ends.
+            if self.guests.is_some() {
+                let _ = tokio::time::timeout(STOPPED_ANSWER_WAIT, stop.closed()).await;
+            }
         }
         Ok(())
     }
 }
+
+/// How long the requests of guests stopped at shutdown get to send their 503: ample for an
+/// epoch tick and a write, short beside the grace period.
+const STOPPED_ANSWER_WAIT: Duration = Duration::from_secs(1);
 
 /// What a connection's service tells its watchdog: how many requests it has started, and
 /// whether they came over HTTP/2. Plain atomics, per connection: one relaxed add per request.

@@ -77,6 +77,7 @@ pub async fn bind(
     options: ServerOptions,
 ) -> Result<BoundServer, StartError> {
     let platform_config = options.platform;
+    let guests = runtime.clone();
     let platform = tokio::task::spawn_blocking(move || Platform::open(runtime, platform_config))
         .await
         .map_err(|err| StartError::Data(err.to_string()))?
@@ -89,7 +90,8 @@ pub async fn bind(
     .await
     .map_err(listen_error("data plane", options.listen))?
     .with_limits(options.http_limits)
-    .with_shutdown_grace(options.shutdown_grace);
+    .with_shutdown_grace(options.shutdown_grace)
+    .with_guests_of(guests);
     let api = TcpListener::bind(options.api_listen)
         .await
         .map_err(listen_error("management API", options.api_listen))?;

@@ -508,11 +508,9 @@ async fn up(
     server
         .with_limits(http.limits())
         .with_shutdown_grace(http.shutdown_grace())
+        .with_guests_of(runtime.clone())
         .serve(shutdown_signal())
         .await?;
-    // The grace period is over: guests still running (their clients still connected, or
-    // gone unnoticed) are stopped now, not at their deadlines.
-    runtime.stop_guests();
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

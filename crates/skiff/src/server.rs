@@ -123,7 +123,7 @@ pub async fn run(
             usage_flush: args.usage_flush,
         },
     };
-    let server = skiff_server::bind(runtime.clone(), options).await?;
+    let server = skiff_server::bind(runtime, options).await?;
     let data = server.data_addr()?;
     let api = server.api_addr()?;
     // Scripts wait for these lines: they are printed only once both sockets listen.
@@ -135,8 +135,6 @@ pub async fn run(
         data.port()
     );
     server.serve(crate::shutdown_signal()).await?;
-    // As `skiff up` does: past the grace period, guests still running are stopped.
-    runtime.stop_guests();
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -150,39 +150,51 @@ limits = {{ timeout = "5m", max_concurrency = 1 }}
     );
 }
 
-/// SIGTERM while clients still wait on guests that compute for ever: the host waits out its
-/// grace period, then stops every guest and exits 0.
+/// SIGTERM while clients still wait on guests that compute for ever, and on one that waits on
+/// the host for ever (it holds its response open): the host waits out its grace period, then
+/// stops every guest and exits 0. On a work-stealing runtime and on a single thread alike.
 #[tokio::test]
 async fn sigterm_stops_guests_still_running_after_the_grace_period() {
     let wasm = guest("http-guest");
-    let mut server = Server::start(&[
-        "serve",
-        "--timeout",
-        "5m",
-        "--shutdown-grace",
-        "1s",
-        wasm.to_str().unwrap(),
-    ]);
-    let pid = server.pid();
-    let mut clients = requests_in_flight(&server, "/spin", 2).await;
-    wait_until_computing(pid).await;
-    sigterm(pid);
-    let status = exited(&mut server, "guests still computing kept the host alive");
-    assert!(status.success(), "{status:?}; log:\n{}", server.logs());
-    let logs = server.logs();
-    assert!(
-        logs.contains("waiting for 2 open connection(s)") && logs.contains("stopped"),
-        "{logs}"
-    );
-    // The clients learn that their requests are over: a 503, or the connection closed.
-    for stream in &mut clients {
-        let mut answer = Vec::new();
-        let _ = tokio::time::timeout(EXIT_BOUND, stream.read_to_end(&mut answer)).await;
-        let answer = String::from_utf8_lossy(&answer);
+    for threads in ["2", "1"] {
+        let mut server = Server::start(&[
+            "serve",
+            "--threads",
+            threads,
+            "--timeout",
+            "5m",
+            "--shutdown-grace",
+            "1s",
+            wasm.to_str().unwrap(),
+        ]);
+        let pid = server.pid();
+        let mut clients = requests_in_flight(&server, "/spin", 2).await;
+        clients.extend(requests_in_flight(&server, "/hold", 1).await);
+        wait_until_computing(pid).await;
+        sigterm(pid);
+        let status = exited(&mut server, "guests still running kept the host alive");
+        assert!(status.success(), "{status:?}; log:\n{}", server.logs());
+        let logs = server.logs();
         assert!(
-            answer.is_empty() || answer.starts_with("HTTP/1.1 503"),
-            "{answer}"
+            logs.contains("waiting for 3 open connection(s)")
+                && logs.contains("the host is shutting down and stopped the component")
+                && logs.contains("stopped"),
+            "--threads {threads}: {logs}"
         );
+        // The clients learn that their requests are over: a 503, a response cut off, or the
+        // connection closed; never a hang.
+        for stream in &mut clients {
+            let mut answer = Vec::new();
+            let read = tokio::time::timeout(EXIT_BOUND, stream.read_to_end(&mut answer)).await;
+            assert!(read.is_ok(), "--threads {threads}: a client still waits");
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(
+                answer.is_empty()
+                    || answer.starts_with("HTTP/1.1 503")
+                    || answer.starts_with("HTTP/1.1 200"),
+                "{answer}"
+            );
+        }
     }
 }
 
