@@ -236,7 +236,8 @@ impl<S: AppSource> Server<S> {
         builder
             .http2()
             .timer(TokioTimer::new())
-            // The HTTP/2 twin of the HTTP/1 head limit: past it, h2 answers 431 itself.
+            // The HTTP/2 twin of the HTTP/1 head limit: past it, h2 refuses the stream itself
+            // (a 431, or a reset).
             .max_header_list_size(u32::try_from(self.limits.max_head_bytes).unwrap_or(u32::MAX));
         let limits = RequestLimits {
             max_body: self.limits.max_body_bytes,

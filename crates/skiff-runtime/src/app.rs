@@ -280,8 +280,11 @@ impl Runtime {
                 self.config.max_instances,
                 self.config.reuse_idle_timeout,
             );
-            if let (Some(reuse), Some(shared)) = (&reuse, &options.shared_concurrency) {
-                shared.register(reuse);
+            if let Some(reuse) = &reuse {
+                self.idle_instances.register(reuse);
+                if let Some(shared) = &options.shared_concurrency {
+                    shared.register(reuse);
+                }
             }
             components.push(Arc::new(LoadedComponent {
                 app: app_name.clone(),

@@ -106,6 +106,8 @@ pub struct Runtime {
     pub(crate) config: RuntimeConfig,
     /// One permit per instance allowed to run at once, host-wide.
     pub(crate) instances: Arc<Semaphore>,
+    /// Every component's pool of instances kept for reuse, which hold host permits while idle.
+    pub(crate) idle_instances: crate::invoke::IdlePools,
     pub(crate) backends: crate::state::Backends,
     pub(crate) code_share: crate::app::CodeShare,
     pub(crate) load_stats: crate::app::LoadStats,
@@ -126,6 +128,7 @@ impl Runtime {
             linker,
             cache,
             instances: Arc::new(Semaphore::new(config.max_instances as usize)),
+            idle_instances: Default::default(),
             backends: Default::default(),
             code_share: Default::default(),
             load_stats: Default::default(),

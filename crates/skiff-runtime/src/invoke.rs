@@ -292,12 +292,11 @@ impl LoadedComponent {
         };
         let host = self
             .runtime
-            .instances
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| {
-                InvokeError::Overloaded(OverloadScope::Host(self.runtime.config.max_instances))
-            })?;
+            .idle_instances
+            .acquire(&self.runtime.instances)
+            .ok_or(InvokeError::Overloaded(OverloadScope::Host(
+                self.runtime.config.max_instances,
+            )))?;
         Ok(Permits {
             _component: component,
             _shared: shared,
@@ -349,9 +348,11 @@ struct WarmInstance {
 /// idle instances together therefore never exceed its own quota, whatever the number of its
 /// components; and so that its idle instances never turn away the tenant's own requests, a
 /// request that finds the tenant's permits all taken reclaims one from an idle instance of any
-/// of its components ([`SharedPermits`]). Host-wide, instances are kept only while a quarter of
-/// the host's permits are free, at most [`InstanceReuse::MAX_IDLE`] per component, and for at
-/// most the runtime's `reuse_idle_timeout`, after which they are dropped with their memory.
+/// of its components ([`SharedPermits`]). Host-wide the same: a request that finds the host's
+/// instances all taken reclaims an idle one of any component. Instances are kept only while a
+/// quarter of the host's permits are free (so that reclaiming stays the exception, off the fast
+/// path), at most [`InstanceReuse::MAX_IDLE`] per component, and for at most the runtime's
+/// `reuse_idle_timeout`, after which they are dropped with their memory.
 pub(crate) struct InstanceReuse {
     requests_per_instance: u32,
     /// Free host permits below which a finished instance is dropped rather than kept.
@@ -464,6 +465,38 @@ impl InstanceReuse {
     }
 }
 
+/// The reuse pools of the components that share some permits (the host's, a tenant's), to
+/// take an idle instance from when those permits run out: an instance waiting for a request
+/// that may never come is worth less than a request waiting now. Locked at load, and when the
+/// permits run out; never on the way of a request that gets its permit.
+#[derive(Default)]
+pub(crate) struct IdlePools(Mutex<Vec<Weak<InstanceReuse>>>);
+
+impl IdlePools {
+    pub(crate) fn register(&self, pool: &Arc<InstanceReuse>) {
+        let mut pools = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        pools.retain(|pool| pool.strong_count() > 0);
+        pools.push(Arc::downgrade(pool));
+    }
+
+    /// A permit of `permits`, if one is free or an idle instance gives its up.
+    fn acquire(&self, permits: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = permits.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        let reclaimed = {
+            let pools = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            pools
+                .iter()
+                .filter_map(Weak::upgrade)
+                .find_map(|pool| pool.take_oldest())
+        };
+        // Dropped outside the lock; the store before the permits, which then are free.
+        drop(reclaimed?);
+        permits.clone().try_acquire_owned().ok()
+    }
+}
+
 /// Permits shared by the components of several apps: a tenant's `max_in_flight` quota. Idle
 /// instances kept for reuse hold one each (see [`InstanceReuse`]), so that a tenant's idle
 /// instances count against its own quota, not against what the host's other tenants share;
@@ -471,10 +504,8 @@ impl InstanceReuse {
 pub struct SharedPermits {
     permits: Arc<Semaphore>,
     limit: u32,
-    /// The reuse pools of components under these permits, to reclaim idle instances from.
-    /// Locked at load, and when the permits run out: never on the way of a request that gets
-    /// a permit.
-    pools: Mutex<Vec<Weak<InstanceReuse>>>,
+    /// The reuse pools of the components under these permits.
+    idle: IdlePools,
 }
 
 impl std::fmt::Debug for SharedPermits {
@@ -491,7 +522,7 @@ impl SharedPermits {
         Arc::new(SharedPermits {
             permits: Arc::new(Semaphore::new(limit as usize)),
             limit,
-            pools: Mutex::new(Vec::new()),
+            idle: IdlePools::default(),
         })
     }
 
@@ -505,32 +536,13 @@ impl SharedPermits {
     }
 
     pub(crate) fn register(&self, pool: &Arc<InstanceReuse>) {
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        pools.retain(|pool| pool.strong_count() > 0);
-        pools.push(Arc::downgrade(pool));
+        self.idle.register(pool);
     }
 
     fn acquire(&self) -> Result<OwnedSemaphorePermit, InvokeError> {
-        let overloaded = || InvokeError::Overloaded(OverloadScope::Tenant(self.limit));
-        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
-            return Ok(permit);
-        }
-        // All taken: an idle instance, if any, is worth less than a request waiting now.
-        let reclaimed = {
-            let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-            pools
-                .iter()
-                .filter_map(Weak::upgrade)
-                .find_map(|pool| pool.take_oldest())
-        };
-        if reclaimed.is_none() {
-            return Err(overloaded());
-        }
-        drop(reclaimed);
-        self.permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| overloaded())
+        self.idle
+            .acquire(&self.permits)
+            .ok_or(InvokeError::Overloaded(OverloadScope::Tenant(self.limit)))
     }
 }
 

@@ -675,3 +675,64 @@ async fn an_idle_kept_instance_expires() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(counts(&server, "", 2).await, ["1", "2"]);
 }
+
+/// Instances kept idle by one component give way to another component's requests when the
+/// host's instances run out: an idle instance is worth less than a request waiting now.
+#[tokio::test]
+async fn idle_kept_instances_give_way_to_other_requests() {
+    let wasm = guest("http-guest");
+    let manifest = format!(
+        r#"
+[app]
+name = "give-way"
+
+[component.keeper]
+source = "{wasm}"
+route = "/keeper/..."
+limits = {{ requests_per_instance = 1000 }}
+
+[component.other]
+source = "{wasm}"
+route = "/other/..."
+"#,
+        wasm = wasm.display()
+    );
+    let dir = app_dir(&[("skiff.toml", &manifest)]);
+    let server = Server::start(&[
+        "--max-instances",
+        "4",
+        "--reuse-idle-timeout",
+        "10m",
+        "up",
+        dir.path().join("skiff.toml").to_str().unwrap(),
+    ]);
+    let at_once = |path: &'static str, n: usize| {
+        let url = server.url(path);
+        async move {
+            let requests: Vec<_> = (0..n)
+                .map(|_| {
+                    let url = url.clone();
+                    tokio::spawn(async move {
+                        client().get(url).send().await.unwrap().status().as_u16()
+                    })
+                })
+                .collect();
+            let mut statuses = Vec::new();
+            for request in requests {
+                statuses.push(request.await.unwrap());
+            }
+            statuses
+        }
+    };
+    // Three instances of `keeper` at once, all kept: three of the host's four wait idle.
+    assert_eq!(at_once("/keeper/sleep?ms=500", 3).await, [200, 200, 200]);
+    // Two requests of `other` at once still pass: the second takes an idle instance's place.
+    assert_eq!(
+        at_once("/other/sleep?ms=500", 2).await,
+        [200, 200],
+        "{}",
+        server.logs()
+    );
+    // And `keeper` goes on being served, from what it kept or afresh.
+    assert_eq!(at_once("/keeper/count", 2).await, [200, 200]);
+}
