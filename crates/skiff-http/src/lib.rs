@@ -515,7 +515,6 @@ async fn dispatch(
     let request = request.map(|body| {
         BodyReadTimeout::new(
             Limited::new(body, max_body as usize).map_err(body_error),
-            arrived,
             body_read_timeout,
             body_min_rate,
             request_id,
@@ -667,12 +666,15 @@ fn short_reason(err: &InvokeError) -> &'static str {
 /// is re-armed only after progress, so a fast upload costs no timer at all.
 ///
 /// The deadline for the next piece is the earlier of `idle` after the last one and the time by
-/// which the body, counted from the request's arrival, would fall below `min_rate` after a first
-/// `idle` of grace. The first catches a client that stops; the second one that sends a byte
-/// every few seconds, which an idle timer alone would let hold the instance until the deadline.
+/// which the body, counted from the guest's first read, would fall below `min_rate` after a
+/// first `idle` of grace. The first catches a client that stops; the second one that sends a
+/// byte every few seconds, which an idle timer alone would let hold the instance until the
+/// deadline. The rate is counted from the first read, not the request's arrival: until the
+/// guest reads, flow control holds the client back, and that is no fault of the client's.
 struct BodyReadTimeout<B> {
     body: B,
-    arrived: Instant,
+    /// When the guest first asked for the body.
+    reading_since: Option<Instant>,
     idle: Duration,
     min_rate: u64,
     received: u64,
@@ -684,10 +686,10 @@ struct BodyReadTimeout<B> {
 }
 
 impl<B> BodyReadTimeout<B> {
-    fn new(body: B, arrived: Instant, idle: Duration, min_rate: u64, request_id: u64) -> Self {
+    fn new(body: B, idle: Duration, min_rate: u64, request_id: u64) -> Self {
         BodyReadTimeout {
             body,
-            arrived,
+            reading_since: None,
             idle,
             min_rate,
             received: 0,
@@ -698,13 +700,13 @@ impl<B> BodyReadTimeout<B> {
         }
     }
 
-    fn deadline(&self) -> Instant {
-        let idle = Instant::now() + self.idle;
+    fn deadline(&self, now: Instant, reading_since: Instant) -> Instant {
+        let idle = now + self.idle;
         if self.min_rate == 0 {
             return idle;
         }
         let earned = Duration::from_secs_f64(self.received as f64 / self.min_rate as f64);
-        idle.min(self.arrived + self.idle + earned)
+        idle.min(reading_since + self.idle + earned)
     }
 }
 
@@ -723,6 +725,9 @@ where
         if this.timed_out {
             return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::ConnectionReadTimeout)));
         }
+        if this.reading_since.is_none() && !this.body.is_end_stream() {
+            this.reading_since = Some(Instant::now());
+        }
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Pending => {}
             Poll::Ready(Some(Ok(frame))) => {
@@ -734,7 +739,8 @@ where
             }
             done => return done,
         }
-        let deadline = this.deadline();
+        let now = Instant::now();
+        let deadline = this.deadline(now, this.reading_since.unwrap_or(now));
         let timer = match &mut this.timer {
             Some(timer) => {
                 if this.progressed {
