@@ -22,9 +22,11 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HOST, HeaderName, HeaderValue};
@@ -34,11 +36,10 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use skiff_manifest::RouteTable;
-use skiff_runtime::{InvokeError, LoadedApp, RequestInfo, ResponseBody, TraceContext};
+use skiff_runtime::{InvokeError, LoadedApp, RequestInfo, ResponseBody, Runtime, TraceContext};
 use tokio::net::TcpListener;
 
 mod metrics;
@@ -51,22 +52,35 @@ pub const CLIENT_ADDR: HeaderName = HeaderName::from_static("skiff-client-addr")
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("skiff-request-id");
 pub const BASE_PATH: HeaderName = HeaderName::from_static("skiff-base-path");
 
-/// Limits on what a client may send, applied before any guest runs.
+/// Limits on what a client may send, applied before any guest runs, alike over HTTP/1 and
+/// HTTP/2.
 #[derive(Debug, Clone)]
 pub struct HttpLimits {
     /// Largest request body; a larger declared `content-length` gets 413 at once, and a
     /// streamed body that grows past it is cut off.
     pub max_body_bytes: u64,
-    /// Most header fields in one request (HTTP/1); more get 431.
+    /// Most header fields in one request; more get 431.
     pub max_headers: usize,
-    /// Largest request head (request line plus headers) in bytes (HTTP/1); more gets 431.
+    /// Largest request head in bytes: request line plus headers for HTTP/1 (431 past it), the
+    /// header list as RFC 9113 counts it for HTTP/2 (431, or the stream reset).
     pub max_head_bytes: usize,
     /// Longest request target (path and query) in bytes; longer gets 414. Paths end up in
     /// headers handed to the guest and in log lines, so they are kept to a sane size.
     pub max_uri_bytes: usize,
     /// Time a client has to send its whole request head, so a slow client cannot hold a
-    /// connection open forever.
+    /// connection open forever. It also bounds how long a connection may stay open without
+    /// a request: a new one until its first request (either protocol), an idle HTTP/1 one
+    /// between requests (hyper's own timer), and an HTTP/2 one that starts no new stream for
+    /// that long (it is told to go away; streams still running finish).
     pub header_read_timeout: Duration,
+    /// Longest wait for the next piece of a request body once the guest reads it. Past it the
+    /// guest's read fails (`connection-read-timeout`), so a client that stalls its upload
+    /// cannot hold an instance until the guest's deadline.
+    pub body_read_timeout: Duration,
+    /// Slowest average rate a request body may arrive at, in bytes per second, once the first
+    /// `body_read_timeout` has passed: a client that dribbles a byte now and then defeats the
+    /// wait between pieces, not this. Zero turns the check off.
+    pub body_min_rate: u64,
 }
 
 impl Default for HttpLimits {
@@ -77,6 +91,8 @@ impl Default for HttpLimits {
             max_head_bytes: 64 << 10,
             max_uri_bytes: 16 << 10,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            body_min_rate: 1024,
         }
     }
 }
@@ -158,6 +174,8 @@ pub struct Server<S: AppSource = SingleApp> {
     next_request_id: Arc<AtomicU64>,
     shutdown_grace: Duration,
     limits: HttpLimits,
+    /// The runtime whose guests are stopped once the grace period is over.
+    guests: Option<Arc<Runtime>>,
 }
 
 impl Server<SingleApp> {
@@ -176,6 +194,7 @@ impl<S: AppSource> Server<S> {
             next_request_id: Arc::new(AtomicU64::new(1)),
             shutdown_grace: Duration::from_secs(10),
             limits: HttpLimits::default(),
+            guests: None,
         })
     }
 
@@ -190,6 +209,15 @@ impl<S: AppSource> Server<S> {
         self
     }
 
+    /// Once the grace period is over, stop the guests of `runtime` that are still running
+    /// ([`Runtime::stop_guests`]), whether their clients wait or went away unnoticed, and give
+    /// their requests a moment to answer 503. Without it, a guest that computes for ever
+    /// would keep the process alive.
+    pub fn with_guests_of(mut self, runtime: Arc<Runtime>) -> Self {
+        self.guests = Some(runtime);
+        self
+    }
+
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
@@ -197,7 +225,6 @@ impl<S: AppSource> Server<S> {
     /// Serves until `shutdown` resolves, then stops accepting and gives in-flight requests up
     /// to the grace period to finish.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let graceful = GracefulShutdown::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -206,11 +233,24 @@ impl<S: AppSource> Server<S> {
             .max_headers(self.limits.max_headers)
             // hyper's read buffer bounds the request head; it refuses less than 8 KiB.
             .max_buf_size(self.limits.max_head_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            // The HTTP/2 twin of the HTTP/1 head limit: past it, h2 refuses the stream itself
+            // (a 431, or a reset).
+            .max_header_list_size(u32::try_from(self.limits.max_head_bytes).unwrap_or(u32::MAX));
         let limits = RequestLimits {
             max_body: self.limits.max_body_bytes,
             max_uri: self.limits.max_uri_bytes,
+            max_headers: self.limits.max_headers,
+            body_read_timeout: self.limits.body_read_timeout,
+            body_min_rate: self.limits.body_min_rate,
         };
+        let idle_limit = self.limits.header_read_timeout;
         let local_addr = self.listener.local_addr()?;
+        // Every connection task holds a receiver: shutdown is a message to all of them, and
+        // the sender learns when the last one has ended.
+        let (stop, stopped) = tokio::sync::watch::channel(());
         tokio::pin!(shutdown);
         loop {
             let (stream, client) = tokio::select! {
@@ -228,40 +268,114 @@ impl<S: AppSource> Server<S> {
             let _ = stream.set_nodelay(true);
             let apps = self.apps.clone();
             let ids = self.next_request_id.clone();
-            let service = service_fn(move |request| {
-                let id = ids.fetch_add(1, Ordering::Relaxed);
-                let apps = apps.clone();
-                async move {
-                    Ok::<_, Infallible>(
-                        dispatch(&*apps, request, client, local_addr, id, limits).await,
-                    )
+            let requests = Arc::new(ConnectionRequests::default());
+            let service = service_fn({
+                let requests = requests.clone();
+                move |request: Request<Incoming>| {
+                    requests.started(request.version());
+                    let id = ids.fetch_add(1, Ordering::Relaxed);
+                    let apps = apps.clone();
+                    async move {
+                        Ok::<_, Infallible>(
+                            dispatch(&*apps, request, client, local_addr, id, limits).await,
+                        )
+                    }
                 }
             });
             let connection = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned();
-            let connection = graceful.watch(connection);
+            let mut stopped = stopped.clone();
             tokio::spawn(async move {
+                tokio::pin!(connection);
+                let mut seen = 0;
+                loop {
+                    tokio::select! {
+                        result = connection.as_mut() => {
+                            if let Err(err) = result {
+                                tracing::debug!(%client, "connection ended with an error: {err}");
+                            }
+                            return;
+                        }
+                        _ = stopped.changed() => break,
+                        () = tokio::time::sleep(idle_limit) => {
+                            // No request for a whole period: a connection that never sent one
+                            // (hyper's HTTP/1 timer starts only once the protocol is known), or
+                            // an HTTP/2 one that starts no more streams. Idle HTTP/1 ones are
+                            // closed by hyper's own timer.
+                            let now = requests.count();
+                            if now == seen && (now == 0 || requests.is_http2()) {
+                                tracing::debug!(%client, "closing a connection without requests");
+                                break;
+                            }
+                            seen = now;
+                        }
+                    }
+                }
+                // Requests in flight finish; no new one is read.
+                connection.as_mut().graceful_shutdown();
                 if let Err(err) = connection.await {
                     tracing::debug!(%client, "connection ended with an error: {err}");
                 }
+                drop(stopped);
             });
         }
         drop(self.listener);
-        let in_flight = graceful.count();
-        if in_flight > 0 {
-            tracing::info!("shutting down: waiting for {in_flight} open connection(s)");
+        drop(stopped);
+        let open = stop.receiver_count();
+        if open > 0 {
+            tracing::info!("shutting down: waiting for {open} open connection(s)");
         }
-        if tokio::time::timeout(self.shutdown_grace, graceful.shutdown())
+        let _ = stop.send(());
+        let finished = tokio::time::timeout(self.shutdown_grace, stop.closed())
             .await
-            .is_err()
-        {
+            .is_ok();
+        if let Some(runtime) = &self.guests {
+            runtime.stop_guests();
+        }
+        if !finished {
             tracing::warn!(
-                "shutdown: connections still open after {:?}; closing them",
+                "shutdown: {} connection(s) still open after {:?}; stopping their guests",
+                stop.receiver_count(),
                 self.shutdown_grace
             );
+            // Guests that compute stop at their next epoch tick, and their requests answer
+            // 503 at once; a guest waiting on the host (a response held open) does not, and
+            // its connection is cut when the process ends.
+            if self.guests.is_some() {
+                let _ = tokio::time::timeout(STOPPED_ANSWER_WAIT, stop.closed()).await;
+            }
         }
         Ok(())
+    }
+}
+
+/// How long the requests of guests stopped at shutdown get to send their 503: ample for an
+/// epoch tick and a write, short beside the grace period.
+const STOPPED_ANSWER_WAIT: Duration = Duration::from_secs(1);
+
+/// What a connection's service tells its watchdog: how many requests it has started, and
+/// whether they came over HTTP/2. Plain atomics, per connection: one relaxed add per request.
+#[derive(Default)]
+struct ConnectionRequests {
+    started: AtomicU64,
+    http2: AtomicBool,
+}
+
+impl ConnectionRequests {
+    fn started(&self, version: http::Version) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        if version == http::Version::HTTP_2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
     }
 }
 
@@ -270,6 +384,9 @@ impl<S: AppSource> Server<S> {
 struct RequestLimits {
     max_body: u64,
     max_uri: usize,
+    max_headers: usize,
+    body_read_timeout: Duration,
+    body_min_rate: u64,
 }
 
 async fn dispatch(
@@ -280,8 +397,25 @@ async fn dispatch(
     request_id: u64,
     limits: RequestLimits,
 ) -> Response<ResponseBody> {
-    let arrived = std::time::Instant::now();
-    let RequestLimits { max_body, max_uri } = limits;
+    let arrived = Instant::now();
+    let RequestLimits {
+        max_body,
+        max_uri,
+        max_headers,
+        body_read_timeout,
+        body_min_rate,
+    } = limits;
+    // hyper counts HTTP/1 header lines itself; HTTP/2 has no such limit of its own.
+    if request.headers().len() > max_headers {
+        tracing::debug!(
+            request_id,
+            "request with over {max_headers} header fields refused"
+        );
+        return plain(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("more header fields than the limit of {max_headers}\n"),
+        );
+    }
     if target_length(request.uri()) > max_uri {
         tracing::debug!(request_id, "request target over {max_uri} bytes refused");
         return plain(
@@ -376,8 +510,16 @@ async fn dispatch(
         https: false,
         trace: trace.clone(),
     };
-    // A body without a declared length is counted as it streams, and cut off at the limit.
-    let request = request.map(|body| Limited::new(body, max_body as usize).map_err(body_error));
+    // A body without a declared length is counted as it streams, and cut off at the limit;
+    // one that stops arriving fails the guest's read instead of holding its instance.
+    let request = request.map(|body| {
+        BodyReadTimeout::new(
+            Limited::new(body, max_body as usize).map_err(body_error),
+            body_read_timeout,
+            body_min_rate,
+            request_id,
+        )
+    });
     match component.handle_http(request, info).await {
         Ok(response) => {
             if let Some(metrics) = metrics {
@@ -500,7 +642,7 @@ fn body_error(err: Box<dyn std::error::Error + Send + Sync>) -> wasmtime_wasi_ht
 fn status_for(err: &InvokeError) -> StatusCode {
     match err {
         InvokeError::Deadline(_) => StatusCode::GATEWAY_TIMEOUT,
-        InvokeError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+        InvokeError::Overloaded(_) | InvokeError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -515,6 +657,121 @@ fn short_reason(err: &InvokeError) -> &'static str {
         InvokeError::NoResponse => "the component sent no response",
         InvokeError::Guest(_) => "the component reported an error",
         InvokeError::Overloaded(_) => "too many requests in flight; retry shortly",
+        InvokeError::Stopped => "the server is shutting down; retry shortly",
+    }
+}
+
+/// A request body that must keep arriving while the guest reads it. The timer exists only
+/// once the body is slower than the guest (a body already in hyper's buffer never waits), and
+/// is re-armed only after progress, so a fast upload costs no timer at all.
+///
+/// The deadline for the next piece is the earlier of `idle` after the last one and the time by
+/// which the body, counted from the guest's first read, would fall below `min_rate` after a
+/// first `idle` of grace. The first catches a client that stops; the second one that sends a
+/// byte every few seconds, which an idle timer alone would let hold the instance until the
+/// deadline. The rate is counted from the first read, not the request's arrival: until the
+/// guest reads, flow control holds the client back, and that is no fault of the client's.
+struct BodyReadTimeout<B> {
+    body: B,
+    /// When the guest first asked for the body.
+    reading_since: Option<Instant>,
+    idle: Duration,
+    min_rate: u64,
+    received: u64,
+    /// Set after a piece arrived: the next wait gets a fresh deadline.
+    progressed: bool,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    timed_out: bool,
+    request_id: u64,
+}
+
+impl<B> BodyReadTimeout<B> {
+    fn new(body: B, idle: Duration, min_rate: u64, request_id: u64) -> Self {
+        BodyReadTimeout {
+            body,
+            reading_since: None,
+            idle,
+            min_rate,
+            received: 0,
+            progressed: false,
+            timer: None,
+            timed_out: false,
+            request_id,
+        }
+    }
+
+    fn deadline(&self, now: Instant, reading_since: Instant) -> Instant {
+        let idle = now + self.idle;
+        if self.min_rate == 0 {
+            return idle;
+        }
+        let earned = Duration::from_secs_f64(self.received as f64 / self.min_rate as f64);
+        idle.min(reading_since + self.idle + earned)
+    }
+}
+
+impl<B> hyper::body::Body for BodyReadTimeout<B>
+where
+    B: hyper::body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Unpin,
+{
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.timed_out {
+            return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::ConnectionReadTimeout)));
+        }
+        if this.reading_since.is_none() && !this.body.is_end_stream() {
+            this.reading_since = Some(Instant::now());
+        }
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Pending => {}
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
+                }
+                this.progressed = true;
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            done => return done,
+        }
+        let now = Instant::now();
+        let deadline = this.deadline(now, this.reading_since.unwrap_or(now));
+        let timer = match &mut this.timer {
+            Some(timer) => {
+                if this.progressed {
+                    timer.as_mut().reset(deadline.into());
+                }
+                timer
+            }
+            None => this
+                .timer
+                .insert(Box::pin(tokio::time::sleep_until(deadline.into()))),
+        };
+        this.progressed = false;
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        this.timed_out = true;
+        tracing::info!(
+            request_id = this.request_id,
+            received = this.received,
+            "the client stopped sending its request body (or sends it too slowly); \
+             the guest's read fails"
+        );
+        Poll::Ready(Some(Err(wasmtime_wasi_http::Error::ConnectionReadTimeout)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

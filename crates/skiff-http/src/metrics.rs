@@ -47,7 +47,7 @@ struct FailureLabels {
 }
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-const CAUSES: [&str; 8] = [
+const CAUSES: [&str; 9] = [
     "deadline",
     "memory",
     "fuel",
@@ -56,6 +56,7 @@ const CAUSES: [&str; 8] = [
     "no_response",
     "guest_error",
     "overloaded",
+    "stopped",
 ];
 
 /// The metric families of the HTTP trigger, registered once per host.
@@ -204,7 +205,7 @@ pub(crate) struct RouteMetrics {
     by_status: [Counter; 5],
     duration: Histogram,
     in_flight: Gauge,
-    by_cause: [Counter; 8],
+    by_cause: [Counter; 9],
 }
 
 impl RouteMetrics {
@@ -230,6 +231,7 @@ impl RouteMetrics {
             InvokeError::NoResponse => 5,
             InvokeError::Guest(_) => 6,
             InvokeError::Overloaded(_) => 7,
+            InvokeError::Stopped => 8,
         };
         self.by_cause[cause].inc();
     }

@@ -18,7 +18,7 @@ use crate::capabilities::guest_log::LogSink;
 use crate::engine::Runtime;
 use crate::error::{LoadError, LoadErrorKind};
 use crate::host::Host;
-use crate::invoke::InstanceReuse;
+use crate::invoke::{InstanceReuse, SharedPermits};
 use crate::metrics::{ComponentMetrics, MetricsScope};
 use crate::usage::UsageSink;
 
@@ -43,7 +43,7 @@ pub struct LoadedComponent {
     /// Permits for `limits.max_concurrency`, when set.
     pub(crate) concurrency: Option<(Arc<Semaphore>, u32)>,
     /// Permits shared with other apps (a tenant's in-flight quota), when set.
-    pub(crate) shared_concurrency: Option<(Arc<Semaphore>, u32)>,
+    pub(crate) shared_concurrency: Option<Arc<SharedPermits>>,
     pub(crate) log_sink: Option<LogSink>,
     /// Where each request's usage goes; `None`: nothing is measured.
     pub(crate) usage: Option<UsageSink>,
@@ -70,7 +70,7 @@ pub struct LoadOptions {
     /// of the runtime's data folder: a host gives each tenant its own.
     pub data_dir: Option<PathBuf>,
     /// Permits shared with other apps: a request that finds none left gets 503.
-    pub shared_concurrency: Option<(Arc<Semaphore>, u32)>,
+    pub shared_concurrency: Option<Arc<SharedPermits>>,
     /// Also hand every line the app's guests output to this sink.
     pub log_sink: Option<LogSink>,
     /// Measure every request of the app and report its usage here.
@@ -300,6 +300,17 @@ impl Runtime {
             if !self.config.allow_private_outbound {
                 grants.outbound_http = grants.outbound_http.public_only();
             }
+            let reuse = InstanceReuse::new(
+                spec.limits.requests_per_instance,
+                self.config.max_instances,
+                self.config.reuse_idle_timeout,
+            );
+            if let Some(reuse) = &reuse {
+                self.idle_instances.register(reuse);
+                if let Some(shared) = &options.shared_concurrency {
+                    shared.register(reuse);
+                }
+            }
             components.push(Arc::new(LoadedComponent {
                 app: app_name.clone(),
                 id: spec.id.as_str().into(),
@@ -320,10 +331,7 @@ impl Runtime {
                     .metrics
                     .as_ref()
                     .map(|scope| scope.for_component(&app_name, &spec.id)),
-                reuse: InstanceReuse::new(
-                    spec.limits.requests_per_instance,
-                    self.config.max_instances,
-                ),
+                reuse,
                 runtime: self.clone(),
                 load_outcome: outcome,
             }));

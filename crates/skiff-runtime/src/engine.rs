@@ -1,10 +1,15 @@
 //! The one wasmtime [`Engine`] of a skiff process, its [`Linker`], and the epoch ticker that
 //! makes deadlines enforceable inside guest code.
+//!
+//! The ticker runs for as long as the engine exists, not as long as the [`Runtime`]: every
+//! store holds the engine, so guests still running when the host lets go of its runtime (at
+//! shutdown, or when an app is dropped) keep their deadlines and keep yielding their threads.
+//! A host that stops for good calls [`Runtime::stop_guests`], after which every guest still
+//! running is interrupted at its next tick.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -18,6 +23,11 @@ use crate::host::Host;
 /// How often the engine's epoch advances. A guest stuck in a loop is interrupted at most one
 /// tick after its deadline; a shorter tick costs a little CPU on an otherwise idle host.
 pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How long a kept instance waits idle by default: long enough that a component with steady
+/// traffic (a request every few seconds) keeps its instances warm, short enough that a burst's
+/// instances do not sit on memory and pool slots for long after it.
+pub const DEFAULT_REUSE_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Host-wide runtime settings. Per-component limits come from the manifest.
 #[derive(Debug, Clone)]
@@ -36,6 +46,10 @@ pub struct RuntimeConfig {
     /// Instances that may run at once across the whole host; requests past it get 503 at
     /// once rather than queueing without bound. Also sizes the instance pool.
     pub max_instances: u32,
+    /// How long an instance kept for reuse (`limits.requests_per_instance`) may wait idle for
+    /// its component's next request before it is dropped, giving back its memory, its pool
+    /// slot and the permits it holds.
+    pub reuse_idle_timeout: Duration,
     /// Where skiff keeps state (the embedded key-value databases); `None` when there is no
     /// home folder to put it in.
     pub data_dir: Option<PathBuf>,
@@ -63,6 +77,7 @@ impl Default for RuntimeConfig {
             default_timeout: Duration::from_secs(30),
             default_memory: Some(128 << 20),
             max_instances: 1000,
+            reuse_idle_timeout: DEFAULT_REUSE_IDLE_TIMEOUT,
             fuel: false,
             data_dir: default_data_dir(),
             runtime_config: Default::default(),
@@ -91,10 +106,14 @@ pub struct Runtime {
     pub(crate) config: RuntimeConfig,
     /// One permit per instance allowed to run at once, host-wide.
     pub(crate) instances: Arc<Semaphore>,
+    /// Every component's pool of instances kept for reuse, which hold host permits while idle.
+    pub(crate) idle_instances: crate::invoke::IdlePools,
     pub(crate) backends: crate::state::Backends,
     pub(crate) code_share: crate::app::CodeShare,
     pub(crate) load_stats: crate::app::LoadStats,
-    _ticker: EpochTicker,
+    /// Set by [`Runtime::stop_guests`]: every guest's epoch check reads it, so that guests
+    /// still running when the host stops are interrupted rather than left to their deadlines.
+    pub(crate) stopping: Arc<AtomicBool>,
 }
 
 impl Runtime {
@@ -103,18 +122,28 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         capabilities::add_to_linker(&mut linker)?;
         let cache = CodeCache::new(config.cache_dir.clone(), &engine);
-        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
+        start_epoch_ticker(&engine, config.epoch_tick);
         Ok(Arc::new(Runtime {
             engine,
             linker,
             cache,
             instances: Arc::new(Semaphore::new(config.max_instances as usize)),
+            idle_instances: Default::default(),
             backends: Default::default(),
             code_share: Default::default(),
             load_stats: Default::default(),
             config,
-            _ticker: ticker,
+            stopping: Arc::new(AtomicBool::new(false)),
         }))
+    }
+
+    /// Interrupts every guest of this runtime that is still running, at its next epoch tick
+    /// (their requests fail with [`crate::InvokeError::Stopped`]), and every guest started
+    /// afterwards at its first tick. For a host that is shutting down, once the grace period
+    /// for requests in flight is over: a guest that computes forever would otherwise keep its
+    /// thread, and the process, alive until its deadline, or for ever without one.
+    pub fn stop_guests(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
     }
 
     pub fn engine(&self) -> &Engine {
@@ -222,39 +251,21 @@ fn pooling_config(max_instances: u32) -> PoolingAllocationConfig {
     pool
 }
 
-/// A thread that advances the engine's epoch every tick, so that epoch deadlines fire.
-struct EpochTicker {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl EpochTicker {
-    fn start(engine: Engine, tick: Duration) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::Builder::new()
-            .name("skiff-epoch".into())
-            .spawn({
-                let stop = stop.clone();
-                move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(tick);
-                        engine.increment_epoch();
-                    }
-                }
-            })
-            .expect("spawning the epoch thread");
-        EpochTicker {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+/// Starts a thread that advances the engine's epoch every tick, so that epoch deadlines fire
+/// and guests yield. It holds the engine only weakly and ends once the engine is gone: every
+/// store (so every running guest) holds a strong reference, so ticks go on until the last
+/// guest is over, however the runtime itself was dropped. Nothing joins it: a runtime dropped
+/// while guests still run must not wait for them.
+fn start_epoch_ticker(engine: &Engine, tick: Duration) {
+    let engine = engine.weak();
+    std::thread::Builder::new()
+        .name("skiff-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = engine.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(tick);
+            }
+        })
+        .expect("spawning the epoch thread");
 }

@@ -122,6 +122,8 @@ pub enum InvokeError {
     Guest(String),
     #[error("too many requests in flight for {0}")]
     Overloaded(OverloadScope),
+    #[error("the host is shutting down and stopped the component")]
+    Stopped,
 }
 
 /// Which limit turned a request away.

@@ -3,8 +3,8 @@
 //! dropped when the guest is done. Bodies stream both ways: nothing here buffers a body.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,8 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::task::{AbortHandle, JoinHandle};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::Proxy;
@@ -50,32 +51,12 @@ impl LoadedComponent {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        // Admission first, before any work: over a limit the client hears so at once, and
-        // nothing queues without bound. The permits live as long as the guest task.
-        let component_permit = match &self.concurrency {
-            Some((permits, limit)) => Some(
-                permits
-                    .clone()
-                    .try_acquire_owned()
-                    .map_err(|_| InvokeError::Overloaded(OverloadScope::Component(*limit)))?,
-            ),
-            None => None,
-        };
-        let shared_permit = match &self.shared_concurrency {
-            Some((permits, limit)) => Some(
-                permits
-                    .clone()
-                    .try_acquire_owned()
-                    .map_err(|_| InvokeError::Overloaded(OverloadScope::Tenant(*limit)))?,
-            ),
-            None => None,
-        };
-        // An instance kept from an earlier request holds its slot (and permit) already.
-        let slot = match self.reuse.as_ref().and_then(InstanceReuse::take) {
+        // An instance kept from an earlier request comes with the permits that admitted it.
+        // Otherwise admission comes first, before any work: over a limit the client hears so
+        // at once, and nothing queues without bound. The permits live as long as the instance.
+        let slot = match self.reuse.as_ref().and_then(|reuse| reuse.take()) {
             Some(warm) => Slot::Warm(warm),
-            None => Slot::Fresh(self.runtime.instances.clone().try_acquire_owned().map_err(
-                |_| InvokeError::Overloaded(OverloadScope::Host(self.runtime.config.max_instances)),
-            )?),
+            None => Slot::Fresh(self.admit()?),
         };
         // Admitted: from here on the request is metered, if its app is. A request refused
         // above used nothing worth billing and reports nothing.
@@ -89,29 +70,35 @@ impl LoadedComponent {
             log_sink: self.log_sink.clone(),
             metrics: self.metrics.clone(),
         };
-        let (mut store, proxy, served, host_permit) = match slot {
+        let (mut instance, proxy, served) = match slot {
             Slot::Warm(warm) => {
-                let mut store = warm.store;
-                store.data_mut().next_request(identity, usage.clone());
-                (store, Some(warm.proxy), warm.served, warm.host_permit)
+                let mut instance = warm.instance;
+                instance
+                    .store
+                    .data_mut()
+                    .next_request(identity, usage.clone());
+                (instance, Some(warm.proxy), warm.served)
             }
-            Slot::Fresh(host_permit) => {
+            Slot::Fresh(permits) => {
                 let mut host =
                     capabilities::instance_state(&self.grants, &identity, self.memory_limit)
                         .map_err(|err| InvokeError::Instantiate(format!("{err:#}")))?;
                 host.limiter.report_peak_to(usage.clone());
                 let mut store = Store::new(self.runtime.engine(), host);
                 store.limiter(|host| &mut host.limiter);
-                (store, None, 0, host_permit)
+                (Instance { store, permits }, None, 0)
             }
         };
+        let store = &mut instance.store;
         // Guest code checks in at every epoch tick: past the deadline it is interrupted, and
         // before it, it yields to the executor, so a guest that computes for long (or forever)
         // shares its worker thread instead of stalling the other requests queued on it.
+        // A host that is stopping interrupts every guest the same way, at its next tick.
         let deadline = Instant::now() + self.timeout;
+        let stopping = self.runtime.stopping.clone();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || stopping.load(Ordering::Relaxed) {
                 Ok(UpdateDeadline::Interrupt)
             } else {
                 Ok(UpdateDeadline::YieldCustom(
@@ -120,7 +107,7 @@ impl LoadedComponent {
                 ))
             }
         });
-        self.runtime.fill_fuel(&mut store, self.fuel);
+        self.runtime.fill_fuel(store, self.fuel);
 
         let scheme = if info.https {
             Scheme::Https
@@ -149,6 +136,7 @@ impl LoadedComponent {
             memory: self.memory_limit,
             fuel: self.fuel,
         };
+        let stopping = self.runtime.stopping.clone();
         let metrics = self.metrics.clone();
         let trace = info.trace;
         let reuse = self.reuse.clone();
@@ -169,14 +157,14 @@ impl LoadedComponent {
         // the host calls it makes, and the store's tear-down at the end.
         let guest = tokio::spawn(CpuTimed::new(
             async move {
-                let _permits = (component_permit, shared_permit);
+                let store = &mut instance.store;
                 let run = async {
                     let proxy = match proxy {
                         Some(proxy) => proxy,
                         None => {
                             let span = trace.child(SpanKind::Internal, span_of("instantiate"));
                             let started = Instant::now();
-                            let proxy = pre.instantiate_async(&mut store).await;
+                            let proxy = pre.instantiate_async(&mut *store).await;
                             if let Some(metrics) = &metrics {
                                 metrics.instantiated(started.elapsed().as_secs_f64());
                             }
@@ -205,9 +193,9 @@ impl LoadedComponent {
                     host.outbound.trace = span.clone();
                     proxy
                         .wasi_http_incoming_handler()
-                        .call_handle(&mut store, incoming, outparam)
+                        .call_handle(&mut *store, incoming, outparam)
                         .await
-                        .map_err(|err| classify(err, &store, limits))?;
+                        .map_err(|err| classify(err, store, limits, &stopping))?;
                     Ok(proxy)
                 };
                 // The epoch deadline stops guest code; this timer also stops a guest that waits
@@ -229,20 +217,21 @@ impl LoadedComponent {
                     // A component that allows it keeps an instance that served well for its
                     // next request; one that failed in any way goes with its store.
                     (Ok(proxy), Some(reuse)) => {
-                        store.data_mut().request_done();
-                        reuse.keep(store, proxy, served + 1, host_permit);
+                        instance.store.data_mut().request_done();
+                        reuse.keep(instance, proxy, served + 1);
                         Ok(())
                     }
                     (result, _) => {
-                        // The slot goes back to the pool before the permit that counts it.
-                        drop(store);
-                        drop(host_permit);
+                        drop(instance);
                         result.map(drop)
                     }
                 }
             },
             usage.clone(),
         ));
+        // Until the response head, this request (the future awaiting it) is what holds the
+        // guest: hyper drops it when the client goes away, and the guest stops with it.
+        let mut stop_guest = StopGuest::new(&guest, info.request_id);
 
         match receiver.await {
             Ok(Ok(response)) => {
@@ -262,11 +251,14 @@ impl LoadedComponent {
                         body,
                         failed,
                         usage,
+                        stop_guest: stop_guest.take(),
+                        polled: false,
                     }
                     .boxed_unsync()
                 }))
             }
             Ok(Err(code)) => {
+                stop_guest.disarm();
                 guest.abort();
                 Err(InvokeError::Guest(describe_error_code(&code)))
             }
@@ -281,30 +273,99 @@ impl LoadedComponent {
     }
 }
 
+impl LoadedComponent {
+    /// Takes the permits a fresh instance needs: the component's, the shared (tenant) one, the
+    /// host's, in that order, or says which limit is reached.
+    fn admit(&self) -> Result<Permits, InvokeError> {
+        let component = match &self.concurrency {
+            Some((permits, limit)) => Some(
+                permits
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| InvokeError::Overloaded(OverloadScope::Component(*limit)))?,
+            ),
+            None => None,
+        };
+        let shared = match &self.shared_concurrency {
+            Some(shared) => Some(shared.acquire()?),
+            None => None,
+        };
+        let host = self
+            .runtime
+            .idle_instances
+            .acquire(&self.runtime.instances)
+            .ok_or(InvokeError::Overloaded(OverloadScope::Host(
+                self.runtime.config.max_instances,
+            )))?;
+        Ok(Permits {
+            _component: component,
+            _shared: shared,
+            host,
+        })
+    }
+}
+
+/// What admitted one instance: the host's permit and, where set, the component's and the
+/// shared (tenant) one. An instance kept for reuse keeps them all, so that idle instances count
+/// against every limit that running ones do. Held for their drop, which gives them back.
+struct Permits {
+    _component: Option<OwnedSemaphorePermit>,
+    _shared: Option<OwnedSemaphorePermit>,
+    host: OwnedSemaphorePermit,
+}
+
+/// A store with the permits that admitted it. The fields drop in this order however the
+/// instance ends (served, failed, dropped idle, or its task aborted): the store, and with it
+/// the pool slot, goes back before the permit that counts it, so a request admitted by a freed
+/// permit always finds a free slot.
+struct Instance {
+    store: Store<Host>,
+    permits: Permits,
+}
+
+/// Where a request's instance comes from: one kept from an earlier request (admitted then), or
+/// a fresh one under permits just taken.
+enum Slot {
+    Warm(WarmInstance),
+    Fresh(Permits),
+}
+
+struct WarmInstance {
+    instance: Instance,
+    proxy: Proxy,
+    /// Requests it has served.
+    served: u32,
+    /// When it last finished a request.
+    idle_since: Instant,
+}
+
 /// Instances kept for the next requests of a component whose `requests_per_instance` is more
-/// than one. Each holds its pool slot and the host permit that counts it, as a running
-/// instance does. At most [`InstanceReuse::MAX_IDLE`] wait, and only while a quarter of the
-/// host's instances are free: idle instances of one app never crowd out others' requests.
+/// than one.
+///
+/// One tenant's idle instances must not take what belongs to all. So a kept instance holds
+/// every permit that admitted it, as a running one does: the host's (a pool slot), the
+/// component's (`max_concurrency`) and its tenant's (`max_in_flight`). A tenant's running and
+/// idle instances together therefore never exceed its own quota, whatever the number of its
+/// components; and so that its idle instances never turn away the tenant's own requests, a
+/// request that finds the tenant's permits all taken reclaims one from an idle instance of any
+/// of its components ([`SharedPermits`]). Host-wide the same: a request that finds the host's
+/// instances all taken reclaims an idle one of any component. Instances are kept only while a
+/// quarter of the host's permits are free (so that reclaiming stays the exception, off the fast
+/// path), at most [`InstanceReuse::MAX_IDLE`] per component, and for at most the runtime's
+/// `reuse_idle_timeout`, after which they are dropped with their memory.
 pub(crate) struct InstanceReuse {
     requests_per_instance: u32,
     /// Free host permits below which a finished instance is dropped rather than kept.
     keep_while_free: usize,
-    idle: Mutex<Vec<WarmInstance>>,
+    idle_timeout: Duration,
+    idle: Mutex<Idle>,
 }
 
-/// Where a request's instance comes from: one kept from an earlier request (holding its slot
-/// and permit already), or a fresh one under a permit just taken.
-enum Slot {
-    Warm(WarmInstance),
-    Fresh(OwnedSemaphorePermit),
-}
-
-struct WarmInstance {
-    store: Store<Host>,
-    proxy: Proxy,
-    /// Requests it has served.
-    served: u32,
-    host_permit: OwnedSemaphorePermit,
+struct Idle {
+    /// Oldest first: instances are kept at the end and taken from the end.
+    instances: Vec<WarmInstance>,
+    /// Whether a task is on its way to drop the instances that have waited too long.
+    sweeping: bool,
 }
 
 impl InstanceReuse {
@@ -318,45 +379,237 @@ impl InstanceReuse {
     pub(crate) fn new(
         requests_per_instance: Option<u32>,
         max_instances: u32,
+        idle_timeout: Duration,
     ) -> Option<Arc<InstanceReuse>> {
         match requests_per_instance {
             Some(n) if n > 1 => Some(Arc::new(InstanceReuse {
                 requests_per_instance: n,
                 keep_while_free: (max_instances as usize).div_ceil(4),
-                idle: Mutex::new(Vec::new()),
+                idle_timeout,
+                idle: Mutex::new(Idle {
+                    instances: Vec::new(),
+                    sweeping: false,
+                }),
             })),
             _ => None,
         }
     }
 
-    /// The instance used last, whose memory is likeliest still in the CPU's caches.
-    fn take(self: &Arc<Self>) -> Option<WarmInstance> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    fn idle(&self) -> std::sync::MutexGuard<'_, Idle> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn keep(
-        &self,
-        store: Store<Host>,
-        proxy: Proxy,
-        served: u32,
-        host_permit: OwnedSemaphorePermit,
-    ) {
-        let host_free = host_permit.semaphore().available_permits();
-        if served < self.requests_per_instance && host_free >= self.keep_while_free {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() < Self::MAX_IDLE {
-                idle.push(WarmInstance {
-                    store,
-                    proxy,
-                    served,
-                    host_permit,
-                });
-                return;
+    /// The instance used last, whose memory is likeliest still in the CPU's caches.
+    fn take(&self) -> Option<WarmInstance> {
+        self.idle().instances.pop()
+    }
+
+    /// The instance that has waited longest, to free its permits for another request.
+    fn take_oldest(&self) -> Option<WarmInstance> {
+        let mut idle = self.idle();
+        (!idle.instances.is_empty()).then(|| idle.instances.remove(0))
+    }
+
+    fn keep(self: &Arc<Self>, instance: Instance, proxy: Proxy, served: u32) {
+        let host_free = instance.permits.host.semaphore().available_permits();
+        if served >= self.requests_per_instance || host_free < self.keep_while_free {
+            return;
+        }
+        let mut idle = self.idle();
+        if idle.instances.len() >= Self::MAX_IDLE {
+            return;
+        }
+        idle.instances.push(WarmInstance {
+            instance,
+            proxy,
+            served,
+            idle_since: Instant::now(),
+        });
+        if !idle.sweeping {
+            idle.sweeping = true;
+            tokio::spawn(Self::sweep(Arc::downgrade(self), self.idle_timeout));
+        }
+    }
+
+    /// Drops the instances that have waited longer than `idle_timeout`, until none is left
+    /// waiting. It holds the pool only weakly: a component that is unloaded drops its idle
+    /// instances at once, and this task ends at its next wake-up.
+    async fn sweep(pool: Weak<InstanceReuse>, idle_timeout: Duration) {
+        loop {
+            let next = {
+                let Some(pool) = pool.upgrade() else { return };
+                let mut idle = pool.idle();
+                let now = Instant::now();
+                let expired = idle
+                    .instances
+                    .partition_point(|warm| warm.idle_since + idle_timeout <= now);
+                // Dropped outside the lock: tearing a store down is not free, and the lock is
+                // on the path of every request of the component.
+                let expired: Vec<WarmInstance> = idle.instances.drain(..expired).collect();
+                let next = match idle.instances.first() {
+                    Some(oldest) => Some(oldest.idle_since + idle_timeout),
+                    None => {
+                        idle.sweeping = false;
+                        None
+                    }
+                };
+                drop(idle);
+                drop(expired);
+                next
+            };
+            match next {
+                Some(next) => tokio::time::sleep_until(next.into()).await,
+                None => return,
             }
         }
-        // The slot goes back to the pool before the permit that counts it.
-        drop(store);
-        drop(host_permit);
+    }
+}
+
+/// The reuse pools of the components that share some permits (the host's, a tenant's), to
+/// take an idle instance from when those permits run out: an instance waiting for a request
+/// that may never come is worth less than a request waiting now. Locked at load, and when the
+/// permits run out; never on the way of a request that gets its permit.
+#[derive(Default)]
+pub(crate) struct IdlePools(Mutex<Vec<Weak<InstanceReuse>>>);
+
+impl IdlePools {
+    pub(crate) fn register(&self, pool: &Arc<InstanceReuse>) {
+        let mut pools = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        pools.retain(|pool| pool.strong_count() > 0);
+        pools.push(Arc::downgrade(pool));
+    }
+
+    /// A permit of `permits`, if one is free or an idle instance gives its up.
+    fn acquire(&self, permits: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = permits.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        let reclaimed = {
+            let pools = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            pools
+                .iter()
+                .filter_map(Weak::upgrade)
+                .find_map(|pool| pool.take_oldest())
+        };
+        // Dropped outside the lock; the store before the permits, which then are free.
+        drop(reclaimed?);
+        permits.clone().try_acquire_owned().ok()
+    }
+}
+
+/// Permits shared by the components of several apps: a tenant's `max_in_flight` quota. Idle
+/// instances kept for reuse hold one each (see [`InstanceReuse`]), so that a tenant's idle
+/// instances count against its own quota, not against what the host's other tenants share;
+/// when a request finds the permits all taken, an idle instance of the tenant gives its up.
+pub struct SharedPermits {
+    permits: Arc<Semaphore>,
+    /// The ceiling; it may change while requests run (see [`SharedPermits::resize`]).
+    limit: AtomicU32,
+    /// The reuse pools of the components under these permits.
+    idle: IdlePools,
+}
+
+impl std::fmt::Debug for SharedPermits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedPermits")
+            .field("limit", &self.limit())
+            .field("available", &self.available())
+            .finish()
+    }
+}
+
+impl SharedPermits {
+    pub fn new(limit: u32) -> Arc<SharedPermits> {
+        Arc::new(SharedPermits {
+            permits: Arc::new(Semaphore::new(limit as usize)),
+            limit: AtomicU32::new(limit),
+            idle: IdlePools::default(),
+        })
+    }
+
+    pub fn limit(&self) -> u32 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Moves the ceiling to `to`. A higher one applies at once. Permits held by requests in
+    /// flight (or idle instances) cannot be taken back, so a lower one takes what is free now
+    /// and the rest as those requests end. Call it within a tokio runtime.
+    pub fn resize(&self, to: u32) {
+        let from = self.limit.swap(to, Ordering::Relaxed);
+        if to >= from {
+            self.permits.add_permits((to - from) as usize);
+            return;
+        }
+        let excess = from - to;
+        let forgotten = self.permits.forget_permits(excess as usize) as u32;
+        if forgotten < excess {
+            let permits = self.permits.clone();
+            tokio::spawn(async move {
+                if let Ok(held) = permits.acquire_many_owned(excess - forgotten).await {
+                    held.forget();
+                }
+            });
+        }
+    }
+
+    /// Permits not held by a running or idle instance.
+    pub fn available(&self) -> usize {
+        self.permits.available_permits()
+    }
+
+    pub(crate) fn register(&self, pool: &Arc<InstanceReuse>) {
+        self.idle.register(pool);
+    }
+
+    fn acquire(&self) -> Result<OwnedSemaphorePermit, InvokeError> {
+        self.idle
+            .acquire(&self.permits)
+            .ok_or(InvokeError::Overloaded(OverloadScope::Tenant(self.limit())))
+    }
+}
+
+/// Stops a request's guest when dropped, unless the request is over. The request holds it
+/// until the guest's response head, its response body after that: when a client goes away,
+/// hyper drops both, and a guest that would go on computing for nobody (until its deadline,
+/// or for ever) is stopped at its next epoch tick instead.
+struct StopGuest {
+    guest: Option<AbortHandle>,
+    request_id: u64,
+}
+
+impl StopGuest {
+    fn new<T>(guest: &JoinHandle<T>, request_id: u64) -> StopGuest {
+        StopGuest {
+            guest: Some(guest.abort_handle()),
+            request_id,
+        }
+    }
+
+    /// Hands the duty on (to the response body).
+    fn take(&mut self) -> StopGuest {
+        StopGuest {
+            guest: self.guest.take(),
+            request_id: self.request_id,
+        }
+    }
+
+    /// The request is over as far as the client is concerned: the guest may finish on its own.
+    fn disarm(&mut self) {
+        self.guest = None;
+    }
+}
+
+impl Drop for StopGuest {
+    fn drop(&mut self) {
+        if let Some(guest) = self.guest.take()
+            && !guest.is_finished()
+        {
+            tracing::debug!(
+                request_id = self.request_id,
+                "the client went away: stopping its guest"
+            );
+            guest.abort();
+        }
     }
 }
 
@@ -366,10 +619,25 @@ impl InstanceReuse {
 /// a whole one; this way hyper breaks the connection off instead of writing the last chunk.
 /// When the request is metered it also counts the body bytes sent, and holds the request's
 /// usage open until the body is finished (or dropped).
+///
+/// It also stops the guest if the client goes away while the body is still streaming: hyper
+/// drops a body it has started sending only when the connection is gone. (A body hyper never
+/// polls, that of a HEAD request or a 204, leaves the guest to finish: it may still be working
+/// after answering, and no client is waiting on it.)
 struct CutOffOnFailure {
     body: ResponseBody,
     failed: Arc<AtomicBool>,
     usage: Option<Arc<UsageCell>>,
+    stop_guest: StopGuest,
+    polled: bool,
+}
+
+impl Drop for CutOffOnFailure {
+    fn drop(&mut self) {
+        if !self.polled {
+            self.stop_guest.disarm();
+        }
+    }
 }
 
 impl http_body::Body for CutOffOnFailure {
@@ -380,7 +648,14 @@ impl http_body::Body for CutOffOnFailure {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        match Pin::new(&mut self.body).poll_frame(cx) {
+        self.polled = true;
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if !matches!(polled, Poll::Pending | Poll::Ready(Some(Ok(_)))) || self.body.is_end_stream()
+        {
+            // The body is complete, or broken off: nothing is left for the client to wait on.
+            self.stop_guest.disarm();
+        }
+        match polled {
             Poll::Ready(None) if self.failed.load(Ordering::Acquire) => {
                 Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)))
             }
@@ -411,8 +686,14 @@ struct Limits {
     fuel: Option<u64>,
 }
 
-fn classify(err: wasmtime::Error, store: &Store<Host>, limits: Limits) -> InvokeError {
+fn classify(
+    err: wasmtime::Error,
+    store: &Store<Host>,
+    limits: Limits,
+    stopping: &AtomicBool,
+) -> InvokeError {
     match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) if stopping.load(Ordering::Relaxed) => return InvokeError::Stopped,
         Some(Trap::Interrupt) => return InvokeError::Deadline(limits.timeout),
         Some(Trap::StackOverflow) => return InvokeError::Trap("stack overflow".into()),
         Some(Trap::OutOfFuel) => {
@@ -433,4 +714,27 @@ fn classify(err: wasmtime::Error, store: &Store<Host>, limits: Limits) -> Invoke
 
 fn describe_error_code(code: &ErrorCode) -> String {
     format!("{code:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lower_ceiling_takes_held_permits_as_they_come_back() {
+        let shared = SharedPermits::new(4);
+        let held = shared.permits.clone().acquire_many_owned(3).await.unwrap();
+        shared.resize(2);
+        assert_eq!((shared.limit(), shared.available()), (2, 0));
+        drop(held);
+        for _ in 0..100 {
+            if shared.available() == 2 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(shared.available(), 2);
+        shared.resize(5);
+        assert_eq!((shared.limit(), shared.available()), (5, 5));
+    }
 }

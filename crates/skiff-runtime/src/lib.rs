@@ -30,7 +30,7 @@ pub use app::{LoadOptions, LoadStats, LoadedApp, LoadedComponent};
 pub use cache::{CacheOutcome, CodeCache};
 pub use engine::{Runtime, RuntimeConfig};
 pub use error::{InvokeError, LoadError, LoadErrorKind, OverloadScope};
-pub use invoke::{RequestInfo, ResponseBody};
+pub use invoke::{RequestInfo, ResponseBody, SharedPermits};
 pub use metrics::{ComponentMetrics, MetricsScope, RuntimeMetrics};
 pub use trace::TraceContext;
 pub use usage::{RequestUsage, UsageSink};

@@ -33,8 +33,9 @@ use tokio::net::TcpListener;
 pub use management::AdminAuth;
 pub use platform::{Platform, PlatformConfig};
 
-/// How long requests and API calls in flight may take to finish once shutdown starts.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long requests and API calls in flight may take to finish once shutdown starts, unless
+/// the options say otherwise.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Everything `skiff server` is started with.
 pub struct ServerOptions {
@@ -43,6 +44,8 @@ pub struct ServerOptions {
     /// The management API.
     pub api_listen: SocketAddr,
     pub http_limits: HttpLimits,
+    /// How long requests and API calls in flight may take to finish once shutdown starts.
+    pub shutdown_grace: Duration,
     /// Also choose apps by the first path segment (`/NAME/...`) when the host names none.
     pub path_routing: bool,
     pub admin: AdminAuth,
@@ -67,6 +70,7 @@ pub struct BoundServer {
     api: TcpListener,
     platform: Arc<Platform>,
     admin: AdminAuth,
+    shutdown_grace: Duration,
 }
 
 /// Opens the data folder and binds both listeners.
@@ -75,6 +79,7 @@ pub async fn bind(
     options: ServerOptions,
 ) -> Result<BoundServer, StartError> {
     let platform_config = options.platform;
+    let guests = runtime.clone();
     let platform = tokio::task::spawn_blocking(move || Platform::open(runtime, platform_config))
         .await
         .map_err(|err| StartError::Data(err.to_string()))?
@@ -87,7 +92,8 @@ pub async fn bind(
     .await
     .map_err(listen_error("data plane", options.listen))?
     .with_limits(options.http_limits)
-    .with_shutdown_grace(SHUTDOWN_GRACE);
+    .with_shutdown_grace(options.shutdown_grace)
+    .with_guests_of(guests);
     let api = TcpListener::bind(options.api_listen)
         .await
         .map_err(listen_error("management API", options.api_listen))?;
@@ -99,6 +105,7 @@ pub async fn bind(
         api,
         platform,
         admin: options.admin,
+        shutdown_grace: options.shutdown_grace,
     })
 }
 
@@ -126,6 +133,7 @@ impl BoundServer {
         let usage_writer = tokio::spawn(write_usage(self.platform.clone()));
         let router = management::router(self.platform.clone(), self.admin, stopped.clone());
         let api_stopped = stopped.clone();
+        let grace = self.shutdown_grace;
         let api = async move {
             let serve = axum::serve(self.api, router)
                 .with_graceful_shutdown(until_stopped(api_stopped.clone()))
@@ -134,7 +142,7 @@ impl BoundServer {
             // period is cut, so that shutdown never waits forever.
             let deadline = async {
                 until_stopped(api_stopped).await;
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
+                tokio::time::sleep(grace).await;
             };
             tokio::select! {
                 result = serve => result,

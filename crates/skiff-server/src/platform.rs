@@ -960,7 +960,7 @@ impl Platform {
     ) -> Refused<Arc<HttpApp>> {
         let options = LoadOptions {
             data_dir: Some(self.config.data_dir.join("tenants").join(&tenant.name)),
-            shared_concurrency: Some((tenant.in_flight.clone(), tenant.quotas.max_in_flight)),
+            shared_concurrency: Some(tenant.in_flight.clone()),
             log_sink: Some(logs.sink()),
             usage: Some(self.usage.sink(&tenant.name, &app.name)),
             metrics: Some(MetricsScope {

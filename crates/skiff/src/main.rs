@@ -56,6 +56,10 @@ struct GlobalOptions {
     /// Deadline of a request to a component that sets no `limits.timeout`.
     #[arg(long, global = true, default_value = "30s", value_name = "DURATION", value_parser = single::parse_timeout)]
     default_timeout: Duration,
+    /// How long an instance kept for reuse (`requests_per_instance`) waits for its next request
+    /// before it is dropped with its memory.
+    #[arg(long, global = true, default_value = "10s", value_name = "DURATION", value_parser = single::parse_timeout)]
+    reuse_idle_timeout: Duration,
     /// Memory cap of an instance of a component that sets no `limits.memory`.
     #[arg(long, global = true, default_value = "128MiB", value_name = "SIZE", value_parser = skiff_manifest::parse_memory)]
     default_memory: u64,
@@ -178,9 +182,30 @@ pub struct HttpArgs {
     /// Longest request target (path and query), e.g. `16KiB`; longer gets 414.
     #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = skiff_manifest::parse_memory)]
     max_uri_length: u64,
-    /// Time a client has to send its request head; a slower one is disconnected.
+    /// Time a client has to send its request head; a slower one is disconnected. Also how
+    /// long a connection may go without starting a request.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = single::parse_timeout)]
     header_read_timeout: Duration,
+    /// Longest wait for the next piece of a request body the guest is reading; past it the
+    /// guest's read fails, so a stalled upload cannot hold an instance.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = single::parse_timeout)]
+    body_read_timeout: Duration,
+    /// Slowest average rate, per second, a request body may arrive at once the first
+    /// --body-read-timeout has passed, e.g. `1KiB`; 0 turns the check off.
+    #[arg(long, value_name = "SIZE", default_value = "1KiB", value_parser = parse_rate)]
+    body_min_rate: u64,
+    /// How long requests in flight may take to finish once SIGINT or SIGTERM arrives; then
+    /// every guest still running is stopped and skiff exits.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = single::parse_timeout)]
+    shutdown_grace: Duration,
+}
+
+/// A size per second; unlike other sizes, zero is allowed (it means no minimum).
+fn parse_rate(text: &str) -> Result<u64, String> {
+    match text.trim() {
+        "0" => Ok(0),
+        text => skiff_manifest::parse_memory(text),
+    }
 }
 
 impl HttpArgs {
@@ -190,8 +215,14 @@ impl HttpArgs {
             max_headers: self.max_headers,
             max_uri_bytes: usize::try_from(self.max_uri_length).unwrap_or(usize::MAX),
             header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
+            body_min_rate: self.body_min_rate,
             ..skiff_http::HttpLimits::default()
         }
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        self.shutdown_grace
     }
 }
 
@@ -263,6 +294,10 @@ fn main() -> ExitCode {
         Err(err) => return fail(anyhow::anyhow!("cannot start the async runtime: {err}")),
     };
     let outcome = runtime.block_on(dispatch(cli));
+    // A host that served has stopped its guests by now; the tasks left (connections past the
+    // grace period, guests that were waiting on the host) are dropped here. The bound is for
+    // blocking work that cannot be cancelled: the process exits whatever is left running.
+    runtime.shutdown_timeout(Duration::from_secs(2));
     // The spans of the last requests are still queued: send them before exiting.
     if let Some(traces) = traces {
         traces.shutdown();
@@ -312,6 +347,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         max_instances: cli.global.max_instances.max(1),
         default_timeout: cli.global.default_timeout,
         default_memory: Some(cli.global.default_memory),
+        reuse_idle_timeout: cli.global.reuse_idle_timeout,
         ..RuntimeConfig::default()
     };
     if let Some(dir) = cli.global.data_dir.clone() {
@@ -476,7 +512,8 @@ async fn up(
     }
     server
         .with_limits(http.limits())
-        .with_shutdown_grace(Duration::from_secs(10))
+        .with_shutdown_grace(http.shutdown_grace())
+        .with_guests_of(runtime.clone())
         .serve(shutdown_signal())
         .await?;
     tracing::info!("stopped");

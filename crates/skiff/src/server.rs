@@ -125,6 +125,7 @@ pub async fn run(
         listen: args.listen,
         api_listen: args.api_listen,
         http_limits: args.http.limits(),
+        shutdown_grace: args.http.shutdown_grace(),
         path_routing: args.path_routing,
         admin,
         platform: PlatformConfig {

@@ -425,3 +425,314 @@ limits = {{ requests_per_instance = 3 }}
     assert_eq!(ids.len(), 2, "{logs}");
     assert_ne!(ids[0], ids[1], "each line names its own request: {logs}");
 }
+
+/// Opens a connection, sends a `POST /echo` head declaring a 1000-byte body and ten bytes of
+/// it, and waits for the echo's response head: from then on the guest holds its instance and
+/// reads a body that does not come.
+async fn start_slow_upload(server: &Server) -> tokio::net::TcpStream {
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!("POST /echo HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 1000\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(b"0123456789").await.unwrap();
+    let mut answer = vec![0u8; 512];
+    let n = stream.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    stream
+}
+
+/// Polls `url` until it answers 200; fails if it is still refused after a generous while.
+async fn wait_until_served(http: &reqwest::Client, url: &str, why: &str) {
+    for _ in 0..300 {
+        if http.get(url).send().await.unwrap().status() == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{why}");
+}
+
+/// A client that stops sending its request body, or sends it a byte now and then, cannot hold
+/// an instance until the guest's (here five-minute) deadline: the guest's read fails and its
+/// instance is free again, while the client still holds its connection.
+#[tokio::test]
+async fn a_stalled_or_dribbled_request_body_frees_the_instance() {
+    let wasm = guest("http-guest");
+    let server = Server::start(&[
+        "serve",
+        "--timeout",
+        "5m",
+        "--max-concurrency",
+        "1",
+        "--body-read-timeout",
+        "2s",
+        "--body-min-rate",
+        "100",
+        wasm.to_str().unwrap(),
+    ]);
+    let http = client();
+    let count = server.url("/count");
+
+    // Stalled: ten bytes of a thousand, then nothing.
+    let stalled = start_slow_upload(&server).await;
+    assert_eq!(http.get(&count).send().await.unwrap().status(), 503);
+    wait_until_served(&http, &count, "a stalled upload kept its instance").await;
+    let logs = server.wait_for_log("stopped sending its request body");
+    assert!(logs.contains("stopped sending its request body"), "{logs}");
+
+    // Dribbled: a byte every 200 ms, never a pause as long as the body read timeout, but far
+    // below the minimum rate of 100 bytes a second.
+    let mut dribbled = start_slow_upload(&server).await;
+    let dribbler = tokio::spawn(async move {
+        for _ in 0..600 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if dribbled.write_all(b"x").await.is_err() {
+                break;
+            }
+        }
+    });
+    assert_eq!(http.get(&count).send().await.unwrap().status(), 503);
+    wait_until_served(&http, &count, "a dribbled upload kept its instance").await;
+    dribbler.abort();
+    drop(stalled);
+
+    // A client that sends its body at a normal pace is not affected.
+    let response = http
+        .post(server.url("/echo"))
+        .body(vec![b'a'; 256 << 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap().len(), 256 << 10);
+}
+
+type H2Body = http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>;
+type H2Sender = hyper::client::conn::http2::SendRequest<H2Body>;
+
+/// An HTTP/2 (h2c, prior knowledge) connection to `server`, and the task driving it (which
+/// ends when the connection does).
+async fn h2_connect(server: &Server) -> (H2Sender, tokio::task::JoinHandle<()>) {
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (sender, driver)
+}
+
+async fn h2_send(
+    sender: &mut H2Sender,
+    request: http::request::Builder,
+    body: H2Body,
+) -> Result<http::Response<hyper::body::Incoming>, hyper::Error> {
+    sender.ready().await?;
+    sender.send_request(request.body(body).unwrap()).await
+}
+
+fn h2_get(server: &Server, path: &str) -> http::request::Builder {
+    http::Request::builder().method("GET").uri(server.url(path))
+}
+
+fn empty() -> H2Body {
+    use http_body_util::BodyExt;
+    http_body_util::Empty::new().boxed()
+}
+
+/// HTTP/2 gets the limits HTTP/1 has: header count, header size, request target, body size,
+/// body read timeout, and a connection that sends no request is closed.
+#[tokio::test]
+async fn http2_requests_get_the_same_input_limits() {
+    use futures_util::StreamExt;
+    use http_body_util::BodyExt;
+    let wasm = guest("http-guest");
+    let server = Server::start(&[
+        "serve",
+        "--max-headers",
+        "20",
+        "--max-uri-length",
+        "1KiB",
+        "--max-body-size",
+        "1KiB",
+        "--max-concurrency",
+        "1",
+        "--timeout",
+        "5m",
+        "--header-read-timeout",
+        "1s",
+        "--body-read-timeout",
+        "2s",
+        wasm.to_str().unwrap(),
+    ]);
+    let (mut h2, _driver) = h2_connect(&server).await;
+
+    let ok = h2_send(&mut h2, h2_get(&server, "/count"), empty())
+        .await
+        .unwrap();
+    assert_eq!(ok.version(), http::Version::HTTP_2);
+    assert_eq!(ok.status(), 200);
+
+    let mut many = h2_get(&server, "/count");
+    for i in 0..40 {
+        many = many.header(format!("x-h{i}"), "v");
+    }
+    let response = h2_send(&mut h2, many, empty()).await.unwrap();
+    assert_eq!(response.status(), 431);
+
+    let long = format!("/{}", "p".repeat(1100));
+    let response = h2_send(&mut h2, h2_get(&server, &long), empty())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 414);
+
+    let declared = http::Request::builder()
+        .method("POST")
+        .uri(server.url("/echo"))
+        .header("content-length", "2048");
+    let body = http_body_util::Full::new(bytes::Bytes::from(vec![b'a'; 2048])).boxed();
+    assert_eq!(
+        h2_send(&mut h2, declared, body).await.unwrap().status(),
+        413
+    );
+
+    // A header list over the 64 KiB head limit is refused: 431 from h2, or the stream (or the
+    // client itself, which knows the server's limit) gives up. Never served.
+    let huge = h2_get(&server, "/count").header("x-huge", "h".repeat(80 << 10));
+    if let Ok(response) = h2_send(&mut h2, huge, empty()).await {
+        assert_eq!(response.status(), 431);
+    }
+
+    // A body that stalls after ten bytes fails the guest's read; the instance is free again.
+    let (mut h2, _driver) = h2_connect(&server).await;
+    let stalled = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+        hyper::body::Frame::data(bytes::Bytes::from_static(b"0123456789")),
+    )])
+    .chain(futures_util::stream::pending());
+    let upload = http::Request::builder()
+        .method("POST")
+        .uri(server.url("/echo"));
+    let echo = h2_send(
+        &mut h2,
+        upload,
+        BodyExt::boxed(http_body_util::StreamBody::new(stalled)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(echo.status(), 200);
+    let http = client();
+    let count = server.url("/count");
+    assert_eq!(http.get(&count).send().await.unwrap().status(), 503);
+    wait_until_served(&http, &count, "a stalled HTTP/2 upload kept its instance").await;
+    drop(echo);
+
+    // A connection that never sends a request, in either protocol, is closed.
+    let addr = server.url.trim_start_matches("http://").to_string();
+    for preface in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        silent.write_all(preface).await.unwrap();
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(30), silent.read_to_end(&mut rest)).await;
+        assert!(
+            closed.is_ok(),
+            "a connection without a request stayed open ({preface:?})"
+        );
+    }
+    // And an HTTP/2 connection that starts no more requests is told to go away (the client
+    // keeps its end: only the server can end the connection here).
+    let (mut h2, driver) = h2_connect(&server).await;
+    let response = h2_send(&mut h2, h2_get(&server, "/count"), empty())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    drop(response);
+    let ended = tokio::time::timeout(Duration::from_secs(30), driver).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 connection stayed open");
+    drop(h2);
+}
+
+/// An instance kept for reuse that waits longer than `--reuse-idle-timeout` is dropped: the
+/// next request gets a fresh one.
+#[tokio::test]
+async fn an_idle_kept_instance_expires() {
+    let wasm = guest("http-guest");
+    let server = Server::start(&[
+        "--reuse-idle-timeout",
+        "1s",
+        "serve",
+        "--requests-per-instance",
+        "100",
+        wasm.to_str().unwrap(),
+    ]);
+    assert_eq!(counts(&server, "", 3).await, ["1", "2", "3"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(counts(&server, "", 2).await, ["1", "2"]);
+}
+
+/// Instances kept idle by one component give way to another component's requests when the
+/// host's instances run out: an idle instance is worth less than a request waiting now.
+#[tokio::test]
+async fn idle_kept_instances_give_way_to_other_requests() {
+    let wasm = guest("http-guest");
+    let manifest = format!(
+        r#"
+[app]
+name = "give-way"
+
+[component.keeper]
+source = "{wasm}"
+route = "/keeper/..."
+limits = {{ requests_per_instance = 1000 }}
+
+[component.other]
+source = "{wasm}"
+route = "/other/..."
+"#,
+        wasm = wasm.display()
+    );
+    let dir = app_dir(&[("skiff.toml", &manifest)]);
+    let server = Server::start(&[
+        "--max-instances",
+        "4",
+        "--reuse-idle-timeout",
+        "10m",
+        "up",
+        dir.path().join("skiff.toml").to_str().unwrap(),
+    ]);
+    let at_once = |path: &'static str, n: usize| {
+        let url = server.url(path);
+        async move {
+            let requests: Vec<_> = (0..n)
+                .map(|_| {
+                    let url = url.clone();
+                    tokio::spawn(async move {
+                        client().get(url).send().await.unwrap().status().as_u16()
+                    })
+                })
+                .collect();
+            let mut statuses = Vec::new();
+            for request in requests {
+                statuses.push(request.await.unwrap());
+            }
+            statuses
+        }
+    };
+    // Three instances of `keeper` at once, all kept: three of the host's four wait idle.
+    assert_eq!(at_once("/keeper/sleep?ms=500", 3).await, [200, 200, 200]);
+    // Two requests of `other` at once still pass: the second takes an idle instance's place.
+    assert_eq!(
+        at_once("/other/sleep?ms=500", 2).await,
+        [200, 200],
+        "{}",
+        server.logs()
+    );
+    // And `keeper` goes on being served, from what it kept or afresh.
+    assert_eq!(at_once("/keeper/count", 2).await, [200, 200]);
+}

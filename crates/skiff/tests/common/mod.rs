@@ -261,3 +261,48 @@ pub fn app_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
     }
     dir
 }
+
+/// CPU time (user and system) a process has used so far, from `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start with the state, field 3;
+    // utime and stime are fields 14 and 15, in clock ticks.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // Linux reports these in USER_HZ, which is 100 whatever the kernel's own tick rate.
+    Duration::from_millis(ticks * 10)
+}
+
+/// CPU time `pid` uses over `window`, after waiting `settle` first.
+pub async fn cpu_used(pid: u32, settle: Duration, window: Duration) -> Duration {
+    tokio::time::sleep(settle).await;
+    let before = cpu_time(pid);
+    tokio::time::sleep(window).await;
+    cpu_time(pid).saturating_sub(before)
+}
+
+/// Sends SIGTERM to `pid`.
+pub fn sigterm(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -TERM {pid} failed");
+}
+
+/// Waits up to `bound` for `child` to exit; `None` if it is still running then.
+pub fn wait_for_exit(child: &mut Child, bound: Duration) -> Option<std::process::ExitStatus> {
+    let started = Instant::now();
+    while started.elapsed() < bound {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}

@@ -16,6 +16,7 @@
 //! | `ls PATH`          | prints the directory's entry names, sorted, one per line         |
 //! | `args`             | prints the remaining arguments one per line                       |
 //! | `stderr TEXT`      | prints TEXT (+ `\n`) to stderr                                    |
+//! | `spin`             | prints `spinning`, then computes for ever without a host call     |
 //! | anything else      | usage on stderr, exit 2                                           |
 
 use std::io::{self, Read, Write};
@@ -30,7 +31,8 @@ commands:
   write PATH TEXT   write TEXT to PATH
   ls PATH           list the entries of directory PATH, sorted
   args              print the remaining arguments, one per line
-  stderr TEXT       print TEXT to stderr";
+  stderr TEXT       print TEXT to stderr
+  spin              print `spinning`, then compute for ever";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -59,6 +61,14 @@ fn main() {
             }
         }
         ["stderr", text] => eprintln!("{text}"),
+        ["spin"] => {
+            println!("spinning");
+            io::stdout().flush().ok();
+            let mut x: u64 = 1;
+            loop {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
         _ => usage(),
     }
 }
