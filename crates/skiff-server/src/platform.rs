@@ -254,7 +254,7 @@ impl Platform {
                 Ok(Some(record)) => record,
                 Ok(None) => continue,
                 Err(err) => {
-                    damaged(err);
+                    damaged(err.to_string());
                     continue;
                 }
             };
@@ -1160,7 +1160,8 @@ impl Platform {
                     record.name
                 ))
             })?;
-        persist::write_json(&self.record_path(&record.name), record).map_err(Refusal::internal)
+        persist::write_json(&self.record_path(&record.name), record)
+            .map_err(|err| Refusal::internal(err.to_string()))
     }
 
     fn remove_bundles(&self, bundles: Vec<String>) {
