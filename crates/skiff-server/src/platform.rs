@@ -835,6 +835,8 @@ impl Platform {
         };
         let runtime = self.runtime.clone();
         let dir = dir.to_path_buf();
+        let files = self.files_folder(&tenant.name, &app.name);
+        let data_dir = self.config.data_dir.clone();
         let http_metrics = self.metrics.http.clone();
         let tenant = tenant.name.clone();
         tokio::task::spawn_blocking(move || {
@@ -848,10 +850,11 @@ impl Platform {
                         .and_then(|i| components.get(i))
                         .map(|id| format!("component `{id}`: "))
                         .unwrap_or_default();
-                    Refusal::new(
-                        ErrorCode::LoadFailed,
-                        relative_to(&format!("{component}{err}"), &dir),
-                    )
+                    // The writable folders are the server's paths too: named, never shown.
+                    let message = relative_to(&format!("{component}{err}"), &dir)
+                        .replace(&files.display().to_string(), "(the app's writable files)")
+                        .replace(&data_dir.display().to_string(), "(the server's data)");
+                    Refusal::new(ErrorCode::LoadFailed, message)
                 })
         })
         .await
