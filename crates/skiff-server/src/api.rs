@@ -9,6 +9,11 @@
 //! |---|---|---|---|
 //! | `POST /v1/tenants` | admin | [`CreateTenant`] | 201 [`TenantCreated`] |
 //! | `GET /v1/tenants` | admin | | [`TenantList`] |
+//! | `PATCH /v1/tenants/{name}` | admin | [`QuotaOverrides`] (the quotas to change) | [`TenantSummary`] |
+//! | `DELETE /v1/tenants/{name}?with_apps=BOOL` | admin | | 204 |
+//! | `POST /v1/tenants/{name}/token` | admin, or the tenant itself | | [`TokenIssued`] (a new token; the old one stops working) |
+//! | `DELETE /v1/tenants/{name}/token` | admin, or the tenant itself | | 204 (no token works until one is rotated in) |
+//! | `GET /v1/whoami` | anyone with a token | | [`WhoAmI`] |
 //! | `PUT /v1/apps/{name}` | tenant | a bundle: tar, tar.gz or zip | 201 (new) or 200 [`AppInfo`] |
 //! | `GET /v1/apps` | tenant | | [`AppList`] |
 //! | `GET /v1/apps/{name}` | tenant | | [`AppInfo`] |
@@ -38,6 +43,18 @@ pub mod paths {
     pub const TENANT_METRICS: &str = "/v1/metrics";
     /// What apps used over a time range (a tenant its own; the admin any tenant's).
     pub const USAGE: &str = "/v1/usage";
+    /// Who the caller's token says it is.
+    pub const WHOAMI: &str = "/v1/whoami";
+
+    /// One tenant: `PATCH` its quotas, `DELETE` it.
+    pub fn tenant(name: &str) -> String {
+        format!("{TENANTS}/{name}")
+    }
+
+    /// A tenant's token: `POST` rotates it, `DELETE` revokes it.
+    pub fn tenant_token(name: &str) -> String {
+        format!("{TENANTS}/{name}/token")
+    }
 }
 
 /// Every non-2xx answer.
@@ -151,6 +168,26 @@ impl QuotaOverrides {
             max_disk_bytes: self.max_disk_bytes.unwrap_or(base.max_disk_bytes),
         }
     }
+}
+
+/// The answer to `POST /v1/tenants/{name}/token`: the tenant's new token, shown only now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenIssued {
+    pub name: String,
+    pub token: String,
+}
+
+/// The answer to `GET /v1/whoami`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// `admin` or `tenant`.
+    pub role: String,
+    /// The tenant's name, for a tenant's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The tenant's quotas, for a tenant's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<Quotas>,
 }
 
 /// `POST /v1/tenants`.

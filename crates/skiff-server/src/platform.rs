@@ -65,6 +65,9 @@ pub struct PlatformConfig {
     pub idle_unload: Option<Duration>,
     /// How often minutes of usage that have ended are written to `usage/`.
     pub usage_flush: Duration,
+    /// Longest time one upload may take; a client that sends nothing for a tenth of it (at
+    /// most 30 s) is cut off sooner.
+    pub upload_timeout: Duration,
 }
 
 /// Why a management call was refused: a code for scripts, a message for people.
@@ -90,20 +93,41 @@ impl Refusal {
     }
 
     /// A failure of the server itself: the details (paths, OS errors) go to the operator's
-    /// log, not to the tenant.
+    /// log, not to the tenant, who gets a reference to find them by.
     pub(crate) fn internal(message: impl Into<String>) -> Self {
-        tracing::error!("{}", message.into());
+        let reference = fault_reference();
+        tracing::error!(reference = %reference, "{}", message.into());
         Refusal::new(
             ErrorCode::Internal,
-            "the server failed to do this; its log says why (try again, or ask the operator)",
+            format!(
+                "the server failed to do this (reference {reference}); try again, or give the \
+                 operator that reference: the server's log says why under it"
+            ),
         )
     }
 }
 
 type Refused<T> = Result<T, Refusal>;
 
-/// Deploys that may upload and compile at once; more wait their turn.
+/// A short random reference that ties a refusal a tenant sees to the log line that explains it.
+fn fault_reference() -> String {
+    let mut random = [0u8; 6];
+    let _ = getrandom::fill(&mut random);
+    random.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn no_tenant(name: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::NotFound,
+        format!("no tenant named `{name}`; `skiff tenants list` shows them"),
+    )
+}
+
+/// Deploys that may unpack and compile at once (their uploads read); more wait their turn.
 const MAX_CONCURRENT_DEPLOYS: usize = 4;
+/// Uploads that may be read at once, each into memory. A tenant has one at a time (see
+/// `Tenant::deploying`), so a slow client of one tenant never blocks the others' deploys.
+const MAX_CONCURRENT_UPLOADS: usize = 16;
 
 /// The longest manifest report sent back to a deployer. The manifest crate already bounds
 /// what it quotes from a file; this bounds the whole answer, whatever the report holds.
@@ -207,6 +231,7 @@ pub struct Platform {
     /// Deploys in progress at once: each holds its upload in memory and compiles, so a burst
     /// of them must not take the host's memory and CPU from the apps it serves.
     deploys: tokio::sync::Semaphore,
+    uploads: tokio::sync::Semaphore,
     started: Instant,
     usage: UsageLedger,
 }
@@ -325,12 +350,22 @@ impl Platform {
             seeding: Arc::default(),
             log_hubs: Mutex::new(log_hubs),
             deploys: tokio::sync::Semaphore::new(MAX_CONCURRENT_DEPLOYS),
+            uploads: tokio::sync::Semaphore::new(MAX_CONCURRENT_UPLOADS),
             started: Instant::now(),
             usage,
         }))
     }
 
-    /// Waits for a deploy slot; hold it from before the upload is read until the deploy ends.
+    /// Waits for a slot to read an upload in; hold it until the deploy ends (the upload is
+    /// in memory until then).
+    pub async fn upload_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.uploads
+            .acquire()
+            .await
+            .expect("the upload semaphore is never closed")
+    }
+
+    /// Waits for a slot to unpack and compile; take it once the upload has been read.
     pub async fn deploy_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
         self.deploys
             .acquire()
@@ -416,6 +451,110 @@ impl Platform {
             "the tenant `{name}` exists again: serving its app(s) kept aside: {}",
             names.join(", ")
         );
+    }
+
+    /// Gives tenant `name` a new token, returned once; the old one stops working at once.
+    pub fn rotate_token(&self, name: &str) -> Refused<String> {
+        let _changes = self.changes.lock().expect("changes lock");
+        let rotated = self
+            .tenants
+            .write()
+            .expect("tenants lock")
+            .rotate_token(name)
+            .map_err(Refusal::internal)?;
+        tracing::info!(tenant = name, "token rotated");
+        rotated.ok_or_else(|| no_tenant(name))
+    }
+
+    /// Takes tenant `name`'s token away; its apps keep serving.
+    pub fn revoke_token(&self, name: &str) -> Refused<()> {
+        let _changes = self.changes.lock().expect("changes lock");
+        let revoked = self
+            .tenants
+            .write()
+            .expect("tenants lock")
+            .revoke_token(name)
+            .map_err(Refusal::internal)?;
+        if !revoked {
+            return Err(no_tenant(name));
+        }
+        tracing::info!(tenant = name, "token revoked");
+        Ok(())
+    }
+
+    /// Changes some of tenant `name`'s quotas (the others stay as they are).
+    pub fn set_quotas(&self, name: &str, overrides: &api::QuotaOverrides) -> Refused<Arc<Tenant>> {
+        let _changes = self.changes.lock().expect("changes lock");
+        let mut tenants = self.tenants.write().expect("tenants lock");
+        let current = tenants.get(name).ok_or_else(|| no_tenant(name))?;
+        let quotas = overrides.apply(current.quotas.clone());
+        let tenant = tenants
+            .set_quotas(name, quotas)
+            .map_err(Refusal::internal)?
+            .ok_or_else(|| no_tenant(name))?;
+        tracing::info!(tenant = name, quotas = ?tenant.quotas, "quotas changed");
+        Ok(tenant)
+    }
+
+    /// Removes tenant `name`: its token stops working at once, then its apps are deleted and
+    /// its data (key-value stores, apps' writable folders) removed. A tenant with apps is
+    /// removed only when `with_apps` says so, so that no app disappears by mistake.
+    pub async fn delete_tenant(&self, name: &str, with_apps: bool) -> Refused<()> {
+        let tenant = self.tenant(name).ok_or_else(|| no_tenant(name))?;
+        let apps: Vec<String> = self
+            .apps
+            .load()
+            .values()
+            .filter(|entry| entry.tenant.name == name)
+            .map(|entry| entry.name.clone())
+            .collect();
+        if !apps.is_empty() && !with_apps {
+            return Err(Refusal::new(
+                ErrorCode::Conflict,
+                format!(
+                    "tenant `{name}` has {} app(s) ({}); delete them first, or delete the \
+                     tenant with its apps (`skiff tenants delete {name} --with-apps`)",
+                    apps.len(),
+                    apps.join(", ")
+                ),
+            ));
+        }
+        {
+            let _changes = self.changes.lock().expect("changes lock");
+            self.tenants
+                .write()
+                .expect("tenants lock")
+                .remove(name)
+                .map_err(Refusal::internal)?;
+        }
+        for app in apps {
+            match self.delete(&tenant, &app).await {
+                Ok(())
+                | Err(Refusal {
+                    code: ErrorCode::NotFound,
+                    ..
+                }) => {}
+                Err(refusal) => return Err(refusal),
+            }
+        }
+        let data = self.config.data_dir.join("tenants").join(name);
+        // Its key-value data and writable files may be large: off the async threads.
+        let removed = tokio::task::spawn_blocking({
+            let data = data.clone();
+            move || std::fs::remove_dir_all(data)
+        })
+        .await
+        .map_err(|err| Refusal::internal(format!("removing the tenant's data stopped: {err}")))?;
+        if let Err(err) = removed
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(Refusal::internal(format!(
+                "cannot remove {}: {err}",
+                data.display()
+            )));
+        }
+        tracing::info!(tenant = name, "tenant deleted");
+        Ok(())
     }
 
     pub fn tenants(&self) -> Vec<(Arc<Tenant>, u32)> {
@@ -567,6 +706,10 @@ impl Platform {
             }
         }
         if unloaded > 0 {
+            let closed = self.runtime.close_unused_stores();
+            if closed > 0 {
+                tracing::debug!("closed {closed} key-value database(s) no loaded app uses");
+            }
             give_back_freed_memory();
         }
         unloaded
@@ -841,6 +984,7 @@ impl Platform {
         let tenant = tenant.name.clone();
         tokio::task::spawn_blocking(move || {
             let components: Vec<String> = app.components.iter().map(|c| c.id.clone()).collect();
+            let app_name = app.name.clone();
             runtime
                 .load_app_with(app, &options)
                 .map(|loaded| Arc::new(HttpApp::new(loaded).with_metrics(&http_metrics, &tenant)))
@@ -850,8 +994,14 @@ impl Platform {
                         .and_then(|i| components.get(i))
                         .map(|id| format!("component `{id}`: "))
                         .unwrap_or_default();
+                    let message = format!("{component}{err}");
+                    if is_server_fault(&err.kind) {
+                        // The code cache, a database or the disk: the server's, and its paths
+                        // are nobody else's business.
+                        return Refusal::internal(format!("loading app `{app_name}`: {message}"));
+                    }
                     // The writable folders are the server's paths too: named, never shown.
-                    let message = relative_to(&format!("{component}{err}"), &dir)
+                    let message = relative_to(&message, &dir)
                         .replace(&files.display().to_string(), "(the app's writable files)")
                         .replace(&data_dir.display().to_string(), "(the server's data)");
                     Refusal::new(ErrorCode::LoadFailed, message)
@@ -999,7 +1149,11 @@ impl Platform {
         (app, logs): (Arc<HttpApp>, Arc<LogHub>),
     ) -> Refused<(AppInfo, bool)> {
         let _changes = lock(&self.changes);
-        // Another tenant's deploy may have committed while this one compiled.
+        // The tenant may have been deleted while this deploy compiled: it makes no app then.
+        if self.tenant(&tenant.name).is_none() {
+            return Err(no_tenant(&tenant.name));
+        }
+        // Another deploy may have committed while this one compiled.
         self.check_deploy(tenant, name, version.code_bytes)?;
         version.deployed_at = persist::now_rfc3339();
         let apps = self.apps.load();
@@ -1088,6 +1242,10 @@ impl Platform {
             std::fs::remove_file(&path).map_err(|err| {
                 Refusal::internal(format!("cannot remove {}: {err}", path.display()))
             })?;
+            // The removal is durable only once the folder is synced: otherwise a crash could
+            // bring a deleted app back.
+            persist::sync_folder(&path)
+                .map_err(|err| Refusal::internal(format!("cannot sync the apps folder: {err}")))?;
             let mut index = HashMap::clone(&self.apps.load());
             index.remove(name);
             self.apps.store(Arc::new(index));
@@ -1512,6 +1670,13 @@ fn component_info(
             requests_per_instance: limits.requests_per_instance,
         },
     }
+}
+
+/// Whether a load failed for the server's own reasons (its cache, its databases, its disk)
+/// rather than anything in the tenant's bundle.
+fn is_server_fault(kind: &skiff_runtime::LoadErrorKind) -> bool {
+    use skiff_runtime::LoadErrorKind::*;
+    matches!(kind, Cache { .. } | Store { .. } | Read(_))
 }
 
 /// Error messages name files by their path in the bundle, not on the server.

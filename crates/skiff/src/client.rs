@@ -23,8 +23,8 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use skiff_server::api::{
     AppInfo, AppList, AppStatus, AppSummary, CreateTenant, ErrorBody, ErrorCode, LimitsInfo,
-    LogLine, QuotaOverrides, Quotas, TenantCreated, TenantList, UsageFigures, UsageReport,
-    check_name, paths,
+    LogLine, QuotaOverrides, Quotas, TenantCreated, TenantList, TenantSummary, TokenIssued,
+    UsageFigures, UsageReport, WhoAmI, check_name, paths,
 };
 
 use crate::client_config::{self, ClientConfig};
@@ -110,6 +110,45 @@ pub enum TenantsCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
+    /// Change some of a tenant's quotas; those not given stay as they are. A lower in-flight
+    /// ceiling applies at once, the others from the tenant's next deploy.
+    SetQuotas {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        #[command(flatten)]
+        quotas: QuotaArgs,
+        name: String,
+    },
+    /// Give a tenant a new token, printed alone on the last line; the old one stops working
+    /// at once. A tenant's own token may rotate itself.
+    RotateToken {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        name: String,
+    },
+    /// Take a tenant's token away: nothing is done as the tenant until `rotate-token` gives it
+    /// a new one. Its apps keep serving. A tenant's own token may revoke itself.
+    RevokeToken {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        name: String,
+    },
+    /// Delete a tenant: its token stops working, and its data goes. A tenant that still has
+    /// apps is deleted only with --with-apps, which deletes them too.
+    Delete {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// Also delete the tenant's apps.
+        #[arg(long)]
+        with_apps: bool,
+        name: String,
+    },
+}
+
+#[derive(Args)]
+pub struct WhoamiArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 /// A new tenant's quotas; each one left out takes the server's default.
@@ -206,6 +245,10 @@ pub async fn apps(command: AppsCommand) -> Result<ExitCode> {
 
 pub async fn tenants(command: TenantsCommand) -> Result<ExitCode> {
     Ok(finish(run_tenants(command).await))
+}
+
+pub async fn whoami(args: WhoamiArgs) -> Result<ExitCode> {
+    Ok(finish(run_whoami(args).await))
 }
 
 pub async fn logs(args: LogsArgs) -> Result<ExitCode> {
@@ -1093,6 +1136,84 @@ async fn run_tenants(command: TenantsCommand) -> Result<()> {
             })
             .await
         }
+        TenantsCommand::SetQuotas {
+            connect,
+            quotas,
+            name,
+        } => {
+            check_name("tenant", &name).map_err(|e| anyhow!(e))?;
+            let api = Api::new(&connect, Role::Admin)?;
+            let request = api
+                .request(Method::PATCH, &paths::tenant(&name))
+                .json(&quotas.overrides());
+            api.show(request, connect.json, |tenant: TenantSummary| {
+                format!(
+                    "tenant {}\n  quotas: {}\n",
+                    tenant.name,
+                    format_quotas(&tenant.quotas)
+                )
+            })
+            .await
+        }
+        TenantsCommand::RotateToken { connect, name } => {
+            check_name("tenant", &name).map_err(|e| anyhow!(e))?;
+            let api = Api::new(&connect, Role::Any)?;
+            let request = api.request(Method::POST, &paths::tenant_token(&name));
+            api.show(request, connect.json, |issued: TokenIssued| {
+                format!(
+                    "New token of tenant {} (shown only now; the old one no longer works):\n{}\n",
+                    issued.name, issued.token
+                )
+            })
+            .await
+        }
+        TenantsCommand::RevokeToken { connect, name } => {
+            check_name("tenant", &name).map_err(|e| anyhow!(e))?;
+            let api = Api::new(&connect, Role::Any)?;
+            api.send(api.request(Method::DELETE, &paths::tenant_token(&name)))
+                .await?;
+            if !connect.json {
+                println!(
+                    "revoked the token of tenant {name}; `skiff tenants rotate-token {name}` \
+                     gives it a new one"
+                );
+            }
+            Ok(())
+        }
+        TenantsCommand::Delete {
+            connect,
+            with_apps,
+            name,
+        } => {
+            check_name("tenant", &name).map_err(|e| anyhow!(e))?;
+            let api = Api::new(&connect, Role::Admin)?;
+            let path = format!("{}?with_apps={with_apps}", paths::tenant(&name));
+            api.send(api.request(Method::DELETE, &path)).await?;
+            if !connect.json {
+                println!("deleted tenant {name}");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run_whoami(args: WhoamiArgs) -> Result<()> {
+    let api = Api::new(&args.connect, Role::Any)?;
+    let request = api.request(Method::GET, paths::WHOAMI);
+    let base = api.base.clone();
+    api.show(request, args.connect.json, |who: WhoAmI| {
+        format_whoami(&who, &base)
+    })
+    .await
+}
+
+fn format_whoami(who: &WhoAmI, server: &str) -> String {
+    match (&who.tenant, &who.quotas) {
+        (Some(tenant), Some(quotas)) => format!(
+            "tenant {tenant} on {server}\n  quotas: {}\n",
+            format_quotas(quotas)
+        ),
+        _ => format!("the admin of {server}\n"),
     }
 }
 
@@ -1429,38 +1550,30 @@ async fn run_login(args: LoginArgs) -> Result<()> {
     let kind = token_kind(&api).await?;
     config.set_login(&api.base, &value);
     config.save()?;
-    println!("logged in to {} ({kind} token)", api.base);
+    println!("logged in to {} as {kind}", api.base);
     println!("saved the server and token in {}", config.path.display());
     Ok(())
 }
 
-/// Whose token `api` holds, from cheap calls that change nothing: a tenant's token may list its
-/// apps; the admin token is refused there (403: apps belong to tenants) and may list the
-/// tenants. (The API has no call that names a tenant token's tenant.)
-async fn token_kind(api: &Api) -> Result<&'static str> {
-    let get = |path| async move {
-        api.request(Method::GET, path)
-            .header(ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| anyhow!("{}; nothing was saved", api.transport_message(&e)))
-    };
-    let apps = get(paths::APPS).await?;
-    if apps.status().is_success() {
-        return Ok("tenant");
+/// Whose token `api` holds, from the server's `GET /v1/whoami`: `admin`, or `tenant NAME`.
+async fn token_kind(api: &Api) -> Result<String> {
+    let response = api
+        .request(Method::GET, paths::WHOAMI)
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| anyhow!("{}; nothing was saved", api.transport_message(&e)))?;
+    let status = response.status();
+    let body = response.bytes().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(anyhow!(login_refusal(status, &body, api)));
     }
-    let refused = if apps.status() == StatusCode::FORBIDDEN {
-        let tenants = get(paths::TENANTS).await?;
-        if tenants.status().is_success() {
-            return Ok("admin");
-        }
-        tenants
-    } else {
-        apps
-    };
-    let status = refused.status();
-    let body = refused.bytes().await.unwrap_or_default();
-    Err(anyhow!(login_refusal(status, &body, api)))
+    let who: WhoAmI = serde_json::from_slice(&body)
+        .map_err(|e| anyhow!("the server's answer to {} is not JSON: {e}", paths::WHOAMI))?;
+    Ok(match who.tenant {
+        Some(tenant) => format!("tenant {tenant}"),
+        None => "admin".to_string(),
+    })
 }
 
 /// Why `skiff login` saved nothing, from a non-2xx answer.
