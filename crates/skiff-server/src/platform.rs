@@ -455,7 +455,7 @@ impl Platform {
 
     /// Gives tenant `name` a new token, returned once; the old one stops working at once.
     pub fn rotate_token(&self, name: &str) -> Refused<String> {
-        let _changes = self.changes.lock().expect("changes lock");
+        let _changes = lock(&self.changes);
         let rotated = self
             .tenants
             .write()
@@ -468,7 +468,7 @@ impl Platform {
 
     /// Takes tenant `name`'s token away; its apps keep serving.
     pub fn revoke_token(&self, name: &str) -> Refused<()> {
-        let _changes = self.changes.lock().expect("changes lock");
+        let _changes = lock(&self.changes);
         let revoked = self
             .tenants
             .write()
@@ -484,7 +484,7 @@ impl Platform {
 
     /// Changes some of tenant `name`'s quotas (the others stay as they are).
     pub fn set_quotas(&self, name: &str, overrides: &api::QuotaOverrides) -> Refused<Arc<Tenant>> {
-        let _changes = self.changes.lock().expect("changes lock");
+        let _changes = lock(&self.changes);
         let mut tenants = self.tenants.write().expect("tenants lock");
         let current = tenants.get(name).ok_or_else(|| no_tenant(name))?;
         let quotas = overrides.apply(current.quotas.clone());
@@ -520,7 +520,7 @@ impl Platform {
             ));
         }
         {
-            let _changes = self.changes.lock().expect("changes lock");
+            let _changes = lock(&self.changes);
             self.tenants
                 .write()
                 .expect("tenants lock")
@@ -538,14 +538,7 @@ impl Platform {
             }
         }
         let data = self.config.data_dir.join("tenants").join(name);
-        // Its key-value data and writable files may be large: off the async threads.
-        let removed = tokio::task::spawn_blocking({
-            let data = data.clone();
-            move || std::fs::remove_dir_all(data)
-        })
-        .await
-        .map_err(|err| Refusal::internal(format!("removing the tenant's data stopped: {err}")))?;
-        if let Err(err) = removed
+        if let Err(err) = tokio::fs::remove_dir_all(&data).await
             && err.kind() != std::io::ErrorKind::NotFound
         {
             return Err(Refusal::internal(format!(
@@ -1153,7 +1146,7 @@ impl Platform {
         if self.tenant(&tenant.name).is_none() {
             return Err(no_tenant(&tenant.name));
         }
-        // Another deploy may have committed while this one compiled.
+        // Another tenant's deploy may have committed while this one compiled.
         self.check_deploy(tenant, name, version.code_bytes)?;
         version.deployed_at = persist::now_rfc3339();
         let apps = self.apps.load();

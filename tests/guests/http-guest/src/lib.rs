@@ -11,7 +11,7 @@
 //! | `/env/NAME`       | the value of env var NAME, or 404 `unset`                             |
 //! | `/file?path=P`    | the contents of file P, or 500 with the I/O error                     |
 //! | `/write?path=P`   | writes `written` to file P: 200, or 500 with the I/O error            |
-//! | `/symlink?target=T&path=P` | makes a symlink P -> T (T as written): 200, or 500 and why   |
+//! | `/symlink?target=T&path=P` | replaces P with a symlink to T (as written): 200, or 500 and why |
 //! | `/remove?path=P`  | removes file or folder P (and all below it): 200, or 500 and why      |
 //! | `/fetch?url=U`    | GETs U through `wasi:http/outgoing-handler`: `status=N`, or 502 with |
 //! |                   | the error code (e.g. `HttpRequestDenied`)                             |
@@ -100,10 +100,13 @@ impl Guest for HttpGuest {
             // What a hostile guest does in a writable folder: replace a subfolder with a link
             // that points out of it, and hope the host follows it later.
             "/symlink" => match (query_param(query, "target"), query_param(query, "path")) {
-                (Some(target), Some(link)) => match symlink(&target, &link) {
-                    Ok(()) => respond(out, 200, b"linked"),
-                    Err(e) => respond(out, 500, e.as_bytes()),
-                },
+                (Some(target), Some(link)) => {
+                    let _ = std::fs::remove_file(&link);
+                    match symlink(&target, &link) {
+                        Ok(()) => respond(out, 200, b"linked"),
+                        Err(e) => respond(out, 500, e.as_bytes()),
+                    }
+                }
                 _ => respond(out, 400, b"expected /symlink?target=T&path=P"),
             },
             "/remove" => match query_param(query, "path") {
