@@ -2,30 +2,74 @@
 //! leaves either the old file or the new one, never half of one.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// Why a file could not be read or written. Each message names the file and, for a damaged
+/// one, what the operator can do.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is damaged ({source}); restore it from a backup or remove it", path.display())]
+    Damaged {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot encode {}: {source}", path.display())]
+    Encode {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// The server's start-up and management errors are still plain messages.
+impl From<PersistError> for String {
+    fn from(err: PersistError) -> String {
+        err.to_string()
+    }
+}
+
 /// Reads a JSON file; `None` if it does not exist.
-pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, String> {
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, PersistError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(format!("cannot read {}: {err}", path.display())),
+        Err(source) => {
+            return Err(PersistError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
     };
-    serde_json::from_str(&text).map(Some).map_err(|err| {
-        format!(
-            "{} is damaged ({err}); restore it from a backup or remove it",
-            path.display()
-        )
-    })
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|source| PersistError::Damaged {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Writes a JSON file atomically: a temporary file beside it, synced, then renamed over it.
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
-    let fail = |err: std::io::Error| format!("cannot write {}: {err}", path.display());
-    let text = serde_json::to_vec_pretty(value).map_err(|err| err.to_string())?;
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), PersistError> {
+    let fail = |source: std::io::Error| PersistError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = serde_json::to_vec_pretty(value).map_err(|source| PersistError::Encode {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let temporary = path.with_extension("json.tmp");
     let mut file = std::fs::File::create(&temporary).map_err(fail)?;
     file.write_all(&text).map_err(fail)?;

@@ -279,7 +279,7 @@ impl Platform {
                 Ok(Some(record)) => record,
                 Ok(None) => continue,
                 Err(err) => {
-                    damaged(err);
+                    damaged(err.to_string());
                     continue;
                 }
             };
@@ -512,7 +512,8 @@ impl Platform {
             return Err(Refusal::new(
                 ErrorCode::Conflict,
                 format!(
-                    "tenant `{name}` has {} app(s) ({}); delete them first, or delete the                      tenant with its apps (`skiff tenants delete {name} --with-apps`)",
+                    "tenant `{name}` has {} app(s) ({}); delete them first, or delete the \
+                     tenant with its apps (`skiff tenants delete {name} --with-apps`)",
                     apps.len(),
                     apps.join(", ")
                 ),
@@ -970,6 +971,8 @@ impl Platform {
         };
         let runtime = self.runtime.clone();
         let dir = dir.to_path_buf();
+        let files = self.files_folder(&tenant.name, &app.name);
+        let data_dir = self.config.data_dir.clone();
         let http_metrics = self.metrics.http.clone();
         let tenant = tenant.name.clone();
         tokio::task::spawn_blocking(move || {
@@ -990,7 +993,11 @@ impl Platform {
                         // are nobody else's business.
                         return Refusal::internal(format!("loading app `{app_name}`: {message}"));
                     }
-                    Refusal::new(ErrorCode::LoadFailed, relative_to(&message, &dir))
+                    // The writable folders are the server's paths too: named, never shown.
+                    let message = relative_to(&message, &dir)
+                        .replace(&files.display().to_string(), "(the app's writable files)")
+                        .replace(&data_dir.display().to_string(), "(the server's data)");
+                    Refusal::new(ErrorCode::LoadFailed, message)
                 })
         })
         .await
@@ -1307,7 +1314,8 @@ impl Platform {
                     record.name
                 ))
             })?;
-        persist::write_json(&self.record_path(&record.name), record).map_err(Refusal::internal)
+        persist::write_json(&self.record_path(&record.name), record)
+            .map_err(|err| Refusal::internal(err.to_string()))
     }
 
     fn remove_bundles(&self, bundles: Vec<String>) {
