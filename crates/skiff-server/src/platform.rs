@@ -1121,7 +1121,11 @@ impl Platform {
             return Err(Refusal::new(
                 ErrorCode::QuotaExceeded,
                 format!(
-                    "quota max_disk_bytes: with this version the tenant's apps would take {} on                      disk ({} in the versions kept for rollbacks, this one included; {} of                      writable files; {} of key-value data), over the quota of {}; delete apps                      you no longer need (`skiff apps delete NAME`), leave files the app does                      not use out of the bundle, or ask the operator for more",
+                    "quota max_disk_bytes: with this version the tenant's apps would take {} on \
+                     disk ({} in the versions kept for rollbacks, this one included; {} of \
+                     writable files; {} of key-value data), over the quota of {}; delete apps \
+                     you no longer need (`skiff apps delete NAME`), leave files the app does not \
+                     use out of the bundle, or ask the operator for more",
                     format_size(total),
                     format_size(code),
                     format_size(data),
