@@ -128,19 +128,68 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Bytes of regular files under `path` (links not followed); 0 if it does not exist.
+/// Deepest folder [`disk_usage`] walks into, and most entries it looks at, before it gives up
+/// and counts the tree as over any quota: a tree that deep or that large is no app's data.
+const MAX_WALK_DEPTH: usize = 64;
+const MAX_WALK_ENTRIES: u64 = 1_000_000;
+
+/// Bytes of disk taken by the regular files under `path` (blocks allocated, so a sparse file
+/// costs what it holds); 0 if it does not exist; `u64::MAX` if the tree is deeper or larger
+/// than any app's data (see [`MAX_WALK_DEPTH`]).
+///
+/// The tree may be a guest's writable folder, changing while it is walked: every folder is
+/// opened relative to its parent's handle, without following links, and no path below `path`
+/// is ever resolved, so a folder swapped for a link to `/` leads nowhere.
 pub(crate) fn disk_usage(path: &Path) -> u64 {
-    let Ok(listing) = std::fs::read_dir(path) else {
+    use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags, openat, statat};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let Ok(root) = openat(CWD, path, flags, Mode::empty()) else {
         return 0;
     };
-    listing
-        .flatten()
-        .map(|entry| match entry.file_type() {
-            Ok(kind) if kind.is_dir() => disk_usage(&entry.path()),
-            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |m| m.len()),
-            _ => 0,
-        })
-        .sum()
+    let Ok(listing) = Dir::read_from(&root) else {
+        return 0;
+    };
+    let mut total = 0u64;
+    let mut entries = 0u64;
+    // Each level: the folder's handle (for the calls below it) and its listing.
+    let mut stack = vec![(root, listing)];
+    while !stack.is_empty() {
+        let depth = stack.len();
+        let (folder, listing) = stack.last_mut().expect("the stack is not empty");
+        let Some(Ok(entry)) = listing.next() else {
+            stack.pop();
+            continue;
+        };
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        entries += 1;
+        if entries > MAX_WALK_ENTRIES {
+            return u64::MAX;
+        }
+        let Ok(stat) = statat(&*folder, name, AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        match FileType::from_raw_mode(stat.st_mode) {
+            FileType::RegularFile => {
+                total = total.saturating_add((stat.st_blocks as u64).saturating_mul(512));
+            }
+            FileType::Directory => {
+                if depth >= MAX_WALK_DEPTH {
+                    return u64::MAX;
+                }
+                let Ok(child) = openat(&*folder, name, flags, Mode::empty()) else {
+                    continue;
+                };
+                if let Ok(child_listing) = Dir::read_from(&child) {
+                    stack.push((child, child_listing));
+                }
+            }
+            _ => {}
+        }
+    }
+    total
 }
 
 #[cfg(test)]
@@ -172,6 +221,35 @@ mod tests {
         assert_eq!(std::fs::read_to_string(to.join("sub/b")).unwrap(), "b");
         assert!(std::fs::symlink_metadata(to.join("link")).is_err());
         assert!(std::fs::symlink_metadata(to.join("dirlink")).is_err());
-        assert_eq!(disk_usage(&to), 2);
+        // Two one-byte files: a block each (whatever the file system's block size).
+        let usage = disk_usage(&to);
+        assert!((2..=2 * 64 * 1024).contains(&usage), "{usage}");
+    }
+
+    /// What a guest leaves in its writable folder for the host's disk accounting to walk.
+    #[test]
+    fn disk_usage_follows_no_link_and_gives_up_on_absurd_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("files");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/data"), vec![7u8; 64 * 1024]).unwrap();
+        let own = disk_usage(&root);
+        assert!(own >= 64 * 1024, "{own}");
+        // Links to big trees elsewhere count nothing.
+        std::os::unix::fs::symlink("/usr", root.join("usr")).unwrap();
+        std::os::unix::fs::symlink("/usr/bin", root.join("sub/bin")).unwrap();
+        assert_eq!(disk_usage(&root), own);
+        // A sparse file costs what it holds, not what it claims.
+        let sparse = std::fs::File::create(root.join("sparse")).unwrap();
+        sparse.set_len(1 << 40).unwrap();
+        assert!(disk_usage(&root) < own + (1 << 20));
+        // A tree deeper than any app's data counts as over every quota.
+        let mut deep = root.clone();
+        for _ in 0..MAX_WALK_DEPTH + 1 {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        assert_eq!(disk_usage(&root), u64::MAX);
+        assert_eq!(disk_usage(&dir.path().join("missing")), 0);
     }
 }

@@ -1108,15 +1108,21 @@ impl Platform {
             .collect();
         let tenant_dir = self.config.data_dir.join("tenants").join(&tenant.name);
         let (code, data, kv) = tokio::task::spawn_blocking(move || {
-            let code: u64 = bundles.iter().map(|b| appfiles::disk_usage(b)).sum();
-            let seeded: u64 = seeds.iter().map(|s| appfiles::disk_usage(s)).sum();
-            let data = appfiles::disk_usage(&tenant_dir.join("apps")) + seeded;
+            // A tree too large to count is `u64::MAX`: the sums saturate, never wrap.
+            let usage = |paths: &[PathBuf]| {
+                paths
+                    .iter()
+                    .map(|path| appfiles::disk_usage(path))
+                    .fold(0u64, u64::saturating_add)
+            };
+            let code = usage(&bundles);
+            let data = appfiles::disk_usage(&tenant_dir.join("apps")).saturating_add(usage(&seeds));
             (code, data, appfiles::disk_usage(&tenant_dir.join("kv")))
         })
         .await
         .map_err(|err| Refusal::internal(format!("measuring the disk stopped: {err}")))?;
         let quota = tenant.quotas.max_disk_bytes;
-        let total = code + data + kv;
+        let total = code.saturating_add(data).saturating_add(kv);
         if total > quota {
             return Err(Refusal::new(
                 ErrorCode::QuotaExceeded,
