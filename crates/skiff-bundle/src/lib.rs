@@ -560,6 +560,7 @@ pub fn unpack(bytes: &[u8], dest: &Path, limits: &BundleLimits) -> Result<Unpack
         files: 0,
         bytes: 0,
         buf: vec![0; 64 * 1024],
+        folders: Vec::new(),
     };
     match sniff(bytes) {
         Format::TarGz => unpack_tar(
@@ -571,6 +572,7 @@ pub fn unpack(bytes: &[u8], dest: &Path, limits: &BundleLimits) -> Result<Unpack
         Format::Zip => unpack_zip(bytes, &mut sink)?,
         Format::Unknown => return Err(BundleError::UnknownFormat),
     }
+    sink.sync_folders()?;
     let manifest_path = dest.join(MANIFEST);
     match fs::symlink_metadata(&manifest_path) {
         Ok(meta) if meta.is_file() => Ok(Unpacked {
@@ -730,23 +732,27 @@ fn unpack_tar<R: Read>(reader: R, format: &str, sink: &mut Sink) -> Result<(), B
 }
 
 fn unpack_zip(bytes: &[u8], sink: &mut Sink) -> Result<(), BundleError> {
+    // The zip reader builds a record for every entry of the central directory as it opens
+    // the archive: the count it will read is checked first, so a bundle that claims millions
+    // of entries costs nothing.
+    let listed = zip_listed_entries(bytes).ok_or_else(|| {
+        BundleError::Corrupt("the zip has no readable end-of-central-directory record".into())
+    })?;
+    if listed > sink.limits.max_entries as u64 {
+        return Err(BundleError::TooManyEntries {
+            limit: sink.limits.max_entries,
+        });
+    }
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes))
         .map_err(|e| BundleError::Corrupt(format!("the zip cannot be read: {e}")))?;
     // The zip reader keys entries by name, so a name listed twice silently becomes one entry;
     // the count in the end record still tells.
-    if let Some(listed) = zip_listed_entries(bytes)
-        && listed != archive.len()
-    {
+    if listed != archive.len() as u64 {
         return Err(BundleError::Corrupt(format!(
             "the zip lists {listed} entries but only {} distinct names, so some name is \
              listed more than once",
             archive.len()
         )));
-    }
-    if archive.len() > sink.limits.max_entries {
-        return Err(BundleError::TooManyEntries {
-            limit: sink.limits.max_entries,
-        });
     }
     for index in 0..archive.len() {
         sink.count_entry()?;
@@ -779,8 +785,9 @@ fn unpack_zip(bytes: &[u8], sink: &mut Sink) -> Result<(), BundleError> {
     Ok(())
 }
 
-/// The entry count in the zip's end-of-central-directory record, unless it defers to zip64.
-fn zip_listed_entries(bytes: &[u8]) -> Option<usize> {
+/// The entry count in the zip's end-of-central-directory record, or in the zip64 record it
+/// defers to. `None` if neither can be found.
+fn zip_listed_entries(bytes: &[u8]) -> Option<u64> {
     const END: &[u8] = b"PK\x05\x06";
     // The record is 22 bytes plus a comment of at most 65535; the last consistent one wins.
     let floor = bytes.len().saturating_sub(22 + 65_535);
@@ -790,7 +797,10 @@ fn zip_listed_entries(bytes: &[u8]) -> Option<usize> {
             let comment = u16::from_le_bytes([bytes[at + 20], bytes[at + 21]]) as usize;
             if at + 22 + comment == bytes.len() {
                 let total = u16::from_le_bytes([bytes[at + 10], bytes[at + 11]]);
-                return (total != u16::MAX).then_some(usize::from(total));
+                if total != u16::MAX {
+                    return Some(u64::from(total));
+                }
+                return zip64_listed_entries(bytes, at);
             }
         }
         if at == floor {
@@ -798,6 +808,23 @@ fn zip_listed_entries(bytes: &[u8]) -> Option<usize> {
         }
         at -= 1;
     }
+}
+
+/// The entry count of a zip64 archive: its locator sits right before the end record (at
+/// `end`) and points at the zip64 end record, which holds the count as 8 bytes at 32.
+fn zip64_listed_entries(bytes: &[u8], end: usize) -> Option<u64> {
+    let le64 = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+    };
+    let locator = end.checked_sub(20)?;
+    if bytes.get(locator..locator + 4)? != b"PK\x06\x07" {
+        return None;
+    }
+    let record = usize::try_from(le64(locator + 8)?).ok()?;
+    if bytes.get(record..record + 4)? != b"PK\x06\x06" {
+        return None;
+    }
+    le64(record + 32)
 }
 
 /// Writes entries under `dest`, enforcing the rules and limits common to all formats.
@@ -810,9 +837,21 @@ struct Sink<'a> {
     files: usize,
     bytes: u64,
     buf: Vec<u8>,
+    /// Folders created, to be synced once every entry is in: a version is made live only
+    /// after unpacking, so its files must be on disk before the record that names them.
+    folders: Vec<String>,
 }
 
 impl Sink<'_> {
+    /// Makes the names of everything unpacked durable (each file's data was synced as it was
+    /// written): the folders, deepest first, then the destination itself.
+    fn sync_folders(&self) -> Result<(), BundleError> {
+        for rel in self.folders.iter().rev() {
+            sync_dir(&self.dest.join(rel)).map_err(|source| io_at("sync", rel, source))?;
+        }
+        sync_dir(self.dest).map_err(|source| io_at("sync", ".", source))
+    }
+
     fn count_entry(&mut self) -> Result<(), BundleError> {
         self.entries += 1;
         if self.entries > self.limits.max_entries {
@@ -917,13 +956,15 @@ impl Sink<'_> {
             out.write_all(&self.buf[..n])
                 .map_err(|source| io_at("write", &name, source))?;
         }
+        out.sync_all()
+            .map_err(|source| io_at("sync", &name, source))?;
         self.files += 1;
         Ok(())
     }
 
     /// Creates the folder `rel` (its parent exists), or accepts it if it is already a real
     /// folder; a file or symlink in the way is refused, never followed.
-    fn make_dir(&self, rel: &str) -> Result<(), BundleError> {
+    fn make_dir(&mut self, rel: &str) -> Result<(), BundleError> {
         let path = self.dest.join(rel);
         let mut builder = fs::DirBuilder::new();
         #[cfg(unix)]
@@ -936,6 +977,7 @@ impl Sink<'_> {
                     fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
                         .map_err(|source| io_at("create the folder", rel, source))?;
                 }
+                self.folders.push(rel.to_string());
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -950,6 +992,10 @@ impl Sink<'_> {
             Err(source) => Err(io_at("create the folder", rel, source)),
         }
     }
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    fs::File::open(path)?.sync_all()
 }
 
 /// An I/O error while unpacking, naming the entry by its path in the bundle.
@@ -1704,6 +1750,41 @@ files = [{ source = "static/css", destination = "/css" }]
             );
             assert!(tree(&scene.dest).len() <= 5);
             scene.assert_contained();
+        }
+    }
+
+    #[test]
+    fn a_zip_claiming_too_many_entries_is_refused_before_its_directory_is_read() {
+        let zip = zip_of(&[("skiff.toml", Some(MANIFEST_TEXT))]);
+        let end = zip.len() - 22;
+        assert_eq!(&zip[end..end + 4], b"PK\x05\x06");
+        // The end record claims 60,000 entries.
+        let mut claimed = zip.clone();
+        claimed[end + 8..end + 12].copy_from_slice(&[0x60, 0xea, 0x60, 0xea]);
+        // A zip64 end record (and its locator) claims a trillion; the end record defers to it.
+        let mut zip64 = zip[..end].to_vec();
+        let record_at = zip64.len() as u64;
+        zip64.extend_from_slice(b"PK\x06\x06");
+        zip64.extend_from_slice(&44u64.to_le_bytes());
+        zip64.extend_from_slice(&[45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        zip64.extend_from_slice(&1_000_000_000_000u64.to_le_bytes());
+        zip64.extend_from_slice(&1_000_000_000_000u64.to_le_bytes());
+        zip64.extend_from_slice(&zip[end + 12..end + 16]);
+        zip64.extend_from_slice(&[0; 4]);
+        zip64.extend_from_slice(&zip[end + 16..end + 20]);
+        zip64.extend_from_slice(&[0; 4]);
+        zip64.extend_from_slice(b"PK\x06\x07");
+        zip64.extend_from_slice(&[0; 4]);
+        zip64.extend_from_slice(&record_at.to_le_bytes());
+        zip64.extend_from_slice(&1u32.to_le_bytes());
+        let mut end_record = zip[end..].to_vec();
+        end_record[8..12].copy_from_slice(&[0xff; 4]);
+        zip64.extend_from_slice(&end_record);
+        for bytes in [claimed, zip64] {
+            let scene = Scene::new();
+            let err = scene.unpack(&bytes).unwrap_err();
+            assert!(matches!(err, BundleError::TooManyEntries { .. }), "{err:?}");
+            assert!(tree(&scene.dest).is_empty());
         }
     }
 

@@ -10,7 +10,9 @@ use toml::de::{DeTable, DeValue};
 use crate::App;
 
 /// A 1-based line and column in the manifest (columns count characters, not bytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Location {
     pub line: usize,
     pub column: usize,
@@ -128,8 +130,16 @@ impl fmt::Display for Render<'_> {
     }
 }
 
+/// The most characters of one manifest line an error quotes. A line may be megabytes long (or
+/// not be a manifest at all), and an error is printed, logged and sent back over the network:
+/// it shows the part around the column it points at.
+pub const MAX_QUOTED_CHARS: usize = 160;
+
+/// The most characters of an error's message or help, which may quote values from the file.
+pub const MAX_MESSAGE_CHARS: usize = 2000;
+
 fn render(e: &ManifestError, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    writeln!(f, "error: {}", e.message)?;
+    writeln!(f, "error: {}", bounded(&e.message, MAX_MESSAGE_CHARS))?;
     let width = e.location.map_or(1, |l| l.line.to_string().len());
     let pad = " ".repeat(width);
     match e.location {
@@ -137,22 +147,23 @@ fn render(e: &ManifestError, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         None => write!(f, "{pad} --> {}", e.path.display())?,
     }
     if let (Some(loc), Some(snippet)) = (e.location, &e.snippet) {
+        let (text, column, underline) =
+            quoted_window(&snippet.line_text, loc.column, snippet.underline);
         // Keep tabs as tabs so the carets line up with the text above them.
-        let indent: String = snippet
-            .line_text
+        let indent: String = text
             .chars()
-            .take(loc.column - 1)
+            .take(column - 1)
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
         write!(
             f,
             "\n{pad}  |\n {line} | {text}\n{pad}  | {indent}{carets}",
             line = loc.line,
-            text = snippet.line_text,
-            carets = "^".repeat(snippet.underline.max(1)),
+            carets = "^".repeat(underline.max(1)),
         )?;
     }
     if let Some(help) = &e.help {
+        let help = bounded(help, MAX_MESSAGE_CHARS);
         let mut lines = help.lines();
         if let Some(first) = lines.next() {
             write!(f, "\n{pad}  = help: {first}")?;
@@ -162,6 +173,41 @@ fn render(e: &ManifestError, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         }
     }
     Ok(())
+}
+
+/// At most [`MAX_QUOTED_CHARS`] of `line` around `column` (1-based), with `…` where text was
+/// left out; returns the text, the column and the underline length within it.
+fn quoted_window(line: &str, column: usize, underline: usize) -> (String, usize, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= MAX_QUOTED_CHARS {
+        return (line.to_string(), column, underline);
+    }
+    let at = (column - 1).min(chars.len());
+    let start = at.saturating_sub(MAX_QUOTED_CHARS / 4);
+    let end = (start + MAX_QUOTED_CHARS).min(chars.len());
+    let mut text = String::new();
+    if start > 0 {
+        text.push('…');
+    }
+    text.extend(&chars[start..end]);
+    if end < chars.len() {
+        text.push('…');
+    }
+    let column = at - start + 1 + usize::from(start > 0);
+    (text, column, underline.min(end.saturating_sub(at)).max(1))
+}
+
+/// `text`, cut after `max` characters with a note saying so.
+fn bounded(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => text.into(),
+        Some((cut, _)) => format!(
+            "{}… (cut; {} more characters)",
+            &text[..cut],
+            text[cut..].chars().count()
+        )
+        .into(),
+    }
 }
 
 /// Builds errors against one manifest text, turning byte spans into locations and snippets.
@@ -241,4 +287,36 @@ fn floor_char_boundary(text: &str, mut i: usize) -> usize {
         i -= 1;
     }
     i
+}
+
+#[cfg(test)]
+mod bounds {
+    use super::*;
+
+    #[test]
+    fn a_long_line_is_quoted_around_its_column_and_no_further() {
+        let secret = "SECRET=".repeat(10_000);
+        let text = format!("[app]\nname = {secret}\n");
+        let err = crate::parse(&text, Path::new("skiff.toml")).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.len() < MAX_QUOTED_CHARS * 4 + MAX_MESSAGE_CHARS * 3,
+            "{shown}"
+        );
+        assert!(shown.contains('…'), "{shown}");
+        // The carets still point under the quoted text.
+        let (text, column, underline) = quoted_window(&"x".repeat(1000), 500, 3);
+        assert_eq!(text.chars().count(), MAX_QUOTED_CHARS + 2);
+        assert_eq!(text.chars().nth(column - 1), Some('x'));
+        assert_eq!(underline, 3);
+    }
+
+    #[test]
+    fn long_messages_are_cut() {
+        let text = "é".repeat(MAX_MESSAGE_CHARS + 10);
+        let cut = bounded(&text, MAX_MESSAGE_CHARS);
+        assert!(cut.starts_with(&"é".repeat(MAX_MESSAGE_CHARS)));
+        assert!(cut.ends_with("(cut; 10 more characters)"), "{cut}");
+        assert_eq!(bounded("short", 10), "short");
+    }
 }

@@ -82,13 +82,16 @@ pub use variables::{Template, Variable, is_store_label, is_variable_name};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 pub use error::{Location, ManifestError, Snippet};
 pub use host::{HostMatch, HostPattern, HostPatternError, PortPattern, SchemePattern};
 pub use route::{RouteError, RouteMatch, RoutePattern, RouteTable};
 pub use runtime_config::{RuntimeConfigFile, StoreSpec, load_runtime_config, parse_runtime_config};
 
-/// A validated app.
-#[derive(Debug, Clone, PartialEq)]
+/// A validated app. It is plain data (serde) so that a host can store what it validated and
+/// load that later, rather than parse a file again that may have changed since.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct App {
     pub name: String,
     pub version: String,
@@ -112,7 +115,7 @@ impl App {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Component {
     pub id: String,
     /// `base_dir` joined with the path as written (so absolute if the manifest path was).
@@ -131,7 +134,7 @@ pub struct Component {
 }
 
 /// A host folder or file made visible to the guest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileMount {
     /// `base_dir` joined with the path as written; it existed when the manifest was checked.
     pub host: PathBuf,
@@ -140,7 +143,7 @@ pub struct FileMount {
     pub writable: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     /// Bytes of linear memory.
     pub memory: Option<u64>,
@@ -158,7 +161,7 @@ pub struct Limits {
     pub requests_per_instance: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     pub pattern: RoutePattern,
     /// As written in the manifest, e.g. `/api/...`.

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use crate::App;
 
 /// A parsed, normalised route.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum RoutePattern {
     /// Matches exactly this path (a trailing slash on the request is tolerated).
     Exact(String),

@@ -8,7 +8,7 @@
 //! request time.
 
 /// An app-level variable.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Variable {
     pub name: String,
     /// Used when no provider gives a value.
@@ -20,12 +20,12 @@ pub struct Variable {
 }
 
 /// A component variable's value: literal text and references to app variables.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Template {
     parts: Vec<Part>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Part {
     Literal(String),
     Variable(String),

@@ -224,6 +224,30 @@ impl Runtime {
         })
     }
 
+    /// What no folder grant may reach: the code cache and the key-value databases.
+    fn protected_state(&self, options: &LoadOptions) -> crate::capabilities::wasi::Protected {
+        let mut state: Vec<PathBuf> = self
+            .cache
+            .dir()
+            .map(Path::to_path_buf)
+            .into_iter()
+            .collect();
+        if let Some(data_dir) = options.data_dir.as_ref().or(self.config.data_dir.as_ref()) {
+            state.push(data_dir.join("kv"));
+        }
+        state.extend(
+            self.config
+                .runtime_config
+                .stores
+                .iter()
+                .filter_map(|(_, spec)| match spec {
+                    skiff_manifest::StoreSpec::Embedded { path } => path.clone(),
+                    _ => None,
+                }),
+        );
+        crate::capabilities::wasi::Protected { state }
+    }
+
     /// Loads every component of `app`. Code shared by several components, of this app or
     /// any other, is compiled and linked once.
     /// The first failure is returned with the index of its component, so the caller can point
@@ -241,6 +265,7 @@ impl Runtime {
         let app = Arc::new(app);
         let app_name: Arc<str> = app.name.as_str().into();
         let mut components = Vec::with_capacity(app.components.len());
+        crate::capabilities::wasi::check_folders(&app, &self.protected_state(options))?;
         let variables = crate::state::resolve_variables(
             &app,
             &self.config.runtime_config,

@@ -4,9 +4,14 @@
 //! An entry is keyed by the BLAKE3 hash of the Wasm bytes together with the engine's
 //! compatibility hash and skiff's version, so a changed file, a changed engine setting or a new
 //! skiff never loads stale code. Each entry is two files: `KEY.cwasm` (loaded with
-//! `deserialize_file`, memory-mapped) and `KEY.b3` (the BLAKE3 of the `.cwasm`), checked before
-//! every load: a truncated or flipped file is discarded and rebuilt, never mapped as code.
+//! `deserialize_file`, memory-mapped) and `KEY.b3`, which says what the code was compiled from
+//! and by what (the engine's key and the BLAKE3 of the Wasm bytes) and the BLAKE3 of the
+//! `.cwasm`. All three are checked before every load: a truncated or flipped file, or an entry
+//! renamed or copied from another key, is discarded and rebuilt, never mapped as code.
 //! A lock file per key makes concurrent loaders, in this process or another, compile once.
+//!
+//! The cache is native code that skiff maps and runs, so it must live where no guest can
+//! write: the runtime refuses any folder grant that reaches it (see `capabilities::wasi`).
 
 use std::fs::{self, File};
 use std::hash::{Hash, Hasher};
@@ -131,7 +136,8 @@ impl CodeCache {
         lock.lock()
             .map_err(|e| cache_err(format!("cannot lock {}: {e}", lock_path.display())))?;
 
-        match verify(&code_path, &sum_path) {
+        let label = self.label(wasm);
+        match verify(&code_path, &sum_path, &label) {
             Entry::Valid => {
                 // SAFETY: the file is one we wrote with `precompile_*` of an engine with the
                 // same compatibility hash, and its checksum matched just now.
@@ -161,7 +167,8 @@ impl CodeCache {
 
         let (compiled, took) = compile()?;
         let stored = write_atomically(&code_path, &compiled).and_then(|()| {
-            write_atomically(&sum_path, blake3::hash(&compiled).to_hex().as_bytes())
+            let sum = format!("{label} {}", blake3::hash(&compiled).to_hex());
+            write_atomically(&sum_path, sum.as_bytes())
         });
         if let Err(err) = stored {
             // A read-only or full disk costs the next start a compile, nothing more.
@@ -173,6 +180,15 @@ impl CodeCache {
         let code = deserialize(&code_path)
             .map_err(|err| cache_err(format!("freshly written entry does not load: {err:#}")))?;
         Ok((code, CacheOutcome::Compiled(took)))
+    }
+
+    /// What an entry for `wasm` must say it was compiled from: this engine, these bytes.
+    fn label(&self, wasm: &[u8]) -> String {
+        format!(
+            "engine={} wasm={}",
+            hex(&self.engine_key),
+            blake3::hash(wasm).to_hex()
+        )
     }
 
     fn key(&self, wasm: &[u8]) -> String {
@@ -189,7 +205,9 @@ enum Entry {
     Missing,
 }
 
-fn verify(code_path: &Path, sum_path: &Path) -> Entry {
+/// Checks an entry against what it must be: compiled by this engine from these bytes
+/// (`label`), and its code intact. Anything else is `Corrupt`: rebuilt, never loaded.
+fn verify(code_path: &Path, sum_path: &Path, label: &str) -> Entry {
     let (Ok(code), Ok(sum)) = (fs::read(code_path), fs::read_to_string(sum_path)) else {
         return if code_path.exists() {
             Entry::Corrupt
@@ -197,11 +215,18 @@ fn verify(code_path: &Path, sum_path: &Path) -> Entry {
             Entry::Missing
         };
     };
-    if blake3::hash(&code).to_hex().as_str() == sum.trim() {
+    let Some((written_label, code_sum)) = sum.trim().rsplit_once(' ') else {
+        return Entry::Corrupt;
+    };
+    if written_label == label && blake3::hash(&code).to_hex().as_str() == code_sum {
         Entry::Valid
     } else {
         Entry::Corrupt
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes through a temporary file and a rename, so a crash mid-write leaves no half file

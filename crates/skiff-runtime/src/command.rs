@@ -7,7 +7,7 @@ use std::path::Path;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Linker, Module, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder, WasiView};
 use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::app::{WasmKind, read_wasm, wasm_kind};
@@ -48,9 +48,10 @@ impl Runtime {
         path: &Path,
         options: CommandOptions,
     ) -> Result<CommandOutcome, LoadError> {
-        for dir in &options.grant.dirs {
-            dir.validate()?;
-        }
+        let options = CommandOptions {
+            grant: options.grant.open()?,
+            ..options
+        };
         let wasm = read_wasm(path)?;
         match wasm_kind(path, &wasm)? {
             WasmKind::Component => self.run_component(path, &wasm, options).await,
@@ -58,17 +59,22 @@ impl Runtime {
         }
     }
 
-    fn command_builder(
-        &self,
+    fn command_builder(options: &CommandOptions) -> WasiCtxBuilder {
+        let mut builder = options.grant.builder();
+        builder.inherit_stdio().args(&options.args);
+        builder
+    }
+
+    /// Gives a command's context its granted folders.
+    fn give_folders(
         path: &Path,
         options: &CommandOptions,
-    ) -> Result<WasiCtxBuilder, LoadError> {
-        let mut builder = options
+        ctx: &mut wasmtime_wasi::WasiCtx,
+    ) -> Result<(), LoadError> {
+        options
             .grant
-            .builder()
-            .map_err(|err| LoadError::new(path, LoadErrorKind::Link(format!("{err:#}"))))?;
-        builder.inherit_stdio().args(&options.args);
-        Ok(builder)
+            .give_folders(ctx)
+            .map_err(|err| LoadError::new(path, LoadErrorKind::Link(format!("{err:#}"))))
     }
 
     async fn run_component(
@@ -100,9 +106,11 @@ impl Runtime {
             log_sink: None,
             metrics: None,
         };
+        let mut wasi = Self::command_builder(&options).build();
+        Self::give_folders(path, &options, &mut wasi)?;
         let host = Host {
             table: ResourceTable::new(),
-            wasi: self.command_builder(path, &options)?.build(),
+            wasi,
             http: WasiHttpCtx::new(),
             outbound: OutboundHttpGrant::new(Vec::new()).instance(identity.clone()),
             key_value: Default::default(),
@@ -159,7 +167,9 @@ impl Runtime {
                 },
             ));
         }
-        let ctx = self.command_builder(path, &options)?.build_p1();
+        let mut ctx = Self::command_builder(&options).build_p1();
+        // The preview 1 adapter reads the preopens on the guest's first call, after this.
+        Self::give_folders(path, &options, ctx.ctx().ctx)?;
         let mut store = Store::new(&self.engine, ctx);
         yield_at_every_tick(&mut store);
         self.fill_fuel(&mut store, None);

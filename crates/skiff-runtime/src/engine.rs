@@ -163,6 +163,12 @@ impl Runtime {
         &self.load_stats
     }
 
+    /// Closes the key-value databases that no loaded app uses (see `Backends::close_unused`);
+    /// returns how many. A host that unloads idle apps calls it after each sweep.
+    pub fn close_unused_stores(&self) -> usize {
+        self.backends.close_unused()
+    }
+
     /// Instances running now, across every app of this runtime.
     pub fn instances_running(&self) -> u32 {
         let free = self.instances.available_permits();

@@ -40,6 +40,9 @@ pub enum LoadErrorKind {
         guest: String,
         reason: String,
     },
+    /// Folder grants that together would let a guest reach what it was not given.
+    #[error("{reason}")]
+    Folders { reason: String },
     #[error("the code cache at {dir} is unusable: {reason}")]
     Cache { dir: PathBuf, reason: String },
     #[error(
@@ -59,6 +62,18 @@ impl LoadError {
             path: path.into(),
             component: None,
             kind,
+        }
+    }
+
+    /// The manifest field of the component (see [`LoadError::component`]) that the error is
+    /// about, for pointing at its line.
+    pub fn manifest_field(&self) -> &'static str {
+        match self.kind {
+            LoadErrorKind::Grant { .. } | LoadErrorKind::Folders { .. } => "files",
+            LoadErrorKind::Store { .. } => "key_value_stores",
+            LoadErrorKind::Variables { .. } => "variables",
+            LoadErrorKind::FuelDisabled => "limits.fuel",
+            _ => "source",
         }
     }
 

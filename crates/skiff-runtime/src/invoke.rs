@@ -3,7 +3,7 @@
 //! dropped when the guest is done. Bodies stream both ways: nothing here buffers a body.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -503,7 +503,8 @@ impl IdlePools {
 /// when a request finds the permits all taken, an idle instance of the tenant gives its up.
 pub struct SharedPermits {
     permits: Arc<Semaphore>,
-    limit: u32,
+    /// The ceiling, for the message that names it; the permits themselves are the limit.
+    limit: AtomicU32,
     /// The reuse pools of the components under these permits.
     idle: IdlePools,
 }
@@ -511,7 +512,7 @@ pub struct SharedPermits {
 impl std::fmt::Debug for SharedPermits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedPermits")
-            .field("limit", &self.limit)
+            .field("limit", &self.limit())
             .field("available", &self.available())
             .finish()
     }
@@ -521,13 +522,23 @@ impl SharedPermits {
     pub fn new(limit: u32) -> Arc<SharedPermits> {
         Arc::new(SharedPermits {
             permits: Arc::new(Semaphore::new(limit as usize)),
-            limit,
+            limit: AtomicU32::new(limit),
             idle: IdlePools::default(),
         })
     }
 
     pub fn limit(&self) -> u32 {
-        self.limit
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// The semaphore behind the permits, for a host that resizes them (adds permits, or
+    /// forgets some); [`SharedPermits::set_limit`] then names the new ceiling.
+    pub fn semaphore(&self) -> &Arc<Semaphore> {
+        &self.permits
+    }
+
+    pub fn set_limit(&self, limit: u32) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     /// Permits not held by a running or idle instance.
@@ -542,7 +553,7 @@ impl SharedPermits {
     fn acquire(&self) -> Result<OwnedSemaphorePermit, InvokeError> {
         self.idle
             .acquire(&self.permits)
-            .ok_or(InvokeError::Overloaded(OverloadScope::Tenant(self.limit)))
+            .ok_or_else(|| InvokeError::Overloaded(OverloadScope::Tenant(self.limit())))
     }
 }
 

@@ -79,6 +79,18 @@ impl Backends {
         Ok(KeyValueGrant::new(stores))
     }
 
+    /// Closes the backends no loaded app uses any more (an app unloaded when idle lets go of
+    /// its stores): a host of thousands of apps would otherwise keep a database file open for
+    /// every app ever loaded. Under the lock, so a load that needs one again waits for it to
+    /// be closed and then opens it afresh. Returns how many were closed.
+    pub(crate) fn close_unused(&self) -> usize {
+        let mut open = self.open.lock().expect("backends lock");
+        let before = open.len();
+        // A loader between `backend` and opening its store holds a clone of the Arc.
+        open.retain(|_, backend| Arc::strong_count(backend) > 1 || backend.in_use());
+        before - open.len()
+    }
+
     fn backend(&self, key: &BackendKey) -> Result<Arc<dyn Backend>, String> {
         let mut open = self.open.lock().expect("backends lock");
         if let Some(backend) = open.get(key) {

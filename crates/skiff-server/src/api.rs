@@ -9,6 +9,11 @@
 //! |---|---|---|---|
 //! | `POST /v1/tenants` | admin | [`CreateTenant`] | 201 [`TenantCreated`] |
 //! | `GET /v1/tenants` | admin | | [`TenantList`] |
+//! | `PATCH /v1/tenants/{name}` | admin | [`QuotaOverrides`] (the quotas to change) | [`TenantSummary`] |
+//! | `DELETE /v1/tenants/{name}?with_apps=BOOL` | admin | | 204 |
+//! | `POST /v1/tenants/{name}/token` | admin, or the tenant itself | | [`TokenIssued`] (a new token; the old one stops working) |
+//! | `DELETE /v1/tenants/{name}/token` | admin, or the tenant itself | | 204 (no token works until one is rotated in) |
+//! | `GET /v1/whoami` | anyone with a token | | [`WhoAmI`] |
 //! | `PUT /v1/apps/{name}` | tenant | a bundle: tar, tar.gz or zip | 201 (new) or 200 [`AppInfo`] |
 //! | `GET /v1/apps` | tenant | | [`AppList`] |
 //! | `GET /v1/apps/{name}` | tenant | | [`AppInfo`] |
@@ -38,6 +43,18 @@ pub mod paths {
     pub const TENANT_METRICS: &str = "/v1/metrics";
     /// What apps used over a time range (a tenant its own; the admin any tenant's).
     pub const USAGE: &str = "/v1/usage";
+    /// Who the caller's token says it is.
+    pub const WHOAMI: &str = "/v1/whoami";
+
+    /// One tenant: `PATCH` its quotas, `DELETE` it.
+    pub fn tenant(name: &str) -> String {
+        format!("{TENANTS}/{name}")
+    }
+
+    /// A tenant's token: `POST` rotates it, `DELETE` revokes it.
+    pub fn tenant_token(name: &str) -> String {
+        format!("{TENANTS}/{name}/token")
+    }
 }
 
 /// Every non-2xx answer.
@@ -98,6 +115,15 @@ pub struct Quotas {
     pub max_memory_bytes: u64,
     /// Highest `limits.timeout` a component may ask for, in milliseconds.
     pub max_timeout_ms: u64,
+    /// Bytes on disk of all the tenant's apps: every version kept (bundles), writable files
+    /// and key-value data. Checked at each deploy.
+    #[serde(default = "default_max_disk_bytes")]
+    pub max_disk_bytes: u64,
+}
+
+/// Tenants stored before the disk quota existed get the default.
+fn default_max_disk_bytes() -> u64 {
+    Quotas::default().max_disk_bytes
 }
 
 impl Default for Quotas {
@@ -108,6 +134,7 @@ impl Default for Quotas {
             max_in_flight: 1000,
             max_memory_bytes: 512 << 20,
             max_timeout_ms: 5 * 60 * 1000,
+            max_disk_bytes: 10 << 30,
         }
     }
 }
@@ -126,6 +153,8 @@ pub struct QuotaOverrides {
     pub max_memory_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_disk_bytes: Option<u64>,
 }
 
 impl QuotaOverrides {
@@ -136,8 +165,29 @@ impl QuotaOverrides {
             max_in_flight: self.max_in_flight.unwrap_or(base.max_in_flight),
             max_memory_bytes: self.max_memory_bytes.unwrap_or(base.max_memory_bytes),
             max_timeout_ms: self.max_timeout_ms.unwrap_or(base.max_timeout_ms),
+            max_disk_bytes: self.max_disk_bytes.unwrap_or(base.max_disk_bytes),
         }
     }
+}
+
+/// The answer to `POST /v1/tenants/{name}/token`: the tenant's new token, shown only now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenIssued {
+    pub name: String,
+    pub token: String,
+}
+
+/// The answer to `GET /v1/whoami`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// `admin` or `tenant`.
+    pub role: String,
+    /// The tenant's name, for a tenant's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The tenant's quotas, for a tenant's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<Quotas>,
 }
 
 /// `POST /v1/tenants`.

@@ -9,12 +9,14 @@
 //! so a restarted host serves them again from the cache without recompiling.
 
 pub mod api;
+mod appfiles;
 /// Bundles are their own crate so that they can be fuzzed without the whole server.
 pub use skiff_bundle as bundle;
 pub mod logs;
 pub mod management;
 mod persist;
 pub mod platform;
+mod records;
 pub mod routing;
 pub mod tenants;
 pub mod usage;

@@ -11,10 +11,14 @@ use tokio::sync::broadcast;
 use crate::api::LogLine;
 use crate::persist::now_rfc3339;
 
-/// Lines kept per app for a newcomer.
+/// Lines kept per app for a newcomer, at most...
 const KEPT_LINES: usize = 1000;
-/// Lines a slow follower may fall behind before it misses some (it is told so).
-const FOLLOW_BUFFER: usize = 1024;
+/// ...and at most this many bytes of them: a line may be 16 KiB, and a host keeps thousands
+/// of apps, so a count alone would let every app hold 16 MiB of the host's memory.
+const KEPT_BYTES: usize = 256 * 1024;
+/// Lines a slow follower may fall behind before it misses some (it is told so). Only apps
+/// someone follows have this buffer.
+const FOLLOW_BUFFER: usize = 256;
 
 pub struct LogHub {
     lines: Mutex<Lines>,
@@ -22,6 +26,8 @@ pub struct LogHub {
 
 struct Lines {
     recent: VecDeque<Arc<LogLine>>,
+    /// What `recent` holds, in bytes (as [`weight`] counts them).
+    recent_bytes: usize,
     /// Made when the first follower comes: its buffer is allocated up front, and a thousand
     /// apps nobody follows should not pay for a thousand of them.
     live: Option<broadcast::Sender<Arc<LogLine>>>,
@@ -32,6 +38,7 @@ impl LogHub {
         Arc::new(LogHub {
             lines: Mutex::new(Lines {
                 recent: VecDeque::new(),
+                recent_bytes: 0,
                 live: None,
             }),
         })
@@ -55,14 +62,26 @@ impl LogHub {
             message: output.message.to_string(),
         });
         let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-        if lines.recent.len() == KEPT_LINES {
-            lines.recent.pop_front();
-        }
+        lines.recent_bytes += weight(&line);
         lines.recent.push_back(line.clone());
+        while lines.recent.len() > KEPT_LINES || lines.recent_bytes > KEPT_BYTES {
+            let Some(oldest) = lines.recent.pop_front() else {
+                break;
+            };
+            lines.recent_bytes -= weight(&oldest);
+        }
         if let Some(live) = &lines.live {
             // Followers that have gone away are not an error.
             let _ = live.send(line);
         }
+    }
+
+    /// Bytes of the lines kept for newcomers.
+    pub fn kept_bytes(&self) -> usize {
+        self.lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .recent_bytes
     }
 
     /// Ends every follower's stream: the app is gone.
@@ -85,5 +104,45 @@ impl LogHub {
             .subscribe();
         let skip = lines.recent.len().saturating_sub(tail);
         (lines.recent.iter().skip(skip).cloned().collect(), receiver)
+    }
+}
+
+/// What a kept line costs, near enough: its text and the fields around it.
+fn weight(line: &LogLine) -> usize {
+    std::mem::size_of::<LogLine>()
+        + line.time.len()
+        + line.app.len()
+        + line.component.len()
+        + line.trace_id.len()
+        + line.stream.len()
+        + line.level.as_ref().map_or(0, String::len)
+        + line.message.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_runtime::capabilities::guest_log::GuestOutput;
+
+    #[test]
+    fn kept_lines_are_bounded_in_bytes_as_well_as_in_count() {
+        let hub = LogHub::new();
+        let long = "x".repeat(16 * 1024);
+        for request_id in 0..1000 {
+            hub.push(&GuestOutput {
+                app: "a",
+                component: "c",
+                request_id,
+                trace_id: opentelemetry::trace::TraceId::INVALID,
+                stream: "stdout",
+                level: None,
+                message: &long,
+            });
+        }
+        assert!(hub.kept_bytes() <= KEPT_BYTES, "{}", hub.kept_bytes());
+        let (kept, _) = hub.tail_and_follow(usize::MAX);
+        assert!(kept.len() >= KEPT_BYTES / (20 * 1024), "{}", kept.len());
+        // The newest lines are the ones kept.
+        assert_eq!(kept.last().unwrap().request_id, 999);
     }
 }

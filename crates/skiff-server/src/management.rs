@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -11,13 +12,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::{
-    AppList, CreateTenant, ErrorBody, ErrorCode, ErrorDetail, LogLine, TenantCreated, TenantList,
-    TenantSummary, UsageReport, paths,
+    AppList, CreateTenant, ErrorBody, ErrorCode, ErrorDetail, LogLine, QuotaOverrides,
+    TenantCreated, TenantList, TenantSummary, TokenIssued, UsageReport, WhoAmI, paths,
 };
 use crate::platform::{Platform, Refusal};
 use crate::tenants::{Tenant, same_secret};
@@ -56,16 +57,26 @@ pub fn router(
     admin: AdminAuth,
     stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Router {
+    let insecure_dev = matches!(admin, AdminAuth::InsecureDev);
     let state = ApiState {
         platform,
         admin,
         stopping,
     };
-    Router::new()
+    let router = Router::new()
         .route(paths::OPENAPI, get(openapi))
         .route(paths::DASHBOARD, get(dashboard))
         .route(paths::HEALTH, get(health))
         .route(paths::TENANTS, post(create_tenant).get(list_tenants))
+        .route(
+            "/v1/tenants/{name}",
+            axum::routing::patch(change_quotas).delete(delete_tenant),
+        )
+        .route(
+            "/v1/tenants/{name}/token",
+            post(rotate_token).delete(revoke_token),
+        )
+        .route(paths::WHOAMI, get(whoami))
         .route(paths::APPS, get(list_apps))
         .route(
             "/v1/apps/{name}",
@@ -82,7 +93,67 @@ pub fn router(
                 "no such API route; GET /openapi.json describes them",
             )
         })
-        .with_state(state)
+        .with_state(state);
+    if insecure_dev {
+        router.layer(axum::middleware::from_fn(loopback_callers_only))
+    } else {
+        router
+    }
+}
+
+/// `--insecure-dev` takes calls without a token, so only programs on this machine may make
+/// them. Listening on loopback is not enough: a web page open in the developer's browser can
+/// reach a loopback port too, by DNS rebinding (a name of the attacker's that resolves to
+/// 127.0.0.1: the request carries that name in `Host`) or by a cross-site form POST (it
+/// carries the attacker's `Origin`). Both headers must name this machine.
+async fn loopback_callers_only(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    if !host.is_some_and(is_loopback_authority) {
+        return Refusal::new(
+            ErrorCode::Forbidden,
+            "--insecure-dev answers only requests addressed to localhost, 127.0.0.1 or [::1] \
+             (the Host header names another host)",
+        )
+        .into_response();
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let loopback = origin
+            .to_str()
+            .ok()
+            .and_then(|o| {
+                o.strip_prefix("http://")
+                    .or_else(|| o.strip_prefix("https://"))
+            })
+            .is_some_and(is_loopback_authority);
+        if !loopback {
+            return Refusal::new(
+                ErrorCode::Forbidden,
+                "--insecure-dev answers no calls from web pages of other sites (the Origin \
+                 header names another host)",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// `localhost`, a loopback address, or one of them with a port.
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl IntoResponse for Refusal {
@@ -276,6 +347,103 @@ async fn list_tenants(
     Ok(axum::Json(TenantList { tenants }))
 }
 
+/// Changes some of a tenant's quotas; those the body leaves out stay as they are.
+async fn change_quotas(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<axum::Json<TenantSummary>, Refusal> {
+    state.admin(&headers)?;
+    let overrides: QuotaOverrides = serde_json::from_slice(&body).map_err(|err| {
+        Refusal::new(
+            ErrorCode::BadRequest,
+            format!("the body is not a set of quotas: {err}; send e.g. {{\"max_apps\": 10}}"),
+        )
+    })?;
+    let tenant = state.platform.set_quotas(&name, &overrides)?;
+    let apps = state
+        .platform
+        .tenants()
+        .into_iter()
+        .find(|(t, _)| t.name == name)
+        .map_or(0, |(_, apps)| apps);
+    Ok(axum::Json(TenantSummary {
+        name,
+        quotas: tenant.quotas.clone(),
+        apps,
+    }))
+}
+
+#[derive(Deserialize)]
+struct DeleteTenantQuery {
+    #[serde(default)]
+    with_apps: bool,
+}
+
+async fn delete_tenant(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(query): Query<DeleteTenantQuery>,
+) -> Result<StatusCode, Refusal> {
+    state.admin(&headers)?;
+    state.platform.delete_tenant(&name, query.with_apps).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+impl ApiState {
+    /// The admin, or tenant `name` itself: who may change that tenant's token.
+    fn admin_or_self(&self, headers: &HeaderMap, name: &str) -> Result<(), Refusal> {
+        match self.caller(headers)? {
+            Caller::Admin => Ok(()),
+            Caller::Tenant(tenant) if tenant.name == name => Ok(()),
+            Caller::Tenant(_) => Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "a tenant's token changes only its own token; this needs the admin token",
+            )),
+        }
+    }
+}
+
+async fn rotate_token(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<axum::Json<TokenIssued>, Refusal> {
+    state.admin_or_self(&headers, &name)?;
+    let token = state.platform.rotate_token(&name)?;
+    Ok(axum::Json(TokenIssued { name, token }))
+}
+
+async fn revoke_token(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<StatusCode, Refusal> {
+    state.admin_or_self(&headers, &name)?;
+    state.platform.revoke_token(&name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn whoami(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<axum::Json<WhoAmI>, Refusal> {
+    Ok(axum::Json(match state.caller(&headers)? {
+        Caller::Admin => WhoAmI {
+            role: "admin".into(),
+            tenant: None,
+            quotas: None,
+        },
+        Caller::Tenant(tenant) => WhoAmI {
+            role: "tenant".into(),
+            tenant: Some(tenant.name.clone()),
+            quotas: Some(tenant.quotas.clone()),
+        },
+    }))
+}
+
 /// What Prometheus expects from a scrape of `prometheus-client`'s text.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -403,21 +571,37 @@ async fn deploy_app(
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large());
     }
-    let _slot = state.platform.deploy_slot().await;
-    let bytes = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .collect()
+    let timeout = state.platform.config().upload_timeout;
+    // One deploy per tenant at a time; a second one waits for the first, but not forever.
+    let _mine = tokio::time::timeout(timeout, tenant.deploying.clone().acquire_owned())
         .await
-        .map_err(|err| {
-            if err.is::<LengthLimitError>() {
-                too_large()
-            } else {
-                Refusal::new(
-                    ErrorCode::BadRequest,
-                    format!("the upload broke off: {err}"),
-                )
-            }
+        .map_err(|_| {
+            Refusal::new(
+                ErrorCode::Conflict,
+                "another deploy of this tenant has been running for too long; try again once \
+                 it is done",
+            )
         })?
-        .to_bytes();
+        .map_err(|_| Refusal::internal("the tenant's deploy slot is closed"))?;
+    let _upload = state.platform.upload_slot().await;
+    let bytes = read_upload(body, limit, timeout)
+        .await
+        .map_err(|err| match err {
+            UploadError::TooLarge => too_large(),
+            UploadError::TimedOut => Refusal::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "the upload took longer than this server waits ({}); send it faster, or ask \
+                 the operator for a longer --upload-timeout",
+                    humantime::format_duration(timeout)
+                ),
+            ),
+            UploadError::Broken(err) => Refusal::new(
+                ErrorCode::BadRequest,
+                format!("the upload broke off: {err}"),
+            ),
+        })?;
+    let _slot = state.platform.deploy_slot().await;
     let (info, created) = state.platform.deploy(&tenant, &name, bytes).await?;
     let status = if created {
         StatusCode::CREATED
@@ -425,6 +609,39 @@ async fn deploy_app(
         StatusCode::OK
     };
     Ok((status, axum::Json(info)).into_response())
+}
+
+enum UploadError {
+    TooLarge,
+    TimedOut,
+    Broken(axum::Error),
+}
+
+/// Reads an upload of at most `limit` bytes within `timeout`, and cuts off a client that
+/// sends nothing for a tenth of it (at most 30 s): a slow client holds an upload slot no
+/// longer than that.
+async fn read_upload(body: Body, limit: u64, timeout: Duration) -> Result<Bytes, UploadError> {
+    let idle = (timeout / 10).min(Duration::from_secs(30));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut body = body;
+    let mut bytes = bytes::BytesMut::new();
+    loop {
+        let next = tokio::time::timeout_at(
+            deadline.min(tokio::time::Instant::now() + idle),
+            body.frame(),
+        );
+        let frame = match next.await {
+            Err(_) => return Err(UploadError::TimedOut),
+            Ok(None) => return Ok(bytes.freeze()),
+            Ok(Some(frame)) => frame.map_err(UploadError::Broken)?,
+        };
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() as u64 + data.len() as u64 > limit {
+                return Err(UploadError::TooLarge);
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
 }
 
 async fn rollback_app(
@@ -442,7 +659,7 @@ async fn delete_app(
     Path(name): Path<String>,
 ) -> Result<StatusCode, Refusal> {
     let tenant = state.tenant(&headers)?;
-    state.platform.delete(&tenant, &name)?;
+    state.platform.delete(&tenant, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -516,4 +733,33 @@ fn ndjson(line: &LogLine) -> Bytes {
     let mut bytes = serde_json::to_vec(line).unwrap_or_default();
     bytes.push(b'\n');
     Bytes::from(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_authority;
+
+    #[test]
+    fn only_loopback_authorities_pass() {
+        for good in [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1:3000",
+            "127.8.9.10",
+            "[::1]:1",
+        ] {
+            assert!(is_loopback_authority(good), "{good}");
+        }
+        for bad in [
+            "evil.example",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io:80",
+            "[::ffff:8.8.8.8]",
+            "10.0.0.1:80",
+            "",
+            "null",
+        ] {
+            assert!(!is_loopback_authority(bad), "{bad}");
+        }
+    }
 }

@@ -32,12 +32,16 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
     file.sync_all().map_err(fail)?;
     std::fs::rename(&temporary, path).map_err(fail)?;
     // The rename is durable only once the folder holding it is synced.
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)
-            .and_then(|dir| dir.sync_all())
-            .map_err(fail)?;
+    sync_folder(path).map_err(fail)
+}
+
+/// Syncs the folder holding `path`, so that a file created, renamed or removed there stays so
+/// after a crash.
+pub fn sync_folder(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(parent) => std::fs::File::open(parent)?.sync_all(),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 pub fn now_rfc3339() -> String {

@@ -6,20 +6,24 @@
 //! | path | holds |
 //! |---|---|
 //! | `tenants.json` | tenants, their quotas and token hashes |
-//! | `apps/NAME.json` | one app: its tenant, versions and which one is live |
-//! | `bundles/ID/` | one deployed version, unpacked (a deploy unpacks into a fresh one) |
+//! | `apps/NAME.json` | one app: its tenant, versions (each with the app as validated) and which one is live |
+//! | `bundles/ID/` | one deployed version, unpacked (a deploy unpacks into a fresh one); never written again |
 //! | `tenants/TENANT/kv/` | the tenant's embedded key-value data, one file per app |
+//! | `tenants/TENANT/apps/NAME/files/` | the app's writable mounts, one folder each (see [`crate::appfiles`]) |
 //! | `cache/` | compiled code (unless `--cache-dir` says elsewhere) |
 //! | `usage/YYYY-MM-DD.ndjson` | what apps used, per app and minute (see [`crate::usage`]) |
 //!
-//! The request path reads the app index through an `ArcSwap`, without a lock; changes are
-//! made under one mutex and published by swapping in a new index. A version is made live only
-//! once it is completely loaded, so a request sees either the old version or the new one.
+//! The request path reads the app index through an `ArcSwap`, without a lock. Every change to
+//! one app (deploy, rollback, delete) holds that app's lock from its first look at the record
+//! to its last write, so changes to one app happen one after another; the short steps that
+//! touch the index or the quotas of several apps also hold one host-wide mutex. A version is
+//! made live only once it is completely loaded, so a request sees either the old version or
+//! the new one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -27,7 +31,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use serde::{Deserialize, Serialize};
 use skiff_http::{HttpApp, HttpMetrics};
 use skiff_manifest::{App, format_size};
 use skiff_runtime::{LoadOptions, MetricsScope, Runtime, RuntimeMetrics};
@@ -36,9 +39,11 @@ use crate::api::{
     self, AppInfo, AppStatus, AppSummary, ComponentInfo, ErrorCode, LimitsInfo, Quotas, RouteInfo,
     VersionInfo,
 };
+use crate::appfiles;
 use crate::bundle::{self, BundleLimits};
 use crate::logs::LogHub;
 use crate::persist;
+use crate::records::{AppRecord, VersionRecord, prune};
 use crate::tenants::{Tenant, Tenants};
 use crate::usage::{UsageLedger, UsageMetrics};
 
@@ -60,6 +65,9 @@ pub struct PlatformConfig {
     pub idle_unload: Option<Duration>,
     /// How often minutes of usage that have ended are written to `usage/`.
     pub usage_flush: Duration,
+    /// Longest time one upload may take; a client that sends nothing for a tenth of it (at
+    /// most 30 s) is cut off sooner.
+    pub upload_timeout: Duration,
 }
 
 /// Why a management call was refused: a code for scripts, a message for people.
@@ -85,27 +93,53 @@ impl Refusal {
     }
 
     /// A failure of the server itself: the details (paths, OS errors) go to the operator's
-    /// log, not to the tenant.
+    /// log, not to the tenant, who gets a reference to find them by.
     pub(crate) fn internal(message: impl Into<String>) -> Self {
-        tracing::error!("{}", message.into());
+        let reference = fault_reference();
+        tracing::error!(reference = %reference, "{}", message.into());
         Refusal::new(
             ErrorCode::Internal,
-            "the server failed to do this; its log says why (try again, or ask the operator)",
+            format!(
+                "the server failed to do this (reference {reference}); try again, or give the \
+                 operator that reference: the server's log says why under it"
+            ),
         )
     }
 }
 
 type Refused<T> = Result<T, Refusal>;
 
-/// Deploys that may upload and compile at once; more wait their turn.
+/// A short random reference that ties a refusal a tenant sees to the log line that explains it.
+fn fault_reference() -> String {
+    let mut random = [0u8; 6];
+    let _ = getrandom::fill(&mut random);
+    random.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn no_tenant(name: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::NotFound,
+        format!("no tenant named `{name}`; `skiff tenants list` shows them"),
+    )
+}
+
+/// Deploys that may unpack and compile at once (their uploads read); more wait their turn.
 const MAX_CONCURRENT_DEPLOYS: usize = 4;
+/// Uploads that may be read at once, each into memory. A tenant has one at a time (see
+/// `Tenant::deploying`), so a slow client of one tenant never blocks the others' deploys.
+const MAX_CONCURRENT_UPLOADS: usize = 16;
+
+/// The longest manifest report sent back to a deployer. The manifest crate already bounds
+/// what it quotes from a file; this bounds the whole answer, whatever the report holds.
+const MAX_REPORT_BYTES: usize = 16 * 1024;
 
 /// One deployed app.
 pub struct AppEntry {
     pub name: String,
     pub tenant: Arc<Tenant>,
     record: Mutex<AppRecord>,
-    /// The loaded live version; `None` while idle (not loaded yet, or unloaded).
+    /// The loaded live version; `None` while idle (not loaded yet, or unloaded). Stored only
+    /// with `record` locked, so that it always agrees with the record's live version.
     live: ArcSwapOption<LiveVersion>,
     /// Held while loading, so that a burst of first requests loads the app once.
     loading: tokio::sync::Mutex<()>,
@@ -119,38 +153,60 @@ struct LiveVersion {
     app: Arc<HttpApp>,
 }
 
-/// `apps/NAME.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct AppRecord {
+/// An app on disk that is not served.
+enum SetAside {
+    /// Its tenant is not in `tenants.json` (an older backup restored?): kept, bundles and
+    /// data included, and served again once a tenant of that name exists.
+    Orphan(AppRecord),
+    /// Its record cannot be read or breaks a rule: kept for the operator to repair or remove.
+    Damaged,
+}
+
+/// One async lock per app name. Entries exist only while a change holds or waits for one.
+#[derive(Default)]
+struct AppLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+struct AppLock<'a> {
+    locks: &'a AppLocks,
     name: String,
-    tenant: String,
-    live: u64,
-    next_version: u64,
-    /// Oldest first.
-    versions: Vec<VersionRecord>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct VersionRecord {
-    version: u64,
-    app_version: String,
-    deployed_at: String,
-    /// The folder under `bundles/`.
-    bundle: String,
-    code_bytes: u64,
-    routes: Vec<RouteInfo>,
-    components: Vec<ComponentInfo>,
+impl AppLocks {
+    async fn lock(&self, name: &str) -> AppLock<'_> {
+        let lock = lock(&self.locks)
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        let guard = lock.lock_owned().await;
+        AppLock {
+            locks: self,
+            name: name.to_string(),
+            guard: Some(guard),
+        }
+    }
 }
 
-impl AppRecord {
-    fn version(&self, version: u64) -> Option<&VersionRecord> {
-        self.versions.iter().find(|v| v.version == version)
+impl Drop for AppLock<'_> {
+    fn drop(&mut self) {
+        let mut locks = lock(&self.locks.locks);
+        self.guard.take();
+        // Nobody else holds or waits for it (their clones would count): forget it.
+        if locks
+            .get(&self.name)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            locks.remove(&self.name);
+        }
     }
+}
 
-    fn live_version(&self) -> &VersionRecord {
-        self.version(self.live)
-            .expect("an app record always holds its live version")
-    }
+/// Locks a mutex whose holder may have panicked: every value behind these is replaced whole
+/// under the lock, so a panic never leaves one half-changed.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 pub struct Platform {
@@ -161,19 +217,30 @@ pub struct Platform {
     public_port: AtomicU64,
     tenants: RwLock<Tenants>,
     apps: ArcSwap<HashMap<String, Arc<AppEntry>>>,
-    /// Serialises changes to tenants, app records and the index.
+    /// Apps on disk that are not served, by name; their names stay taken.
+    set_aside: Mutex<HashMap<String, SetAside>>,
+    /// Serialises changes to one app: held by each deploy, rollback and delete of it.
+    app_locks: AppLocks,
+    /// Serialises the short steps that change tenants, records and the index, and check the
+    /// quotas over all of a tenant's apps.
     changes: Mutex<()>,
+    /// Held while writable folders are seeded, so that a deploy and a load of the same app
+    /// never copy into one at once.
+    seeding: Arc<Mutex<()>>,
     log_hubs: Mutex<HashMap<String, Arc<LogHub>>>,
     /// Deploys in progress at once: each holds its upload in memory and compiles, so a burst
     /// of them must not take the host's memory and CPU from the apps it serves.
     deploys: tokio::sync::Semaphore,
+    uploads: tokio::sync::Semaphore,
     started: Instant,
     usage: UsageLedger,
 }
 
 impl Platform {
     /// Opens the data folder: tenants and app records are read, no app is loaded yet (each
-    /// loads on its first request).
+    /// loads on its first request). A record that cannot be read, or breaks a rule, is set
+    /// aside with an error naming it, and an app whose tenant is missing with a warning; the
+    /// host starts either way, and neither loses its bundles or data.
     pub fn open(runtime: Arc<Runtime>, config: PlatformConfig) -> Result<Arc<Platform>, String> {
         for dir in ["apps", "bundles", "tenants"] {
             let path = config.data_dir.join(dir);
@@ -181,9 +248,13 @@ impl Platform {
                 .map_err(|err| format!("cannot create {}: {err}", path.display()))?;
         }
         let tenants = Tenants::open(&config.data_dir)?;
+        let bundles = config.data_dir.join("bundles");
         let mut apps = HashMap::new();
         let mut log_hubs = HashMap::new();
-        let mut referenced = std::collections::HashSet::new();
+        let mut set_aside = HashMap::new();
+        // Bundles to keep: those records name, and any that a damaged record may name.
+        let mut referenced = HashSet::new();
+        let mut damaged_prefixes = Vec::new();
         let listing = std::fs::read_dir(config.data_dir.join("apps"))
             .map_err(|err| format!("cannot read the apps folder: {err}"))?;
         for file in listing.flatten() {
@@ -191,31 +262,73 @@ impl Platform {
             if path.extension().is_none_or(|ext| ext != "json") {
                 continue;
             }
-            let Some(record) = persist::read_json::<AppRecord>(&path)? else {
+            let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(String::from) else {
                 continue;
             };
-            let Some(tenant) = tenants.get(&record.tenant) else {
-                tracing::warn!(
-                    "{}: its tenant `{}` no longer exists; not serving it",
-                    path.display(),
-                    record.tenant
+            let mut damaged = |why: String| {
+                tracing::error!(
+                    app = %name,
+                    "the app `{name}` is not served: {why}. Its bundles and data are kept; \
+                     repair {} or remove it, and restart",
+                    path.display()
                 );
+                damaged_prefixes.push(format!("{name}-"));
+                set_aside.insert(name.clone(), SetAside::Damaged);
+            };
+            let mut record = match persist::read_json::<AppRecord>(&path) {
+                Ok(Some(record)) => record,
+                Ok(None) => continue,
+                Err(err) => {
+                    damaged(err);
+                    continue;
+                }
+            };
+            referenced.extend(record.bundles().map(String::from));
+            drop_missing_old_versions(&mut record, &bundles);
+            if let Err(err) = record.check(&name, &bundles) {
+                damaged(format!("its record is inconsistent: {err}"));
+                continue;
+            }
+            let Some(tenant) = tenants.get(&record.tenant) else {
+                set_aside.insert(name, SetAside::Orphan(record));
                 continue;
             };
-            referenced.extend(record.versions.iter().map(|v| v.bundle.clone()));
             let entry = AppEntry::new(record, tenant, LogHub::new());
             log_hubs.insert(entry.name.clone(), entry.logs.clone());
             apps.insert(entry.name.clone(), Arc::new(entry));
         }
+        let mut orphans: Vec<String> = set_aside
+            .iter()
+            .filter_map(|(name, aside)| match aside {
+                SetAside::Orphan(record) => Some(format!("`{name}` (tenant `{}`)", record.tenant)),
+                SetAside::Damaged => None,
+            })
+            .collect();
+        if !orphans.is_empty() {
+            orphans.sort();
+            tracing::warn!(
+                "{} app(s) belong to tenants that tenants.json does not hold (was an older copy \
+                 restored?): {}. They are kept aside, bundles and data included, and not \
+                 served; each comes back when its tenant does (restore tenants.json, or create \
+                 the tenant again)",
+                orphans.len(),
+                orphans.join(", ")
+            );
+        }
         // Bundles no record names are left over from deploys that failed or were cut short.
-        if let Ok(listing) = std::fs::read_dir(config.data_dir.join("bundles")) {
+        if let Ok(listing) = std::fs::read_dir(&bundles) {
             for dir in listing.flatten() {
                 let name = dir.file_name().to_string_lossy().into_owned();
-                if !referenced.contains(&name) {
+                let kept = referenced.contains(&name)
+                    || damaged_prefixes
+                        .iter()
+                        .any(|p| name.starts_with(p.as_str()));
+                if !kept {
                     let _ = std::fs::remove_dir_all(dir.path());
                 }
             }
         }
+        remove_stray_app_folders(&config.data_dir, &apps, &set_aside);
         tracing::info!(
             apps = apps.len(),
             tenants = tenants.all().len(),
@@ -231,15 +344,28 @@ impl Platform {
             public_port: AtomicU64::new(0),
             tenants: RwLock::new(tenants),
             apps: ArcSwap::from_pointee(apps),
+            set_aside: Mutex::new(set_aside),
+            app_locks: AppLocks::default(),
             changes: Mutex::new(()),
+            seeding: Arc::default(),
             log_hubs: Mutex::new(log_hubs),
             deploys: tokio::sync::Semaphore::new(MAX_CONCURRENT_DEPLOYS),
+            uploads: tokio::sync::Semaphore::new(MAX_CONCURRENT_UPLOADS),
             started: Instant::now(),
             usage,
         }))
     }
 
-    /// Waits for a deploy slot; hold it from before the upload is read until the deploy ends.
+    /// Waits for a slot to read an upload in; hold it until the deploy ends (the upload is
+    /// in memory until then).
+    pub async fn upload_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.uploads
+            .acquire()
+            .await
+            .expect("the upload semaphore is never closed")
+    }
+
+    /// Waits for a slot to unpack and compile; take it once the upload has been read.
     pub async fn deploy_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
         self.deploys
             .acquire()
@@ -277,22 +403,150 @@ impl Platform {
         self.tenants.read().expect("tenants lock").get(name)
     }
 
-    /// Creates a tenant; its token is returned, and never again.
+    /// Creates a tenant; its token is returned, and never again. Apps of a tenant of this name
+    /// that were kept aside (its record was missing from `tenants.json`) are served again.
     pub fn create_tenant(&self, name: &str, quotas: Quotas) -> Refused<String> {
         api::check_name("tenant", name).map_err(|m| Refusal::new(ErrorCode::BadRequest, m))?;
-        let _changes = self.changes.lock().expect("changes lock");
+        let _changes = lock(&self.changes);
         let created = self
             .tenants
             .write()
             .expect("tenants lock")
             .create(name, quotas)
             .map_err(Refusal::internal)?;
-        created.ok_or_else(|| {
+        let token = created.ok_or_else(|| {
             Refusal::new(
                 ErrorCode::Conflict,
                 format!("a tenant named `{name}` exists already"),
             )
-        })
+        })?;
+        self.adopt_orphans(name);
+        Ok(token)
+    }
+
+    /// Serves again the apps kept aside for the tenant `name`, which exists now.
+    fn adopt_orphans(&self, name: &str) {
+        let Some(tenant) = self.tenant(name) else {
+            return;
+        };
+        let mut set_aside = lock(&self.set_aside);
+        let names: Vec<String> = set_aside
+            .iter()
+            .filter(|(_, aside)| matches!(aside, SetAside::Orphan(r) if r.tenant == name))
+            .map(|(app, _)| app.clone())
+            .collect();
+        if names.is_empty() {
+            return;
+        }
+        let mut index = HashMap::clone(&self.apps.load());
+        for app in &names {
+            if let Some(SetAside::Orphan(record)) = set_aside.remove(app) {
+                let entry = AppEntry::new(record, tenant.clone(), self.log_hub(app));
+                index.insert(app.clone(), Arc::new(entry));
+            }
+        }
+        self.apps.store(Arc::new(index));
+        tracing::warn!(
+            tenant = name,
+            "the tenant `{name}` exists again: serving its app(s) kept aside: {}",
+            names.join(", ")
+        );
+    }
+
+    /// Gives tenant `name` a new token, returned once; the old one stops working at once.
+    pub fn rotate_token(&self, name: &str) -> Refused<String> {
+        let _changes = lock(&self.changes);
+        let rotated = self
+            .tenants
+            .write()
+            .expect("tenants lock")
+            .rotate_token(name)
+            .map_err(Refusal::internal)?;
+        tracing::info!(tenant = name, "token rotated");
+        rotated.ok_or_else(|| no_tenant(name))
+    }
+
+    /// Takes tenant `name`'s token away; its apps keep serving.
+    pub fn revoke_token(&self, name: &str) -> Refused<()> {
+        let _changes = lock(&self.changes);
+        let revoked = self
+            .tenants
+            .write()
+            .expect("tenants lock")
+            .revoke_token(name)
+            .map_err(Refusal::internal)?;
+        if !revoked {
+            return Err(no_tenant(name));
+        }
+        tracing::info!(tenant = name, "token revoked");
+        Ok(())
+    }
+
+    /// Changes some of tenant `name`'s quotas (the others stay as they are).
+    pub fn set_quotas(&self, name: &str, overrides: &api::QuotaOverrides) -> Refused<Arc<Tenant>> {
+        let _changes = lock(&self.changes);
+        let mut tenants = self.tenants.write().expect("tenants lock");
+        let current = tenants.get(name).ok_or_else(|| no_tenant(name))?;
+        let quotas = overrides.apply(current.quotas.clone());
+        let tenant = tenants
+            .set_quotas(name, quotas)
+            .map_err(Refusal::internal)?
+            .ok_or_else(|| no_tenant(name))?;
+        tracing::info!(tenant = name, quotas = ?tenant.quotas, "quotas changed");
+        Ok(tenant)
+    }
+
+    /// Removes tenant `name`: its token stops working at once, then its apps are deleted and
+    /// its data (key-value stores, apps' writable folders) removed. A tenant with apps is
+    /// removed only when `with_apps` says so, so that no app disappears by mistake.
+    pub async fn delete_tenant(&self, name: &str, with_apps: bool) -> Refused<()> {
+        let tenant = self.tenant(name).ok_or_else(|| no_tenant(name))?;
+        let apps: Vec<String> = self
+            .apps
+            .load()
+            .values()
+            .filter(|entry| entry.tenant.name == name)
+            .map(|entry| entry.name.clone())
+            .collect();
+        if !apps.is_empty() && !with_apps {
+            return Err(Refusal::new(
+                ErrorCode::Conflict,
+                format!(
+                    "tenant `{name}` has {} app(s) ({}); delete them first, or delete the                      tenant with its apps (`skiff tenants delete {name} --with-apps`)",
+                    apps.len(),
+                    apps.join(", ")
+                ),
+            ));
+        }
+        {
+            let _changes = lock(&self.changes);
+            self.tenants
+                .write()
+                .expect("tenants lock")
+                .remove(name)
+                .map_err(Refusal::internal)?;
+        }
+        for app in apps {
+            match self.delete(&tenant, &app).await {
+                Ok(())
+                | Err(Refusal {
+                    code: ErrorCode::NotFound,
+                    ..
+                }) => {}
+                Err(refusal) => return Err(refusal),
+            }
+        }
+        let data = self.config.data_dir.join("tenants").join(name);
+        if let Err(err) = tokio::fs::remove_dir_all(&data).await
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(Refusal::internal(format!(
+                "cannot remove {}: {err}",
+                data.display()
+            )));
+        }
+        tracing::info!(tenant = name, "tenant deleted");
+        Ok(())
     }
 
     pub fn tenants(&self) -> Vec<(Arc<Tenant>, u32)> {
@@ -329,37 +583,102 @@ impl Platform {
 
     async fn load_live(&self, entry: &Arc<AppEntry>) -> Refused<Arc<HttpApp>> {
         let _loading = entry.loading.lock().await;
-        if let Some(live) = entry.live.load().as_ref() {
-            return Ok(live.app.clone());
+        loop {
+            let version = {
+                let record = entry.record();
+                if let Some(live) = entry.live.load().as_ref() {
+                    return Ok(live.app.clone());
+                }
+                record
+                    .live_version()
+                    .map_err(|err| Refusal::internal(format!("app `{}`: {err}", entry.name)))?
+                    .clone()
+            };
+            let started = Instant::now();
+            let app = self.load_version(entry, &version).await?;
+            // A deploy or rollback may have made another version live meanwhile: that one
+            // wins, and this load is thrown away.
+            let record = entry.record();
+            if let Some(live) = entry.live.load().as_ref() {
+                return Ok(live.app.clone());
+            }
+            if record.live != version.version {
+                continue;
+            }
+            self.metrics
+                .app_loads
+                .observe(started.elapsed().as_secs_f64());
+            tracing::info!(
+                app = %entry.name, version = version.version,
+                "loaded in {:.1} ms", started.elapsed().as_secs_f64() * 1000.0
+            );
+            entry.live.store(Some(Arc::new(LiveVersion {
+                version: version.version,
+                app: app.clone(),
+            })));
+            return Ok(app);
         }
-        let version = entry.record().live_version().clone();
-        let started = Instant::now();
-        let app = self.load_version(entry, &version).await?;
-        self.metrics
-            .app_loads
-            .observe(started.elapsed().as_secs_f64());
-        tracing::info!(
-            app = %entry.name, version = version.version,
-            "loaded in {:.1} ms", started.elapsed().as_secs_f64() * 1000.0
-        );
-        entry.live.store(Some(Arc::new(LiveVersion {
-            version: version.version,
-            app: app.clone(),
-        })));
-        Ok(app)
     }
 
-    /// Loads a deployed version from its bundle (its code from the cache).
+    /// Loads a deployed version from the app it stored (its code from the cache).
     async fn load_version(
         &self,
         entry: &AppEntry,
         version: &VersionRecord,
     ) -> Refused<Arc<HttpApp>> {
         let dir = self.config.data_dir.join("bundles").join(&version.bundle);
-        let (app, _) = self
-            .read_bundle(dir.clone(), entry.name.clone(), &entry.tenant.quotas)
-            .await?;
+        let stored = match &version.app {
+            Some(stored) => stored.clone(),
+            // Written before versions stored their app: its bundle's manifest is read once
+            // more (a plain file only, never through a link).
+            None => {
+                let (app, _) = self
+                    .read_bundle(dir.clone(), entry.name.clone(), &entry.tenant.quotas)
+                    .await?;
+                appfiles::to_stored(&app, &dir)
+                    .map_err(|m| Refusal::new(ErrorCode::InvalidBundle, m))?
+            }
+        };
+        let files = self.files_folder(&entry.tenant.name, &entry.name);
+        self.seed(&stored, &dir, &files).await?;
+        let app = appfiles::place(&stored, &dir, &files);
         self.load(app, &entry.tenant, &entry.logs, &dir).await
+    }
+
+    /// `tenants/TENANT/apps/NAME/files`: the app's writable mounts.
+    fn files_folder(&self, tenant: &str, name: &str) -> PathBuf {
+        appfiles::app_folder(&self.config.data_dir, tenant, name).join("files")
+    }
+
+    /// Seeds the writable folders of `stored` that do not exist yet; returns those it made.
+    async fn seed(&self, stored: &App, bundle: &Path, files: &Path) -> Refused<Vec<PathBuf>> {
+        let writable: Vec<PathBuf> = stored
+            .components
+            .iter()
+            .flat_map(|c| &c.files)
+            .filter(|m| m.writable)
+            .map(|m| files.join(appfiles::mount_folder_name(&m.guest)))
+            .filter(|folder| !folder.is_dir())
+            .collect();
+        if writable.is_empty() {
+            return Ok(writable);
+        }
+        let (stored, bundle, files) = (stored.clone(), bundle.to_path_buf(), files.to_path_buf());
+        let seeding = self.seeding.clone();
+        // The copy may be large: off the async threads, one at a time.
+        tokio::task::spawn_blocking(move || {
+            let _seeding = lock(&seeding);
+            appfiles::seed_writable(&stored, &bundle, &files).map_err(|err| {
+                Refusal::internal(format!(
+                    "cannot make the writable folders of `{}` in {}: {err}",
+                    stored.name,
+                    files.display()
+                ))
+            })
+        })
+        .await
+        .map_err(|err| Refusal::internal(format!("seeding stopped: {err}")))??;
+        Ok(writable)
     }
 
     /// Drops apps not requested for the idle period from memory; returns how many.
@@ -379,6 +698,10 @@ impl Platform {
             }
         }
         if unloaded > 0 {
+            let closed = self.runtime.close_unused_stores();
+            if closed > 0 {
+                tracing::debug!("closed {closed} key-value database(s) no loaded app uses");
+            }
             give_back_freed_memory();
         }
         unloaded
@@ -400,7 +723,7 @@ impl Platform {
             .load()
             .values()
             .filter(|entry| entry.tenant.name == tenant.name)
-            .map(|entry| self.summary(entry, &entry.record()))
+            .filter_map(|entry| self.summary(entry, &entry.record()).ok())
             .collect();
         apps.sort_by(|a, b| a.name.cmp(&b.name));
         apps
@@ -408,16 +731,18 @@ impl Platform {
 
     pub fn inspect(&self, tenant: &Tenant, name: &str) -> Refused<AppInfo> {
         let entry = self.entry_of(tenant, name)?;
-        Ok(self.info(&entry))
+        self.info(&entry)
     }
 
     pub fn logs(&self, tenant: &Tenant, name: &str) -> Refused<Arc<LogHub>> {
         Ok(self.entry_of(tenant, name)?.logs.clone())
     }
 
-    fn summary(&self, entry: &AppEntry, record: &AppRecord) -> AppSummary {
-        let live = record.live_version();
-        AppSummary {
+    fn summary(&self, entry: &AppEntry, record: &AppRecord) -> Refused<AppSummary> {
+        let live = record
+            .live_version()
+            .map_err(|err| Refusal::internal(format!("app `{}`: {err}", entry.name)))?;
+        Ok(AppSummary {
             name: entry.name.clone(),
             version: live.version,
             app_version: live.app_version.clone(),
@@ -428,14 +753,17 @@ impl Platform {
             } else {
                 AppStatus::Idle
             },
-        }
+        })
     }
 
-    fn info(&self, entry: &AppEntry) -> AppInfo {
+    fn info(&self, entry: &AppEntry) -> Refused<AppInfo> {
         let record = entry.record();
-        let live = record.live_version();
-        AppInfo {
-            summary: self.summary(entry, &record),
+        let summary = self.summary(entry, &record)?;
+        let live = record
+            .live_version()
+            .map_err(|err| Refusal::internal(format!("app `{}`: {err}", entry.name)))?;
+        Ok(AppInfo {
+            summary,
             tenant: entry.tenant.name.clone(),
             routes: live.routes.clone(),
             components: live.components.clone(),
@@ -450,7 +778,7 @@ impl Platform {
                     live: v.version == record.live,
                 })
                 .collect(),
-        }
+        })
     }
 
     /// Deploys a bundle as app `name` of `tenant`: a new app, or a new version of one. The
@@ -464,13 +792,15 @@ impl Platform {
         bundle_bytes: bytes::Bytes,
     ) -> Refused<(AppInfo, bool)> {
         api::check_name("app", name).map_err(|m| Refusal::new(ErrorCode::BadRequest, m))?;
+        let _app = self.app_locks.lock(name).await;
         // Refuse early what would be refused at the end anyway, before the expensive part.
         self.check_deploy(tenant, name, 0)?;
 
         let bundle_id = format!("{name}-{}", unique_suffix());
         let dir = self.config.data_dir.join("bundles").join(&bundle_id);
+        let mut seeded = Vec::new();
         let result = self
-            .prepare(tenant, name, bundle_bytes, &dir, &bundle_id)
+            .prepare(tenant, name, bundle_bytes, &dir, &bundle_id, &mut seeded)
             .await;
         let result = match result {
             Ok((version, app)) => self.commit(tenant, name, version, app),
@@ -478,6 +808,10 @@ impl Platform {
         };
         if result.is_err() {
             let _ = tokio::fs::remove_dir_all(&dir).await;
+            // Writable folders this deploy made hold nothing anyone wrote yet.
+            for folder in seeded {
+                let _ = tokio::fs::remove_dir_all(folder).await;
+            }
             // A first deploy that failed leaves no usage series behind.
             if !self.apps.load().contains_key(name) {
                 self.usage.forget_unused(&tenant.name, name);
@@ -486,7 +820,8 @@ impl Platform {
         result
     }
 
-    /// Unpacks, validates and loads a bundle: everything but making it live.
+    /// Unpacks, validates and loads a bundle: everything but making it live. The writable
+    /// folders it seeds are added to `seeded`.
     async fn prepare(
         &self,
         tenant: &Arc<Tenant>,
@@ -494,6 +829,7 @@ impl Platform {
         bundle_bytes: bytes::Bytes,
         dir: &Path,
         bundle_id: &str,
+        seeded: &mut Vec<PathBuf>,
     ) -> Refused<(VersionRecord, (Arc<HttpApp>, Arc<LogHub>))> {
         let limits = self.config.bundle_limits.clone();
         let target = dir.to_path_buf();
@@ -514,6 +850,8 @@ impl Platform {
             .read_bundle(dir.to_path_buf(), name.to_string(), &tenant.quotas)
             .await?;
         self.check_deploy(tenant, name, code_bytes)?;
+        let stored = appfiles::to_stored(&app, dir)
+            .map_err(|m| Refusal::new(ErrorCode::InvalidBundle, m))?;
         let version = VersionRecord {
             version: 0, // numbered when committed
             app_version: app.version.clone(),
@@ -533,9 +871,14 @@ impl Platform {
                 .iter()
                 .map(|c| component_info(c, dir, &self.runtime))
                 .collect(),
+            app: Some(stored.clone()),
         };
+        let files = self.files_folder(&tenant.name, name);
+        self.check_disk(tenant, name, dir, &stored, &files).await?;
+        seeded.extend(self.seed(&stored, dir, &files).await?);
         // An update keeps the app's log stream, so `skiff logs --follow` goes on across it.
         let logs = self.log_hub(name);
+        let app = appfiles::place(&stored, dir, &files);
         let loaded = self.load(app, tenant, &logs, dir).await?;
         Ok((version, (loaded, logs)))
     }
@@ -556,14 +899,42 @@ impl Platform {
         );
         tokio::task::spawn_blocking(move || {
             let manifest = dir.join("skiff.toml");
+            // An unpacked bundle holds plain files only; anything else was not sent by the
+            // deployer, and must not be followed (a link to the server's own files).
+            if !std::fs::symlink_metadata(&manifest).is_ok_and(|m| m.is_file()) {
+                return Err(Refusal::new(
+                    ErrorCode::InvalidManifest,
+                    "skiff.toml in the bundle is not a plain file; deploy the app again",
+                ));
+            }
             let mut app = skiff_manifest::load(&manifest).map_err(|mut err| {
                 err.path = PathBuf::from("skiff.toml");
-                Refusal::new(
-                    ErrorCode::InvalidManifest,
-                    relative_to(&err.to_string(), &dir),
-                )
+                let mut report = relative_to(&err.to_string(), &dir);
+                if report.len() > MAX_REPORT_BYTES {
+                    let mut cut = MAX_REPORT_BYTES;
+                    while !report.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    report.truncate(cut);
+                    report.push_str("… (cut)");
+                }
+                Refusal::new(ErrorCode::InvalidManifest, report)
             })?;
             bundle::confine(&app, &dir).map_err(|m| Refusal::new(ErrorCode::InvalidBundle, m))?;
+            for component in &app.components {
+                for (i, mount) in component.files.iter().enumerate() {
+                    if mount.writable && !mount.host.is_dir() {
+                        return Err(Refusal::new(
+                            ErrorCode::InvalidBundle,
+                            format!(
+                                "`component.{}.files[{i}]` (mounted at `{}`) is writable but not \
+                                 a folder; mount a folder, or drop `writable = true`",
+                                component.id, mount.guest
+                            ),
+                        ));
+                    }
+                }
+            }
             app.name = name;
             apply_ceilings(&mut app, &quotas, defaults)?;
             let mut sources: Vec<&Path> = app.components.iter().map(|c| &*c.source).collect();
@@ -603,6 +974,7 @@ impl Platform {
         let tenant = tenant.name.clone();
         tokio::task::spawn_blocking(move || {
             let components: Vec<String> = app.components.iter().map(|c| c.id.clone()).collect();
+            let app_name = app.name.clone();
             runtime
                 .load_app_with(app, &options)
                 .map(|loaded| Arc::new(HttpApp::new(loaded).with_metrics(&http_metrics, &tenant)))
@@ -612,10 +984,13 @@ impl Platform {
                         .and_then(|i| components.get(i))
                         .map(|id| format!("component `{id}`: "))
                         .unwrap_or_default();
-                    Refusal::new(
-                        ErrorCode::LoadFailed,
-                        relative_to(&format!("{component}{err}"), &dir),
-                    )
+                    let message = format!("{component}{err}");
+                    if is_server_fault(&err.kind) {
+                        // The code cache, a database or the disk: the server's, and its paths
+                        // are nobody else's business.
+                        return Refusal::internal(format!("loading app `{app_name}`: {message}"));
+                    }
+                    Refusal::new(ErrorCode::LoadFailed, relative_to(&message, &dir))
                 })
         })
         .await
@@ -623,7 +998,8 @@ impl Platform {
     }
 
     /// The checks a deploy must pass before and after the expensive part: the name is not
-    /// another tenant's, and the quotas hold with `code_bytes` of new code.
+    /// another tenant's (nor an app's kept aside), and the quotas hold with `code_bytes` of
+    /// new code.
     fn check_deploy(&self, tenant: &Tenant, name: &str, code_bytes: u64) -> Refused<()> {
         let apps = self.apps.load();
         if let Some(existing) = apps.get(name)
@@ -635,13 +1011,32 @@ impl Platform {
                 format!("the app name `{name}` is taken; deploy under another with --name"),
             ));
         }
+        match lock(&self.set_aside).get(name) {
+            Some(SetAside::Orphan(_)) => {
+                return Err(Refusal::new(
+                    ErrorCode::Conflict,
+                    format!("the app name `{name}` is taken; deploy under another with --name"),
+                ));
+            }
+            Some(SetAside::Damaged) => {
+                return Err(Refusal::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "the app `{name}` cannot be changed now: its record on the server needs \
+                         the operator's repair (the server's log says why); deploy under \
+                         another name with --name, or ask the operator"
+                    ),
+                ));
+            }
+            None => {}
+        }
         let quotas = &tenant.quotas;
         let mine = apps.values().filter(|a| a.tenant.name == tenant.name);
         let (mut count, mut code) = (0u32, 0u64);
         for app in mine {
             if app.name != name {
                 count += 1;
-                code += app.record().live_version().code_bytes;
+                code += app.record().live_version().map_or(0, |v| v.code_bytes);
             }
         }
         if count + 1 > quotas.max_apps {
@@ -669,6 +1064,68 @@ impl Platform {
         Ok(())
     }
 
+    /// The disk quota: the versions the tenant's apps keep (this deploy's bundle at `dir`
+    /// included, those it will prune left out), their writable files (with what this deploy
+    /// would seed) and their key-value data must fit in `max_disk_bytes`. Checked at deploy
+    /// only: what guests write between deploys is counted at the next one.
+    async fn check_disk(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        dir: &Path,
+        stored: &App,
+        files: &Path,
+    ) -> Refused<()> {
+        let bundles_root = self.config.data_dir.join("bundles");
+        let keep = self.config.keep_versions;
+        let mut bundles = vec![dir.to_path_buf()];
+        for entry in self.apps.load().values() {
+            if entry.tenant.name != tenant.name {
+                continue;
+            }
+            let record = entry.record();
+            let kept: Box<dyn Iterator<Item = &VersionRecord>> = if entry.name == name {
+                // This version goes live; the newest `keep` of the others stay.
+                Box::new(record.versions.iter().rev().take(keep))
+            } else {
+                Box::new(record.versions.iter())
+            };
+            bundles.extend(kept.map(|v| bundles_root.join(&v.bundle)));
+        }
+        let seeds: Vec<PathBuf> = stored
+            .components
+            .iter()
+            .flat_map(|c| &c.files)
+            .filter(|m| m.writable && !files.join(appfiles::mount_folder_name(&m.guest)).exists())
+            .map(|m| dir.join(&m.host))
+            .collect();
+        let tenant_dir = self.config.data_dir.join("tenants").join(&tenant.name);
+        let (code, data, kv) = tokio::task::spawn_blocking(move || {
+            let code: u64 = bundles.iter().map(|b| appfiles::disk_usage(b)).sum();
+            let seeded: u64 = seeds.iter().map(|s| appfiles::disk_usage(s)).sum();
+            let data = appfiles::disk_usage(&tenant_dir.join("apps")) + seeded;
+            (code, data, appfiles::disk_usage(&tenant_dir.join("kv")))
+        })
+        .await
+        .map_err(|err| Refusal::internal(format!("measuring the disk stopped: {err}")))?;
+        let quota = tenant.quotas.max_disk_bytes;
+        let total = code + data + kv;
+        if total > quota {
+            return Err(Refusal::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "quota max_disk_bytes: with this version the tenant's apps would take {} on                      disk ({} in the versions kept for rollbacks, this one included; {} of                      writable files; {} of key-value data), over the quota of {}; delete apps                      you no longer need (`skiff apps delete NAME`), leave files the app does                      not use out of the bundle, or ask the operator for more",
+                    format_size(total),
+                    format_size(code),
+                    format_size(data),
+                    format_size(kv),
+                    format_size(quota)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Makes a prepared version live, and writes it down.
     fn commit(
         &self,
@@ -677,8 +1134,12 @@ impl Platform {
         mut version: VersionRecord,
         (app, logs): (Arc<HttpApp>, Arc<LogHub>),
     ) -> Refused<(AppInfo, bool)> {
-        let _changes = self.changes.lock().expect("changes lock");
-        // Another deploy may have committed while this one compiled.
+        let _changes = lock(&self.changes);
+        // The tenant may have been deleted while this deploy compiled: it makes no app then.
+        if self.tenant(&tenant.name).is_none() {
+            return Err(no_tenant(&tenant.name));
+        }
+        // Another tenant's deploy may have committed while this one compiled.
         self.check_deploy(tenant, name, version.code_bytes)?;
         version.deployed_at = persist::now_rfc3339();
         let apps = self.apps.load();
@@ -708,12 +1169,8 @@ impl Platform {
             (record, dropped)
         };
         self.write_record(&record)?;
-        *entry.record.lock().expect("record lock") = record;
         entry.last_used.store(self.now_ms(), Ordering::Relaxed);
-        entry.live.store(Some(Arc::new(LiveVersion {
-            version: version.version,
-            app,
-        })));
+        entry.publish(record, version.version, app);
         if created {
             let mut index = HashMap::clone(&apps);
             index.insert(name.to_string(), entry.clone());
@@ -724,13 +1181,14 @@ impl Platform {
             app = name, tenant = %tenant.name, version = version.version,
             "deployed: version {} is live", version.version
         );
-        Ok((self.info(&entry), created))
+        Ok((self.info(&entry)?, created))
     }
 
     /// Makes the version before the live one live again.
     pub async fn rollback(&self, tenant: &Tenant, name: &str) -> Refused<AppInfo> {
+        let _app = self.app_locks.lock(name).await;
+        // Looked up under the app's lock: a delete or deploy that came first is seen whole.
         let entry = self.entry_of(tenant, name)?;
-        let _loading = entry.loading.lock().await;
         let previous = {
             let record = entry.record();
             record
@@ -748,33 +1206,41 @@ impl Platform {
         };
         let app = self.load_version(&entry, &previous).await?;
         {
-            let _changes = self.changes.lock().expect("changes lock");
+            let _changes = lock(&self.changes);
             let mut record = entry.record().clone();
             record.live = previous.version;
             self.write_record(&record)?;
-            *entry.record.lock().expect("record lock") = record;
-            entry.live.store(Some(Arc::new(LiveVersion {
-                version: previous.version,
-                app,
-            })));
+            entry.publish(record, previous.version, app);
         }
         tracing::info!(app = name, version = previous.version, "rolled back");
-        Ok(self.info(&entry))
+        self.info(&entry)
     }
 
-    /// Stops serving an app and removes its versions. Requests already running finish. The
-    /// tenant's key-value data stays: deploying the app again finds it.
-    pub fn delete(&self, tenant: &Tenant, name: &str) -> Refused<()> {
-        let _changes = self.changes.lock().expect("changes lock");
+    /// Stops serving an app and removes its versions and its writable folders. Requests
+    /// already running finish. The tenant's key-value data stays: deploying the app again
+    /// finds it.
+    pub async fn delete(&self, tenant: &Tenant, name: &str) -> Refused<()> {
+        let _app = self.app_locks.lock(name).await;
         let entry = self.entry_of(tenant, name)?;
-        let path = self.record_path(name);
-        std::fs::remove_file(&path)
-            .map_err(|err| Refusal::internal(format!("cannot remove {}: {err}", path.display())))?;
-        let mut index = HashMap::clone(&self.apps.load());
-        index.remove(name);
-        self.apps.store(Arc::new(index));
-        entry.live.store(None);
-        self.log_hubs.lock().expect("log hubs lock").remove(name);
+        {
+            let _changes = lock(&self.changes);
+            let path = self.record_path(name);
+            std::fs::remove_file(&path).map_err(|err| {
+                Refusal::internal(format!("cannot remove {}: {err}", path.display()))
+            })?;
+            // The removal is durable only once the folder is synced: otherwise a crash could
+            // bring a deleted app back.
+            persist::sync_folder(&path)
+                .map_err(|err| Refusal::internal(format!("cannot sync the apps folder: {err}")))?;
+            let mut index = HashMap::clone(&self.apps.load());
+            index.remove(name);
+            self.apps.store(Arc::new(index));
+        }
+        {
+            let _record = entry.record();
+            entry.live.store(None);
+        }
+        lock(&self.log_hubs).remove(name);
         entry.logs.close();
         self.metrics.http.forget_app(&tenant.name, name);
         self.metrics.runtime.forget_app(&tenant.name, name);
@@ -786,14 +1252,39 @@ impl Platform {
             .map(|v| v.bundle.clone())
             .collect();
         self.remove_bundles(bundles);
+        self.remove_app_folder(&tenant.name, name);
         tracing::info!(app = name, tenant = %tenant.name, "deleted");
         Ok(())
+    }
+
+    /// Removes the app's own folder (its writable mounts). It is renamed aside at once, so
+    /// that a deploy of the name right after seeds a fresh one, and removed in the background.
+    fn remove_app_folder(&self, tenant: &str, name: &str) {
+        let folder = appfiles::app_folder(&self.config.data_dir, tenant, name);
+        if !folder.exists() {
+            return;
+        }
+        // Not an app name (those never start with a dot), so startup removes it if a crash
+        // comes first.
+        let aside = folder.with_file_name(format!(".deleted-{name}-{}", unique_suffix()));
+        match std::fs::rename(&folder, &aside) {
+            Ok(()) => {
+                tokio::task::spawn_blocking(move || {
+                    let _ = std::fs::remove_dir_all(aside);
+                });
+            }
+            Err(err) => tracing::error!(
+                app = name,
+                "cannot remove the files of the deleted app `{name}` ({}): {err}",
+                folder.display()
+            ),
+        }
     }
 
     /// The log stream of the app named `name`: one per name from its first deploy until it
     /// is deleted, so that concurrent first deploys share it.
     fn log_hub(&self, name: &str) -> Arc<LogHub> {
-        let mut hubs = self.log_hubs.lock().expect("log hubs lock");
+        let mut hubs = lock(&self.log_hubs);
         hubs.entry(name.to_string())
             .or_insert_with(LogHub::new)
             .clone()
@@ -806,7 +1297,16 @@ impl Platform {
             .join(format!("{name}.json"))
     }
 
+    /// Writes an app record, after checking it: an inconsistent one is never written.
     fn write_record(&self, record: &AppRecord) -> Refused<()> {
+        record
+            .check(&record.name, &self.config.data_dir.join("bundles"))
+            .map_err(|err| {
+                Refusal::internal(format!(
+                    "refusing to write an inconsistent record of the app `{}`: {err}",
+                    record.name
+                ))
+            })?;
         persist::write_json(&self.record_path(&record.name), record).map_err(Refusal::internal)
     }
 
@@ -834,6 +1334,66 @@ impl Platform {
         let apps = self.apps.load();
         let live = apps.get(name)?.live.load();
         live.as_ref().map(|live| live.version)
+    }
+}
+
+/// Versions other than the live one whose bundle is gone (removed by hand?) are forgotten
+/// with a warning, rather than keeping the whole app from being served.
+fn drop_missing_old_versions(record: &mut AppRecord, bundles: &Path) {
+    let live = record.live;
+    let name = record.name.clone();
+    record.versions.retain(|v| {
+        let gone = v.version != live
+            && crate::records::is_plain_name(&v.bundle)
+            && !bundles.join(&v.bundle).is_dir();
+        if gone {
+            tracing::warn!(
+                app = %name,
+                "the bundle of version {} of `{name}` is missing; that version is forgotten",
+                v.version
+            );
+        }
+        !gone
+    });
+}
+
+/// Removes folders under `tenants/*/apps/` that belong to no app on disk (left by a delete
+/// or a first deploy cut short by a crash). Those of damaged records are kept, whatever their
+/// tenant, since their record cannot say.
+fn remove_stray_app_folders(
+    data_dir: &Path,
+    apps: &HashMap<String, Arc<AppEntry>>,
+    set_aside: &HashMap<String, SetAside>,
+) {
+    let Ok(tenants) = std::fs::read_dir(data_dir.join("tenants")) else {
+        return;
+    };
+    for tenant in tenants.flatten() {
+        let tenant_name = tenant.file_name().to_string_lossy().into_owned();
+        let Ok(folders) = std::fs::read_dir(tenant.path().join("apps")) else {
+            continue;
+        };
+        for folder in folders.flatten() {
+            let name = folder.file_name().to_string_lossy().into_owned();
+            let owned = match (apps.get(&name), set_aside.get(&name)) {
+                (Some(entry), _) => entry.tenant.name == tenant_name,
+                (None, Some(SetAside::Orphan(record))) => record.tenant == tenant_name,
+                (None, Some(SetAside::Damaged)) => true,
+                (None, None) => false,
+            };
+            if owned {
+                // A seed cut short by a crash is not the app's data.
+                if let Ok(inside) = std::fs::read_dir(folder.path()) {
+                    for item in inside.flatten() {
+                        if item.file_name().to_string_lossy().starts_with(".seed-") {
+                            let _ = std::fs::remove_dir_all(item.path());
+                        }
+                    }
+                }
+            } else {
+                let _ = std::fs::remove_dir_all(folder.path());
+            }
+        }
     }
 }
 
@@ -997,8 +1557,17 @@ impl AppEntry {
         }
     }
 
-    fn record(&self) -> std::sync::MutexGuard<'_, AppRecord> {
-        self.record.lock().expect("record lock")
+    fn record(&self) -> MutexGuard<'_, AppRecord> {
+        lock(&self.record)
+    }
+
+    /// Makes `record` this app's record and `app` (its version `version`) the one served,
+    /// together: a load that finishes later sees the record changed and keeps its hands off.
+    fn publish(&self, record: AppRecord, version: u64, app: Arc<HttpApp>) {
+        let mut current = self.record();
+        *current = record;
+        self.live
+            .store(Some(Arc::new(LiveVersion { version, app })));
     }
 }
 
@@ -1011,24 +1580,6 @@ fn give_back_freed_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-/// Keeps the live version and the `keep` newest others; returns the bundles of the rest.
-fn prune(record: &mut AppRecord, keep: usize) -> Vec<String> {
-    let live = record.live;
-    let others = record.versions.iter().filter(|v| v.version != live).count();
-    let mut excess = others.saturating_sub(keep);
-    let mut dropped = Vec::new();
-    record.versions.retain(|v| {
-        if excess > 0 && v.version != live {
-            excess -= 1;
-            dropped.push(v.bundle.clone());
-            false
-        } else {
-            true
-        }
-    });
-    dropped
 }
 
 /// Holds every component to the tenant's ceilings: a limit the manifest sets above one is
@@ -1106,6 +1657,13 @@ fn component_info(
     }
 }
 
+/// Whether a load failed for the server's own reasons (its cache, its databases, its disk)
+/// rather than anything in the tenant's bundle.
+fn is_server_fault(kind: &skiff_runtime::LoadErrorKind) -> bool {
+    use skiff_runtime::LoadErrorKind::*;
+    matches!(kind, Cache { .. } | Store { .. } | Read(_))
+}
+
 /// Error messages name files by their path in the bundle, not on the server.
 fn relative_to(message: &str, dir: &Path) -> String {
     let prefix = format!("{}/", dir.display());
@@ -1114,7 +1672,7 @@ fn relative_to(message: &str, dir: &Path) -> String {
         .replace(&dir.display().to_string(), ".")
 }
 
-fn unique_suffix() -> String {
+pub(crate) fn unique_suffix() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -1126,33 +1684,6 @@ fn unique_suffix() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn version(n: u64) -> VersionRecord {
-        VersionRecord {
-            version: n,
-            app_version: "1".into(),
-            deployed_at: String::new(),
-            bundle: format!("b{n}"),
-            code_bytes: 0,
-            routes: Vec::new(),
-            components: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn pruning_keeps_the_live_version_and_the_newest_others() {
-        let mut record = AppRecord {
-            name: "a".into(),
-            tenant: "t".into(),
-            live: 2,
-            next_version: 7,
-            versions: (1..=6).map(version).collect(),
-        };
-        let dropped = prune(&mut record, 2);
-        assert_eq!(dropped, ["b1", "b3", "b4"]);
-        let kept: Vec<u64> = record.versions.iter().map(|v| v.version).collect();
-        assert_eq!(kept, [2, 5, 6]);
-    }
 
     #[test]
     fn messages_name_bundle_paths_not_server_paths() {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use skiff_runtime::SharedPermits;
+use tokio::sync::Semaphore;
 
 use crate::api::Quotas;
 use crate::persist;
@@ -25,6 +26,9 @@ pub struct Tenant {
     /// Permits for the tenant's requests in flight, shared by all its apps (and held by the
     /// instances its apps keep idle for reuse).
     pub in_flight: Arc<SharedPermits>,
+    /// One deploy of the tenant's at a time: a tenant with many slow uploads holds one of the
+    /// host's upload slots, never all of them.
+    pub deploying: Arc<Semaphore>,
 }
 
 /// The tenants file: `DATA/tenants.json`.
@@ -36,7 +40,7 @@ struct TenantsFile {
 #[derive(Clone, Serialize, Deserialize)]
 struct TenantRecord {
     name: String,
-    /// Hex SHA-256 of the token.
+    /// Hex SHA-256 of the token; empty once the token is revoked (no token hashes to it).
     token_sha256: String,
     quotas: Quotas,
     created_at: String,
@@ -72,11 +76,111 @@ impl Tenants {
             name: record.name.clone(),
             quotas: record.quotas.clone(),
             in_flight: SharedPermits::new(record.quotas.max_in_flight),
+            deploying: Arc::new(Semaphore::new(1)),
         });
         self.by_name.insert(record.name.clone(), tenant);
-        self.by_token
-            .insert(record.token_sha256.clone(), record.name.clone());
+        if !record.token_sha256.is_empty() {
+            self.by_token
+                .insert(record.token_sha256.clone(), record.name.clone());
+        }
         self.records.push(record);
+    }
+
+    /// Writes `records` as the tenants file, then makes them the ones served: a change that
+    /// cannot be written down is not made.
+    fn replace(&mut self, records: Vec<TenantRecord>) -> Result<(), String> {
+        persist::write_json(
+            &self.file,
+            &TenantsFile {
+                tenants: records.clone(),
+            },
+        )?;
+        self.by_token = records
+            .iter()
+            .filter(|r| !r.token_sha256.is_empty())
+            .map(|r| (r.token_sha256.clone(), r.name.clone()))
+            .collect();
+        self.records = records;
+        Ok(())
+    }
+
+    /// The records with the one named `name` changed by `change`; `None` if there is none.
+    fn changed(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut TenantRecord),
+    ) -> Option<Vec<TenantRecord>> {
+        let mut records = self.records.clone();
+        change(records.iter_mut().find(|r| r.name == name)?);
+        Some(records)
+    }
+
+    /// Gives the tenant a new token and returns it; the old one stops working at once.
+    /// `None` if there is no such tenant.
+    pub fn rotate_token(&mut self, name: &str) -> Result<Option<String>, String> {
+        let token = new_token()?;
+        let Some(records) = self.changed(name, |r| r.token_sha256 = token_hash(&token)) else {
+            return Ok(None);
+        };
+        self.replace(records)?;
+        Ok(Some(token))
+    }
+
+    /// Takes the tenant's token away: no call is made as it until a new one is rotated in.
+    /// Its apps keep serving. `false` if there is no such tenant.
+    pub fn revoke_token(&mut self, name: &str) -> Result<bool, String> {
+        let Some(records) = self.changed(name, |r| r.token_sha256.clear()) else {
+            return Ok(false);
+        };
+        self.replace(records)?;
+        Ok(true)
+    }
+
+    /// Sets the tenant's quotas and returns it as it is now. Its apps take the new in-flight
+    /// ceiling at once (the same permits are resized); the other quotas apply to the next
+    /// deploy. `None` if there is no such tenant.
+    pub fn set_quotas(
+        &mut self,
+        name: &str,
+        quotas: Quotas,
+    ) -> Result<Option<Arc<Tenant>>, String> {
+        let Some(old) = self.by_name.get(name).cloned() else {
+            return Ok(None);
+        };
+        let Some(records) = self.changed(name, |r| r.quotas = quotas.clone()) else {
+            return Ok(None);
+        };
+        self.replace(records)?;
+        resize_permits(
+            old.in_flight.semaphore(),
+            old.quotas.max_in_flight,
+            quotas.max_in_flight,
+        );
+        old.in_flight.set_limit(quotas.max_in_flight);
+        let tenant = Arc::new(Tenant {
+            name: name.to_string(),
+            quotas,
+            in_flight: old.in_flight.clone(),
+            deploying: old.deploying.clone(),
+        });
+        self.by_name.insert(name.to_string(), tenant.clone());
+        Ok(Some(tenant))
+    }
+
+    /// Removes the tenant; its token stops working at once. `false` if there is none.
+    pub fn remove(&mut self, name: &str) -> Result<bool, String> {
+        if !self.by_name.contains_key(name) {
+            return Ok(false);
+        }
+        let records = self
+            .records
+            .iter()
+            .filter(|r| r.name != name)
+            .cloned()
+            .collect();
+        self.replace(records)?;
+        self.by_name.remove(name);
+        Ok(true)
     }
 
     /// Creates a tenant and returns its token, or `None` if the name is taken.
@@ -112,6 +216,25 @@ impl Tenants {
         let mut all: Vec<_> = self.by_name.values().cloned().collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
+    }
+}
+
+/// Moves a semaphore of `from` permits to `to`. Permits held by requests in flight cannot be
+/// taken back, so a smaller ceiling takes them as those requests end.
+fn resize_permits(permits: &Arc<Semaphore>, from: u32, to: u32) {
+    if to >= from {
+        permits.add_permits((to - from) as usize);
+        return;
+    }
+    let excess = from - to;
+    let forgotten = permits.forget_permits(excess as usize) as u32;
+    if forgotten < excess {
+        let permits = permits.clone();
+        tokio::spawn(async move {
+            if let Ok(held) = permits.acquire_many_owned(excess - forgotten).await {
+                held.forget();
+            }
+        });
     }
 }
 
@@ -162,6 +285,64 @@ mod tests {
         assert_eq!(reopened.by_token(&token).unwrap().name, "acme");
         assert!(reopened.by_token("skf_wrong").is_none());
         assert!(reopened.by_token(&token[..token.len() - 1]).is_none());
+    }
+
+    #[tokio::test]
+    async fn rotated_and_revoked_tokens_stop_working_and_stay_so_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tenants = Tenants::open(dir.path()).unwrap();
+        let first = tenants.create("acme", Quotas::default()).unwrap().unwrap();
+        let second = tenants.rotate_token("acme").unwrap().unwrap();
+        assert!(tenants.by_token(&first).is_none());
+        assert_eq!(tenants.by_token(&second).unwrap().name, "acme");
+        assert!(tenants.rotate_token("nobody").unwrap().is_none());
+
+        assert!(tenants.revoke_token("acme").unwrap());
+        assert!(tenants.by_token(&second).is_none());
+        // A revoked token's empty hash is matched by no token at all.
+        assert!(tenants.by_token("").is_none());
+        let reopened = Tenants::open(dir.path()).unwrap();
+        assert!(reopened.by_token(&second).is_none());
+        assert!(reopened.get("acme").is_some());
+
+        let quotas = Quotas {
+            max_in_flight: 3,
+            ..Quotas::default()
+        };
+        let changed = tenants.set_quotas("acme", quotas.clone()).unwrap().unwrap();
+        assert_eq!(changed.quotas, quotas);
+        assert_eq!(changed.in_flight.available(), 3);
+        assert_eq!(
+            Tenants::open(dir.path())
+                .unwrap()
+                .get("acme")
+                .unwrap()
+                .quotas,
+            quotas
+        );
+
+        assert!(tenants.remove("acme").unwrap());
+        assert!(tenants.get("acme").is_none());
+        assert!(Tenants::open(dir.path()).unwrap().get("acme").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_lower_in_flight_ceiling_takes_held_permits_as_they_come_back() {
+        let permits = Arc::new(Semaphore::new(4));
+        let held = permits.clone().acquire_many_owned(3).await.unwrap();
+        resize_permits(&permits, 4, 2);
+        assert_eq!(permits.available_permits(), 0);
+        drop(held);
+        tokio::task::yield_now().await;
+        for _ in 0..100 {
+            if permits.available_permits() == 2 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(permits.available_permits(), 2);
+        resize_permits(&permits, 2, 5);
+        assert_eq!(permits.available_permits(), 5);
     }
 
     #[test]

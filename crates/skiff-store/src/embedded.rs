@@ -172,6 +172,11 @@ impl Backend for EmbeddedBackend {
             namespace: namespace.into(),
         })
     }
+
+    fn in_use(&self) -> bool {
+        // Every store holds the shared state; so does this backend and each of its clones.
+        Arc::strong_count(&self.shared) > 1
+    }
 }
 
 struct EmbeddedStore {
@@ -558,4 +563,24 @@ fn apply(
         }
     }
     Ok(Ok(Reply::Done))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_is_in_use_while_a_store_of_it_lives_and_reopens_once_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.redb");
+        let backend = EmbeddedBackend::open(&path).unwrap();
+        assert!(!backend.in_use());
+        let store = backend.open("app/default");
+        assert!(backend.in_use());
+        drop(store);
+        assert!(!backend.in_use());
+        // Closing it releases the file: the next open of the same path succeeds.
+        drop(backend);
+        EmbeddedBackend::open(&path).unwrap();
+    }
 }

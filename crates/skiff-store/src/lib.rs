@@ -72,6 +72,12 @@ pub struct KeyPage {
 pub trait Backend: Send + Sync + 'static {
     /// The key space `namespace` (created on first write). Cheap: no I/O.
     fn open(&self, namespace: &str) -> Arc<dyn Store>;
+
+    /// Whether a [`Store`] opened from this backend is still alive. A host closes backends
+    /// nobody uses; one that cannot tell is never closed.
+    fn in_use(&self) -> bool {
+        true
+    }
 }
 
 /// One namespace of one backend.

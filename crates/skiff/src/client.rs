@@ -23,8 +23,8 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use skiff_server::api::{
     AppInfo, AppList, AppStatus, AppSummary, CreateTenant, ErrorBody, ErrorCode, LimitsInfo,
-    LogLine, QuotaOverrides, Quotas, TenantCreated, TenantList, UsageFigures, UsageReport,
-    check_name, paths,
+    LogLine, QuotaOverrides, Quotas, TenantCreated, TenantList, TenantSummary, TokenIssued,
+    UsageFigures, UsageReport, WhoAmI, check_name, paths,
 };
 
 use crate::client_config::{self, ClientConfig};
@@ -110,6 +110,45 @@ pub enum TenantsCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
+    /// Change some of a tenant's quotas; those not given stay as they are. A lower in-flight
+    /// ceiling applies at once, the others from the tenant's next deploy.
+    SetQuotas {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        #[command(flatten)]
+        quotas: QuotaArgs,
+        name: String,
+    },
+    /// Give a tenant a new token, printed alone on the last line; the old one stops working
+    /// at once. A tenant's own token may rotate itself.
+    RotateToken {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        name: String,
+    },
+    /// Take a tenant's token away: nothing is done as the tenant until `rotate-token` gives it
+    /// a new one. Its apps keep serving. A tenant's own token may revoke itself.
+    RevokeToken {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        name: String,
+    },
+    /// Delete a tenant: its token stops working, and its data goes. A tenant that still has
+    /// apps is deleted only with --with-apps, which deletes them too.
+    Delete {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// Also delete the tenant's apps.
+        #[arg(long)]
+        with_apps: bool,
+        name: String,
+    },
+}
+
+#[derive(Args)]
+pub struct WhoamiArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 /// A new tenant's quotas; each one left out takes the server's default.
@@ -130,6 +169,10 @@ pub struct QuotaArgs {
     /// Highest `limits.timeout` one of its components may ask for, e.g. `60s`.
     #[arg(long, value_name = "DURATION", value_parser = crate::single::parse_timeout)]
     pub max_timeout: Option<Duration>,
+    /// Bytes on disk of all its apps (every version kept, writable files, key-value data),
+    /// e.g. `2GiB`.
+    #[arg(long, value_name = "SIZE", value_parser = skiff_manifest::parse_memory)]
+    pub max_disk: Option<u64>,
 }
 
 impl QuotaArgs {
@@ -142,6 +185,7 @@ impl QuotaArgs {
             max_timeout_ms: self
                 .max_timeout
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            max_disk_bytes: self.max_disk,
         }
     }
 }
@@ -201,6 +245,10 @@ pub async fn apps(command: AppsCommand) -> Result<ExitCode> {
 
 pub async fn tenants(command: TenantsCommand) -> Result<ExitCode> {
     Ok(finish(run_tenants(command).await))
+}
+
+pub async fn whoami(args: WhoamiArgs) -> Result<ExitCode> {
+    Ok(finish(run_whoami(args).await))
 }
 
 pub async fn logs(args: LogsArgs) -> Result<ExitCode> {
@@ -1088,14 +1136,94 @@ async fn run_tenants(command: TenantsCommand) -> Result<()> {
             })
             .await
         }
+        TenantsCommand::SetQuotas {
+            connect,
+            quotas,
+            name,
+        } => {
+            check_name("tenant", &name).map_err(|e| anyhow!(e))?;
+            let api = Api::new(&connect, Role::Admin)?;
+            let request = api
+                .request(Method::PATCH, &paths::tenant(&name))
+                .json(&quotas.overrides());
+            api.show(request, connect.json, |tenant: TenantSummary| {
+                format!(
+                    "tenant {}\n  quotas: {}\n",
+                    tenant.name,
+                    format_quotas(&tenant.quotas)
+                )
+            })
+            .await
+        }
+        TenantsCommand::RotateToken { connect, name } => {
+            check_name("tenant", &name).map_err(|e| anyhow!(e))?;
+            let api = Api::new(&connect, Role::Any)?;
+            let request = api.request(Method::POST, &paths::tenant_token(&name));
+            api.show(request, connect.json, |issued: TokenIssued| {
+                format!(
+                    "New token of tenant {} (shown only now; the old one no longer works):\n{}\n",
+                    issued.name, issued.token
+                )
+            })
+            .await
+        }
+        TenantsCommand::RevokeToken { connect, name } => {
+            check_name("tenant", &name).map_err(|e| anyhow!(e))?;
+            let api = Api::new(&connect, Role::Any)?;
+            api.send(api.request(Method::DELETE, &paths::tenant_token(&name)))
+                .await?;
+            if !connect.json {
+                println!(
+                    "revoked the token of tenant {name}; `skiff tenants rotate-token {name}` \
+                     gives it a new one"
+                );
+            }
+            Ok(())
+        }
+        TenantsCommand::Delete {
+            connect,
+            with_apps,
+            name,
+        } => {
+            check_name("tenant", &name).map_err(|e| anyhow!(e))?;
+            let api = Api::new(&connect, Role::Admin)?;
+            let path = format!("{}?with_apps={with_apps}", paths::tenant(&name));
+            api.send(api.request(Method::DELETE, &path)).await?;
+            if !connect.json {
+                println!("deleted tenant {name}");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run_whoami(args: WhoamiArgs) -> Result<()> {
+    let api = Api::new(&args.connect, Role::Any)?;
+    let request = api.request(Method::GET, paths::WHOAMI);
+    let base = api.base.clone();
+    api.show(request, args.connect.json, |who: WhoAmI| {
+        format_whoami(&who, &base)
+    })
+    .await
+}
+
+fn format_whoami(who: &WhoAmI, server: &str) -> String {
+    match (&who.tenant, &who.quotas) {
+        (Some(tenant), Some(quotas)) => format!(
+            "tenant {tenant} on {server}\n  quotas: {}\n",
+            format_quotas(quotas)
+        ),
+        _ => format!("the admin of {server}\n"),
     }
 }
 
 fn format_quotas(q: &Quotas) -> String {
     format!(
-        "{} apps, {} of code, {} requests in flight, {} memory and {} timeout per component",
+        "{} apps, {} of code, {} on disk, {} requests in flight, {} memory and {} timeout per \
+         component",
         q.max_apps,
         skiff_manifest::format_size(q.max_code_bytes),
+        skiff_manifest::format_size(q.max_disk_bytes),
         q.max_in_flight,
         skiff_manifest::format_size(q.max_memory_bytes),
         format_ms(q.max_timeout_ms)
@@ -1422,38 +1550,30 @@ async fn run_login(args: LoginArgs) -> Result<()> {
     let kind = token_kind(&api).await?;
     config.set_login(&api.base, &value);
     config.save()?;
-    println!("logged in to {} ({kind} token)", api.base);
+    println!("logged in to {} as {kind}", api.base);
     println!("saved the server and token in {}", config.path.display());
     Ok(())
 }
 
-/// Whose token `api` holds, from cheap calls that change nothing: a tenant's token may list its
-/// apps; the admin token is refused there (403: apps belong to tenants) and may list the
-/// tenants. (The API has no call that names a tenant token's tenant.)
-async fn token_kind(api: &Api) -> Result<&'static str> {
-    let get = |path| async move {
-        api.request(Method::GET, path)
-            .header(ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| anyhow!("{}; nothing was saved", api.transport_message(&e)))
-    };
-    let apps = get(paths::APPS).await?;
-    if apps.status().is_success() {
-        return Ok("tenant");
+/// Whose token `api` holds, from the server's `GET /v1/whoami`: `admin`, or `tenant NAME`.
+async fn token_kind(api: &Api) -> Result<String> {
+    let response = api
+        .request(Method::GET, paths::WHOAMI)
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| anyhow!("{}; nothing was saved", api.transport_message(&e)))?;
+    let status = response.status();
+    let body = response.bytes().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(anyhow!(login_refusal(status, &body, api)));
     }
-    let refused = if apps.status() == StatusCode::FORBIDDEN {
-        let tenants = get(paths::TENANTS).await?;
-        if tenants.status().is_success() {
-            return Ok("admin");
-        }
-        tenants
-    } else {
-        apps
-    };
-    let status = refused.status();
-    let body = refused.bytes().await.unwrap_or_default();
-    Err(anyhow!(login_refusal(status, &body, api)))
+    let who: WhoAmI = serde_json::from_slice(&body)
+        .map_err(|e| anyhow!("the server's answer to {} is not JSON: {e}", paths::WHOAMI))?;
+    Ok(match who.tenant {
+        Some(tenant) => format!("tenant {tenant}"),
+        None => "admin".to_string(),
+    })
 }
 
 /// Why `skiff login` saved nothing, from a non-2xx answer.
@@ -2146,7 +2266,8 @@ mod tests {
         assert!(text.ends_with("\nskt_secret\n"));
         assert!(
             text.contains(
-                "100 apps, 512 MiB of code, 1000 requests in flight, 512 MiB memory and 5m timeout"
+                "100 apps, 512 MiB of code, 10 GiB on disk, 1000 requests in flight, 512 MiB \
+                 memory and 5m timeout"
             ),
             "{text}"
         );

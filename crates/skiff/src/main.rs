@@ -99,7 +99,8 @@ enum Command {
     /// List, inspect, roll back or delete apps on a skiff server.
     #[command(subcommand)]
     Apps(client::AppsCommand),
-    /// Create and list the tenants of a skiff server (needs the admin token).
+    /// Create, list, change and delete the tenants of a skiff server, and rotate or revoke
+    /// their tokens (needs the admin token; a tenant may rotate or revoke its own).
     #[command(subcommand)]
     Tenants(client::TenantsCommand),
     /// Print the guest logs of an app on a skiff server.
@@ -111,6 +112,8 @@ enum Command {
     Login(client::LoginArgs),
     /// Forget the token `skiff login` saved (the server's address stays).
     Logout,
+    /// Say whose token this is on a skiff server: the admin's, or which tenant's.
+    Whoami(client::WhoamiArgs),
 }
 
 #[derive(Args)]
@@ -364,6 +367,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Usage(args) => client::usage(args).await,
         Command::Login(args) => client::login(args).await,
         Command::Logout => client::logout(),
+        Command::Whoami(args) => client::whoami(args).await,
         Command::Server(args) => {
             let folders = server::Folders {
                 data_dir: config.data_dir.clone(),
@@ -476,7 +480,8 @@ async fn up(
             .context("loading the app")?
             .map_err(|err| match err.component {
                 Some(index) if from_manifest => {
-                    ManifestError::at(&for_errors, index, "source", err.to_string(), None).into()
+                    let field = err.manifest_field();
+                    ManifestError::at(&for_errors, index, field, err.to_string(), None).into()
                 }
                 _ => anyhow::Error::from(err),
             })?

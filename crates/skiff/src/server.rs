@@ -48,10 +48,19 @@ pub struct ServerArgs {
     /// Largest bundle a deploy may upload, e.g. `64MiB`.
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = skiff_manifest::parse_memory)]
     max_bundle_size: u64,
+    /// Longest a deploy's upload may take; a client that sends nothing for a tenth of it (at
+    /// most 30 s) is cut off sooner. A tenant uploads one deploy at a time.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::single::parse_timeout)]
+    upload_timeout: Duration,
     /// Drop an app from memory after this long without requests (its compiled code stays
     /// cached; the next request maps it back in milliseconds).
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::single::parse_timeout)]
     idle_unload: Duration,
+    /// Requests a tenant created without its own quota may have in flight at once, across all
+    /// its apps [default: a quarter of --max-instances, so that no one tenant takes every
+    /// instance the host has].
+    #[arg(long, value_name = "N")]
+    default_max_in_flight: Option<u32>,
     /// Versions kept per app, besides the live one, for rollbacks.
     #[arg(long, value_name = "N", default_value_t = 5)]
     keep_versions: usize,
@@ -103,6 +112,13 @@ pub async fn run(
     // Other people's apps run here: the operator's environment and networks are not theirs.
     config.variables_from_env = false;
     config.allow_private_outbound = args.allow_private_outbound;
+    let default_quotas = Quotas {
+        max_in_flight: args
+            .default_max_in_flight
+            .unwrap_or(config.max_instances / 4)
+            .max(1),
+        ..Quotas::default()
+    };
     let runtime = Runtime::new(config).map_err(|e| anyhow::anyhow!("{e:#}"))?;
 
     let options = ServerOptions {
@@ -118,9 +134,10 @@ pub async fn run(
             max_bundle_bytes: args.max_bundle_size,
             bundle_limits: BundleLimits::default(),
             keep_versions: args.keep_versions,
-            default_quotas: Quotas::default(),
+            default_quotas,
             idle_unload: Some(args.idle_unload),
             usage_flush: args.usage_flush,
+            upload_timeout: args.upload_timeout,
         },
     };
     let server = skiff_server::bind(runtime, options).await?;

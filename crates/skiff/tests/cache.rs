@@ -160,3 +160,33 @@ fn cache_location_flags() {
     run(&[]);
     assert_eq!(entries(from_env.path(), ".cwasm").len(), 1);
 }
+
+#[tokio::test]
+async fn an_entry_of_other_code_under_this_key_is_never_loaded() {
+    // Checksums alone would pass an intact entry moved under another key: each entry must
+    // also say which engine compiled which bytes.
+    let cache = tempfile::tempdir().unwrap();
+    drop(serve_with_cache(cache.path()));
+    let ours = entries(cache.path(), ".cwasm").remove(0);
+    let other_cache = tempfile::tempdir().unwrap();
+    let state = guest("state-guest");
+    let mut command = skiff();
+    command.env("SKIFF_CACHE_DIR", other_cache.path());
+    drop(Server::start_with(
+        command,
+        &["serve", state.to_str().unwrap()],
+    ));
+    let theirs = entries(other_cache.path(), ".cwasm").remove(0);
+    std::fs::copy(&theirs, &ours).unwrap();
+    std::fs::copy(
+        theirs.with_extension("").with_extension("b3"),
+        ours.with_extension("").with_extension("b3"),
+    )
+    .unwrap();
+
+    let server = serve_with_cache(cache.path());
+    answers(&server).await;
+    let logs = server.logs();
+    assert!(logs.contains("corrupted"), "{logs}");
+    assert!(logs.contains("compiling"), "{logs}");
+}

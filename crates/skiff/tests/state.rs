@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, app_dir, client, guest};
+use common::{Server, app_dir, client, get, guest};
 
 /// A manifest of the state guest: `components` are (id, route, extra TOML lines).
 fn manifest(app: &str, variables: &str, components: &[(&str, &str, &str)]) -> String {
@@ -21,11 +21,6 @@ fn manifest(app: &str, variables: &str, components: &[(&str, &str, &str)]) -> St
         ));
     }
     text
-}
-
-async fn get(server: &Server, path: &str) -> (u16, String) {
-    let response = client().get(server.url(path)).send().await.unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
 }
 
 async fn post(server: &Server, path: &str, body: &str) -> (u16, String) {

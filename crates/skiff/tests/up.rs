@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Server, app_dir, client, guest, repo_root};
+use common::{Server, app_dir, client, get, guest, repo_root};
 
 /// Three components built from one guest, told apart by an environment variable.
 fn routed_app() -> (tempfile::TempDir, Server) {
@@ -54,12 +54,6 @@ limits = {{ timeout = "300ms", memory = "8MiB" }}
     let manifest = dir.path().join("skiff.toml");
     let server = Server::start(&["up", manifest.to_str().unwrap()]);
     (dir, server)
-}
-
-async fn get(server: &Server, path: &str) -> (u16, String) {
-    let response = client().get(server.url(path)).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
 }
 
 #[tokio::test]

@@ -98,11 +98,13 @@ pub(crate) fn instance_state(
     identity: &InstanceIdentity,
     memory_limit: Option<u64>,
 ) -> wasmtime::Result<Host> {
-    let mut builder = grants.wasi.builder()?;
+    let mut builder = grants.wasi.builder();
     let outputs = guest_log::attach(&mut builder, identity);
+    let mut wasi = builder.build();
+    grants.wasi.give_folders(&mut wasi)?;
     Ok(Host {
         table: ResourceTable::new(),
-        wasi: builder.build(),
+        wasi,
         http: WasiHttpCtx::new(),
         outbound: grants.outbound_http.instance(identity.clone()),
         key_value: grants.key_value.clone(),

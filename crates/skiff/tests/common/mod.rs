@@ -245,6 +245,12 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// A GET of `path` on `server`: the status and the body as text.
+pub async fn get(server: &Server, path: &str) -> (u16, String) {
+    let response = client().get(server.url(path)).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
 /// Writes `files` (relative path, contents) into a fresh temporary folder.
 pub fn app_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

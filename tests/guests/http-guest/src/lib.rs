@@ -11,6 +11,8 @@
 //! | `/env/NAME`       | the value of env var NAME, or 404 `unset`                             |
 //! | `/file?path=P`    | the contents of file P, or 500 with the I/O error                     |
 //! | `/write?path=P`   | writes `written` to file P: 200, or 500 with the I/O error            |
+//! | `/symlink?target=T&path=P` | replaces P with a symlink to T (as written): 200, or 500 and why |
+//! | `/remove?path=P`  | removes file or folder P (and all below it): 200, or 500 and why      |
 //! | `/fetch?url=U`    | GETs U through `wasi:http/outgoing-handler`: `status=N`, or 502 with |
 //! |                   | the error code (e.g. `HttpRequestDenied`)                             |
 //! | `/alloc?mib=N`    | allocates and touches N MiB, answers `allocated` (or traps trying)    |
@@ -94,6 +96,32 @@ impl Guest for HttpGuest {
                     Err(e) => respond(out, 500, e.to_string().as_bytes()),
                 },
                 None => respond(out, 400, b"expected /write?path=P"),
+            },
+            // What a hostile guest does in a writable folder: replace a subfolder with a link
+            // that points out of it, and hope the host follows it later.
+            "/symlink" => match (query_param(query, "target"), query_param(query, "path")) {
+                (Some(target), Some(link)) => {
+                    let _ = std::fs::remove_file(&link);
+                    match symlink(&target, &link) {
+                        Ok(()) => respond(out, 200, b"linked"),
+                        Err(e) => respond(out, 500, e.as_bytes()),
+                    }
+                }
+                _ => respond(out, 400, b"expected /symlink?target=T&path=P"),
+            },
+            "/remove" => match query_param(query, "path") {
+                Some(path) => {
+                    let removed = if std::path::Path::new(&path).is_dir() {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                    match removed {
+                        Ok(()) => respond(out, 200, b"removed"),
+                        Err(e) => respond(out, 500, e.to_string().as_bytes()),
+                    }
+                }
+                None => respond(out, 400, b"expected /remove?path=P"),
             },
             "/fetch" => match query_param(query, "url") {
                 Some(url) => match fetch(&url) {
@@ -316,6 +344,20 @@ fn method_name(method: &Method) -> &str {
 }
 
 /// The percent-decoded value of `name` in a query string (`a=1&b=2`).
+/// Makes a symlink at `link` (inside a granted folder) pointing at `target`, as written: Rust's
+/// std has no stable symlink call on WASI, so through `wasi:filesystem` directly.
+fn symlink(target: &str, link: &str) -> Result<(), String> {
+    for (dir, root) in wasip2::filesystem::preopens::get_directories() {
+        let root = root.trim_end_matches('/');
+        if let Some(relative) = link.strip_prefix(root).and_then(|r| r.strip_prefix('/')) {
+            return dir
+                .symlink_at(target, relative)
+                .map_err(|e| format!("cannot link {link} -> {target}: {e:?}"));
+        }
+    }
+    Err(format!("{link} is in no granted folder"))
+}
+
 fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));

@@ -12,6 +12,9 @@ pub fn is_host_local(ip: IpAddr) -> bool {
         IpAddr::V4(v4) => is_host_local_v4(v4),
         IpAddr::V6(v6) => match embedded_v4(v6) {
             Some(v4) => is_host_local_v4(v4),
+            None if is_local_nat64(v6) => {
+                local_nat64_candidates(v6).into_iter().any(is_host_local_v4)
+            }
             None => v6.is_loopback() || v6.is_unspecified() || v6.is_unicast_link_local(),
         },
     }
@@ -41,6 +44,7 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || a == 0 // "this network"
         || (a == 100 && (b & 0b1100_0000) == 64) // 100.64.0.0/10, carrier-grade NAT
         || (a == 192 && b == 0 && c == 0) // 192.0.0.0/24, IETF protocol assignments
+        || (a == 192 && b == 88 && c == 99) // 192.88.99.0/24, 6to4 relays (deprecated)
         || (a == 198 && (b & 0xfe) == 18) // 198.18.0.0/15, benchmarking
         || a >= 240; // 240.0.0.0/4, reserved
     !special
@@ -56,10 +60,30 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || ip.is_multicast()
         || ip.is_unique_local()
         || ip.is_unicast_link_local()
+        || is_local_nat64(ip) // a translator of the operator's, to its own networks
+        || (first == 0x0100 && ip.segments()[1..4] == [0, 0, 0]) // 100::/64, discard-only
         || (first & 0xffc0) == 0xfec0 // fec0::/10, deprecated site-local
         || (first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
         || (first == 0x2001 && ip.segments()[1] == 0); // Teredo: tunnels to anywhere
     !special
+}
+
+/// `64:ff9b:1::/48`, NAT64 for local use (RFC 8215): it translates to whatever IPv4 networks
+/// the operator's translator reaches, so it is never public.
+fn is_local_nat64(ip: Ipv6Addr) -> bool {
+    ip.segments()[..3] == [0x64, 0xff9b, 1]
+}
+
+/// Where a local-use NAT64 address may carry its IPv4 address: after a /48 prefix (RFC 6052:
+/// bits 48..64 and 72..88) or, as most translators are set up, in the low 32 bits (then the
+/// bits between are zero). Either one being the host or its link makes the address host-local.
+fn local_nat64_candidates(ip: Ipv6Addr) -> [Ipv4Addr; 2] {
+    let o = ip.octets();
+    let low = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    if o[6..12].iter().all(|&b| b == 0) {
+        return [low, low];
+    }
+    [Ipv4Addr::new(o[6], o[7], o[9], o[10]), low]
 }
 
 /// The IPv4 address inside an IPv6 form that routes to it: IPv4-mapped (`::ffff:a.b.c.d`),
@@ -139,6 +163,10 @@ mod tests {
             "2002:7f00:0001::",
             "2001:db8::1",
             "2001::1",
+            "64:ff9b:1::808:808",
+            "64:ff9b:1:ffff::1",
+            "192.88.99.1",
+            "100::1",
         ] {
             assert!(!public(addr), "{addr}");
         }
@@ -147,6 +175,10 @@ mod tests {
     #[test]
     fn host_local_is_loopback_unspecified_and_link_local() {
         let local = |addr: &str| is_host_local(addr.parse().unwrap());
+        // Local-use NAT64 to the host or the metadata service, in either layout.
+        assert!(local("64:ff9b:1::a9fe:a9fe"));
+        assert!(local("64:ff9b:1:7f00:1:1::"));
+        assert!(!local("64:ff9b:1::a00:1"));
         for addr in [
             "127.0.0.1",
             "0.0.0.0",

@@ -278,14 +278,15 @@ fn without_query(uri: &http::Uri) -> String {
     format!("{}{}", redact(uri), uri.path())
 }
 
-/// The scheme, host and port of a URI: enough to fix the grant, without the path and query
-/// that may carry secrets.
+/// The scheme, host and port of a URI: enough to fix the grant, without the credentials
+/// (`user:password@`), path and query that may carry secrets.
 fn redact(uri: &http::Uri) -> String {
-    format!(
-        "{}://{}",
-        uri.scheme_str().unwrap_or("?"),
-        uri.authority().map(|a| a.as_str()).unwrap_or("?")
-    )
+    let scheme = uri.scheme_str().unwrap_or("?");
+    let host = uri.host().unwrap_or("?");
+    match uri.port_u16() {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
+    }
 }
 
 #[cfg(test)]
@@ -329,6 +330,17 @@ mod tests {
             reach(&["*://*:*", "http://localhost:*"], "http://localhost:1/"),
             Exact
         );
+    }
+
+    #[test]
+    fn logged_urls_carry_no_credentials_path_or_query() {
+        let uri: http::Uri = "http://user:s3cret@example.com:8080/p/a?token=t"
+            .parse()
+            .unwrap();
+        assert_eq!(redact(&uri), "http://example.com:8080");
+        assert_eq!(without_query(&uri), "http://example.com:8080/p/a");
+        let uri: http::Uri = "https://k@[::1]/x".parse().unwrap();
+        assert_eq!(redact(&uri), "https://[::1]");
     }
 
     #[test]
