@@ -503,7 +503,7 @@ impl IdlePools {
 /// when a request finds the permits all taken, an idle instance of the tenant gives its up.
 pub struct SharedPermits {
     permits: Arc<Semaphore>,
-    /// The ceiling, for the message that names it; the permits themselves are the limit.
+    /// The ceiling; it may change while requests run (see [`SharedPermits::resize`]).
     limit: AtomicU32,
     /// The reuse pools of the components under these permits.
     idle: IdlePools,
@@ -531,14 +531,25 @@ impl SharedPermits {
         self.limit.load(Ordering::Relaxed)
     }
 
-    /// The semaphore behind the permits, for a host that resizes them (adds permits, or
-    /// forgets some); [`SharedPermits::set_limit`] then names the new ceiling.
-    pub fn semaphore(&self) -> &Arc<Semaphore> {
-        &self.permits
-    }
-
-    pub fn set_limit(&self, limit: u32) {
-        self.limit.store(limit, Ordering::Relaxed);
+    /// Moves the ceiling to `to`. A higher one applies at once. Permits held by requests in
+    /// flight (or idle instances) cannot be taken back, so a lower one takes what is free now
+    /// and the rest as those requests end. Call it within a tokio runtime.
+    pub fn resize(&self, to: u32) {
+        let from = self.limit.swap(to, Ordering::Relaxed);
+        if to >= from {
+            self.permits.add_permits((to - from) as usize);
+            return;
+        }
+        let excess = from - to;
+        let forgotten = self.permits.forget_permits(excess as usize) as u32;
+        if forgotten < excess {
+            let permits = self.permits.clone();
+            tokio::spawn(async move {
+                if let Ok(held) = permits.acquire_many_owned(excess - forgotten).await {
+                    held.forget();
+                }
+            });
+        }
     }
 
     /// Permits not held by a running or idle instance.
@@ -553,7 +564,7 @@ impl SharedPermits {
     fn acquire(&self) -> Result<OwnedSemaphorePermit, InvokeError> {
         self.idle
             .acquire(&self.permits)
-            .ok_or_else(|| InvokeError::Overloaded(OverloadScope::Tenant(self.limit())))
+            .ok_or(InvokeError::Overloaded(OverloadScope::Tenant(self.limit())))
     }
 }
 
@@ -703,4 +714,27 @@ fn classify(
 
 fn describe_error_code(code: &ErrorCode) -> String {
     format!("{code:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lower_ceiling_takes_held_permits_as_they_come_back() {
+        let shared = SharedPermits::new(4);
+        let held = shared.permits.clone().acquire_many_owned(3).await.unwrap();
+        shared.resize(2);
+        assert_eq!((shared.limit(), shared.available()), (2, 0));
+        drop(held);
+        for _ in 0..100 {
+            if shared.available() == 2 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(shared.available(), 2);
+        shared.resize(5);
+        assert_eq!((shared.limit(), shared.available()), (5, 5));
+    }
 }

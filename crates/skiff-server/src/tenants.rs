@@ -151,12 +151,7 @@ impl Tenants {
             return Ok(None);
         };
         self.replace(records)?;
-        resize_permits(
-            old.in_flight.semaphore(),
-            old.quotas.max_in_flight,
-            quotas.max_in_flight,
-        );
-        old.in_flight.set_limit(quotas.max_in_flight);
+        old.in_flight.resize(quotas.max_in_flight);
         let tenant = Arc::new(Tenant {
             name: name.to_string(),
             quotas,
@@ -216,25 +211,6 @@ impl Tenants {
         let mut all: Vec<_> = self.by_name.values().cloned().collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
-    }
-}
-
-/// Moves a semaphore of `from` permits to `to`. Permits held by requests in flight cannot be
-/// taken back, so a smaller ceiling takes them as those requests end.
-fn resize_permits(permits: &Arc<Semaphore>, from: u32, to: u32) {
-    if to >= from {
-        permits.add_permits((to - from) as usize);
-        return;
-    }
-    let excess = from - to;
-    let forgotten = permits.forget_permits(excess as usize) as u32;
-    if forgotten < excess {
-        let permits = permits.clone();
-        tokio::spawn(async move {
-            if let Ok(held) = permits.acquire_many_owned(excess - forgotten).await {
-                held.forget();
-            }
-        });
     }
 }
 
@@ -324,25 +300,6 @@ mod tests {
         assert!(tenants.remove("acme").unwrap());
         assert!(tenants.get("acme").is_none());
         assert!(Tenants::open(dir.path()).unwrap().get("acme").is_none());
-    }
-
-    #[tokio::test]
-    async fn a_lower_in_flight_ceiling_takes_held_permits_as_they_come_back() {
-        let permits = Arc::new(Semaphore::new(4));
-        let held = permits.clone().acquire_many_owned(3).await.unwrap();
-        resize_permits(&permits, 4, 2);
-        assert_eq!(permits.available_permits(), 0);
-        drop(held);
-        tokio::task::yield_now().await;
-        for _ in 0..100 {
-            if permits.available_permits() == 2 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(permits.available_permits(), 2);
-        resize_permits(&permits, 2, 5);
-        assert_eq!(permits.available_permits(), 5);
     }
 
     #[test]

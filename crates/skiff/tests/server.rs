@@ -1540,99 +1540,6 @@ async fn usage_from_before_a_restart_is_still_reported() {
     assert_eq!(row["bytes_out"], 3 * ECHOED as u64);
 }
 
-/// A tenant's idle instances (kept for reuse) count against its own in-flight quota, never
-/// against what all tenants share: a tenant with a quota of 2 and three reusing components
-/// keeps at most 2 instances, so a neighbour still finds the host's instances free; and the
-/// tenant's own requests reclaim its idle instances' permits when they need them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_tenants_idle_instances_count_against_its_own_quota() {
-    let host = Host::start_in(fresh_data_dir().join("server"), &["--max-instances", "8"]);
-    let greedy = host.tenant("greedy", &["--max-in-flight", "2"]);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(guest("http-guest"), dir.path().join("web.wasm")).unwrap();
-    let mut manifest = String::from("[app]\nname = \"greedy\"\n");
-    for id in ["a", "b", "c"] {
-        manifest.push_str(&format!(
-            "\n[component.{id}]\nsource = \"web.wasm\"\nroute = \"/{id}/...\"\n\
-             limits = {{ requests_per_instance = 1000 }}\n"
-        ));
-    }
-    std::fs::write(dir.path().join("skiff.toml"), manifest).unwrap();
-    host.deploy_ok(&greedy, dir.path(), "greedy");
-    let neighbour = host.tenant("neighbour", &["--max-in-flight", "8"]);
-    host.deploy_ok(&neighbour, http_app(1).path(), "neighbour");
-
-    // `n` requests at once to `app`: the statuses, in order.
-    let at_once = |app: &'static str, path: &'static str, n: usize| {
-        let url = host.server.url(path);
-        async move {
-            let requests = (0..n).map(|_| {
-                let url = url.clone();
-                tokio::spawn(async move {
-                    let response = client()
-                        .get(url)
-                        .header("host", format!("{app}.localhost"))
-                        .send()
-                        .await
-                        .unwrap();
-                    response.status().as_u16()
-                })
-            });
-            let mut statuses = Vec::new();
-            for request in requests.collect::<Vec<_>>() {
-                statuses.push(request.await.unwrap());
-            }
-            statuses
-        }
-    };
-    // Two instances of each of the greedy tenant's components, one component after the
-    // other: each pair fits its quota, and each instance is kept when its request is done.
-    for path in ["/a/sleep?ms=500", "/b/sleep?ms=500", "/c/sleep?ms=500"] {
-        assert_eq!(at_once("greedy", path, 2).await, [200, 200], "{path}");
-    }
-    // Six instances kept idle would leave two of the host's eight for everyone else; the
-    // tenant keeps at most its quota, so four requests of the neighbour are served at once.
-    assert_eq!(
-        at_once("neighbour", "/sleep?ms=1000", 4).await,
-        [200, 200, 200, 200],
-        "log:\n{}",
-        host.server.logs()
-    );
-    // The greedy tenant's own requests still pass, whichever component kept the instances.
-    assert_eq!(at_once("greedy", "/a/sleep?ms=200", 2).await, [200, 200]);
-    assert_eq!(at_once("greedy", "/c/sleep?ms=200", 2).await, [200, 200]);
-}
-
-/// `skiff server` stopped by SIGTERM while a guest computes for ever: it exits once its grace
-/// period is over.
-#[tokio::test]
-async fn a_server_stops_guests_still_computing_and_exits_on_sigterm() {
-    use tokio::io::AsyncWriteExt;
-    let mut host = Host::start_in(fresh_data_dir().join("server"), &["--shutdown-grace", "1s"]);
-    let token = host.tenant("acme", &[]);
-    host.deploy_ok(&token, http_app(1).path(), "web");
-    let addr = host.server.url.trim_start_matches("http://").to_string();
-    let mut spinning = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    spinning
-        .write_all(b"GET /spin HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let pid = host.server.pid();
-    let used = common::cpu_used(pid, Duration::from_millis(500), Duration::from_secs(1)).await;
-    assert!(
-        used >= Duration::from_millis(200),
-        "the guest is not computing: {used:?}"
-    );
-    common::sigterm(pid);
-    let status = common::wait_for_exit(host.server.child(), Duration::from_secs(30));
-    assert!(
-        status.is_some_and(|status| status.success()),
-        "{status:?}; log:\n{}",
-        host.server.logs()
-    );
-    drop(spinning);
-}
-
 #[tokio::test]
 async fn tokens_rotate_and_revoke_tenants_change_and_go_and_whoami_names_the_caller() {
     let data_dir = fresh_data_dir().join("server");
@@ -2363,4 +2270,97 @@ async fn a_record_from_before_stored_apps_loads_from_its_bundle_but_never_throug
     let logs = host.server.wait_for_log("not a plain file");
     assert!(logs.contains("not a plain file"), "{logs}");
     assert!(!logs.contains(ADMIN_TOKEN), "{logs}");
+}
+
+/// A tenant's idle instances (kept for reuse) count against its own in-flight quota, never
+/// against what all tenants share: a tenant with a quota of 2 and three reusing components
+/// keeps at most 2 instances, so a neighbour still finds the host's instances free; and the
+/// tenant's own requests reclaim its idle instances' permits when they need them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenants_idle_instances_count_against_its_own_quota() {
+    let host = Host::start_in(fresh_data_dir().join("server"), &["--max-instances", "8"]);
+    let greedy = host.tenant("greedy", &["--max-in-flight", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(guest("http-guest"), dir.path().join("web.wasm")).unwrap();
+    let mut manifest = String::from("[app]\nname = \"greedy\"\n");
+    for id in ["a", "b", "c"] {
+        manifest.push_str(&format!(
+            "\n[component.{id}]\nsource = \"web.wasm\"\nroute = \"/{id}/...\"\n\
+             limits = {{ requests_per_instance = 1000 }}\n"
+        ));
+    }
+    std::fs::write(dir.path().join("skiff.toml"), manifest).unwrap();
+    host.deploy_ok(&greedy, dir.path(), "greedy");
+    let neighbour = host.tenant("neighbour", &["--max-in-flight", "6"]);
+    host.deploy_ok(&neighbour, http_app(1).path(), "neighbour");
+
+    // `n` requests at once to `app`: the statuses, in order.
+    let at_once = |app: &'static str, path: &'static str, n: usize| {
+        let url = host.server.url(path);
+        async move {
+            let requests = (0..n).map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move {
+                    let response = client()
+                        .get(url)
+                        .header("host", format!("{app}.localhost"))
+                        .send()
+                        .await
+                        .unwrap();
+                    response.status().as_u16()
+                })
+            });
+            let mut statuses = Vec::new();
+            for request in requests.collect::<Vec<_>>() {
+                statuses.push(request.await.unwrap());
+            }
+            statuses
+        }
+    };
+    // Two instances of each of the greedy tenant's components, one component after the
+    // other: each pair fits its quota, and each instance is kept when its request is done.
+    for path in ["/a/sleep?ms=500", "/b/sleep?ms=500", "/c/sleep?ms=500"] {
+        assert_eq!(at_once("greedy", path, 2).await, [200, 200], "{path}");
+    }
+    // Six instances kept idle would leave two of the host's eight for everyone else; the
+    // tenant keeps at most its quota, so four requests of the neighbour are served at once.
+    assert_eq!(
+        at_once("neighbour", "/sleep?ms=1000", 4).await,
+        [200, 200, 200, 200],
+        "log:\n{}",
+        host.server.logs()
+    );
+    // The greedy tenant's own requests still pass, whichever component kept the instances.
+    assert_eq!(at_once("greedy", "/a/sleep?ms=200", 2).await, [200, 200]);
+    assert_eq!(at_once("greedy", "/c/sleep?ms=200", 2).await, [200, 200]);
+}
+
+/// `skiff server` stopped by SIGTERM while a guest computes for ever: it exits once its grace
+/// period is over.
+#[tokio::test]
+async fn a_server_stops_guests_still_computing_and_exits_on_sigterm() {
+    use tokio::io::AsyncWriteExt;
+    let mut host = Host::start_in(fresh_data_dir().join("server"), &["--shutdown-grace", "1s"]);
+    let token = host.tenant("acme", &[]);
+    host.deploy_ok(&token, http_app(1).path(), "web");
+    let addr = host.server.url.trim_start_matches("http://").to_string();
+    let mut spinning = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    spinning
+        .write_all(b"GET /spin HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let pid = host.server.pid();
+    let used = common::cpu_used(pid, Duration::from_millis(500), Duration::from_secs(1)).await;
+    assert!(
+        used >= Duration::from_millis(200),
+        "the guest is not computing: {used:?}"
+    );
+    common::sigterm(pid);
+    let status = common::wait_for_exit(host.server.child(), Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|status| status.success()),
+        "{status:?}; log:\n{}",
+        host.server.logs()
+    );
+    drop(spinning);
 }
