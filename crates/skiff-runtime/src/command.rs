@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{Linker, Module, Store, Trap};
+use wasmtime::{Linker, Module, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder, WasiView};
 use wasmtime_wasi_http::WasiHttpCtx;
@@ -122,8 +122,7 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, host);
         store.limiter(|host| &mut host.limiter);
-        // A command runs as long as it likes; the epoch check must never fire.
-        store.set_epoch_deadline(u64::MAX / 2);
+        yield_at_every_tick(&mut store);
         self.fill_fuel(&mut store, None);
         let result = async {
             let command = pre.instantiate_async(&mut store).await?;
@@ -172,7 +171,7 @@ impl Runtime {
         // The preview 1 adapter reads the preopens on the guest's first call, after this.
         Self::give_folders(path, &options, ctx.ctx().ctx)?;
         let mut store = Store::new(&self.engine, ctx);
-        store.set_epoch_deadline(u64::MAX / 2);
+        yield_at_every_tick(&mut store);
         self.fill_fuel(&mut store, None);
         let result = async {
             let instance = instance_pre.instantiate_async(&mut store).await?;
@@ -185,6 +184,19 @@ impl Runtime {
             Err(err) => outcome_of_error(err),
         })
     }
+}
+
+/// A command runs as long as it likes, but it checks in at every epoch tick and yields to the
+/// executor: whoever awaits it can then also wait for something else (a signal) and stop the
+/// command by dropping its future, even while it computes without end.
+fn yield_at_every_tick<T>(store: &mut Store<T>) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|_| {
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
+    });
 }
 
 fn outcome_of_error(err: wasmtime::Error) -> CommandOutcome {

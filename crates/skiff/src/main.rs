@@ -437,7 +437,15 @@ async fn run(runtime: &Arc<Runtime>, args: RunArgs) -> Result<ExitCode> {
         args: std::iter::once(program).chain(args.args).collect(),
         grant,
     };
-    match runtime.run_command(&args.file, options).await? {
+    // A signal stops the command wherever it is (computing, or waiting on input): dropping
+    // its future drops its instance. The handler matters where the signal's default action
+    // would not end skiff: as PID 1 of a container, the kernel ignores SIGTERM and SIGINT
+    // without one.
+    let outcome = tokio::select! {
+        outcome = runtime.run_command(&args.file, options) => outcome?,
+        signal = termination_signal() => return Ok(ExitCode::from(128 + signal)),
+    };
+    match outcome {
         CommandOutcome::Exited(code) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
         CommandOutcome::Trapped(reason) => {
             eprintln!("error: {} trapped: {reason}", args.file.display());
@@ -518,6 +526,27 @@ async fn up(
         .await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for SIGINT or SIGTERM and returns its number, for the exit code a shell expects
+/// (128 plus the number).
+async fn termination_signal() -> u8 {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+        let mut terminate =
+            signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt.recv() => 2,
+            _ = terminate.recv() => 15,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        2
+    }
 }
 
 pub(crate) async fn shutdown_signal() {

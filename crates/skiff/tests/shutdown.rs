@@ -198,34 +198,64 @@ async fn sigterm_stops_guests_still_running_after_the_grace_period() {
     }
 }
 
-/// `skiff run` of a command that computes for ever ends on SIGTERM.
+/// `skiff run` of a command that computes for ever ends on SIGTERM, with the exit code a
+/// shell expects (143), also where SIGTERM's default action does nothing: skiff as PID 1 of a
+/// container, emulated here by starting it with SIGTERM ignored.
 #[test]
 fn sigterm_ends_a_command_that_computes_for_ever() {
     for wasm in [guest("cli-guest"), guest_p1("cli-guest")] {
-        let mut child = skiff()
-            .args(["run", wasm.to_str().unwrap(), "spin"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line, "spinning\n");
-        let before = cpu_time(child.id());
-        std::thread::sleep(Duration::from_millis(300));
-        assert!(
-            cpu_time(child.id()) > before,
-            "the command is not computing"
-        );
-        sigterm(child.id());
-        let status = common::wait_for_exit(&mut child, EXIT_BOUND);
-        if status.is_none() {
-            let _ = child.kill();
+        for ignored in [false, true] {
+            let args = ["run", wasm.to_str().unwrap(), "spin"];
+            let mut command = if ignored {
+                with_sigterm_ignored(skiff(), &args)
+            } else {
+                let mut command = skiff();
+                command.args(args);
+                command
+            };
+            let mut child = command
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            assert_eq!(line, "spinning\n");
+            let before = cpu_time(child.id());
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(
+                cpu_time(child.id()) > before,
+                "the command is not computing"
+            );
+            sigterm(child.id());
+            let status = common::wait_for_exit(&mut child, EXIT_BOUND);
+            if status.is_none() {
+                let _ = child.kill();
+            }
+            let status = status.unwrap_or_else(|| {
+                panic!("skiff run still runs after SIGTERM (SIGTERM ignored: {ignored})")
+            });
+            assert_eq!(status.code(), Some(143), "SIGTERM ignored: {ignored}");
         }
-        let status = status.expect("skiff run still runs after SIGTERM");
-        assert!(!status.success(), "{status:?}");
     }
+}
+
+/// `skiff` run through `sh`, which ignores SIGTERM before it `exec`s skiff with `args`: a
+/// process started with a signal ignored keeps it ignored, unless it handles the signal.
+fn with_sigterm_ignored(skiff: std::process::Command, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new("sh");
+    command
+        .args(["-c", "trap '' TERM; exec \"$0\" \"$@\""])
+        .arg(skiff.get_program())
+        .args(args);
+    for (name, value) in skiff.get_envs() {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    command
 }
