@@ -77,6 +77,10 @@ pub struct LoadOptions {
     pub usage: Option<UsageSink>,
     /// Count what the app's instances do in these metrics.
     pub metrics: Option<MetricsScope>,
+    /// While set, the app may not write: its key-value writes fail, and an app loaded then
+    /// gets its writable folders read-only. A host sets it while the app's tenant is over its
+    /// disk quota (and reloads the app when it changes).
+    pub writes_refused: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// What the kind of Wasm file is, from its 8-byte header.
@@ -271,6 +275,10 @@ impl Runtime {
             &self.config.runtime_config,
             self.config.variables_from_env,
         )?;
+        let writes_refused = options
+            .writes_refused
+            .as_ref()
+            .is_some_and(|refused| refused.load(Ordering::Relaxed));
         for (index, spec) in app.components.iter().enumerate() {
             let with_index = |mut err: LoadError| {
                 err.component = Some(index);
@@ -293,8 +301,20 @@ impl Runtime {
                         .data_dir
                         .as_deref()
                         .or(self.config.data_dir.as_deref()),
+                    options.writes_refused.as_ref(),
                 )
                 .map_err(with_index)?;
+            let read_only;
+            let spec = if writes_refused {
+                let mut copy = spec.clone();
+                copy.files
+                    .iter_mut()
+                    .for_each(|mount| mount.writable = false);
+                read_only = copy;
+                &read_only
+            } else {
+                spec
+            };
             let config = crate::state::config_grant(spec, &variables);
             let mut grants = Grants::from_component(spec, key_value, config).map_err(with_index)?;
             if !self.config.allow_private_outbound {

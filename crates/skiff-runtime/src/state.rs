@@ -5,12 +5,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use skiff_manifest::{App, Component, RuntimeConfigFile, StoreSpec};
-use skiff_store::Backend;
 use skiff_store::embedded::EmbeddedBackend;
 use skiff_store::redis::RedisBackend;
+use skiff_store::{Backend, KeyPage, Store, StoreError};
 
 use crate::capabilities::config::ConfigGrant;
 use crate::capabilities::keyvalue::KeyValueGrant;
@@ -43,6 +44,7 @@ impl Backends {
         component: &Component,
         config: &RuntimeConfigFile,
         data_dir: Option<&Path>,
+        writes_refused: Option<&Arc<AtomicBool>>,
     ) -> Result<KeyValueGrant, LoadError> {
         let mut stores = Vec::with_capacity(component.key_value_stores.len());
         for label in &component.key_value_stores {
@@ -71,10 +73,14 @@ impl Backends {
                     },
                 )
             })?;
-            stores.push((
-                label.clone(),
-                backend.open(&format!("{}/{label}", app.name)),
-            ));
+            let mut store = backend.open(&format!("{}/{label}", app.name));
+            if let Some(refused) = writes_refused {
+                store = Arc::new(WritesGuarded {
+                    inner: store,
+                    refused: refused.clone(),
+                });
+            }
+            stores.push((label.clone(), store));
         }
         Ok(KeyValueGrant::new(stores))
     }
@@ -106,6 +112,69 @@ impl Backends {
         };
         open.insert(key.clone(), backend.clone());
         Ok(backend)
+    }
+}
+
+/// A store whose writes fail while `refused` is set: the host sets it while the app's tenant is
+/// over its disk quota. Reads and deletes (which make room) go on.
+struct WritesGuarded {
+    inner: Arc<dyn Store>,
+    refused: Arc<AtomicBool>,
+}
+
+impl WritesGuarded {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.refused.load(Ordering::Relaxed) {
+            return Err(StoreError::Invalid(
+                "the app's tenant is over its disk quota: nothing more can be written until \
+                 some data is deleted (deletes still work) or the quota is raised"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for WritesGuarded {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.set(key, value).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete(key).await
+    }
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner.exists(key).await
+    }
+    async fn list_keys(&self, cursor: Option<u64>) -> Result<KeyPage, StoreError> {
+        self.inner.list_keys(cursor).await
+    }
+    async fn increment(&self, key: &str, delta: u64) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.increment(key, delta).await
+    }
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.compare_and_swap(key, expected, new).await
+    }
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        self.inner.get_many(keys).await
+    }
+    async fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.set_many(entries).await
+    }
+    async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
+        self.inner.delete_many(keys).await
     }
 }
 

@@ -130,6 +130,7 @@ impl BoundServer {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
         let unloader = tokio::spawn(unload_idle_apps(self.platform.clone()));
+        let disk_watch = tokio::spawn(check_disk_quotas(self.platform.clone()));
         let usage_writer = tokio::spawn(write_usage(self.platform.clone()));
         let router = management::router(self.platform.clone(), self.admin, stopped.clone());
         let api_stopped = stopped.clone();
@@ -156,6 +157,7 @@ impl BoundServer {
         };
         let (data, api, ()) = tokio::join!(data, api, signal);
         unloader.abort();
+        disk_watch.abort();
         usage_writer.abort();
         // Requests are over (or cut off): every minute of usage still in memory is written,
         // so that a restart loses none of it.
@@ -175,6 +177,15 @@ async fn write_usage(platform: Arc<Platform>) {
         tokio::time::sleep(period).await;
         let platform = platform.clone();
         let _ = tokio::task::spawn_blocking(move || platform.usage().flush(false)).await;
+    }
+}
+
+/// Measures tenants' disk use against their quotas now and then.
+async fn check_disk_quotas(platform: Arc<Platform>) {
+    let period = platform.config().disk_check.max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(period).await;
+        platform.check_disk_quotas().await;
     }
 }
 

@@ -68,6 +68,9 @@ pub struct PlatformConfig {
     /// Longest time one upload may take; a client that sends nothing for a tenth of it (at
     /// most 30 s) is cut off sooner.
     pub upload_timeout: Duration,
+    /// How often every tenant's disk use is measured against its quota; a tenant over it has
+    /// its apps' writes refused until it is under again.
+    pub disk_check: Duration,
 }
 
 /// Why a management call was refused: a code for scripts, a message for people.
@@ -708,6 +711,62 @@ impl Platform {
         unloaded
     }
 
+    /// Measures every tenant's disk use (bundles kept, writable files, key-value data) against
+    /// its quota. A tenant that goes over has its apps' writes refused: key-value writes fail at
+    /// once, and its loaded apps are unloaded so that the next request loads them with their
+    /// writable folders read-only; once it is under again, the same the other way. Between two
+    /// checks a guest can write past the quota by what it manages in that time.
+    pub async fn check_disk_quotas(&self) {
+        let bundles_root = self.config.data_dir.join("bundles");
+        for (tenant, _) in self.tenants() {
+            let mut paths: Vec<PathBuf> = Vec::new();
+            for entry in self.apps.load().values() {
+                if entry.tenant.name == tenant.name {
+                    let record = entry.record();
+                    paths.extend(record.versions.iter().map(|v| bundles_root.join(&v.bundle)));
+                }
+            }
+            let tenant_dir = self.config.data_dir.join("tenants").join(&tenant.name);
+            paths.push(tenant_dir.join("apps"));
+            paths.push(tenant_dir.join("kv"));
+            let Ok(used) = tokio::task::spawn_blocking(move || {
+                paths
+                    .iter()
+                    .map(|path| appfiles::disk_usage(path))
+                    .fold(0u64, u64::saturating_add)
+            })
+            .await
+            else {
+                continue;
+            };
+            let quota = tenant.quotas.max_disk_bytes;
+            let over = used > quota;
+            if tenant.over_disk.swap(over, Ordering::Relaxed) == over {
+                continue;
+            }
+            if over {
+                tracing::warn!(
+                    tenant = %tenant.name,
+                    "over its disk quota ({} of {}): its apps' writes are refused until it is under",
+                    format_size(used),
+                    format_size(quota)
+                );
+            } else {
+                tracing::info!(
+                    tenant = %tenant.name,
+                    "under its disk quota again ({} of {}): its apps may write",
+                    format_size(used),
+                    format_size(quota)
+                );
+            }
+            for entry in self.apps.load().values() {
+                if entry.tenant.name == tenant.name {
+                    entry.live.store(None);
+                }
+            }
+        }
+    }
+
     // ---- apps ----
 
     fn entry_of(&self, tenant: &Tenant, name: &str) -> Refused<Arc<AppEntry>> {
@@ -968,6 +1027,7 @@ impl Platform {
                 metrics: self.metrics.runtime.clone(),
                 tenant: tenant.name.as_str().into(),
             }),
+            writes_refused: Some(tenant.over_disk.clone()),
         };
         let runtime = self.runtime.clone();
         let dir = dir.to_path_buf();

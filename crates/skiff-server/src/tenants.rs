@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -29,6 +30,9 @@ pub struct Tenant {
     /// One deploy of the tenant's at a time: a tenant with many slow uploads holds one of the
     /// host's upload slots, never all of them.
     pub deploying: Arc<Semaphore>,
+    /// Set while the tenant's apps take more disk than its quota (see
+    /// `Platform::check_disk_quotas`): its apps' writes are refused until it is under again.
+    pub over_disk: Arc<AtomicBool>,
 }
 
 /// The tenants file: `DATA/tenants.json`.
@@ -77,6 +81,7 @@ impl Tenants {
             quotas: record.quotas.clone(),
             in_flight: SharedPermits::new(record.quotas.max_in_flight),
             deploying: Arc::new(Semaphore::new(1)),
+            over_disk: Arc::new(AtomicBool::new(false)),
         });
         self.by_name.insert(record.name.clone(), tenant);
         if !record.token_sha256.is_empty() {
@@ -157,6 +162,7 @@ impl Tenants {
             quotas,
             in_flight: old.in_flight.clone(),
             deploying: old.deploying.clone(),
+            over_disk: old.over_disk.clone(),
         });
         self.by_name.insert(name.to_string(), tenant.clone());
         Ok(Some(tenant))

@@ -76,6 +76,10 @@ pub struct ServerArgs {
     /// also written at shutdown). For tests; the default suits billing.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::single::parse_timeout, hide = true)]
     usage_flush: Duration,
+    /// How often every tenant's disk use is measured against its quota (a tenant over it has
+    /// its apps' writes refused until it is under). For tests; the default suits a host.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::single::parse_timeout, hide = true)]
+    disk_check_interval: Duration,
     #[command(flatten)]
     http: HttpArgs,
 }
@@ -138,6 +142,7 @@ pub async fn run(
             idle_unload: Some(args.idle_unload),
             usage_flush: args.usage_flush,
             upload_timeout: args.upload_timeout,
+            disk_check: args.disk_check_interval,
         },
     };
     let server = skiff_server::bind(runtime, options).await?;

@@ -2364,3 +2364,67 @@ async fn a_server_stops_guests_still_computing_and_exits_on_sigterm() {
     );
     drop(spinning);
 }
+
+/// Disk written between deploys: once the tenant's apps take more than its quota, their
+/// key-value writes fail and their writable folders are read-only, until it is under again.
+#[tokio::test]
+async fn a_tenant_over_its_disk_quota_has_its_apps_writes_refused_until_it_is_under() {
+    let host = Host::start_in(
+        fresh_data_dir().join("server"),
+        &["--disk-check-interval", "200ms"],
+    );
+    let token = host.tenant("filler", &["--max-disk", "2MiB"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(guest("state-guest"), dir.path().join("state.wasm")).unwrap();
+    std::fs::copy(guest("http-guest"), dir.path().join("web.wasm")).unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/.keep"), "").unwrap();
+    std::fs::write(
+        dir.path().join("skiff.toml"),
+        "[app]\nname = \"filler\"\n\n[component.kv]\nsource = \"state.wasm\"\nroute = \"/...\"\n\
+         key_value_stores = [\"default\"]\n\n[component.web]\nsource = \"web.wasm\"\n\
+         route = \"/web/...\"\nfiles = [{ source = \"data\", destination = \"/data\", writable = true }]\n",
+    )
+    .unwrap();
+    host.deploy_ok(&token, dir.path(), "filler");
+    let set = |key: &str, bytes: usize| {
+        client()
+            .post(host.server.url(&format!("/kv/set?store=default&key={key}")))
+            .header("host", "filler.localhost")
+            .body(vec![b'x'; bytes])
+            .send()
+    };
+    assert_eq!(host.get("filler", "/web/write?path=/data/a").await.0, 200);
+    // Values pile up until the next check finds the tenant over its two megabytes.
+    assert_eq!(set("first", 1 << 20).await.unwrap().status(), 200);
+    let mut refused = None;
+    for n in 0..100 {
+        let response = set(&format!("more{n}"), 256 << 10).await.unwrap();
+        if response.status() != 200 {
+            refused = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = refused.expect("writes went on past the disk quota");
+    assert_eq!(refused.status(), 503);
+    assert!(refused.text().await.unwrap().contains("disk quota"));
+    assert!(host.server.logs().contains("over its disk quota"));
+    let (status, _) = host.get("filler", "/web/write?path=/data/b").await;
+    assert_eq!(status, 500, "a write to the folder went through");
+    // Reads go on.
+    assert_eq!(
+        host.get("filler", "/kv/get?store=default&key=first").await.0,
+        200
+    );
+    assert_eq!(host.get("filler", "/web/file?path=/data/a").await.0, 200);
+
+    // A larger quota lets it write again at the next check.
+    host.cli_ok(
+        ADMIN_TOKEN,
+        &["tenants", "set-quotas", "filler", "--max-disk", "1GiB"],
+    );
+    host.server.wait_for_log("under its disk quota again");
+    assert_eq!(set("four", 10).await.unwrap().status(), 200);
+    assert_eq!(host.get("filler", "/web/write?path=/data/b").await.0, 200);
+}
