@@ -2414,7 +2414,9 @@ async fn a_tenant_over_its_disk_quota_has_its_apps_writes_refused_until_it_is_un
     assert_eq!(status, 500, "a write to the folder went through");
     // Reads go on.
     assert_eq!(
-        host.get("filler", "/kv/get?store=default&key=first").await.0,
+        host.get("filler", "/kv/get?store=default&key=first")
+            .await
+            .0,
         200
     );
     assert_eq!(host.get("filler", "/web/file?path=/data/a").await.0, 200);
