@@ -128,6 +128,15 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// [`disk_usage`] of every one of `paths`, summed; a tree too large to count is `u64::MAX`,
+/// so the sum saturates rather than wraps.
+pub(crate) fn total_disk_usage(paths: &[PathBuf]) -> u64 {
+    paths
+        .iter()
+        .map(|path| disk_usage(path))
+        .fold(0u64, u64::saturating_add)
+}
+
 /// Deepest folder [`disk_usage`] walks into, and most entries it looks at, before it gives up
 /// and counts the tree as over any quota: a tree that deep or that large is no app's data.
 const MAX_WALK_DEPTH: usize = 64;

@@ -540,7 +540,7 @@ impl Platform {
                 Err(refusal) => return Err(refusal),
             }
         }
-        let data = self.config.data_dir.join("tenants").join(name);
+        let data = self.tenant_dir(name);
         if let Err(err) = tokio::fs::remove_dir_all(&data).await
             && err.kind() != std::io::ErrorKind::NotFound
         {
@@ -650,6 +650,11 @@ impl Platform {
     }
 
     /// `tenants/TENANT/apps/NAME/files`: the app's writable mounts.
+    /// `DATA/tenants/TENANT`: the tenant's key-value data and its apps' writable folders.
+    fn tenant_dir(&self, tenant: &str) -> PathBuf {
+        self.config.data_dir.join("tenants").join(tenant)
+    }
+
     fn files_folder(&self, tenant: &str, name: &str) -> PathBuf {
         appfiles::app_folder(&self.config.data_dir, tenant, name).join("files")
     }
@@ -726,16 +731,11 @@ impl Platform {
                     paths.extend(record.versions.iter().map(|v| bundles_root.join(&v.bundle)));
                 }
             }
-            let tenant_dir = self.config.data_dir.join("tenants").join(&tenant.name);
+            let tenant_dir = self.tenant_dir(&tenant.name);
             paths.push(tenant_dir.join("apps"));
             paths.push(tenant_dir.join("kv"));
-            let Ok(used) = tokio::task::spawn_blocking(move || {
-                paths
-                    .iter()
-                    .map(|path| appfiles::disk_usage(path))
-                    .fold(0u64, u64::saturating_add)
-            })
-            .await
+            let Ok(used) =
+                tokio::task::spawn_blocking(move || appfiles::total_disk_usage(&paths)).await
             else {
                 continue;
             };
@@ -1019,7 +1019,7 @@ impl Platform {
         dir: &Path,
     ) -> Refused<Arc<HttpApp>> {
         let options = LoadOptions {
-            data_dir: Some(self.config.data_dir.join("tenants").join(&tenant.name)),
+            data_dir: Some(self.tenant_dir(&tenant.name)),
             shared_concurrency: Some(tenant.in_flight.clone()),
             log_sink: Some(logs.sink()),
             usage: Some(self.usage.sink(&tenant.name, &app.name)),
@@ -1166,17 +1166,11 @@ impl Platform {
             .filter(|m| m.writable && !files.join(appfiles::mount_folder_name(&m.guest)).exists())
             .map(|m| dir.join(&m.host))
             .collect();
-        let tenant_dir = self.config.data_dir.join("tenants").join(&tenant.name);
+        let tenant_dir = self.tenant_dir(&tenant.name);
         let (code, data, kv) = tokio::task::spawn_blocking(move || {
-            // A tree too large to count is `u64::MAX`: the sums saturate, never wrap.
-            let usage = |paths: &[PathBuf]| {
-                paths
-                    .iter()
-                    .map(|path| appfiles::disk_usage(path))
-                    .fold(0u64, u64::saturating_add)
-            };
-            let code = usage(&bundles);
-            let data = appfiles::disk_usage(&tenant_dir.join("apps")).saturating_add(usage(&seeds));
+            let code = appfiles::total_disk_usage(&bundles);
+            let data = appfiles::disk_usage(&tenant_dir.join("apps"))
+                .saturating_add(appfiles::total_disk_usage(&seeds));
             (code, data, appfiles::disk_usage(&tenant_dir.join("kv")))
         })
         .await
