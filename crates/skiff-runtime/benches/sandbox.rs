@@ -45,12 +45,10 @@ fn hello_wasm() -> PathBuf {
 }
 
 fn runtime() -> Arc<Runtime> {
-    Runtime::new(RuntimeConfig {
-        // Compile in memory: the bench must not depend on (or fill) the user's code cache.
-        cache_dir: None,
-        ..RuntimeConfig::default()
-    })
-    .expect("building the runtime")
+    let mut config = RuntimeConfig::default();
+    // Compile in memory: the bench must not depend on (or fill) the user's code cache.
+    config.cache_dir = None;
+    Runtime::new(config).expect("building the runtime")
 }
 
 fn tokio_rt() -> tokio::runtime::Runtime {

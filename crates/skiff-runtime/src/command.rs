@@ -1,30 +1,37 @@
 //! Running a WASI command to completion, as `skiff run` does: a `wasi:cli/run` component or a
 //! WASI preview 1 core module, with stdio passed through and only the folders and variables
-//! the caller grants.
+//! the caller grants. Its store comes from the same place as a request's
+//! ([`Sandboxes::new_store`]), with a memory cap and a deadline when asked for.
 
 use std::path::Path;
+use std::time::Duration;
 
-use wasmtime::component::ResourceTable;
-use wasmtime::{Linker, Module, Store, Trap, UpdateDeadline};
+use wasmtime::{Linker, Store, Trap};
+use wasmtime_wasi::I32Exit;
+use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::{I32Exit, WasiCtxBuilder, WasiView};
-use wasmtime_wasi_http::WasiHttpCtx;
 
-use crate::app::{WasmKind, read_wasm, wasm_kind};
-use crate::cache::CodeKind;
+use crate::cache::CodeCache;
 use crate::capabilities::InstanceIdentity;
-use crate::capabilities::outbound_http::OutboundHttpGrant;
 use crate::capabilities::wasi::WasiGrant;
-use crate::engine::Runtime;
+use crate::code::{self, WasmKind};
+use crate::engine::Sandboxes;
 use crate::error::{LoadError, LoadErrorKind};
-use crate::host::{Host, InstanceLimiter};
+use crate::host::{Grants, Host};
+use crate::limits::{InstanceLimiter, Limits, Sandboxed};
 
-/// What a command may see besides stdio.
+/// What a command may see besides stdio, and how much it may use. Start from
+/// `CommandOptions::default()` (nothing granted, no limits) and set what you need.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct CommandOptions {
     /// The guest's argv, program name first.
     pub args: Vec<String>,
     pub grant: WasiGrant,
+    /// The most its linear memories may add up to, in bytes; `None`: no cap.
+    pub max_memory: Option<u64>,
+    /// How long it may run; `None`: as long as it likes.
+    pub timeout: Option<Duration>,
 }
 
 /// How a command ended, when it ran at all.
@@ -32,7 +39,7 @@ pub struct CommandOptions {
 pub enum CommandOutcome {
     /// The guest exited (returned, or called `exit`) with this code.
     Exited(i32),
-    /// The guest trapped; the message says why.
+    /// The guest trapped (or ran out of time or memory); the message says why.
     Trapped(String),
 }
 
@@ -40,171 +47,161 @@ pub enum CommandOutcome {
 /// wasmtime's own CLI does, so scripts see the same.
 pub const TRAP_EXIT_CODE: i32 = 134;
 
-impl Runtime {
-    /// Runs the command at `path`. A load problem (no such file, not Wasm, no `run` export, an
-    /// import skiff does not provide) is an `Err`; whatever the guest does is an outcome.
-    pub async fn run_command(
-        &self,
-        path: &Path,
-        options: CommandOptions,
-    ) -> Result<CommandOutcome, LoadError> {
-        let options = CommandOptions {
-            grant: options.grant.open()?,
-            ..options
-        };
-        let wasm = read_wasm(path)?;
-        match wasm_kind(path, &wasm)? {
-            WasmKind::Component => self.run_component(path, &wasm, options).await,
-            WasmKind::CoreModule => self.run_module(path, &wasm, options).await,
+/// Runs the command at `path`. A load problem (no such file, not Wasm, no `run` export, an
+/// import skiff does not provide) is an `Err`; whatever the guest does is an outcome.
+pub(crate) async fn run(
+    sandboxes: &Sandboxes,
+    cache: &CodeCache,
+    path: &Path,
+    options: CommandOptions,
+) -> Result<CommandOutcome, LoadError> {
+    let grant = options.grant.open()?.for_command(options.args);
+    let limits = Limits {
+        timeout: options.timeout,
+        memory: options.max_memory,
+        fuel: None,
+    };
+    let wasm = code::read_wasm(path)?;
+    let run = async {
+        match code::wasm_kind(path, &wasm)? {
+            WasmKind::Component => {
+                run_component(sandboxes, cache, path, &wasm, grant, limits).await
+            }
+            WasmKind::CoreModule => run_module(sandboxes, cache, path, &wasm, grant, limits).await,
         }
+    };
+    match limits.timeout {
+        // The epoch deadline stops guest code; this also stops a guest waiting on the host
+        // (reading stdin).
+        Some(timeout) => tokio::time::timeout(timeout, run)
+            .await
+            .unwrap_or_else(|_| Ok(past_deadline(timeout))),
+        None => run.await,
     }
+}
 
-    fn command_builder(options: &CommandOptions) -> WasiCtxBuilder {
-        let mut builder = options.grant.builder();
-        builder.inherit_stdio().args(&options.args);
-        builder
-    }
-
-    /// Gives a command's context its granted folders.
-    fn give_folders(
-        path: &Path,
-        options: &CommandOptions,
-        ctx: &mut wasmtime_wasi::WasiCtx,
-    ) -> Result<(), LoadError> {
-        options
-            .grant
-            .give_folders(ctx)
-            .map_err(|err| LoadError::new(path, LoadErrorKind::Link(format!("{err:#}"))))
-    }
-
-    async fn run_component(
-        &self,
-        path: &Path,
-        wasm: &[u8],
-        options: CommandOptions,
-    ) -> Result<CommandOutcome, LoadError> {
-        let (component, _) = self.compile_component(path, wasm)?;
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|err| LoadError::from_link(path, err))?;
-        let pre = CommandPre::new(instance_pre).map_err(|_| {
-            LoadError::new(
-                path,
-                LoadErrorKind::MissingExport {
-                    expected: "wasi:cli/run",
-                    hint: "a command is built as a binary for wasm32-wasip2; if this is an HTTP \
-                           component, serve it with `skiff serve`",
-                },
-            )
-        })?;
-        let identity = InstanceIdentity {
-            app: "run".into(),
-            component: path.display().to_string().into(),
-            request_id: 0,
-            trace_id: opentelemetry::trace::TraceId::INVALID,
-            log_sink: None,
-            metrics: None,
-        };
-        let mut wasi = Self::command_builder(&options).build();
-        Self::give_folders(path, &options, &mut wasi)?;
-        let host = Host {
-            table: ResourceTable::new(),
-            wasi,
-            http: WasiHttpCtx::new(),
-            outbound: OutboundHttpGrant::new(Vec::new()).instance(identity.clone()),
-            key_value: Default::default(),
-            config: Default::default(),
-            identity,
-            trace: Default::default(),
-            outputs: None,
-            limiter: InstanceLimiter::new(None),
-        };
-        let mut store = Store::new(&self.engine, host);
-        store.limiter(|host| &mut host.limiter);
-        yield_at_every_tick(&mut store);
-        self.fill_fuel(&mut store, None);
-        let result = async {
-            let command = pre.instantiate_async(&mut store).await?;
-            command.wasi_cli_run().call_run(&mut store).await
-        }
-        .await;
-        Ok(match result {
-            Ok(Ok(())) => CommandOutcome::Exited(0),
-            Ok(Err(())) => CommandOutcome::Exited(1),
-            Err(err) => outcome_of_error(err),
-        })
-    }
-
-    async fn run_module(
-        &self,
-        path: &Path,
-        wasm: &[u8],
-        options: CommandOptions,
-    ) -> Result<CommandOutcome, LoadError> {
-        let (module, _) = self.cache.load(
-            &self.engine,
+async fn run_component(
+    sandboxes: &Sandboxes,
+    cache: &CodeCache,
+    path: &Path,
+    wasm: &[u8],
+    grant: WasiGrant,
+    limits: Limits,
+) -> Result<CommandOutcome, LoadError> {
+    let (component, _) = code::component(sandboxes.engine(), cache, path, wasm)?;
+    let instance_pre = sandboxes
+        .linker()
+        .instantiate_pre(&component)
+        .map_err(|err| LoadError::from_link(path, err))?;
+    let pre = CommandPre::new(instance_pre).map_err(|_| {
+        LoadError::new(
             path,
-            wasm,
-            CodeKind::Module,
-            // SAFETY: see `CodeCache::load`.
-            |file| unsafe { Module::deserialize_file(&self.engine, file) },
-            |bytes| unsafe { Module::deserialize(&self.engine, bytes) },
-        )?;
-        let mut linker: Linker<wasmtime_wasi::p1::WasiP1Ctx> = Linker::new(&self.engine);
-        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |ctx| ctx)
-            .map_err(|err| LoadError::new(path, LoadErrorKind::Link(format!("{err:#}"))))?;
-        let instance_pre = linker
-            .instantiate_pre(&module)
-            .map_err(|err| LoadError::from_link(path, err))?;
-        if module.get_export("_start").is_none() {
-            return Err(LoadError::new(
-                path,
-                LoadErrorKind::MissingExport {
-                    expected: "_start",
-                    hint: "a WASI preview 1 command exports `_start`; build it as an executable \
-                           (not a library) for wasm32-wasip1",
-                },
-            ));
-        }
-        let mut ctx = Self::command_builder(&options).build_p1();
-        // The preview 1 adapter reads the preopens on the guest's first call, after this.
-        Self::give_folders(path, &options, ctx.ctx().ctx)?;
-        let mut store = Store::new(&self.engine, ctx);
-        yield_at_every_tick(&mut store);
-        self.fill_fuel(&mut store, None);
-        let result = async {
-            let instance = instance_pre.instantiate_async(&mut store).await?;
-            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-            start.call_async(&mut store, ()).await
-        }
-        .await;
-        Ok(match result {
-            Ok(()) => CommandOutcome::Exited(0),
-            Err(err) => outcome_of_error(err),
-        })
+            LoadErrorKind::MissingExport {
+                expected: "wasi:cli/run",
+                hint: "a command is built as a binary for wasm32-wasip2; if this is an HTTP \
+                       component, serve it with `skiff serve`",
+            },
+        )
+    })?;
+    let grants = Grants {
+        wasi: grant,
+        ..Grants::none()
+    };
+    let host = Host::new(&grants, InstanceIdentity::command(path), limits.memory);
+    let mut store = sandboxes.new_store(host, &limits);
+    let result = async {
+        let command = pre.instantiate_async(&mut store).await?;
+        command.wasi_cli_run().call_run(&mut store).await
+    }
+    .await;
+    Ok(match result {
+        Ok(Ok(())) => CommandOutcome::Exited(0),
+        Ok(Err(())) => CommandOutcome::Exited(1),
+        Err(err) => outcome_of_error(err, &mut store, limits),
+    })
+}
+
+/// The state of a preview 1 command's store.
+struct Preview1 {
+    ctx: WasiP1Ctx,
+    limiter: InstanceLimiter,
+}
+
+impl Sandboxed for Preview1 {
+    fn limiter(&mut self) -> &mut InstanceLimiter {
+        &mut self.limiter
     }
 }
 
-/// A command runs as long as it likes, but it checks in at every epoch tick and yields to the
-/// executor: whoever awaits it can then also wait for something else (a signal) and stop the
-/// command by dropping its future, even while it computes without end.
-fn yield_at_every_tick<T>(store: &mut Store<T>) {
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|_| {
-        Ok(UpdateDeadline::YieldCustom(
-            1,
-            Box::pin(tokio::task::yield_now()),
-        ))
-    });
+async fn run_module(
+    sandboxes: &Sandboxes,
+    cache: &CodeCache,
+    path: &Path,
+    wasm: &[u8],
+    grant: WasiGrant,
+    limits: Limits,
+) -> Result<CommandOutcome, LoadError> {
+    let (module, _) = code::module(sandboxes.engine(), cache, path, wasm)?;
+    let mut linker: Linker<Preview1> = Linker::new(sandboxes.engine());
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state| &mut state.ctx)
+        .map_err(|err| LoadError::new(path, LoadErrorKind::Link(format!("{err:#}"))))?;
+    let instance_pre = linker
+        .instantiate_pre(&module)
+        .map_err(|err| LoadError::from_link(path, err))?;
+    if module.get_export("_start").is_none() {
+        return Err(LoadError::new(
+            path,
+            LoadErrorKind::MissingExport {
+                expected: "_start",
+                hint: "a WASI preview 1 command exports `_start`; build it as an executable \
+                       (not a library) for wasm32-wasip1",
+            },
+        ));
+    }
+    let state = Preview1 {
+        ctx: grant.preview1(),
+        limiter: InstanceLimiter::new(limits.memory),
+    };
+    let mut store = sandboxes.new_store(state, &limits);
+    let result = async {
+        let instance = instance_pre.instantiate_async(&mut store).await?;
+        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+        start.call_async(&mut store, ()).await
+    }
+    .await;
+    Ok(match result {
+        Ok(()) => CommandOutcome::Exited(0),
+        Err(err) => outcome_of_error(err, &mut store, limits),
+    })
 }
 
-fn outcome_of_error(err: wasmtime::Error) -> CommandOutcome {
+fn past_deadline(timeout: Duration) -> CommandOutcome {
+    CommandOutcome::Trapped(format!(
+        "the command ran past its time limit of {timeout:?}"
+    ))
+}
+
+fn outcome_of_error<T: Sandboxed>(
+    err: wasmtime::Error,
+    store: &mut Store<T>,
+    limits: Limits,
+) -> CommandOutcome {
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
         return CommandOutcome::Exited(exit.0);
     }
-    if let Some(Trap::StackOverflow) = err.downcast_ref::<Trap>() {
-        return CommandOutcome::Trapped("stack overflow".into());
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::StackOverflow) => return CommandOutcome::Trapped("stack overflow".into()),
+        Some(Trap::Interrupt) => {
+            if let Some(timeout) = limits.timeout {
+                return past_deadline(timeout);
+            }
+        }
+        _ => {}
+    }
+    if let Some(limit) = limits.memory.filter(|_| store.data_mut().limiter().refused) {
+        return CommandOutcome::Trapped(format!(
+            "the command ran out of memory: it may use {limit} bytes ({err:#})"
+        ));
     }
     CommandOutcome::Trapped(format!("{err:#}"))
 }

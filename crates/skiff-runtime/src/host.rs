@@ -1,203 +1,191 @@
 //! The state of one sandbox: what a `Store<Host>` holds for the length of one unit of work.
 //! Everything here is built fresh per instance from the component's grants and dropped with the
 //! store, so nothing of one request can leak into the next.
+//!
+//! This is where the capabilities meet: the list below is the only place that names them all.
+//! From it come a component's [`Grants`], an instance's state, the views each capability reads
+//! its state through, and the linking of their interfaces.
 
-use std::sync::Arc;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
-use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
-
-use crate::capabilities::InstanceIdentity;
-use crate::capabilities::config::ConfigGrant;
-use crate::capabilities::guest_log::GuestOutputs;
-use crate::capabilities::keyvalue::KeyValueGrant;
-use crate::capabilities::outbound_http::OutboundHttp;
+use crate::capabilities::{
+    Call, Capability, CapabilityCtx, HasCapability, InstanceIdentity, LoadContext, config,
+    keyvalue, logging, outbound_http, wasi,
+};
+use crate::error::LoadError;
+use crate::limits::{InstanceLimiter, Sandboxed};
 use crate::trace::TraceContext;
 use crate::usage::UsageCell;
 
-pub struct Host {
-    pub(crate) table: ResourceTable,
-    pub(crate) wasi: WasiCtx,
-    pub(crate) http: WasiHttpCtx,
-    pub(crate) outbound: OutboundHttp,
-    pub(crate) key_value: KeyValueGrant,
-    pub(crate) config: ConfigGrant,
-    /// Who this sandbox works for, for the log lines of capabilities.
-    pub(crate) identity: InstanceIdentity,
-    /// The guest call's place in the request's trace: key-value calls are spans below it.
-    pub(crate) trace: TraceContext,
-    /// The guest's stdout and stderr, when they go to the log.
-    pub(crate) outputs: Option<GuestOutputs>,
-    pub(crate) limiter: InstanceLimiter,
+/// Declares the capabilities, one line each: `field: module::Capability`.
+macro_rules! capabilities {
+    ($($field:ident: $module:ident::$capability:ident),* $(,)?) => {
+        /// Everything one component is allowed to reach, validated at load.
+        #[derive(Debug, Clone)]
+        pub(crate) struct Grants {
+            $(pub $field: <$module::$capability as Capability>::Grant,)*
+        }
+
+        /// What each capability worked out once for a whole app, at load.
+        pub(crate) struct AppGrants {
+            $($field: <$module::$capability as Capability>::AppGrant,)*
+        }
+
+        impl AppGrants {
+            /// Runs every capability's checks of the whole app.
+            pub(crate) fn new(load: &LoadContext<'_>) -> Result<AppGrants, LoadError> {
+                Ok(AppGrants {
+                    $($field: <$module::$capability as Capability>::app_grant(load)?,)*
+                })
+            }
+
+            /// The grants of one component of the app.
+            pub(crate) fn component(
+                &self,
+                load: &LoadContext<'_>,
+                component: &skiff_manifest::Component,
+            ) -> Result<Grants, LoadError> {
+                Ok(Grants {
+                    $($field: <$module::$capability as Capability>::grant(
+                        &self.$field, load, component,
+                    )?,)*
+                })
+            }
+        }
+
+        impl Grants {
+            /// Nothing granted: no files, no variables, no hosts, no stores.
+            pub(crate) fn none() -> Grants {
+                Grants {
+                    $($field: <$module::$capability as Capability>::none(),)*
+                }
+            }
+        }
+
+        /// The per-instance state of every capability.
+        struct Capabilities {
+            $($field: <$module::$capability as Capability>::Instance,)*
+        }
+
+        impl Capabilities {
+            fn new(grants: &Grants, identity: &InstanceIdentity) -> Self {
+                Capabilities {
+                    $($field: <$module::$capability as Capability>::instance(
+                        &grants.$field, identity,
+                    ),)*
+                }
+            }
+
+            fn next_request(&mut self, identity: &InstanceIdentity) {
+                $(<$module::$capability as Capability>::next_request(&mut self.$field, identity);)*
+            }
+
+            fn trace(&mut self, trace: &TraceContext) {
+                $(<$module::$capability as Capability>::trace(&mut self.$field, trace);)*
+            }
+
+            fn request_done(&mut self) {
+                $(<$module::$capability as Capability>::request_done(&mut self.$field);)*
+            }
+        }
+
+        $(
+            impl HasCapability<<$module::$capability as Capability>::Instance> for Host {
+                fn capability(
+                    &mut self,
+                ) -> CapabilityCtx<'_, <$module::$capability as Capability>::Instance> {
+                    CapabilityCtx {
+                        state: &mut self.capabilities.$field,
+                        table: &mut self.table,
+                        call: &self.call,
+                    }
+                }
+            }
+        )*
+
+        /// Links every capability's interfaces, once per engine.
+        pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
+            $($module::add_to_linker(linker)?;)*
+            Ok(())
+        }
+    };
+}
+
+capabilities! {
+    wasi: wasi::Wasi,
+    outbound_http: outbound_http::OutboundHttpCapability,
+    key_value: keyvalue::KeyValueCapability,
+    config: config::Config,
+    logging: logging::Logging,
+}
+
+pub(crate) struct Host {
+    table: ResourceTable,
+    /// What the instance works for now: log lines, denials and metrics name it.
+    call: Call,
+    capabilities: Capabilities,
+    limiter: InstanceLimiter,
 }
 
 impl Host {
+    /// A fresh instance's state, from its component's grants.
+    pub(crate) fn new(
+        grants: &Grants,
+        identity: InstanceIdentity,
+        memory_limit: Option<u64>,
+    ) -> Host {
+        Host {
+            table: ResourceTable::new(),
+            capabilities: Capabilities::new(grants, &identity),
+            call: Call {
+                identity,
+                trace: TraceContext::default(),
+            },
+            limiter: InstanceLimiter::new(memory_limit),
+        }
+    }
+
     /// Readies a reused instance for its next request: log lines, denials and metrics name
     /// that request, and its usage starts from the instance's memory as it is now.
     pub(crate) fn next_request(
         &mut self,
         identity: InstanceIdentity,
-        usage: Option<Arc<UsageCell>>,
+        usage: Option<std::sync::Arc<UsageCell>>,
     ) {
-        if let Some(outputs) = &self.outputs {
-            outputs.retag(&identity);
-        }
-        self.outbound.identity = identity.clone();
-        self.identity = identity;
+        self.capabilities.next_request(&identity);
+        self.call.identity = identity;
         self.limiter.next_request(usage);
+    }
+
+    /// The guest call's place in the request's trace: what the guest calls are spans below.
+    pub(crate) fn set_trace(&mut self, trace: TraceContext) {
+        self.capabilities.trace(&trace);
+        self.call.trace = trace;
     }
 
     /// The request is over and the instance is kept: its output and usage are final now.
     pub(crate) fn request_done(&mut self) {
-        if let Some(outputs) = &self.outputs {
-            outputs.flush();
-        }
+        self.capabilities.request_done();
         self.limiter.report_peak();
+    }
+}
+
+impl Sandboxed for Host {
+    fn limiter(&mut self) -> &mut InstanceLimiter {
+        &mut self.limiter
     }
 }
 
 impl WasiView for Host {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        self.capabilities.wasi.view(&mut self.table)
     }
 }
 
 impl WasiHttpView for Host {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.outbound,
-        }
-    }
-}
-
-/// Caps the memory of the whole instance: the sum of all its linear memories, not each one
-/// alone (a component made of several core modules could otherwise multiply its limit).
-/// It also keeps the highest sum reached, the request's peak memory for usage accounting.
-#[derive(Default)]
-pub struct InstanceLimiter {
-    limit: Option<usize>,
-    used: usize,
-    peak: usize,
-    /// Set when a growth was refused, so a trap that follows can be reported as what it most
-    /// likely is: running out of memory.
-    pub(crate) refused: bool,
-    /// Where the peak goes when the instance is dropped, if the request is metered.
-    usage: Option<Arc<UsageCell>>,
-}
-
-impl InstanceLimiter {
-    pub fn new(limit: Option<u64>) -> Self {
-        InstanceLimiter {
-            limit: limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
-            used: 0,
-            peak: 0,
-            refused: false,
-            usage: None,
-        }
-    }
-
-    /// Reports the peak to `usage` when the store goes: however the request ends (a trap, a
-    /// deadline, a guest task aborted), the store is dropped.
-    pub(crate) fn report_peak_to(&mut self, usage: Option<Arc<UsageCell>>) {
-        self.usage = usage;
-    }
-
-    /// The largest total of the instance's linear memories so far, in bytes.
-    pub fn peak(&self) -> usize {
-        self.peak
-    }
-
-    /// A new request starts on this (reused) instance: its peak starts from what the
-    /// instance holds now.
-    fn next_request(&mut self, usage: Option<Arc<UsageCell>>) {
-        self.peak = self.used;
-        self.refused = false;
-        self.usage = usage;
-    }
-
-    /// Reports the request's peak, once.
-    fn report_peak(&mut self) {
-        if let Some(usage) = self.usage.take() {
-            usage.memory_peak(self.peak as u64);
-        }
-    }
-}
-
-impl Drop for InstanceLimiter {
-    fn drop(&mut self) {
-        self.report_peak();
-    }
-}
-
-impl std::fmt::Debug for InstanceLimiter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InstanceLimiter")
-            .field("limit", &self.limit)
-            .field("used", &self.used)
-            .field("peak", &self.peak)
-            .field("refused", &self.refused)
-            .finish_non_exhaustive()
-    }
-}
-
-impl wasmtime::ResourceLimiter for InstanceLimiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        // Each memory's calls start from 0 at its creation, so the running sum of the deltas
-        // is the total across all memories of the instance.
-        let total = self.used.saturating_sub(current).saturating_add(desired);
-        if self.limit.is_some_and(|limit| total > limit) {
-            self.refused = true;
-            return Ok(false);
-        }
-        self.used = total;
-        self.peak = self.peak.max(total);
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        _desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        // Tables are bounded by the pooling allocator's per-table element limit.
-        Ok(true)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use wasmtime::ResourceLimiter;
-
-    #[test]
-    fn limit_applies_to_the_sum_of_memories() {
-        let mut limiter = InstanceLimiter::new(Some(100));
-        assert!(limiter.memory_growing(0, 60, None).unwrap());
-        // A second memory of 60 would bring the instance to 120.
-        assert!(!limiter.memory_growing(0, 60, None).unwrap());
-        assert!(limiter.refused);
-        assert!(limiter.memory_growing(0, 40, None).unwrap());
-        // Growing the first memory by any amount is now over the limit.
-        assert!(!limiter.memory_growing(60, 61, None).unwrap());
-        assert_eq!(limiter.peak(), 100);
-    }
-
-    #[test]
-    fn no_limit_means_no_refusal() {
-        let mut limiter = InstanceLimiter::new(None);
-        assert!(limiter.memory_growing(0, usize::MAX / 2, None).unwrap());
-        assert!(!limiter.refused);
+        self.capabilities.outbound_http.view(&mut self.table)
     }
 }

@@ -3,8 +3,8 @@
 //! dropped when the guest is done. Bodies stream both ways: nothing here buffers a body.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -12,17 +12,19 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinHandle};
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{Store, Trap};
 use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 
-use crate::app::LoadedComponent;
-use crate::capabilities::{self, InstanceIdentity};
+use crate::capabilities::InstanceIdentity;
+use crate::engine::Sandboxes;
 use crate::error::{InvokeError, OverloadScope};
 use crate::host::Host;
+use crate::limits::{Limits, Sandboxed};
+use crate::load::LoadedComponent;
+use crate::reuse::{Instance, Permits, Slot};
 use crate::trace::TraceContext;
 use crate::usage::{CountedBody, CpuTimed, UsageCell};
 
@@ -77,37 +79,18 @@ impl LoadedComponent {
                     .store
                     .data_mut()
                     .next_request(identity, usage.clone());
+                // Its clock starts again for this request.
+                self.sandboxes.arm(&mut instance.store, &self.limits);
                 (instance, Some(warm.proxy), warm.served)
             }
             Slot::Fresh(permits) => {
-                let mut host =
-                    capabilities::instance_state(&self.grants, &identity, self.memory_limit)
-                        .map_err(|err| InvokeError::Instantiate(format!("{err:#}")))?;
-                host.limiter.report_peak_to(usage.clone());
-                let mut store = Store::new(self.runtime.engine(), host);
-                store.limiter(|host| &mut host.limiter);
+                let mut host = Host::new(&self.grants, identity, self.limits.memory);
+                host.limiter().report_peak_to(usage.clone());
+                let store = self.sandboxes.new_store(host, &self.limits);
                 (Instance { store, permits }, None, 0)
             }
         };
         let store = &mut instance.store;
-        // Guest code checks in at every epoch tick: past the deadline it is interrupted, and
-        // before it, it yields to the executor, so a guest that computes for long (or forever)
-        // shares its worker thread instead of stalling the other requests queued on it.
-        // A host that is stopping interrupts every guest the same way, at its next tick.
-        let deadline = Instant::now() + self.timeout;
-        let stopping = self.runtime.stopping.clone();
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline || stopping.load(Ordering::Relaxed) {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                ))
-            }
-        });
-        self.runtime.fill_fuel(store, self.fuel);
 
         let scheme = if info.https {
             Scheme::Https
@@ -128,15 +111,11 @@ impl LoadedComponent {
         };
 
         let pre = self.pre.clone();
-        let timeout = self.timeout;
+        let timeout = self.timeout();
         let failed = Arc::new(AtomicBool::new(false));
         let failed_in_guest = failed.clone();
-        let limits = Limits {
-            timeout: self.timeout,
-            memory: self.memory_limit,
-            fuel: self.fuel,
-        };
-        let stopping = self.runtime.stopping.clone();
+        let limits = self.limits;
+        let sandboxes = self.sandboxes.clone();
         let metrics = self.metrics.clone();
         let trace = info.trace;
         let reuse = self.reuse.clone();
@@ -188,14 +167,12 @@ impl LoadedComponent {
                         span
                     });
                     // The guest's own calls (outbound HTTP, key-value) are spans below this.
-                    let host = store.data_mut();
-                    host.trace = span.clone();
-                    host.outbound.trace = span.clone();
+                    store.data_mut().set_trace(span.clone());
                     proxy
                         .wasi_http_incoming_handler()
                         .call_handle(&mut *store, incoming, outparam)
                         .await
-                        .map_err(|err| classify(err, store, limits, &stopping))?;
+                        .map_err(|err| classify(err, store, limits, &sandboxes))?;
                     Ok(proxy)
                 };
                 // The epoch deadline stops guest code; this timer also stops a guest that waits
@@ -290,281 +267,12 @@ impl LoadedComponent {
             Some(shared) => Some(shared.acquire()?),
             None => None,
         };
-        let host = self
-            .runtime
-            .idle_instances
-            .acquire(&self.runtime.instances)
-            .ok_or(InvokeError::Overloaded(OverloadScope::Host(
-                self.runtime.config.max_instances,
-            )))?;
+        let host = self.sandboxes.permits.acquire()?;
         Ok(Permits {
             _component: component,
             _shared: shared,
             host,
         })
-    }
-}
-
-/// What admitted one instance: the host's permit and, where set, the component's and the
-/// shared (tenant) one. An instance kept for reuse keeps them all, so that idle instances count
-/// against every limit that running ones do. Held for their drop, which gives them back.
-struct Permits {
-    _component: Option<OwnedSemaphorePermit>,
-    _shared: Option<OwnedSemaphorePermit>,
-    host: OwnedSemaphorePermit,
-}
-
-/// A store with the permits that admitted it. The fields drop in this order however the
-/// instance ends (served, failed, dropped idle, or its task aborted): the store, and with it
-/// the pool slot, goes back before the permit that counts it, so a request admitted by a freed
-/// permit always finds a free slot.
-struct Instance {
-    store: Store<Host>,
-    permits: Permits,
-}
-
-/// Where a request's instance comes from: one kept from an earlier request (admitted then), or
-/// a fresh one under permits just taken.
-enum Slot {
-    Warm(WarmInstance),
-    Fresh(Permits),
-}
-
-struct WarmInstance {
-    instance: Instance,
-    proxy: Proxy,
-    /// Requests it has served.
-    served: u32,
-    /// When it last finished a request.
-    idle_since: Instant,
-}
-
-/// Instances kept for the next requests of a component whose `requests_per_instance` is more
-/// than one.
-///
-/// One tenant's idle instances must not take what belongs to all. So a kept instance holds
-/// every permit that admitted it, as a running one does: the host's (a pool slot), the
-/// component's (`max_concurrency`) and its tenant's (`max_in_flight`). A tenant's running and
-/// idle instances together therefore never exceed its own quota, whatever the number of its
-/// components; and so that its idle instances never turn away the tenant's own requests, a
-/// request that finds the tenant's permits all taken reclaims one from an idle instance of any
-/// of its components ([`SharedPermits`]). Host-wide the same: a request that finds the host's
-/// instances all taken reclaims an idle one of any component. Instances are kept only while a
-/// quarter of the host's permits are free (so that reclaiming stays the exception, off the fast
-/// path), at most [`InstanceReuse::MAX_IDLE`] per component, and for at most the runtime's
-/// `reuse_idle_timeout`, after which they are dropped with their memory.
-pub(crate) struct InstanceReuse {
-    requests_per_instance: u32,
-    /// Free host permits below which a finished instance is dropped rather than kept.
-    keep_while_free: usize,
-    idle_timeout: Duration,
-    idle: Mutex<Idle>,
-}
-
-struct Idle {
-    /// Oldest first: instances are kept at the end and taken from the end.
-    instances: Vec<WarmInstance>,
-    /// Whether a task is on its way to drop the instances that have waited too long.
-    sweeping: bool,
-}
-
-impl InstanceReuse {
-    /// Enough for the requests a host takes up at once under load: a single-threaded host
-    /// reads every ready connection's request before it runs their guests, so at 32
-    /// connections 32 instances are in use together (with 16 kept, half of those requests
-    /// made a fresh instance: 58k req/s against 64k with 64). Few enough that idle instances
-    /// do not crowd the pool; `keep_while_free` bounds them host-wide too.
-    const MAX_IDLE: usize = 64;
-
-    pub(crate) fn new(
-        requests_per_instance: Option<u32>,
-        max_instances: u32,
-        idle_timeout: Duration,
-    ) -> Option<Arc<InstanceReuse>> {
-        match requests_per_instance {
-            Some(n) if n > 1 => Some(Arc::new(InstanceReuse {
-                requests_per_instance: n,
-                keep_while_free: (max_instances as usize).div_ceil(4),
-                idle_timeout,
-                idle: Mutex::new(Idle {
-                    instances: Vec::new(),
-                    sweeping: false,
-                }),
-            })),
-            _ => None,
-        }
-    }
-
-    fn idle(&self) -> std::sync::MutexGuard<'_, Idle> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The instance used last, whose memory is likeliest still in the CPU's caches.
-    fn take(&self) -> Option<WarmInstance> {
-        self.idle().instances.pop()
-    }
-
-    /// The instance that has waited longest, to free its permits for another request.
-    fn take_oldest(&self) -> Option<WarmInstance> {
-        let mut idle = self.idle();
-        (!idle.instances.is_empty()).then(|| idle.instances.remove(0))
-    }
-
-    fn keep(self: &Arc<Self>, instance: Instance, proxy: Proxy, served: u32) {
-        let host_free = instance.permits.host.semaphore().available_permits();
-        if served >= self.requests_per_instance || host_free < self.keep_while_free {
-            return;
-        }
-        let mut idle = self.idle();
-        if idle.instances.len() >= Self::MAX_IDLE {
-            return;
-        }
-        idle.instances.push(WarmInstance {
-            instance,
-            proxy,
-            served,
-            idle_since: Instant::now(),
-        });
-        if !idle.sweeping {
-            idle.sweeping = true;
-            tokio::spawn(Self::sweep(Arc::downgrade(self), self.idle_timeout));
-        }
-    }
-
-    /// Drops the instances that have waited longer than `idle_timeout`, until none is left
-    /// waiting. It holds the pool only weakly: a component that is unloaded drops its idle
-    /// instances at once, and this task ends at its next wake-up.
-    async fn sweep(pool: Weak<InstanceReuse>, idle_timeout: Duration) {
-        loop {
-            let next = {
-                let Some(pool) = pool.upgrade() else { return };
-                let mut idle = pool.idle();
-                let now = Instant::now();
-                let expired = idle
-                    .instances
-                    .partition_point(|warm| warm.idle_since + idle_timeout <= now);
-                // Dropped outside the lock: tearing a store down is not free, and the lock is
-                // on the path of every request of the component.
-                let expired: Vec<WarmInstance> = idle.instances.drain(..expired).collect();
-                let next = match idle.instances.first() {
-                    Some(oldest) => Some(oldest.idle_since + idle_timeout),
-                    None => {
-                        idle.sweeping = false;
-                        None
-                    }
-                };
-                drop(idle);
-                drop(expired);
-                next
-            };
-            match next {
-                Some(next) => tokio::time::sleep_until(next.into()).await,
-                None => return,
-            }
-        }
-    }
-}
-
-/// The reuse pools of the components that share some permits (the host's, a tenant's), to
-/// take an idle instance from when those permits run out: an instance waiting for a request
-/// that may never come is worth less than a request waiting now. Locked at load, and when the
-/// permits run out; never on the way of a request that gets its permit.
-#[derive(Default)]
-pub(crate) struct IdlePools(Mutex<Vec<Weak<InstanceReuse>>>);
-
-impl IdlePools {
-    pub(crate) fn register(&self, pool: &Arc<InstanceReuse>) {
-        let mut pools = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        pools.retain(|pool| pool.strong_count() > 0);
-        pools.push(Arc::downgrade(pool));
-    }
-
-    /// A permit of `permits`, if one is free or an idle instance gives its up.
-    fn acquire(&self, permits: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
-        if let Ok(permit) = permits.clone().try_acquire_owned() {
-            return Some(permit);
-        }
-        let reclaimed = {
-            let pools = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            pools
-                .iter()
-                .filter_map(Weak::upgrade)
-                .find_map(|pool| pool.take_oldest())
-        };
-        // Dropped outside the lock; the store before the permits, which then are free.
-        drop(reclaimed?);
-        permits.clone().try_acquire_owned().ok()
-    }
-}
-
-/// Permits shared by the components of several apps: a tenant's `max_in_flight` quota. Idle
-/// instances kept for reuse hold one each (see [`InstanceReuse`]), so that a tenant's idle
-/// instances count against its own quota, not against what the host's other tenants share;
-/// when a request finds the permits all taken, an idle instance of the tenant gives its up.
-pub struct SharedPermits {
-    permits: Arc<Semaphore>,
-    /// The ceiling; it may change while requests run (see [`SharedPermits::resize`]).
-    limit: AtomicU32,
-    /// The reuse pools of the components under these permits.
-    idle: IdlePools,
-}
-
-impl std::fmt::Debug for SharedPermits {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedPermits")
-            .field("limit", &self.limit())
-            .field("available", &self.available())
-            .finish()
-    }
-}
-
-impl SharedPermits {
-    pub fn new(limit: u32) -> Arc<SharedPermits> {
-        Arc::new(SharedPermits {
-            permits: Arc::new(Semaphore::new(limit as usize)),
-            limit: AtomicU32::new(limit),
-            idle: IdlePools::default(),
-        })
-    }
-
-    pub fn limit(&self) -> u32 {
-        self.limit.load(Ordering::Relaxed)
-    }
-
-    /// Moves the ceiling to `to`. A higher one applies at once. Permits held by requests in
-    /// flight (or idle instances) cannot be taken back, so a lower one takes what is free now
-    /// and the rest as those requests end. Call it within a tokio runtime.
-    pub fn resize(&self, to: u32) {
-        let from = self.limit.swap(to, Ordering::Relaxed);
-        if to >= from {
-            self.permits.add_permits((to - from) as usize);
-            return;
-        }
-        let excess = from - to;
-        let forgotten = self.permits.forget_permits(excess as usize) as u32;
-        if forgotten < excess {
-            let permits = self.permits.clone();
-            tokio::spawn(async move {
-                if let Ok(held) = permits.acquire_many_owned(excess - forgotten).await {
-                    held.forget();
-                }
-            });
-        }
-    }
-
-    /// Permits not held by a running or idle instance.
-    pub fn available(&self) -> usize {
-        self.permits.available_permits()
-    }
-
-    pub(crate) fn register(&self, pool: &Arc<InstanceReuse>) {
-        self.idle.register(pool);
-    }
-
-    fn acquire(&self) -> Result<OwnedSemaphorePermit, InvokeError> {
-        self.idle
-            .acquire(&self.permits)
-            .ok_or(InvokeError::Overloaded(OverloadScope::Tenant(self.limit())))
     }
 }
 
@@ -678,23 +386,18 @@ impl http_body::Body for CutOffOnFailure {
     }
 }
 
-/// The limits a failure is judged against.
-#[derive(Clone, Copy)]
-struct Limits {
-    timeout: Duration,
-    memory: Option<u64>,
-    fuel: Option<u64>,
-}
-
+/// What a guest's failure was, judged against its limits.
 fn classify(
     err: wasmtime::Error,
-    store: &Store<Host>,
+    store: &mut Store<Host>,
     limits: Limits,
-    stopping: &AtomicBool,
+    sandboxes: &Sandboxes,
 ) -> InvokeError {
     match err.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) if stopping.load(Ordering::Relaxed) => return InvokeError::Stopped,
-        Some(Trap::Interrupt) => return InvokeError::Deadline(limits.timeout),
+        Some(Trap::Interrupt) if sandboxes.stopping() => return InvokeError::Stopped,
+        Some(Trap::Interrupt) => {
+            return InvokeError::Deadline(limits.timeout.unwrap_or(Duration::MAX));
+        }
         Some(Trap::StackOverflow) => return InvokeError::Trap("stack overflow".into()),
         Some(Trap::OutOfFuel) => {
             return InvokeError::OutOfFuel {
@@ -703,7 +406,7 @@ fn classify(
         }
         _ => {}
     }
-    if let Some(limit) = limits.memory.filter(|_| store.data().limiter.refused) {
+    if let Some(limit) = limits.memory.filter(|_| store.data_mut().limiter().refused) {
         return InvokeError::OutOfMemory { limit };
     }
     if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
@@ -714,27 +417,4 @@ fn classify(
 
 fn describe_error_code(code: &ErrorCode) -> String {
     format!("{code:?}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_lower_ceiling_takes_held_permits_as_they_come_back() {
-        let shared = SharedPermits::new(4);
-        let held = shared.permits.clone().acquire_many_owned(3).await.unwrap();
-        shared.resize(2);
-        assert_eq!((shared.limit(), shared.available()), (2, 0));
-        drop(held);
-        for _ in 0..100 {
-            if shared.available() == 2 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(shared.available(), 2);
-        shared.resize(5);
-        assert_eq!((shared.limit(), shared.available()), (5, 5));
-    }
 }

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use skiff_runtime::capabilities::guest_log::{GuestOutput, LogSink};
+use skiff_runtime::{GuestOutput, LogSink};
 use tokio::sync::broadcast;
 
 use crate::api::LogLine;
@@ -122,7 +122,7 @@ fn weight(line: &LogLine) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use skiff_runtime::capabilities::guest_log::GuestOutput;
+    use skiff_runtime::GuestOutput;
 
     #[test]
     fn kept_lines_are_bounded_in_bytes_as_well_as_in_count() {

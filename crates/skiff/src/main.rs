@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use skiff_manifest::{App, ManifestError};
-use skiff_runtime::capabilities::wasi::{DirGrant, WasiGrant};
-use skiff_runtime::command::{CommandOptions, CommandOutcome, TRAP_EXIT_CODE};
+use skiff_runtime::{CommandOptions, CommandOutcome, TRAP_EXIT_CODE};
+use skiff_runtime::{DirGrant, WasiGrant};
 use skiff_runtime::{Runtime, RuntimeConfig};
 
 mod client;
@@ -343,13 +343,11 @@ fn fail(err: anyhow::Error) -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
-    let mut config = RuntimeConfig {
-        max_instances: cli.global.max_instances.max(1),
-        default_timeout: cli.global.default_timeout,
-        default_memory: Some(cli.global.default_memory),
-        reuse_idle_timeout: cli.global.reuse_idle_timeout,
-        ..RuntimeConfig::default()
-    };
+    let mut config = RuntimeConfig::default();
+    config.max_instances = cli.global.max_instances.max(1);
+    config.default_timeout = cli.global.default_timeout;
+    config.default_memory = Some(cli.global.default_memory);
+    config.reuse_idle_timeout = cli.global.reuse_idle_timeout;
     if let Some(dir) = cli.global.data_dir.clone() {
         config.data_dir = Some(dir);
     }
@@ -433,10 +431,9 @@ async fn run(runtime: &Arc<Runtime>, args: RunArgs) -> Result<ExitCode> {
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let options = CommandOptions {
-        args: std::iter::once(program).chain(args.args).collect(),
-        grant,
-    };
+    let mut options = CommandOptions::default();
+    options.args = std::iter::once(program).chain(args.args).collect();
+    options.grant = grant;
     // A signal stops the command wherever it is (computing, or waiting on input): dropping
     // its future drops its instance. The handler matters where the signal's default action
     // would not end skiff: as PID 1 of a container, the kernel ignores SIGTERM and SIGINT

@@ -10,7 +10,7 @@ use clap::Args;
 use skiff_manifest::{
     App, Component, FileMount, HostPattern, Limits, Location, Route, RoutePattern,
 };
-use skiff_runtime::capabilities::wasi::WasiGrant;
+use skiff_runtime::WasiGrant;
 
 /// The limits and outbound grants a manifest would give, as flags.
 #[derive(Args)]

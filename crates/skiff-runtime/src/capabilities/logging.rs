@@ -1,14 +1,58 @@
 //! The logging capability (`wasi:logging`): a guest's log records go to skiff's log at their
 //! level, tagged with app, component and request id, like its stdout and stderr lines.
 
-use super::state_bindings::wasi::logging::logging::{self, Level};
-use crate::host::Host;
+use skiff_manifest::Component;
+use wasmtime::component::Linker;
+
+use super::{Capability, CapabilityCtx, Ctx, HasCapability, InstanceIdentity, LoadContext};
+use crate::error::LoadError;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "skiff:host/logging",
+        imports: { default: async | trappable },
+    });
+}
+use bindings::wasi::logging::logging::{self, Level};
+
+/// Every component may log: there is nothing to grant, and no state beyond the identity.
+pub(crate) struct Logging;
+
+/// The (empty) state of an instance's logging: what its view is for.
+pub(crate) struct Logger;
+
+impl Capability for Logging {
+    type AppGrant = ();
+    type Grant = ();
+    type Instance = Logger;
+
+    fn app_grant(_: &LoadContext<'_>) -> Result<(), LoadError> {
+        Ok(())
+    }
+
+    fn grant(_: &(), _: &LoadContext<'_>, _: &Component) -> Result<(), LoadError> {
+        Ok(())
+    }
+
+    fn none() {}
+
+    fn instance(_: &(), _: &InstanceIdentity) -> Logger {
+        Logger
+    }
+}
+
+pub(crate) fn add_to_linker<T: HasCapability<Logger> + Send + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    logging::add_to_linker::<T, Ctx<Logger>>(linker, T::capability)
+}
 
 /// Longest message kept; the rest is cut, so that one guest cannot flood the log with a
 /// single call.
 const MAX_MESSAGE_BYTES: usize = 16 << 10;
 
-impl logging::Host for Host {
+impl logging::Host for CapabilityCtx<'_, Logger> {
     async fn log(
         &mut self,
         level: Level,
@@ -17,7 +61,7 @@ impl logging::Host for Host {
     ) -> wasmtime::Result<()> {
         let message = truncate(&message, MAX_MESSAGE_BYTES);
         let context = truncate(&context, 256);
-        let id = &self.identity;
+        let id = &self.call.identity;
         macro_rules! emit {
             ($level:expr) => {
                 tracing::event!(

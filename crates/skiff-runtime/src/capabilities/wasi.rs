@@ -12,11 +12,107 @@
 
 use std::path::{Path, PathBuf};
 
-use skiff_manifest::App;
+use skiff_manifest::{App, Component};
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::filesystem::WasiFilesystemCtx;
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::guest_log::{self, GuestOutputs};
+use super::{Capability, InstanceIdentity, LoadContext};
 use crate::error::{LoadError, LoadErrorKind};
+
+/// The `wasi:cli` environment and `wasi:filesystem`.
+pub(crate) struct Wasi;
+
+impl Capability for Wasi {
+    type AppGrant = ();
+    type Grant = WasiGrant;
+    type Instance = WasiState;
+
+    /// Refuses folder grants that would let a guest reach what it was not given.
+    fn app_grant(load: &LoadContext<'_>) -> Result<(), LoadError> {
+        check_folders(load.app, load.protected)
+    }
+
+    /// The component's variables and folders, the folders opened. While the app's writes are
+    /// refused, its writable folders are granted read-only.
+    fn grant(
+        _: &(),
+        load: &LoadContext<'_>,
+        component: &Component,
+    ) -> Result<WasiGrant, LoadError> {
+        let read_only = load.writes_refused_now();
+        let dirs = component
+            .files
+            .iter()
+            .map(|mount| DirGrant {
+                host: mount.host.clone(),
+                guest: mount.guest.clone(),
+                writable: mount.writable && !read_only,
+            })
+            .collect();
+        WasiGrant {
+            env: component.environment.clone(),
+            dirs,
+            ..WasiGrant::default()
+        }
+        .open()
+    }
+
+    fn none() -> WasiGrant {
+        WasiGrant::default()
+    }
+
+    fn instance(grant: &WasiGrant, identity: &InstanceIdentity) -> WasiState {
+        let mut builder = grant.builder();
+        let outputs = match &grant.command_args {
+            Some(args) => {
+                builder.inherit_stdio().args(args);
+                None
+            }
+            None => Some(guest_log::attach(&mut builder, identity)),
+        };
+        let mut ctx = builder.build();
+        grant.give_folders(&mut ctx);
+        WasiState { ctx, outputs }
+    }
+
+    fn next_request(state: &mut WasiState, identity: &InstanceIdentity) {
+        if let Some(outputs) = &state.outputs {
+            outputs.retag(identity);
+        }
+    }
+
+    fn request_done(state: &mut WasiState) {
+        if let Some(outputs) = &state.outputs {
+            outputs.flush();
+        }
+    }
+}
+
+/// Links every WASI 0.2 interface (cli, filesystem, sockets, clocks, random, io). Linking an
+/// interface grants nothing by itself: an empty grant denies every use. Linking them all is
+/// what lets components from any toolchain (componentize-py and jco import filesystem and
+/// sockets even for pure HTTP handlers) instantiate unchanged.
+pub(crate) fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)
+}
+
+/// An instance's WASI context, and where its stdout and stderr go when not to skiff's own.
+pub(crate) struct WasiState {
+    ctx: WasiCtx,
+    outputs: Option<GuestOutputs>,
+}
+
+impl WasiState {
+    /// What `WasiView` hands out, with the instance's resource table.
+    pub(crate) fn view<'a>(&'a mut self, table: &'a mut ResourceTable) -> WasiCtxView<'a> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table,
+        }
+    }
+}
 
 /// A host folder made visible to the guest.
 #[derive(Debug, Clone)]
@@ -39,7 +135,7 @@ impl DirGrant {
     }
 
     /// Checks the folder exists now, so a mistake is a load error and not a failing request.
-    pub fn validate(&self) -> Result<(), LoadError> {
+    fn validate(&self) -> Result<(), LoadError> {
         match std::fs::metadata(&self.host) {
             Ok(meta) if meta.is_dir() => Ok(()),
             Ok(_) => Err(self.error(
@@ -50,14 +146,16 @@ impl DirGrant {
     }
 }
 
-/// What a component may see of the host: variables and folders. [`WasiGrant::open`] turns
-/// the folders into handles; until then the grant can describe folders but not give them.
+/// What a component may see of the host: variables and folders. The folders are opened when
+/// the grant is loaded; instances get those handles, never the paths.
 #[derive(Clone, Default)]
 pub struct WasiGrant {
     pub env: Vec<(String, String)>,
     pub dirs: Vec<DirGrant>,
     /// The folders of `dirs`, opened: what every instance is handed.
     opened: Option<WasiFilesystemCtx>,
+    /// A command's argv: its stdio is the host's, not the log.
+    command_args: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for WasiGrant {
@@ -66,32 +164,13 @@ impl std::fmt::Debug for WasiGrant {
             .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
             .field("dirs", &self.dirs)
             .field("opened", &self.opened.is_some())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
 impl WasiGrant {
-    /// The grant of `component`, its folders opened.
-    pub fn from_component(component: &skiff_manifest::Component) -> Result<Self, LoadError> {
-        let dirs = component
-            .files
-            .iter()
-            .map(|mount| DirGrant {
-                host: mount.host.clone(),
-                guest: mount.guest.clone(),
-                writable: mount.writable,
-            })
-            .collect();
-        WasiGrant {
-            env: component.environment.clone(),
-            dirs,
-            opened: None,
-        }
-        .open()
-    }
-
     /// Checks and opens every granted folder, once: instances get these handles.
-    pub fn open(mut self) -> Result<Self, LoadError> {
+    pub(crate) fn open(mut self) -> Result<Self, LoadError> {
         let mut builder = WasiCtxBuilder::new();
         for dir in &self.dirs {
             dir.validate()?;
@@ -108,9 +187,15 @@ impl WasiGrant {
         Ok(self)
     }
 
+    /// The grant of a command: stdio passes through, and the guest sees `args` as its argv.
+    pub(crate) fn for_command(mut self, args: Vec<String>) -> Self {
+        self.command_args = Some(args);
+        self
+    }
+
     /// A builder with this grant's variables and nothing else; the context built from it
     /// gets its folders from [`WasiGrant::give_folders`].
-    pub(crate) fn builder(&self) -> WasiCtxBuilder {
+    fn builder(&self) -> WasiCtxBuilder {
         let mut builder = WasiCtxBuilder::new();
         builder
             .allow_tcp(false)
@@ -121,23 +206,26 @@ impl WasiGrant {
     }
 
     /// Hands `ctx` the folders opened at load (clones of the handles). No path is resolved.
-    pub(crate) fn give_folders(&self, ctx: &mut WasiCtx) -> wasmtime::Result<()> {
-        match &self.opened {
-            Some(opened) => *ctx.filesystem() = opened.clone(),
-            None if self.dirs.is_empty() => {}
-            None => wasmtime::bail!("the granted folders were never opened (a skiff bug)"),
+    fn give_folders(&self, ctx: &mut WasiCtx) {
+        // Unopened folders would be denied, never resolved by path; but it is a skiff bug.
+        debug_assert!(self.opened.is_some() || self.dirs.is_empty());
+        if let Some(opened) = &self.opened {
+            *ctx.filesystem() = opened.clone();
         }
-        Ok(())
     }
-}
 
-/// Paths of skiff's own that no grant may expose: a writable folder holding one of them, or
-/// any folder inside one, is refused.
-#[derive(Debug, Default)]
-pub(crate) struct Protected {
-    /// Written by skiff and read back as trusted data: the compiled-code cache and the
-    /// key-value databases. No grant may reach into them, and none may hold them writable.
-    pub state: Vec<PathBuf>,
+    /// A WASI preview 1 context from this grant, for a core module command.
+    pub(crate) fn preview1(&self) -> wasmtime_wasi::p1::WasiP1Ctx {
+        let mut builder = self.builder();
+        builder.inherit_stdio();
+        if let Some(args) = &self.command_args {
+            builder.args(args);
+        }
+        let mut ctx = builder.build_p1();
+        // The preview 1 adapter reads the preopens on the guest's first call, after this.
+        self.give_folders(ctx.ctx().ctx);
+        ctx
+    }
 }
 
 /// Refuses folder grants of `app` that would let a guest reach what it was not given:
@@ -148,7 +236,10 @@ pub(crate) struct Protected {
 /// - a writable grant that holds the manifest or another component's code (the guest could
 ///   grant itself more at the next start), or skiff's state;
 /// - any grant inside skiff's state (other apps' compiled code and data).
-pub(crate) fn check_folders(app: &App, protected: &Protected) -> Result<(), LoadError> {
+///
+/// `protected` is skiff's state: written by skiff and read back as trusted data (the
+/// compiled-code cache, the key-value databases).
+fn check_folders(app: &App, protected: &[PathBuf]) -> Result<(), LoadError> {
     struct Mount<'a> {
         component: usize,
         index: usize,
@@ -252,7 +343,7 @@ pub(crate) fn check_folders(app: &App, protected: &Protected) -> Result<(), Load
             }
         }
     }
-    for state in &protected.state {
+    for state in protected {
         let state = real_path(state);
         for m in &mounts {
             if m.real.starts_with(&state) || (m.grant.writable && state.starts_with(&m.real)) {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use skiff_store::{Store, StoreError};
 use wasmtime::component::Resource;
 
-use super::Bucket;
-use crate::capabilities::state_bindings::wasi::keyvalue0_2_0_draft2::{atomics, batch, store};
-use crate::host::Host;
+use super::bindings::wasi::keyvalue0_2_0_draft2::{atomics, batch, store};
+use super::{Bucket, KeyValueGrant};
+use crate::capabilities::CapabilityCtx;
 
 /// A compare-and-swap handle: a key and its value when the handle was made.
 pub struct Cas {
@@ -25,13 +25,13 @@ const DECREMENT_ATTEMPTS: usize = 100;
 
 type Outcome<T> = wasmtime::Result<Result<T, store::Error>>;
 
-impl Host {
+impl CapabilityCtx<'_, KeyValueGrant> {
     fn outcome2<T>(&self, label: &str, result: Result<T, StoreError>) -> Outcome<T> {
         Ok(result.map_err(|err| store::Error::Other(self.store_failure(label, err))))
     }
 }
 
-impl store::Host for Host {
+impl store::Host for CapabilityCtx<'_, KeyValueGrant> {
     async fn open(&mut self, identifier: String) -> Outcome<Resource<Bucket>> {
         Ok(self
             .open_bucket(identifier)?
@@ -39,7 +39,7 @@ impl store::Host for Host {
     }
 }
 
-impl store::HostBucket for Host {
+impl store::HostBucket for CapabilityCtx<'_, KeyValueGrant> {
     async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Outcome<Option<Vec<u8>>> {
         let (store, label) = self.bucket(&bucket)?;
         let result = self.kv().call("get", &label, store.get(&key)).await;
@@ -97,7 +97,7 @@ impl store::HostBucket for Host {
     }
 }
 
-impl atomics::Host for Host {
+impl atomics::Host for CapabilityCtx<'_, KeyValueGrant> {
     async fn increment(
         &mut self,
         bucket: Resource<Bucket>,
@@ -147,7 +147,7 @@ impl atomics::Host for Host {
     }
 }
 
-impl atomics::HostCas for Host {
+impl atomics::HostCas for CapabilityCtx<'_, KeyValueGrant> {
     async fn new(&mut self, bucket: Resource<Bucket>, key: String) -> Outcome<Resource<Cas>> {
         let (store, label) = self.bucket(&bucket)?;
         let current = match self.kv().call("get", &label, store.get(&key)).await {
@@ -173,7 +173,7 @@ impl atomics::HostCas for Host {
     }
 }
 
-impl batch::Host for Host {
+impl batch::Host for CapabilityCtx<'_, KeyValueGrant> {
     async fn get_many(
         &mut self,
         bucket: Resource<Bucket>,

@@ -7,23 +7,86 @@
 //! say `default` never share data, while two components of one app that name the same label
 //! do. Backend failures (Redis down) reach the guest as `error::other`, never as a trap.
 
-pub mod draft2;
+mod backends;
+mod draft2;
+
+pub(crate) use backends::Backends;
 
 use std::sync::Arc;
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
+use skiff_manifest::Component;
 use skiff_store::{Store, StoreError};
-use wasmtime::component::Resource;
+use wasmtime::component::{Linker, Resource};
 
-use super::state_bindings::wasi::keyvalue0_2_0_draft::{atomics, batch, store};
-use crate::host::Host;
+use super::{
+    Capability, CapabilityCtx, Ctx, HasCapability, InstanceIdentity, LoadContext, warn_for,
+};
+use crate::error::LoadError;
 use crate::metrics::{ComponentMetrics, KeyValueOutcome};
 use crate::trace::TraceContext;
 
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "skiff:host/keyvalue",
+        imports: { default: async | trappable },
+        with: {
+            "wasi:keyvalue/store@0.2.0-draft.bucket": super::Bucket,
+            "wasi:keyvalue/store@0.2.0-draft2.bucket": super::Bucket,
+            "wasi:keyvalue/atomics@0.2.0-draft2.cas": super::draft2::Cas,
+        },
+    });
+}
+use bindings::wasi::keyvalue0_2_0_draft::{atomics, batch, store};
+
+pub(crate) struct KeyValueCapability;
+
+impl Capability for KeyValueCapability {
+    type AppGrant = ();
+    type Grant = KeyValueGrant;
+    type Instance = KeyValueGrant;
+
+    fn app_grant(_: &LoadContext<'_>) -> Result<(), LoadError> {
+        Ok(())
+    }
+
+    /// The stores the component lists, each opened on the backend the runtime config maps
+    /// its label to.
+    fn grant(
+        _: &(),
+        load: &LoadContext<'_>,
+        component: &Component,
+    ) -> Result<KeyValueGrant, LoadError> {
+        load.backends.grant(load, component)
+    }
+
+    fn none() -> KeyValueGrant {
+        KeyValueGrant::default()
+    }
+
+    fn instance(grant: &KeyValueGrant, _: &InstanceIdentity) -> KeyValueGrant {
+        grant.clone()
+    }
+}
+
+/// Links both versions of `wasi:keyvalue` (store, atomics, batch).
+pub(crate) fn add_to_linker<T: HasCapability<KeyValueGrant> + Send + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    use bindings::wasi::keyvalue0_2_0_draft2 as draft2;
+    store::add_to_linker::<T, Ctx<KeyValueGrant>>(linker, T::capability)?;
+    atomics::add_to_linker::<T, Ctx<KeyValueGrant>>(linker, T::capability)?;
+    batch::add_to_linker::<T, Ctx<KeyValueGrant>>(linker, T::capability)?;
+    draft2::store::add_to_linker::<T, Ctx<KeyValueGrant>>(linker, T::capability)?;
+    draft2::atomics::add_to_linker::<T, Ctx<KeyValueGrant>>(linker, T::capability)?;
+    draft2::batch::add_to_linker::<T, Ctx<KeyValueGrant>>(linker, T::capability)
+}
+
 /// The stores one component may open, by label, shared by all its instances.
 #[derive(Clone, Default)]
-pub struct KeyValueGrant {
+pub(crate) struct KeyValueGrant {
     stores: Arc<[(String, Arc<dyn Store>)]>,
 }
 
@@ -37,7 +100,7 @@ impl std::fmt::Debug for KeyValueGrant {
 }
 
 impl KeyValueGrant {
-    pub fn new(stores: Vec<(String, Arc<dyn Store>)>) -> Self {
+    pub(crate) fn new(stores: Vec<(String, Arc<dyn Store>)>) -> Self {
         KeyValueGrant {
             stores: stores.into(),
         }
@@ -100,7 +163,7 @@ pub struct Bucket {
 
 type Outcome<T> = wasmtime::Result<Result<T, store::Error>>;
 
-impl Host {
+impl CapabilityCtx<'_, KeyValueGrant> {
     fn bucket(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<(Arc<dyn Store>, Arc<str>)> {
         let bucket = self.table.get(bucket)?;
         Ok((bucket.store.clone(), bucket.label.clone()))
@@ -111,11 +174,8 @@ impl Host {
     /// guest's alone.
     fn store_failure(&self, label: &str, err: StoreError) -> String {
         if let StoreError::Unavailable(why) = &err {
-            tracing::warn!(
-                app = %self.identity.app,
-                component = %self.identity.component,
-                request_id = self.identity.request_id,
-                trace_id = %self.identity.trace_id,
+            warn_for!(
+                self.call.identity,
                 "key-value store `{label}` failed: {why}"
             );
         }
@@ -130,20 +190,17 @@ impl Host {
     /// (which is not `Sync`), so a call's future holding it stays `Send`.
     fn kv(&self) -> KvCalls<'_> {
         KvCalls {
-            trace: &self.trace,
-            metrics: self.identity.metrics.as_ref(),
+            trace: &self.call.trace,
+            metrics: self.call.identity.metrics.as_ref(),
         }
     }
 
     /// A bucket for a granted label; `None` (logged) for any other.
     fn open_bucket(&mut self, label: String) -> wasmtime::Result<Option<Resource<Bucket>>> {
-        let Some(store) = self.key_value.store(&label).cloned() else {
+        let Some(store) = self.state.store(&label).cloned() else {
             self.kv().count("open", KeyValueOutcome::Denied);
-            tracing::warn!(
-                app = %self.identity.app,
-                component = %self.identity.component,
-                request_id = self.identity.request_id,
-                trace_id = %self.identity.trace_id,
+            warn_for!(
+                self.call.identity,
                 "denied opening key-value store `{label}`: it is not in the component's key_value_stores"
             );
             return Ok(None);
@@ -157,7 +214,7 @@ impl Host {
     }
 }
 
-impl store::Host for Host {
+impl store::Host for CapabilityCtx<'_, KeyValueGrant> {
     async fn open(&mut self, identifier: String) -> Outcome<Resource<Bucket>> {
         Ok(self
             .open_bucket(identifier)?
@@ -165,7 +222,7 @@ impl store::Host for Host {
     }
 }
 
-impl store::HostBucket for Host {
+impl store::HostBucket for CapabilityCtx<'_, KeyValueGrant> {
     async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Outcome<Option<Vec<u8>>> {
         let (store, label) = self.bucket(&bucket)?;
         let result = self.kv().call("get", &label, store.get(&key)).await;
@@ -213,7 +270,7 @@ impl store::HostBucket for Host {
     }
 }
 
-impl atomics::Host for Host {
+impl atomics::Host for CapabilityCtx<'_, KeyValueGrant> {
     async fn increment(
         &mut self,
         bucket: Resource<Bucket>,
@@ -229,7 +286,7 @@ impl atomics::Host for Host {
     }
 }
 
-impl batch::Host for Host {
+impl batch::Host for CapabilityCtx<'_, KeyValueGrant> {
     async fn get_many(
         &mut self,
         bucket: Resource<Bucket>,

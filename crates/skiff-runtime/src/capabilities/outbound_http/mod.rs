@@ -22,29 +22,110 @@
 mod address;
 mod connect;
 
-pub use address::{is_host_local, is_public};
+use address::{is_host_local, is_public};
 
 use std::sync::Arc;
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
-use skiff_manifest::{HostMatch, HostPattern};
-use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+use skiff_manifest::{Component, HostMatch, HostPattern};
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime_wasi_http::{
+    Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
 
-use super::InstanceIdentity;
+use super::{Capability, InstanceIdentity, LoadContext, warn_for};
+use crate::error::LoadError;
 use crate::metrics::OutboundOutcome;
 use crate::trace::TraceContext;
 
+/// `wasi:http`: the types every HTTP component uses, and the outgoing handler this capability
+/// guards.
+pub(crate) struct OutboundHttpCapability;
+
+impl Capability for OutboundHttpCapability {
+    type AppGrant = ();
+    type Grant = OutboundHttpGrant;
+    type Instance = HttpState;
+
+    fn app_grant(_: &LoadContext<'_>) -> Result<(), LoadError> {
+        Ok(())
+    }
+
+    /// The component's patterns; a host that runs other people's apps caps them all at
+    /// public addresses.
+    fn grant(
+        _: &(),
+        load: &LoadContext<'_>,
+        component: &Component,
+    ) -> Result<OutboundHttpGrant, LoadError> {
+        let grant = OutboundHttpGrant::new(component.allowed_outbound_hosts.clone());
+        Ok(if load.allow_private_outbound {
+            grant
+        } else {
+            grant.public_only()
+        })
+    }
+
+    fn none() -> OutboundHttpGrant {
+        OutboundHttpGrant::new(Vec::new())
+    }
+
+    fn instance(grant: &OutboundHttpGrant, identity: &InstanceIdentity) -> HttpState {
+        HttpState {
+            ctx: WasiHttpCtx::new(),
+            hooks: OutboundHttp {
+                allowed: grant.allowed.clone(),
+                ceiling: grant.ceiling,
+                identity: identity.clone(),
+                trace: TraceContext::default(),
+            },
+        }
+    }
+
+    fn next_request(state: &mut HttpState, identity: &InstanceIdentity) {
+        state.hooks.identity = identity.clone();
+    }
+
+    fn trace(state: &mut HttpState, trace: &TraceContext) {
+        state.hooks.trace = trace.clone();
+    }
+}
+
+/// Links `wasi:http` (types and outgoing-handler; the incoming handler is the guest's export).
+pub(crate) fn add_to_linker<T: WasiHttpView + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
+}
+
+/// An instance's `wasi:http` state: wasmtime's context and skiff's hooks for outgoing calls.
+pub(crate) struct HttpState {
+    ctx: WasiHttpCtx,
+    hooks: OutboundHttp,
+}
+
+impl HttpState {
+    /// What `WasiHttpView` hands out, with the instance's resource table.
+    pub(crate) fn view<'a>(&'a mut self, table: &'a mut ResourceTable) -> WasiHttpCtxView<'a> {
+        WasiHttpCtxView {
+            ctx: &mut self.ctx,
+            table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
 /// The validated patterns of one component, shared by all its instances.
 #[derive(Debug, Clone)]
-pub struct OutboundHttpGrant {
+pub(crate) struct OutboundHttpGrant {
     allowed: Arc<[HostPattern]>,
     /// The widest reach any pattern may grant: the host's policy over the manifest's.
     ceiling: Reach,
 }
 
 impl OutboundHttpGrant {
-    pub fn new(allowed: Vec<HostPattern>) -> Self {
+    fn new(allowed: Vec<HostPattern>) -> Self {
         OutboundHttpGrant {
             allowed: allowed.into(),
             ceiling: Reach::Exact,
@@ -52,18 +133,9 @@ impl OutboundHttpGrant {
     }
 
     /// The same patterns, reaching public addresses only, however they name the host.
-    pub fn public_only(mut self) -> Self {
+    fn public_only(mut self) -> Self {
         self.ceiling = Reach::Public;
         self
-    }
-
-    pub(crate) fn instance(&self, identity: InstanceIdentity) -> OutboundHttp {
-        OutboundHttp {
-            allowed: self.allowed.clone(),
-            ceiling: self.ceiling,
-            identity,
-            trace: TraceContext::default(),
-        }
     }
 }
 
@@ -126,12 +198,12 @@ impl Reach {
 }
 
 /// Per-instance hooks of `wasi:http`.
-pub struct OutboundHttp {
+struct OutboundHttp {
     allowed: Arc<[HostPattern]>,
     ceiling: Reach,
-    pub(crate) identity: InstanceIdentity,
+    identity: InstanceIdentity,
     /// The guest call's place in the request's trace: outbound requests are its children.
-    pub(crate) trace: TraceContext,
+    trace: TraceContext,
 }
 
 impl OutboundHttp {
@@ -176,11 +248,8 @@ impl WasiHttpHooks for OutboundHttp {
         });
         let reach = target.grant(&self.allowed).min(self.ceiling);
         if reach == Reach::Nothing {
-            tracing::warn!(
-                app = %self.identity.app,
-                component = %self.identity.component,
-                request_id = self.identity.request_id,
-                trace_id = %self.identity.trace_id,
+            warn_for!(
+                self.identity,
                 "denied outbound request to {}: no pattern in allowed_outbound_hosts matches it",
                 redact(request.uri()),
             );
@@ -209,15 +278,15 @@ impl WasiHttpHooks for OutboundHttp {
                 .into_iter()
                 .partition(|addr| reach.admits(addr.ip()));
             if addrs.is_empty() {
-                tracing::warn!(
-                    app = %identity.app,
-                    component = %identity.component,
-                    request_id = identity.request_id,
-                    trace_id = %identity.trace_id,
+                warn_for!(
+                    identity,
                     "refused outbound request to {}: {host} is at {}, which its pattern in \
                      allowed_outbound_hosts does not reach ({fix})",
                     redact(request.uri()),
-                    refused.first().map(|addr| addr.ip().to_string()).unwrap_or_default(),
+                    refused
+                        .first()
+                        .map(|addr| addr.ip().to_string())
+                        .unwrap_or_default(),
                 );
                 return Err(Error::DestinationIpProhibited);
             }
