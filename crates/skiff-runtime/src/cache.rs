@@ -56,13 +56,7 @@ pub struct CodeCache {
 impl CodeCache {
     /// `$SKIFF_CACHE_DIR`, else `$XDG_CACHE_HOME/skiff`, else `~/.cache/skiff`.
     pub fn default_dir() -> Option<PathBuf> {
-        if let Some(dir) = std::env::var_os("SKIFF_CACHE_DIR") {
-            return Some(PathBuf::from(dir));
-        }
-        if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-            return Some(PathBuf::from(dir).join("skiff"));
-        }
-        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("skiff"))
+        crate::config::skiff_dir("SKIFF_CACHE_DIR", etcetera::BaseStrategy::cache_dir)
     }
 
     pub(crate) fn new(dir: Option<PathBuf>, engine: &Engine) -> Self {
@@ -229,13 +223,12 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Writes through a temporary file and a rename, so a crash mid-write leaves no half file
-/// under the final name.
+/// Writes through a temporary file in the same folder and a rename, so a crash mid-write
+/// leaves no half file under the final name.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = File::create(&tmp)?;
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(folder)?;
     file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path)
+    file.as_file().sync_all()?;
+    file.persist(path).map(drop).map_err(|err| err.error)
 }

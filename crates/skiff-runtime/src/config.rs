@@ -78,11 +78,19 @@ impl Default for RuntimeConfig {
 
 /// `$SKIFF_DATA_DIR`, else `$XDG_DATA_HOME/skiff`, else `~/.local/share/skiff`.
 pub fn default_data_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("SKIFF_DATA_DIR") {
+    skiff_dir("SKIFF_DATA_DIR", etcetera::BaseStrategy::data_dir)
+}
+
+/// The folder `$variable` names, else skiff's folder in the XDG base folder `base` picks (an
+/// XDG variable that is not an absolute path is ignored, as the spec says); `None` when there
+/// is no home folder either.
+pub(crate) fn skiff_dir(
+    variable: &str,
+    base: fn(&etcetera::base_strategy::Xdg) -> PathBuf,
+) -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os(variable) {
         return Some(PathBuf::from(dir));
     }
-    if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
-        return Some(PathBuf::from(dir).join("skiff"));
-    }
-    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share/skiff"))
+    let xdg = etcetera::base_strategy::Xdg::new().ok()?;
+    Some(base(&xdg).join("skiff"))
 }
