@@ -69,7 +69,8 @@ def crate_graph():
     return graph, src_dirs
 
 
-USE = re.compile(r"\bcrate::([a-z_][a-z0-9_]*)")
+USE = re.compile(r"\bcrate::([A-Za-z_][A-Za-z0-9_]*)")
+GROUP = re.compile(r"\bcrate::\{([^}]*)\}")
 SUPER = re.compile(r"\bsuper::([a-z_][a-z0-9_]*)")
 
 
@@ -78,7 +79,14 @@ def module_graph(src):
     lib = os.path.join(src, "lib.rs")
     if not os.path.exists(lib):
         return {}
-    modules = set(re.findall(r"^\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+([a-z_0-9]+)\s*;", open(lib).read(), re.M))
+    lib_text = open(lib).read()
+    modules = set(re.findall(r"^\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+([a-z_0-9]+)\s*;", lib_text, re.M))
+    # `crate::Name` of a name the crate root re-exports (`pub use module::{Name, ...}`) is a
+    # use of that module.
+    reexported = {}
+    for module, names in re.findall(r"^pub use ([a-z_0-9]+)::\{?([^;]*?)\}?;", lib_text, re.M | re.S):
+        for name in re.split(r"[\s,]+", names):
+            reexported[name.split("::")[-1]] = module
     graph = {m: set() for m in modules}
     for module in modules:
         files = []
@@ -94,10 +102,13 @@ def module_graph(src):
             # Tests may reach anywhere: they are not part of the structure.
             text = text.split("#[cfg(test)]")[0]
             named = USE.findall(text)
+            for group in GROUP.findall(text):
+                named += re.split(r"[\s,]+", group)
             if path == single:
                 # In a top-level module's own file, `super::` is the crate root.
                 named += SUPER.findall(text)
             for used in named:
+                used = reexported.get(used, used)
                 if used in modules and used != module:
                     graph[module].add(used)
     return graph

@@ -54,11 +54,6 @@ pub struct CodeCache {
 }
 
 impl CodeCache {
-    /// `$SKIFF_CACHE_DIR`, else `$XDG_CACHE_HOME/skiff`, else `~/.cache/skiff`.
-    pub fn default_dir() -> Option<PathBuf> {
-        crate::config::skiff_dir("SKIFF_CACHE_DIR", etcetera::BaseStrategy::cache_dir)
-    }
-
     pub(crate) fn new(dir: Option<PathBuf>, engine: &Engine) -> Self {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);

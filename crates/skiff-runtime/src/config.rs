@@ -3,8 +3,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cache::CodeCache;
-
 /// How often the engine's epoch advances. A guest stuck in a loop is interrupted at most one
 /// tick after its deadline; a shorter tick costs a little CPU on an otherwise idle host.
 pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -60,7 +58,7 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
-            cache_dir: CodeCache::default_dir(),
+            cache_dir: default_cache_dir(),
             pooling: true,
             epoch_tick: DEFAULT_EPOCH_TICK,
             default_timeout: Duration::from_secs(30),
@@ -81,10 +79,15 @@ pub fn default_data_dir() -> Option<PathBuf> {
     skiff_dir("SKIFF_DATA_DIR", etcetera::BaseStrategy::data_dir)
 }
 
+/// `$SKIFF_CACHE_DIR`, else `$XDG_CACHE_HOME/skiff`, else `~/.cache/skiff`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    skiff_dir("SKIFF_CACHE_DIR", etcetera::BaseStrategy::cache_dir)
+}
+
 /// The folder `$variable` names, else skiff's folder in the XDG base folder `base` picks (an
 /// XDG variable that is not an absolute path is ignored, as the spec says); `None` when there
 /// is no home folder either.
-pub(crate) fn skiff_dir(
+fn skiff_dir(
     variable: &str,
     base: fn(&etcetera::base_strategy::Xdg) -> PathBuf,
 ) -> Option<PathBuf> {

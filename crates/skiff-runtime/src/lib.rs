@@ -41,7 +41,10 @@ pub use capabilities::config::VARIABLE_ENV_PREFIX;
 pub use capabilities::guest_log::{GuestOutput, LogSink};
 pub use capabilities::wasi::{DirGrant, WasiGrant};
 pub use command::{CommandOptions, CommandOutcome, TRAP_EXIT_CODE};
-pub use config::{DEFAULT_EPOCH_TICK, DEFAULT_REUSE_IDLE_TIMEOUT, RuntimeConfig, default_data_dir};
+pub use config::{
+    DEFAULT_EPOCH_TICK, DEFAULT_REUSE_IDLE_TIMEOUT, RuntimeConfig, default_cache_dir,
+    default_data_dir,
+};
 pub use error::{InvokeError, LoadError, LoadErrorKind, OverloadScope};
 pub use invoke::{RequestInfo, ResponseBody};
 pub use load::{LoadOptions, LoadStats, LoadedApp, LoadedComponent};

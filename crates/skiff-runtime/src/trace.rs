@@ -134,8 +134,10 @@ impl TraceContext {
         write_hex(&mut value[3..35], &context.trace_id().to_bytes());
         write_hex(&mut value[36..52], &context.span_id().to_bytes());
         write_hex(&mut value[53..], &[context.trace_flags().to_u8()]);
-        let value = http::HeaderValue::from_bytes(&value).expect("hex digits and dashes");
-        headers.insert(TRACEPARENT, value);
+        if let Ok(value) = http::HeaderValue::from_bytes(&value) {
+            // Always: hex digits and dashes make a valid header value.
+            headers.insert(TRACEPARENT, value);
+        }
         let state = context.trace_state().header();
         match http::HeaderValue::from_str(&state) {
             Ok(state) if !state.is_empty() => {

@@ -36,7 +36,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 
 use redb::{
@@ -268,7 +268,7 @@ impl Store for EmbeddedStore {
                 self.shared
                     .cursors
                     .lock()
-                    .unwrap()
+                    .unwrap_or_else(PoisonError::into_inner)
                     .get(token, &self.namespace)
             })
             .flatten();
@@ -282,7 +282,7 @@ impl Store for EmbeddedStore {
                     .shared
                     .cursors
                     .lock()
-                    .unwrap()
+                    .unwrap_or_else(PoisonError::into_inner)
                     .remember(&self.namespace, last);
                 Some(join_cursor(token, returned))
             }

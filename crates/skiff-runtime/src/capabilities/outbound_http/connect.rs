@@ -136,6 +136,10 @@ fn tls_error(err: std::io::Error) -> Error {
 /// One TLS client configuration (the Mozilla root set) for every outbound request.
 fn tls_connector() -> tokio_rustls::TlsConnector {
     static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    #[expect(
+        clippy::expect_used,
+        reason = "ring supports rustls' default TLS versions"
+    )]
     let config = CONFIG.get_or_init(|| {
         let roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.into(),

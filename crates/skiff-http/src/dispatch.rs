@@ -1,0 +1,317 @@
+//! One request, from its checks to the guest's answer: size checks, choosing the app and the
+//! route, the `skiff-*` headers, the guest call, and the status for each failure.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HOST, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
+use skiff_runtime::{InvokeError, RequestInfo, ResponseBody, TraceContext};
+
+use crate::body::BodyReadTimeout;
+use crate::{
+    AppSource, BASE_PATH, CLIENT_ADDR, COMPONENT, MATCHED_ROUTE, PATH_INFO, REQUEST_ID, Selected,
+};
+
+/// The per-request checks of [`HttpLimits`] (the rest are enforced by hyper).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestLimits {
+    pub(crate) max_body: u64,
+    pub(crate) max_uri: usize,
+    pub(crate) max_headers: usize,
+    pub(crate) body_read_timeout: Duration,
+    pub(crate) body_min_rate: u64,
+}
+
+pub(crate) async fn dispatch(
+    apps: &impl AppSource,
+    mut request: Request<Incoming>,
+    client: SocketAddr,
+    local_addr: SocketAddr,
+    request_id: u64,
+    limits: RequestLimits,
+) -> Response<ResponseBody> {
+    let arrived = Instant::now();
+    let RequestLimits {
+        max_body,
+        max_uri,
+        max_headers,
+        body_read_timeout,
+        body_min_rate,
+    } = limits;
+    // hyper counts HTTP/1 header lines itself; HTTP/2 has no such limit of its own.
+    if request.headers().len() > max_headers {
+        tracing::debug!(
+            request_id,
+            "request with over {max_headers} header fields refused"
+        );
+        return plain(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("more header fields than the limit of {max_headers}\n"),
+        );
+    }
+    if target_length(request.uri()) > max_uri {
+        tracing::debug!(request_id, "request target over {max_uri} bytes refused");
+        return plain(
+            StatusCode::URI_TOO_LONG,
+            format!("request target (path and query) longer than the limit of {max_uri} bytes\n"),
+        );
+    }
+    if declared_length(&request).is_some_and(|length| length > max_body) {
+        tracing::debug!(request_id, "request body over {max_body} bytes refused");
+        return plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than the limit of {max_body} bytes\n"),
+        );
+    }
+    let (app, base_path) = match apps.select(&request).await {
+        Ok(Selected {
+            app,
+            base_path_len: 0,
+        }) => (app, None),
+        Ok(Selected { app, base_path_len }) => match strip_base_path(&mut request, base_path_len) {
+            Some(base_path) => (app, Some(base_path)),
+            None => return plain(StatusCode::BAD_REQUEST, "malformed request path\n".into()),
+        },
+        Err(response) => return response,
+    };
+    let path = request.uri().path();
+    let Some(matched) = app.routes.lookup(path) else {
+        tracing::debug!(request_id, %path, "no route matches");
+        return plain(StatusCode::NOT_FOUND, format!("no route matches {path}\n"));
+    };
+    let component = &app.loaded.components[matched.component];
+    let metrics = app.metrics.as_ref().and_then(|m| m.route(matched.route));
+    let trace = TraceContext::inbound(request.headers()).child(SpanKind::Server, || {
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", request.method().to_string()),
+            KeyValue::new("http.route", matched.matched_route.to_string()),
+            KeyValue::new("url.path", path.to_string()),
+            KeyValue::new("client.address", client.ip().to_string()),
+            KeyValue::new("skiff.app", component.app.to_string()),
+            KeyValue::new("skiff.component", component.id.to_string()),
+            KeyValue::new("skiff.request_id", request_id as i64),
+        ];
+        if !app.tenant.is_empty() {
+            attributes.push(KeyValue::new("skiff.tenant", app.tenant.to_string()));
+        }
+        let name = format!("{} {}", request.method(), matched.matched_route);
+        (name.into(), attributes)
+    });
+    let trace_id = trace.trace_id();
+    let _in_flight = metrics.map(|m| m.start());
+    // Values are made before the headers are touched: the match borrows the request's path.
+    let matched_route = HeaderValue::from_str(matched.matched_route);
+    let path_info = HeaderValue::from_str(matched.path_info);
+
+    let headers = request.headers_mut();
+    // Names are stored lower-case, so a prefix test on the string catches every spelling.
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("skiff-"))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+    let set = |headers: &mut http::HeaderMap, name: HeaderName, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    };
+    if let Ok(value) = matched_route {
+        headers.insert(MATCHED_ROUTE, value);
+    }
+    if let Ok(value) = path_info {
+        headers.insert(PATH_INFO, value);
+    }
+    if let Some(base_path) = base_path {
+        headers.insert(BASE_PATH, base_path);
+    }
+    set(headers, COMPONENT, &component.id);
+    set(headers, CLIENT_ADDR, &client.to_string());
+    set(headers, REQUEST_ID, &request_id.to_string());
+    // The guest sees the request's own span as its parent, to continue the trace from.
+    trace.inject(headers);
+    // HTTP/1.0 clients may send no Host; wasi:http needs an authority.
+    if !headers.contains_key(HOST) && request.uri().authority().is_none() {
+        set(request.headers_mut(), HOST, &local_addr.to_string());
+    }
+
+    let method = request.method().clone();
+    let info = RequestInfo {
+        request_id,
+        https: false,
+        trace: trace.clone(),
+    };
+    // A body without a declared length is counted as it streams, and cut off at the limit;
+    // one that stops arriving fails the guest's read instead of holding its instance.
+    let request = request.map(|body| {
+        BodyReadTimeout::new(
+            Limited::new(body, max_body as usize).map_err(body_error),
+            body_read_timeout,
+            body_min_rate,
+            request_id,
+        )
+    });
+    match component.handle_http(request, info).await {
+        Ok(response) => {
+            if let Some(metrics) = metrics {
+                metrics.answered(response.status().as_u16(), arrived.elapsed().as_secs_f64());
+            }
+            tracing::debug!(
+                request_id, %trace_id, app = %component.app, component = %component.id,
+                %method, status = response.status().as_u16(), "served"
+            );
+            record_outcome(&trace, response.status(), None);
+            if !trace.is_recording() {
+                return response;
+            }
+            // The request's span ends with its response body, which the guest may still be
+            // writing: the body holds the span until it is done.
+            response.map(|body| {
+                body.map_frame(move |frame| {
+                    let _span = &trace;
+                    frame
+                })
+                .boxed_unsync()
+            })
+        }
+        Err(err) => {
+            let status = status_for(&err);
+            if let Some(metrics) = metrics {
+                metrics.failed(&err);
+                metrics.answered(status.as_u16(), arrived.elapsed().as_secs_f64());
+            }
+            tracing::warn!(
+                request_id, %trace_id, app = %component.app, component = %component.id,
+                %method, status = status.as_u16(), "request failed: {err}"
+            );
+            record_outcome(&trace, status, Some(&err));
+            // The body names the request id so an operator can find the log line; details
+            // of the failure stay in the log, away from clients.
+            let mut response = plain(
+                status,
+                format!(
+                    "{}: {} (request id {request_id})\n",
+                    status.canonical_reason().unwrap_or("error"),
+                    short_reason(&err)
+                ),
+            );
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                // Admission limits free up as soon as a request ends: retrying soon is right.
+                response
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            response
+        }
+    }
+}
+
+/// Records the outcome on the request's span. Only a 5xx is an error of the server's.
+fn record_outcome(trace: &TraceContext, status: StatusCode, err: Option<&InvokeError>) {
+    if !trace.is_recording() {
+        return;
+    }
+    trace.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status.as_u16()),
+    ));
+    if status.is_server_error() {
+        trace.set_error(match err {
+            Some(err) => err.to_string(),
+            None => format!("the component answered {status}"),
+        });
+    }
+}
+
+/// Removes the base path that chose the app from the request's path, so that the app routes
+/// and sees paths as it would at a host of its own; returns the base path, which the guest
+/// gets in `skiff-base-path` (to build links with). `None` if the path cannot be split there.
+fn strip_base_path(request: &mut Request<Incoming>, len: usize) -> Option<HeaderValue> {
+    let uri = request.uri();
+    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let (base, rest) = path_and_query.split_at_checked(len)?;
+    let rest = if rest.starts_with('/') {
+        rest.to_string()
+    } else {
+        format!("/{rest}")
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(rest.parse().ok()?);
+    let base = HeaderValue::from_str(base).ok()?;
+    *request.uri_mut() = http::Uri::from_parts(parts).ok()?;
+    Some(base)
+}
+
+/// Bytes of the request target as the client sent it (origin form, or absolute form).
+fn target_length(uri: &http::Uri) -> usize {
+    let path_and_query = uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    let scheme = uri.scheme_str().map_or(0, |s| s.len() + 3);
+    let authority = uri.authority().map_or(0, |a| a.as_str().len());
+    scheme + authority + path_and_query
+}
+
+fn declared_length<B>(request: &Request<B>) -> Option<u64> {
+    request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn body_error(err: Box<dyn std::error::Error + Send + Sync>) -> wasmtime_wasi_http::Error {
+    if err.is::<LengthLimitError>() {
+        return wasmtime_wasi_http::Error::HttpRequestBodySize(None);
+    }
+    match err.downcast::<hyper::Error>() {
+        Ok(hyper) => wasmtime_wasi_http::Error::from(*hyper),
+        Err(other) => wasmtime_wasi_http::Error::InternalError(Some(other.to_string())),
+    }
+}
+
+fn status_for(err: &InvokeError) -> StatusCode {
+    match err {
+        InvokeError::Deadline(_) => StatusCode::GATEWAY_TIMEOUT,
+        InvokeError::Overloaded(_) | InvokeError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn short_reason(err: &InvokeError) -> &'static str {
+    match err {
+        InvokeError::Deadline(_) => "the component did not answer in time",
+        InvokeError::OutOfMemory { .. } => "the component ran out of memory",
+        InvokeError::OutOfFuel { .. } => "the component used up its CPU budget",
+        InvokeError::Trap(_) => "the component failed",
+        InvokeError::Instantiate(_) => "the component could not be started",
+        InvokeError::NoResponse => "the component sent no response",
+        InvokeError::Guest(_) => "the component reported an error",
+        InvokeError::Overloaded(_) => "too many requests in flight; retry shortly",
+        InvokeError::Stopped => "the server is shutting down; retry shortly",
+    }
+}
+
+/// A response made by skiff itself rather than a guest.
+pub fn plain(status: StatusCode, body: String) -> Response<ResponseBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never: Infallible| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
