@@ -68,7 +68,7 @@ pub struct HttpApp {
 
 impl HttpApp {
     pub fn new(loaded: LoadedApp) -> Self {
-        let routes = RouteTable::new(&loaded.app);
+        let routes = RouteTable::new(loaded.app());
         HttpApp {
             loaded,
             routes,
@@ -79,7 +79,7 @@ impl HttpApp {
 
     /// Counts the app's requests in `metrics`, under `tenant` (empty for none).
     pub fn with_metrics(mut self, metrics: &HttpMetrics, tenant: &str) -> Self {
-        self.metrics = Some(metrics.for_app(tenant, &self.loaded.app));
+        self.metrics = Some(metrics.for_app(tenant, self.loaded.app()));
         self.tenant = tenant.into();
         self
     }

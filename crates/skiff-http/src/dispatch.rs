@@ -86,7 +86,7 @@ pub(crate) async fn dispatch(
         tracing::debug!(request_id, %path, "no route matches");
         return plain(StatusCode::NOT_FOUND, format!("no route matches {path}\n"));
     };
-    let component = &app.loaded.components[matched.component];
+    let component = &app.loaded.components()[matched.component];
     let metrics = app.metrics.as_ref().and_then(|m| m.route(matched.route));
     let trace = TraceContext::inbound(request.headers()).child(SpanKind::Server, || {
         let mut attributes = vec![
@@ -94,8 +94,8 @@ pub(crate) async fn dispatch(
             KeyValue::new("http.route", matched.matched_route.to_string()),
             KeyValue::new("url.path", path.to_string()),
             KeyValue::new("client.address", client.ip().to_string()),
-            KeyValue::new("skiff.app", component.app.to_string()),
-            KeyValue::new("skiff.component", component.id.to_string()),
+            KeyValue::new("skiff.app", component.app().to_string()),
+            KeyValue::new("skiff.component", component.id().to_string()),
             KeyValue::new("skiff.request_id", request_id as i64),
         ];
         if !app.tenant.is_empty() {
@@ -134,7 +134,7 @@ pub(crate) async fn dispatch(
     if let Some(base_path) = base_path {
         headers.insert(BASE_PATH, base_path);
     }
-    set(headers, COMPONENT, &component.id);
+    set(headers, COMPONENT, component.id());
     set(headers, CLIENT_ADDR, &client.to_string());
     set(headers, REQUEST_ID, &request_id.to_string());
     // The guest sees the request's own span as its parent, to continue the trace from.
@@ -166,7 +166,7 @@ pub(crate) async fn dispatch(
                 metrics.answered(response.status().as_u16(), arrived.elapsed().as_secs_f64());
             }
             tracing::debug!(
-                request_id, %trace_id, app = %component.app, component = %component.id,
+                request_id, %trace_id, app = %component.app(), component = %component.id(),
                 %method, status = response.status().as_u16(), "served"
             );
             record_outcome(&trace, response.status(), None);
@@ -190,7 +190,7 @@ pub(crate) async fn dispatch(
                 metrics.answered(status.as_u16(), arrived.elapsed().as_secs_f64());
             }
             tracing::warn!(
-                request_id, %trace_id, app = %component.app, component = %component.id,
+                request_id, %trace_id, app = %component.app(), component = %component.id(),
                 %method, status = status.as_u16(), "request failed: {err}"
             );
             record_outcome(&trace, status, Some(&err));

@@ -92,7 +92,7 @@ fn hello_request(c: &mut Criterion) {
     let runtime = runtime();
     let app = skiff_manifest::load(&hello_wasm().join("skiff.toml")).expect("examples/hello");
     let loaded = runtime.load_app(app).expect("loading examples/hello");
-    let component = loaded.components[0].clone();
+    let component = loaded.components()[0].clone();
     assert_eq!(rt.block_on(one_request(&component, 0)), "hello\n");
 
     let mut id = 0;
@@ -113,7 +113,7 @@ fn hello_request_reused(c: &mut Criterion) {
     // instance serves every iteration.
     app.components[0].limits.requests_per_instance = Some(u32::MAX);
     let loaded = runtime.load_app(app).expect("loading examples/hello");
-    let component = loaded.components[0].clone();
+    let component = loaded.components()[0].clone();
     // The first request instantiates; the instance is then kept for the next ones.
     assert_eq!(rt.block_on(one_request(&component, 0)), "hello\n");
 
@@ -144,7 +144,7 @@ fn hello_request_metered(c: &mut Criterion) {
     let loaded = runtime
         .load_app_with(app, &options)
         .expect("loading examples/hello");
-    let component = loaded.components[0].clone();
+    let component = loaded.components()[0].clone();
     assert_eq!(rt.block_on(one_request(&component, 0)), "hello\n");
 
     let mut id = 0;

@@ -27,16 +27,28 @@ use crate::usage::UsageSink;
 
 /// An app whose every component is ready to serve.
 pub struct LoadedApp {
-    pub app: Arc<App>,
+    app: Arc<App>,
     /// In the order of `app.components`.
-    pub components: Vec<Arc<LoadedComponent>>,
+    components: Vec<Arc<LoadedComponent>>,
+}
+
+impl LoadedApp {
+    /// The app as its manifest describes it.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Its components, in the order of `app().components`.
+    pub fn components(&self) -> &[Arc<LoadedComponent>] {
+        &self.components
+    }
 }
 
 /// One HTTP component, ready to serve: the per-request work starts from `pre`.
 pub struct LoadedComponent {
-    pub app: Arc<str>,
-    pub id: Arc<str>,
-    pub source: PathBuf,
+    pub(crate) app: Arc<str>,
+    pub(crate) id: Arc<str>,
+    source: PathBuf,
     /// Shared with every component built from the same bytes (see [`CodeShare`]).
     pub(crate) pre: Arc<ProxyPre<Host>>,
     pub(crate) grants: Grants,
@@ -55,10 +67,31 @@ pub struct LoadedComponent {
     pub(crate) reuse: Option<Arc<InstanceReuse>>,
     pub(crate) sandboxes: Arc<Sandboxes>,
     /// What loading its code took: a cache hit, or a compile and how long.
-    pub load_outcome: CacheOutcome,
+    load_outcome: CacheOutcome,
 }
 
 impl LoadedComponent {
+    /// The name of the app it belongs to.
+    pub fn app(&self) -> &Arc<str> {
+        &self.app
+    }
+
+    /// Its id in the manifest.
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    /// The Wasm file it was loaded from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// What loading its code took: a cache hit, or a compile and how long.
+    pub fn load_outcome(&self) -> CacheOutcome {
+        self.load_outcome
+    }
+
+    /// How long one of its requests may take.
     pub fn timeout(&self) -> Duration {
         self.limits.timeout.unwrap_or(Duration::MAX)
     }

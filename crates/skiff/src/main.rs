@@ -483,7 +483,7 @@ async fn up(
                 _ => anyhow::Error::from(err),
             })?
     };
-    let app = loaded.app.clone();
+    let app = loaded.app().clone();
     let mut http_app = skiff_http::HttpApp::new(loaded);
     if let Some(metrics_listen) = metrics_listen {
         let metrics = skiff_http::HttpMetrics::register(&mut registry);
