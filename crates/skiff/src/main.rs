@@ -120,6 +120,14 @@ enum Command {
 struct RunArgs {
     #[command(flatten)]
     grants: GrantArgs,
+    /// Stop the command after this long, e.g. `30s`, `5m`: it ends as a trap does (exit 134).
+    /// Default: no limit.
+    #[arg(long, value_name = "DURATION", value_parser = single::parse_timeout)]
+    timeout: Option<Duration>,
+    /// Memory cap of the command (all its linear memories together), e.g. `256MiB`; past it,
+    /// growing memory fails (most programs then trap). Default: no cap.
+    #[arg(long, value_name = "SIZE", value_parser = skiff_manifest::parse_memory)]
+    max_memory: Option<u64>,
     /// The Wasm file to run.
     file: PathBuf,
     /// Arguments for the guest.
@@ -434,6 +442,8 @@ async fn run(runtime: &Arc<Runtime>, args: RunArgs) -> Result<ExitCode> {
     let mut options = CommandOptions::default();
     options.args = std::iter::once(program).chain(args.args).collect();
     options.grant = grant;
+    options.timeout = args.timeout;
+    options.max_memory = args.max_memory;
     // A signal stops the command wherever it is (computing, or waiting on input): dropping
     // its future drops its instance. The handler matters where the signal's default action
     // would not end skiff: as PID 1 of a container, the kernel ignores SIGTERM and SIGINT

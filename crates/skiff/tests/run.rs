@@ -196,3 +196,66 @@ fn a_trapping_guest_is_reported_not_a_crash() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn a_command_past_its_timeout_is_stopped_as_a_trap() {
+    // The guest computes for ever without a host call: only the epoch deadline can stop it.
+    for wasm in [guest("cli-guest"), guest_p1("cli-guest")] {
+        let started = std::time::Instant::now();
+        let output = run(&["--timeout", "300ms", wasm.to_str().unwrap(), "spin"]);
+        assert_eq!(output.status.code(), Some(134), "{}", stderr(&output));
+        assert_eq!(stdout(&output), "spinning\n");
+        let err = stderr(&output);
+        assert!(err.contains("time limit of 300ms"), "{err}");
+        // Not a timing assertion: without the limit it would never end at all.
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    }
+}
+
+#[test]
+fn a_command_waiting_on_input_is_stopped_at_its_timeout_too() {
+    // `cat` blocks in a host call (reading stdin), where epochs do not reach.
+    let mut child = skiff()
+        .args(["run", "--timeout", "300ms"])
+        .arg(guest("cli-guest"))
+        .arg("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting skiff");
+    let _stdin = child.stdin.take();
+    let output = child.wait_with_output().expect("waiting for skiff");
+    assert_eq!(output.status.code(), Some(134), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("time limit"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_command_over_its_memory_cap_is_refused_the_memory() {
+    // Grows its memory by 32 MiB and traps if that is refused; returns otherwise.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("grow.wasm");
+    std::fs::write(
+        &path,
+        wat::parse_str(
+            r#"(module (memory (export "memory") 1)
+                 (func (export "_start")
+                   (if (i32.eq (memory.grow (i32.const 512)) (i32.const -1))
+                     (then unreachable))))"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let wasm = path.to_str().unwrap();
+    let output = run(&["--max-memory", "16MiB", wasm]);
+    assert_eq!(output.status.code(), Some(134), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("ran out of memory"), "{err}");
+    // Without the cap (or with room), the same program runs to its end.
+    assert_eq!(run(&[wasm]).status.code(), Some(0));
+    assert_eq!(run(&["--max-memory", "64MiB", wasm]).status.code(), Some(0));
+}
