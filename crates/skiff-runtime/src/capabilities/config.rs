@@ -106,8 +106,13 @@ fn resolve_variables(
     from_env: bool,
 ) -> Result<HashMap<String, String>, LoadError> {
     let file_values = match &config.variables_file {
-        Some(path) => read_variables_file(path).map_err(|reason| {
-            LoadError::new(&app.manifest_path, LoadErrorKind::Variables { reason })
+        Some(path) => read_variables_file(path).map_err(|err| {
+            LoadError::new(
+                &app.manifest_path,
+                LoadErrorKind::Variables {
+                    reason: err.to_string(),
+                },
+            )
         })?,
         None => HashMap::new(),
     };
@@ -173,16 +178,30 @@ fn render(component: &Component, values: &HashMap<String, String>) -> ConfigGran
     ConfigGrant { values: rendered }
 }
 
+/// Why the runtime config's variables file gave no values.
+#[derive(Debug, thiserror::Error)]
+enum VariablesFileError {
+    #[error("cannot read the variables file {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// Only the parser's message: its snippet would print the line, which may hold a secret.
+    #[error("the variables file {} is not TOML of `name = \"value\"` lines: {message}", path.display())]
+    NotToml {
+        path: std::path::PathBuf,
+        message: String,
+    },
+}
+
 /// A variables file: TOML of `name = "value"`.
-fn read_variables_file(path: &Path) -> Result<HashMap<String, String>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the variables file {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| {
-        // Not `e` itself: its snippet would print the line, which may hold a secret.
-        format!(
-            "the variables file {} is not TOML of `name = \"value\"` lines: {}",
-            path.display(),
-            e.message()
-        )
+fn read_variables_file(path: &Path) -> Result<HashMap<String, String>, VariablesFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| VariablesFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| VariablesFileError::NotToml {
+        path: path.to_path_buf(),
+        message: e.message().to_string(),
     })
 }

@@ -56,12 +56,12 @@ impl Backends {
                     BackendKey::File(data_dir.join("kv").join(format!("{}.redb", app.name)))
                 }
             };
-            let backend = self.backend(&key).map_err(|reason| {
+            let backend = self.backend(&key).map_err(|err| {
                 LoadError::new(
                     &app.manifest_path,
                     LoadErrorKind::Store {
                         label: label.clone(),
-                        reason,
+                        reason: err.to_string(),
                     },
                 )
             })?;
@@ -89,18 +89,14 @@ impl Backends {
         before - open.len()
     }
 
-    fn backend(&self, key: &BackendKey) -> Result<Arc<dyn Backend>, String> {
+    fn backend(&self, key: &BackendKey) -> Result<Arc<dyn Backend>, StoreError> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(backend) = open.get(key) {
             return Ok(backend.clone());
         }
         let backend: Arc<dyn Backend> = match key {
-            BackendKey::File(path) => {
-                Arc::new(EmbeddedBackend::open(path).map_err(|err| err.to_string())?)
-            }
-            BackendKey::Redis(url) => {
-                Arc::new(RedisBackend::connect(url).map_err(|err| err.to_string())?)
-            }
+            BackendKey::File(path) => Arc::new(EmbeddedBackend::open(path)?),
+            BackendKey::Redis(url) => Arc::new(RedisBackend::connect(url)?),
         };
         open.insert(key.clone(), backend.clone());
         Ok(backend)
