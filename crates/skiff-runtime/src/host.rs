@@ -59,7 +59,7 @@ macro_rules! capabilities {
             /// Nothing granted: no files, no variables, no hosts, no stores.
             pub(crate) fn none() -> Grants {
                 Grants {
-                    $($field: <$module::$capability as Capability>::none(),)*
+                    $($field: Default::default(),)*
                 }
             }
         }

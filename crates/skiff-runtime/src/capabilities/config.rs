@@ -49,10 +49,6 @@ impl Capability for Config {
         Ok(render(component, values))
     }
 
-    fn none() -> ConfigGrant {
-        ConfigGrant::default()
-    }
-
     fn instance(grant: &ConfigGrant, _: &super::InstanceIdentity) -> ConfigGrant {
         grant.clone()
     }

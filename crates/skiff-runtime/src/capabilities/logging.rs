@@ -27,15 +27,9 @@ impl Capability for Logging {
     type Grant = ();
     type Instance = Logger;
 
-    fn app_grant(_: &LoadContext<'_>) -> Result<(), LoadError> {
-        Ok(())
-    }
-
     fn grant(_: &(), _: &LoadContext<'_>, _: &Component) -> Result<(), LoadError> {
         Ok(())
     }
-
-    fn none() {}
 
     fn instance(_: &(), _: &InstanceIdentity) -> Logger {
         Logger

@@ -39,22 +39,22 @@ use crate::trace::TraceContext;
 pub(crate) trait Capability {
     /// What the capability works out once per app, before any component: checks across
     /// components, values shared by all of them. `()` for most.
-    type AppGrant;
-    /// What one component may reach, validated at load and shared by all its instances.
-    type Grant: Clone + Send + Sync + std::fmt::Debug + 'static;
+    type AppGrant: Default;
+    /// What one component may reach, validated at load and shared by all its instances. Its
+    /// default grants nothing: what a command run with no flags, or a test, gets.
+    type Grant: Clone + Default + Send + Sync + std::fmt::Debug + 'static;
     /// The state of one instance, built from the grant on every request.
     type Instance: Send + 'static;
 
-    fn app_grant(load: &LoadContext<'_>) -> Result<Self::AppGrant, LoadError>;
+    fn app_grant(_load: &LoadContext<'_>) -> Result<Self::AppGrant, LoadError> {
+        Ok(Self::AppGrant::default())
+    }
 
     fn grant(
         app: &Self::AppGrant,
         load: &LoadContext<'_>,
         component: &Component,
     ) -> Result<Self::Grant, LoadError>;
-
-    /// Nothing granted: what a command run with no flags, or a test, gets.
-    fn none() -> Self::Grant;
 
     fn instance(grant: &Self::Grant, identity: &InstanceIdentity) -> Self::Instance;
 

@@ -59,10 +59,6 @@ impl Capability for Wasi {
         .open()
     }
 
-    fn none() -> WasiGrant {
-        WasiGrant::default()
-    }
-
     fn instance(grant: &WasiGrant, identity: &InstanceIdentity) -> WasiState {
         let mut builder = grant.builder();
         let outputs = match &grant.command_args {

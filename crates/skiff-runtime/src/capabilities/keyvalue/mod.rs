@@ -48,10 +48,6 @@ impl Capability for KeyValueCapability {
     type Grant = KeyValueGrant;
     type Instance = KeyValueGrant;
 
-    fn app_grant(_: &LoadContext<'_>) -> Result<(), LoadError> {
-        Ok(())
-    }
-
     /// The stores the component lists, each opened on the backend the runtime config maps
     /// its label to.
     fn grant(
@@ -60,10 +56,6 @@ impl Capability for KeyValueCapability {
         component: &Component,
     ) -> Result<KeyValueGrant, LoadError> {
         load.backends.grant(load, component)
-    }
-
-    fn none() -> KeyValueGrant {
-        KeyValueGrant::default()
     }
 
     fn instance(grant: &KeyValueGrant, _: &InstanceIdentity) -> KeyValueGrant {

@@ -48,10 +48,6 @@ impl Capability for OutboundHttpCapability {
     type Grant = OutboundHttpGrant;
     type Instance = HttpState;
 
-    fn app_grant(_: &LoadContext<'_>) -> Result<(), LoadError> {
-        Ok(())
-    }
-
     /// The component's patterns; a host that runs other people's apps caps them all at
     /// public addresses.
     fn grant(
@@ -65,10 +61,6 @@ impl Capability for OutboundHttpCapability {
         } else {
             grant.public_only()
         })
-    }
-
-    fn none() -> OutboundHttpGrant {
-        OutboundHttpGrant::new(Vec::new())
     }
 
     fn instance(grant: &OutboundHttpGrant, identity: &InstanceIdentity) -> HttpState {
@@ -116,12 +108,19 @@ impl HttpState {
     }
 }
 
-/// The validated patterns of one component, shared by all its instances.
+/// The validated patterns of one component, shared by all its instances. The default has
+/// none: it reaches nothing.
 #[derive(Debug, Clone)]
 pub(crate) struct OutboundHttpGrant {
     allowed: Arc<[HostPattern]>,
     /// The widest reach any pattern may grant: the host's policy over the manifest's.
     ceiling: Reach,
+}
+
+impl Default for OutboundHttpGrant {
+    fn default() -> Self {
+        OutboundHttpGrant::new(Vec::new())
+    }
 }
 
 impl OutboundHttpGrant {
