@@ -980,7 +980,8 @@ impl Platform {
                 }
                 Refusal::new(ErrorCode::InvalidManifest, report)
             })?;
-            bundle::confine(&app, &dir).map_err(|m| Refusal::new(ErrorCode::InvalidBundle, m))?;
+            bundle::confine(&app, &dir)
+                .map_err(|e| Refusal::new(ErrorCode::InvalidBundle, e.to_string()))?;
             for component in &app.components {
                 for (i, mount) in component.files.iter().enumerate() {
                     if mount.writable && !mount.host.is_dir() {
