@@ -42,10 +42,22 @@ use crate::api::{
 use crate::appfiles;
 use crate::bundle::{self, BundleLimits};
 use crate::logs::LogHub;
-use crate::persist;
+use crate::persist::{self, PersistError};
 use crate::records::{AppRecord, VersionRecord, prune};
-use crate::tenants::{Tenant, Tenants};
+use crate::refusal::{Refusal, Refused};
+use crate::tenants::{Tenant, Tenants, TenantsError};
 use crate::usage::{UsageLedger, UsageMetrics};
+
+/// Why the data folder could not be opened; the host does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Tenants(#[from] TenantsError),
+    #[error(transparent)]
+    Persist(#[from] PersistError),
+    #[error("cannot read the apps folder: {0}")]
+    AppsFolder(#[source] std::io::Error),
+}
 
 /// What the operator decides for the whole host.
 #[derive(Debug, Clone)]
@@ -71,52 +83,6 @@ pub struct PlatformConfig {
     /// How often every tenant's disk use is measured against its quota; a tenant over it has
     /// its apps' writes refused until it is under again.
     pub disk_check: Duration,
-}
-
-/// Why a management call was refused: a code for scripts, a message for people.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl Refusal {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Refusal {
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn not_found(name: &str) -> Self {
-        Refusal::new(
-            ErrorCode::NotFound,
-            format!("no app named `{name}`; `skiff apps list` shows yours"),
-        )
-    }
-
-    /// A failure of the server itself: the details (paths, OS errors) go to the operator's
-    /// log, not to the tenant, who gets a reference to find them by.
-    pub(crate) fn internal(message: impl Into<String>) -> Self {
-        let reference = fault_reference();
-        tracing::error!(reference = %reference, "{}", message.into());
-        Refusal::new(
-            ErrorCode::Internal,
-            format!(
-                "the server failed to do this (reference {reference}); try again, or give the \
-                 operator that reference: the server's log says why under it"
-            ),
-        )
-    }
-}
-
-type Refused<T> = Result<T, Refusal>;
-
-/// A short random reference that ties a refusal a tenant sees to the log line that explains it.
-fn fault_reference() -> String {
-    let mut random = [0u8; 6];
-    let _ = getrandom::fill(&mut random);
-    random.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn no_tenant(name: &str) -> Refusal {
@@ -244,11 +210,11 @@ impl Platform {
     /// loads on its first request). A record that cannot be read, or breaks a rule, is set
     /// aside with an error naming it, and an app whose tenant is missing with a warning; the
     /// host starts either way, and neither loses its bundles or data.
-    pub fn open(runtime: Arc<Runtime>, config: PlatformConfig) -> Result<Arc<Platform>, String> {
+    pub fn open(runtime: Arc<Runtime>, config: PlatformConfig) -> Result<Arc<Platform>, OpenError> {
         for dir in ["apps", "bundles", "tenants"] {
             let path = config.data_dir.join(dir);
             std::fs::create_dir_all(&path)
-                .map_err(|err| format!("cannot create {}: {err}", path.display()))?;
+                .map_err(|source| PersistError::CreateFolder { path, source })?;
         }
         let tenants = Tenants::open(&config.data_dir)?;
         let bundles = config.data_dir.join("bundles");
@@ -258,8 +224,8 @@ impl Platform {
         // Bundles to keep: those records name, and any that a damaged record may name.
         let mut referenced = HashSet::new();
         let mut damaged_prefixes = Vec::new();
-        let listing = std::fs::read_dir(config.data_dir.join("apps"))
-            .map_err(|err| format!("cannot read the apps folder: {err}"))?;
+        let listing =
+            std::fs::read_dir(config.data_dir.join("apps")).map_err(OpenError::AppsFolder)?;
         for file in listing.flatten() {
             let path = file.path();
             if path.extension().is_none_or(|ext| ext != "json") {
@@ -409,7 +375,7 @@ impl Platform {
     /// Creates a tenant; its token is returned, and never again. Apps of a tenant of this name
     /// that were kept aside (its record was missing from `tenants.json`) are served again.
     pub fn create_tenant(&self, name: &str, quotas: Quotas) -> Refused<String> {
-        api::check_name("tenant", name).map_err(|m| Refusal::new(ErrorCode::BadRequest, m))?;
+        api::check_name("tenant", name)?;
         let _changes = lock(&self.changes);
         let created = self
             .tenants
@@ -572,17 +538,13 @@ impl Platform {
 
     /// The live version of the app named `name`, loading it if it is idle. `None` if there
     /// is no such app.
-    pub async fn serve(&self, name: &str) -> Option<Result<Arc<HttpApp>, String>> {
+    pub async fn serve(&self, name: &str) -> Option<Refused<Arc<HttpApp>>> {
         let entry = self.apps.load().get(name)?.clone();
         entry.last_used.store(self.now_ms(), Ordering::Relaxed);
         if let Some(live) = entry.live.load().as_ref() {
             return Some(Ok(live.app.clone()));
         }
-        Some(
-            self.load_live(&entry)
-                .await
-                .map_err(|refusal| refusal.message),
-        )
+        Some(self.load_live(&entry).await)
     }
 
     async fn load_live(&self, entry: &Arc<AppEntry>) -> Refused<Arc<HttpApp>> {
@@ -640,7 +602,7 @@ impl Platform {
                     .read_bundle(dir.clone(), entry.name.clone(), &entry.tenant.quotas)
                     .await?;
                 appfiles::to_stored(&app, &dir)
-                    .map_err(|m| Refusal::new(ErrorCode::InvalidBundle, m))?
+                    .map_err(|e| Refusal::new(ErrorCode::InvalidBundle, e.to_string()))?
             }
         };
         let files = self.files_folder(&entry.tenant.name, &entry.name);
@@ -851,7 +813,7 @@ impl Platform {
         name: &str,
         bundle_bytes: bytes::Bytes,
     ) -> Refused<(AppInfo, bool)> {
-        api::check_name("app", name).map_err(|m| Refusal::new(ErrorCode::BadRequest, m))?;
+        api::check_name("app", name)?;
         let _app = self.app_locks.lock(name).await;
         // Refuse early what would be refused at the end anyway, before the expensive part.
         self.check_deploy(tenant, name, 0)?;
@@ -911,7 +873,7 @@ impl Platform {
             .await?;
         self.check_deploy(tenant, name, code_bytes)?;
         let stored = appfiles::to_stored(&app, dir)
-            .map_err(|m| Refusal::new(ErrorCode::InvalidBundle, m))?;
+            .map_err(|e| Refusal::new(ErrorCode::InvalidBundle, e.to_string()))?;
         let version = VersionRecord {
             version: 0, // numbered when committed
             app_version: app.version.clone(),
@@ -1745,13 +1707,10 @@ fn relative_to(message: &str, dir: &Path) -> String {
         .replace(&dir.display().to_string(), ".")
 }
 
+/// A name part no other deploy, deletion or seeding will pick: a UUIDv7 in its short form (32
+/// hex digits), which also sorts by time.
 pub(crate) fn unique_suffix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let mut random = [0u8; 4];
-    let _ = getrandom::fill(&mut random);
-    format!("{nanos:x}-{:08x}", u32::from_le_bytes(random))
+    uuid::Uuid::now_v7().simple().to_string()
 }
 
 #[cfg(test)]
