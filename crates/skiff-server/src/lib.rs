@@ -8,6 +8,9 @@
 //! they started on. Apps, versions and tenants (with hashed tokens) persist in the data folder,
 //! so a restarted host serves them again from the cache without recompiling.
 
+// The one `unsafe` is `malloc_trim` (see `platform::serving`), allowed there alone.
+#![deny(unsafe_code)]
+
 pub mod api;
 mod appfiles;
 /// Bundles are their own crate so that they can be fuzzed without the whole server.
