@@ -81,7 +81,7 @@ mod units;
 mod variables;
 
 pub use units::{MAX_TIMEOUT, SizeError, TimeoutError, format_size, parse_memory, parse_timeout};
-pub use variables::{Template, Variable, is_store_label, is_variable_name};
+pub use variables::{Template, TemplateError, Variable, is_store_label, is_variable_name};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
