@@ -10,7 +10,7 @@ use toml::Spanned;
 use crate::component::ComponentCx;
 use crate::error::Source;
 use crate::raw::{OrderedMap, RawManifest, RawRoutes, RawVariable};
-use crate::toml_error::{join_key, toml_error};
+use crate::toml_error::{join_key, toml_error, underscored};
 use crate::variables::{Variable, is_variable_name};
 use crate::{App, Location, ManifestError, Route, RoutePattern};
 
@@ -210,17 +210,7 @@ fn app_variables(
     for (name, var) in raw.map(|m| m.0).unwrap_or_default() {
         let field = join_key("variables", name.get_ref());
         if !is_variable_name(name.get_ref()) {
-            let suggestion: String = name
-                .get_ref()
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() {
-                        c.to_ascii_lowercase()
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
+            let suggestion = underscored(name.get_ref(), char::to_ascii_lowercase);
             return Err(src.error(
                 Some(name.span()),
                 &field,

@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use crate::error::Source;
 use crate::raw::{OrderedMap, RawComponent, RawFile, RawMemory};
-use crate::toml_error::{closest, join_key};
+use crate::toml_error::{closest, join_key, underscored};
 use crate::units::{TimeoutError, parse_memory, parse_timeout};
 use crate::variables::{Template, Variable, is_store_label, is_variable_name};
 use crate::{Component, FileMount, HostPattern, Limits, Location, ManifestError};
@@ -232,16 +232,7 @@ impl ComponentCx<'_> {
             let valid = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
                 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                let suggestion: String = k
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() {
-                            c.to_ascii_uppercase()
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect();
+                let suggestion = underscored(k, char::to_ascii_uppercase);
                 let suggestion = if suggestion.starts_with(|c: char| c.is_ascii_digit()) {
                     format!("_{suggestion}")
                 } else {

@@ -238,6 +238,20 @@ fn help_for_field(field: &str) -> Option<String> {
     Some(help.to_string())
 }
 
+/// `name` with every character but ASCII letters and digits made `_`, and those cased by
+/// `case`: the suggestion for a variable name (lower case) or an environment name (upper).
+pub(crate) fn underscored(name: &str, case: fn(&char) -> char) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                case(&c)
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// The candidate within edit distance 2 of `name`, for "did you mean".
 pub(crate) fn closest<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates

@@ -136,9 +136,7 @@ impl Platform {
         metrics.apps_deployed.set(apps.len() as i64);
         let loaded = apps.values().filter(|a| a.live.load().is_some()).count();
         metrics.apps_loaded.set(loaded as i64);
-        metrics
-            .tenants
-            .set(self.tenants.read().expect("tenants lock").all().len() as i64);
+        metrics.tenants.set(self.tenants_ref().all().len() as i64);
         metrics
             .instances_running
             .set(i64::from(self.runtime.instances_running()));

@@ -28,7 +28,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -368,6 +368,16 @@ impl Platform {
 }
 
 impl Platform {
+    /// The tenants, to read.
+    fn tenants_ref(&self) -> RwLockReadGuard<'_, Tenants> {
+        self.tenants.read().expect("tenants lock")
+    }
+
+    /// The tenants, to change (hold `changes` too).
+    fn tenants_mut(&self) -> RwLockWriteGuard<'_, Tenants> {
+        self.tenants.write().expect("tenants lock")
+    }
+
     /// The usage ledger: what apps used, for billing.
     pub fn usage(&self) -> &UsageLedger {
         &self.usage

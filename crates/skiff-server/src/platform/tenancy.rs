@@ -9,11 +9,11 @@ use crate::tenants::Tenant;
 
 impl Platform {
     pub fn tenant_by_token(&self, token: &str) -> Option<Arc<Tenant>> {
-        self.tenants.read().expect("tenants lock").by_token(token)
+        self.tenants_ref().by_token(token)
     }
 
     pub fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
-        self.tenants.read().expect("tenants lock").get(name)
+        self.tenants_ref().get(name)
     }
 
     /// Creates a tenant; its token is returned, and never again. Apps of a tenant of this name
@@ -22,9 +22,7 @@ impl Platform {
         api::check_name("tenant", name)?;
         let _changes = lock(&self.changes);
         let created = self
-            .tenants
-            .write()
-            .expect("tenants lock")
+            .tenants_mut()
             .create(name, quotas)
             .map_err(Refusal::internal)?;
         let token = created.ok_or_else(|| {
@@ -70,9 +68,7 @@ impl Platform {
     pub fn rotate_token(&self, name: &str) -> Refused<String> {
         let _changes = lock(&self.changes);
         let rotated = self
-            .tenants
-            .write()
-            .expect("tenants lock")
+            .tenants_mut()
             .rotate_token(name)
             .map_err(Refusal::internal)?;
         tracing::info!(tenant = name, "token rotated");
@@ -83,9 +79,7 @@ impl Platform {
     pub fn revoke_token(&self, name: &str) -> Refused<()> {
         let _changes = lock(&self.changes);
         let revoked = self
-            .tenants
-            .write()
-            .expect("tenants lock")
+            .tenants_mut()
             .revoke_token(name)
             .map_err(Refusal::internal)?;
         if !revoked {
@@ -98,7 +92,7 @@ impl Platform {
     /// Changes some of tenant `name`'s quotas (the others stay as they are).
     pub fn set_quotas(&self, name: &str, overrides: &api::QuotaOverrides) -> Refused<Arc<Tenant>> {
         let _changes = lock(&self.changes);
-        let mut tenants = self.tenants.write().expect("tenants lock");
+        let mut tenants = self.tenants_mut();
         let current = tenants.get(name).ok_or_else(|| no_tenant(name))?;
         let quotas = overrides.apply(current.quotas.clone());
         let tenant = tenants
@@ -134,11 +128,7 @@ impl Platform {
         }
         {
             let _changes = lock(&self.changes);
-            self.tenants
-                .write()
-                .expect("tenants lock")
-                .remove(name)
-                .map_err(Refusal::internal)?;
+            self.tenants_mut().remove(name).map_err(Refusal::internal)?;
         }
         for app in apps {
             match self.delete(&tenant, &app).await {
@@ -165,7 +155,7 @@ impl Platform {
 
     pub fn tenants(&self) -> Vec<(Arc<Tenant>, u32)> {
         let apps = self.apps.load();
-        let tenants = self.tenants.read().expect("tenants lock").all();
+        let tenants = self.tenants_ref().all();
         tenants
             .into_iter()
             .map(|tenant| {
