@@ -1,4 +1,12 @@
 //! The one error type of the crate, rendered like a compiler diagnostic.
+//!
+//! The rendering is ours, not `annotate-snippets`' or `codespan-reporting`'s. Measured against
+//! annotate-snippets 0.12, the shape is the same (`error:`, `-->`, the line with carets,
+//! `= help:`), but a [`ManifestError`] travels without its source: it is serialized into API
+//! answers and logs with only the line it points at, and its [`Snippet`] is public data. Those
+//! crates render from the whole source text, and would trade our bounds (at most
+//! [`MAX_QUOTED_CHARS`] of a line, around the column, marked with `…`; messages cut at
+//! [`MAX_MESSAGE_CHARS`]) for terminal-width trimming, changing what users see.
 
 use std::fmt;
 use std::ops::Range;

@@ -142,7 +142,7 @@ impl HostPattern {
             }
             match parse_host(host) {
                 Ok(h) => (h, port),
-                Err(what) => return err(&what, format!("e.g. {EXAMPLES}")),
+                Err(what) => return err(&what.to_string(), format!("e.g. {EXAMPLES}")),
             }
         };
 
@@ -234,7 +234,7 @@ impl HostPattern {
     }
 }
 
-fn parse_host(host: &str) -> Result<HostMatch, String> {
+fn parse_host(host: &str) -> Result<HostMatch, HostError> {
     if host == "*" {
         return Ok(HostMatch::Any);
     }
@@ -243,22 +243,25 @@ fn parse_host(host: &str) -> Result<HostMatch, String> {
         return Ok(HostMatch::Subdomains(suffix.to_ascii_lowercase()));
     }
     if host.contains('*') {
-        return Err(format!(
-            "`{host}`: a wildcard may only be the whole host (`*`) or a leading `*.`"
-        ));
+        return Err(HostError::Wildcard { host: host.into() });
     }
     if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return host
             .parse::<Ipv4Addr>()
             .map(|ip| HostMatch::Ip(IpAddr::V4(ip)))
-            .map_err(|_| format!("`{host}` is not an IPv4 address"));
+            .map_err(|_| HostError::NotIpv4 { host: host.into() });
     }
     validate_dns_name(host)?;
     Ok(HostMatch::Name(host.to_ascii_lowercase()))
 }
 
-fn validate_dns_name(name: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("`{name}` is not a valid host name: {why}"));
+fn validate_dns_name(name: &str) -> Result<(), HostError> {
+    let bad = |why: &str| {
+        Err(HostError::BadName {
+            name: name.into(),
+            why: why.into(),
+        })
+    };
     if name.is_empty() {
         return bad("it is empty");
     }
@@ -284,6 +287,17 @@ fn validate_dns_name(name: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Why the host part of a pattern is refused.
+#[derive(Debug, thiserror::Error)]
+enum HostError {
+    #[error("`{host}`: a wildcard may only be the whole host (`*`) or a leading `*.`")]
+    Wildcard { host: String },
+    #[error("`{host}` is not an IPv4 address")]
+    NotIpv4 { host: String },
+    #[error("`{name}` is not a valid host name: {why}")]
+    BadName { name: String, why: String },
 }
 
 fn scheme_text(s: SchemePattern) -> &'static str {

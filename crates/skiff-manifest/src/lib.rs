@@ -67,17 +67,21 @@
 // `ManifestError` is returned once per load, never on a hot path, and its fields are public API;
 // boxing it would only make every caller unwrap a box.
 #![allow(clippy::result_large_err)]
+#![forbid(unsafe_code)]
 
+mod app;
+mod component;
 mod error;
 mod host;
 mod raw;
 mod route;
 mod runtime_config;
-mod validate;
+mod toml_error;
+mod units;
 mod variables;
 
-pub use validate::{MAX_TIMEOUT, format_size, parse_memory};
-pub use variables::{Template, Variable, is_store_label, is_variable_name};
+pub use units::{MAX_TIMEOUT, SizeError, TimeoutError, format_size, parse_memory, parse_timeout};
+pub use variables::{Template, TemplateError, Variable, is_store_label, is_variable_name};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -190,7 +194,7 @@ pub fn parse(text: &str, path: &Path) -> Result<App, ManifestError> {
     // `absolute` does no I/O beyond reading the current directory, and keeps symlinks as the
     // user wrote them.
     let manifest_path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    validate::parse(&src, manifest_path)
+    app::parse(&src, manifest_path)
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use toml::Spanned;
 
 use crate::error::Source;
 use crate::raw::OrderedMap;
-use crate::validate::toml_error;
+use crate::toml_error::toml_error;
 use crate::{ManifestError, is_store_label, is_variable_name};
 
 /// A validated runtime config. The default (no file) maps every label to the embedded store

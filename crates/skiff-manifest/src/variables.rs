@@ -31,10 +31,23 @@ enum Part {
     Variable(String),
 }
 
+/// Why a `variables` value is not a template.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// `at` is the byte offset of the `{{` in the value.
+    #[error("`{{{{` at byte {at} is never closed with `}}}}`")]
+    Unclosed { at: usize },
+    #[error(
+        "`{{{{ {name} }}}}` does not name a variable (names are lowercase letters, digits and \
+         `_`, starting with a letter)"
+    )]
+    NotAName { name: String },
+}
+
 impl Template {
     /// Parses `text`, where `{{ name }}` refers to the app variable `name` and `{{{{`... no
     /// escapes are needed in practice: a lone `{` or `}` is literal text.
-    pub fn parse(text: &str) -> Result<Template, String> {
+    pub fn parse(text: &str) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find("{{") {
@@ -43,16 +56,13 @@ impl Template {
             }
             let after = &rest[open + 2..];
             let Some(close) = after.find("}}") else {
-                return Err(format!(
-                    "`{{{{` at byte {} is never closed with `}}}}`",
-                    text.len() - rest.len() + open
-                ));
+                return Err(TemplateError::Unclosed {
+                    at: text.len() - rest.len() + open,
+                });
             };
             let name = after[..close].trim();
             if !is_variable_name(name) {
-                return Err(format!(
-                    "`{{{{ {name} }}}}` does not name a variable (names are lowercase letters, digits and `_`, starting with a letter)"
-                ));
+                return Err(TemplateError::NotAName { name: name.into() });
             }
             parts.push(Part::Variable(name.to_string()));
             rest = &after[close + 2..];
@@ -128,8 +138,15 @@ mod tests {
                 .unwrap(),
             "plain { text }"
         );
-        assert!(Template::parse("{{ open").is_err());
-        assert!(Template::parse("{{ Bad-Name }}").is_err());
+        assert_eq!(
+            Template::parse("a {{ open").unwrap_err().to_string(),
+            "`{{` at byte 2 is never closed with `}}`"
+        );
+        assert_eq!(
+            Template::parse("{{ Bad-Name }}").unwrap_err().to_string(),
+            "`{{ Bad-Name }}` does not name a variable (names are lowercase letters, digits and \
+             `_`, starting with a letter)"
+        );
     }
 
     #[test]

@@ -381,7 +381,7 @@ impl UsageFigures {
 
 /// Names of tenants and apps: they become DNS labels (`NAME.localhost`) and folder names, so
 /// they follow the DNS label rules, lower case only.
-pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
+pub fn check_name(kind: &str, name: &str) -> Result<(), InvalidName> {
     let valid = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -392,12 +392,23 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
     if valid {
         Ok(())
     } else {
-        Err(format!(
-            "`{name}` is not a valid {kind} name: use 1 to 63 lower-case letters, digits and `-`, \
-             starting with a letter and not ending with `-` (it becomes a host name, \
-             e.g. `my-app`)"
-        ))
+        Err(InvalidName {
+            kind: kind.to_string(),
+            name: name.to_string(),
+        })
     }
+}
+
+/// A tenant's or app's name that [`check_name`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{name}` is not a valid {kind} name: use 1 to 63 lower-case letters, digits and `-`, \
+     starting with a letter and not ending with `-` (it becomes a host name, e.g. `my-app`)"
+)]
+pub struct InvalidName {
+    /// `app` or `tenant`.
+    pub kind: String,
+    pub name: String,
 }
 
 #[cfg(test)]
@@ -421,7 +432,10 @@ mod tests {
             &"x".repeat(64),
         ] {
             let err = check_name("app", bad).unwrap_err();
-            assert!(err.contains("not a valid app name"), "{bad}: {err}");
+            assert!(
+                err.to_string().contains("not a valid app name"),
+                "{bad}: {err}"
+            );
         }
     }
 

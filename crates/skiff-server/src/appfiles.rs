@@ -43,11 +43,13 @@ pub(crate) fn mount_folder_name(guest: &str) -> String {
 
 /// The app as it is stored: paths relative to the bundle at `bundle`. Fails, naming the field,
 /// if a path lies outside it (the caller has confined the app already, so this is a bug guard).
-pub(crate) fn to_stored(app: &App, bundle: &Path) -> Result<App, String> {
-    let relative = |field: &str, path: &Path| -> Result<PathBuf, String> {
+pub(crate) fn to_stored(app: &App, bundle: &Path) -> Result<App, NotInBundle> {
+    let relative = |field: &str, path: &Path| -> Result<PathBuf, NotInBundle> {
         path.strip_prefix(bundle)
             .map(Path::to_path_buf)
-            .map_err(|_| format!("`{field}` is not written relative to skiff.toml"))
+            .map_err(|_| NotInBundle {
+                field: field.to_string(),
+            })
     };
     let mut stored = app.clone();
     stored.manifest_path = relative("manifest", &app.manifest_path)?;
@@ -60,6 +62,13 @@ pub(crate) fn to_stored(app: &App, bundle: &Path) -> Result<App, String> {
         }
     }
     Ok(stored)
+}
+
+/// A path of the app that does not lie in its bundle.
+#[derive(Debug, thiserror::Error)]
+#[error("`{field}` is not written relative to skiff.toml")]
+pub(crate) struct NotInBundle {
+    field: String,
 }
 
 /// A stored app made loadable: code and read-only mounts in the bundle, writable mounts in the

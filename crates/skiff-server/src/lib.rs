@@ -8,6 +8,9 @@
 //! they started on. Apps, versions and tenants (with hashed tokens) persist in the data folder,
 //! so a restarted host serves them again from the cache without recompiling.
 
+// The one `unsafe` is `malloc_trim` (see `platform::serving`), allowed there alone.
+#![deny(unsafe_code)]
+
 pub mod api;
 mod appfiles;
 /// Bundles are their own crate so that they can be fuzzed without the whole server.
@@ -17,6 +20,7 @@ pub mod management;
 mod persist;
 pub mod platform;
 mod records;
+mod refusal;
 pub mod routing;
 pub mod tenants;
 pub mod usage;
@@ -32,6 +36,7 @@ use tokio::net::TcpListener;
 
 pub use management::AdminAuth;
 pub use platform::{Platform, PlatformConfig};
+pub use refusal::Refusal;
 
 /// How long requests and API calls in flight may take to finish once shutdown starts, unless
 /// the options say otherwise.
@@ -55,7 +60,9 @@ pub struct ServerOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot open the data folder: {0}")]
-    Data(String),
+    Data(#[from] platform::OpenError),
+    #[error("cannot open the data folder: {0}")]
+    DataTask(#[source] tokio::task::JoinError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Listen {
         what: &'static str,
@@ -82,8 +89,7 @@ pub async fn bind(
     let guests = runtime.clone();
     let platform = tokio::task::spawn_blocking(move || Platform::open(runtime, platform_config))
         .await
-        .map_err(|err| StartError::Data(err.to_string()))?
-        .map_err(StartError::Data)?;
+        .map_err(StartError::DataTask)??;
     let listen_error = |what, addr| move |source| StartError::Listen { what, addr, source };
     let data = skiff_http::Server::bind_source(
         options.listen,

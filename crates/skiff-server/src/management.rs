@@ -1,5 +1,5 @@
-//! The management API over HTTP (axum): authentication, the routes of [`crate::api`], and the
-//! mapping of [`Refusal`]s to status codes and JSON error bodies.
+//! The management API over HTTP (axum): authentication and the routes of [`crate::api`]. Every
+//! handler returns `Result<_, Refusal>`; a [`Refusal`] is its own status code and JSON body.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -17,10 +17,11 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::{
-    AppList, CreateTenant, ErrorBody, ErrorCode, ErrorDetail, LogLine, QuotaOverrides,
-    TenantCreated, TenantList, TenantSummary, TokenIssued, UsageReport, WhoAmI, paths,
+    AppList, CreateTenant, ErrorCode, LogLine, QuotaOverrides, TenantCreated, TenantList,
+    TenantSummary, TokenIssued, UsageReport, WhoAmI, paths,
 };
-use crate::platform::{Platform, Refusal};
+use crate::platform::Platform;
+use crate::refusal::Refusal;
 use crate::tenants::{Tenant, same_secret};
 use crate::usage::ReportError;
 use skiff_manifest::format_size;
@@ -154,37 +155,6 @@ fn is_loopback_authority(authority: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        let status = match self.code {
-            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden | ErrorCode::QuotaExceeded => StatusCode::FORBIDDEN,
-            ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::Conflict => StatusCode::CONFLICT,
-            ErrorCode::InvalidBundle
-            | ErrorCode::InvalidManifest
-            | ErrorCode::LoadFailed
-            | ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
-            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let unauthorized = self.code == ErrorCode::Unauthorized;
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code,
-                message: self.message,
-            },
-        };
-        let mut response = (status, axum::Json(body)).into_response();
-        if unauthorized {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        response
-    }
 }
 
 enum Caller {

@@ -26,18 +26,16 @@ pub enum PersistError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot create {}: {source}", path.display())]
+    CreateFolder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot encode {}: {source}", path.display())]
     Encode {
         path: PathBuf,
         source: serde_json::Error,
     },
-}
-
-/// The server's start-up and management errors are still plain messages.
-impl From<PersistError> for String {
-    fn from(err: PersistError) -> String {
-        err.to_string()
-    }
 }
 
 /// Reads a JSON file; `None` if it does not exist.
@@ -60,7 +58,8 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, PersistE
         })
 }
 
-/// Writes a JSON file atomically: a temporary file beside it, synced, then renamed over it.
+/// Writes a JSON file atomically: a temporary file beside it, synced, then renamed over it
+/// (`tempfile`'s `persist`), and the folder synced so that the rename survives a crash too.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), PersistError> {
     let fail = |source: std::io::Error| PersistError::Write {
         path: path.to_path_buf(),
@@ -70,12 +69,18 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), PersistErr
         path: path.to_path_buf(),
         source,
     })?;
-    let temporary = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&temporary).map_err(fail)?;
+    let folder = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    // Mode 0o666 before the umask, as `File::create` makes it (tempfile's default is 0o600).
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut file = builder.tempfile_in(folder).map_err(fail)?;
     file.write_all(&text).map_err(fail)?;
-    file.sync_all().map_err(fail)?;
-    std::fs::rename(&temporary, path).map_err(fail)?;
-    // The rename is durable only once the folder holding it is synced.
+    file.as_file().sync_all().map_err(fail)?;
+    file.persist(path).map_err(|err| fail(err.error))?;
     sync_folder(path).map_err(fail)
 }
 

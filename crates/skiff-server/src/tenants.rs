@@ -11,10 +11,11 @@ use std::sync::atomic::AtomicBool;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use skiff_runtime::SharedPermits;
+use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 use crate::api::Quotas;
-use crate::persist;
+use crate::persist::{self, PersistError};
 
 /// What every tenant token starts with, so that one found in a log or a repository is easy to
 /// recognise (and to scan for).
@@ -60,7 +61,7 @@ pub struct Tenants {
 
 impl Tenants {
     /// Reads `DATA/tenants.json`; a missing file is no tenants yet.
-    pub fn open(data_dir: &Path) -> Result<Tenants, String> {
+    pub fn open(data_dir: &Path) -> Result<Tenants, TenantsError> {
         let file = data_dir.join("tenants.json");
         let stored: TenantsFile = persist::read_json(&file)?.unwrap_or_default();
         let mut tenants = Tenants {
@@ -93,7 +94,7 @@ impl Tenants {
 
     /// Writes `records` as the tenants file, then makes them the ones served: a change that
     /// cannot be written down is not made.
-    fn replace(&mut self, records: Vec<TenantRecord>) -> Result<(), String> {
+    fn replace(&mut self, records: Vec<TenantRecord>) -> Result<(), TenantsError> {
         persist::write_json(
             &self.file,
             &TenantsFile {
@@ -122,7 +123,7 @@ impl Tenants {
 
     /// Gives the tenant a new token and returns it; the old one stops working at once.
     /// `None` if there is no such tenant.
-    pub fn rotate_token(&mut self, name: &str) -> Result<Option<String>, String> {
+    pub fn rotate_token(&mut self, name: &str) -> Result<Option<String>, TenantsError> {
         let token = new_token()?;
         let Some(records) = self.changed(name, |r| r.token_sha256 = token_hash(&token)) else {
             return Ok(None);
@@ -133,7 +134,7 @@ impl Tenants {
 
     /// Takes the tenant's token away: no call is made as it until a new one is rotated in.
     /// Its apps keep serving. `false` if there is no such tenant.
-    pub fn revoke_token(&mut self, name: &str) -> Result<bool, String> {
+    pub fn revoke_token(&mut self, name: &str) -> Result<bool, TenantsError> {
         let Some(records) = self.changed(name, |r| r.token_sha256.clear()) else {
             return Ok(false);
         };
@@ -148,7 +149,7 @@ impl Tenants {
         &mut self,
         name: &str,
         quotas: Quotas,
-    ) -> Result<Option<Arc<Tenant>>, String> {
+    ) -> Result<Option<Arc<Tenant>>, TenantsError> {
         let Some(old) = self.by_name.get(name).cloned() else {
             return Ok(None);
         };
@@ -169,7 +170,7 @@ impl Tenants {
     }
 
     /// Removes the tenant; its token stops working at once. `false` if there is none.
-    pub fn remove(&mut self, name: &str) -> Result<bool, String> {
+    pub fn remove(&mut self, name: &str) -> Result<bool, TenantsError> {
         if !self.by_name.contains_key(name) {
             return Ok(false);
         }
@@ -185,7 +186,7 @@ impl Tenants {
     }
 
     /// Creates a tenant and returns its token, or `None` if the name is taken.
-    pub fn create(&mut self, name: &str, quotas: Quotas) -> Result<Option<String>, String> {
+    pub fn create(&mut self, name: &str, quotas: Quotas) -> Result<Option<String>, TenantsError> {
         if self.by_name.contains_key(name) {
             return Ok(None);
         }
@@ -220,10 +221,19 @@ impl Tenants {
     }
 }
 
+/// Why the tenants could not be read or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantsError {
+    #[error(transparent)]
+    Persist(#[from] PersistError),
+    #[error("no randomness for a token: {0}")]
+    NoRandomness(getrandom::Error),
+}
+
 /// 256 random bits from the operating system, hex-encoded behind [`TOKEN_PREFIX`].
-fn new_token() -> Result<String, String> {
+fn new_token() -> Result<String, TenantsError> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|err| format!("no randomness for a token: {err}"))?;
+    getrandom::fill(&mut bytes).map_err(TenantsError::NoRandomness)?;
     Ok(format!("{TOKEN_PREFIX}{}", hex(&bytes)))
 }
 
@@ -235,13 +245,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Compares two secrets in time that does not depend on where they differ.
+/// Compares two secrets in time that does not depend on where they differ (nor on their
+/// lengths: the digests are compared, in constant time).
 pub fn same_secret(a: &str, b: &str) -> bool {
     let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+    a.as_slice().ct_eq(b.as_slice()).into()
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use skiff_runtime::{RequestUsage, UsageSink};
 
 use crate::api::{AppUsage, TenantUsage, UsageFigures, UsageReport};
+use crate::persist::PersistError;
 
 const MINUTES_PER_DAY: u64 = 24 * 60;
 
@@ -235,9 +236,11 @@ pub struct UsageLedger {
 
 impl UsageLedger {
     /// A ledger writing to `dir` (created if missing).
-    pub(crate) fn open(dir: PathBuf, metrics: UsageMetrics) -> Result<UsageLedger, String> {
-        std::fs::create_dir_all(&dir)
-            .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+    pub(crate) fn open(dir: PathBuf, metrics: UsageMetrics) -> Result<UsageLedger, PersistError> {
+        std::fs::create_dir_all(&dir).map_err(|source| PersistError::CreateFolder {
+            path: dir.clone(),
+            source,
+        })?;
         Ok(UsageLedger {
             dir,
             meters: Mutex::default(),
@@ -465,12 +468,14 @@ impl UsageLedger {
 }
 
 /// Why a usage query has no answer.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     /// The range asked for is empty or too long: the message says how.
+    #[error("{0}")]
     Range(String),
     /// A usage file cannot be read: the message is for the operator's log.
-    Read(String),
+    #[error(transparent)]
+    Read(PersistError),
 }
 
 fn nanos(duration: Duration) -> u64 {
@@ -523,11 +528,16 @@ fn append(path: &Path, text: &[u8]) -> Result<(), Appended> {
 
 /// Calls `each` with every line of a usage file; a missing file has none. Lines that do not
 /// parse (one cut short by a crash) are skipped.
-fn read_day(path: &Path, mut each: impl FnMut(UsageLine)) -> Result<(), String> {
+fn read_day(path: &Path, mut each: impl FnMut(UsageLine)) -> Result<(), PersistError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(err) => return Err(format!("cannot read {}: {err}", path.display())),
+        Err(source) => {
+            return Err(PersistError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
     };
     for line in text.lines().filter(|line| !line.trim().is_empty()) {
         match serde_json::from_str(line) {

@@ -212,7 +212,7 @@ pub struct HttpArgs {
 fn parse_rate(text: &str) -> Result<u64, String> {
     match text.trim() {
         "0" => Ok(0),
-        text => skiff_manifest::parse_memory(text),
+        text => skiff_manifest::parse_memory(text).map_err(|e| e.to_string()),
     }
 }
 
