@@ -103,7 +103,7 @@ pub(crate) fn seed_writable(stored: &App, bundle: &Path, files: &Path) -> io::Re
             }
             std::fs::create_dir_all(files)?;
             let parent = files.parent().unwrap_or(files);
-            let scratch = parent.join(format!(".seed-{}", crate::platform::unique_suffix()));
+            let scratch = parent.join(format!(".seed-{}", crate::persist::unique_suffix()));
             let copied = copy_tree(&bundle.join(&mount.host), &scratch)
                 .and_then(|()| std::fs::rename(&scratch, &target));
             if let Err(err) = copied {

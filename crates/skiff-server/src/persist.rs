@@ -96,3 +96,9 @@ pub fn sync_folder(path: &Path) -> std::io::Result<()> {
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
+
+/// A name part no other deploy, deletion or seeding will pick: a UUIDv7 in its short form (32
+/// hex digits), which also sorts by time.
+pub(crate) fn unique_suffix() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}

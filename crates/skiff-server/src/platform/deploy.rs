@@ -20,7 +20,8 @@ use crate::refusal::{Refusal, Refused};
 use crate::tenants::Tenant;
 
 use super::inspect::component_info;
-use super::{AppEntry, MAX_REPORT_BYTES, Platform, SetAside, lock, no_tenant, unique_suffix};
+use super::{AppEntry, MAX_REPORT_BYTES, Platform, SetAside, lock, no_tenant};
+use crate::persist::unique_suffix;
 
 impl Platform {
     /// Deploys a bundle as app `name` of `tenant`: a new app, or a new version of one. The

@@ -476,9 +476,3 @@ impl AppEntry {
             .store(Some(Arc::new(LiveVersion { version, app })));
     }
 }
-
-/// A name part no other deploy, deletion or seeding will pick: a UUIDv7 in its short form (32
-/// hex digits), which also sorts by time.
-pub(crate) fn unique_suffix() -> String {
-    uuid::Uuid::now_v7().simple().to_string()
-}
