@@ -23,6 +23,8 @@
 //! HTTP/1 and HTTP/2, shutdown), `dispatch` (one request through checks, routing and the
 //! guest), `body` (request bodies that must keep arriving), `metrics`.
 
+#![forbid(unsafe_code)]
+
 mod app;
 mod body;
 mod dispatch;

@@ -26,6 +26,8 @@
 //!
 //! `bench/run.sh` runs this and reads `target/criterion/sandbox/*/new/estimates.json`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

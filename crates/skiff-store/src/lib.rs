@@ -32,6 +32,8 @@
 //! - a batch on Redis is applied at once (`MSET`, `DEL`); on the embedded backend it is one
 //!   transaction too. Neither is promised.
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 
 pub mod embedded;

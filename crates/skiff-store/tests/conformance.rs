@@ -4,6 +4,8 @@
 //! the single-opener lock of the embedded file; hosts sharing a Redis, Redis going away and
 //! coming back, a Redis that hangs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
+
 mod common;
 
 use std::collections::HashSet;

@@ -1,6 +1,8 @@
 //! The compiled-code cache: a second start compiles nothing, and a damaged entry is
 //! detected, discarded and rebuilt.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
+
 mod common;
 
 use std::path::Path;

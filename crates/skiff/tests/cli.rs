@@ -1,5 +1,7 @@
 //! The command-line contract that scripts rely on: version, help, and exit codes for misuse.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
+
 mod common;
 
 use common::skiff;

@@ -2,6 +2,8 @@
 //! programs on this machine: not a web page that reaches the loopback port through DNS
 //! rebinding (a foreign `Host`) or a cross-site form (a foreign `Origin`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
+
 mod common;
 
 use common::{Server, client, fresh_data_dir, skiff};

@@ -4,6 +4,8 @@
 //! make the host do so (nested grants, a writable folder holding the manifest, the code cache
 //! or the key-value data) are refused at load, naming both entries and the fix.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
+
 mod common;
 
 use std::path::Path;

@@ -7,6 +7,8 @@
 //! Run with `--nocapture` to see each case's status and time to stop, and the host's
 //! resources after every round.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
+
 mod common;
 
 use std::sync::Arc;

@@ -1,5 +1,7 @@
 //! Admission and per-request limits, set in the manifest or as `skiff serve` flags.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
+
 mod common;
 
 use std::time::Duration;

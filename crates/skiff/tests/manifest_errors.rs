@@ -1,6 +1,8 @@
 //! Bad manifests: each kind of mistake stops `skiff up` before anything listens, with a
 //! message that names the file, the line and column, and the field.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
+
 mod common;
 
 use common::{app_dir, guest, guest_p1, skiff};

@@ -3,6 +3,8 @@
 //! They import far more than the `wasi:http/proxy` world (filesystem, sockets, terminal, at
 //! mixed 0.2.x versions), which skiff links with nothing granted.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
+
 mod common;
 
 use std::fs::File;

@@ -1,6 +1,8 @@
 //! `skiff run`: WASI commands, both components and preview 1 core modules, against the real
 //! binary.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
+
 mod common;
 
 use std::io::Write;

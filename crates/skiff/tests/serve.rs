@@ -1,5 +1,7 @@
 //! `skiff serve`: one wasi:http component on every path, against the real server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
+
 mod common;
 
 use bytes::Bytes;

@@ -2,6 +2,8 @@
 //! server, the `skiff` CLI as the client (deploy, apps, tenants, logs), and real guests
 //! answering on the data plane by host name.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
+
 mod common;
 
 use std::path::{Path, PathBuf};

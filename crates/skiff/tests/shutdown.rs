@@ -3,6 +3,8 @@
 //! that is told to stop exits once its grace period is over. Measured by behaviour only: the
 //! process's CPU time stops growing, the process exits, within generous bounds.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
+
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -2,6 +2,8 @@
 //! and Redis), `wasi:config` variables and `wasi:logging`, against the real `skiff up` and a
 //! real Redis server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
+
 mod common;
 
 use std::path::Path;

@@ -1,5 +1,7 @@
 //! `skiff up`: an app of several components behind routes, against the real server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
+
 mod common;
 
 use common::{Server, app_dir, client, get, guest, repo_root};

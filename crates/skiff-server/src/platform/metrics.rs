@@ -1,7 +1,7 @@
 //! The host's metrics: the HTTP trigger's and the runtime's, per route, and the platform's
 //! own, set when scraped.
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -48,7 +48,7 @@ impl CodeMetrics {
             stats.compiles.load(Ordering::Relaxed),
             stats.compile_nanos.load(Ordering::Relaxed),
         ];
-        let mut seen = self.seen.lock().expect("code metrics lock");
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         let delta = |i: usize| now[i].saturating_sub(seen[i]);
         self.shared.inc_by(delta(0));
         self.cache_hits.inc_by(delta(1));

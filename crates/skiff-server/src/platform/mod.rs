@@ -331,6 +331,7 @@ impl Platform {
 
     /// Waits for a slot to read an upload in; hold it until the deploy ends (the upload is
     /// in memory until then).
+    #[expect(clippy::expect_used, reason = "the semaphore is never closed")]
     pub async fn upload_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
         self.uploads
             .acquire()
@@ -339,6 +340,7 @@ impl Platform {
     }
 
     /// Waits for a slot to unpack and compile; take it once the upload has been read.
+    #[expect(clippy::expect_used, reason = "the semaphore is never closed")]
     pub async fn deploy_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
         self.deploys
             .acquire()
@@ -370,12 +372,12 @@ impl Platform {
 impl Platform {
     /// The tenants, to read.
     fn tenants_ref(&self) -> RwLockReadGuard<'_, Tenants> {
-        self.tenants.read().expect("tenants lock")
+        self.tenants.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The tenants, to change (hold `changes` too).
     fn tenants_mut(&self) -> RwLockWriteGuard<'_, Tenants> {
-        self.tenants.write().expect("tenants lock")
+        self.tenants.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The usage ledger: what apps used, for billing.
