@@ -134,15 +134,13 @@ fn hello_request_metered(c: &mut Criterion) {
     let runtime = runtime();
     let app = skiff_manifest::load(&hello_wasm().join("skiff.toml")).expect("examples/hello");
     let reported = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let options = LoadOptions {
-        usage: Some(UsageSink::new({
-            let reported = reported.clone();
-            move |usage| {
-                reported.fetch_add(usage.bytes_out, std::sync::atomic::Ordering::Relaxed);
-            }
-        })),
-        ..LoadOptions::default()
-    };
+    let mut options = LoadOptions::default();
+    options.usage = Some(UsageSink::new({
+        let reported = reported.clone();
+        move |usage| {
+            reported.fetch_add(usage.bytes_out, std::sync::atomic::Ordering::Relaxed);
+        }
+    }));
     let loaded = runtime
         .load_app_with(app, &options)
         .expect("loading examples/hello");

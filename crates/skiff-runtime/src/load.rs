@@ -98,8 +98,9 @@ impl LoadedComponent {
 }
 
 /// How one app is loaded, beyond its manifest: what a multi-tenant host sets per app or per
-/// tenant. The default is what `skiff up` uses.
+/// tenant. The default is what `skiff up` uses; start from it and set what you need.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct LoadOptions {
     /// Folder of the app's embedded key-value databases (`kv/<app>.redb` inside it), instead
     /// of the runtime's data folder: a host gives each tenant its own.

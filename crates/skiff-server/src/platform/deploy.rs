@@ -202,17 +202,16 @@ impl Platform {
         logs: &Arc<LogHub>,
         dir: &Path,
     ) -> Refused<Arc<HttpApp>> {
-        let options = LoadOptions {
-            data_dir: Some(self.tenant_dir(&tenant.name)),
-            shared_concurrency: Some(tenant.in_flight.clone()),
-            log_sink: Some(logs.sink()),
-            usage: Some(self.usage.sink(&tenant.name, &app.name)),
-            metrics: Some(MetricsScope {
-                metrics: self.metrics.runtime.clone(),
-                tenant: tenant.name.as_str().into(),
-            }),
-            writes_refused: Some(tenant.over_disk.clone()),
-        };
+        let mut options = LoadOptions::default();
+        options.data_dir = Some(self.tenant_dir(&tenant.name));
+        options.shared_concurrency = Some(tenant.in_flight.clone());
+        options.log_sink = Some(logs.sink());
+        options.usage = Some(self.usage.sink(&tenant.name, &app.name));
+        options.metrics = Some(MetricsScope {
+            metrics: self.metrics.runtime.clone(),
+            tenant: tenant.name.as_str().into(),
+        });
+        options.writes_refused = Some(tenant.over_disk.clone());
         let runtime = self.runtime.clone();
         let dir = dir.to_path_buf();
         let files = self.files_folder(&tenant.name, &app.name);
