@@ -1,0 +1,324 @@
+//! [`ClientError`]: every way a call can fail, each with the message a person sees.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use reqwest::StatusCode;
+use skiff_server::api::{ErrorBody, ErrorCode, ErrorDetail};
+
+use crate::resolve::{Role, ServerFrom, TokenFrom, token_help};
+
+/// Why a call, or reading or writing the login file, failed. The messages are for people: they
+/// say what to do. Where one carries its cause (an I/O or HTTP error), the message includes it,
+/// so it is not also given as [`std::error::Error::source`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error(
+        "cannot read the client config file {}: {error}; fix its permissions, or point \
+         SKIFF_CONFIG at another file",
+        path.display()
+    )]
+    ConfigUnreadable {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+
+    #[error(
+        "the client config file {} is not valid TOML:\n{message}\nfix it, or delete it and run \
+         `skiff login` again",
+        path.display()
+    )]
+    ConfigNotToml { path: PathBuf, message: String },
+
+    #[error(
+        "unknown key `{key}` in the client config file {}; it holds only `server` and `token`: \
+         remove `{key}` or correct its spelling",
+        path.display()
+    )]
+    ConfigUnknownKey { path: PathBuf, key: String },
+
+    #[error(
+        "`{key}` in the client config file {} must be a string, e.g. {key} = \"{}\"; fix it, or \
+         run `skiff login` again",
+        path.display(),
+        if key == "server" { "http://127.0.0.1:3001" } else { "skf_..." }
+    )]
+    ConfigNotAString { path: PathBuf, key: String },
+
+    #[error("cannot write the client config as TOML: {0}")]
+    ConfigNotSerializable(toml::ser::Error),
+
+    #[error(
+        "cannot write the client config file {}: {error}; check the folder's permissions, or \
+         point SKIFF_CONFIG at another file",
+        path.display()
+    )]
+    ConfigUnwritable {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+
+    /// The server's address is not an http(s) URL; `problem` says what is wrong with it.
+    #[error("{}", invalid_server(problem, from))]
+    InvalidServer { problem: String, from: ServerFrom },
+
+    /// An app or tenant name that is not a DNS label.
+    #[error("{0}")]
+    InvalidName(String),
+
+    #[error("cannot set up the HTTP client: {0}")]
+    HttpClient(reqwest::Error),
+
+    /// The request got no answer (or its answer broke off).
+    #[error("{}", transport(base, from, error))]
+    Transport {
+        base: String,
+        from: ServerFrom,
+        error: reqwest::Error,
+    },
+
+    /// The server answered with an error.
+    #[error("{0}")]
+    Api(Box<ApiError>),
+
+    /// A 2xx answer that is not the JSON this client expects.
+    #[error(
+        "the server's answer is not the JSON this client expects ({0}); is the skiff server the \
+         same version as this client?"
+    )]
+    UnexpectedAnswer(serde_json::Error),
+
+    /// A log stream ended by something other than the server: `reason` says what.
+    #[error("the log stream broke off: {0}")]
+    LogStreamBroke(String),
+}
+
+fn invalid_server(problem: &str, from: &ServerFrom) -> String {
+    match from {
+        ServerFrom::ConfigFile(path) => format!(
+            "`server` in the client config file {}: {problem}; correct it there, run `skiff \
+             login --server URL` again, or pass --server",
+            path.display()
+        ),
+        ServerFrom::Given | ServerFrom::Default => {
+            format!("{problem}; write e.g. --server http://127.0.0.1:3001 (or set SKIFF_SERVER)")
+        }
+    }
+}
+
+/// Why a request never got an answer, and what to check.
+fn transport(base: &str, from: &ServerFrom, err: &reqwest::Error) -> String {
+    // reqwest's own text is "error sending request for url (...)"; the cause at the bottom of
+    // the chain ("Connection refused", "dns error: ...") is the part that helps.
+    let mut cause: &dyn std::error::Error = err;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    if err.is_connect() {
+        let change = match from {
+            ServerFrom::Given => "set --server or SKIFF_SERVER".to_string(),
+            ServerFrom::ConfigFile(path) => format!(
+                "the address is from {}: pass --server, or run `skiff login --server URL` again",
+                path.display()
+            ),
+            ServerFrom::Default => {
+                "set --server or SKIFF_SERVER, or save one with `skiff login --server URL`".into()
+            }
+        };
+        format!(
+            "cannot reach the skiff server at {base}: {cause}; is `skiff server` running? \
+             ({change})"
+        )
+    } else if err.is_timeout() {
+        format!("the skiff server at {base} did not answer in time: {cause}")
+    } else {
+        format!("talking to the skiff server at {base} failed: {cause}")
+    }
+}
+
+/// A non-2xx answer. Its message is the server's [`ErrorBody`] message, verbatim (it may be a
+/// whole manifest report), plus a hint where the client knows better than the server what to
+/// do (which flag or variable gave the refused token).
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    detail: Option<ErrorDetail>,
+    /// The body as text, when it is not an [`ErrorBody`].
+    text: String,
+    token: Option<TokenFrom>,
+    role: Role,
+}
+
+impl ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        body: &[u8],
+        token: Option<TokenFrom>,
+        role: Role,
+    ) -> ApiError {
+        let (detail, text) = match serde_json::from_slice::<ErrorBody>(body) {
+            Ok(parsed) => (Some(parsed.error), String::new()),
+            Err(_) => (None, String::from_utf8_lossy(body).trim().to_string()),
+        };
+        ApiError {
+            status,
+            detail,
+            text,
+            token,
+            role,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The server's error, if the answer was one of the management API's.
+    pub fn detail(&self) -> Option<&ErrorDetail> {
+        self.detail.as_ref()
+    }
+
+    /// Where the token sent came from, if one was.
+    pub fn token_from(&self) -> Option<&TokenFrom> {
+        self.token.as_ref()
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(detail) = &self.detail else {
+            let shown: String = self.text.chars().take(200).collect();
+            let shown = if shown.is_empty() {
+                String::new()
+            } else {
+                format!(": {shown}")
+            };
+            return write!(
+                f,
+                "the server answered {}{shown}; that is not a skiff management API answer: is \
+                 --server (or SKIFF_SERVER) the address of `skiff server`'s API listener?",
+                self.status
+            );
+        };
+        let hint = match detail.code {
+            ErrorCode::Unauthorized => Some(token_help(self.token.as_ref(), self.role, true)),
+            // A tenant's token on an admin route; the reverse (the admin token on an app route)
+            // is explained well enough by the server.
+            ErrorCode::Forbidden if self.role == Role::Admin => {
+                Some(token_help(self.token.as_ref(), self.role, false))
+            }
+            _ => None,
+        };
+        f.write_str(detail.message.trim_end())?;
+        match hint {
+            Some(hint) => write!(f, "\n  help: {hint}"),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_json(code: ErrorCode, message: &str) -> Vec<u8> {
+        serde_json::to_vec(&ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: message.into(),
+            },
+        })
+        .unwrap()
+    }
+
+    fn message(status: StatusCode, body: &[u8], token: Option<TokenFrom>, role: Role) -> String {
+        ApiError::new(status, body, token, role).to_string()
+    }
+
+    #[test]
+    fn a_refused_saved_token_names_the_file_and_skiff_login() {
+        let body = error_json(ErrorCode::Unauthorized, "unknown token");
+        let saved = TokenFrom::Saved(PathBuf::from("/root/.config/skiff/config.toml"));
+        let message = message(StatusCode::UNAUTHORIZED, &body, Some(saved), Role::Tenant);
+        assert!(
+            message.contains(
+                "the token from /root/.config/skiff/config.toml (skiff login) was refused"
+            ),
+            "{message}"
+        );
+        assert!(message.contains("save it with `skiff login`"), "{message}");
+    }
+
+    #[test]
+    fn error_bodies_become_their_message_verbatim() {
+        let report = "error: unknown field `sorce` in [component.hello]\n --> skiff.toml:7:1\n  |";
+        let body = error_json(ErrorCode::InvalidManifest, report);
+        let text = message(
+            StatusCode::BAD_REQUEST,
+            &body,
+            Some(TokenFrom::Flag),
+            Role::Tenant,
+        );
+        assert_eq!(text, report);
+    }
+
+    #[test]
+    fn a_refused_token_names_where_it_came_from() {
+        let body = error_json(ErrorCode::Unauthorized, "unknown token");
+        let text = message(
+            StatusCode::UNAUTHORIZED,
+            &body,
+            Some(TokenFrom::EnvToken),
+            Role::Tenant,
+        );
+        assert!(text.starts_with("unknown token\n  help: "), "{text}");
+        assert!(
+            text.contains("the token from SKIFF_TOKEN was refused"),
+            "{text}"
+        );
+        assert!(text.contains("--token TOKEN or set SKIFF_TOKEN"), "{text}");
+
+        let body = error_json(ErrorCode::Unauthorized, "this call needs a token");
+        let text = message(StatusCode::UNAUTHORIZED, &body, None, Role::Admin);
+        assert!(text.contains("no token was given"), "{text}");
+        assert!(text.contains("SKIFF_ADMIN_TOKEN"), "{text}");
+
+        let body = error_json(ErrorCode::Forbidden, "admin only");
+        let text = message(
+            StatusCode::FORBIDDEN,
+            &body,
+            Some(TokenFrom::EnvToken),
+            Role::Admin,
+        );
+        assert!(
+            text.contains(
+                "the token from SKIFF_TOKEN is a tenant's; this call needs the admin token"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("SKIFF_ADMIN_TOKEN"), "{text}");
+
+        // A quota is a 403 too, but no token problem.
+        let body = error_json(ErrorCode::QuotaExceeded, "at most 1 app");
+        let text = message(
+            StatusCode::FORBIDDEN,
+            &body,
+            Some(TokenFrom::Flag),
+            Role::Tenant,
+        );
+        assert_eq!(text, "at most 1 app");
+    }
+
+    #[test]
+    fn an_answer_that_is_not_an_error_body_points_at_the_server_address() {
+        let text = message(
+            StatusCode::NOT_FOUND,
+            b"<html>nope</html>",
+            Some(TokenFrom::Flag),
+            Role::Tenant,
+        );
+        assert!(text.contains("404 Not Found: <html>nope</html>"), "{text}");
+        assert!(text.contains("--server"), "{text}");
+    }
+}
