@@ -28,6 +28,8 @@ pub use client::{Client, Reply, UsageQuery};
 pub use config::{ClientConfig, default_config_path};
 pub use error::{ApiError, ClientError};
 pub use logs::LogStream;
+/// The status of a [`Reply`] or an [`ApiError`] (`http`'s, as reqwest and axum use).
+pub use reqwest::StatusCode;
 pub use resolve::{DEFAULT_SERVER, Role, Server, ServerFrom, Token, TokenFrom};
 
 /// The management API's wire types (request and answer bodies, paths, name rules), shared with

@@ -14,8 +14,7 @@ use skiff_runtime::{CommandOptions, CommandOutcome, TRAP_EXIT_CODE};
 use skiff_runtime::{DirGrant, WasiGrant};
 use skiff_runtime::{Runtime, RuntimeConfig};
 
-mod client;
-mod client_config;
+mod cmd;
 mod server;
 mod single;
 mod telemetry;
@@ -95,25 +94,25 @@ enum Command {
     /// Run a multi-tenant host: apps deployed over its management API, served by host name.
     Server(server::ServerArgs),
     /// Deploy the app in a folder to a skiff server, or update it there.
-    Deploy(client::DeployArgs),
+    Deploy(cmd::deploy::DeployArgs),
     /// List, inspect, roll back or delete apps on a skiff server.
     #[command(subcommand)]
-    Apps(client::AppsCommand),
+    Apps(cmd::apps::AppsCommand),
     /// Create, list, change and delete the tenants of a skiff server, and rotate or revoke
     /// their tokens (needs the admin token; a tenant may rotate or revoke its own).
     #[command(subcommand)]
-    Tenants(client::TenantsCommand),
+    Tenants(cmd::tenants::TenantsCommand),
     /// Print the guest logs of an app on a skiff server.
-    Logs(client::LogsArgs),
+    Logs(cmd::logs::LogsArgs),
     /// Show what apps used (requests, CPU, memory, bytes) on a skiff server.
-    Usage(client::UsageArgs),
+    Usage(cmd::usage::UsageArgs),
     /// Check a token with a skiff server, then save it and the server's address for the other
     /// client commands.
-    Login(client::LoginArgs),
+    Login(cmd::login::LoginArgs),
     /// Forget the token `skiff login` saved (the server's address stays).
     Logout,
     /// Say whose token this is on a skiff server: the admin's, or which tenant's.
-    Whoami(client::WhoamiArgs),
+    Whoami(cmd::whoami::WhoamiArgs),
 }
 
 #[derive(Args)]
@@ -366,14 +365,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
     let new_runtime = |config| Runtime::new(config).map_err(|e| anyhow::anyhow!("{e:#}"));
     match cli.command {
-        Command::Deploy(args) => client::deploy(args).await,
-        Command::Apps(command) => client::apps(command).await,
-        Command::Tenants(command) => client::tenants(command).await,
-        Command::Logs(args) => client::logs(args).await,
-        Command::Usage(args) => client::usage(args).await,
-        Command::Login(args) => client::login(args).await,
-        Command::Logout => client::logout(),
-        Command::Whoami(args) => client::whoami(args).await,
+        Command::Deploy(args) => cmd::deploy::deploy(args).await,
+        Command::Apps(command) => cmd::apps::apps(command).await,
+        Command::Tenants(command) => cmd::tenants::tenants(command).await,
+        Command::Logs(args) => cmd::logs::logs(args).await,
+        Command::Usage(args) => cmd::usage::usage(args).await,
+        Command::Login(args) => cmd::login::login(args).await,
+        Command::Logout => cmd::login::logout(),
+        Command::Whoami(args) => cmd::whoami::whoami(args).await,
         Command::Server(args) => {
             let folders = server::Folders {
                 data_dir: config.data_dir.clone(),
@@ -511,19 +510,14 @@ async fn up(
     // Scripts wait for this line: it is printed only once the socket listens.
     println!("Serving http://{addr}");
     println!("Available routes:");
+    let base = format!("http://{addr}");
     for route in &app.routes {
         let component = &app.components[route.component];
-        let wildcard = if route.as_written.ends_with("...") {
-            " (wildcard)"
-        } else {
-            ""
-        };
-        let shown = route
-            .as_written
-            .trim_end_matches("...")
-            .trim_end_matches('/');
-        let shown = if shown.is_empty() { "/" } else { shown };
-        println!("  {}: http://{addr}{shown}{wildcard}", component.id);
+        println!(
+            "  {}: {}",
+            component.id,
+            cmd::route_url(&base, &route.as_written)
+        );
     }
     server
         .with_limits(http.limits())
