@@ -222,54 +222,60 @@ impl fmt::Display for ApiError {
 mod tests {
     use super::*;
 
-    fn error_json(code: ErrorCode, message: &str) -> Vec<u8> {
-        serde_json::to_vec(&ErrorBody {
+    /// The message of an answer `status` whose body is an [`ErrorBody`] of `code` and `text`.
+    fn refusal(
+        status: StatusCode,
+        code: ErrorCode,
+        text: &str,
+        token: Option<TokenFrom>,
+        role: Role,
+    ) -> String {
+        let body = serde_json::to_vec(&ErrorBody {
             error: ErrorDetail {
                 code,
-                message: message.into(),
+                message: text.into(),
             },
         })
-        .unwrap()
-    }
-
-    fn message(status: StatusCode, body: &[u8], token: Option<TokenFrom>, role: Role) -> String {
-        ApiError::new(status, body, token, role).to_string()
+        .unwrap();
+        ApiError::new(status, &body, token, role).to_string()
     }
 
     #[test]
     fn a_refused_saved_token_names_the_file_and_skiff_login() {
-        let body = error_json(ErrorCode::Unauthorized, "unknown token");
         let saved = TokenFrom::Saved(PathBuf::from("/root/.config/skiff/config.toml"));
-        let message = message(StatusCode::UNAUTHORIZED, &body, Some(saved), Role::Tenant);
+        let text = refusal(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "unknown token",
+            Some(saved),
+            Role::Tenant,
+        );
         assert!(
-            message.contains(
+            text.contains(
                 "the token from /root/.config/skiff/config.toml (skiff login) was refused"
             ),
-            "{message}"
+            "{text}"
         );
-        assert!(message.contains("save it with `skiff login`"), "{message}");
+        assert!(text.contains("save it with `skiff login`"), "{text}");
     }
 
     #[test]
     fn error_bodies_become_their_message_verbatim() {
         let report = "error: unknown field `sorce` in [component.hello]\n --> skiff.toml:7:1\n  |";
-        let body = error_json(ErrorCode::InvalidManifest, report);
-        let text = message(
-            StatusCode::BAD_REQUEST,
-            &body,
-            Some(TokenFrom::Flag),
-            Role::Tenant,
-        );
+        let (status, code) = (StatusCode::BAD_REQUEST, ErrorCode::InvalidManifest);
+        let text = refusal(status, code, report, Some(TokenFrom::Flag), Role::Tenant);
         assert_eq!(text, report);
     }
 
     #[test]
     fn a_refused_token_names_where_it_came_from() {
-        let body = error_json(ErrorCode::Unauthorized, "unknown token");
-        let text = message(
-            StatusCode::UNAUTHORIZED,
-            &body,
-            Some(TokenFrom::EnvToken),
+        let (unauthorized, forbidden) = (StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN);
+        let tenant = Some(TokenFrom::EnvToken);
+        let text = refusal(
+            unauthorized,
+            ErrorCode::Unauthorized,
+            "unknown token",
+            tenant.clone(),
             Role::Tenant,
         );
         assert!(text.starts_with("unknown token\n  help: "), "{text}");
@@ -279,32 +285,34 @@ mod tests {
         );
         assert!(text.contains("--token TOKEN or set SKIFF_TOKEN"), "{text}");
 
-        let body = error_json(ErrorCode::Unauthorized, "this call needs a token");
-        let text = message(StatusCode::UNAUTHORIZED, &body, None, Role::Admin);
+        let text = refusal(
+            unauthorized,
+            ErrorCode::Unauthorized,
+            "needs a token",
+            None,
+            Role::Admin,
+        );
         assert!(text.contains("no token was given"), "{text}");
         assert!(text.contains("SKIFF_ADMIN_TOKEN"), "{text}");
 
-        let body = error_json(ErrorCode::Forbidden, "admin only");
-        let text = message(
-            StatusCode::FORBIDDEN,
-            &body,
-            Some(TokenFrom::EnvToken),
+        let text = refusal(
+            forbidden,
+            ErrorCode::Forbidden,
+            "admin only",
+            tenant,
             Role::Admin,
         );
-        assert!(
-            text.contains(
-                "the token from SKIFF_TOKEN is a tenant's; this call needs the admin token"
-            ),
-            "{text}"
-        );
+        let expected = "the token from SKIFF_TOKEN is a tenant's; this call needs the admin token";
+        assert!(text.contains(expected), "{text}");
         assert!(text.contains("SKIFF_ADMIN_TOKEN"), "{text}");
 
         // A quota is a 403 too, but no token problem.
-        let body = error_json(ErrorCode::QuotaExceeded, "at most 1 app");
-        let text = message(
-            StatusCode::FORBIDDEN,
-            &body,
-            Some(TokenFrom::Flag),
+        let flag = Some(TokenFrom::Flag);
+        let text = refusal(
+            forbidden,
+            ErrorCode::QuotaExceeded,
+            "at most 1 app",
+            flag,
             Role::Tenant,
         );
         assert_eq!(text, "at most 1 app");
@@ -312,12 +320,14 @@ mod tests {
 
     #[test]
     fn an_answer_that_is_not_an_error_body_points_at_the_server_address() {
-        let text = message(
+        let body = b"<html>nope</html>";
+        let error = ApiError::new(
             StatusCode::NOT_FOUND,
-            b"<html>nope</html>",
+            body,
             Some(TokenFrom::Flag),
             Role::Tenant,
         );
+        let text = error.to_string();
         assert!(text.contains("404 Not Found: <html>nope</html>"), "{text}");
         assert!(text.contains("--server"), "{text}");
     }

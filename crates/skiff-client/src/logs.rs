@@ -1,6 +1,7 @@
 //! [`LogStream`]: an app's guest output as it arrives, one NDJSON line at a time.
 
 use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use reqwest::Response;
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
@@ -10,7 +11,7 @@ use crate::ClientError;
 use crate::client::transport;
 use crate::resolve::Server;
 
-type Body = StreamReader<futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>, Bytes>;
+type Body = StreamReader<BoxStream<'static, std::io::Result<Bytes>>, Bytes>;
 
 /// The lines of `GET /v1/apps/NAME/logs`, each normally one
 /// [`LogLine`](skiff_server::api::LogLine) as JSON.
@@ -27,6 +28,10 @@ impl LogStream {
             .bytes_stream()
             .map_err(std::io::Error::other)
             .boxed();
+        LogStream::of(body, server)
+    }
+
+    fn of(body: BoxStream<'static, std::io::Result<Bytes>>, server: Server) -> LogStream {
         let codec = AnyDelimiterCodec::new(b"\n".to_vec(), Vec::new());
         LogStream {
             lines: FramedRead::new(StreamReader::new(body), codec),
@@ -62,5 +67,39 @@ impl LogStream {
             other => other.to_string(),
         };
         ClientError::LogStreamBroke(reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ServerFrom;
+
+    fn stream(chunks: Vec<std::io::Result<Bytes>>) -> LogStream {
+        let server = Server::new("http://h:3001", ServerFrom::Default).unwrap();
+        LogStream::of(futures_util::stream::iter(chunks).boxed(), server)
+    }
+
+    #[tokio::test]
+    async fn log_streams_split_into_lines_however_the_chunks_fall() {
+        let chunks = ["{\"a\":", "1}\n{\"b\"\r\n\n  \n:2", "\r\n", "last"];
+        let mut lines = stream(chunks.map(|c| Ok(Bytes::from(c))).into());
+        let mut got = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            got.push(String::from_utf8(line.to_vec()).unwrap());
+        }
+        assert_eq!(got, ["{\"a\":1}", "{\"b\"", ":2", "last"]);
+    }
+
+    #[tokio::test]
+    async fn a_broken_stream_says_so() {
+        let mut lines = stream(vec![
+            Ok(Bytes::from("one\n")),
+            Err(std::io::Error::other("reset by peer")),
+        ]);
+        let first = lines.next_line().await.unwrap();
+        assert_eq!(first.as_deref(), Some(&b"one"[..]));
+        let err = lines.next_line().await.unwrap_err().to_string();
+        assert_eq!(err, "the log stream broke off: reset by peer");
     }
 }

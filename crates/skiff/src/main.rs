@@ -423,6 +423,7 @@ fn uses_fuel(app: &App) -> bool {
     app.components.iter().any(|c| c.limits.fuel.is_some())
 }
 
+/// The manifest named, or the `skiff.toml` in the folder named (`skiff up`, `skiff deploy`).
 fn manifest_path(given: &Path) -> PathBuf {
     if given.is_dir() {
         given.join("skiff.toml")

@@ -11,7 +11,7 @@ use skiff_client::api::{AppInfo, AppList, AppStatus, LimitsInfo};
 use skiff_manifest::format_size;
 
 use super::format::{format_age, format_ms, route_url, table};
-use super::{ConnectArgs, finish, show};
+use super::{ConnectArgs, NamedArgs, finish, show};
 
 #[derive(Subcommand)]
 pub enum AppsCommand {
@@ -21,23 +21,11 @@ pub enum AppsCommand {
         connect: ConnectArgs,
     },
     /// One app: versions, routes, components and their limits.
-    Inspect {
-        #[command(flatten)]
-        connect: ConnectArgs,
-        name: String,
-    },
+    Inspect(NamedArgs),
     /// Make the version before the live one live again.
-    Rollback {
-        #[command(flatten)]
-        connect: ConnectArgs,
-        name: String,
-    },
+    Rollback(NamedArgs),
     /// Stop serving an app and remove its versions.
-    Delete {
-        #[command(flatten)]
-        connect: ConnectArgs,
-        name: String,
-    },
+    Delete(NamedArgs),
 }
 
 pub async fn apps(command: AppsCommand) -> Result<ExitCode> {
@@ -52,13 +40,13 @@ async fn run(command: AppsCommand) -> Result<()> {
                 format_app_list(&list, SystemTime::now())
             })
         }
-        AppsCommand::Inspect { connect, name } => {
+        AppsCommand::Inspect(NamedArgs { connect, name }) => {
             let client = connect.client(Role::Tenant)?;
             show(client.app(&name).await?, connect.json, |info| {
                 format_app_info(&info, SystemTime::now())
             })
         }
-        AppsCommand::Rollback { connect, name } => {
+        AppsCommand::Rollback(NamedArgs { connect, name }) => {
             let client = connect.client(Role::Tenant)?;
             show(client.rollback(&name).await?, connect.json, |info| {
                 format!(
@@ -67,7 +55,7 @@ async fn run(command: AppsCommand) -> Result<()> {
                 )
             })
         }
-        AppsCommand::Delete { connect, name } => {
+        AppsCommand::Delete(NamedArgs { connect, name }) => {
             let client = connect.client(Role::Tenant)?;
             client.delete_app(&name).await?;
             // The server answers 204 with no body, so `--json` has nothing to print; the exit
@@ -225,6 +213,7 @@ mod tests {
     use skiff_client::api::{AppSummary, ComponentInfo, RouteInfo, VersionInfo};
 
     use super::*;
+    use crate::cmd::format::at;
 
     fn summary(name: &str, version: u64) -> AppSummary {
         AppSummary {
@@ -235,10 +224,6 @@ mod tests {
             deployed_at: "2025-06-01T10:00:00.000Z".into(),
             status: AppStatus::Live,
         }
-    }
-
-    fn at(rfc3339: &str) -> SystemTime {
-        humantime::parse_rfc3339_weak(rfc3339).unwrap()
     }
 
     #[test]

@@ -34,11 +34,7 @@ pub async fn deploy(args: DeployArgs) -> Result<ExitCode> {
 
 async fn run(args: DeployArgs) -> Result<()> {
     let client = args.connect.client(Role::Tenant)?;
-    let manifest = if args.folder.is_dir() {
-        args.folder.join("skiff.toml")
-    } else {
-        args.folder.clone()
-    };
+    let manifest = crate::manifest_path(&args.folder);
     // The manifest first: a mistake in it is the likeliest failure, and needs no server.
     let name = {
         let manifest = manifest.clone();

@@ -81,13 +81,15 @@ pub fn format_quotas(q: &Quotas) -> String {
     )
 }
 
+/// An RFC 3339 time, for tests.
+#[cfg(test)]
+pub fn at(rfc3339: &str) -> SystemTime {
+    humantime::parse_rfc3339_weak(rfc3339).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(rfc3339: &str) -> SystemTime {
-        humantime::parse_rfc3339_weak(rfc3339).unwrap()
-    }
 
     #[test]
     fn tables_align_columns_without_trailing_spaces() {

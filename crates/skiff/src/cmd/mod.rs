@@ -45,6 +45,14 @@ pub struct ConnectArgs {
     pub json: bool,
 }
 
+/// A connection and the app or tenant a command is about.
+#[derive(Args)]
+pub struct NamedArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    pub name: String,
+}
+
 impl ConnectArgs {
     /// The client for a command that needs `role`'s token.
     fn client(&self, role: Role) -> Result<Client> {

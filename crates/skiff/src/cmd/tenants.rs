@@ -11,7 +11,7 @@ use skiff_client::api::{CreateTenant, QuotaOverrides, TenantCreated, TenantList,
 use skiff_manifest::format_size;
 
 use super::format::{format_ms, format_quotas, table};
-use super::{ConnectArgs, finish, show};
+use super::{ConnectArgs, NamedArgs, finish, show};
 
 #[derive(Subcommand)]
 pub enum TenantsCommand {
@@ -39,18 +39,10 @@ pub enum TenantsCommand {
     },
     /// Give a tenant a new token, printed alone on the last line; the old one stops working
     /// at once. A tenant's own token may rotate itself.
-    RotateToken {
-        #[command(flatten)]
-        connect: ConnectArgs,
-        name: String,
-    },
+    RotateToken(NamedArgs),
     /// Take a tenant's token away: nothing is done as the tenant until `rotate-token` gives it
     /// a new one. Its apps keep serving. A tenant's own token may revoke itself.
-    RevokeToken {
-        #[command(flatten)]
-        connect: ConnectArgs,
-        name: String,
-    },
+    RevokeToken(NamedArgs),
     /// Delete a tenant: its token stops working, and its data goes. A tenant that still has
     /// apps is deleted only with --with-apps, which deletes them too.
     Delete {
@@ -112,8 +104,8 @@ async fn run(command: TenantsCommand) -> Result<()> {
         TenantsCommand::List { .. } => {}
         TenantsCommand::Create { name, .. }
         | TenantsCommand::SetQuotas { name, .. }
-        | TenantsCommand::RotateToken { name, .. }
-        | TenantsCommand::RevokeToken { name, .. }
+        | TenantsCommand::RotateToken(NamedArgs { name, .. })
+        | TenantsCommand::RevokeToken(NamedArgs { name, .. })
         | TenantsCommand::Delete { name, .. } => {
             check_name("tenant", name).map_err(|e| anyhow!(e))?;
         }
@@ -156,7 +148,7 @@ async fn run(command: TenantsCommand) -> Result<()> {
                 )
             })
         }
-        TenantsCommand::RotateToken { connect, name } => {
+        TenantsCommand::RotateToken(NamedArgs { connect, name }) => {
             let client = connect.client(Role::Any)?;
             show(client.rotate_token(&name).await?, connect.json, |issued| {
                 format!(
@@ -165,7 +157,7 @@ async fn run(command: TenantsCommand) -> Result<()> {
                 )
             })
         }
-        TenantsCommand::RevokeToken { connect, name } => {
+        TenantsCommand::RevokeToken(NamedArgs { connect, name }) => {
             let client = connect.client(Role::Any)?;
             client.revoke_token(&name).await?;
             if !connect.json {

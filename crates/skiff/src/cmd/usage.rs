@@ -155,10 +155,7 @@ mod tests {
     use skiff_client::api::{AppUsage, TenantUsage};
 
     use super::*;
-
-    fn at(rfc3339: &str) -> SystemTime {
-        humantime::parse_rfc3339_weak(rfc3339).unwrap()
-    }
+    use crate::cmd::format::at;
 
     #[test]
     fn usage_ranges_take_utc_times_days_or_how_long_ago() {
