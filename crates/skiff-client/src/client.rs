@@ -13,7 +13,8 @@ use skiff_server::api::{
 };
 
 use crate::logs::LogStream;
-use crate::resolve::{Role, Server, Token};
+use crate::origin::Role;
+use crate::resolve::{Server, Token};
 use crate::{ApiError, ClientConfig, ClientError};
 
 /// A 2xx answer: its status, and its JSON body as the server sent it, decoded on demand (a
@@ -292,15 +293,7 @@ impl Client {
     }
 
     fn transport(&self, error: reqwest::Error) -> ClientError {
-        transport(&self.server, error)
-    }
-}
-
-pub(crate) fn transport(server: &Server, error: reqwest::Error) -> ClientError {
-    ClientError::Transport {
-        base: server.url().to_string(),
-        from: server.from().clone(),
-        error,
+        ClientError::transport(self.server.url(), self.server.from(), error)
     }
 }
 

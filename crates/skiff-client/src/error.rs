@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use reqwest::StatusCode;
 use skiff_server::api::{ErrorBody, ErrorCode, ErrorDetail};
 
-use crate::resolve::{Role, ServerFrom, TokenFrom, token_help};
+use crate::origin::{Role, ServerFrom, TokenFrom, token_help};
 
 /// Why a call, or reading or writing the login file, failed. The messages are for people: they
 /// say what to do. Where one carries its cause (an I/O or HTTP error), the message includes it,
@@ -92,6 +92,17 @@ pub enum ClientError {
     /// A log stream ended by something other than the server: `reason` says what.
     #[error("the log stream broke off: {0}")]
     LogStreamBroke(String),
+}
+
+impl ClientError {
+    /// A request to the server at `base` (from `from`) that got no answer.
+    pub(crate) fn transport(base: &str, from: &ServerFrom, error: reqwest::Error) -> ClientError {
+        ClientError::Transport {
+            base: base.to_string(),
+            from: from.clone(),
+            error,
+        }
+    }
 }
 
 fn invalid_server(problem: &str, from: &ServerFrom) -> String {

@@ -22,15 +22,17 @@ mod client;
 mod config;
 mod error;
 mod logs;
+mod origin;
 mod resolve;
 
 pub use client::{Client, Reply, UsageQuery};
 pub use config::{ClientConfig, default_config_path};
 pub use error::{ApiError, ClientError};
 pub use logs::LogStream;
+pub use origin::{DEFAULT_SERVER, Role, ServerFrom, TokenFrom};
 /// The status of a [`Reply`] or an [`ApiError`] (`http`'s, as reqwest and axum use).
 pub use reqwest::StatusCode;
-pub use resolve::{DEFAULT_SERVER, Role, Server, ServerFrom, Token, TokenFrom};
+pub use resolve::{Server, Token};
 
 /// The management API's wire types (request and answer bodies, paths, name rules), shared with
 /// the server so that the two cannot drift apart.

@@ -8,7 +8,6 @@ use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tokio_util::io::StreamReader;
 
 use crate::ClientError;
-use crate::client::transport;
 use crate::resolve::Server;
 
 type Body = StreamReader<BoxStream<'static, std::io::Result<Bytes>>, Bytes>;
@@ -59,7 +58,10 @@ impl LogStream {
         let reason = match error {
             AnyDelimiterCodecError::Io(io) => {
                 match io.into_inner().map(|e| e.downcast::<reqwest::Error>()) {
-                    Some(Ok(error)) => transport(&self.server, *error).to_string(),
+                    Some(Ok(error)) => {
+                        ClientError::transport(self.server.url(), self.server.from(), *error)
+                            .to_string()
+                    }
                     Some(Err(other)) => other.to_string(),
                     None => "the connection failed".to_string(),
                 }
