@@ -299,12 +299,12 @@ impl Client {
 
 /// The path of one app; the name is checked first so that it cannot escape its segment.
 fn app_path(name: &str, rest: &str) -> Result<String, ClientError> {
-    check_name("app", name).map_err(ClientError::InvalidName)?;
+    check_name("app", name)?;
     Ok(format!("{}/{name}{rest}", paths::APPS))
 }
 
 fn check_tenant(name: &str) -> Result<(), ClientError> {
-    check_name("tenant", name).map_err(ClientError::InvalidName)
+    Ok(check_name("tenant", name)?)
 }
 
 /// The bundle as a streamed body, so that `sent` can tell how much has been written.

@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use reqwest::StatusCode;
-use skiff_server::api::{ErrorBody, ErrorCode, ErrorDetail};
+use skiff_server::api::{ErrorBody, ErrorCode, ErrorDetail, InvalidName};
 
 use crate::origin::{Role, ServerFrom, TokenFrom, token_help};
 
@@ -64,8 +64,8 @@ pub enum ClientError {
     InvalidServer { problem: String, from: ServerFrom },
 
     /// An app or tenant name that is not a DNS label.
-    #[error("{0}")]
-    InvalidName(String),
+    #[error(transparent)]
+    InvalidName(#[from] InvalidName),
 
     #[error("cannot set up the HTTP client: {0}")]
     HttpClient(reqwest::Error),
