@@ -277,7 +277,10 @@ fn main() -> ExitCode {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         // SAFETY: nothing else runs yet: no thread has been started that could read the
         // environment concurrently.
-        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("RUST_LIB_BACKTRACE", "0")
+        };
     }
     let cli = Cli::parse();
     init_logging(&cli.global);
@@ -532,6 +535,9 @@ async fn up(
 
 /// Waits for SIGINT or SIGTERM and returns its number, for the exit code a shell expects
 /// (128 plus the number).
+// Installing a handler fails only outside a runtime with signals enabled; `main` builds its
+// runtime with them.
+#[allow(clippy::expect_used)]
 async fn termination_signal() -> u8 {
     #[cfg(unix)]
     {
@@ -551,6 +557,8 @@ async fn termination_signal() -> u8 {
     }
 }
 
+// As for `termination_signal`, installing the handler cannot fail here.
+#[allow(clippy::expect_used)]
 pub(crate) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
