@@ -7,7 +7,7 @@ use bytes::Bytes;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
-use skiff_server::api::{
+use skiff_api::{
     AppInfo, AppList, CreateTenant, QuotaOverrides, TenantCreated, TenantList, TenantSummary,
     TokenIssued, UsageReport, WhoAmI, check_name, paths,
 };

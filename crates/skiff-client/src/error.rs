@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use reqwest::StatusCode;
-use skiff_server::api::{ErrorBody, ErrorCode, ErrorDetail, InvalidName};
+use skiff_api::{ErrorBody, ErrorCode, ErrorDetail, InvalidName};
 
 use crate::origin::{Role, ServerFrom, TokenFrom, token_help};
 

@@ -38,4 +38,4 @@ pub use resolve::{Server, Token};
 
 /// The management API's wire types (request and answer bodies, paths, name rules), shared with
 /// the server so that the two cannot drift apart.
-pub use skiff_server::api;
+pub use skiff_api as api;

@@ -13,7 +13,7 @@ use crate::resolve::Server;
 type Body = StreamReader<BoxStream<'static, std::io::Result<Bytes>>, Bytes>;
 
 /// The lines of `GET /v1/apps/NAME/logs`, each normally one
-/// [`LogLine`](skiff_server::api::LogLine) as JSON.
+/// [`LogLine`](skiff_api::LogLine) as JSON.
 pub struct LogStream {
     // Bytes, not `LinesCodec`'s strings: that codec ends the stream at a line that is not
     // UTF-8, where showing the line as it came is more use to a person.

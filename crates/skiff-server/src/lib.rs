@@ -10,7 +10,7 @@
 
 // The one `unsafe` is `malloc_trim` (see `platform::serving`), allowed there alone.
 
-pub mod api;
+pub use skiff_api as api;
 mod appfiles;
 /// Bundles are their own crate so that they can be fuzzed without the whole server.
 pub use skiff_bundle as bundle;

@@ -1,6 +1,7 @@
 //! The management API's wire format: the JSON bodies of requests and answers, shared by the
-//! server and the `skiff` client so that the two cannot drift apart. `openapi.json` in this
-//! crate describes the same shapes for everyone else.
+//! server (`skiff-server`) and its client (`skiff-client`) so that the two cannot drift apart.
+//! Plain serde types and name rules, nothing more, so that a client does not build the server
+//! to talk to it. `skiff-server/openapi.json` describes the same shapes for everyone else.
 //!
 //! Routes (all under the `--api-listen` address; every one but `/openapi.json` and
 //! `/v1/health` needs `Authorization: Bearer TOKEN`):
@@ -26,6 +27,8 @@
 //!
 //! Every failure answers an [`ErrorBody`]. Another tenant's app is `404`, exactly like an app
 //! that does not exist, so that names do not leak.
+
+#![forbid(unsafe_code)]
 
 use serde::{Deserialize, Serialize};
 
