@@ -117,6 +117,75 @@ impl App {
     pub fn component(&self, id: &str) -> Option<&Component> {
         self.components.iter().find(|c| c.id == id)
     }
+
+    /// An app of one component that answers every path, with no manifest (`skiff serve
+    /// FILE.wasm`): named after the component, its file standing in for the manifest.
+    pub fn of_one_component(component: Component) -> App {
+        let base_dir = component
+            .source
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        App {
+            name: component.id.clone(),
+            version: "0.0.0".into(),
+            description: None,
+            manifest_path: component.source.clone(),
+            base_dir,
+            variables: Vec::new(),
+            components: vec![component],
+            routes: vec![Route {
+                pattern: RoutePattern::Prefix(String::new()),
+                as_written: "/...".into(),
+                component: 0,
+            }],
+        }
+    }
+
+    /// Whether any component sets a fuel budget: metering slows every guest, so a host meters
+    /// only when asked to.
+    pub fn uses_fuel(&self) -> bool {
+        self.components.iter().any(|c| c.limits.fuel.is_some())
+    }
+}
+
+impl Component {
+    /// A component of `source` with nothing granted and no limits set, its id made from the
+    /// file name (in the manifest's id alphabet, for log lines).
+    pub fn of_file(source: PathBuf) -> Component {
+        let stem = source
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        let id: String = stem
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        Component {
+            id: if id.is_empty() {
+                "component".into()
+            } else {
+                id
+            },
+            source,
+            source_location: Location { line: 1, column: 1 },
+            environment: Vec::new(),
+            files: Vec::new(),
+            allowed_outbound_hosts: Vec::new(),
+            key_value_stores: Vec::new(),
+            variables: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The manifest `given` names: the `skiff.toml` inside it when it is a folder, else itself.
+pub fn manifest_in(given: &Path) -> PathBuf {
+    if given.is_dir() {
+        given.join("skiff.toml")
+    } else {
+        given.to_path_buf()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1064,3 +1064,21 @@ fn timeout_is_at_most_a_day() {
         Some(Duration::from_secs(24 * 60 * 60))
     );
 }
+
+#[test]
+fn one_component_is_an_app_that_answers_every_path() {
+    let component = Component::of_file(PathBuf::from("/srv/My_API.v2.wasm"));
+    assert_eq!(component.id, "my-api-v2");
+    assert_eq!(component.limits, Limits::default());
+    let app = App::of_one_component(component);
+    assert_eq!(app.name, "my-api-v2");
+    assert_eq!(app.base_dir, PathBuf::from("/srv"));
+    let table = RouteTable::new(&app);
+    for path in ["/", "/anything/at/all"] {
+        assert_eq!(table.lookup(path).map(|m| m.component), Some(0), "{path}");
+    }
+    assert!(!app.uses_fuel());
+    // A file name with nothing of the id alphabet still gives an id.
+    assert_eq!(Component::of_file(PathBuf::from("/srv/_.wasm")).id, "-");
+    assert_eq!(Component::of_file(PathBuf::from("/")).id, "component");
+}

@@ -2,7 +2,7 @@
 //! together, and prints. No logic of its own beyond turning errors into messages for people.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -388,7 +388,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => {
             let grant = args.grants.to_grant()?;
             let app = single::app_for_component(&args.file, grant, &args.limits)?;
-            config.fuel = uses_fuel(&app);
+            config.fuel = app.uses_fuel();
             let runtime = new_runtime(config)?;
             up(
                 &runtime,
@@ -401,12 +401,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             .await
         }
         Command::Up(args) => {
-            let path = manifest_path(&args.manifest);
+            let path = skiff_manifest::manifest_in(&args.manifest);
             let app = skiff_manifest::load(&path)?;
             if let Some(file) = &args.runtime_config {
                 config.runtime_config = skiff_manifest::load_runtime_config(file)?;
             }
-            config.fuel = uses_fuel(&app);
+            config.fuel = app.uses_fuel();
             let runtime = new_runtime(config)?;
             up(
                 &runtime,
@@ -418,20 +418,6 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             )
             .await
         }
-    }
-}
-
-/// Fuel metering slows every guest, so the engine meters only when a component asks for it.
-fn uses_fuel(app: &App) -> bool {
-    app.components.iter().any(|c| c.limits.fuel.is_some())
-}
-
-/// The manifest named, or the `skiff.toml` in the folder named (`skiff up`, `skiff deploy`).
-fn manifest_path(given: &Path) -> PathBuf {
-    if given.is_dir() {
-        given.join("skiff.toml")
-    } else {
-        given.to_path_buf()
     }
 }
 

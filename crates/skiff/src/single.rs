@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use skiff_manifest::{
-    App, Component, FileMount, HostPattern, Limits, Location, Route, RoutePattern,
-};
+use skiff_manifest::{App, Component, FileMount, HostPattern, Limits, TimeoutError};
 use skiff_runtime::WasiGrant;
 
 /// The limits and outbound grants a manifest would give, as flags.
@@ -38,21 +36,19 @@ pub struct LimitArgs {
     requests_per_instance: Option<u32>,
 }
 
+/// `skiff_manifest::parse_timeout`, with an example when the text is no duration at all.
 pub fn parse_timeout(text: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(text) {
-        Ok(duration) if duration > skiff_manifest::MAX_TIMEOUT => {
-            Err("longer than a day; a deadline that far away is no deadline".into())
-        }
-        Ok(duration) if !duration.is_zero() => Ok(duration),
-        Ok(_) => Err("a timeout of zero would fail every request".into()),
-        Err(err) => Err(format!("{err}; write e.g. 250ms, 3s or 2m")),
-    }
+    skiff_manifest::parse_timeout(text).map_err(|err| match err {
+        TimeoutError::NotADuration(err) => format!("{err}; write e.g. 250ms, 3s or 2m"),
+        other => other.to_string(),
+    })
 }
 
 fn parse_host_pattern(text: &str) -> Result<HostPattern, String> {
     HostPattern::parse(text).map_err(|err| format!("{}; {}", err.message, err.help))
 }
 
+/// The app `skiff serve` runs: the component at `file` with the flags' grants and limits.
 pub fn app_for_component(file: &Path, grant: WasiGrant, limits: &LimitArgs) -> Result<App> {
     if !file.is_file() {
         bail!(
@@ -60,62 +56,24 @@ pub fn app_for_component(file: &Path, grant: WasiGrant, limits: &LimitArgs) -> R
             file.display()
         );
     }
-    let source = std::path::absolute(file)?;
-    let id = component_id(&source);
-    let base_dir = source.parent().map(Path::to_path_buf).unwrap_or_default();
-    Ok(App {
-        name: id.clone(),
-        version: "0.0.0".into(),
-        description: None,
-        variables: Vec::new(),
-        manifest_path: source.clone(),
-        base_dir,
-        components: vec![Component {
-            id,
-            source,
-            source_location: Location { line: 1, column: 1 },
-            environment: grant.env,
-            files: grant
-                .dirs
-                .into_iter()
-                .map(|dir| FileMount {
-                    host: dir.host,
-                    guest: dir.guest,
-                    writable: dir.writable,
-                })
-                .collect(),
-            allowed_outbound_hosts: limits.allow_outbound.clone(),
-            key_value_stores: Vec::new(),
-            variables: Vec::new(),
-            limits: Limits {
-                memory: limits.max_memory,
-                timeout: limits.timeout,
-                max_concurrency: limits.max_concurrency,
-                fuel: limits.fuel,
-                requests_per_instance: limits.requests_per_instance,
-            },
-        }],
-        routes: vec![Route {
-            pattern: RoutePattern::Prefix(String::new()),
-            as_written: "/...".into(),
-            component: 0,
-        }],
-    })
-}
-
-/// A readable id from the file name, in the manifest's id alphabet, for log lines.
-fn component_id(source: &Path) -> String {
-    let stem = source
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    let id: String = stem
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+    let mut component = Component::of_file(std::path::absolute(file)?);
+    component.environment = grant.env;
+    component.files = grant
+        .dirs
+        .into_iter()
+        .map(|dir| FileMount {
+            host: dir.host,
+            guest: dir.guest,
+            writable: dir.writable,
+        })
         .collect();
-    if id.is_empty() {
-        "component".into()
-    } else {
-        id
-    }
+    component.allowed_outbound_hosts = limits.allow_outbound.clone();
+    component.limits = Limits {
+        memory: limits.max_memory,
+        timeout: limits.timeout,
+        max_concurrency: limits.max_concurrency,
+        fuel: limits.fuel,
+        requests_per_instance: limits.requests_per_instance,
+    };
+    Ok(App::of_one_component(component))
 }

@@ -34,7 +34,7 @@ pub async fn deploy(args: DeployArgs) -> Result<ExitCode> {
 
 async fn run(args: DeployArgs) -> Result<()> {
     let client = args.connect.client(Role::Tenant)?;
-    let manifest = crate::manifest_path(&args.folder);
+    let manifest = skiff_manifest::manifest_in(&args.folder);
     // The manifest first: a mistake in it is the likeliest failure, and needs no server.
     let name = {
         let manifest = manifest.clone();
