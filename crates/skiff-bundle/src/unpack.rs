@@ -14,8 +14,9 @@ use crate::MANIFEST;
 use crate::confine::{clean_name, prefixes, shown};
 use crate::error::{BundleError, EntryProblem};
 
-/// Limits on what an upload may unpack to.
-#[derive(Debug, Clone)]
+/// Limits on what an upload may unpack to. Start from the default and set what you need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BundleLimits {
     /// Bytes of file content, counted as written (not as the archive claims).
     pub max_unpacked_bytes: u64,

@@ -13,8 +13,9 @@ use skiff_runtime::{LoadedApp, ResponseBody};
 use crate::{AppMetrics, HttpMetrics};
 
 /// Limits on what a client may send, applied before any guest runs, alike over HTTP/1 and
-/// HTTP/2.
-#[derive(Debug, Clone)]
+/// HTTP/2. Start from the default and set what you need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HttpLimits {
     /// Largest request body; a larger declared `content-length` gets 413 at once, and a
     /// streamed body that grows past it is cut off.

@@ -14,15 +14,15 @@ pub use skiff_api as api;
 mod appfiles;
 /// Bundles are their own crate so that they can be fuzzed without the whole server.
 pub use skiff_bundle as bundle;
-pub mod logs;
-pub mod management;
+mod logs;
+mod management;
 mod persist;
-pub mod platform;
+mod platform;
 mod records;
 mod refusal;
-pub mod routing;
-pub mod tenants;
-pub mod usage;
+mod routing;
+mod tenants;
+mod usage;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -41,7 +41,9 @@ pub use refusal::Refusal;
 /// the options say otherwise.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Everything `skiff server` is started with.
+/// Everything `skiff server` is started with. [`ServerOptions::new`] gives the defaults of
+/// `skiff server`; set what you need.
+#[non_exhaustive]
 pub struct ServerOptions {
     /// The data plane: apps' traffic.
     pub listen: SocketAddr,
@@ -54,6 +56,22 @@ pub struct ServerOptions {
     pub path_routing: bool,
     pub admin: AdminAuth,
     pub platform: PlatformConfig,
+}
+
+impl ServerOptions {
+    /// Listens on 127.0.0.1:3000 (apps) and 127.0.0.1:3001 (management), with the default
+    /// HTTP limits and shutdown grace, and no path routing.
+    pub fn new(admin: AdminAuth, platform: PlatformConfig) -> Self {
+        ServerOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 3001)),
+            http_limits: HttpLimits::default(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            path_routing: false,
+            admin,
+            platform,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -217,15 +217,14 @@ fn parse_rate(text: &str) -> Result<u64, String> {
 
 impl HttpArgs {
     pub fn limits(&self) -> skiff_http::HttpLimits {
-        skiff_http::HttpLimits {
-            max_body_bytes: self.max_body_size,
-            max_headers: self.max_headers,
-            max_uri_bytes: usize::try_from(self.max_uri_length).unwrap_or(usize::MAX),
-            header_read_timeout: self.header_read_timeout,
-            body_read_timeout: self.body_read_timeout,
-            body_min_rate: self.body_min_rate,
-            ..skiff_http::HttpLimits::default()
-        }
+        let mut limits = skiff_http::HttpLimits::default();
+        limits.max_body_bytes = self.max_body_size;
+        limits.max_headers = self.max_headers;
+        limits.max_uri_bytes = usize::try_from(self.max_uri_length).unwrap_or(usize::MAX);
+        limits.header_read_timeout = self.header_read_timeout;
+        limits.body_read_timeout = self.body_read_timeout;
+        limits.body_min_rate = self.body_min_rate;
+        limits
     }
 
     pub fn shutdown_grace(&self) -> Duration {

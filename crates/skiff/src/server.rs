@@ -10,7 +10,6 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use skiff_runtime::{Runtime, RuntimeConfig};
 use skiff_server::api::Quotas;
-use skiff_server::bundle::BundleLimits;
 use skiff_server::{AdminAuth, PlatformConfig, ServerOptions};
 
 use crate::HttpArgs;
@@ -116,35 +115,14 @@ pub async fn run(
     // Other people's apps run here: the operator's environment and networks are not theirs.
     config.variables_from_env = false;
     config.allow_private_outbound = args.allow_private_outbound;
-    let default_quotas = Quotas {
-        max_in_flight: args
-            .default_max_in_flight
-            .unwrap_or(config.max_instances / 4)
-            .max(1),
-        ..Quotas::default()
-    };
+    let platform = args.platform_config(data_dir, config.max_instances);
     let runtime = Runtime::new(config).map_err(|e| anyhow::anyhow!("{e:#}"))?;
-
-    let options = ServerOptions {
-        listen: args.listen,
-        api_listen: args.api_listen,
-        http_limits: args.http.limits(),
-        shutdown_grace: args.http.shutdown_grace(),
-        path_routing: args.path_routing,
-        admin,
-        platform: PlatformConfig {
-            data_dir,
-            domain: args.domain.trim_matches('.').to_ascii_lowercase(),
-            max_bundle_bytes: args.max_bundle_size,
-            bundle_limits: BundleLimits::default(),
-            keep_versions: args.keep_versions,
-            default_quotas,
-            idle_unload: Some(args.idle_unload),
-            usage_flush: args.usage_flush,
-            upload_timeout: args.upload_timeout,
-            disk_check: args.disk_check_interval,
-        },
-    };
+    let mut options = ServerOptions::new(admin, platform);
+    options.listen = args.listen;
+    options.api_listen = args.api_listen;
+    options.http_limits = args.http.limits();
+    options.shutdown_grace = args.http.shutdown_grace();
+    options.path_routing = args.path_routing;
     let server = skiff_server::bind(runtime, options).await?;
     let data = server.data_addr()?;
     let api = server.api_addr()?;
@@ -159,6 +137,28 @@ pub async fn run(
     server.serve(crate::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+impl ServerArgs {
+    /// The platform's settings from the flags, its state in `data_dir`.
+    fn platform_config(&self, data_dir: PathBuf, max_instances: u32) -> PlatformConfig {
+        let mut platform = PlatformConfig::new(data_dir);
+        platform.domain = self.domain.trim_matches('.').to_ascii_lowercase();
+        platform.max_bundle_bytes = self.max_bundle_size;
+        platform.keep_versions = self.keep_versions;
+        platform.default_quotas = Quotas {
+            max_in_flight: self
+                .default_max_in_flight
+                .unwrap_or(max_instances / 4)
+                .max(1),
+            ..Quotas::default()
+        };
+        platform.idle_unload = Some(self.idle_unload);
+        platform.usage_flush = self.usage_flush;
+        platform.upload_timeout = self.upload_timeout;
+        platform.disk_check = self.disk_check_interval;
+        platform
+    }
 }
 
 fn admin_auth(args: &ServerArgs) -> Result<AdminAuth> {
@@ -200,4 +200,36 @@ fn admin_auth(args: &ServerArgs) -> Result<AdminAuth> {
         );
     }
     Ok(AdminAuth::Token(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        server: ServerArgs,
+    }
+
+    /// The library's defaults are the flags' defaults: a host built without the CLI runs as
+    /// `skiff server` does.
+    #[test]
+    fn the_flags_default_to_the_platforms_defaults() {
+        let args = Cli::parse_from(["skiff"]).server;
+        let dir = PathBuf::from("/data");
+        let from_flags = args.platform_config(dir.clone(), 4000);
+        let mut defaults = PlatformConfig::new(dir);
+        // The one default the CLI works out: a quarter of the host's instances per tenant.
+        defaults.default_quotas.max_in_flight = 1000;
+        assert_eq!(from_flags, defaults);
+        let options = ServerOptions::new(AdminAuth::InsecureDev, defaults);
+        assert_eq!(
+            (args.listen, args.api_listen, args.path_routing),
+            (options.listen, options.api_listen, options.path_routing)
+        );
+        assert_eq!(args.http.limits(), options.http_limits);
+        assert_eq!(args.http.shutdown_grace(), options.shutdown_grace);
+    }
 }

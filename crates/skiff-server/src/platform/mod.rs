@@ -63,8 +63,10 @@ pub enum OpenError {
     AppsFolder(#[source] std::io::Error),
 }
 
-/// What the operator decides for the whole host.
-#[derive(Debug, Clone)]
+/// What the operator decides for the whole host. [`PlatformConfig::new`] gives what
+/// `skiff server` uses without flags; set what you need.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct PlatformConfig {
     pub data_dir: PathBuf,
     /// Apps are served at `NAME.DOMAIN`.
@@ -87,6 +89,25 @@ pub struct PlatformConfig {
     /// How often every tenant's disk use is measured against its quota; a tenant over it has
     /// its apps' writes refused until it is under again.
     pub disk_check: Duration,
+}
+
+impl PlatformConfig {
+    /// The settings `skiff server` runs with when no flag says otherwise, its state in
+    /// `data_dir`.
+    pub fn new(data_dir: PathBuf) -> Self {
+        PlatformConfig {
+            data_dir,
+            domain: "localhost".into(),
+            max_bundle_bytes: 256 << 20,
+            bundle_limits: BundleLimits::default(),
+            keep_versions: 5,
+            default_quotas: Quotas::default(),
+            idle_unload: Some(Duration::from_secs(10 * 60)),
+            usage_flush: Duration::from_secs(30),
+            upload_timeout: Duration::from_secs(5 * 60),
+            disk_check: Duration::from_secs(30),
+        }
+    }
 }
 
 fn no_tenant(name: &str) -> Refusal {
