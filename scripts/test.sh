@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# No crate depends on itself through others, and no module inside a crate does.
+python3 scripts/structure.py --quiet
 scripts/build-guests.sh
 if command -v cargo-nextest >/dev/null; then
   cargo nextest run --workspace --no-fail-fast
