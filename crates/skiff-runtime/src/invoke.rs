@@ -20,7 +20,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 
 use crate::capabilities::InstanceIdentity;
 use crate::engine::Sandboxes;
-use crate::error::{InvokeError, OverloadScope};
+use crate::error::InvokeError;
 use crate::host::Host;
 use crate::limits::{Limits, Sandboxed};
 use crate::load::LoadedComponent;
@@ -58,7 +58,11 @@ impl LoadedComponent {
         // at once, and nothing queues without bound. The permits live as long as the instance.
         let slot = match self.reuse.as_ref().and_then(|reuse| reuse.take()) {
             Some(warm) => Slot::Warm(warm),
-            None => Slot::Fresh(self.admit()?),
+            None => Slot::Fresh(Permits::take(
+                self.concurrency.as_ref(),
+                self.shared_concurrency.as_deref(),
+                &self.sandboxes.permits,
+            )?),
         };
         // Admitted: from here on the request is metered, if its app is. A request refused
         // above used nothing worth billing and reports nothing.
@@ -247,32 +251,6 @@ impl LoadedComponent {
                 Err(join) => Err(InvokeError::Trap(format!("the guest task failed: {join}"))),
             },
         }
-    }
-}
-
-impl LoadedComponent {
-    /// Takes the permits a fresh instance needs: the component's, the shared (tenant) one, the
-    /// host's, in that order, or says which limit is reached.
-    fn admit(&self) -> Result<Permits, InvokeError> {
-        let component = match &self.concurrency {
-            Some((permits, limit)) => Some(
-                permits
-                    .clone()
-                    .try_acquire_owned()
-                    .map_err(|_| InvokeError::Overloaded(OverloadScope::Component(*limit)))?,
-            ),
-            None => None,
-        };
-        let shared = match &self.shared_concurrency {
-            Some(shared) => Some(shared.acquire()?),
-            None => None,
-        };
-        let host = self.sandboxes.permits.acquire()?;
-        Ok(Permits {
-            _component: component,
-            _shared: shared,
-            host,
-        })
     }
 }
 

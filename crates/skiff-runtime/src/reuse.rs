@@ -41,7 +41,7 @@ impl HostPermits {
         self.idle.register(pool);
     }
 
-    pub(crate) fn acquire(&self) -> Result<OwnedSemaphorePermit, InvokeError> {
+    fn acquire(&self) -> Result<OwnedSemaphorePermit, InvokeError> {
         self.idle
             .acquire(&self.permits)
             .ok_or(InvokeError::Overloaded(OverloadScope::Host(self.max)))
@@ -52,9 +52,38 @@ impl HostPermits {
 /// shared (tenant) one. An instance kept for reuse keeps them all, so that idle instances count
 /// against every limit that running ones do. Held for their drop, which gives them back.
 pub(crate) struct Permits {
-    pub(crate) _component: Option<OwnedSemaphorePermit>,
-    pub(crate) _shared: Option<OwnedSemaphorePermit>,
-    pub(crate) host: OwnedSemaphorePermit,
+    _component: Option<OwnedSemaphorePermit>,
+    _shared: Option<OwnedSemaphorePermit>,
+    host: OwnedSemaphorePermit,
+}
+
+impl Permits {
+    /// Takes the permits a fresh instance needs: the component's (with its limit), the shared
+    /// (tenant) one, the host's, in that order, or says which limit is reached.
+    pub(crate) fn take(
+        component: Option<&(Arc<Semaphore>, u32)>,
+        shared: Option<&SharedPermits>,
+        host: &HostPermits,
+    ) -> Result<Permits, InvokeError> {
+        let component = match component {
+            Some((permits, limit)) => Some(
+                permits
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| InvokeError::Overloaded(OverloadScope::Component(*limit)))?,
+            ),
+            None => None,
+        };
+        let shared = match shared {
+            Some(shared) => Some(shared.acquire()?),
+            None => None,
+        };
+        Ok(Permits {
+            _component: component,
+            _shared: shared,
+            host: host.acquire()?,
+        })
+    }
 }
 
 /// A store with the permits that admitted it. The fields drop in this order however the
@@ -304,7 +333,7 @@ impl SharedPermits {
         self.idle.register(pool);
     }
 
-    pub(crate) fn acquire(&self) -> Result<OwnedSemaphorePermit, InvokeError> {
+    fn acquire(&self) -> Result<OwnedSemaphorePermit, InvokeError> {
         self.idle
             .acquire(&self.permits)
             .ok_or(InvokeError::Overloaded(OverloadScope::Tenant(self.limit())))
