@@ -33,7 +33,7 @@ use skiff_http::HttpLimits;
 use skiff_runtime::Runtime;
 use tokio::net::TcpListener;
 
-pub use management::AdminAuth;
+pub use management::{AdminAuth, AdminTokenError, MIN_ADMIN_TOKEN};
 pub use platform::{Platform, PlatformConfig};
 pub use refusal::Refusal;
 
@@ -86,6 +86,15 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "--insecure-dev serves without authentication, so it listens on loopback only, but \
+         the {what} would listen on {addr}; use a 127.0.0.1 address, or set an admin token \
+         (SKIFF_ADMIN_TOKEN) instead of --insecure-dev"
+    )]
+    InsecureDevOffLoopback {
+        what: &'static str,
+        addr: SocketAddr,
+    },
 }
 
 /// A server whose listeners are bound, ready to serve.
@@ -102,6 +111,16 @@ pub async fn bind(
     runtime: Arc<Runtime>,
     options: ServerOptions,
 ) -> Result<BoundServer, StartError> {
+    if matches!(options.admin, AdminAuth::InsecureDev) {
+        for (what, addr) in [
+            ("data plane (--listen)", options.listen),
+            ("management API (--api-listen)", options.api_listen),
+        ] {
+            if !addr.ip().is_loopback() {
+                return Err(StartError::InsecureDevOffLoopback { what, addr });
+            }
+        }
+    }
     let platform_config = options.platform;
     let guests = runtime.clone();
     let platform = tokio::task::spawn_blocking(move || Platform::open(runtime, platform_config))

@@ -40,8 +40,33 @@ pub const DEV_TENANT: &str = "dev";
 pub enum AdminAuth {
     Token(String),
     /// `--insecure-dev`: calls without a token are the admin, and the `dev` tenant on app
-    /// routes. Only ever on loopback.
+    /// routes. Only ever on loopback ([`crate::bind`] refuses anything else).
     InsecureDev,
+}
+
+/// Shortest admin token accepted: anything shorter can be guessed.
+pub const MIN_ADMIN_TOKEN: usize = 16;
+
+/// Why an admin token is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminTokenError {
+    #[error(
+        "is {length} characters long; use at least {MIN_ADMIN_TOKEN} random ones, e.g. \
+         `openssl rand -hex 32`"
+    )]
+    TooShort { length: usize },
+}
+
+impl AdminAuth {
+    /// The admin token `text` (white space around it ignored), if it is long enough.
+    pub fn token(text: &str) -> Result<AdminAuth, AdminTokenError> {
+        let token = text.trim();
+        let length = token.chars().count();
+        if length < MIN_ADMIN_TOKEN {
+            return Err(AdminTokenError::TooShort { length });
+        }
+        Ok(AdminAuth::Token(token.to_string()))
+    }
 }
 
 #[derive(Clone)]
@@ -707,7 +732,20 @@ fn ndjson(line: &LogLine) -> Bytes {
 
 #[cfg(test)]
 mod tests {
-    use super::is_loopback_authority;
+    use super::{AdminAuth, is_loopback_authority};
+
+    #[test]
+    fn an_admin_token_is_long_enough_and_trimmed() {
+        let err = AdminAuth::token("  short-token \n").err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "is 11 characters long; use at least 16 random ones, e.g. `openssl rand -hex 32`"
+        );
+        match AdminAuth::token("0123456789abcdef\n") {
+            Ok(AdminAuth::Token(token)) => assert_eq!(token, "0123456789abcdef"),
+            _ => panic!("a 16-character token is accepted"),
+        }
+    }
 
     #[test]
     fn only_loopback_authorities_pass() {
