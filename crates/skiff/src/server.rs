@@ -12,7 +12,7 @@ use skiff_runtime::{Runtime, RuntimeConfig};
 use skiff_server::api::Quotas;
 use skiff_server::{AdminAuth, PlatformConfig, ServerOptions};
 
-use crate::HttpArgs;
+use crate::up::HttpArgs;
 
 #[derive(Args)]
 pub struct ServerArgs {
@@ -131,7 +131,7 @@ pub async fn run(
         args.domain.trim_matches('.'),
         data.port()
     );
-    server.serve(crate::shutdown_signal()).await?;
+    server.serve(crate::up::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,236 @@
+//! `skiff serve FILE.wasm` and `skiff up [MANIFEST]`: one app, from one component or from a
+//! manifest, served on one listener until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use skiff_manifest::{App, ManifestError};
+use skiff_runtime::{Runtime, RuntimeConfig};
+
+use crate::run::GrantArgs;
+use crate::{cmd, single};
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
+
+/// Limits on what HTTP clients may send, checked before any guest runs.
+#[derive(Args)]
+pub struct HttpArgs {
+    /// Largest request body, e.g. `10MiB`; larger gets 413.
+    #[arg(long, value_name = "SIZE", default_value = "128MiB", value_parser = skiff_manifest::parse_memory)]
+    max_body_size: u64,
+    /// Most header fields in one request; more gets 431.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    max_headers: usize,
+    /// Longest request target (path and query), e.g. `16KiB`; longer gets 414.
+    #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = skiff_manifest::parse_memory)]
+    max_uri_length: u64,
+    /// Time a client has to send its request head; a slower one is disconnected. Also how
+    /// long a connection may go without starting a request.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = single::parse_timeout)]
+    header_read_timeout: Duration,
+    /// Longest wait for the next piece of a request body the guest is reading; past it the
+    /// guest's read fails, so a stalled upload cannot hold an instance.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = single::parse_timeout)]
+    body_read_timeout: Duration,
+    /// Slowest average rate, per second, a request body may arrive at once the first
+    /// --body-read-timeout has passed, e.g. `1KiB`; 0 turns the check off.
+    #[arg(long, value_name = "SIZE", default_value = "1KiB", value_parser = parse_rate)]
+    body_min_rate: u64,
+    /// How long requests in flight may take to finish once SIGINT or SIGTERM arrives; then
+    /// every guest still running is stopped and skiff exits.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = single::parse_timeout)]
+    shutdown_grace: Duration,
+}
+
+/// A size per second; unlike other sizes, zero is allowed (it means no minimum).
+fn parse_rate(text: &str) -> Result<u64, String> {
+    match text.trim() {
+        "0" => Ok(0),
+        text => skiff_manifest::parse_memory(text).map_err(|e| e.to_string()),
+    }
+}
+
+impl HttpArgs {
+    pub fn limits(&self) -> skiff_http::HttpLimits {
+        let mut limits = skiff_http::HttpLimits::default();
+        limits.max_body_bytes = self.max_body_size;
+        limits.max_headers = self.max_headers;
+        limits.max_uri_bytes = usize::try_from(self.max_uri_length).unwrap_or(usize::MAX);
+        limits.header_read_timeout = self.header_read_timeout;
+        limits.body_read_timeout = self.body_read_timeout;
+        limits.body_min_rate = self.body_min_rate;
+        limits
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        self.shutdown_grace
+    }
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off unless given).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    http: HttpArgs,
+    #[command(flatten)]
+    grants: GrantArgs,
+    #[command(flatten)]
+    limits: single::LimitArgs,
+    /// The wasi:http/proxy component to serve.
+    file: PathBuf,
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off unless given).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    http: HttpArgs,
+    /// The operator's runtime config: where key-value store labels live, variable values.
+    #[arg(long, value_name = "FILE")]
+    runtime_config: Option<PathBuf>,
+    /// The app manifest, or the folder holding its skiff.toml.
+    #[arg(default_value = "skiff.toml")]
+    manifest: PathBuf,
+}
+
+pub fn new_runtime(config: RuntimeConfig) -> Result<Arc<Runtime>> {
+    Runtime::new(config).map_err(|e| anyhow::anyhow!("{e:#}"))
+}
+
+pub async fn serve(mut config: RuntimeConfig, args: ServeArgs) -> Result<ExitCode> {
+    let grant = args.grants.to_grant()?;
+    let app = single::app_for_component(&args.file, grant, &args.limits)?;
+    config.fuel = app.uses_fuel();
+    let runtime = new_runtime(config)?;
+    up_app(
+        &runtime,
+        app,
+        args.listen,
+        &args.http,
+        args.metrics_listen,
+        false,
+    )
+    .await
+}
+
+pub async fn up(mut config: RuntimeConfig, args: UpArgs) -> Result<ExitCode> {
+    let path = skiff_manifest::manifest_in(&args.manifest);
+    let app = skiff_manifest::load(&path)?;
+    if let Some(file) = &args.runtime_config {
+        config.runtime_config = skiff_manifest::load_runtime_config(file)?;
+    }
+    config.fuel = app.uses_fuel();
+    let runtime = new_runtime(config)?;
+    up_app(
+        &runtime,
+        app,
+        args.listen,
+        &args.http,
+        args.metrics_listen,
+        true,
+    )
+    .await
+}
+
+/// Loads and serves `app`. `from_manifest` says whether load errors can point at a manifest.
+async fn up_app(
+    runtime: &Arc<Runtime>,
+    app: App,
+    listen: SocketAddr,
+    http: &HttpArgs,
+    metrics_listen: Option<SocketAddr>,
+    from_manifest: bool,
+) -> Result<ExitCode> {
+    // The runtime's metrics count from the first instance: they are made before the app loads.
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut options = skiff_runtime::LoadOptions::default();
+    if metrics_listen.is_some() {
+        options.metrics = Some(skiff_runtime::MetricsScope {
+            metrics: skiff_runtime::RuntimeMetrics::register(&mut registry),
+            tenant: "".into(),
+        });
+    }
+    let loaded = {
+        let runtime = runtime.clone();
+        let for_errors = app.clone();
+        tokio::task::spawn_blocking(move || runtime.load_app_with(app, &options))
+            .await
+            .context("loading the app")?
+            .map_err(|err| match err.component {
+                Some(index) if from_manifest => {
+                    let field = err.manifest_field();
+                    ManifestError::at(&for_errors, index, field, err.to_string(), None).into()
+                }
+                _ => anyhow::Error::from(err),
+            })?
+    };
+    let app = loaded.app().clone();
+    let mut http_app = skiff_http::HttpApp::new(loaded);
+    if let Some(metrics_listen) = metrics_listen {
+        let metrics = skiff_http::HttpMetrics::register(&mut registry);
+        http_app = http_app.with_metrics(&metrics, "");
+        let listener = tokio::net::TcpListener::bind(metrics_listen)
+            .await
+            .with_context(|| format!("cannot listen on {metrics_listen} (--metrics-listen)"))?;
+        println!("Metrics http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(skiff_http::serve_metrics(listener, Arc::new(registry)));
+    }
+    let server = skiff_http::Server::bind(listen, http_app)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = server.local_addr()?;
+    // Scripts wait for this line: it is printed only once the socket listens.
+    println!("Serving http://{addr}");
+    println!("Available routes:");
+    let base = format!("http://{addr}");
+    for route in &app.routes {
+        let component = &app.components[route.component];
+        println!(
+            "  {}: {}",
+            component.id,
+            cmd::route_url(&base, &route.as_written)
+        );
+    }
+    server
+        .with_limits(http.limits())
+        .with_shutdown_grace(http.shutdown_grace())
+        .with_guests_of(runtime.clone())
+        .serve(shutdown_signal())
+        .await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+// As for `termination_signal`, installing the handler cannot fail here.
+#[allow(clippy::expect_used)]
+pub(crate) async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutdown requested: no longer accepting connections");
+}
