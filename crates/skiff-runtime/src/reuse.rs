@@ -270,7 +270,7 @@ impl IdlePools {
 }
 
 /// Permits shared by the components of several apps: a tenant's `max_in_flight` quota. Idle
-/// instances kept for reuse hold one each (see [`InstanceReuse`]), so that a tenant's idle
+/// instances kept for reuse hold one each (see `InstanceReuse`), so that a tenant's idle
 /// instances count against its own quota, not against what the host's other tenants share;
 /// when a request finds the permits all taken, an idle instance of the tenant gives its up.
 pub struct SharedPermits {

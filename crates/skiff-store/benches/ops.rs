@@ -18,9 +18,8 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use skiff_store::embedded::EmbeddedBackend;
-use skiff_store::redis::RedisBackend;
 use skiff_store::{Backend, Store};
+use skiff_store::{EmbeddedBackend, RedisBackend};
 
 /// Sequential calls per measured operation (after as many warm-up calls as a tenth of this).
 const ROUNDS: usize = 2000;

@@ -36,8 +36,11 @@
 
 use std::sync::Arc;
 
-pub mod embedded;
-pub mod redis;
+mod embedded;
+mod redis;
+
+pub use embedded::EmbeddedBackend;
+pub use redis::{DEFAULT_TIMEOUT as REDIS_DEFAULT_TIMEOUT, RedisBackend};
 
 /// Largest value a guest may store (bigger values are refused with an error naming the limit).
 pub const MAX_VALUE_BYTES: usize = 16 << 20;
@@ -65,7 +68,7 @@ pub struct KeyPage {
     /// that is small next to the whole database): keep following the cursor.
     pub keys: Vec<String>,
     /// Pass back to get the next page; `None` when there are no more keys. Opaque: its meaning
-    /// is the backend's (the embedded backend's is documented in [`embedded`], Redis' is its
+    /// is the backend's (the embedded backend's is documented in [`EmbeddedBackend`], Redis' is its
     /// `SCAN` cursor).
     pub cursor: Option<u64>,
 }

@@ -103,7 +103,7 @@ impl RedisBackend {
         Ok(Self::build(client, target, secrets, DEFAULT_TIMEOUT))
     }
 
-    /// The same backend with another bound on each Redis call (default [`DEFAULT_TIMEOUT`]).
+    /// The same backend with another bound on each Redis call (default [`REDIS_DEFAULT_TIMEOUT`](crate::REDIS_DEFAULT_TIMEOUT)).
     /// Call it before opening stores: stores already opened keep the old connection.
     pub fn with_timeout(self, timeout: Duration) -> Self {
         let shared = &self.shared;

@@ -13,9 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::RedisServer;
-use skiff_store::embedded::EmbeddedBackend;
-use skiff_store::redis::RedisBackend;
 use skiff_store::{Backend, LIST_PAGE_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES, Store, StoreError};
+use skiff_store::{EmbeddedBackend, RedisBackend};
 
 /// A backend under test, and what keeps it alive (its folder, its server).
 struct Harness {

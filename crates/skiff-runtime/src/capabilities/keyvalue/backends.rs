@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use skiff_manifest::{Component, StoreSpec};
-use skiff_store::embedded::EmbeddedBackend;
-use skiff_store::redis::RedisBackend;
 use skiff_store::{Backend, KeyPage, Store, StoreError};
+use skiff_store::{EmbeddedBackend, RedisBackend};
 
 use super::KeyValueGrant;
 use crate::capabilities::LoadContext;
