@@ -20,10 +20,7 @@ fn outer() -> &'static PathBuf {
     })
 }
 
-const LIMITS: BundleLimits = BundleLimits {
-    max_unpacked_bytes: 1 << 20,
-    max_entries: 64,
-};
+const LIMITS: BundleLimits = BundleLimits::new(1 << 20, 64);
 
 fn bytes_under(path: &std::path::Path) -> u64 {
     let Ok(meta) = std::fs::symlink_metadata(path) else {

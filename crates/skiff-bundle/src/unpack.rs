@@ -24,12 +24,19 @@ pub struct BundleLimits {
     pub max_entries: usize,
 }
 
+impl BundleLimits {
+    /// Limits of `max_unpacked_bytes` of content in at most `max_entries` entries.
+    pub const fn new(max_unpacked_bytes: u64, max_entries: usize) -> Self {
+        BundleLimits {
+            max_unpacked_bytes,
+            max_entries,
+        }
+    }
+}
+
 impl Default for BundleLimits {
     fn default() -> Self {
-        BundleLimits {
-            max_unpacked_bytes: 1 << 30,
-            max_entries: 10_000,
-        }
+        BundleLimits::new(1 << 30, 10_000)
     }
 }
 
