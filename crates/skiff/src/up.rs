@@ -72,8 +72,9 @@ impl HttpArgs {
     }
 }
 
+/// Where `serve` and `up` listen, and the limits on their clients.
 #[derive(Args)]
-pub struct ServeArgs {
+pub struct ListenArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
@@ -82,6 +83,12 @@ pub struct ServeArgs {
     metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     http: HttpArgs,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    listen: ListenArgs,
     #[command(flatten)]
     grants: GrantArgs,
     #[command(flatten)]
@@ -92,14 +99,8 @@ pub struct ServeArgs {
 
 #[derive(Args)]
 pub struct UpArgs {
-    /// Address to listen on; port 0 picks a free port.
-    #[arg(long, default_value = DEFAULT_LISTEN)]
-    listen: SocketAddr,
-    /// Serve Prometheus metrics at http://ADDR/metrics (off unless given).
-    #[arg(long, value_name = "ADDR")]
-    metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
-    http: HttpArgs,
+    listen: ListenArgs,
     /// The operator's runtime config: where key-value store labels live, variable values.
     #[arg(long, value_name = "FILE")]
     runtime_config: Option<PathBuf>,
@@ -112,20 +113,10 @@ pub fn new_runtime(config: RuntimeConfig) -> Result<Arc<Runtime>> {
     Runtime::new(config).map_err(|e| anyhow::anyhow!("{e:#}"))
 }
 
-pub async fn serve(mut config: RuntimeConfig, args: ServeArgs) -> Result<ExitCode> {
+pub async fn serve(config: RuntimeConfig, args: ServeArgs) -> Result<ExitCode> {
     let grant = args.grants.to_grant()?;
     let app = single::app_for_component(&args.file, grant, &args.limits)?;
-    config.fuel = app.uses_fuel();
-    let runtime = new_runtime(config)?;
-    up_app(
-        &runtime,
-        app,
-        args.listen,
-        &args.http,
-        args.metrics_listen,
-        false,
-    )
-    .await
+    up_app(config, app, &args.listen, false).await
 }
 
 pub async fn up(mut config: RuntimeConfig, args: UpArgs) -> Result<ExitCode> {
@@ -134,28 +125,25 @@ pub async fn up(mut config: RuntimeConfig, args: UpArgs) -> Result<ExitCode> {
     if let Some(file) = &args.runtime_config {
         config.runtime_config = skiff_manifest::load_runtime_config(file)?;
     }
-    config.fuel = app.uses_fuel();
-    let runtime = new_runtime(config)?;
-    up_app(
-        &runtime,
-        app,
-        args.listen,
-        &args.http,
-        args.metrics_listen,
-        true,
-    )
-    .await
+    up_app(config, app, &args.listen, true).await
 }
 
-/// Loads and serves `app`. `from_manifest` says whether load errors can point at a manifest.
+/// Loads and serves `app` on a runtime of its own (metering fuel only if the app asks for it).
+/// `from_manifest` says whether load errors can point at a manifest.
 async fn up_app(
-    runtime: &Arc<Runtime>,
+    mut config: RuntimeConfig,
     app: App,
-    listen: SocketAddr,
-    http: &HttpArgs,
-    metrics_listen: Option<SocketAddr>,
+    listen: &ListenArgs,
     from_manifest: bool,
 ) -> Result<ExitCode> {
+    config.fuel = app.uses_fuel();
+    let runtime = new_runtime(config)?;
+    let ListenArgs {
+        listen,
+        metrics_listen,
+        http,
+    } = listen;
+    let (listen, metrics_listen) = (*listen, *metrics_listen);
     // The runtime's metrics count from the first instance: they are made before the app loads.
     let mut registry = prometheus_client::registry::Registry::default();
     let mut options = skiff_runtime::LoadOptions::default();
