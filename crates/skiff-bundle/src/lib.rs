@@ -6,7 +6,9 @@
 //! where it did on the client. Nothing else goes in: build output next to the manifest stays
 //! home. [`pack`] is the client's side and writes a deterministic tar.gz; [`unpack`] is the
 //! server's and accepts tar.gz, tar or zip from a tenant it must not trust: only plain files and
-//! folders, inside the destination, within [`BundleLimits`]. After unpacking, the server loads
+//! folders, inside the destination, within [`BundleLimits`]. A registry stores a bundle in
+//! parts instead (the manifest, each component, each set of files: see [`plan`]), which an
+//! [`Unpacker`] puts back together under the same rules. After unpacking, the server loads
 //! the manifest like `skiff up` would and calls [`confine`], because a valid manifest may still
 //! name files outside the bundle (`source = "/etc/passwd"`).
 //!
@@ -28,8 +30,8 @@ mod tests;
 
 pub use confine::confine;
 pub use error::{BundleError, ConfineError, EntryProblem, NameError};
-pub use pack::{Packed, pack};
-pub use unpack::{BundleLimits, Unpacked, unpack};
+pub use pack::{Packed, Part, PartContent, PartKind, Plan, pack, plan};
+pub use unpack::{BundleLimits, Unpacked, Unpacker, unpack};
 
 /// The manifest's name at the root of every bundle, whatever it was called in the app folder.
 const MANIFEST: &str = "skiff.toml";

@@ -1,5 +1,5 @@
 //! Packing, the client's side: the manifest and every file it references, as a deterministic
-//! tar.gz.
+//! tar.gz ([`pack`]), or as the parts a registry stores one by one ([`plan`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,9 +33,104 @@ impl fmt::Debug for Packed {
 }
 
 /// What goes in the tar at one path.
+#[derive(Debug, Clone)]
 enum Item {
     File(PathBuf),
     Dir,
+}
+
+/// Which entry of the manifest brought a path into the bundle; the first one to name it keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Origin {
+    Manifest,
+    Component(usize),
+    Mount(usize, usize),
+}
+
+/// What [`plan`] found: every path a bundle of the app holds, and which part of the manifest
+/// brought it in.
+#[derive(Debug)]
+pub struct Plan {
+    items: BTreeMap<String, (Item, Origin)>,
+    parts: Vec<(Origin, PartKind)>,
+}
+
+/// What one [`Part`] of a planned bundle is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartKind {
+    /// The manifest, stored as `skiff.toml`.
+    Manifest,
+    /// The `source` of the component with this id.
+    Component(String),
+    /// A `files` mount of a component: its id and the mount's guest path.
+    Files { component: String, guest: String },
+}
+
+/// A part of a planned bundle: what one entry of the manifest brings in, read from disk.
+/// Registries store each part as a layer of its own, so an app that changes one component
+/// uploads only that component.
+#[derive(Debug)]
+pub struct Part {
+    pub kind: PartKind,
+    pub content: PartContent,
+}
+
+/// The bytes of a [`Part`].
+pub enum PartContent {
+    /// A single file (the manifest, or a component's source) at this path of the bundle.
+    File { path: String, bytes: Vec<u8> },
+    /// Several entries (a mounted folder, or a file with the folders a `..` in its path needs),
+    /// as a deterministic tar.gz whose names are paths of the bundle.
+    Archive(Vec<u8>),
+}
+
+impl fmt::Debug for PartContent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PartContent::File { path, bytes } => f
+                .debug_struct("File")
+                .field("path", path)
+                .field("bytes", &format_args!("<{} bytes>", bytes.len()))
+                .finish(),
+            PartContent::Archive(bytes) => write!(f, "Archive(<{} bytes>)", bytes.len()),
+        }
+    }
+}
+
+impl Plan {
+    /// The whole bundle as one deterministic tar.gz, as [`pack`] returns it.
+    pub fn pack(&self) -> Result<Packed, BundleError> {
+        write_tar_gz(self.items.iter().map(|(rel, (item, _))| (rel, item)))
+    }
+
+    /// The bundle as parts, in manifest order (the manifest first), each path in exactly one
+    /// part. Parts that turned out empty (a mount whose files all came with a component) are
+    /// left out. Unpacking the parts in order with an [`crate::Unpacker`] gives the folder that
+    /// unpacking [`Plan::pack`] gives.
+    pub fn parts(&self) -> Result<Vec<Part>, BundleError> {
+        let mut parts = Vec::new();
+        for (origin, kind) in &self.parts {
+            let entries: Vec<(&String, &Item)> = self
+                .items
+                .iter()
+                .filter(|(_, (_, o))| o == origin)
+                .map(|(rel, (item, _))| (rel, item))
+                .collect();
+            let content = match entries.as_slice() {
+                [] => continue,
+                [(rel, Item::File(path))] => PartContent::File {
+                    path: (*rel).clone(),
+                    bytes: read_file(path)?,
+                },
+                _ => PartContent::Archive(write_tar_gz(entries.into_iter())?.bytes),
+            };
+            parts.push(Part {
+                kind: kind.clone(),
+                content,
+            });
+        }
+        Ok(parts)
+    }
 }
 
 /// Packs the app whose manifest is `manifest_path`: the manifest itself (always stored as
@@ -48,6 +143,12 @@ enum Item {
 /// with [`BundleError::Outside`]; symlinks inside it are stored as the files or folders they
 /// point at, since a server never unpacks a link. The same bytes come out for the same folder.
 pub fn pack(manifest_path: &Path) -> Result<Packed, BundleError> {
+    plan(manifest_path)?.pack()
+}
+
+/// Finds what a bundle of the app whose manifest is `manifest_path` holds, with the checks
+/// [`pack`] makes, without reading the files yet.
+pub fn plan(manifest_path: &Path) -> Result<Plan, BundleError> {
     let app = skiff_manifest::load(manifest_path)?;
     let root = fs::canonicalize(&app.base_dir).map_err(|source| BundleError::Io {
         op: "open the app folder",
@@ -59,14 +160,14 @@ pub fn pack(manifest_path: &Path) -> Result<Packed, BundleError> {
         root,
         manifest: fs::canonicalize(&app.manifest_path).ok(),
         items: BTreeMap::new(),
+        origin: Origin::Manifest,
     };
-    packer
-        .items
-        .insert(MANIFEST.to_string(), Item::File(app.manifest_path.clone()));
+    let mut parts = vec![(Origin::Manifest, PartKind::Manifest)];
+    packer.insert(MANIFEST.to_string(), Item::File(app.manifest_path.clone()))?;
     // `App` holds `base_dir` joined with the path as written, so an absolute path into the app
     // folder looks just like a relative one there; the manifest text still tells them apart.
     let text = fs::read_to_string(&app.manifest_path).unwrap_or_default();
-    for component in &app.components {
+    for (index, component) in app.components.iter().enumerate() {
         let what = format!("component `{}` source", component.id);
         if written_absolute(&text, component.source_location) {
             return Err(BundleError::CannotPack {
@@ -74,15 +175,28 @@ pub fn pack(manifest_path: &Path) -> Result<Packed, BundleError> {
                 reason: format!("in {what}, {ABSOLUTE}"),
             });
         }
+        packer.origin = Origin::Component(index);
+        parts.push((packer.origin, PartKind::Component(component.id.to_string())));
         packer.add(&what, &component.source)?;
     }
-    for component in &app.components {
-        for mount in &component.files {
+    for (index, component) in app.components.iter().enumerate() {
+        for (mount_index, mount) in component.files.iter().enumerate() {
             let what = format!("component `{}` files mount `{}`", component.id, mount.guest);
+            packer.origin = Origin::Mount(index, mount_index);
+            parts.push((
+                packer.origin,
+                PartKind::Files {
+                    component: component.id.to_string(),
+                    guest: mount.guest.to_string(),
+                },
+            ));
             packer.add(&what, &mount.host)?;
         }
     }
-    packer.write()
+    Ok(Plan {
+        items: packer.items,
+        parts,
+    })
 }
 
 struct Packer<'a> {
@@ -91,7 +205,9 @@ struct Packer<'a> {
     /// The same folder, canonical: what "inside" is measured against.
     root: PathBuf,
     manifest: Option<PathBuf>,
-    items: BTreeMap<String, Item>,
+    items: BTreeMap<String, (Item, Origin)>,
+    /// Who the paths being added now belong to.
+    origin: Origin,
 }
 
 impl Packer<'_> {
@@ -267,9 +383,9 @@ impl Packer<'_> {
                 reason: format!("{reason}, which a server refuses; rename it"),
             });
         }
-        match (self.items.get(&rel), &item) {
+        match (self.items.get(&rel).map(|(item, _)| item), &item) {
             (None, _) => {
-                self.items.insert(rel, item);
+                self.items.insert(rel, (item, self.origin));
                 Ok(())
             }
             (Some(Item::Dir), Item::Dir) => Ok(()),
@@ -313,62 +429,69 @@ impl Packer<'_> {
                 reason: "its name is not valid UTF-8, which a server refuses; rename it".into(),
             })
     }
+}
 
-    fn write(self) -> Result<Packed, BundleError> {
-        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-        let mut tar = tar::Builder::new(gz);
-        let mut files = 0;
-        let mut unpacked_bytes = 0;
-        let tar_error = |rel: &str| {
-            let path = PathBuf::from(rel);
-            move |source| BundleError::Io {
-                op: "add to the bundle",
-                path,
-                source,
+/// Reads a whole file, so a file that grows while packing cannot break the tar.
+fn read_file(path: &Path) -> Result<Vec<u8>, BundleError> {
+    fs::read(path).map_err(|source| BundleError::Io {
+        op: "read",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A deterministic tar.gz of `items` (in the order given).
+fn write_tar_gz<'a>(
+    items: impl Iterator<Item = (&'a String, &'a Item)>,
+) -> Result<Packed, BundleError> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    let mut tar = tar::Builder::new(gz);
+    let mut files = 0;
+    let mut unpacked_bytes = 0;
+    let tar_error = |rel: &str| {
+        let path = PathBuf::from(rel);
+        move |source| BundleError::Io {
+            op: "add to the bundle",
+            path,
+            source,
+        }
+    };
+    for (rel, item) in items {
+        // Fixed owner, time and modes: the server ignores them, and the same folder should
+        // give the same bytes.
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        match item {
+            Item::Dir => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                tar.append_data(&mut header, rel, io::empty())
+                    .map_err(tar_error(rel))?;
             }
-        };
-        for (rel, item) in &self.items {
-            // Fixed owner, time and modes: the server ignores them, and the same folder should
-            // give the same bytes.
-            let mut header = tar::Header::new_gnu();
-            header.set_mtime(0);
-            header.set_uid(0);
-            header.set_gid(0);
-            match item {
-                Item::Dir => {
-                    header.set_entry_type(tar::EntryType::Directory);
-                    header.set_mode(0o755);
-                    header.set_size(0);
-                    tar.append_data(&mut header, rel, io::empty())
-                        .map_err(tar_error(rel))?;
-                }
-                Item::File(path) => {
-                    // Read whole, so a file that grows while packing cannot break the tar.
-                    let data = fs::read(path).map_err(|source| BundleError::Io {
-                        op: "read",
-                        path: path.clone(),
-                        source,
-                    })?;
-                    header.set_entry_type(tar::EntryType::Regular);
-                    header.set_mode(0o644);
-                    header.set_size(data.len() as u64);
-                    tar.append_data(&mut header, rel, data.as_slice())
-                        .map_err(tar_error(rel))?;
-                    files += 1;
-                    unpacked_bytes += data.len() as u64;
-                }
+            Item::File(path) => {
+                let data = read_file(path)?;
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(0o644);
+                header.set_size(data.len() as u64);
+                tar.append_data(&mut header, rel, data.as_slice())
+                    .map_err(tar_error(rel))?;
+                files += 1;
+                unpacked_bytes += data.len() as u64;
             }
         }
-        let bytes = tar
-            .into_inner()
-            .and_then(|gz| gz.finish())
-            .map_err(tar_error("."))?;
-        Ok(Packed {
-            bytes,
-            files,
-            unpacked_bytes,
-        })
     }
+    let bytes = tar
+        .into_inner()
+        .and_then(|gz| gz.finish())
+        .map_err(tar_error("."))?;
+    Ok(Packed {
+        bytes,
+        files,
+        unpacked_bytes,
+    })
 }
 
 const ABSOLUTE: &str = "the path is absolute, and the server keeps the app in a folder of its \

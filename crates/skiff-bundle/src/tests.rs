@@ -232,6 +232,93 @@ fn a_packed_app_unpacks_to_the_referenced_files_only() {
 }
 
 #[test]
+fn the_parts_of_a_plan_unpack_to_what_the_whole_bundle_does() {
+    let app = app_folder();
+    let plan = plan(&app.path().join("skiff.toml")).unwrap();
+    let parts = plan.parts().unwrap();
+    let kinds: Vec<&PartKind> = parts.iter().map(|p| &p.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            &PartKind::Manifest,
+            &PartKind::Component("web".into()),
+            &PartKind::Files {
+                component: "web".into(),
+                guest: "/static".into()
+            },
+            &PartKind::Files {
+                component: "web".into(),
+                guest: "/etc/app.json".into()
+            },
+        ],
+        "`api` shares web.wasm and its mount lies inside `static`: no parts of its own"
+    );
+    assert!(matches!(&parts[1].content, PartContent::File { path, .. } if path == "web.wasm"));
+    assert!(matches!(&parts[2].content, PartContent::Archive(_)));
+
+    let whole = Scene::new();
+    whole.unpack(&plan.pack().unwrap().bytes).unwrap();
+    let in_parts = Scene::new();
+    let limits = BundleLimits::default();
+    let mut unpacker = Unpacker::new(&in_parts.dest, &limits).unwrap();
+    for part in &parts {
+        match &part.content {
+            PartContent::File { path, bytes } => unpacker.file(path, bytes).unwrap(),
+            PartContent::Archive(bytes) => unpacker.archive(bytes).unwrap(),
+        }
+    }
+    let unpacked = unpacker.finish().unwrap();
+    assert_eq!(tree(&in_parts.dest), tree(&whole.dest));
+    assert_eq!(unpacked.files, 6);
+
+    // The same folder gives the same parts, byte for byte (a registry then stores none twice).
+    let again = super::plan(&app.path().join("skiff.toml")).unwrap().parts().unwrap();
+    for (a, b) in parts.iter().zip(&again) {
+        match (&a.content, &b.content) {
+            (PartContent::File { bytes: x, .. }, PartContent::File { bytes: y, .. })
+            | (PartContent::Archive(x), PartContent::Archive(y)) => assert_eq!(x, y),
+            _ => panic!("{a:?} and {b:?} differ in kind"),
+        }
+    }
+}
+
+#[test]
+fn hostile_parts_are_refused_across_the_whole_bundle() {
+    let limits = BundleLimits::new(64, 10);
+    // A name that climbs out, given as a single file's path.
+    let scene = Scene::new();
+    let mut unpacker = Unpacker::new(&scene.dest, &limits).unwrap();
+    assert_unsafe(
+        unpacker.file("../escape", b"x").unwrap_err(),
+        "../escape",
+        "..",
+    );
+    scene.assert_contained();
+    // The same name in two parts.
+    let scene = Scene::new();
+    let mut unpacker = Unpacker::new(&scene.dest, &limits).unwrap();
+    unpacker.file("skiff.toml", MANIFEST_TEXT).unwrap();
+    let again = gzip(&raw_tar(&[("skiff.toml", Kind::File(b"[app]"))]));
+    assert!(matches!(
+        unpacker.archive(&again).unwrap_err(),
+        BundleError::Duplicate { entry } if entry == "skiff.toml"
+    ));
+    // The size limit counts every part together.
+    let scene = Scene::new();
+    let mut unpacker = Unpacker::new(&scene.dest, &limits).unwrap();
+    unpacker.file("a", &[1; 40]).unwrap();
+    assert!(matches!(
+        unpacker.file("b", &[1; 40]).unwrap_err(),
+        BundleError::TooLarge { limit: 64 }
+    ));
+    // No manifest in any part.
+    let scene = Scene::new();
+    let mut unpacker = Unpacker::new(&scene.dest, &limits).unwrap();
+    unpacker.file("web.wasm", &component()).unwrap();
+    assert!(matches!(unpacker.finish().unwrap_err(), BundleError::NoManifest));
+}
+
+#[test]
 fn a_manifest_under_another_name_is_stored_as_skiff_toml() {
     let dir = tempfile::tempdir().unwrap();
     put(

@@ -64,50 +64,84 @@ pub struct Unpacked {
 ///
 /// On error, `dest` may hold part of the bundle; the caller removes it.
 pub fn unpack(bytes: &[u8], dest: &Path, limits: &BundleLimits) -> Result<Unpacked, BundleError> {
-    let not_empty = fs::read_dir(dest)
-        .map_err(|source| BundleError::Io {
-            op: "open the destination folder",
-            path: PathBuf::from("."),
-            source,
-        })?
-        .next()
-        .is_some();
-    if not_empty {
-        return Err(BundleError::Io {
-            op: "unpack into",
-            path: PathBuf::from("."),
-            source: io::Error::other("the destination folder is not empty"),
-        });
+    let mut unpacker = Unpacker::new(dest, limits)?;
+    unpacker.archive(bytes)?;
+    unpacker.finish()
+}
+
+/// Unpacks a bundle that arrives in parts (as a registry stores it: the manifest, each
+/// component and each set of files on its own) into one folder, with every rule and limit of
+/// [`unpack`] applied across all the parts together: a name may appear once in the whole
+/// bundle, and the limits count everything.
+pub struct Unpacker<'a> {
+    sink: Sink<'a>,
+}
+
+impl<'a> Unpacker<'a> {
+    /// Starts unpacking into `dest`, an existing, empty folder.
+    pub fn new(dest: &'a Path, limits: &'a BundleLimits) -> Result<Self, BundleError> {
+        let not_empty = fs::read_dir(dest)
+            .map_err(|source| BundleError::Io {
+                op: "open the destination folder",
+                path: PathBuf::from("."),
+                source,
+            })?
+            .next()
+            .is_some();
+        if not_empty {
+            return Err(BundleError::Io {
+                op: "unpack into",
+                path: PathBuf::from("."),
+                source: io::Error::other("the destination folder is not empty"),
+            });
+        }
+        Ok(Unpacker {
+            sink: Sink {
+                dest,
+                limits,
+                seen: HashSet::new(),
+                entries: 0,
+                files: 0,
+                bytes: 0,
+                buf: vec![0; 64 * 1024],
+                folders: Vec::new(),
+            },
+        })
     }
-    let mut sink = Sink {
-        dest,
-        limits,
-        seen: HashSet::new(),
-        entries: 0,
-        files: 0,
-        bytes: 0,
-        buf: vec![0; 64 * 1024],
-        folders: Vec::new(),
-    };
-    match sniff(bytes) {
-        Format::TarGz => unpack_tar(
-            flate2::read::MultiGzDecoder::new(bytes),
-            "tar.gz",
-            &mut sink,
-        )?,
-        Format::Tar => unpack_tar(bytes, "tar", &mut sink)?,
-        Format::Zip => unpack_zip(bytes, &mut sink)?,
-        Format::Unknown => return Err(BundleError::UnknownFormat),
+
+    /// Writes one file at `name`, a path of the bundle checked like an archive entry's.
+    pub fn file(&mut self, name: &str, bytes: &[u8]) -> Result<(), BundleError> {
+        self.sink.count_entry()?;
+        self.sink.file(name, bytes.len() as u64, &mut &bytes[..])
     }
-    sink.sync_folders()?;
-    let manifest_path = dest.join(MANIFEST);
-    match fs::symlink_metadata(&manifest_path) {
-        Ok(meta) if meta.is_file() => Ok(Unpacked {
-            files: sink.files,
-            unpacked_bytes: sink.bytes,
-            manifest_path,
-        }),
-        _ => Err(BundleError::NoManifest),
+
+    /// Unpacks an archive (tar.gz, tar or zip, sniffed from the bytes) whose names are paths
+    /// of the bundle.
+    pub fn archive(&mut self, bytes: &[u8]) -> Result<(), BundleError> {
+        let sink = &mut self.sink;
+        match sniff(bytes) {
+            Format::TarGz => {
+                unpack_tar(flate2::read::MultiGzDecoder::new(bytes), "tar.gz", sink)
+            }
+            Format::Tar => unpack_tar(bytes, "tar", sink),
+            Format::Zip => unpack_zip(bytes, sink),
+            Format::Unknown => Err(BundleError::UnknownFormat),
+        }
+    }
+
+    /// Makes what was written durable and checks that the bundle has its `skiff.toml`.
+    pub fn finish(self) -> Result<Unpacked, BundleError> {
+        let sink = self.sink;
+        sink.sync_folders()?;
+        let manifest_path = sink.dest.join(MANIFEST);
+        match fs::symlink_metadata(&manifest_path) {
+            Ok(meta) if meta.is_file() => Ok(Unpacked {
+                files: sink.files,
+                unpacked_bytes: sink.bytes,
+                manifest_path,
+            }),
+            _ => Err(BundleError::NoManifest),
+        }
     }
 }
 
