@@ -272,7 +272,10 @@ fn the_parts_of_a_plan_unpack_to_what_the_whole_bundle_does() {
     assert_eq!(unpacked.files, 6);
 
     // The same folder gives the same parts, byte for byte (a registry then stores none twice).
-    let again = super::plan(&app.path().join("skiff.toml")).unwrap().parts().unwrap();
+    let again = super::plan(&app.path().join("skiff.toml"))
+        .unwrap()
+        .parts()
+        .unwrap();
     for (a, b) in parts.iter().zip(&again) {
         match (&a.content, &b.content) {
             (PartContent::File { bytes: x, .. }, PartContent::File { bytes: y, .. })
@@ -315,7 +318,10 @@ fn hostile_parts_are_refused_across_the_whole_bundle() {
     let scene = Scene::new();
     let mut unpacker = Unpacker::new(&scene.dest, &limits).unwrap();
     unpacker.file("web.wasm", &component()).unwrap();
-    assert!(matches!(unpacker.finish().unwrap_err(), BundleError::NoManifest));
+    assert!(matches!(
+        unpacker.finish().unwrap_err(),
+        BundleError::NoManifest
+    ));
 }
 
 #[test]

@@ -120,9 +120,7 @@ impl<'a> Unpacker<'a> {
     pub fn archive(&mut self, bytes: &[u8]) -> Result<(), BundleError> {
         let sink = &mut self.sink;
         match sniff(bytes) {
-            Format::TarGz => {
-                unpack_tar(flate2::read::MultiGzDecoder::new(bytes), "tar.gz", sink)
-            }
+            Format::TarGz => unpack_tar(flate2::read::MultiGzDecoder::new(bytes), "tar.gz", sink),
             Format::Tar => unpack_tar(bytes, "tar", sink),
             Format::Zip => unpack_zip(bytes, sink),
             Format::Unknown => Err(BundleError::UnknownFormat),

@@ -37,7 +37,11 @@ impl std::fmt::Debug for Artifact {
             .field("digest", &self.digest())
             .field(
                 "blobs",
-                &self.blobs.iter().map(|(d, _)| &d.digest).collect::<Vec<_>>(),
+                &self
+                    .blobs
+                    .iter()
+                    .map(|(d, _)| &d.digest)
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -59,7 +63,9 @@ impl Artifact {
                 (PartKind::Component(_), PartContent::File { path, bytes }) => {
                     (media::WASM_LAYER, Some(path), bytes)
                 }
-                (_, PartContent::File { path, bytes }) => (media::APP_FILE_LAYER, Some(path), bytes),
+                (_, PartContent::File { path, bytes }) => {
+                    (media::APP_FILE_LAYER, Some(path), bytes)
+                }
                 (_, PartContent::Archive(bytes)) => (media::APP_FILES_LAYER, None, bytes),
             };
             let mut descriptor = Descriptor::of(media_type, &bytes);
@@ -67,7 +73,9 @@ impl Artifact {
                 descriptor.annotations.insert(media::TITLE.into(), path);
             }
             if let PartKind::Component(id) = &part.kind {
-                descriptor.annotations.insert(media::COMPONENT.into(), id.clone());
+                descriptor
+                    .annotations
+                    .insert(media::COMPONENT.into(), id.clone());
             }
             layers.push((descriptor, Bytes::from(bytes)));
         }

@@ -113,7 +113,9 @@ impl CredentialStore {
                 "Username": credential.username,
                 "Secret": credential.secret,
             });
-            return self.helper_run(&helper, "store", &body.to_string()).map(drop);
+            return self
+                .helper_run(&helper, "store", &body.to_string())
+                .map(drop);
         }
         let auth = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:{}", credential.username, credential.secret));
@@ -166,7 +168,9 @@ impl CredentialStore {
         match serde_json::from_str(&text) {
             Ok(Value::Object(map)) => Ok(map),
             Ok(_) => Err(self.bad("the file is not a JSON object".into())),
-            Err(e) => Err(self.bad(format!("the file is not valid JSON ({e}); fix or remove it"))),
+            Err(e) => Err(self.bad(format!(
+                "the file is not valid JSON ({e}); fix or remove it"
+            ))),
         }
     }
 
@@ -194,7 +198,9 @@ impl CredentialStore {
             return Ok(None);
         };
         let value: Value = serde_json::from_str(&out).map_err(|e| {
-            self.bad(format!("docker-credential-{helper} answered with no JSON ({e})"))
+            self.bad(format!(
+                "docker-credential-{helper} answered with no JSON ({e})"
+            ))
         })?;
         let field = |name| value.get(name).and_then(Value::as_str).map(str::to_string);
         Ok(match (field("Username"), field("Secret")) {
@@ -207,7 +213,12 @@ impl CredentialStore {
 
     /// Runs `docker-credential-<helper> <action>` with `input` on stdin. `None` when the
     /// helper says it has no credential for the registry.
-    fn helper_run(&self, helper: &str, action: &str, input: &str) -> Result<Option<String>, OciError> {
+    fn helper_run(
+        &self,
+        helper: &str,
+        action: &str,
+        input: &str,
+    ) -> Result<Option<String>, OciError> {
         let program = format!("docker-credential-{helper}");
         let mut child = Command::new(&program)
             .arg(action)
@@ -238,7 +249,11 @@ impl CredentialStore {
         let stderr = String::from_utf8_lossy(&output.stderr);
         Err(self.bad(format!(
             "`{program} {action}` failed: {}",
-            if stdout.is_empty() { stderr.trim() } else { &stdout }
+            if stdout.is_empty() {
+                stderr.trim()
+            } else {
+                &stdout
+            }
         )))
     }
 
@@ -356,7 +371,10 @@ mod tests {
             )
             .unwrap_err()
             .to_string();
-        assert!(err.contains("config.json") && err.contains("not valid JSON"), "{err}");
+        assert!(
+            err.contains("config.json") && err.contains("not valid JSON"),
+            "{err}"
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{not json");
     }
 }

@@ -35,6 +35,4 @@ pub use cache::{Cache, Local};
 pub use credentials::{Credential, CredentialStore};
 pub use error::OciError;
 pub use reference::{ImageRef, is_loopback_host, names_a_registry};
-pub use registry::{
-    PullSource, Pulled, Pushed, RegistryOptions, check_login, pull, push,
-};
+pub use registry::{PullSource, Pulled, Pushed, RegistryOptions, check_login, pull, push};

@@ -29,7 +29,9 @@ impl ImageRef {
         if let Some(digest) = inner.digest()
             && crate::cache::hex_of(digest).is_none()
         {
-            return Err(bad("its digest is not `sha256:` and 64 lowercase hex digits"));
+            return Err(bad(
+                "its digest is not `sha256:` and 64 lowercase hex digits",
+            ));
         }
         Ok(ImageRef { inner })
     }
@@ -123,14 +125,32 @@ mod tests {
         assert_eq!(r.to_string(), "localhost:5000/apps/hello:latest");
         let digest = format!("sha256:{}", "a".repeat(64));
         let pinned = r.with_digest(&digest);
-        assert_eq!(pinned.to_string(), format!("localhost:5000/apps/hello@{digest}"));
+        assert_eq!(
+            pinned.to_string(),
+            format!("localhost:5000/apps/hello@{digest}")
+        );
         assert!(!ImageRef::parse("ghcr.io/org/app:v1").unwrap().is_loopback());
-        assert!(ImageRef::parse("127.0.0.1:40000/x:y").unwrap().is_loopback());
+        assert!(
+            ImageRef::parse("127.0.0.1:40000/x:y")
+                .unwrap()
+                .is_loopback()
+        );
 
-        for bad in ["hello", "hello:v1", "library/hello", "./app", "app/", "localhost:5000/UPPER"] {
+        for bad in [
+            "hello",
+            "hello:v1",
+            "library/hello",
+            "./app",
+            "app/",
+            "localhost:5000/UPPER",
+        ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad} parsed");
         }
         let err = ImageRef::parse("localhost:5000/x@sha256:../../etc").unwrap_err();
-        assert!(err.to_string().contains("localhost:5000/x@sha256:../../etc"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("localhost:5000/x@sha256:../../etc"),
+            "{err}"
+        );
     }
 }

@@ -59,7 +59,9 @@ impl RegistryOptions {
     }
 
     fn named_insecure(&self, registry: &str) -> bool {
-        self.insecure.iter().any(|r| r.eq_ignore_ascii_case(registry))
+        self.insecure
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(registry))
     }
 }
 
@@ -386,7 +388,11 @@ pub async fn check_login(
     };
     match session
         .client
-        .auth(reference.as_oci(), &auth, oci_client::RegistryOperation::Pull)
+        .auth(
+            reference.as_oci(),
+            &auth,
+            oci_client::RegistryOperation::Pull,
+        )
         .await
     {
         // A bearer token: the token service accepted the account.
@@ -433,7 +439,7 @@ fn parse_manifest(reference: &ImageRef, bytes: &[u8]) -> Result<ImageManifest, O
         .unwrap_or(media::OCI_MANIFEST);
     if media_type == media::OCI_INDEX || media_type == media::DOCKER_LIST {
         return Err(not(
-            "an image index (a list of manifests for several platforms)".into()
+            "an image index (a list of manifests for several platforms)".into(),
         ));
     }
     if media_type != media::OCI_MANIFEST && media_type != media::DOCKER_MANIFEST {
@@ -460,7 +466,8 @@ fn kind_of(reference: &ImageRef, manifest: &ImageManifest) -> Result<ArtifactKin
                     layer.media_type.as_str(),
                     media::APP_MANIFEST_LAYER | media::WASM_LAYER | media::APP_FILE_LAYER
                 );
-                if !(titled && layer.title().is_some() || layer.media_type == media::APP_FILES_LAYER)
+                if !(titled && layer.title().is_some()
+                    || layer.media_type == media::APP_FILES_LAYER)
                 {
                     return Err(OciError::Invalid {
                         reference: reference.to_string(),
@@ -469,7 +476,11 @@ fn kind_of(reference: &ImageRef, manifest: &ImageManifest) -> Result<ArtifactKin
                              skiff",
                             layer.digest,
                             layer.media_type,
-                            if titled { "without a title" } else { "unknown to skiff" }
+                            if titled {
+                                "without a title"
+                            } else {
+                                "unknown to skiff"
+                            }
                         ),
                     });
                 }
@@ -592,7 +603,11 @@ fn classify(error: OciDistributionError, reference: &ImageRef, action: &'static 
         E::AuthenticationFailure(detail) => unauthorized(detail),
         E::ImageManifestNotFoundError(_) => not_found(),
         E::RegistryError { envelope, .. } => {
-            let codes: Vec<String> = envelope.errors.iter().map(|e| format!("{:?}", e.code)).collect();
+            let codes: Vec<String> = envelope
+                .errors
+                .iter()
+                .map(|e| format!("{:?}", e.code))
+                .collect();
             let text = envelope
                 .errors
                 .iter()
@@ -613,9 +628,12 @@ fn classify(error: OciDistributionError, reference: &ImageRef, action: &'static 
                 }
             }
         }
-        E::ServerError { code: 401, message, .. } | E::ServerError { code: 403, message, .. } => {
-            unauthorized(message)
+        E::ServerError {
+            code: 401, message, ..
         }
+        | E::ServerError {
+            code: 403, message, ..
+        } => unauthorized(message),
         E::ServerError { code: 404, .. } => not_found(),
         E::DigestError(e) => OciError::Digest {
             reference: reference.to_string(),

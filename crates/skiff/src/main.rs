@@ -11,6 +11,7 @@ use skiff_manifest::ManifestError;
 use skiff_runtime::RuntimeConfig;
 
 mod cmd;
+mod oci;
 mod run;
 mod server;
 mod single;
@@ -87,6 +88,13 @@ enum Command {
     Serve(up::ServeArgs),
     /// Serve an app described by a skiff.toml manifest.
     Up(up::UpArgs),
+    /// Push an app (or a single component) to an OCI registry; prints the pinned reference.
+    Push(oci::PushArgs),
+    /// Pull an app or component from an OCI registry into the local cache.
+    Pull(oci::PullArgs),
+    /// Log in to an OCI registry, or out of it.
+    #[command(subcommand)]
+    Registry(oci::RegistryCommand),
     /// Run a multi-tenant host: apps deployed over its management API, served by host name.
     Server(server::ServerArgs),
     /// Deploy the app in a folder to a skiff server, or update it there.
@@ -126,6 +134,9 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     init_logging(&cli.global);
+    // Every HTTPS client in skiff (registries, OTLP, the management API's) is rustls with ring.
+    // Installing fails only if a provider is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // Made before the async runtime: the exporter's client runs its own, on its own thread.
     let serves = matches!(
         cli.command,
@@ -225,10 +236,28 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             server::run(config, folders, args).await
         }
-        Command::Run(args) => run::run(&up::new_runtime(config)?, args).await,
-        Command::Serve(args) => up::serve(config, args).await,
-        Command::Up(args) => up::up(config, args).await,
+        Command::Push(args) => oci::push(args).await,
+        Command::Pull(args) => oci::pull(args, &pull_cache(&cli.global)?).await,
+        Command::Registry(command) => oci::registry(command).await,
+        Command::Run(args) => {
+            let cache = pull_cache(&cli.global)?;
+            run::run(&up::new_runtime(config)?, args, &cache).await
+        }
+        Command::Serve(args) => {
+            let cache = pull_cache(&cli.global)?;
+            up::serve(config, args, &cache).await
+        }
+        Command::Up(args) => {
+            let cache = pull_cache(&cli.global)?;
+            up::up(config, args, &cache).await
+        }
     }
+}
+
+/// Where pulled apps are kept: in the cache folder (`--cache-dir`, else the default), even with
+/// `--no-cache`, which is about compiled code.
+fn pull_cache(global: &GlobalOptions) -> Result<skiff_oci::Cache> {
+    oci::pull_cache(global.cache_dir.as_deref())
 }
 
 fn init_logging(options: &GlobalOptions) {

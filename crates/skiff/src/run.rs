@@ -24,7 +24,9 @@ pub struct RunArgs {
     /// growing memory fails (most programs then trap). Default: no cap.
     #[arg(long, value_name = "SIZE", value_parser = skiff_manifest::parse_memory)]
     max_memory: Option<u64>,
-    /// The Wasm file to run.
+    #[command(flatten)]
+    registry: crate::oci::RegistryArgs,
+    /// The Wasm file to run, or a registry reference to a component (HOST/REPO[:TAG]).
     file: PathBuf,
     /// Arguments for the guest.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -74,15 +76,41 @@ impl GrantArgs {
     }
 }
 
-pub async fn run(runtime: &Arc<Runtime>, args: RunArgs) -> Result<ExitCode> {
+pub async fn run(
+    runtime: &Arc<Runtime>,
+    mut args: RunArgs,
+    cache: &skiff_oci::Cache,
+) -> Result<ExitCode> {
     let grant = args.grants.to_grant()?;
+    if let Some(pulled) = crate::oci::pulled_if_reference(&args.file, &args.registry, cache).await?
+    {
+        let wasm = crate::oci::component_of(&pulled, &args.file, "serve it with `skiff up`")?;
+        // The guest sees the name it was asked for by as its program name, not the cache's.
+        let name = args.file.to_string_lossy().into_owned();
+        args.args.insert(0, name);
+        args.file = wasm;
+        return run_file(runtime, args, grant, true).await;
+    }
+    run_file(runtime, args, grant, false).await
+}
+
+async fn run_file(
+    runtime: &Arc<Runtime>,
+    args: RunArgs,
+    grant: WasiGrant,
+    named: bool,
+) -> Result<ExitCode> {
     let program = args
         .file
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut options = CommandOptions::default();
-    options.args = std::iter::once(program).chain(args.args).collect();
+    options.args = if named {
+        args.args
+    } else {
+        std::iter::once(program).chain(args.args).collect()
+    };
     options.grant = grant;
     options.timeout = args.timeout;
     options.max_memory = args.max_memory;

@@ -11,7 +11,7 @@ use skiff_manifest::{App, Component, FileMount, HostPattern, Limits, TimeoutErro
 use skiff_runtime::WasiGrant;
 
 /// The limits and outbound grants a manifest would give, as flags.
-#[derive(Args)]
+#[derive(Args, Default)]
 pub struct LimitArgs {
     /// Deadline for each request, e.g. `250ms`, `3s`.
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]

@@ -24,9 +24,7 @@ pub struct TraceExport {
 /// traces (ending in `/v1/traces`).
 pub fn export_traces(endpoint: &str) -> Result<TraceExport> {
     let url = traces_url(endpoint)?;
-    // The exporter's TLS takes the process's crypto provider: ring, as the rest of skiff uses.
-    // Installing fails only if one is installed already, which is as good.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // The exporter's TLS takes the process's crypto provider: ring, installed by `main`.
     let exporter = SpanExporter::builder()
         .with_http()
         .with_endpoint(url.clone())

@@ -3,6 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
+use skiff_oci::{Cache, Local};
+
+use crate::oci;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,7 +97,10 @@ pub struct ServeArgs {
     grants: GrantArgs,
     #[command(flatten)]
     limits: single::LimitArgs,
-    /// The wasi:http/proxy component to serve.
+    #[command(flatten)]
+    registry: crate::oci::RegistryArgs,
+    /// The wasi:http/proxy component to serve, or a registry reference to one
+    /// (HOST/REPO[:TAG]).
     file: PathBuf,
 }
 
@@ -104,7 +111,10 @@ pub struct UpArgs {
     /// The operator's runtime config: where key-value store labels live, variable values.
     #[arg(long, value_name = "FILE")]
     runtime_config: Option<PathBuf>,
-    /// The app manifest, or the folder holding its skiff.toml.
+    #[command(flatten)]
+    registry: crate::oci::RegistryArgs,
+    /// The app manifest, or the folder holding its skiff.toml, or a registry reference to an
+    /// app or a component (HOST/REPO[:TAG], pulled once and then run from the cache).
     #[arg(default_value = "skiff.toml")]
     manifest: PathBuf,
 }
@@ -113,19 +123,43 @@ pub fn new_runtime(config: RuntimeConfig) -> Result<Arc<Runtime>> {
     Runtime::new(config).map_err(|e| anyhow::anyhow!("{e:#}"))
 }
 
-pub async fn serve(config: RuntimeConfig, args: ServeArgs) -> Result<ExitCode> {
+pub async fn serve(config: RuntimeConfig, args: ServeArgs, cache: &Cache) -> Result<ExitCode> {
     let grant = args.grants.to_grant()?;
-    let app = single::app_for_component(&args.file, grant, &args.limits)?;
+    let file = match oci::pulled_if_reference(&args.file, &args.registry, cache).await? {
+        Some(pulled) => oci::component_of(&pulled, &args.file, "serve it with `skiff up`")?,
+        None => args.file,
+    };
+    let app = single::app_for_component(&file, grant, &args.limits)?;
     up_app(config, app, &args.listen, false).await
 }
 
-pub async fn up(mut config: RuntimeConfig, args: UpArgs) -> Result<ExitCode> {
-    let path = skiff_manifest::manifest_in(&args.manifest);
-    let app = skiff_manifest::load(&path)?;
+pub async fn up(mut config: RuntimeConfig, args: UpArgs, cache: &Cache) -> Result<ExitCode> {
     if let Some(file) = &args.runtime_config {
         config.runtime_config = skiff_manifest::load_runtime_config(file)?;
     }
-    up_app(config, app, &args.listen, true).await
+    match oci::pulled_if_reference(&args.manifest, &args.registry, cache).await? {
+        None => {
+            let path = skiff_manifest::manifest_in(&args.manifest);
+            let app = skiff_manifest::load(&path)?;
+            up_app(config, app, &args.listen, true).await
+        }
+        Some(pulled) => match &pulled.local {
+            Local::App { manifest } => {
+                let mut app = skiff_manifest::load(manifest)?;
+                // Kept until the app stops: the writable copies live in it.
+                let _scratch = oci::private_writable_mounts(&mut app)?;
+                up_app(config, app, &args.listen, true).await
+            }
+            Local::Component { wasm } => {
+                let app = single::app_for_component(
+                    wasm,
+                    skiff_runtime::WasiGrant::default(),
+                    &single::LimitArgs::default(),
+                )?;
+                up_app(config, app, &args.listen, false).await
+            }
+        },
+    }
 }
 
 /// Loads and serves `app` on a runtime of its own (metering fuel only if the app asks for it).

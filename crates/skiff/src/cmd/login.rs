@@ -106,30 +106,42 @@ fn login_refusal(refusal: &ApiError, base: &str) -> String {
 
 /// The token typed at a prompt (without echo) on a terminal, else the first line of stdin.
 async fn read_token_from_stdin() -> Result<String> {
-    let line = if std::io::stdin().is_terminal() {
-        eprint!("Token: ");
-        let _ = std::io::stderr().flush();
-        read_line_without_echo().await?
-    } else {
-        tokio::task::spawn_blocking(read_stdin_line)
-            .await
-            .context("reading stdin")??
-    };
-    let token = line.trim();
+    let token = read_line_prompted("Token: ", true).await?;
     if token.is_empty() {
         return Err(anyhow!(
             "no token on stdin; type it at the prompt, pipe it in (`... | skiff login`), or pass \
              --token TOKEN"
         ));
     }
-    Ok(token.to_string())
+    Ok(token)
+}
+
+/// A line typed after `prompt` on a terminal (without echo if `hidden`), else the first line
+/// of stdin; trimmed.
+pub(crate) async fn read_line_prompted(prompt: &str, hidden: bool) -> Result<String> {
+    let line = if std::io::stdin().is_terminal() {
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+        if hidden {
+            read_line_without_echo().await?
+        } else {
+            tokio::task::spawn_blocking(read_stdin_line)
+                .await
+                .context("reading stdin")??
+        }
+    } else {
+        tokio::task::spawn_blocking(read_stdin_line)
+            .await
+            .context("reading stdin")??
+    };
+    Ok(line.trim().to_string())
 }
 
 fn read_stdin_line() -> Result<String> {
     let mut line = String::new();
     std::io::stdin()
         .read_line(&mut line)
-        .context("cannot read the token from stdin")?;
+        .context("cannot read stdin")?;
     Ok(line)
 }
 
