@@ -640,6 +640,10 @@ fn classify(error: OciDistributionError, reference: &ImageRef, action: &'static 
             blob: "a blob".into(),
             detail: e.to_string(),
         },
+        E::RequestError(e) if matches!(e.status().map(|s| s.as_u16()), Some(401 | 403)) => {
+            unauthorized(e.status().map(|s| s.to_string()).unwrap_or_default())
+        }
+        E::RequestError(e) if e.status().is_some_and(|s| s.as_u16() == 404) => not_found(),
         E::RequestError(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
             OciError::Unreachable {
                 registry,

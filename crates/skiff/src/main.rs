@@ -42,8 +42,8 @@ struct GlobalOptions {
     /// Compile every time; keep nothing on disk.
     #[arg(long, global = true)]
     no_cache: bool,
-    /// Folder for state: the embedded key-value databases [default: $SKIFF_DATA_DIR, else
-    /// ~/.local/share/skiff].
+    /// Folder for state: the embedded key-value databases and pulled apps [default:
+    /// $SKIFF_DATA_DIR, else ~/.local/share/skiff].
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Instances that may run at once on this host; requests past it get 503 at once.
@@ -254,10 +254,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Where pulled apps are kept: in the cache folder (`--cache-dir`, else the default), even with
-/// `--no-cache`, which is about compiled code.
+/// Where pulled apps are kept: in the data folder (`--data-dir`, else the default).
 fn pull_cache(global: &GlobalOptions) -> Result<skiff_oci::Cache> {
-    oci::pull_cache(global.cache_dir.as_deref())
+    oci::pull_cache(global.data_dir.as_deref())
 }
 
 fn init_logging(options: &GlobalOptions) {

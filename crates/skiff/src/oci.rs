@@ -78,15 +78,17 @@ pub struct LoginArgs {
     registry_args: RegistryArgs,
 }
 
-/// Where pulled artifacts are kept: `oci/` in the cache folder.
-pub fn pull_cache(cache_dir: Option<&Path>) -> Result<Cache> {
-    let root = cache_dir
+/// Where pulled artifacts are kept: `oci/` in the data folder. Not in the cache folder: that
+/// holds compiled code, which no folder grant may reach, and a pulled app's `files` mounts
+/// are granted from where it was pulled to.
+pub fn pull_cache(data_dir: Option<&Path>) -> Result<Cache> {
+    let root = data_dir
         .map(Path::to_path_buf)
-        .or_else(skiff_runtime::default_cache_dir)
+        .or_else(skiff_runtime::default_data_dir)
         .ok_or_else(|| {
             anyhow!(
-                "cannot tell where to keep pulled apps: none of SKIFF_CACHE_DIR, XDG_CACHE_HOME \
-                 and HOME is set; pass --cache-dir"
+                "cannot tell where to keep pulled apps: none of SKIFF_DATA_DIR, XDG_DATA_HOME \
+                 and HOME is set; pass --data-dir"
             )
         })?;
     Ok(Cache::new(root.join("oci")))
@@ -286,10 +288,13 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A bundle error whose report is a manifest's prints as that report alone.
+/// A manifest's report stays a `ManifestError`, which `main` prints as it is (it starts with
+/// `error:` itself).
 fn manifest_report(err: skiff_oci::OciError) -> anyhow::Error {
     match err {
-        skiff_oci::OciError::Pack(bundle) => anyhow!("{bundle}"),
+        skiff_oci::OciError::Pack(skiff_server::bundle::BundleError::Manifest(report)) => {
+            report.into()
+        }
         other => other.into(),
     }
 }
