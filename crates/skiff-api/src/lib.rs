@@ -97,6 +97,11 @@ pub enum ErrorCode {
     QuotaExceeded,
     /// The upload is larger than the server accepts (413).
     PayloadTooLarge,
+    /// A deploy from a registry could not pull: the registry cannot be reached, or it refused
+    /// the server's credentials (502). Other pull failures have the codes above: a registry
+    /// the server does not pull from is `forbidden`, a missing tag `not_found`, an artifact
+    /// that is no app `invalid_bundle`.
+    RegistryFailed,
     /// The request itself is malformed: bad JSON, a bad name (400).
     BadRequest,
     /// Something failed on the server; details are in its log (500).
@@ -203,6 +208,28 @@ pub struct CreateTenant {
     pub quotas: QuotaOverrides,
 }
 
+/// `POST /v1/apps`: deploy an app the server pulls from an OCI registry (one that its
+/// operator allows with `--allow-registry`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployFrom {
+    /// `HOST[:PORT]/REPOSITORY[:TAG]` or `...@sha256:DIGEST`; a tag is resolved once, and the
+    /// version records the digest.
+    pub from: String,
+    /// The app's name on the server [default: `[app] name` from its skiff.toml].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Where a version came from, when it was pulled from a registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionSource {
+    /// The reference as the deploy gave it.
+    pub reference: String,
+    /// The digest it resolved to: the exact bytes deployed.
+    pub digest: String,
+}
+
 /// The answer to `POST /v1/tenants`: the only time the token is ever shown (the server keeps
 /// only its hash).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -303,6 +330,9 @@ pub struct VersionInfo {
     pub app_version: String,
     pub deployed_at: String,
     pub live: bool,
+    /// The registry reference and digest it was deployed from; absent for an uploaded folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<VersionSource>,
 }
 
 /// One line of `GET /v1/apps/{name}/logs`, sent as newline-delimited JSON.

@@ -8,8 +8,8 @@ use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use skiff_api::{
-    AppInfo, AppList, CreateTenant, QuotaOverrides, TenantCreated, TenantList, TenantSummary,
-    TokenIssued, UsageReport, WhoAmI, check_name, paths,
+    AppInfo, AppList, CreateTenant, DeployFrom, QuotaOverrides, TenantCreated, TenantList,
+    TenantSummary, TokenIssued, UsageReport, WhoAmI, check_name, paths,
 };
 
 use crate::logs::LogStream;
@@ -141,6 +141,16 @@ impl Client {
             .header(CONTENT_LENGTH, total)
             .body(upload_body(bundle, sent));
         self.fetch(request).await
+    }
+
+    /// `POST /v1/apps`: asks the server to pull an app from a registry and deploy it; the
+    /// status is 201 for a new app.
+    pub async fn deploy_from(&self, request: &DeployFrom) -> Result<Reply<AppInfo>, ClientError> {
+        if let Some(name) = &request.name {
+            check_name("app", name)?;
+        }
+        self.fetch(self.request(Method::POST, paths::APPS).json(request))
+            .await
     }
 
     /// `POST /v1/apps/NAME/rollback`: makes the version before the live one live again.

@@ -34,7 +34,7 @@ use skiff_runtime::Runtime;
 use tokio::net::TcpListener;
 
 pub use management::{AdminAuth, AdminTokenError, MIN_ADMIN_TOKEN};
-pub use platform::{Platform, PlatformConfig};
+pub use platform::{Platform, PlatformConfig, RegistryPolicy};
 pub use refusal::Refusal;
 
 /// How long requests and API calls in flight may take to finish once shutdown starts, unless

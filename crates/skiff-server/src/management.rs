@@ -17,8 +17,8 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::{
-    AppList, CreateTenant, ErrorCode, LogLine, QuotaOverrides, TenantCreated, TenantList,
-    TenantSummary, TokenIssued, UsageReport, WhoAmI, paths,
+    AppInfo, AppList, CreateTenant, DeployFrom, ErrorCode, LogLine, QuotaOverrides, TenantCreated,
+    TenantList, TenantSummary, TokenIssued, UsageReport, WhoAmI, paths,
 };
 use crate::platform::Platform;
 use crate::refusal::Refusal;
@@ -103,7 +103,7 @@ pub fn router(
             post(rotate_token).delete(revoke_token),
         )
         .route(paths::WHOAMI, get(whoami))
-        .route(paths::APPS, get(list_apps))
+        .route(paths::APPS, get(list_apps).post(deploy_from_registry))
         .route(
             "/v1/apps/{name}",
             get(inspect_app).put(deploy_app).delete(delete_app),
@@ -567,17 +567,7 @@ async fn deploy_app(
         return Err(too_large());
     }
     let timeout = state.platform.config().upload_timeout;
-    // One deploy per tenant at a time; a second one waits for the first, but not forever.
-    let _mine = tokio::time::timeout(timeout, tenant.deploying.clone().acquire_owned())
-        .await
-        .map_err(|_| {
-            Refusal::new(
-                ErrorCode::Conflict,
-                "another deploy of this tenant has been running for too long; try again once \
-                 it is done",
-            )
-        })?
-        .map_err(|_| Refusal::internal("the tenant's deploy slot is closed"))?;
+    let _mine = deploy_turn(&state, &tenant).await?;
     let _upload = state.platform.upload_slot().await;
     let bytes = read_upload(body, limit, timeout)
         .await
@@ -597,13 +587,60 @@ async fn deploy_app(
             ),
         })?;
     let _slot = state.platform.deploy_slot().await;
-    let (info, created) = state.platform.deploy(&tenant, &name, bytes).await?;
+    let (info, created) = state.platform.deploy(&tenant, &name, bytes, None).await?;
+    Ok(deployed(info, created))
+}
+
+/// `POST /v1/apps`: a deploy of an app the server pulls from a registry.
+async fn deploy_from_registry(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let tenant = state.tenant(&headers)?;
+    let request: DeployFrom = serde_json::from_slice(&body).map_err(|err| {
+        Refusal::new(
+            ErrorCode::BadRequest,
+            format!(
+                "the body is not a deploy from a registry: {err}; send e.g. {{\"from\": \
+                 \"registry.example.com/apps/hello:v1\"}}"
+            ),
+        )
+    })?;
+    let _mine = deploy_turn(&state, &tenant).await?;
+    // The pull takes an upload's place: it is what brings the bundle in.
+    let _upload = state.platform.upload_slot().await;
+    let _slot = state.platform.deploy_slot().await;
+    let (info, created) = state.platform.deploy_from(&tenant, request).await?;
+    Ok(deployed(info, created))
+}
+
+/// One deploy per tenant at a time; a second one waits for the first, but not forever.
+async fn deploy_turn(
+    state: &ApiState,
+    tenant: &Arc<Tenant>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
+    let timeout = state.platform.config().upload_timeout;
+    tokio::time::timeout(timeout, tenant.deploying.clone().acquire_owned())
+        .await
+        .map_err(|_| {
+            Refusal::new(
+                ErrorCode::Conflict,
+                "another deploy of this tenant has been running for too long; try again once \
+                 it is done",
+            )
+        })?
+        .map_err(|_| Refusal::internal("the tenant's deploy slot is closed"))
+}
+
+/// 201 with the app for a new app, 200 for a new version of one.
+fn deployed(info: AppInfo, created: bool) -> Response {
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, axum::Json(info)).into_response())
+    (status, axum::Json(info)).into_response()
 }
 
 enum UploadError {

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use skiff_manifest::App;
 
-use crate::api::{ComponentInfo, RouteInfo};
+use crate::api::{ComponentInfo, RouteInfo, VersionSource};
 
 /// `apps/NAME.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +38,9 @@ pub(crate) struct VersionRecord {
     /// skiff stored it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<App>,
+    /// The registry reference and digest this version was pulled from, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<VersionSource>,
 }
 
 /// What makes a record inconsistent. Each names what is wrong; the caller names the app.
@@ -155,6 +158,7 @@ mod tests {
             routes: Vec::new(),
             components: Vec::new(),
             app: None,
+            source: None,
         }
     }
 

@@ -75,6 +75,7 @@ impl IntoResponse for Refusal {
             | ErrorCode::LoadFailed
             | ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::RegistryFailed => StatusCode::BAD_GATEWAY,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let unauthorized = self.code == ErrorCode::Unauthorized;

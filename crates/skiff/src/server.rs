@@ -68,6 +68,16 @@ pub struct ServerArgs {
     /// server's management API or the operator's internal services.
     #[arg(long)]
     allow_private_outbound: bool,
+    /// Let tenants deploy apps from this registry (`skiff deploy --from`): HOST[:PORT], or
+    /// HOST[:PORT]/PREFIX for the repositories under a prefix. Repeatable; none by default.
+    /// The server pulls with the registry login of the user it runs as (docker's config), so
+    /// allow only what every tenant may deploy.
+    #[arg(long = "allow-registry", value_name = "HOST[:PORT][/PREFIX]")]
+    allow_registries: Vec<String>,
+    /// Reach this registry over plain HTTP, or accept its certificate unverified (registries
+    /// on this machine may use plain HTTP without it). Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registries: Vec<String>,
     /// How often minutes of usage that have ended are written to the data folder (they are
     /// also written at shutdown). For tests; the default suits billing.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::single::parse_timeout, hide = true)]
@@ -154,6 +164,10 @@ impl ServerArgs {
         platform.usage_flush = self.usage_flush;
         platform.upload_timeout = self.upload_timeout;
         platform.disk_check = self.disk_check_interval;
+        platform.registries = skiff_server::RegistryPolicy::new(
+            self.allow_registries.clone(),
+            self.insecure_registries.clone(),
+        );
         platform
     }
 }

@@ -2432,3 +2432,125 @@ async fn a_tenant_over_its_disk_quota_has_its_apps_writes_refused_until_it_is_un
     assert_eq!(set("four", 10).await.unwrap().status(), 200);
     assert_eq!(host.get("filler", "/web/write?path=/data/b").await.0, 200);
 }
+
+/// Pushes `folder` to `reference` with `skiff push` (anonymously: a plain test registry).
+fn push(reference: &str, folder: &Path) -> String {
+    let docker = tempfile::tempdir().unwrap();
+    let out = skiff()
+        .env("DOCKER_CONFIG", docker.path())
+        .args(["push", reference, folder.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "push failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test]
+async fn tenants_deploy_from_allowed_registries_and_versions_record_the_digest() {
+    let registry = common::registry::Registry::plain();
+    let addr = registry.addr.clone();
+    let v1 = push(&format!("{addr}/apps/web:v1"), http_app(1).path());
+    let host = Host::start_in(
+        fresh_data_dir().join("server"),
+        &["--allow-registry", &format!("{addr}/apps")],
+    );
+    let token = host.tenant("acme", &[]);
+
+    let out = host.cli_ok(
+        &token,
+        &["deploy", "--from", &format!("{addr}/apps/web:v1")],
+    );
+    assert!(out.contains("Deployed web version 1 (new)"), "{out}");
+    assert_eq!(host.get("web", "/env/VERSION").await, (200, "1".into()));
+    let digest = v1.split_once('@').unwrap().1;
+    let inspect = host.cli_ok(&token, &["apps", "inspect", "web"]);
+    assert!(
+        inspect.contains(&format!("{addr}/apps/web:v1 ({digest})")),
+        "{inspect}"
+    );
+
+    // A new tag is a new version; the tag's digest is what the version records.
+    let v2 = push(&format!("{addr}/apps/web:v2"), http_app(2).path());
+    host.cli_ok(
+        &token,
+        &["deploy", "--from", &format!("{addr}/apps/web:v2")],
+    );
+    assert_eq!(host.get("web", "/env/VERSION").await, (200, "2".into()));
+    let (_, info) = host
+        .api(reqwest::Method::GET, "/v1/apps/web", Some(&token))
+        .await;
+    assert_eq!(
+        info["versions"][0]["source"]["digest"],
+        v2.split_once('@').unwrap().1
+    );
+
+    // Outside the allowed prefix: refused, naming what is allowed.
+    push(&format!("{addr}/other/web:v1"), http_app(3).path());
+    let out = host.cli(
+        &token,
+        &["deploy", "--from", &format!("{addr}/other/web:v1")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("deploys only from {addr}/apps")),
+        "{err}"
+    );
+
+    // A missing tag, and a single component: clear refusals.
+    let out = host.cli(
+        &token,
+        &["deploy", "--from", &format!("{addr}/apps/web:v9")],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found in the registry"));
+    let component = guest("http-guest");
+    push(&format!("{addr}/apps/bare:v1"), &component);
+    let out = host.cli(
+        &token,
+        &["deploy", "--from", &format!("{addr}/apps/bare:v1")],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is a single component"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A damaged blob fails the deploy; version 2 keeps serving.
+    let v3 = push(&format!("{addr}/apps/web:v3"), http_app(3).path());
+    let manifest: Value = client()
+        .get(format!("http://{addr}/v2/apps/web/manifests/v3"))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // Its first layer is its skiff.toml, which differs from v2's.
+    let manifest_layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let blob = registry.blob_file(manifest_layer);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[0] ^= 0x20;
+    std::fs::write(&blob, bytes).unwrap();
+    let out = host.cli(&token, &["deploy", "--from", &v3]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not match its digest"), "{err}");
+    assert_eq!(host.get("web", "/env/VERSION").await, (200, "2".into()));
+
+    // A server that allows no registry says so.
+    let closed = Host::start();
+    let token = closed.tenant("acme", &[]);
+    let out = closed.cli(
+        &token,
+        &["deploy", "--from", &format!("{addr}/apps/web:v1")],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("deploys from no registry"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -27,12 +27,14 @@ impl Platform {
     /// Deploys a bundle as app `name` of `tenant`: a new app, or a new version of one. The
     /// bundle is unpacked into a fresh folder, validated and loaded completely before anything
     /// live changes; on any failure the folder is removed and the live version keeps serving.
-    /// Returns the app and whether it is new.
+    /// Returns the app and whether it is new. `source` is the registry reference and digest
+    /// the bundle was pulled from, if it was.
     pub async fn deploy(
         &self,
         tenant: &Arc<Tenant>,
         name: &str,
         bundle_bytes: bytes::Bytes,
+        source: Option<api::VersionSource>,
     ) -> Refused<(AppInfo, bool)> {
         api::check_name("app", name)?;
         let _app = self.app_locks.lock(name).await;
@@ -46,7 +48,10 @@ impl Platform {
             .prepare(tenant, name, bundle_bytes, &dir, &bundle_id, &mut seeded)
             .await;
         let result = match result {
-            Ok((version, app)) => self.commit(tenant, name, version, app),
+            Ok((mut version, app)) => {
+                version.source = source;
+                self.commit(tenant, name, version, app)
+            }
             Err(refusal) => Err(refusal),
         };
         if result.is_err() {
@@ -115,6 +120,7 @@ impl Platform {
                 .map(|c| component_info(c, dir, &self.runtime))
                 .collect(),
             app: Some(stored.clone()),
+            source: None,
         };
         let files = self.files_folder(&tenant.name, name);
         self.check_disk(tenant, name, dir, &stored, &files).await?;

@@ -79,6 +79,7 @@ impl Platform {
                     app_version: v.app_version.clone(),
                     deployed_at: v.deployed_at.clone(),
                     live: v.version == record.live,
+                    source: v.source.clone(),
                 })
                 .collect(),
         })

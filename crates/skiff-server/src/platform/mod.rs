@@ -12,6 +12,7 @@
 //! | `tenants/TENANT/apps/NAME/files/` | the app's writable mounts, one folder each (see [`crate::appfiles`]) |
 //! | `cache/` | compiled code (unless `--cache-dir` says elsewhere) |
 //! | `usage/YYYY-MM-DD.ndjson` | what apps used, per app and minute (see [`crate::usage`]) |
+//! | `oci/` | apps pulled from registries, by digest (see `skiff_oci::Cache`) |
 //!
 //! The request path reads the app index through an `ArcSwap`, without a lock. Every change to
 //! one app (deploy, rollback, delete) holds that app's lock from its first look at the record
@@ -21,7 +22,7 @@
 //! the new one.
 //!
 //! By job: this module holds the state and opens the data folder; `tenancy` changes tenants,
-//! `deploy` changes apps (deploy, rollback, delete), `inspect` answers what tenants ask of their
+//! `deploy` changes apps (deploy, rollback, delete), `pull` deploys from a registry, `inspect` answers what tenants ask of their
 //! apps, `serving` is the data plane's side (load on first request, unload when idle, the disk
 //! check), and `metrics` the host's figures.
 
@@ -47,10 +48,12 @@ use crate::usage::UsageLedger;
 mod deploy;
 mod inspect;
 mod metrics;
+mod pull;
 mod serving;
 mod tenancy;
 
 use metrics::PlatformMetrics;
+pub use pull::RegistryPolicy;
 
 /// Why the data folder could not be opened; the host does not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +92,8 @@ pub struct PlatformConfig {
     /// How often every tenant's disk use is measured against its quota; a tenant over it has
     /// its apps' writes refused until it is under again.
     pub disk_check: Duration,
+    /// Which registries tenants may deploy from (none unless the operator says).
+    pub registries: RegistryPolicy,
 }
 
 impl PlatformConfig {
@@ -106,6 +111,7 @@ impl PlatformConfig {
             usage_flush: Duration::from_secs(30),
             upload_timeout: Duration::from_secs(5 * 60),
             disk_check: Duration::from_secs(30),
+            registries: RegistryPolicy::default(),
         }
     }
 }

@@ -185,11 +185,15 @@ fn format_app_info(info: &AppInfo, now: SystemTime) -> String {
                 v.app_version.clone(),
                 v.deployed_at.clone(),
                 format_age(&v.deployed_at, now),
+                v.source
+                    .as_ref()
+                    .map(|s| format!("{} ({})", s.reference, s.digest))
+                    .unwrap_or_else(|| "upload".into()),
             ]
         })
         .collect();
     out.push_str(&table(
-        &["", "VERSION", "APP-VERSION", "DEPLOYED", "AGE"],
+        &["", "VERSION", "APP-VERSION", "DEPLOYED", "AGE", "FROM"],
         &rows,
         "  ",
         &[],
@@ -284,12 +288,17 @@ mod tests {
                     app_version: "0.3.0".into(),
                     deployed_at: "2025-06-01T10:04:00Z".into(),
                     live: false,
+                    source: Some(skiff_client::api::VersionSource {
+                        reference: "registry.example.com/hello:v3".into(),
+                        digest: "sha256:abc".into(),
+                    }),
                 },
                 VersionInfo {
                     version: 2,
                     app_version: "0.1.0".into(),
                     deployed_at: "2025-06-01T10:00:00.000Z".into(),
                     live: true,
+                    source: None,
                 },
             ],
         };
@@ -308,11 +317,14 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("     3        0.3.0        2025-06-01T10:04:00Z      1m ago\n"),
+            text.contains(
+                "     3        0.3.0        2025-06-01T10:04:00Z      1m ago  \
+                 registry.example.com/hello:v3 (sha256:abc)\n"
+            ),
             "{text}"
         );
         assert!(
-            text.contains("  *  2        0.1.0        2025-06-01T10:00:00.000Z  5m ago\n"),
+            text.contains("  *  2        0.1.0        2025-06-01T10:00:00.000Z  5m ago  upload\n"),
             "{text}"
         );
     }

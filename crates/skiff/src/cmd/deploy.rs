@@ -1,5 +1,6 @@
 //! `skiff deploy`: check the manifest here, pack the folder, upload it with a progress line,
-//! and print where the new version is served.
+//! and print where the new version is served. With `--from REF`, the server pulls the app
+//! from a registry instead.
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
@@ -9,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow};
 use bytes::Bytes;
 use clap::Args;
-use skiff_client::api::{AppInfo, check_name};
+use skiff_client::api::{AppInfo, DeployFrom, check_name};
 use skiff_client::{Role, StatusCode};
 
 use super::format::route_url;
@@ -23,6 +24,11 @@ pub struct DeployArgs {
     /// The app's name on the server [default: the name in skiff.toml].
     #[arg(long)]
     pub name: Option<String>,
+    /// Deploy an app the server pulls from a registry (HOST[:PORT]/REPOSITORY[:TAG], pushed
+    /// with `skiff push`) instead of uploading a folder. The server must allow that registry
+    /// (`skiff server --allow-registry`).
+    #[arg(long, value_name = "REF", conflicts_with = "folder")]
+    pub from: Option<String>,
     /// The app folder (holding skiff.toml), or the manifest itself.
     #[arg(default_value = ".")]
     pub folder: PathBuf,
@@ -34,6 +40,17 @@ pub async fn deploy(args: DeployArgs) -> Result<ExitCode> {
 
 async fn run(args: DeployArgs) -> Result<()> {
     let client = args.connect.client(Role::Tenant)?;
+    if let Some(from) = args.from {
+        // Checked here too, so that a typo needs no server to be told.
+        skiff_oci::ImageRef::parse(&from)?;
+        eprintln!("Asking the server to pull {from}");
+        let request = DeployFrom {
+            from,
+            name: args.name,
+        };
+        let reply = client.deploy_from(&request).await?;
+        return print_deployed(reply, args.connect.json);
+    }
     let manifest = skiff_manifest::manifest_in(&args.folder);
     // The manifest first: a mistake in it is the likeliest failure, and needs no server.
     let name = {
@@ -66,14 +83,17 @@ async fn run(args: DeployArgs) -> Result<()> {
         .deploy(&name, Bytes::from(bundle.bytes), move |n| sent.sent(n))
         .await;
     progress.finish();
-    let reply = outcome?;
-    if args.connect.json {
+    print_deployed(outcome?, args.connect.json)
+}
+
+fn print_deployed(reply: skiff_client::Reply<AppInfo>, json: bool) -> Result<()> {
+    if json {
         print!("{}", pretty_json(reply.body())?);
         return Ok(());
     }
-    let info = reply.decode().with_context(|| {
-        format!("the server deployed `{name}`; `skiff apps inspect {name}` shows it")
-    })?;
+    let info = reply
+        .decode()
+        .context("the server deployed the app; `skiff apps list` shows it")?;
     print!(
         "{}",
         format_deployed(&info, reply.status() == StatusCode::CREATED)
