@@ -383,40 +383,77 @@ async fn registry_errors_name_the_reference_and_leave_nothing_cached() {
 /// Pushes an artifact of a type skiff does not know (as another tool might), with plain
 /// HTTP requests; returns its reference.
 async fn push_foreign_artifact(registry: &Registry, repo: &str, tag: &str) -> String {
+    push_raw(
+        registry,
+        repo,
+        tag,
+        (
+            "application/vnd.example.thing.config+json",
+            br#"{"thing":true}"#,
+        ),
+        &[],
+    )
+    .await
+}
+
+/// Pushes blobs and a manifest naming them as given, the way any registry client would
+/// (and a hostile one might): `layers` are (media type, bytes, title annotation).
+async fn push_raw(
+    registry: &Registry,
+    repo: &str,
+    tag: &str,
+    (config_type, config): (&str, &[u8]),
+    layers: &[(&str, &[u8], Option<&str>)],
+) -> String {
     let http = common::client();
     let base = format!("http://{}/v2/{repo}", registry.addr);
-    let config = br#"{"thing":true}"#.to_vec();
-    let digest = sha256(&config);
-    let started = http
-        .post(format!("{base}/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 202);
-    let location = started.headers()["location"].to_str().unwrap().to_string();
-    let location = if location.starts_with("http") {
-        location
-    } else {
-        format!("http://{}{location}", registry.addr)
+    let upload = |bytes: Vec<u8>| {
+        let http = http.clone();
+        let base = base.clone();
+        let addr = registry.addr.clone();
+        async move {
+            let digest = sha256(&bytes);
+            let started = http
+                .post(format!("{base}/blobs/uploads/"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(started.status(), 202);
+            let location = started.headers()["location"].to_str().unwrap().to_string();
+            let location = if location.starts_with("http") {
+                location
+            } else {
+                format!("http://{addr}{location}")
+            };
+            let separator = if location.contains('?') { '&' } else { '?' };
+            let response = http
+                .put(format!("{location}{separator}digest={digest}"))
+                .header("Content-Type", "application/octet-stream")
+                .body(bytes.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201, "{:?}", response.text().await);
+            serde_json::json!({ "digest": digest, "size": bytes.len() })
+        }
     };
-    let separator = if location.contains('?') { '&' } else { '?' };
-    let response = http
-        .put(format!("{location}{separator}digest={digest}"))
-        .header("Content-Type", "application/octet-stream")
-        .body(config.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    let mut config_descriptor = upload(config.to_vec()).await;
+    config_descriptor["mediaType"] = config_type.into();
+    let mut descriptors = Vec::new();
+    for (media_type, bytes, title) in layers {
+        let mut descriptor = upload(bytes.to_vec()).await;
+        descriptor["mediaType"] = (*media_type).into();
+        if let Some(title) = title {
+            descriptor["annotations"] =
+                serde_json::json!({ "org.opencontainers.image.title": title });
+        }
+        descriptors.push(descriptor);
+    }
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.example.thing.config+json",
-            "digest": digest,
-            "size": config.len(),
-        },
-        "layers": [],
+        "config": config_descriptor,
+        "layers": descriptors,
     });
     let response = http
         .put(format!("{base}/manifests/{tag}"))
@@ -427,6 +464,125 @@ async fn push_foreign_artifact(registry: &Registry, repo: &str, tag: &str) -> St
         .unwrap();
     assert_eq!(response.status(), 201, "{:?}", response.text().await);
     format!("{}/{repo}:{tag}", registry.addr)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_artifacts_are_refused_and_nothing_is_cached() {
+    let registry = Registry::plain();
+    let client = Client::new();
+    let app_config = ("application/vnd.skiff.app.config.v1+json", &b"{}"[..]);
+    let manifest = b"[app]\nname = \"evil\"\n\n[component.web]\nsource = \"web.wasm\"\n";
+    let wasm = std::fs::read(guest("http-guest")).unwrap();
+    let cases: Vec<(&str, Vec<(&str, &[u8], Option<&str>)>, &str)> = vec![
+        (
+            "climbs",
+            vec![
+                (
+                    "application/vnd.skiff.app.manifest.v1+toml",
+                    manifest,
+                    Some("skiff.toml"),
+                ),
+                ("application/wasm", &wasm, Some("../../escape.wasm")),
+            ],
+            "..",
+        ),
+        (
+            "absolute",
+            vec![
+                (
+                    "application/vnd.skiff.app.manifest.v1+toml",
+                    manifest,
+                    Some("skiff.toml"),
+                ),
+                ("application/wasm", &wasm, Some("/tmp/escape.wasm")),
+            ],
+            "escape.wasm",
+        ),
+        (
+            "twice",
+            vec![
+                (
+                    "application/vnd.skiff.app.manifest.v1+toml",
+                    manifest,
+                    Some("skiff.toml"),
+                ),
+                (
+                    "application/vnd.skiff.app.file.v1",
+                    b"x",
+                    Some("skiff.toml"),
+                ),
+            ],
+            "skiff.toml",
+        ),
+        (
+            "no-manifest",
+            vec![("application/wasm", &wasm, Some("web.wasm"))],
+            "skiff.toml",
+        ),
+        (
+            "not-wasm",
+            vec![
+                (
+                    "application/vnd.skiff.app.manifest.v1+toml",
+                    manifest,
+                    Some("skiff.toml"),
+                ),
+                (
+                    "application/wasm",
+                    b"#!/bin/sh\nrm -rf /\n",
+                    Some("web.wasm"),
+                ),
+            ],
+            "web.wasm",
+        ),
+        (
+            "untitled",
+            vec![("application/wasm", &wasm, None)],
+            "without a title",
+        ),
+    ];
+    for (tag, layers, expected) in cases {
+        let reference = push_raw(&registry, "evil/app", tag, app_config, &layers).await;
+        let err = client.fails(&["pull", &reference]);
+        assert!(
+            err.contains(&reference) && err.contains(expected),
+            "{tag}: {err}"
+        );
+        assert_eq!(client.cached(), (vec![], vec![]), "{tag} left something");
+    }
+    // A symlink inside a files layer.
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Symlink);
+    header.set_size(0);
+    tar.append_link(&mut header, "static/passwd", "/etc/passwd")
+        .unwrap();
+    let tar = tar.into_inner().unwrap();
+    let reference = push_raw(
+        &registry,
+        "evil/app",
+        "link",
+        app_config,
+        &[
+            (
+                "application/vnd.skiff.app.manifest.v1+toml",
+                manifest,
+                Some("skiff.toml"),
+            ),
+            ("application/wasm", &wasm, Some("web.wasm")),
+            ("application/vnd.skiff.app.files.v1.tar+gzip", &tar, None),
+        ],
+    )
+    .await;
+    let err = client.fails(&["pull", &reference]);
+    assert!(
+        err.contains("static/passwd") && err.contains("symbolic link"),
+        "{err}"
+    );
+    assert_eq!(client.cached(), (vec![], vec![]));
+    // Nothing was written outside the cache either.
+    assert!(!client.cache.path().join("escape.wasm").exists());
+    assert!(!Path::new("/tmp/escape.wasm").exists());
 }
 
 fn sha256(bytes: &[u8]) -> String {
