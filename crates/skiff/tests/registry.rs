@@ -305,6 +305,39 @@ async fn a_component_is_a_cncf_wasm_artifact_and_runs_from_the_registry() {
         std::fs::read(&wasm).unwrap()
     );
 
+    // As another tool writes it (the spec's example config, with the fields skiff does not
+    // write), and with the older layer type.
+    let spec_config = serde_json::json!({
+        "created": "2024-05-01T10:00:00Z",
+        "author": "someone else",
+        "architecture": "wasm",
+        "os": "wasip2",
+        "layerDigests": [sha256(&std::fs::read(&wasm).unwrap())],
+        "component": {
+            "exports": ["wasi:cli/run@0.2.0"],
+            "imports": ["wasi:cli/environment@0.2.0"],
+            "target": null
+        }
+    })
+    .to_string();
+    let bytes = std::fs::read(&wasm).unwrap();
+    for (tag, layer_type) in [
+        ("spec", "application/wasm"),
+        ("older", "application/vnd.wasm.content.layer.v1+wasm"),
+    ] {
+        let foreign = push_raw(
+            &registry,
+            "tools/other",
+            tag,
+            ("application/vnd.wasm.config.v0+json", spec_config.as_bytes()),
+            &[(layer_type, &bytes, None)],
+        )
+        .await;
+        let out = client.run(&["run", &foreign, "args", "three"]);
+        assert!(out.status.success(), "{tag}: {}", text(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "three\n");
+    }
+
     // An app is not a component: `run` says what to do instead.
     let app = app_folder("svc");
     let app_ref = format!("{}/apps/svc:1", registry.addr);
