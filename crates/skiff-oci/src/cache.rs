@@ -5,6 +5,8 @@
 //! CACHE/sha256/<hex>/app/skiff.toml     a pulled app (or image) folder, as unpacked
 //! CACHE/sha256/<hex>/component.wasm     a pulled component
 //! CACHE/refs/<hash of the reference>    "reference\ndigest": the last digest a tag resolved to
+//! CACHE/blobs/<hex>                     "registry/repository" lines: where a blob was seen,
+//!                                       so a push to another repository can mount it
 //! CACHE/tmp/                            pulls in progress; renamed into sha256/ once valid
 //! ```
 //!
@@ -75,6 +77,44 @@ impl Cache {
             .map_err(io)?;
         file.persist(&path).map_err(|e| io(e.error))?;
         Ok(())
+    }
+
+    /// The repositories (`registry/repository`) where blob `digest` was pushed or pulled.
+    pub(crate) fn blob_locations(&self, digest: &str) -> Vec<String> {
+        let Some(hex) = hex_of(digest) else {
+            return Vec::new();
+        };
+        std::fs::read_to_string(self.root.join("blobs").join(hex))
+            .map(|text| text.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    /// Remembers that blob `digest` is in `location` (`registry/repository`). Best effort:
+    /// what it saves is an upload later, and losing it costs only that.
+    pub(crate) fn remember_blob(&self, digest: &str, location: &str) {
+        let Some(hex) = hex_of(digest) else {
+            return;
+        };
+        let mut locations = self.blob_locations(digest);
+        if locations.iter().any(|l| l == location) {
+            return;
+        }
+        locations.push(location.to_string());
+        // The most recent few are enough to find one to mount from.
+        let keep = locations.len().saturating_sub(8);
+        let dir = self.root.join("blobs");
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            let mut file = tempfile::NamedTempFile::new_in(&dir)?;
+            for location in &locations[keep..] {
+                writeln!(file, "{location}")?;
+            }
+            file.persist(dir.join(hex))?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            tracing::debug!("cannot remember where {digest} is: {e}");
+        }
     }
 
     /// A fresh folder to pull into, removed when dropped unless committed.

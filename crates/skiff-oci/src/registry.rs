@@ -71,9 +71,11 @@ pub struct Pushed {
     /// The reference pinned to the pushed manifest's digest (`REPO@sha256:...`).
     pub pinned: ImageRef,
     pub digest: String,
-    /// Blobs (config and layers) sent, and those the registry already had.
+    /// Blobs (config and layers) sent, those the registry already had in the repository, and
+    /// those it mounted from another of its repositories.
     pub uploaded: usize,
     pub reused: usize,
+    pub mounted: usize,
     /// Bytes sent, and bytes of every blob the artifact names.
     pub uploaded_bytes: u64,
     pub total_bytes: u64,
@@ -161,12 +163,15 @@ async fn speaks_tls(registry: &str) -> bool {
 
 /// Pushes `artifact` to `reference` (its tag; a digest in the reference must match).
 ///
-/// Every blob the registry already has (this app's unchanged components, a layer another app
-/// shares) is skipped; the manifest goes last, so a pull never sees it before its blobs.
+/// Every blob the repository already has (this app's unchanged components, a layer another
+/// app shares) is skipped, and one that `cache` knows to be in another repository of the same
+/// registry is mounted from there instead of uploaded; the manifest goes last, so a pull never
+/// sees it before its blobs.
 pub async fn push(
     reference: &ImageRef,
     artifact: &Artifact,
     options: &RegistryOptions,
+    cache: &Cache,
 ) -> Result<Pushed, OciError> {
     let digest = artifact.digest();
     if let Some(pinned) = reference.digest()
@@ -180,26 +185,31 @@ pub async fn push(
     let session = Session::open(reference, options).await?;
     let oci = reference.as_oci();
     let fail = |e| classify(e, reference, "push to");
-    let (mut uploaded, mut reused, mut uploaded_bytes, mut total_bytes) = (0, 0, 0, 0);
+    let here = format!("{}/{}", reference.registry(), reference.repository());
+    let (mut uploaded, mut reused, mut mounted, mut uploaded_bytes, mut total_bytes) =
+        (0, 0, 0, 0, 0);
     for (descriptor, bytes) in &artifact.blobs {
         total_bytes += descriptor.size;
+        let digest = &descriptor.digest;
         if session
             .client
-            .blob_exists(oci, &descriptor.digest)
+            .blob_exists(oci, digest)
             .await
             .map_err(fail)?
         {
-            debug!(digest = descriptor.digest, "already in the registry");
+            debug!(digest, "already in the repository");
             reused += 1;
-            continue;
+        } else if mount(&session, reference, digest, cache).await {
+            mounted += 1;
+        } else {
+            session
+                .client
+                .push_blob(oci, bytes.clone(), digest)
+                .await
+                .map_err(fail)?;
+            uploaded += 1;
+            uploaded_bytes += descriptor.size;
         }
-        session
-            .client
-            .push_blob(oci, bytes.clone(), &descriptor.digest)
-            .await
-            .map_err(fail)?;
-        uploaded += 1;
-        uploaded_bytes += descriptor.size;
     }
     let content_type = reqwest::header::HeaderValue::from_static(media::OCI_MANIFEST);
     session
@@ -207,14 +217,50 @@ pub async fn push(
         .push_manifest_raw(oci, artifact.manifest.clone(), content_type)
         .await
         .map_err(fail)?;
+    for (descriptor, _) in &artifact.blobs {
+        cache.remember_blob(&descriptor.digest, &here);
+    }
     Ok(Pushed {
         pinned: reference.with_digest(&digest),
         digest,
         uploaded,
         reused,
+        mounted,
         uploaded_bytes,
         total_bytes,
     })
+}
+
+/// Asks the registry to mount blob `digest` into `reference`'s repository from another of its
+/// repositories where `cache` saw it. Whether it did: a registry that cannot (or a repository
+/// the account may not read) answers otherwise, and the blob is uploaded instead.
+async fn mount(session: &Session, reference: &ImageRef, digest: &str, cache: &Cache) -> bool {
+    let prefix = format!("{}/", reference.registry());
+    for location in cache.blob_locations(digest) {
+        let Some(repository) = location.strip_prefix(&prefix) else {
+            continue;
+        };
+        if repository == reference.repository() {
+            continue;
+        }
+        let source = oci_client::Reference::with_tag(
+            reference.registry().to_string(),
+            repository.to_string(),
+            "latest".to_string(),
+        );
+        match session
+            .client
+            .mount_blob(reference.as_oci(), &source, digest)
+            .await
+        {
+            Ok(()) => {
+                debug!(digest, from = repository, "mounted");
+                return true;
+            }
+            Err(e) => debug!(digest, from = repository, "cannot mount: {e}"),
+        }
+    }
+    false
 }
 
 /// Pulls `reference` into `cache` and returns where it is.
@@ -361,6 +407,10 @@ pub async fn pull(
     }
     let local = cache.commit(staging, &digest)?;
     cache.record(&key, &digest)?;
+    let here = format!("{}/{}", reference.registry(), reference.repository());
+    for layer in std::iter::once(&manifest.config).chain(&manifest.layers) {
+        cache.remember_blob(&layer.digest, &here);
+    }
     Ok(Pulled {
         digest,
         local,

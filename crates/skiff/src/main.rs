@@ -236,7 +236,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             server::run(config, folders, args).await
         }
-        Command::Push(args) => oci::push(args).await,
+        Command::Push(args) => oci::push(args, &pull_cache(&cli.global)?).await,
         Command::Pull(args) => oci::pull(args, &pull_cache(&cli.global)?).await,
         Command::Registry(command) => oci::registry(command).await,
         Command::Run(args) => {
@@ -254,7 +254,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Where pulled apps are kept: in the data folder (`--data-dir`, else the default).
+/// Where pulled apps are kept (and where pushed blobs were seen): in the data folder
+/// (`--data-dir`, else the default).
 fn pull_cache(global: &GlobalOptions) -> Result<skiff_oci::Cache> {
     oci::pull_cache(global.data_dir.as_deref())
 }

@@ -94,7 +94,7 @@ pub fn pull_cache(data_dir: Option<&Path>) -> Result<Cache> {
     Ok(Cache::new(root.join("oci")))
 }
 
-pub async fn push(args: PushArgs) -> Result<ExitCode> {
+pub async fn push(args: PushArgs, cache: &Cache) -> Result<ExitCode> {
     let reference = ImageRef::parse(&args.reference)?;
     let is_wasm = args.path.is_file() && args.path.extension().is_some_and(|e| e == "wasm");
     let artifact = if is_wasm {
@@ -117,9 +117,14 @@ pub async fn push(args: PushArgs) -> Result<ExitCode> {
         built.map_err(manifest_report)?
     };
     let options = args.registry.options(reference.registry());
-    let pushed = skiff_oci::push(&reference, &artifact, &options).await?;
+    let pushed = skiff_oci::push(&reference, &artifact, &options, cache).await?;
+    let mounted = if pushed.mounted > 0 {
+        format!(", {} mounted from other repositories", pushed.mounted)
+    } else {
+        String::new()
+    };
     eprintln!(
-        "Pushed {} blobs ({}); {} were already in the registry; {} in all",
+        "Pushed {} blobs ({}); {} were already there{mounted}; {} in all",
         pushed.uploaded,
         skiff_manifest::format_size(pushed.uploaded_bytes),
         pushed.reused,

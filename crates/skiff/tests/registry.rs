@@ -227,6 +227,33 @@ async fn an_app_round_trips_through_a_registry_and_serves_from_it() {
     // Its config, manifest and changed folder went up; the unchanged `notes` did not.
     assert_eq!(second.len(), 3, "{second:?}");
 
+    // In another repository of the registry, the component is mounted, not uploaded.
+    let before = registry.uploads().len();
+    let out = client.run(&[
+        "push",
+        &format!("{}/apps/admin:v1", registry.addr),
+        other.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("mounted from other repositories"),
+        "{}",
+        text(&out)
+    );
+    let third: Vec<String> = registry.uploads()[before..].to_vec();
+    assert!(
+        !third.contains(&component),
+        "the component went up again: {third:?}"
+    );
+    let mount = format!("mount={}", component.replace(':', "%3A"));
+    assert!(
+        registry
+            .log()
+            .lines()
+            .any(|l| l.contains(&mount) && l.contains("from=apps%2Fshop") && l.contains("\" 201 ")),
+        "no mount of the component in the registry's log"
+    );
+
     // Pulled elsewhere: byte for byte the referenced files, nothing else.
     let elsewhere = Client::new();
     let pulled = elsewhere.ok(&["pull", &reference]);
@@ -329,7 +356,10 @@ async fn a_component_is_a_cncf_wasm_artifact_and_runs_from_the_registry() {
             &registry,
             "tools/other",
             tag,
-            ("application/vnd.wasm.config.v0+json", spec_config.as_bytes()),
+            (
+                "application/vnd.wasm.config.v0+json",
+                spec_config.as_bytes(),
+            ),
             &[(layer_type, &bytes, None)],
         )
         .await;
