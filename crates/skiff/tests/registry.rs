@@ -459,14 +459,17 @@ async fn push_foreign_artifact(registry: &Registry, repo: &str, tag: &str) -> St
     .await
 }
 
+/// A layer to push by hand: media type, bytes, title annotation.
+type RawLayer<'a> = (&'a str, &'a [u8], Option<&'a str>);
+
 /// Pushes blobs and a manifest naming them as given, the way any registry client would
-/// (and a hostile one might): `layers` are (media type, bytes, title annotation).
+/// (and a hostile one might).
 async fn push_raw(
     registry: &Registry,
     repo: &str,
     tag: &str,
     (config_type, config): (&str, &[u8]),
-    layers: &[(&str, &[u8], Option<&str>)],
+    layers: &[RawLayer<'_>],
 ) -> String {
     let http = common::client();
     let base = format!("http://{}/v2/{repo}", registry.addr);
@@ -536,7 +539,7 @@ async fn hostile_artifacts_are_refused_and_nothing_is_cached() {
     let app_config = ("application/vnd.skiff.app.config.v1+json", &b"{}"[..]);
     let manifest = b"[app]\nname = \"evil\"\n\n[component.web]\nsource = \"web.wasm\"\n";
     let wasm = std::fs::read(guest("http-guest")).unwrap();
-    let cases: Vec<(&str, Vec<(&str, &[u8], Option<&str>)>, &str)> = vec![
+    let cases: Vec<(&str, Vec<RawLayer>, &str)> = vec![
         (
             "climbs",
             vec![
