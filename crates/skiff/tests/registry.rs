@@ -761,3 +761,41 @@ impl TempCopy for std::path::PathBuf {
         copy
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_with_a_token_service_takes_the_login_for_bearer_tokens() {
+    let (registry, tokens) = Registry::with_token_service("carol", "t0ken-pass");
+    let client = Client::new();
+    let app = app_folder("tokened");
+    let reference = format!("{}/team/tokened:v1", registry.addr);
+
+    let err = client.fails(&["push", &reference, app.path().to_str().unwrap()]);
+    assert!(err.contains("skiff registry login"), "{err}");
+
+    let login = [
+        "registry",
+        "login",
+        registry.addr.as_str(),
+        "-u",
+        "carol",
+        "--password-stdin",
+    ];
+    let out = client.run_with_stdin(&login, "wrong\n");
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refused"),
+        "{}",
+        text(&out)
+    );
+    let out = client.run_with_stdin(&login, "t0ken-pass\n");
+    assert!(out.status.success(), "{}", text(&out));
+
+    let issued = tokens.issued();
+    let pinned = client.ok(&["push", &reference, app.path().to_str().unwrap()]);
+    assert!(tokens.issued() > issued, "the push used no token");
+    let elsewhere = Client {
+        docker: client.docker.path().to_path_buf().into_temp_copy(),
+        ..Client::new()
+    };
+    assert_eq!(elsewhere.ok(&["pull", &reference]), pinned);
+}

@@ -19,15 +19,24 @@ pub struct Registry {
 impl Registry {
     /// Plain HTTP, anyone may push and pull.
     pub fn plain() -> Registry {
-        Self::start(None)
+        Self::start(None, None)
     }
 
-    /// HTTPS with a self-signed certificate for `localhost`, and one account.
+    /// HTTPS with a self-signed certificate for `localhost`, and one account (basic auth).
     pub fn tls_with_login(user: &str, password: &str) -> Registry {
-        Self::start(Some((user, password)))
+        Self::start(Some((user, password)), None)
     }
 
-    fn start(login: Option<(&str, &str)>) -> Registry {
+    /// Plain HTTP, with bearer-token auth as Docker Hub, GHCR and Harbor do it: the registry
+    /// sends clients to a token service (`TokenService`, in this process), which checks the
+    /// account and hands out JWTs the registry verifies.
+    pub fn with_token_service(user: &str, password: &str) -> (Registry, TokenService) {
+        let service = TokenService::start(user, password);
+        let registry = Self::start(None, Some(&service));
+        (registry, service)
+    }
+
+    fn start(login: Option<(&str, &str)>, tokens: Option<&TokenService>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -65,6 +74,16 @@ impl Registry {
         } else {
             "127.0.0.1"
         };
+        if let Some(tokens) = tokens {
+            let bundle = dir.path().join("token-issuer.pem");
+            std::fs::write(&bundle, &tokens.certificate_pem).unwrap();
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {TOKEN_AUDIENCE}\n    issuer: \
+                 {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                tokens.realm,
+                bundle.display()
+            ));
+        }
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
@@ -139,4 +158,153 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+const TOKEN_ISSUER: &str = "skiff-test-token-service";
+const TOKEN_AUDIENCE: &str = "skiff-test-registry";
+
+/// A registry token service (the Docker token auth protocol): `GET /token?service=...&scope=...`
+/// with the account in basic auth answers a JWT, signed ES256 with a key whose certificate the
+/// registry trusts, granting the scopes asked for. A wrong account gets 401.
+pub struct TokenService {
+    pub realm: String,
+    certificate_pem: String,
+    /// Tokens handed out so far.
+    issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TokenService {
+    fn start(user: &str, password: &str) -> TokenService {
+        use base64::Engine as _;
+        let certified = rcgen::generate_simple_self_signed(vec!["tokens".to_string()]).unwrap();
+        let certificate_der = certified.cert.der().to_vec();
+        let key_pkcs8 = certified.signing_key.serialize_der();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let realm = format!("http://{}/token", listener.local_addr().unwrap());
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = issued.clone();
+        std::thread::spawn(move || {
+            let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+                &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                &key_pkcs8,
+                &ring::rand::SystemRandom::new(),
+            )
+            .unwrap();
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let _ = answer(stream, &expected, &key, &certificate_der, &counter);
+            }
+        });
+        TokenService {
+            realm,
+            certificate_pem: certified.cert.pem(),
+            issued,
+        }
+    }
+
+    pub fn issued(&self) -> usize {
+        self.issued.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Answers one request on `stream` (HTTP/1.1, one request per connection).
+fn answer(
+    mut stream: std::net::TcpStream,
+    expected_auth: &str,
+    key: &ring::signature::EcdsaKeyPair,
+    certificate_der: &[u8],
+    issued: &std::sync::atomic::AtomicUsize,
+) -> std::io::Result<()> {
+    use base64::Engine as _;
+    use std::io::{BufRead, Write};
+    let mut reader = std::io::BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut authorized = false;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("authorization")
+        {
+            authorized = value.trim() == expected_auth;
+        }
+    }
+    if !authorized {
+        let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"wrong account"}]}"#;
+        return write!(
+            stream,
+            "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+    // Every `scope=repository:NAME:ACTIONS` asked for is granted.
+    let query = request_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|target| target.split_once('?'))
+        .map(|(_, query)| query.to_string())
+        .unwrap_or_default();
+    let access: Vec<serde_json::Value> = query
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("scope="))
+        .map(|scope| {
+            scope
+                .replace("%3A", ":")
+                .replace("%2F", "/")
+                .replace("%2C", ",")
+        })
+        .filter_map(|scope| {
+            let mut parts = scope.splitn(3, ':');
+            let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+            Some(serde_json::json!({
+                "type": kind,
+                "name": name,
+                "actions": actions.split(',').collect::<Vec<_>>(),
+            }))
+        })
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = serde_json::json!({
+        "typ": "JWT",
+        "alg": "ES256",
+        "x5c": [base64::engine::general_purpose::STANDARD.encode(certificate_der)],
+    });
+    let claims = serde_json::json!({
+        "iss": TOKEN_ISSUER,
+        "sub": "tester",
+        "aud": TOKEN_AUDIENCE,
+        "exp": now + 300,
+        "nbf": now - 10,
+        "iat": now,
+        "jti": format!("{now}-{}", issued.load(std::sync::atomic::Ordering::SeqCst)),
+        "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        b64.encode(header.to_string()),
+        b64.encode(claims.to_string())
+    );
+    let signature = key
+        .sign(&ring::rand::SystemRandom::new(), signing_input.as_bytes())
+        .unwrap();
+    let token = format!("{signing_input}.{}", b64.encode(signature.as_ref()));
+    issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let body =
+        serde_json::json!({ "token": token, "access_token": token, "expires_in": 300 }).to_string();
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
 }
