@@ -31,6 +31,11 @@ pub struct RegistryOptions {
     pub credentials: Option<CredentialStore>,
     /// The most a pull may download and unpack.
     pub max_pull_bytes: u64,
+    /// Ask the registry even for a digest already cached, so a pull succeeds only while the
+    /// registry still serves it to these credentials (the content still comes from the
+    /// cache). A server sets this: what it deploys must be reachable where the tenant named
+    /// it, not merely have been pulled once by someone.
+    pub always_ask_registry: bool,
 }
 
 impl RegistryOptions {
@@ -40,7 +45,13 @@ impl RegistryOptions {
             insecure: Vec::new(),
             credentials: CredentialStore::default_location(),
             max_pull_bytes: 1 << 30,
+            always_ask_registry: false,
         }
+    }
+
+    pub fn always_ask_registry(mut self, yes: bool) -> Self {
+        self.always_ask_registry = yes;
+        self
     }
 
     pub fn insecure(mut self, registries: impl IntoIterator<Item = String>) -> Self {
@@ -276,6 +287,7 @@ pub async fn pull(
     options: &RegistryOptions,
 ) -> Result<Pulled, OciError> {
     if let Some(digest) = reference.digest()
+        && !options.always_ask_registry
         && let Some(local) = cache.lookup(digest)
     {
         return Ok(Pulled {
@@ -288,6 +300,7 @@ pub async fn pull(
     let offline = |error: OciError| -> Result<Pulled, OciError> {
         if let OciError::Unreachable { .. } = error
             && reference.digest().is_none()
+            && !options.always_ask_registry
             && let Some(digest) = cache.resolved(&key)
             && let Some(local) = cache.lookup(&digest)
         {

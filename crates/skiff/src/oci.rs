@@ -278,12 +278,19 @@ pub fn private_writable_mounts(app: &mut skiff_manifest::App) -> Result<Option<t
     Ok(Some(scratch))
 }
 
-/// Copies files and folders (a pulled app holds nothing else).
+/// Copies files and folders (a pulled app holds nothing else; anything else is refused rather
+/// than followed).
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     let meta = std::fs::symlink_metadata(from)?;
     if meta.is_file() {
         std::fs::copy(from, to)?;
         return Ok(());
+    }
+    if !meta.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} is neither a file nor a folder",
+            from.display()
+        )));
     }
     std::fs::create_dir(to)?;
     for entry in std::fs::read_dir(from)? {

@@ -2451,7 +2451,7 @@ fn push(reference: &str, folder: &Path) -> String {
 
 #[tokio::test]
 async fn tenants_deploy_from_allowed_registries_and_versions_record_the_digest() {
-    let registry = common::registry::Registry::plain();
+    let mut registry = common::registry::Registry::plain();
     let addr = registry.addr.clone();
     let v1 = push(&format!("{addr}/apps/web:v1"), http_app(1).path());
     let host = Host::start_in(
@@ -2540,6 +2540,12 @@ async fn tenants_deploy_from_allowed_registries_and_versions_record_the_digest()
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not match its digest"), "{err}");
     assert_eq!(host.get("web", "/env/VERSION").await, (200, "2".into()));
+
+    // Even a digest the server pulled before is deployed only while the registry serves it.
+    registry.stop();
+    let out = host.cli(&token, &["deploy", "--from", &v2]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach the registry"), "{err}");
 
     // A server that allows no registry says so.
     let closed = Host::start();

@@ -87,7 +87,8 @@ impl Platform {
         }
         let options = RegistryOptions::new()
             .insecure(policy.insecure.iter().cloned())
-            .max_pull_bytes(self.config.max_bundle_bytes);
+            .max_pull_bytes(self.config.max_bundle_bytes)
+            .always_ask_registry(true);
         let cache = Cache::new(self.config.data_dir.join("oci"));
         let timeout = self.config.upload_timeout;
         let pulled = tokio::time::timeout(timeout, skiff_oci::pull(&reference, &cache, &options))
