@@ -155,19 +155,6 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-/// The manifest the registry holds for `reference` (`repo:tag` on `registry`), as JSON.
-async fn manifest_of(registry: &Registry, repo: &str, tag: &str) -> serde_json::Value {
-    let url = format!("http://{}/v2/{repo}/manifests/{tag}", registry.addr);
-    let response = common::client()
-        .get(url)
-        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
-}
-
 fn layer_digest(manifest: &serde_json::Value, media_type: &str) -> String {
     manifest["layers"]
         .as_array()
@@ -196,7 +183,7 @@ async fn an_app_round_trips_through_a_registry_and_serves_from_it() {
     // The manifest, the component and each mount are layers of their own, plus the config.
     let first = registry.uploads();
     assert_eq!(first.len(), 5, "{first:?}");
-    let manifest = manifest_of(&registry, "apps/shop", "v1").await;
+    let manifest = registry.manifest("apps/shop", "v1").await;
     assert_eq!(
         manifest["config"]["mediaType"],
         "application/vnd.skiff.app.config.v1+json"
@@ -308,7 +295,7 @@ async fn a_component_is_a_cncf_wasm_artifact_and_runs_from_the_registry() {
     let wasm = guest("cli-guest");
     client.ok(&["push", &reference, wasm.to_str().unwrap()]);
 
-    let manifest = manifest_of(&registry, "tools/cli", "1.0").await;
+    let manifest = registry.manifest("tools/cli", "1.0").await;
     assert_eq!(
         manifest["config"]["mediaType"],
         "application/vnd.wasm.config.v0+json"
@@ -420,7 +407,7 @@ async fn registry_errors_name_the_reference_and_leave_nothing_cached() {
     );
 
     // A blob damaged in the registry's storage: caught by its digest, nothing cached.
-    let manifest = manifest_of(&registry, "apps/shop", "v1").await;
+    let manifest = registry.manifest("apps/shop", "v1").await;
     let component = layer_digest(&manifest, "application/wasm");
     let blob = registry.blob_file(&component);
     let mut bytes = std::fs::read(&blob).unwrap();

@@ -2521,15 +2521,7 @@ async fn tenants_deploy_from_allowed_registries_and_versions_record_the_digest()
 
     // A damaged blob fails the deploy; version 2 keeps serving.
     let v3 = push(&format!("{addr}/apps/web:v3"), http_app(3).path());
-    let manifest: Value = client()
-        .get(format!("http://{addr}/v2/apps/web/manifests/v3"))
-        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let manifest = registry.manifest("apps/web", "v3").await;
     // Its first layer is its skiff.toml, which differs from v2's.
     let manifest_layer = manifest["layers"][0]["digest"].as_str().unwrap();
     let blob = registry.blob_file(manifest_layer);

@@ -130,6 +130,19 @@ impl Registry {
             .collect()
     }
 
+    /// The image manifest the registry holds for `repo:tag`, as JSON (plain HTTP only).
+    pub async fn manifest(&self, repo: &str, tag: &str) -> serde_json::Value {
+        let url = format!("http://{}/v2/{repo}/manifests/{tag}", self.addr);
+        let response = super::client()
+            .get(url)
+            .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
     /// Where the registry keeps the content of blob `digest`.
     pub fn blob_file(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap();
