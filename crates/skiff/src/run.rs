@@ -82,35 +82,22 @@ pub async fn run(
     cache: &skiff_oci::Cache,
 ) -> Result<ExitCode> {
     let grant = args.grants.to_grant()?;
-    if let Some(pulled) = crate::oci::pulled_if_reference(&args.file, &args.registry, cache).await?
-    {
-        let wasm = crate::oci::component_of(&pulled, &args.file, "serve it with `skiff up`")?;
-        // The guest sees the name it was asked for by as its program name, not the cache's.
-        let name = args.file.to_string_lossy().into_owned();
-        args.args.insert(0, name);
-        args.file = wasm;
-        return run_file(runtime, args, grant, true).await;
-    }
-    run_file(runtime, args, grant, false).await
-}
-
-async fn run_file(
-    runtime: &Arc<Runtime>,
-    args: RunArgs,
-    grant: WasiGrant,
-    named: bool,
-) -> Result<ExitCode> {
-    let program = args
-        .file
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut options = CommandOptions::default();
-    options.args = if named {
-        args.args
-    } else {
-        std::iter::once(program).chain(args.args).collect()
+    // The guest's program name and what errors call the command: the file's name and path,
+    // or the reference it was pulled by (never the cache's path).
+    let given = args.file.to_string_lossy().into_owned();
+    let program = match crate::oci::pulled_if_reference(&args.file, &args.registry, cache).await? {
+        Some(pulled) => {
+            args.file = crate::oci::component_of(&pulled, &args.file, "serve it with `skiff up`")?;
+            given.clone()
+        }
+        None => args
+            .file
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default(),
     };
+    let mut options = CommandOptions::default();
+    options.args = std::iter::once(program).chain(args.args).collect();
     options.grant = grant;
     options.timeout = args.timeout;
     options.max_memory = args.max_memory;
@@ -125,7 +112,7 @@ async fn run_file(
     match outcome {
         CommandOutcome::Exited(code) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
         CommandOutcome::Trapped(reason) => {
-            eprintln!("error: {} trapped: {reason}", args.file.display());
+            eprintln!("error: {given} trapped: {reason}");
             Ok(ExitCode::from(TRAP_EXIT_CODE as u8))
         }
     }
