@@ -21,12 +21,26 @@
 # throughput spread over all apps vs one app (about 3 minutes once built; needs only wrk and
 # a release build of skiff, so it skips wasmtime and the other baselines). It writes the section
 # "Density: 1,000 apps on one host" of docs/performance.md. The other options go to density.py.
+#
+#     bench/run.sh --distribution [--quick] [--runs N] [--no-write]
+#
+# --distribution runs bench/distribution.py instead of the suite: the hello app's size in a
+# registry and its time from a registry to the first 200 (pull, then start, from an empty
+# store), skiff against the static server in container images pulled by containerd and run
+# by crun (about 2 minutes once built; the first run also builds a Debian slim base with
+# debootstrap, which needs deb.debian.org). Needs root. It writes the section "Distribution:
+# registry to first response" of docs/performance.md. The other options go to distribution.py.
 set -euo pipefail
 
 density=0
+distribution=0
 args=()
 for arg in "$@"; do
-    if [ "$arg" = --density ]; then density=1; else args+=("$arg"); fi
+    case "$arg" in
+        --density) density=1 ;;
+        --distribution) distribution=1 ;;
+        *) args+=("$arg") ;;
+    esac
 done
 set -- ${args[@]+"${args[@]}"}
 
@@ -48,7 +62,11 @@ fi
 
 # --- tools -----------------------------------------------------------------------------
 missing=()
-for pair in wrk:wrk crun:crun gcc:gcc taskset:util-linux unshare:util-linux curl:curl python3:python3; do
+needed=(wrk:wrk crun:crun gcc:gcc taskset:util-linux unshare:util-linux curl:curl python3:python3)
+if [ "$distribution" = 1 ]; then
+    needed+=(docker-registry:docker-registry containerd:containerd ctr:containerd debootstrap:debootstrap)
+fi
+for pair in "${needed[@]}"; do
     command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 # gcc -static needs the static libc.
@@ -66,6 +84,24 @@ if [ "$density" = 1 ]; then
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     say "running the density benchmark"
     exec python3 "$repo/bench/density.py" "$@"
+fi
+
+if [ "$distribution" = 1 ]; then
+    [ "$(id -u)" = 0 ] || die "--distribution needs root (containerd, crun)"
+    say "building skiff (release) and the static server"
+    cargo build --release -p skiff
+    export SKIFF="$CARGO_TARGET_DIR/release/skiff"
+    mkdir -p "$bench_target"
+    gcc -O2 -static -o "$bench_target/hello-server" bench/container/hello-server.c
+    export HELLO_SERVER="$bench_target/hello-server"
+    say "running the distribution benchmark"
+    # crun and hybrid cgroups: the same private mount namespace as the suite, below.
+    if mountpoint -q /sys/fs/cgroup/unified 2>/dev/null && [ "$(stat -f -c %T /sys/fs/cgroup)" = tmpfs ]; then
+        exec unshare -m --propagation private sh -c \
+            'umount /sys/fs/cgroup/unified && mount -t tmpfs -o size=1m scratch /sys/fs/cgroup/unified && exec python3 "$0" "$@"' \
+            "$repo/bench/distribution.py" "$@"
+    fi
+    exec python3 "$repo/bench/distribution.py" "$@"
 fi
 
 wasmtime="${WASMTIME:-$tools/bin/wasmtime}"
