@@ -60,9 +60,11 @@ impl Artifact {
                 (PartKind::Manifest, PartContent::File { path, bytes }) => {
                     (media::APP_MANIFEST_LAYER, Some(path), bytes)
                 }
-                (PartKind::Component(_), PartContent::File { path, bytes }) => {
-                    (media::WASM_LAYER, Some(path), bytes)
-                }
+                (PartKind::Component(_), PartContent::File { path, bytes }) => (
+                    media::APP_COMPONENT_LAYER,
+                    Some(path),
+                    gzip(&bytes, manifest_path)?,
+                ),
                 (_, PartContent::File { path, bytes }) => {
                     (media::APP_FILE_LAYER, Some(path), bytes)
                 }
@@ -188,6 +190,20 @@ impl Artifact {
     pub fn digest(&self) -> String {
         media::sha256_digest(&self.manifest)
     }
+}
+
+/// `bytes` gzip-compressed, the same bytes every time (no name, no time in the header).
+fn gzip(bytes: &[u8], manifest_path: &Path) -> Result<Vec<u8>, OciError> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder
+        .write_all(bytes)
+        .and_then(|()| encoder.finish())
+        .map_err(|source| OciError::Io {
+            op: "compress a component of",
+            path: manifest_path.to_path_buf(),
+            source,
+        })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

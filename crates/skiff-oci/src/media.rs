@@ -17,13 +17,15 @@ pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list
 pub const APP_CONFIG: &str = "application/vnd.skiff.app.config.v1+json";
 /// The app's manifest, stored as `skiff.toml`.
 pub const APP_MANIFEST_LAYER: &str = "application/vnd.skiff.app.manifest.v1+toml";
+/// A component of an app: its Wasm file, gzip-compressed (Wasm shrinks to about a third).
+pub const APP_COMPONENT_LAYER: &str = "application/vnd.skiff.app.component.v1.wasm+gzip";
 /// A single file of an app other than its manifest and components (a mounted file).
 pub const APP_FILE_LAYER: &str = "application/vnd.skiff.app.file.v1";
 /// Several files of an app (a mounted folder) as a tar.gz of paths in the app folder.
 pub const APP_FILES_LAYER: &str = "application/vnd.skiff.app.files.v1.tar+gzip";
 
-/// The CNCF TAG Runtime's Wasm artifact: its config, and its one layer (also the media type of
-/// the component layers of an app).
+/// The CNCF TAG Runtime's Wasm artifact: its config, and its one layer (uncompressed, as the
+/// spec has it).
 pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
 pub const WASM_LAYER: &str = "application/wasm";
 

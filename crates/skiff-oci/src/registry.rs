@@ -387,6 +387,17 @@ pub async fn pull(
             for (layer, bytes) in manifest.layers.iter().zip(&fetched) {
                 let written = match (kind, layer.title()) {
                     (ArtifactKind::App, Some(title))
+                        if layer.media_type == media::APP_COMPONENT_LAYER =>
+                    {
+                        let wasm = gunzip(bytes, options.max_pull_bytes).map_err(|e| {
+                            invalid(format!(
+                                "its layer {} cannot be decompressed: {e}",
+                                layer.digest
+                            ))
+                        })?;
+                        unpacker.file(title, &wasm)
+                    }
+                    (ArtifactKind::App, Some(title))
                         if layer.media_type != media::APP_FILES_LAYER =>
                     {
                         unpacker.file(title, bytes)
@@ -482,6 +493,21 @@ pub async fn check_login(
     }
 }
 
+/// `bytes` decompressed, at most `limit` of them: a small layer may not unpack to gigabytes.
+fn gunzip(bytes: &[u8], limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "it unpacks to more than {limit} bytes"
+        )));
+    }
+    Ok(out)
+}
+
 fn wasm_layer_of(path: &std::path::Path) -> Option<WasmLayer> {
     let mut header = [0u8; 8];
     let mut file = std::fs::File::open(path).ok()?;
@@ -527,7 +553,10 @@ fn kind_of(reference: &ImageRef, manifest: &ImageManifest) -> Result<ArtifactKin
             for layer in &manifest.layers {
                 let titled = matches!(
                     layer.media_type.as_str(),
-                    media::APP_MANIFEST_LAYER | media::WASM_LAYER | media::APP_FILE_LAYER
+                    media::APP_MANIFEST_LAYER
+                        | media::APP_COMPONENT_LAYER
+                        | media::WASM_LAYER
+                        | media::APP_FILE_LAYER
                 );
                 if !(titled && layer.title().is_some()
                     || layer.media_type == media::APP_FILES_LAYER)

@@ -188,11 +188,19 @@ async fn an_app_round_trips_through_a_registry_and_serves_from_it() {
         manifest["config"]["mediaType"],
         "application/vnd.skiff.app.config.v1+json"
     );
-    let component = layer_digest(&manifest, "application/wasm");
+    let component = layer_digest(
+        &manifest,
+        "application/vnd.skiff.app.component.v1.wasm+gzip",
+    );
     assert_eq!(
         manifest["layers"][1]["annotations"]["org.opencontainers.image.title"],
         "web.wasm"
     );
+    // Compressed: Wasm shrinks to well under half.
+    let wasm_size = std::fs::metadata(app.path().join("web.wasm"))
+        .unwrap()
+        .len();
+    assert!(manifest["layers"][1]["size"].as_u64().unwrap() < wasm_size / 2);
 
     // The same push again sends no blob, and gives the same digest.
     assert_eq!(client.ok(&["push", &reference, app_path]), pinned);
@@ -408,7 +416,10 @@ async fn registry_errors_name_the_reference_and_leave_nothing_cached() {
 
     // A blob damaged in the registry's storage: caught by its digest, nothing cached.
     let manifest = registry.manifest("apps/shop", "v1").await;
-    let component = layer_digest(&manifest, "application/wasm");
+    let component = layer_digest(
+        &manifest,
+        "application/vnd.skiff.app.component.v1.wasm+gzip",
+    );
     let blob = registry.blob_file(&component);
     let mut bytes = std::fs::read(&blob).unwrap();
     let last = bytes.len() - 1;
