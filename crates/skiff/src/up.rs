@@ -1,12 +1,8 @@
 //! `skiff serve FILE.wasm` and `skiff up [MANIFEST]`: one app, from one component or from a
-//! manifest, served on one listener until SIGINT or SIGTERM.
+//! manifest (or either from a registry), served on one listener until SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-
-use skiff_oci::{Cache, Local};
-
-use crate::oci;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +10,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use skiff_manifest::{App, ManifestError};
+use skiff_oci::{Cache, Local};
 use skiff_runtime::{Runtime, RuntimeConfig};
 
 use crate::run::GrantArgs;
-use crate::{cmd, single};
+use crate::{cmd, oci, single};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 
@@ -98,7 +95,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     limits: single::LimitArgs,
     #[command(flatten)]
-    registry: crate::oci::RegistryArgs,
+    registry: oci::RegistryArgs,
     /// The wasi:http/proxy component to serve, or a registry reference to one
     /// (HOST/REPO[:TAG]).
     file: PathBuf,
@@ -112,7 +109,7 @@ pub struct UpArgs {
     #[arg(long, value_name = "FILE")]
     runtime_config: Option<PathBuf>,
     #[command(flatten)]
-    registry: crate::oci::RegistryArgs,
+    registry: oci::RegistryArgs,
     /// The app manifest, or the folder holding its skiff.toml, or a registry reference to an
     /// app or a component (HOST/REPO[:TAG], pulled once and then run from the cache).
     #[arg(default_value = "skiff.toml")]
