@@ -520,7 +520,7 @@ def build_tables(r):
     base = sizes["skiff"]["total"]
     debian_mb = r["debian"]["uncompressed"] / 1e6
     size_rows = [
-        ("skiff app (`skiff push`): skiff.toml and component, a layer each, not compressed", "skiff"),
+        ("skiff app (`skiff push`): skiff.toml and component, a layer each, the component gzipped", "skiff"),
         ("skiff app as an image (`skiff push --image`)", "skiff_image"),
         ("static server, no base image (one layer: the binary)", "scratch"),
         (f"static server on Debian {DEBIAN_SUITE} slim (debootstrap minbase, "
@@ -563,7 +563,7 @@ def build_details(r):
         f"The app is `examples/hello/hello.wasm` ({r['wasm_bytes']:,} bytes) with its skiff.toml; the "
         f"container's is the static `bench/container/hello-server.c` (`gcc -O2 -static`, {r['server_bytes']:,} "
         f"bytes). Bytes to pull = the manifest as the registry serves it + the config + every layer "
-        f"as stored (gzip for the images; an app's layers are stored as they are) (skiff app: manifest {s['skiff']['manifest']:,} + config {s['skiff']['config']:,} "
+        f"as stored (gzip for the images and for an app's component) (skiff app: manifest {s['skiff']['manifest']:,} + config {s['skiff']['config']:,} "
         f"+ layers {' + '.join(f'{x:,}' for x in s['skiff']['layers'])}; no-base image: "
         f"{s['scratch']['manifest']:,} + {s['scratch']['config']:,} + {s['scratch']['layers'][0]:,}). "
         f"The container images carry a minimal config (platform, entrypoint, diff_ids; no history), as small "
