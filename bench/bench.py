@@ -828,6 +828,25 @@ def proc_meminfo_gib():
         return int(f.readline().split()[1]) / 2**20
 
 
+def write_section(heading, section):
+    """Replaces the section of docs/performance.md under `heading` (up to the next `## `
+    heading) with `section`, or appends it: the separate benchmarks (density, distribution)
+    each own one section."""
+    path = os.path.join(ROOT, "docs/performance.md")
+    with open(path) as f:
+        text = f.read()
+    start = text.find(heading + "\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        m = re.compile(r"^## ", re.M).search(text, start + len(heading))
+        end = m.start() if m else len(text)
+        text = text[:start] + section + ("\n" + text[end:] if m else "")
+    with open(path, "w") as f:
+        f.write(text)
+    log(f"wrote the section `{heading}` of {path}")
+
+
 def write_doc(section):
     path = os.path.join(ROOT, "docs/performance.md")
     if os.path.exists(path):

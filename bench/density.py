@@ -558,24 +558,7 @@ def report(args, results, started, machine_line, save):
                        "results": results}, fh, indent=1)
         log(f"raw results in {path}")
     if not args.no_write and not args.quick:
-        write_doc(section)
-
-
-def write_doc(section):
-    """Replaces the section under HEADING (up to the next `## ` heading) or appends it."""
-    path = os.path.join(ROOT, "docs/performance.md")
-    with open(path) as f:
-        text = f.read()
-    start = text.find(HEADING + "\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        m = re.compile(r"^## ", re.M).search(text, start + len(HEADING))
-        end = m.start() if m else len(text)
-        text = text[:start] + section + ("\n" + text[end:] if m else "")
-    with open(path, "w") as f:
-        f.write(text)
-    log(f"wrote the section `{HEADING}` of {path}")
+        bench.write_section(HEADING, section)
 
 
 def main():
