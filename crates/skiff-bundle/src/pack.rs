@@ -53,6 +53,8 @@ enum Origin {
 pub struct Plan {
     items: BTreeMap<String, (Item, Origin)>,
     parts: Vec<(Origin, PartKind)>,
+    /// The app as its manifest was validated.
+    app: skiff_manifest::App,
 }
 
 /// What one [`Part`] of a planned bundle is.
@@ -98,6 +100,11 @@ impl fmt::Debug for PartContent {
 }
 
 impl Plan {
+    /// The app, as its manifest was validated while planning.
+    pub fn app(&self) -> &skiff_manifest::App {
+        &self.app
+    }
+
     /// The whole bundle as one deterministic tar.gz, as [`pack`] returns it.
     pub fn pack(&self) -> Result<Packed, BundleError> {
         write_tar_gz(self.items.iter().map(|(rel, (item, _))| (rel, item)))
@@ -193,10 +200,8 @@ pub fn plan(manifest_path: &Path) -> Result<Plan, BundleError> {
             packer.add(&what, &mount.host)?;
         }
     }
-    Ok(Plan {
-        items: packer.items,
-        parts,
-    })
+    let items = packer.items;
+    Ok(Plan { items, parts, app })
 }
 
 struct Packer<'a> {

@@ -52,8 +52,8 @@ impl Artifact {
     /// manifest, each component and each `files` mount a layer of its own: pushing an app in
     /// which one component changed uploads that component only.
     pub fn app(manifest_path: &Path) -> Result<Self, OciError> {
-        let app = skiff_manifest::load(manifest_path).map_err(skiff_bundle::BundleError::from)?;
-        let parts = skiff_bundle::plan(manifest_path)?.parts()?;
+        let plan = skiff_bundle::plan(manifest_path)?;
+        let parts = plan.parts()?;
         let mut layers = Vec::new();
         for part in parts {
             let (media_type, path, bytes) = match (&part.kind, part.content) {
@@ -81,6 +81,7 @@ impl Artifact {
             }
             layers.push((descriptor, Bytes::from(bytes)));
         }
+        let app = plan.app();
         let config = media::AppConfig {
             name: app.name.to_string(),
             components: app.components.iter().map(|c| c.id.to_string()).collect(),

@@ -101,6 +101,11 @@ impl ImageRef {
         self.inner.repository()
     }
 
+    /// `registry/repository`: where a blob is, whatever tag or digest named it.
+    pub(crate) fn location(&self) -> String {
+        format!("{}/{}", self.registry(), self.repository())
+    }
+
     pub fn tag(&self) -> Option<&str> {
         self.inner.tag()
     }

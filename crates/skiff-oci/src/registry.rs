@@ -12,7 +12,7 @@ use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use tracing::{debug, warn};
 
-use crate::artifact::{Artifact, ArtifactKind, WasmLayer, wasm_layer};
+use crate::artifact::{Artifact, ArtifactKind, wasm_layer};
 use crate::cache::{Cache, Local};
 use crate::credentials::{Credential, CredentialStore};
 use crate::error::OciError;
@@ -196,7 +196,7 @@ pub async fn push(
     let session = Session::open(reference, options).await?;
     let oci = reference.as_oci();
     let fail = |e| classify(e, reference, "push to");
-    let here = format!("{}/{}", reference.registry(), reference.repository());
+    let here = reference.location();
     let (mut uploaded, mut reused, mut mounted, mut uploaded_bytes, mut total_bytes) =
         (0, 0, 0, 0, 0);
     for (descriptor, bytes) in &artifact.blobs {
@@ -414,24 +414,15 @@ pub async fn pull(
                 ),
                 e => invalid(e.to_string()),
             })?;
+            // The manifest's own checks include that every `source` is a Wasm component.
             let app = skiff_manifest::load(&unpacked.manifest_path)
                 .map_err(|e| invalid(format!("its skiff.toml is invalid:\n{e}")))?;
-            if let Some(component) = app
-                .components
-                .iter()
-                .find(|c| wasm_layer_of(&c.source) != Some(WasmLayer::Component))
-            {
-                return Err(invalid(format!(
-                    "component `{}` is not a WebAssembly component",
-                    component.id
-                )));
-            }
             skiff_bundle::confine(&app, &app_dir).map_err(|e| invalid(e.to_string()))?;
         }
     }
     let local = cache.commit(staging, &digest)?;
     cache.record(&key, &digest)?;
-    let here = format!("{}/{}", reference.registry(), reference.repository());
+    let here = reference.location();
     for layer in std::iter::once(&manifest.config).chain(&manifest.layers) {
         cache.remember_blob(&layer.digest, &here);
     }
@@ -506,13 +497,6 @@ fn gunzip(bytes: &[u8], limit: u64) -> std::io::Result<Vec<u8>> {
         )));
     }
     Ok(out)
-}
-
-fn wasm_layer_of(path: &std::path::Path) -> Option<WasmLayer> {
-    let mut header = [0u8; 8];
-    let mut file = std::fs::File::open(path).ok()?;
-    std::io::Read::read_exact(&mut file, &mut header).ok()?;
-    wasm_layer(&header)
 }
 
 fn parse_manifest(reference: &ImageRef, bytes: &[u8]) -> Result<ImageManifest, OciError> {

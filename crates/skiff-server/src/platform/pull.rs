@@ -118,15 +118,15 @@ impl Platform {
         };
         let given = request.name.clone();
         let (name, bundle) = tokio::task::spawn_blocking(move || {
-            let name = match given {
-                Some(name) => name,
-                None => skiff_manifest::load(&manifest)
-                    .map(|app| app.name)
-                    .map_err(|e| Refusal::new(ErrorCode::InvalidManifest, e.to_string()))?,
+            let refused = |e: crate::bundle::BundleError| match e {
+                crate::bundle::BundleError::Manifest(report) => {
+                    Refusal::new(ErrorCode::InvalidManifest, report.to_string())
+                }
+                e => Refusal::new(ErrorCode::InvalidBundle, e.to_string()),
             };
-            let packed = crate::bundle::pack(&manifest)
-                .map_err(|e| Refusal::new(ErrorCode::InvalidBundle, e.to_string()))?;
-            Ok::<_, Refusal>((name, packed.bytes))
+            let plan = crate::bundle::plan(&manifest).map_err(refused)?;
+            let name = given.unwrap_or_else(|| plan.app().name.clone());
+            Ok::<_, Refusal>((name, plan.pack().map_err(refused)?.bytes))
         })
         .await
         .map_err(|e| Refusal::internal(format!("packing the pulled app stopped: {e}")))??;
