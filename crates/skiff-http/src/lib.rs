@@ -21,7 +21,8 @@
 //!
 //! Modules: `app` (what is served and how a request picks an app), `listener` (connections,
 //! HTTP/1 and HTTP/2, shutdown), `dispatch` (one request through checks, routing and the
-//! guest), `body` (request bodies that must keep arriving), `metrics`.
+//! guest), `body` (request bodies that must keep arriving), `metrics`, `standalone` (one app on a
+//! runtime of its own: `skiff up`, `skiff serve`, the containerd shim).
 
 #![forbid(unsafe_code)]
 
@@ -30,11 +31,13 @@ mod body;
 mod dispatch;
 mod listener;
 mod metrics;
+mod standalone;
 
 pub use app::{AppSource, HttpApp, HttpLimits, Selected, SingleApp};
 pub use dispatch::plain;
 pub use listener::Server;
 pub use metrics::{AppMetrics, HttpMetrics, serve_metrics};
+pub use standalone::{Standalone, StartError, Started};
 
 use http::header::HeaderName;
 

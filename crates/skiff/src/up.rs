@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
-use skiff_manifest::{App, ManifestError};
+use skiff_manifest::App;
 use skiff_oci::{Cache, Local};
 use skiff_runtime::{Runtime, RuntimeConfig};
 
@@ -159,64 +159,43 @@ pub async fn up(mut config: RuntimeConfig, args: UpArgs, cache: &Cache) -> Resul
     }
 }
 
-/// Loads and serves `app` on a runtime of its own (metering fuel only if the app asks for it).
+/// Loads and serves `app` on a runtime of its own until SIGINT or SIGTERM.
 /// `from_manifest` says whether load errors can point at a manifest.
 async fn up_app(
-    mut config: RuntimeConfig,
+    config: RuntimeConfig,
     app: App,
     listen: &ListenArgs,
     from_manifest: bool,
 ) -> Result<ExitCode> {
-    config.fuel = app.uses_fuel();
-    let runtime = new_runtime(config)?;
-    let ListenArgs {
-        listen,
-        metrics_listen,
-        http,
-    } = listen;
-    let (listen, metrics_listen) = (*listen, *metrics_listen);
-    // The runtime's metrics count from the first instance: they are made before the app loads.
-    let mut registry = prometheus_client::registry::Registry::default();
-    let mut options = skiff_runtime::LoadOptions::default();
-    if metrics_listen.is_some() {
-        options.metrics = Some(skiff_runtime::MetricsScope {
-            metrics: skiff_runtime::RuntimeMetrics::register(&mut registry),
-            tenant: "".into(),
-        });
-    }
-    let loaded = {
-        let runtime = runtime.clone();
-        let for_errors = app.clone();
-        tokio::task::spawn_blocking(move || runtime.load_app_with(app, &options))
-            .await
-            .context("loading the app")?
-            .map_err(|err| match err.component {
-                Some(index) if from_manifest => {
-                    let field = err.manifest_field();
-                    ManifestError::at(&for_errors, index, field, err.to_string(), None).into()
-                }
-                _ => anyhow::Error::from(err),
-            })?
+    let standalone = skiff_http::Standalone {
+        listen: listen.listen,
+        metrics_listen: listen.metrics_listen,
+        limits: listen.http.limits(),
+        shutdown_grace: listen.http.shutdown_grace(),
+        from_manifest,
     };
-    let app = loaded.app().clone();
-    let mut http_app = skiff_http::HttpApp::new(loaded);
-    if let Some(metrics_listen) = metrics_listen {
-        let metrics = skiff_http::HttpMetrics::register(&mut registry);
-        http_app = http_app.with_metrics(&metrics, "");
-        let listener = tokio::net::TcpListener::bind(metrics_listen)
-            .await
-            .with_context(|| format!("cannot listen on {metrics_listen} (--metrics-listen)"))?;
-        println!("Metrics http://{}/metrics", listener.local_addr()?);
-        tokio::spawn(skiff_http::serve_metrics(listener, Arc::new(registry)));
-    }
-    let server = skiff_http::Server::bind(listen, http_app)
+    let started = standalone
+        .start(config, app)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let addr = server.local_addr()?;
+        .map_err(|err| match err {
+            skiff_http::StartError::Manifest(err) => anyhow::Error::from(*err),
+            skiff_http::StartError::Listen {
+                addr,
+                metrics: true,
+                source,
+            } => anyhow::Error::from(source)
+                .context(format!("cannot listen on {addr} (--metrics-listen)")),
+            other => anyhow::Error::from(other),
+        })?;
+    if let Some(addr) = started.metrics_addr() {
+        println!("Metrics http://{addr}/metrics");
+    }
+    let addr = started.local_addr()?;
     // Scripts wait for this line: it is printed only once the socket listens.
     println!("Serving http://{addr}");
     println!("Available routes:");
     let base = format!("http://{addr}");
+    let app = started.app();
     for route in &app.routes {
         let component = &app.components[route.component];
         println!(
@@ -225,12 +204,7 @@ async fn up_app(
             cmd::route_url(&base, &route.as_written)
         );
     }
-    server
-        .with_limits(http.limits())
-        .with_shutdown_grace(http.shutdown_grace())
-        .with_guests_of(runtime.clone())
-        .serve(shutdown_signal())
-        .await?;
+    started.serve(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

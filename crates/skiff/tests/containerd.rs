@@ -4,6 +4,11 @@
 //! the `native` snapshotter) pulls it from a real registry for platform `wasi/wasm`, unpacks
 //! it, and its rootfs is the app folder; `skiff up` serves the same image.
 //!
+//! The skiff shim (`containerd-shim-skiff-v1`, crate `containerd-shim-skiff`) runs such images
+//! as containers: `ctr run --runtime io.containerd.skiff.v1` serves the app on the host's
+//! network, passes its logs to the task's stdout, drains on SIGTERM, runs a command to its exit
+//! code, and refuses a bad image with a message in containerd's log.
+//!
 //! Needs root (containerd mounts snapshots) and the packages `containerd` (which has `ctr`)
 //! and `docker-registry`. A missing tool fails the test with the package to install.
 
@@ -56,9 +61,17 @@ impl Containerd {
         );
         std::fs::write(path("config.toml"), config).unwrap();
         let log = std::fs::File::create(path("containerd.log")).unwrap();
+        // containerd finds a runtime's shim (`containerd-shim-skiff-v1` for
+        // `io.containerd.skiff.v1`) on its PATH.
+        let search = format!(
+            "{}:{}",
+            shim_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let child = Command::new("containerd")
             .arg("--config")
             .arg(path("config.toml"))
+            .env("PATH", search)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -254,5 +267,267 @@ async fn containerd_pulls_and_unpacks_an_image_push_and_skiff_up_serves_it() {
     assert_eq!(
         (status, body.as_str()),
         (200, "<h1>from containerd's registry</h1>")
+    );
+}
+
+/// Where cargo put the shim: beside the skiff binary (scripts/test.sh builds the whole
+/// workspace).
+fn shim_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_skiff")).parent().unwrap();
+    assert!(
+        dir.join("containerd-shim-skiff-v1").is_file(),
+        "no containerd-shim-skiff-v1 in {}: cargo build -p containerd-shim-skiff",
+        dir.display()
+    );
+    dir.to_path_buf()
+}
+
+const SKIFF_RUNTIME: &str = "io.containerd.skiff.v1";
+
+/// The http guest with static files, plus the cli guest and a broken Wasm file as plain files
+/// of the rootfs (under `tools/`), for containers whose command line names them.
+fn shim_app_folder() -> tempfile::TempDir {
+    let dir = common::app_dir(&[
+        (
+            "skiff.toml",
+            "[app]\nname = \"hello\"\n\n[component.web]\nsource = \"web.wasm\"\nroute = \
+             \"/...\"\nfiles = [\"static\"]\n\n[component.tools]\nsource = \"web.wasm\"\n\
+             route = \"/tools/...\"\nfiles = [\"tools\"]\n",
+        ),
+        ("static/index.html", "<h1>from the skiff shim</h1>"),
+        (
+            "tools/broken.wasm",
+            "\0asm\u{d}\0\u{1}\0 not a component after all",
+        ),
+    ]);
+    std::fs::copy(guest("http-guest"), dir.path().join("web.wasm")).unwrap();
+    std::fs::copy(guest("cli-guest"), dir.path().join("tools/cli.wasm")).unwrap();
+    dir
+}
+
+/// Pushes `app` as an image to `registry` and pulls it into `containerd`; the reference.
+fn push_and_pull(registry: &Registry, containerd: &Containerd, app: &Path) -> String {
+    let reference = format!("{}/apps/shim:v1", registry.addr);
+    let pushed = skiff()
+        .args(["push", "--image", &reference])
+        .arg(app)
+        .output()
+        .unwrap();
+    assert!(
+        pushed.status.success(),
+        "skiff push --image failed:\n{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    containerd.ctr_ok(&[
+        "image",
+        "pull",
+        "--plain-http",
+        "--snapshotter",
+        SNAPSHOTTER,
+        "--platform",
+        "wasi/wasm",
+        &reference,
+    ]);
+    reference
+}
+
+/// A port nobody listens on now (the container binds it on the host's network).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Containerd {
+    /// `ctr run --rm` of `reference` with the skiff runtime on the host's network, in the
+    /// foreground: the container's stdout and stderr are the child's.
+    fn run(&self, reference: &str, id: &str, env: &[&str], args: &[&str]) -> Child {
+        let mut command = Command::new("ctr");
+        command
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["run", "--rm", "--net-host", "--snapshotter", SNAPSHOTTER])
+            .args(["--runtime", SKIFF_RUNTIME]);
+        for pair in env {
+            command.args(["--env", pair]);
+        }
+        command
+            .args([reference, id])
+            .args(args)
+            .env_remove("CONTAINERD_NAMESPACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command.spawn().expect("running ctr run")
+    }
+}
+
+/// Output of a finished `ctr run` child: its status code, stdout and stderr.
+fn finish(child: Child) -> (Option<i32>, String, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Polls `url` until it answers 200 (the container is up), failing early if `child` exits.
+async fn wait_until_serving(child: &mut Child, url: &str, containerd: &Containerd) {
+    let client = common::client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(response) = client.get(url).send().await
+            && response.status() == 200
+        {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+            panic!(
+                "the container exited ({status}) before serving {url}:\n{stderr}\ncontainerd:\n{}",
+                containerd.log()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} did not answer within 60 s:\n{}",
+            containerd.log()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shim_serves_an_app_image_logs_to_the_task_and_drains_on_sigterm() {
+    let registry = Registry::plain();
+    let containerd = Containerd::start();
+    let app = shim_app_folder();
+    let reference = push_and_pull(&registry, &containerd, app.path());
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+
+    let mut child = containerd.run(
+        &reference,
+        "web",
+        &[&format!("SKIFF_PORT={port}"), "SKIFF_VAR_UNUSED=1"],
+        &[],
+    );
+    wait_until_serving(
+        &mut child,
+        &format!("{base}/static/index.html"),
+        &containerd,
+    )
+    .await;
+    let client = common::client();
+    let page = client
+        .get(format!("{base}/file?path=/static/index.html"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.text().await.unwrap(), "<h1>from the skiff shim</h1>");
+    let logged = client.get(format!("{base}/log")).send().await.unwrap();
+    assert_eq!(logged.status(), 200);
+
+    // A request in flight when SIGTERM arrives is answered; then the task ends cleanly.
+    let slow = tokio::spawn({
+        let client = client.clone();
+        let url = format!("{base}/sleep?ms=1500");
+        async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    containerd.ctr_ok(&["task", "kill", "web"]);
+    assert_eq!(
+        slow.await.unwrap().unwrap(),
+        200,
+        "the request in flight was cut"
+    );
+    let (code, stdout, stderr) = finish(child);
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let output = format!("{stdout}{stderr}");
+    for expected in [
+        &format!("serving http://0.0.0.0:{port}") as &str,
+        "hello stdout from http-guest",
+        "hello stderr from http-guest",
+        "shutdown requested",
+    ] {
+        assert!(output.contains(expected), "no `{expected}` in:\n{output}");
+    }
+    assert!(
+        client.get(format!("{base}/log")).send().await.is_err(),
+        "still answering after the task ended"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shim_runs_commands_to_their_exit_code_with_the_containers_args_and_env() {
+    let registry = Registry::plain();
+    let containerd = Containerd::start();
+    let app = shim_app_folder();
+    let reference = push_and_pull(&registry, &containerd, app.path());
+
+    let child = containerd.run(&reference, "exit", &[], &["/tools/cli.wasm", "exit", "7"]);
+    let (code, _, stderr) = finish(child);
+    assert_eq!(code, Some(7), "{stderr}");
+
+    let child = containerd.run(
+        &reference,
+        "env",
+        &["GREETING=hello from the pod spec"],
+        &["/tools/cli.wasm", "env", "GREETING"],
+    );
+    let (code, stdout, stderr) = finish(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, "hello from the pod spec\n");
+
+    let child = containerd.run(
+        &reference,
+        "args",
+        &[],
+        &["/tools/cli.wasm", "args", "one", "two words"],
+    );
+    let (code, stdout, stderr) = finish(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, "one\ntwo words\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_apps_run_at_once_sigkill_ends_one_and_a_bad_image_fails_with_a_clear_message() {
+    let registry = Registry::plain();
+    let containerd = Containerd::start();
+    let app = shim_app_folder();
+    let reference = push_and_pull(&registry, &containerd, app.path());
+    let (port_a, port_b) = (free_port(), free_port());
+
+    let mut a = containerd.run(&reference, "a", &[&format!("SKIFF_PORT={port_a}")], &[]);
+    let mut b = containerd.run(&reference, "b", &[&format!("SKIFF_PORT={port_b}")], &[]);
+    let url_a = format!("http://127.0.0.1:{port_a}/static/index.html");
+    let url_b = format!("http://127.0.0.1:{port_b}/static/index.html");
+    wait_until_serving(&mut a, &url_a, &containerd).await;
+    wait_until_serving(&mut b, &url_b, &containerd).await;
+
+    containerd.ctr_ok(&["task", "kill", "--signal", "SIGKILL", "a"]);
+    let (code, _, _) = finish(a);
+    assert_eq!(code, Some(137), "SIGKILL should end the task as killed");
+    let still = common::client().get(&url_b).send().await.unwrap();
+    assert_eq!(still.status(), 200, "the other app stopped with the first");
+    containerd.ctr_ok(&["task", "kill", "b"]);
+    assert_eq!(finish(b).0, Some(0));
+    let containers = containerd.ctr_ok(&["container", "ls", "--quiet"]);
+    assert!(containers.trim().is_empty(), "left behind: {containers}");
+
+    // An entrypoint that is Wasm in name only: the task does not start, and containerd's log
+    // says why.
+    let child = containerd.run(&reference, "broken", &[], &["/tools/broken.wasm"]);
+    let (code, stdout, stderr) = finish(child);
+    assert_ne!(code, Some(0), "{stdout}{stderr}");
+    let told = format!("{stderr}{}", containerd.log());
+    assert!(
+        told.contains("/tools/broken.wasm is no valid component"),
+        "no clear message:\n{told}"
     );
 }

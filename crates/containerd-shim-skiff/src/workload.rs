@@ -1,0 +1,281 @@
+//! What the container's rootfs holds, and running it: an app (a manifest) served on the Pod's
+//! network, or one component, served or run as a command.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use containerd_shim_wasm::sandbox::context::{RuntimeContext, Source};
+use skiff_manifest::{App, Component};
+use skiff_runtime::{CommandOptions, CommandOutcome, Runtime, RuntimeConfig, WasiGrant};
+
+use crate::pod::{self, PodSettings};
+
+/// Where `skiff push --image` puts the manifest, and its image's entrypoint.
+const ROOT_MANIFEST: &str = "/skiff.toml";
+
+/// Requests served at once by a component that sets no `limits.max_concurrency`; with the
+/// others', what the instance pool is sized for.
+const DEFAULT_CONCURRENCY: u32 = 100;
+
+/// What the runtime spec says about the process: its argv (the entrypoint first) and
+/// environment.
+pub struct ContainerSpec {
+    args: Vec<String>,
+    envs: Vec<String>,
+    /// The image has Wasm layers (a CNCF Wasm artifact) instead of a rootfs.
+    wasm_layers: bool,
+}
+
+impl ContainerSpec {
+    pub fn of(ctx: &impl RuntimeContext) -> ContainerSpec {
+        ContainerSpec {
+            args: ctx.args().to_vec(),
+            envs: ctx.envs().to_vec(),
+            wasm_layers: matches!(ctx.entrypoint().source, Source::Oci(_)),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Workload {
+    /// An app: its manifest.
+    App(PathBuf),
+    /// One `wasi:http` component, served on every path.
+    HttpComponent(PathBuf),
+    /// One `wasi:cli` command (component or core module), run to its exit code with the
+    /// container's arguments.
+    Command(PathBuf),
+}
+
+impl Workload {
+    /// The manifest or component the container runs: the entrypoint when it names a manifest
+    /// or a Wasm file, else `/skiff.toml` (a command line given to the container, e.g.
+    /// `ctr run IMAGE ID ARGS`, replaces the image's entrypoint).
+    pub fn find(spec: &ContainerSpec) -> Result<Workload> {
+        if spec.wasm_layers {
+            bail!(
+                "this image is a Wasm artifact (Wasm layers, no rootfs); skiff runs container \
+                 images: push the app with `skiff push --image REF FOLDER`"
+            );
+        }
+        let entrypoint = spec.args.first().map(PathBuf::from);
+        if let Some(path) = entrypoint.as_ref().filter(|p| p.is_file()) {
+            if path.extension().is_some_and(|e| e == "toml") {
+                return Ok(Workload::App(path.clone()));
+            }
+            if let Some(kind) = component_kind(path)? {
+                return Ok(kind);
+            }
+        }
+        if Path::new(ROOT_MANIFEST).is_file() {
+            return Ok(Workload::App(PathBuf::from(ROOT_MANIFEST)));
+        }
+        match entrypoint {
+            Some(path) => bail!(
+                "the image has no {ROOT_MANIFEST} and its entrypoint {} is no Wasm file: \
+                 push an app with `skiff push --image REF FOLDER`, or name a .wasm file in \
+                 the rootfs as the entrypoint",
+                path.display()
+            ),
+            None => bail!(
+                "the image has no {ROOT_MANIFEST} and no entrypoint: push an app with \
+                 `skiff push --image REF FOLDER`"
+            ),
+        }
+    }
+}
+
+/// Whether the file at `path` is a Wasm file, and which kind of workload it is: a component
+/// exporting `wasi:http/incoming-handler` is served, anything else (a `wasi:cli` component, a
+/// core module) is run as a command. `None`: not Wasm at all.
+fn component_kind(path: &Path) -> Result<Option<Workload>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if !wasmparser::Parser::is_component(&bytes) {
+        return Ok(wasmparser::Parser::is_core_wasm(&bytes).then(|| Workload::Command(path.into())));
+    }
+    for payload in wasmparser::Parser::new(0).parse_all(&bytes) {
+        let payload =
+            payload.with_context(|| format!("{} is no valid component", path.display()))?;
+        if let wasmparser::Payload::ComponentExportSection(exports) = payload {
+            for export in exports {
+                let export =
+                    export.with_context(|| format!("{} is no valid component", path.display()))?;
+                if export.name.name.starts_with("wasi:http/incoming-handler@") {
+                    return Ok(Some(Workload::HttpComponent(path.into())));
+                }
+            }
+        }
+    }
+    Ok(Some(Workload::Command(path.into())))
+}
+
+/// Runs the container's workload; the container's exit status.
+pub async fn run(spec: ContainerSpec) -> Result<i32> {
+    let settings = PodSettings::from_env(&spec.envs)?;
+    install_logger(&settings.log_filter);
+    let workload = Workload::find(&spec)?;
+    let budget = pod::guest_memory_budget();
+    let mut config = RuntimeConfig::default();
+    // No code cache: the rootfs is the Pod's, and compiled code read from a folder a guest
+    // could have written would be run as native code.
+    config.cache_dir = None;
+    // Nothing the Pod's spec does not say: the shim's own environment is containerd's.
+    config.variables_from_env = false;
+    if let Some(budget) = budget {
+        config.default_memory = Some(config.default_memory.map_or(budget, |m| m.min(budget)));
+    }
+    match workload {
+        Workload::Command(path) => run_command(config, &path, spec.args, settings, budget).await,
+        Workload::App(manifest) => {
+            let app = skiff_manifest::load(&manifest)?;
+            refuse_system_folders(&app)?;
+            config.runtime_config.variables = settings.variables.clone();
+            serve(config, within_budget(app, budget), settings, true).await
+        }
+        Workload::HttpComponent(path) => {
+            let mut component = Component::of_file(path);
+            component.environment = settings.guest_env.clone();
+            let app = App::of_one_component(component);
+            serve(config, within_budget(app, budget), settings, false).await
+        }
+    }
+}
+
+/// `app` with no component's memory cap above `budget`.
+fn within_budget(mut app: App, budget: Option<u64>) -> App {
+    for component in &mut app.components {
+        if let (Some(budget), Some(memory)) = (budget, component.limits.memory)
+            && memory > budget
+        {
+            tracing::warn!(
+                "component {}: limits.memory is more than the container may use; capped at \
+                 {budget} bytes",
+                component.id
+            );
+            component.limits.memory = Some(budget);
+        }
+    }
+    app
+}
+
+/// The instances `app` may have at once: its components' concurrency added up.
+fn instances_for(app: &App) -> u32 {
+    app.components
+        .iter()
+        .map(|c| c.limits.max_concurrency.unwrap_or(DEFAULT_CONCURRENCY))
+        .fold(0u32, u32::saturating_add)
+        .clamp(1, 10_000)
+}
+
+/// An app's `files` may name its own folder, which is the container's root here: with it,
+/// `/proc`, `/sys` and `/dev` would be the guest's to read.
+fn refuse_system_folders(app: &App) -> Result<()> {
+    for component in &app.components {
+        for mount in &component.files {
+            let host = mount
+                .host
+                .canonicalize()
+                .unwrap_or_else(|_| mount.host.clone());
+            let system = ["/proc", "/sys", "/dev"]
+                .iter()
+                .any(|dir| host.starts_with(dir));
+            if host == Path::new("/") || system {
+                bail!(
+                    "component {}: files grants {}, which in a container holds /proc, /sys \
+                     and /dev; grant the app's own folders instead (e.g. files = [\"static\"])",
+                    component.id,
+                    mount.host.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn serve(
+    mut config: RuntimeConfig,
+    app: App,
+    settings: PodSettings,
+    from_manifest: bool,
+) -> Result<i32> {
+    config.max_instances = instances_for(&app);
+    let standalone = skiff_http::Standalone {
+        listen: settings.listen,
+        metrics_listen: settings.metrics_listen,
+        limits: skiff_http::HttpLimits::default(),
+        shutdown_grace: settings.shutdown_grace,
+        from_manifest,
+    };
+    let started = standalone
+        .start(config, app)
+        .await
+        .map_err(|err| match err {
+            skiff_http::StartError::Manifest(err) => anyhow::Error::from(*err),
+            other => anyhow::Error::from(other),
+        })?;
+    let addr = started.local_addr()?;
+    tracing::info!(
+        app = %started.app().name,
+        "serving http://{addr}{}",
+        match started.metrics_addr() {
+            Some(metrics) => format!(", metrics http://{metrics}/metrics"),
+            None => String::new(),
+        }
+    );
+    started.serve(termination()).await?;
+    tracing::info!("stopped");
+    Ok(0)
+}
+
+async fn run_command(
+    config: RuntimeConfig,
+    path: &Path,
+    args: Vec<String>,
+    settings: PodSettings,
+    budget: Option<u64>,
+) -> Result<i32> {
+    let runtime = Runtime::new(config).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let mut options = CommandOptions::default();
+    options.args = args;
+    let mut grant = WasiGrant::default();
+    grant.env = settings.guest_env;
+    options.grant = grant;
+    options.max_memory = budget;
+    tokio::select! {
+        outcome = runtime.run_command(path, options) => match outcome? {
+            CommandOutcome::Exited(code) => Ok(code),
+            CommandOutcome::Trapped(reason) => {
+                eprintln!("error: {} trapped: {reason}", path.display());
+                Ok(skiff_runtime::TRAP_EXIT_CODE)
+            }
+        },
+        // As process 1 the kernel delivers SIGTERM only to a handler: without this the
+        // command would run on until SIGKILL.
+        () = termination() => Ok(128 + 15),
+    }
+}
+
+/// SIGTERM (what the kubelet and `ctr task kill` send) or SIGINT.
+// Installing a handler fails only outside a runtime with signals enabled; runwasi's has them.
+#[allow(clippy::expect_used)]
+async fn termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    tracing::info!("shutdown requested: no longer accepting connections");
+}
+
+/// Log lines on the container's stderr, where `kubectl logs` reads them.
+fn install_logger(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}

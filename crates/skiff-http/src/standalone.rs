@@ -1,0 +1,152 @@
+//! One app served alone, on a runtime of its own. `skiff up`, `skiff serve` and the containerd
+//! shim all start their app here, so an app behaves the same under each: the same load
+//! errors, limits, metrics and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_manifest::{App, ManifestError};
+use skiff_runtime::{LoadError, LoadOptions, MetricsScope, Runtime, RuntimeConfig, RuntimeMetrics};
+
+use crate::{HttpApp, HttpLimits, HttpMetrics, Server, SingleApp, serve_metrics};
+
+/// Where and how one app is served.
+#[derive(Clone, Debug)]
+pub struct Standalone {
+    pub listen: SocketAddr,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` too.
+    pub metrics_listen: Option<SocketAddr>,
+    pub limits: HttpLimits,
+    /// How long requests in flight may take to finish once shutdown starts.
+    pub shutdown_grace: Duration,
+    /// The app came from a manifest, so load errors may point at its fields.
+    pub from_manifest: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot make the Wasm engine: {0}")]
+    Engine(String),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A load error of one component, told at its manifest field.
+    #[error(transparent)]
+    Manifest(#[from] Box<ManifestError>),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        /// The metrics listener, not the app's.
+        metrics: bool,
+        source: std::io::Error,
+    },
+    #[error("loading the app stopped: {0}")]
+    Interrupted(String),
+}
+
+/// An app loaded and its listeners bound; nothing is answered until [`Started::serve`].
+pub struct Started {
+    server: Server<SingleApp>,
+    runtime: Arc<Runtime>,
+    app: Arc<App>,
+    metrics_addr: Option<SocketAddr>,
+}
+
+impl Standalone {
+    /// Makes a runtime for `app` alone (metering fuel only if the app asks for it), loads the
+    /// app and binds the listeners.
+    pub async fn start(&self, mut config: RuntimeConfig, app: App) -> Result<Started, StartError> {
+        config.fuel = app.uses_fuel();
+        let runtime = Runtime::new(config).map_err(|e| StartError::Engine(format!("{e:#}")))?;
+        // The runtime's metrics count from the first instance: they are made before the app
+        // loads.
+        let mut registry = prometheus_client::registry::Registry::default();
+        let mut options = LoadOptions::default();
+        if self.metrics_listen.is_some() {
+            options.metrics = Some(MetricsScope {
+                metrics: RuntimeMetrics::register(&mut registry),
+                tenant: "".into(),
+            });
+        }
+        let loaded = {
+            let runtime = runtime.clone();
+            let for_errors = app.clone();
+            let from_manifest = self.from_manifest;
+            tokio::task::spawn_blocking(move || runtime.load_app_with(app, &options))
+                .await
+                .map_err(|err| StartError::Interrupted(err.to_string()))?
+                .map_err(|err| match err.component {
+                    Some(index) if from_manifest => {
+                        let field = err.manifest_field();
+                        let at =
+                            ManifestError::at(&for_errors, index, field, err.to_string(), None);
+                        StartError::Manifest(Box::new(at))
+                    }
+                    _ => StartError::Load(err),
+                })?
+        };
+        let app = loaded.app().clone();
+        let mut http_app = HttpApp::new(loaded);
+        let mut metrics_addr = None;
+        if let Some(addr) = self.metrics_listen {
+            let metrics = HttpMetrics::register(&mut registry);
+            http_app = http_app.with_metrics(&metrics, "");
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr,
+                    metrics: true,
+                    source,
+                })?;
+            metrics_addr = Some(listener.local_addr().map_err(|source| StartError::Listen {
+                addr,
+                metrics: true,
+                source,
+            })?);
+            tokio::spawn(serve_metrics(listener, Arc::new(registry)));
+        }
+        let server = Server::bind(self.listen, http_app)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: self.listen,
+                metrics: false,
+                source,
+            })?
+            .with_limits(self.limits.clone())
+            .with_shutdown_grace(self.shutdown_grace)
+            .with_guests_of(runtime.clone());
+        Ok(Started {
+            server,
+            runtime,
+            app,
+            metrics_addr,
+        })
+    }
+}
+
+impl Started {
+    /// The address the app listens on (the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.server.local_addr()
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The app as loaded (its routes, components).
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Serves until `shutdown` completes, then lets requests in flight finish within the
+    /// shutdown grace and stops every guest still running.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        self.server.serve(shutdown).await
+    }
+}
