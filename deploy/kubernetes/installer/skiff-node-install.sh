@@ -227,13 +227,25 @@ restart_containerd() {
 install() {
   [ -f "$shim" ] || die "no shim binary at $shim (pass --shim FILE)"
   find_config
-  # The version is read from the config containerd reads: a k3s template may be only
-  # `{{ template "base" . }}` and additions.
+  # Everything that can refuse is checked before anything changes. The version is read from
+  # the config containerd reads: a k3s template may be only `{{ template "base" . }}` and
+  # additions.
   vfile=$live
   [ -f "$vfile" ] || vfile=$target
   version=$(config_version "$vfile")
-  # Fails here, before anything changed, for a version it does not know.
   runtime_block "$version" '' >/dev/null
+  base=$target
+  [ -f "$base" ] || base=$live
+  check_block "$base"
+  if awk -v begin="$begin_marker" -v end="$end_marker" '
+      index($0, begin) == 1 { inside = 1; next }
+      index($0, end) == 1 { inside = 0; next }
+      !inside && /runtimes\.("skiff"|skiff)[].]/ { found = 1 }
+      END { exit !found }' "$base"; then
+    die "$base already defines a 'skiff' runtime outside the skiff-node-install block;" \
+      "a second definition would stop containerd from starting. Remove yours, or keep it and" \
+      "do not run this installer"
+  fi
   changed=0
 
   mkdir -p "$bin_dir"
@@ -256,16 +268,6 @@ install() {
     # default config, as before install.
     : >"$target.skiff-created"
     log "created $target from $live (k3s renders containerd's config from it at every start)"
-  fi
-  check_block "$target"
-  if awk -v begin="$begin_marker" -v end="$end_marker" '
-      index($0, begin) == 1 { inside = 1; next }
-      index($0, end) == 1 { inside = 0; next }
-      !inside && /runtimes\.("skiff"|skiff)[].]/ { found = 1 }
-      END { exit !found }' "$target"; then
-    die "$target already defines a 'skiff' runtime outside the skiff-node-install block;" \
-      "a second definition would stop containerd from starting. Remove yours, or keep it and" \
-      "do not run this installer"
   fi
 
   before=$(mktemp)
