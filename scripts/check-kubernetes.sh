@@ -51,12 +51,17 @@ venv=${CARGO_TARGET_DIR:-target}/kubernetes-validate-venv
 if [ "$("$venv/bin/kubernetes-validate" --version 2>/dev/null)" != "$KUBERNETES_VALIDATE" ]; then
   echo "check-kubernetes: installing kubernetes-validate $KUBERNETES_VALIDATE into $venv"
   rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
   if ! python3 -m venv "$venv" >"$tmp/venv.log" 2>&1; then
     cat "$tmp/venv.log" >&2
     echo "check-kubernetes: could not make a Python venv (Debian: apt-get install python3-venv)" >&2
     exit 1
   fi
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE"
+  if ! "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    "kubernetes-validate==$KUBERNETES_VALIDATE"; then
+    echo "check-kubernetes: pip could not install kubernetes-validate $KUBERNETES_VALIDATE from PyPI" >&2
+    exit 1
+  fi
 fi
 
 # 1. Render. kubectl 1.21 and later warn about `bases`, which kubectl 1.20 needs (it takes
@@ -161,6 +166,18 @@ check_uninstalled() {
     test -z "$(find "$host" -name '*skiff*' -print)"
 }
 
+# check_refused SHELL HOST WHAT PATTERN: install must fail, with an error matching PATTERN, and
+# leave no shim behind.
+check_refused() {
+  local shell=$1 host=$2 what=$3 pattern=$4
+  if run_installer "$shell" "$host" --no-restart install; then
+    fail "$shell: install $what fails"
+  else
+    check "$shell: install $what fails, saying so" grep -q "error: $pattern" "$tmp/out"
+  fi
+  check "$shell: ... and installs no shim" test ! -e "$host/usr/local/bin/containerd-shim-skiff-v1"
+}
+
 # The value at a TOML key path, read by Python's own TOML parser: $1 the file, $2 the path.
 toml_get() {
   python3 -c '
@@ -251,25 +268,14 @@ for shell in dash busybox; do
   # (d) no containerd config at all.
   host=$tmp/$shell-empty
   mkdir -p "$host"
-  if run_installer "$shell" "$host" --no-restart install; then
-    fail "$shell: install without a containerd config fails"
-  else
-    check "$shell: install without a containerd config fails, saying so" \
-      grep -q 'error: no containerd config found under' "$tmp/out"
-  fi
-  check "$shell: ... and installs no shim" test ! -e "$host/usr/local/bin/containerd-shim-skiff-v1"
+  check_refused "$shell" "$host" "without a containerd config" 'no containerd config found under'
 
   # (e) A version 1 config (no `version` line), whose layout the block would not fit.
   host=$tmp/$shell-v1
   mkdir -p "$host/etc/containerd"
   printf '[plugins.cri]\n  sandbox_image = "pause"\n' >"$host/etc/containerd/config.toml"
-  if run_installer "$shell" "$host" --no-restart install; then
-    fail "$shell: install on a version 1 config fails"
-  else
-    check "$shell: install on a version 1 config fails, saying so" \
-      grep -q 'error: .*has no version line: .*versions 2 (containerd 1.x) and 3' "$tmp/out"
-  fi
-  check "$shell: ... and installs no shim" test ! -e "$host/usr/local/bin/containerd-shim-skiff-v1"
+  check_refused "$shell" "$host" "on a version 1 config" \
+    '.*has no version line: .*versions 2 (containerd 1.x) and 3'
 
   # (f) A skiff runtime the operator wrote by hand: a second one would break containerd.
   host=$tmp/$shell-own
@@ -278,14 +284,9 @@ for shell in dash busybox; do
   printf '%s\n' 'version = 2' '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.skiff]' \
     '  runtime_type = "io.containerd.skiff.v1"' >"$file"
   cp "$file" "$tmp/original"
-  if run_installer "$shell" "$host" --no-restart install; then
-    fail "$shell: install where the config already has a skiff runtime fails"
-  else
-    check "$shell: install where the config already has a skiff runtime fails, saying so" \
-      grep -q "already defines a 'skiff' runtime" "$tmp/out"
-  fi
+  check_refused "$shell" "$host" "where the config already has a skiff runtime" \
+    ".*already defines a 'skiff' runtime"
   check "$shell: ... and leaves the config as it was" cmp -s "$tmp/original" "$file"
-  check "$shell: ... and installs no shim" test ! -e "$host/usr/local/bin/containerd-shim-skiff-v1"
 done
 
 echo "check-kubernetes: $((checks - failures)) passed, $failures failed"
