@@ -8,6 +8,9 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # No crate depends on itself through others, and no module inside a crate does.
 python3 scripts/structure.py --quiet
+# deploy/kubernetes renders and validates against the Kubernetes API schemas, and the node
+# installer script installs and uninstalls the shim on fake nodes (docs/kubernetes.md).
+scripts/check-kubernetes.sh
 scripts/build-guests.sh
 if command -v cargo-nextest >/dev/null; then
   cargo nextest run --workspace --no-fail-fast
