@@ -204,9 +204,6 @@ for shell in dash busybox; do
     runtime='plugins/io.containerd.grpc.v1.cri/containerd/runtimes/skiff'
     check "$shell: containerd sees runtime skiff with runtime_type io.containerd.skiff.v1" \
       test "$(toml_get "$tmp/dump.toml" "$runtime/runtime_type")" = io.containerd.skiff.v1
-    check "$shell: containerd passes skiff.dev/* Pod and container annotations to it" \
-      test "$(toml_get "$tmp/dump.toml" "$runtime/pod_annotations")" = "['skiff.dev/*']" \
-      -a "$(toml_get "$tmp/dump.toml" "$runtime/container_annotations")" = "['skiff.dev/*']"
     check "$shell: containerd still has its runc runtime" \
       test "$(toml_get "$tmp/dump.toml" 'plugins/io.containerd.grpc.v1.cri/containerd/runtimes/runc/runtime_type')" = io.containerd.runc.v2
   else
@@ -258,7 +255,7 @@ for shell in dash busybox; do
   check_installed "$shell" "$host" "$dir/config.toml.tmpl" "$tmp/first"
   check "$shell: config.toml.tmpl is the generated config and the block" \
     cmp -s "$tmp/generated" <(grep -v -e '^# BEGIN skiff' -e '^# END skiff' -e '^# Added by' \
-      -e 'runtimes.skiff]' -e 'runtime_type = "io.containerd.skiff' -e 'annotations = \["skiff' "$dir/config.toml.tmpl")
+      -e 'runtimes.skiff]' -e 'runtime_type = "io.containerd.skiff' "$dir/config.toml.tmpl")
   check "$shell: the config k3s generated is left alone" cmp -s "$tmp/generated" "$dir/config.toml"
   check "$shell: uninstall" run_installer "$shell" "$host" uninstall
   check "$shell: k3s restarted after uninstall" test "$(sed -n 2p "$FAKE_LOG")" = "restart k3s"

@@ -148,8 +148,6 @@ runtime_block() {
     '# Added by skiff-node-install.sh; its `uninstall` removes these lines again.' \
     "[$table]" \
     '  runtime_type = "io.containerd.skiff.v1"' \
-    '  pod_annotations = ["skiff.dev/*"]' \
-    '  container_annotations = ["skiff.dev/*"]' \
     "$end_marker"
 }
 
