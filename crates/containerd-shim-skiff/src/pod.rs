@@ -32,6 +32,10 @@ pub struct PodSettings {
     pub log_filter: String,
     /// `SKIFF_SHUTDOWN_GRACE`: how long requests in flight may take after SIGTERM.
     pub shutdown_grace: Duration,
+    /// `SKIFF_MEMORY_LIMIT`: the container's memory limit in bytes, as the Downward API gives
+    /// it (`resourceFieldRef: {resource: limits.memory}`), for hosts where the container cannot
+    /// read its cgroup (cgroup v1).
+    pub memory_limit: Option<u64>,
 }
 
 impl PodSettings {
@@ -44,6 +48,7 @@ impl PodSettings {
             guest_env: Vec::new(),
             log_filter: "info".into(),
             shutdown_grace: Duration::from_secs(10),
+            memory_limit: None,
         };
         for entry in envs {
             let (name, value) = entry.split_once('=').unwrap_or((entry, ""));
@@ -57,6 +62,12 @@ impl PodSettings {
                     settings.shutdown_grace = skiff_manifest::parse_timeout(value)
                         .map_err(|err| anyhow::anyhow!("{name}={value}: {err}; write e.g. 25s"))?
                 }
+                "SKIFF_MEMORY_LIMIT" => {
+                    let limit = skiff_manifest::parse_memory(value).map_err(|err| {
+                        anyhow::anyhow!("{name}={value}: {err}; give bytes, e.g. 134217728")
+                    })?;
+                    settings.memory_limit = Some(limit);
+                }
                 _ => match name.strip_prefix(skiff_runtime::VARIABLE_ENV_PREFIX) {
                     Some(variable) => settings
                         .variables
@@ -64,7 +75,8 @@ impl PodSettings {
                     None if name.starts_with("SKIFF_") => {
                         tracing::warn!(
                             "{name} is not a skiff setting (SKIFF_PORT, SKIFF_METRICS_PORT, \
-                             SKIFF_LOG, SKIFF_SHUTDOWN_GRACE, SKIFF_VAR_<NAME>); ignored"
+                             SKIFF_LOG, SKIFF_SHUTDOWN_GRACE, SKIFF_MEMORY_LIMIT, \
+                             SKIFF_VAR_<NAME>); ignored"
                         )
                     }
                     None => settings
@@ -88,12 +100,17 @@ fn port(name: &str, value: &str) -> Result<u16> {
     }
 }
 
-/// The memory the guests may use together: the container's cgroup limit (a Pod's
-/// `resources.limits.memory`) less what the shim needs itself, or `None` without a limit.
-/// Capping guests below the limit makes a guest that grows too far fail its own allocation,
-/// instead of the kernel killing the whole Pod.
-pub fn guest_memory_budget() -> Option<u64> {
-    let limit = cgroup_memory_limit(Path::new("/sys/fs/cgroup"))?;
+/// The memory the guests may use together: the container's memory limit (a Pod's
+/// `resources.limits.memory`: its cgroup's, or `SKIFF_MEMORY_LIMIT`, whichever is lower) less
+/// what the shim needs itself, or `None` without a limit. Capping guests below the limit
+/// makes a guest that grows too far fail its own allocation, instead of the kernel killing
+/// the whole Pod.
+pub fn guest_memory_budget(settings: &PodSettings) -> Option<u64> {
+    let cgroup = cgroup_memory_limit(Path::new("/sys/fs/cgroup"));
+    let limit = match (cgroup, settings.memory_limit) {
+        (Some(a), Some(b)) => a.min(b),
+        (one, other) => one.or(other)?,
+    };
     Some(if limit > 2 * SHIM_MEMORY {
         limit - SHIM_MEMORY
     } else {
@@ -102,7 +119,8 @@ pub fn guest_memory_budget() -> Option<u64> {
 }
 
 /// The memory limit of the cgroup the container sees as its own: cgroup v2's `memory.max`,
-/// else v1's `memory/memory.limit_in_bytes` (which the runtime mounts as the container's own).
+/// else v1's `memory/memory.limit_in_bytes`. Only where the runtime mounts the container's
+/// cgroup: runwasi's does on cgroup v2 hosts, and mounts none on cgroup v1 ones.
 fn cgroup_memory_limit(root: &Path) -> Option<u64> {
     let read = |file: &str| std::fs::read_to_string(root.join(file)).ok();
     let text = read("memory.max").or_else(|| read("memory/memory.limit_in_bytes"))?;
@@ -127,9 +145,11 @@ mod tests {
             "SKIFF_PORT=8080",
             "SKIFF_METRICS_PORT=9090",
             "SKIFF_VAR_API_TOKEN=secret=with=equals",
+            "SKIFF_MEMORY_LIMIT=100663296",
             "GREETING=hi",
         ]))
         .unwrap();
+        assert_eq!(settings.memory_limit, Some(96 << 20));
         assert_eq!(settings.listen, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(
             settings.metrics_listen,

@@ -114,7 +114,11 @@ pub async fn run(spec: ContainerSpec) -> Result<i32> {
     let settings = PodSettings::from_env(&spec.envs)?;
     install_logger(&settings.log_filter);
     let workload = Workload::find(&spec)?;
-    let budget = pod::guest_memory_budget();
+    let budget = pod::guest_memory_budget(&settings);
+    match budget {
+        Some(budget) => tracing::info!("the container's memory limit leaves guests {budget} bytes"),
+        None => tracing::info!("the container has no memory limit"),
+    }
     let mut config = RuntimeConfig::default();
     // No code cache: the rootfs is the Pod's, and compiled code read from a folder a guest
     // could have written would be run as native code.

@@ -160,6 +160,13 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
+        // Tasks outlive their containerd (each has its shim process): end them first, also
+        // when the test failed half way, so none keeps serving or holds its id.
+        let tasks = self.ctr(&["task", "ls", "--quiet"]);
+        for id in String::from_utf8_lossy(&tasks.stdout).split_whitespace() {
+            let _ = self.ctr(&["task", "delete", "--force", id]);
+            let _ = self.ctr(&["container", "delete", id]);
+        }
         for target in self.mounted.take() {
             let target_text = target.to_str().unwrap();
             if !self
@@ -290,9 +297,12 @@ fn shim_app_folder() -> tempfile::TempDir {
     let dir = common::app_dir(&[
         (
             "skiff.toml",
-            "[app]\nname = \"hello\"\n\n[component.web]\nsource = \"web.wasm\"\nroute = \
-             \"/...\"\nfiles = [\"static\"]\n\n[component.tools]\nsource = \"web.wasm\"\n\
-             route = \"/tools/...\"\nfiles = [\"tools\"]\n",
+            "[app]\nname = \"hello\"\n\n[variables]\ngreeting = { default = \"from the \
+             manifest\" }\n\n[component.web]\nsource = \"web.wasm\"\nroute = \"/...\"\n\
+             files = [\"static\"]\n\n[component.tools]\nsource = \"web.wasm\"\nroute = \
+             \"/tools/...\"\nfiles = [\"tools\"]\n\n[component.config]\nsource = \
+             \"state.wasm\"\nroute = \"/state/...\"\nvariables = { greeting = \
+             \"{{ greeting }}\" }\n",
         ),
         ("static/index.html", "<h1>from the skiff shim</h1>"),
         (
@@ -302,6 +312,7 @@ fn shim_app_folder() -> tempfile::TempDir {
     ]);
     std::fs::copy(guest("http-guest"), dir.path().join("web.wasm")).unwrap();
     std::fs::copy(guest("cli-guest"), dir.path().join("tools/cli.wasm")).unwrap();
+    std::fs::copy(guest("state-guest"), dir.path().join("state.wasm")).unwrap();
     dir
 }
 
@@ -344,12 +355,26 @@ impl Containerd {
     /// `ctr run --rm` of `reference` with the skiff runtime on the host's network, in the
     /// foreground: the container's stdout and stderr are the child's.
     fn run(&self, reference: &str, id: &str, env: &[&str], args: &[&str]) -> Child {
+        self.run_with(reference, id, env, args, &[])
+    }
+
+    /// `run`, with more options for `ctr run`.
+    fn run_with(
+        &self,
+        reference: &str,
+        id: &str,
+        env: &[&str],
+        args: &[&str],
+        options: &[&str],
+    ) -> Child {
+        let id = &container_id(id);
         let mut command = Command::new("ctr");
         command
             .arg("--address")
             .arg(&self.socket)
             .args(["run", "--rm", "--net-host", "--snapshotter", SNAPSHOTTER])
-            .args(["--runtime", SKIFF_RUNTIME]);
+            .args(["--runtime", SKIFF_RUNTIME])
+            .args(options);
         for pair in env {
             command.args(["--env", pair]);
         }
@@ -362,6 +387,13 @@ impl Containerd {
             .stderr(Stdio::piped());
         command.spawn().expect("running ctr run")
     }
+}
+
+/// `name`, made unique on this machine: runwasi keeps a container's state under
+/// `/run/containerd/skiff/NAMESPACE/ID` whichever containerd started it, so tests running at
+/// once (each its own process) must not share an id.
+fn container_id(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
 }
 
 /// Output of a finished `ctr run` child: its status code, stdout and stderr.
@@ -410,11 +442,21 @@ async fn the_shim_serves_an_app_image_logs_to_the_task_and_drains_on_sigterm() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
 
-    let mut child = containerd.run(
+    let metrics_port = free_port();
+    // The container's memory limit (a Pod's `resources.limits.memory`) caps the guests below
+    // it: 96 MiB leaves them 64 MiB, less than the default of 128 MiB. On this cgroup v1 host
+    // the container cannot read its cgroup; a Pod gives the limit through the Downward API.
+    let mut child = containerd.run_with(
         &reference,
         "web",
-        &[&format!("SKIFF_PORT={port}"), "SKIFF_VAR_UNUSED=1"],
+        &[
+            &format!("SKIFF_PORT={port}"),
+            &format!("SKIFF_METRICS_PORT={metrics_port}"),
+            "SKIFF_VAR_GREETING=from the pod",
+            &format!("SKIFF_MEMORY_LIMIT={}", 96u64 << 20),
+        ],
         &[],
+        &["--memory-limit", &(96u64 << 20).to_string()],
     );
     wait_until_serving(
         &mut child,
@@ -432,6 +474,37 @@ async fn the_shim_serves_an_app_image_logs_to_the_task_and_drains_on_sigterm() {
     assert_eq!(page.text().await.unwrap(), "<h1>from the skiff shim</h1>");
     let logged = client.get(format!("{base}/log")).send().await.unwrap();
     assert_eq!(logged.status(), 200);
+    let greeting = client
+        .get(format!("{base}/state/config/greeting"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(greeting.text().await.unwrap(), "from the pod");
+    let small = client
+        .get(format!("{base}/alloc?mib=16"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(small.status(), 200);
+    let large = client
+        .get(format!("{base}/alloc?mib=80"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(large.status(), 500, "80 MiB fit in a 96 MiB container");
+    let metrics = client
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains("skiff_http_requests_total{tenant=\"\",app=\"hello\",component=\"config\""),
+        "{metrics}"
+    );
 
     // A request in flight when SIGTERM arrives is answered; then the task ends cleanly.
     let slow = tokio::spawn({
@@ -440,7 +513,7 @@ async fn the_shim_serves_an_app_image_logs_to_the_task_and_drains_on_sigterm() {
         async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    containerd.ctr_ok(&["task", "kill", "web"]);
+    containerd.ctr_ok(&["task", "kill", &container_id("web")]);
     assert_eq!(
         slow.await.unwrap().unwrap(),
         200,
@@ -453,6 +526,7 @@ async fn the_shim_serves_an_app_image_logs_to_the_task_and_drains_on_sigterm() {
         &format!("serving http://0.0.0.0:{port}") as &str,
         "hello stdout from http-guest",
         "hello stderr from http-guest",
+        "the container's memory limit leaves guests 67108864 bytes",
         "shutdown requested",
     ] {
         assert!(output.contains(expected), "no `{expected}` in:\n{output}");
@@ -510,12 +584,12 @@ async fn two_apps_run_at_once_sigkill_ends_one_and_a_bad_image_fails_with_a_clea
     wait_until_serving(&mut a, &url_a, &containerd).await;
     wait_until_serving(&mut b, &url_b, &containerd).await;
 
-    containerd.ctr_ok(&["task", "kill", "--signal", "SIGKILL", "a"]);
+    containerd.ctr_ok(&["task", "kill", "--signal", "SIGKILL", &container_id("a")]);
     let (code, _, _) = finish(a);
     assert_eq!(code, Some(137), "SIGKILL should end the task as killed");
     let still = common::client().get(&url_b).send().await.unwrap();
     assert_eq!(still.status(), 200, "the other app stopped with the first");
-    containerd.ctr_ok(&["task", "kill", "b"]);
+    containerd.ctr_ok(&["task", "kill", &container_id("b")]);
     assert_eq!(finish(b).0, Some(0));
     let containers = containerd.ctr_ok(&["container", "ls", "--quiet"]);
     assert!(containers.trim().is_empty(), "left behind: {containers}");
