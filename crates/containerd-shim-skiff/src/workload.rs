@@ -48,9 +48,9 @@ pub enum Workload {
 }
 
 impl Workload {
-    /// The manifest or component the container runs: the entrypoint when it names a manifest
-    /// or a Wasm file, else `/skiff.toml` (a command line given to the container, e.g.
-    /// `ctr run IMAGE ID ARGS`, replaces the image's entrypoint).
+    /// The manifest or component the container runs: its entrypoint, which `skiff push
+    /// --image` makes `/skiff.toml`, and a Pod's `command` (or `ctr run IMAGE ID ARGS`)
+    /// replaces, e.g. with a `.wasm` command of the image.
     pub fn find(spec: &ContainerSpec) -> Result<Workload> {
         if spec.wasm_layers {
             bail!(
@@ -58,28 +58,30 @@ impl Workload {
                  images: push the app with `skiff push --image REF FOLDER`"
             );
         }
-        let entrypoint = spec.args.first().map(PathBuf::from);
-        if let Some(path) = entrypoint.as_ref().filter(|p| p.is_file()) {
-            if path.extension().is_some_and(|e| e == "toml") {
-                return Ok(Workload::App(path.clone()));
+        let Some(entrypoint) = spec.args.first() else {
+            if Path::new(ROOT_MANIFEST).is_file() {
+                return Ok(Workload::App(PathBuf::from(ROOT_MANIFEST)));
             }
-            if let Some(kind) = component_kind(path)? {
-                return Ok(kind);
-            }
+            bail!(
+                "the image has no entrypoint and no {ROOT_MANIFEST}: push an app with `skiff \
+                 push --image REF FOLDER`"
+            );
+        };
+        // The process starts in `/`, so a relative entrypoint is relative to the root.
+        let path = Path::new("/").join(entrypoint);
+        if !path.is_file() {
+            bail!(
+                "the entrypoint {entrypoint} is no file in the image: give {ROOT_MANIFEST} (the \
+                 default of `skiff push --image`) or the path of a .wasm file in it"
+            );
         }
-        if Path::new(ROOT_MANIFEST).is_file() {
-            return Ok(Workload::App(PathBuf::from(ROOT_MANIFEST)));
+        if path.extension().is_some_and(|e| e == "toml") {
+            return Ok(Workload::App(path));
         }
-        match entrypoint {
-            Some(path) => bail!(
-                "the image has no {ROOT_MANIFEST} and its entrypoint {} is no Wasm file: \
-                 push an app with `skiff push --image REF FOLDER`, or name a .wasm file in \
-                 the rootfs as the entrypoint",
-                path.display()
-            ),
+        match component_kind(&path)? {
+            Some(kind) => Ok(kind),
             None => bail!(
-                "the image has no {ROOT_MANIFEST} and no entrypoint: push an app with \
-                 `skiff push --image REF FOLDER`"
+                "the entrypoint {entrypoint} is neither a skiff manifest (.toml) nor a Wasm file"
             ),
         }
     }

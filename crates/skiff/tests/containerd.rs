@@ -604,4 +604,22 @@ async fn two_apps_run_at_once_sigkill_ends_one_and_a_bad_image_fails_with_a_clea
         told.contains("/tools/broken.wasm is no valid component"),
         "no clear message:\n{told}"
     );
+
+    // An entrypoint the image does not have, or one that is no Wasm.
+    for (entrypoint, message) in [
+        (
+            "/app/skiff.toml",
+            "the entrypoint /app/skiff.toml is no file in the image",
+        ),
+        (
+            "/static/index.html",
+            "the entrypoint /static/index.html is neither a skiff manifest (.toml) nor a Wasm file",
+        ),
+    ] {
+        let child = containerd.run(&reference, "wrong", &[], &[entrypoint]);
+        let (code, stdout, stderr) = finish(child);
+        assert_ne!(code, Some(0), "{stdout}{stderr}");
+        let told = format!("{stderr}{}", containerd.log());
+        assert!(told.contains(message), "no `{message}` in:\n{told}");
+    }
 }
