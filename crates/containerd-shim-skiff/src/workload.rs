@@ -228,7 +228,7 @@ async fn serve(
             None => String::new(),
         }
     );
-    started.serve(termination()).await?;
+    started.serve(skiff_http::termination_signal()).await?;
     tracing::info!("stopped");
     Ok(0)
 }
@@ -257,22 +257,8 @@ async fn run_command(
         },
         // As process 1 the kernel delivers SIGTERM only to a handler: without this the
         // command would run on until SIGKILL.
-        () = termination() => Ok(128 + 15),
+        () = skiff_http::termination_signal() => Ok(128 + 15),
     }
-}
-
-/// SIGTERM (what the kubelet and `ctr task kill` send) or SIGINT.
-// Installing a handler fails only outside a runtime with signals enabled; runwasi's has them.
-#[allow(clippy::expect_used)]
-async fn termination() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    let mut interrupt = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
-    }
-    tracing::info!("shutdown requested: no longer accepting connections");
 }
 
 /// Log lines on the container's stderr, where `kubectl logs` reads them.

@@ -37,7 +37,7 @@ pub use app::{AppSource, HttpApp, HttpLimits, Selected, SingleApp};
 pub use dispatch::plain;
 pub use listener::Server;
 pub use metrics::{AppMetrics, HttpMetrics, serve_metrics};
-pub use standalone::{Standalone, StartError, Started};
+pub use standalone::{Standalone, StartError, Started, termination_signal};
 
 use http::header::HeaderName;
 

@@ -150,3 +150,25 @@ impl Started {
         self.server.serve(shutdown).await
     }
 }
+
+/// Completes at SIGINT or SIGTERM (what Ctrl-C, systemd, the kubelet and `ctr task kill`
+/// send), for [`Started::serve`]. As process 1 of a container the kernel delivers these only
+/// to a handler, so without one a container would run on until SIGKILL.
+// Installing a handler fails only outside a runtime with signals enabled.
+#[allow(clippy::expect_used)]
+pub async fn termination_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutdown requested (SIGINT or SIGTERM)");
+}

@@ -141,7 +141,7 @@ pub async fn run(
         args.domain.trim_matches('.'),
         data.port()
     );
-    server.serve(crate::up::shutdown_signal()).await?;
+    server.serve(skiff_http::termination_signal()).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

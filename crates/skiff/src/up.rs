@@ -204,26 +204,7 @@ async fn up_app(
             cmd::route_url(&base, &route.as_written)
         );
     }
-    started.serve(shutdown_signal()).await?;
+    started.serve(skiff_http::termination_signal()).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-// As for `termination_signal`, installing the handler cannot fail here.
-#[allow(clippy::expect_used)]
-pub(crate) async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("shutdown requested: no longer accepting connections");
 }

@@ -132,6 +132,20 @@ impl Containerd {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `ctr image pull` of a `wasi/wasm` image from a plain-HTTP registry, which must succeed.
+    fn pull(&self, reference: &str) {
+        self.ctr_ok(&[
+            "image",
+            "pull",
+            "--plain-http",
+            "--snapshotter",
+            SNAPSHOTTER,
+            "--platform",
+            "wasi/wasm",
+            reference,
+        ]);
+    }
+
     /// Mounts the (already pulled) image's rootfs read-only on a fresh folder, with
     /// `ctr image mount`.
     fn mount(&self, reference: &str) -> PathBuf {
@@ -205,32 +219,11 @@ async fn containerd_pulls_and_unpacks_an_image_push_and_skiff_up_serves_it() {
     let containerd = Containerd::start();
     let app = app_folder();
     let reference = format!("{}/apps/hello:v1", registry.addr);
-
-    let pushed = skiff()
-        .args(["push", "--image", &reference])
-        .arg(app.path())
-        .output()
-        .unwrap();
-    assert!(
-        pushed.status.success(),
-        "skiff push --image failed:\n{}",
-        String::from_utf8_lossy(&pushed.stderr)
-    );
-    let pinned = String::from_utf8(pushed.stdout).unwrap();
-    let digest = pinned.trim().rsplit_once('@').unwrap().1.to_string();
-
+    let pinned = push_image(&reference, app.path());
+    let digest = pinned.rsplit_once('@').unwrap().1.to_string();
     // containerd checks every blob's digest, and while unpacking, the layer's uncompressed
     // digest against the config's `rootfs.diff_ids`: a wrong one fails the pull.
-    containerd.ctr_ok(&[
-        "image",
-        "pull",
-        "--plain-http",
-        "--snapshotter",
-        SNAPSHOTTER,
-        "--platform",
-        "wasi/wasm",
-        &reference,
-    ]);
+    containerd.pull(&reference);
     let listed = containerd.ctr_ok(&["image", "ls"]);
     let line = listed
         .lines()
@@ -316,11 +309,10 @@ fn shim_app_folder() -> tempfile::TempDir {
     dir
 }
 
-/// Pushes `app` as an image to `registry` and pulls it into `containerd`; the reference.
-fn push_and_pull(registry: &Registry, containerd: &Containerd, app: &Path) -> String {
-    let reference = format!("{}/apps/shim:v1", registry.addr);
+/// `skiff push --image REFERENCE APP`, which must succeed; the pinned reference it prints.
+fn push_image(reference: &str, app: &Path) -> String {
     let pushed = skiff()
-        .args(["push", "--image", &reference])
+        .args(["push", "--image", reference])
         .arg(app)
         .output()
         .unwrap();
@@ -329,16 +321,14 @@ fn push_and_pull(registry: &Registry, containerd: &Containerd, app: &Path) -> St
         "skiff push --image failed:\n{}",
         String::from_utf8_lossy(&pushed.stderr)
     );
-    containerd.ctr_ok(&[
-        "image",
-        "pull",
-        "--plain-http",
-        "--snapshotter",
-        SNAPSHOTTER,
-        "--platform",
-        "wasi/wasm",
-        &reference,
-    ]);
+    String::from_utf8(pushed.stdout).unwrap().trim().to_string()
+}
+
+/// Pushes `app` as an image to `registry` and pulls it into `containerd`; the reference.
+fn push_and_pull(registry: &Registry, containerd: &Containerd, app: &Path) -> String {
+    let reference = format!("{}/apps/shim:v1", registry.addr);
+    push_image(&reference, app);
+    containerd.pull(&reference);
     reference
 }
 
