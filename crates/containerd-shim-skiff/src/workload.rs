@@ -60,6 +60,7 @@ impl Workload {
         }
         let Some(entrypoint) = spec.args.first() else {
             if Path::new(ROOT_MANIFEST).is_file() {
+                refuse_system_path(Path::new(ROOT_MANIFEST), "the manifest")?;
                 return Ok(Workload::App(PathBuf::from(ROOT_MANIFEST)));
             }
             bail!(
@@ -75,6 +76,7 @@ impl Workload {
                  default of `skiff push --image`) or the path of a .wasm file in it"
             );
         }
+        refuse_system_path(&path, "the entrypoint")?;
         if path.extension().is_some_and(|e| e == "toml") {
             return Ok(Workload::App(path));
         }
@@ -134,7 +136,7 @@ pub async fn run(spec: ContainerSpec) -> Result<i32> {
         Workload::Command(path) => run_command(config, &path, spec.args, settings, budget).await,
         Workload::App(manifest) => {
             let app = skiff_manifest::load(&manifest)?;
-            refuse_system_folders(&app)?;
+            refuse_system_paths(&app)?;
             config.runtime_config.variables = settings.variables.clone();
             serve(config, within_budget(app, budget), settings, true).await
         }
@@ -173,27 +175,41 @@ fn instances_for(app: &App) -> u32 {
         .clamp(1, 10_000)
 }
 
-/// An app's `files` may name its own folder, which is the container's root here: with it,
-/// `/proc`, `/sys` and `/dev` would be the guest's to read.
-fn refuse_system_folders(app: &App) -> Result<()> {
+/// The folders of a container that the kernel and the runtime fill. What is in them is the
+/// shim's own process (whose environment is containerd's) and the node's devices, never the
+/// app's.
+const SYSTEM_FOLDERS: [&str; 3] = ["/proc", "/sys", "/dev"];
+
+/// The app's folder is the container's root here, so "inside the app", which the manifest
+/// checks, holds the system folders too: an image could grant `files = ["proc"]`, or make its
+/// manifest or a component a symlink to `/proc/self/environ` and read it back in an error.
+fn refuse_system_paths(app: &App) -> Result<()> {
     for component in &app.components {
+        let what = format!("component {}: source", component.id);
+        refuse_system_path(&component.source, &what)?;
         for mount in &component.files {
-            let host = mount
-                .host
-                .canonicalize()
-                .unwrap_or_else(|_| mount.host.clone());
-            let system = ["/proc", "/sys", "/dev"]
-                .iter()
-                .any(|dir| host.starts_with(dir));
-            if host == Path::new("/") || system {
-                bail!(
-                    "component {}: files grants {}, which in a container holds /proc, /sys \
-                     and /dev; grant the app's own folders instead (e.g. files = [\"static\"])",
-                    component.id,
-                    mount.host.display()
-                );
-            }
+            let what = format!("component {}: files", component.id);
+            refuse_system_path(&mount.host, &what)?;
         }
+    }
+    Ok(())
+}
+
+/// Refuses `path` if it is the root, or is or leads (through symlinks) into a system folder.
+fn refuse_system_path(path: &Path, what: &str) -> Result<()> {
+    let real = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let system = SYSTEM_FOLDERS.iter().any(|dir| real.starts_with(dir));
+    if real == Path::new("/") || system {
+        bail!(
+            "{what} {} is {}, which in a container holds /proc, /sys and /dev, not the app's \
+             files; name the app's own files and folders (e.g. files = [\"static\"])",
+            path.display(),
+            if real == path {
+                "the root or in it".to_string()
+            } else {
+                format!("a link to {}", real.display())
+            },
+        );
     }
     Ok(())
 }
@@ -270,4 +286,35 @@ fn install_logger(filter: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn paths_into_the_containers_system_folders_are_refused_also_through_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let environ = dir.path().join("skiff.toml");
+        std::os::unix::fs::symlink("/proc/self/environ", &environ).unwrap();
+        let err = refuse_system_path(&environ, "the manifest")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a link to /proc/"), "{err}");
+        let root = dir.path().join("everything");
+        std::os::unix::fs::symlink("/", &root).unwrap();
+        let err = refuse_system_path(&root, "files").unwrap_err().to_string();
+        assert!(err.contains("a link to /"), "{err}");
+        for path in ["/", "/proc/1/environ", "/dev/sda", "/sys/kernel"] {
+            assert!(
+                refuse_system_path(Path::new(path), "files").is_err(),
+                "{path}"
+            );
+        }
+        let plain = dir.path().join("web.wasm");
+        std::fs::write(&plain, "\0asm").unwrap();
+        refuse_system_path(&plain, "source").unwrap();
+        refuse_system_path(dir.path(), "files").unwrap();
+    }
 }
