@@ -11,10 +11,12 @@
 //! it is a `wasi:cli` command (so Jobs work).
 //!
 //! Modules: `pod` (what the container's spec and cgroup say: port, variables, memory),
-//! `workload` (what the rootfs holds, and running it).
+//! `workload` (what the rootfs holds, and running it), `node_cache` (compiled code kept on the
+//! node, out of every guest's reach).
 
 #![forbid(unsafe_code)]
 
+mod node_cache;
 mod pod;
 mod workload;
 
@@ -64,5 +66,8 @@ impl Sandbox for SkiffSandbox {
 }
 
 fn main() {
+    // Here the process is still on the node, with no container yet: the only moment the
+    // node's cache folder can be opened (see `node_cache`).
+    node_cache::open_on_node();
     SkiffShim::run(None);
 }

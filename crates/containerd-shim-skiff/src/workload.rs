@@ -8,6 +8,7 @@ use containerd_shim_wasm::sandbox::context::{RuntimeContext, Source};
 use skiff_manifest::{App, Component};
 use skiff_runtime::{CommandOptions, CommandOutcome, Runtime, RuntimeConfig, WasiGrant};
 
+use crate::node_cache;
 use crate::pod::{self, PodSettings};
 
 /// Where `skiff push --image` puts the manifest, and its image's entrypoint.
@@ -124,16 +125,22 @@ pub async fn run(spec: ContainerSpec) -> Result<i32> {
         None => tracing::info!("the container has no memory limit"),
     }
     let mut config = RuntimeConfig::default();
-    // No code cache: the rootfs is the Pod's, and compiled code read from a folder a guest
-    // could have written would be run as native code.
-    config.cache_dir = None;
+    config.cache_dir = node_cache::path_in_container();
+    // A file of the cache kept open or mapped would be a way back to it (see `node_cache`).
+    config.map_cached_code = false;
     // Nothing the Pod's spec does not say: the shim's own environment is containerd's.
     config.variables_from_env = false;
     if let Some(budget) = budget {
         config.default_memory = Some(config.default_memory.map_or(budget, |m| m.min(budget)));
     }
     match workload {
-        Workload::Command(path) => run_command(config, &path, spec.args, settings, budget).await,
+        Workload::Command(path) => {
+            // A command compiles as it starts its guest: no moment between the two to close
+            // the cache, so it compiles without it.
+            config.cache_dir = None;
+            node_cache::close();
+            run_command(config, &path, spec.args, settings, budget).await
+        }
         Workload::App(manifest) => {
             let app = skiff_manifest::load(&manifest)?;
             refuse_system_paths(&app)?;
@@ -235,6 +242,8 @@ async fn serve(
             skiff_http::StartError::Manifest(err) => anyhow::Error::from(*err),
             other => anyhow::Error::from(other),
         })?;
+    // Every component is compiled and mapped; no guest has run yet.
+    node_cache::close();
     let addr = started.local_addr()?;
     tracing::info!(
         app = %started.app().name,

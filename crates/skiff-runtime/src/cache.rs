@@ -12,6 +12,9 @@
 //!
 //! The cache is native code that skiff maps and runs, so it must live where no guest can
 //! write: the runtime refuses any folder grant that reaches it (see `capabilities::wasi`).
+//! Without `map_cached_code`, an entry is not mapped from its file but loaded from the bytes
+//! that were checked, so the process keeps no descriptor or mapping of the cache's files
+//! (the containerd shim, whose cache is shared by every container of the node).
 
 use std::fs::{self, File};
 use std::hash::{Hash, Hasher};
@@ -50,16 +53,19 @@ impl CodeKind {
 
 pub struct CodeCache {
     dir: Option<PathBuf>,
+    /// Map entries from their files; else load the very bytes that were checked.
+    map_files: bool,
     engine_key: [u8; 8],
 }
 
 impl CodeCache {
-    pub(crate) fn new(dir: Option<PathBuf>, engine: &Engine) -> Self {
+    pub(crate) fn new(dir: Option<PathBuf>, map_files: bool, engine: &Engine) -> Self {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         env!("CARGO_PKG_VERSION").hash(&mut hasher);
         CodeCache {
             dir,
+            map_files,
             engine_key: hasher.finish().to_le_bytes(),
         }
     }
@@ -127,10 +133,15 @@ impl CodeCache {
 
         let label = self.label(wasm);
         match verify(&code_path, &sum_path, &label) {
-            Entry::Valid => {
+            Entry::Valid(code) => {
                 // SAFETY: the file is one we wrote with `precompile_*` of an engine with the
                 // same compatibility hash, and its checksum matched just now.
-                match deserialize(&code_path) {
+                let loaded = if self.map_files {
+                    deserialize(&code_path)
+                } else {
+                    from_bytes(&code)
+                };
+                match loaded {
                     Ok(code) => {
                         tracing::debug!(
                             "code cache hit: {} loaded from {}",
@@ -166,7 +177,12 @@ impl CodeCache {
                 .map_err(|err| LoadError::new(path, LoadErrorKind::Invalid(format!("{err:#}"))))?;
             return Ok((code, CacheOutcome::Compiled(took)));
         }
-        let code = deserialize(&code_path)
+        let loaded = if self.map_files {
+            deserialize(&code_path)
+        } else {
+            from_bytes(&compiled)
+        };
+        let code = loaded
             .map_err(|err| cache_err(format!("freshly written entry does not load: {err:#}")))?;
         Ok((code, CacheOutcome::Compiled(took)))
     }
@@ -189,7 +205,8 @@ impl CodeCache {
 }
 
 enum Entry {
-    Valid,
+    /// Its code, as read and checked.
+    Valid(Vec<u8>),
     Corrupt,
     Missing,
 }
@@ -208,7 +225,7 @@ fn verify(code_path: &Path, sum_path: &Path, label: &str) -> Entry {
         return Entry::Corrupt;
     };
     if written_label == label && blake3::hash(&code).to_hex().as_str() == code_sum {
-        Entry::Valid
+        Entry::Valid(code)
     } else {
         Entry::Corrupt
     }

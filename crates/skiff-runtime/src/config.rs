@@ -21,6 +21,11 @@ pub const DEFAULT_REUSE_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct RuntimeConfig {
     /// Where compiled code is kept between runs; `None` disables the on-disk cache.
     pub cache_dir: Option<PathBuf>,
+    /// Map cached code from its file (shared by every process that loads it, in the page
+    /// cache), rather than copy the checked bytes into memory of this process's own. Off
+    /// where the process may later be taken over by code that could write the file through
+    /// what the mapping keeps open (the containerd shim: the cache is the node's).
+    pub map_cached_code: bool,
     /// Use the pooling instance allocator (pre-reserved slots, copy-on-write images). Turn it
     /// off only where virtual address space is scarce.
     pub pooling: bool,
@@ -59,6 +64,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             cache_dir: default_cache_dir(),
+            map_cached_code: true,
             pooling: true,
             epoch_tick: DEFAULT_EPOCH_TICK,
             default_timeout: Duration::from_secs(30),

@@ -27,7 +27,11 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> wasmtime::Result<Arc<Runtime>> {
         let sandboxes = Sandboxes::new(&config)?;
-        let cache = CodeCache::new(config.cache_dir.clone(), sandboxes.engine());
+        let cache = CodeCache::new(
+            config.cache_dir.clone(),
+            config.map_cached_code,
+            sandboxes.engine(),
+        );
         Ok(Arc::new(Runtime {
             sandboxes: Arc::new(sandboxes),
             cache,

@@ -72,6 +72,8 @@ impl Containerd {
             .arg("--config")
             .arg(path("config.toml"))
             .env("PATH", search)
+            // The shims it starts keep compiled code here (default /var/lib/skiff/shim-cache).
+            .env("SKIFF_SHIM_CACHE_DIR", path("shim-cache"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -100,6 +102,23 @@ impl Containerd {
             std::thread::sleep(Duration::from_millis(50));
         }
         containerd
+    }
+
+    /// The folder where the skiff shims of this containerd keep compiled code.
+    fn shim_cache(&self) -> PathBuf {
+        self.dir.path().join("shim-cache")
+    }
+
+    /// The process id of the task `id` (its process 1), from `ctr task ls`.
+    fn task_pid(&self, id: &str) -> u32 {
+        let tasks = self.ctr_ok(&["task", "ls"]);
+        tasks
+            .lines()
+            .find_map(|line| {
+                let mut fields = line.split_whitespace();
+                (fields.next() == Some(id)).then(|| fields.next().unwrap().parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no task {id} in:\n{tasks}"))
     }
 
     fn log(&self) -> String {
@@ -464,6 +483,24 @@ async fn the_shim_serves_an_app_image_logs_to_the_task_and_drains_on_sigterm() {
     assert_eq!(page.text().await.unwrap(), "<h1>from the skiff shim</h1>");
     let logged = client.get(format!("{base}/log")).send().await.unwrap();
     assert_eq!(logged.status(), 200);
+    // The components were compiled into the node's cache, and the container, now serving,
+    // holds no way back to it: a guest that escaped its sandbox could not plant code there.
+    let cached: Vec<String> = std::fs::read_dir(containerd.shim_cache())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".component.cwasm"))
+        .collect();
+    assert_eq!(cached.len(), 2, "http-guest and state-guest: {cached:?}");
+    let pid = containerd.task_pid(&container_id("web"));
+    let cache = containerd.shim_cache().canonicalize().unwrap();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let target = std::fs::read_link(fd.unwrap().path()).unwrap_or_default();
+        assert!(
+            !target.starts_with(&cache),
+            "the container still holds {}",
+            target.display()
+        );
+    }
     let greeting = client
         .get(format!("{base}/state/config/greeting"))
         .send()
@@ -568,10 +605,11 @@ async fn two_apps_run_at_once_sigkill_ends_one_and_a_bad_image_fails_with_a_clea
     let (port_a, port_b) = (free_port(), free_port());
 
     let mut a = containerd.run(&reference, "a", &[&format!("SKIFF_PORT={port_a}")], &[]);
-    let mut b = containerd.run(&reference, "b", &[&format!("SKIFF_PORT={port_b}")], &[]);
     let url_a = format!("http://127.0.0.1:{port_a}/static/index.html");
-    let url_b = format!("http://127.0.0.1:{port_b}/static/index.html");
     wait_until_serving(&mut a, &url_a, &containerd).await;
+    // The second container of the same image finds its code in the node's cache.
+    let mut b = containerd.run(&reference, "b", &[&format!("SKIFF_PORT={port_b}")], &[]);
+    let url_b = format!("http://127.0.0.1:{port_b}/static/index.html");
     wait_until_serving(&mut b, &url_b, &containerd).await;
 
     containerd.ctr_ok(&["task", "kill", "--signal", "SIGKILL", &container_id("a")]);
@@ -580,7 +618,13 @@ async fn two_apps_run_at_once_sigkill_ends_one_and_a_bad_image_fails_with_a_clea
     let still = common::client().get(&url_b).send().await.unwrap();
     assert_eq!(still.status(), 200, "the other app stopped with the first");
     containerd.ctr_ok(&["task", "kill", &container_id("b")]);
-    assert_eq!(finish(b).0, Some(0));
+    let (code, stdout, stderr) = finish(b);
+    assert_eq!(code, Some(0), "{stderr}");
+    let output = format!("{stdout}{stderr}");
+    assert!(
+        output.contains("serving http://") && !output.contains("compiling"),
+        "the second start compiled again:\n{output}"
+    );
     let containers = containerd.ctr_ok(&["container", "ls", "--quiet"]);
     assert!(containers.trim().is_empty(), "left behind: {containers}");
 
