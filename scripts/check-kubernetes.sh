@@ -162,6 +162,7 @@ check_uninstalled() {
   local shell=$1 host=$2 file=$3 original=$4
   check "$shell: uninstall left ${file#"$host"} byte for byte as it was" cmp -s "$original" "$file"
   check "$shell: uninstall removed the shim" test ! -e "$host/usr/local/bin/containerd-shim-skiff-v1"
+  check "$shell: uninstall removed the shim's compiled-code cache" test ! -e "$host/var/lib/skiff"
   check "$shell: uninstall left no backup or temporary file" \
     test -z "$(find "$host" -name '*skiff*' -print)"
 }
@@ -210,6 +211,8 @@ for shell in dash busybox; do
     cat "$tmp/dump.err"
     fail "$shell: containerd parses the config"
   fi
+  # What the shims leave on a node: compiled code in their default cache folder.
+  mkdir -p "$host/var/lib/skiff/shim-cache" && : >"$host/var/lib/skiff/shim-cache/0123.component.cwasm"
   check "$shell: uninstall" run_installer "$shell" "$host" --no-restart uninstall
   check_uninstalled "$shell" "$host" "$file" "$tmp/original"
 

@@ -332,6 +332,13 @@ uninstall() {
     log "removed $dest"
     changed=1
   fi
+  # The compiled code the shims kept (their default folder; containerd's environment may
+  # have named another with SKIFF_SHIM_CACHE_DIR, which stays).
+  if [ -d "$host/var/lib/skiff/shim-cache" ]; then
+    rm -rf "$host/var/lib/skiff/shim-cache"
+    rmdir "$host/var/lib/skiff" 2>/dev/null || true
+    log "removed the shim's compiled-code cache, /var/lib/skiff/shim-cache"
+  fi
   if [ "$changed" = 1 ]; then
     restart_containerd
   fi
