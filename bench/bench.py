@@ -23,6 +23,9 @@ process started here is stopped on exit, including on Ctrl-C and SIGTERM.
 import argparse
 import asyncio
 import datetime
+import gzip
+import hashlib
+import io
 import json
 import os
 import platform
@@ -33,9 +36,13 @@ import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER_CPU = "0"
@@ -608,6 +615,231 @@ async def in_flight_run(pid, port, n, sleep_ms, pool):
         "per_instance_linear_kib": linear_delta / max(in_flight, 1),
         "hwm_per_request_kib": (hwm - conn_rss) / n,
     }
+
+
+# ------------------------------------------------------------------------------------------
+# registries, OCI images and containerd (distribution.py, shim.py)
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+SNAPSHOTTER = "overlayfs"
+
+
+def target_dir():
+    return os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+
+
+def run(argv, **kwargs):
+    """Runs argv to the end; fails the bench with its output if it fails."""
+    out = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, **kwargs)
+    if out.returncode != 0:
+        fail(f"`{' '.join(argv)}` exited with {out.returncode}:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+    return out.stdout
+
+
+def sha256(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def ms_since(start):
+    return (time.perf_counter() - start) * 1000
+
+
+class Registry:
+    """Debian's `docker-registry` on a free loopback port, storing in the work folder."""
+
+    def __init__(self, workdir):
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        self.dir = os.path.join(workdir, "registry")
+        os.makedirs(self.dir)
+        config = os.path.join(self.dir, "config.yml")
+        with open(config, "w") as f:
+            f.write(f"version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n"
+                    f"  filesystem:\n    rootdirectory: {self.dir}/data\n  delete:\n    enabled: true\n"
+                    f"http:\n  addr: {self.addr}\n  secret: bench\n")
+        self.log_path = os.path.join(self.dir, "registry.log")
+        self.proc = spawn(["docker-registry", "serve", config], self.log_path)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    fail(f"docker-registry did not start:\n{open(self.log_path).read()[-3000:]}")
+                time.sleep(0.02)
+
+    def url(self, path):
+        return f"http://{self.addr}{path}"
+
+    def request(self, method, url, data=None, headers=None):
+        req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=120) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers), err.read()
+
+    def push_blob(self, repo, data):
+        digest = sha256(data)
+        status, _, _ = self.request("HEAD", self.url(f"/v2/{repo}/blobs/{digest}"))
+        if status == 200:
+            return digest
+        status, headers, body = self.request("POST", self.url(f"/v2/{repo}/blobs/uploads/"), b"")
+        if status != 202:
+            fail(f"registry refused to start an upload to {repo}: {status} {body[:500]!r}")
+        location = urllib.parse.urljoin(self.url("/"), headers["Location"])
+        location += ("&" if "?" in location else "?") + "digest=" + urllib.parse.quote(digest)
+        status, _, body = self.request("PUT", location, data,
+                                       {"Content-Type": "application/octet-stream"})
+        if status != 201:
+            fail(f"registry refused blob {digest} of {repo}: {status} {body[:500]!r}")
+        return digest
+
+    def push_manifest(self, repo, tag, manifest):
+        status, _, body = self.request("PUT", self.url(f"/v2/{repo}/manifests/{tag}"), manifest,
+                                       {"Content-Type": OCI_MANIFEST})
+        if status != 201:
+            fail(f"registry refused the manifest of {repo}:{tag}: {status} {body[:500]!r}")
+
+    def pull_size(self, repo, tag):
+        """What pulling repo:tag downloads: the manifest as stored, its config and layers."""
+        status, _, body = self.request("GET", self.url(f"/v2/{repo}/manifests/{tag}"),
+                                       headers={"Accept": OCI_MANIFEST})
+        if status != 200:
+            fail(f"GET manifest of {repo}:{tag}: {status} {body[:500]!r}")
+        manifest = json.loads(body)
+        layers = [layer["size"] for layer in manifest["layers"]]
+        return {"manifest": len(body), "config": manifest["config"]["size"], "layers": layers,
+                "total": len(body) + manifest["config"]["size"] + sum(layers)}
+
+
+# ------------------------------------------------------------------------------------------
+# container images, written here
+
+
+def gzip_layer(tar_bytes):
+    """(blob, diff_id) of a layer: gzip level 6 (Go's default, which Docker uses), no mtime."""
+    return gzip.compress(tar_bytes, compresslevel=6, mtime=0), sha256(tar_bytes)
+
+
+def file_layer(path_in_image, binary):
+    """A layer holding one executable file (and the folders above it)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        parts = path_in_image.strip("/").split("/")
+        for i in range(1, len(parts)):
+            info = tarfile.TarInfo("/".join(parts[:i]))
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        info = tarfile.TarInfo("/".join(parts))
+        info.size, info.mode = len(binary), 0o755
+        tar.addfile(info, io.BytesIO(binary))
+    return gzip_layer(buf.getvalue())
+
+
+def oci_arch():
+    machine = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+def push_image(registry, repo, tag, layers, entrypoint):
+    """Pushes an OCI image of `layers` ([(blob, diff_id)]), platform linux/<this machine>."""
+    config = json.dumps({
+        "architecture": oci_arch(), "os": "linux",
+        "config": {"Entrypoint": entrypoint},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id for _, diff_id in layers]},
+    }, separators=(",", ":")).encode()
+    descriptors = []
+    for blob, _ in layers:
+        descriptors.append({"mediaType": OCI_LAYER_GZIP, "digest": registry.push_blob(repo, blob),
+                            "size": len(blob)})
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": registry.push_blob(repo, config), "size": len(config)},
+        "layers": descriptors,
+    }, separators=(",", ":")).encode()
+    registry.push_manifest(repo, tag, manifest)
+    return f"{registry.addr}/{repo}:{tag}"
+
+
+class Containerd:
+    """containerd with its own config, root, state and socket in the work folder, no CRI.
+    `shim_dir`: a folder put first on containerd's PATH, where it finds a runtime's shim
+    (`containerd-shim-skiff-v1` for `io.containerd.skiff.v1`)."""
+
+    def __init__(self, workdir, shim_dir=None):
+        self.dir = os.path.join(workdir, "containerd")
+        os.makedirs(self.dir)
+        self.socket = os.path.join(self.dir, "containerd.sock")
+        config = os.path.join(self.dir, "config.toml")
+        with open(config, "w") as f:
+            f.write(f'version = 2\nroot = "{self.dir}/root"\nstate = "{self.dir}/state"\n'
+                    f'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+                    f'[grpc]\n  address = "{self.socket}"\n[ttrpc]\n  address = "{self.socket}.ttrpc"\n'
+                    f'[debug]\n  address = "{self.dir}/debug.sock"\n'
+                    f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{self.dir}/opt"\n')
+        self.log_path = os.path.join(self.dir, "containerd.log")
+        env = dict(os.environ, PATH=f"{shim_dir}:{os.environ.get('PATH', '')}") if shim_dir else None
+        self.proc = spawn(["containerd", "--config", config], self.log_path, env=env)
+        deadline = time.monotonic() + 30
+        while True:
+            if os.path.exists(self.socket) and self.ctr(["version"], check=False).returncode == 0:
+                break
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                fail(f"containerd did not start:\n{open(self.log_path).read()[-3000:]}")
+            time.sleep(0.05)
+
+    def ctr(self, args, check=True):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONTAINERD_")}
+        out = subprocess.run(["ctr", "--address", self.socket] + args, capture_output=True, text=True,
+                             stdin=subprocess.DEVNULL, env=env)
+        if check and out.returncode != 0:
+            fail(f"ctr {' '.join(args)} exited with {out.returncode}:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}\n"
+                 f"containerd's log:\n{open(self.log_path).read()[-2000:]}")
+        return out
+
+    def empty(self):
+        """Nothing pulled: no image, no content, no snapshot."""
+        images = self.ctr(["images", "ls", "-q"]).stdout.strip()
+        content = self.ctr(["content", "ls", "-q"]).stdout.strip()
+        snapshots = self.ctr(["snapshots", "--snapshotter", SNAPSHOTTER, "ls"]).stdout.strip().splitlines()[1:]
+        return not images and not content and not snapshots
+
+    def stop(self):
+        stop(self.proc)
+
+
+def wait_first_200(port, proc, start, what):
+    """Polls GET / on `port` until a 200 (every 0.2 ms, as bench.py does); ms since `start`."""
+    request = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(request)
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    return ms_since(start)
+        except OSError:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                fail(f"{what} exited with {proc.returncode} before answering:\n{err[-2000:]}")
+            if ms_since(start) > 120_000:
+                fail(f"{what} did not answer within 120 s")
+            time.sleep(0.0002)
+
+
+def unmount_under(folder):
+    """Unmounts whatever is still mounted below `folder` (a run cut short), deepest first, so
+    that removing the folder never reaches into a mounted snapshot."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4] for line in f]
+    except OSError:
+        return
+    for point in sorted((p for p in points if p.startswith(folder.rstrip("/") + "/")), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 # ------------------------------------------------------------------------------------------

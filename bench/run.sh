@@ -34,11 +34,13 @@ set -euo pipefail
 
 density=0
 distribution=0
+shim=0
 args=()
 for arg in "$@"; do
     case "$arg" in
         --density) density=1 ;;
         --distribution) distribution=1 ;;
+        --shim) shim=1 ;;
         *) args+=("$arg") ;;
     esac
 done
@@ -54,6 +56,21 @@ bench_target="$CARGO_TARGET_DIR/bench"
 say() { printf '\n== %s\n' "$*" >&2; }
 die() { printf 'bench/run.sh: %s\n' "$*" >&2; exit 1; }
 
+# Replaces this shell with `python3 SCRIPT ARGS...`. crun refuses hybrid cgroup hosts (cgroup
+# v1 controllers plus a cgroup2 mount at /sys/fs/cgroup/unified). Inside a private mount
+# namespace that hides the cgroup2 mount it works; the rest does not care, so as root on such
+# a host the whole run goes in there (with containerd and its shims, where they run).
+exec_python() {
+    if [ "$(id -u)" = 0 ] && mountpoint -q /sys/fs/cgroup/unified 2>/dev/null \
+        && [ "$(stat -f -c %T /sys/fs/cgroup)" = tmpfs ]; then
+        say "(in a private mount namespace that hides the cgroup2 mount, for crun)"
+        exec unshare -m --propagation private sh -c \
+            'umount /sys/fs/cgroup/unified && mount -t tmpfs -o size=1m scratch /sys/fs/cgroup/unified && exec python3 "$0" "$@"' \
+            "$@"
+    fi
+    exec python3 "$@"
+}
+
 sudo=""
 if [ "$(id -u)" != 0 ]; then
     command -v sudo >/dev/null || die "not root and no sudo: cannot apt-get install"
@@ -65,6 +82,12 @@ missing=()
 needed=(wrk:wrk crun:crun gcc:gcc taskset:util-linux unshare:util-linux curl:curl python3:python3)
 if [ "$distribution" = 1 ]; then
     needed+=(docker-registry:docker-registry containerd:containerd ctr:containerd debootstrap:debootstrap)
+fi
+if [ "$shim" = 1 ]; then
+    # runwasi's shim library builds with protoc and libseccomp.
+    needed+=(docker-registry:docker-registry containerd:containerd ctr:containerd runc:runc
+             protoc:protobuf-compiler)
+    [ -e /usr/include/seccomp.h ] || missing+=(libseccomp-dev)
 fi
 for pair in "${needed[@]}"; do
     command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
@@ -95,13 +118,20 @@ if [ "$distribution" = 1 ]; then
     gcc -O2 -static -o "$bench_target/hello-server" bench/container/hello-server.c
     export HELLO_SERVER="$bench_target/hello-server"
     say "running the distribution benchmark"
-    # crun and hybrid cgroups: the same private mount namespace as the suite, below.
-    if mountpoint -q /sys/fs/cgroup/unified 2>/dev/null && [ "$(stat -f -c %T /sys/fs/cgroup)" = tmpfs ]; then
-        exec unshare -m --propagation private sh -c \
-            'umount /sys/fs/cgroup/unified && mount -t tmpfs -o size=1m scratch /sys/fs/cgroup/unified && exec python3 "$0" "$@"' \
-            "$repo/bench/distribution.py" "$@"
-    fi
-    exec python3 "$repo/bench/distribution.py" "$@"
+    exec_python "$repo/bench/distribution.py" "$@"
+fi
+
+if [ "$shim" = 1 ]; then
+    [ "$(id -u)" = 0 ] || die "--shim needs root (containerd, runc, crun)"
+    say "building skiff and its containerd shim (release) and the static server"
+    cargo build --release -p skiff -p containerd-shim-skiff
+    export SKIFF="$CARGO_TARGET_DIR/release/skiff"
+    export SKIFF_SHIM="$CARGO_TARGET_DIR/release/containerd-shim-skiff-v1"
+    mkdir -p "$bench_target"
+    gcc -O2 -static -o "$bench_target/hello-server" bench/container/hello-server.c
+    export HELLO_SERVER="$bench_target/hello-server"
+    say "running the containerd shim benchmark"
+    exec_python "$repo/bench/shim.py" "$@"
 fi
 
 wasmtime="${WASMTIME:-$tools/bin/wasmtime}"
@@ -140,15 +170,5 @@ export HELLO_SERVER="$bench_target/hello-server"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # --- run -------------------------------------------------------------------------------
-# crun refuses hybrid cgroup hosts (cgroup v1 controllers plus a cgroup2 mount at
-# /sys/fs/cgroup/unified). Inside a private mount namespace that hides the cgroup2 mount it
-# works; the rest of the suite does not care, so the whole run goes in there.
-if [ "$(id -u)" = 0 ] && mountpoint -q /sys/fs/cgroup/unified 2>/dev/null \
-    && [ "$(stat -f -c %T /sys/fs/cgroup)" = tmpfs ]; then
-    say "running the suite (in a private mount namespace, for crun)"
-    exec unshare -m --propagation private sh -c \
-        'umount /sys/fs/cgroup/unified && mount -t tmpfs -o size=1m scratch /sys/fs/cgroup/unified && exec python3 "$0" "$@"' \
-        "$repo/bench/bench.py" "$@"
-fi
 say "running the suite"
-exec python3 "$repo/bench/bench.py" "$@"
+exec_python "$repo/bench/bench.py" "$@"
