@@ -138,24 +138,65 @@ impl Artifact {
                 path: PathBuf::from(manifest_path),
                 source,
             })?;
+        Ok(Self::rootfs_image(&tar, packed.bytes, "/skiff.toml".into()))
+    }
+
+    /// One component (or core module) as an ordinary container image for platform
+    /// `wasi/wasm`: its rootfs holds the file alone, at `/NAME.wasm`, the image's entrypoint.
+    /// The containerd shim serves a `wasi:http` component, and runs anything else as a
+    /// command with the container's arguments (a Kubernetes Job's `args`).
+    pub fn component_image(wasm_path: &Path) -> Result<Self, OciError> {
+        let io = |op: &'static str| {
+            move |source| OciError::Io {
+                op,
+                path: wasm_path.to_path_buf(),
+                source,
+            }
+        };
+        let bytes = std::fs::read(wasm_path).map_err(io("read"))?;
+        if wasm_layer(&bytes).is_none() {
+            return Err(OciError::NotWasm {
+                path: wasm_path.to_path_buf(),
+            });
+        }
+        let name = rootfs_name(wasm_path);
+        // The same bytes every time: no owner, no time. Not executable: runwasi runs an
+        // executable entrypoint as a Linux program.
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        let mut builder = tar::Builder::new(Vec::new());
+        builder
+            .append_data(&mut header, &name, bytes.as_slice())
+            .map_err(io("pack"))?;
+        let tar = builder.into_inner().map_err(io("pack"))?;
+        let gzipped = gzip(&tar, wasm_path)?;
+        Ok(Self::rootfs_image(&tar, gzipped, format!("/{name}")))
+    }
+
+    /// An image of one gzipped rootfs layer (`tar`, compressed as `gzipped`) that runs
+    /// `entrypoint`.
+    fn rootfs_image(tar: &[u8], gzipped: Vec<u8>, entrypoint: String) -> Self {
         let config = media::ImageConfig {
             architecture: media::IMAGE_ARCHITECTURE.into(),
             os: media::IMAGE_OS.into(),
             rootfs: media::RootFs {
                 kind: "layers".into(),
-                diff_ids: vec![media::sha256_digest(&tar)],
+                diff_ids: vec![media::sha256_digest(tar)],
             },
             config: media::ImageRunConfig {
-                entrypoint: vec!["/skiff.toml".into()],
+                entrypoint: vec![entrypoint],
             },
         };
-        let layer = Descriptor::of(media::IMAGE_LAYER_GZIP, &packed.bytes);
-        Ok(Self::assemble(
+        let layer = Descriptor::of(media::IMAGE_LAYER_GZIP, &gzipped);
+        Self::assemble(
             ArtifactKind::Image,
             media::IMAGE_CONFIG,
             media::to_json(&config),
-            vec![(layer, Bytes::from(packed.bytes))],
-        ))
+            vec![(layer, Bytes::from(gzipped))],
+        )
     }
 
     fn assemble(
@@ -193,6 +234,25 @@ impl Artifact {
     }
 }
 
+/// The name a component gets in an image's rootfs: its file's name when that is a plain one
+/// (`cli.wasm`), else `component.wasm`.
+fn rootfs_name(wasm_path: &Path) -> String {
+    let plain = |name: &&str| {
+        name.ends_with(".wasm")
+            && name.len() > 5
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    };
+    wasm_path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .filter(plain)
+        .unwrap_or("component.wasm")
+        .to_string()
+}
+
 /// `bytes` gzip-compressed, the same bytes every time (no name, no time in the header).
 fn gzip(bytes: &[u8], manifest_path: &Path) -> Result<Vec<u8>, OciError> {
     use std::io::Write as _;
@@ -223,5 +283,44 @@ pub(crate) fn wasm_layer(bytes: &[u8]) -> Option<WasmLayer> {
         [0, 0] => Some(WasmLayer::Module),
         [1, 0] => Some(WasmLayer::Component),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_component_keeps_a_plain_file_name_in_the_rootfs_and_nothing_else() {
+        for (given, expected) in [
+            ("target/cli.wasm", "cli.wasm"),
+            ("my_tool-2.0.wasm", "my_tool-2.0.wasm"),
+            ("../../etc/passwd", "component.wasm"),
+            ("with space.wasm", "component.wasm"),
+            (".wasm", "component.wasm"),
+            (".hidden.wasm", "component.wasm"),
+            ("tool.wasm\n", "component.wasm"),
+            ("tool", "component.wasm"),
+        ] {
+            assert_eq!(rootfs_name(Path::new(given)), expected, "{given:?}");
+        }
+    }
+
+    #[test]
+    fn a_component_image_is_reproducible_and_runs_its_component() {
+        let dir = tempfile::tempdir().unwrap();
+        let wasm = dir.path().join("cli.wasm");
+        std::fs::write(&wasm, b"\0asm\x0d\0\x01\0rest").unwrap();
+        let first = Artifact::component_image(&wasm).unwrap();
+        let second = Artifact::component_image(&wasm).unwrap();
+        assert_eq!(first.digest(), second.digest());
+        let config: media::ImageConfig = serde_json::from_slice(&first.blobs[0].1).unwrap();
+        assert_eq!(config.config.entrypoint, ["/cli.wasm"]);
+        std::fs::write(&wasm, b"not wasm").unwrap();
+        assert!(matches!(
+            Artifact::component_image(&wasm),
+            Err(OciError::NotWasm { .. })
+        ));
     }
 }

@@ -408,8 +408,10 @@ pub async fn pull(
             }
             let unpacked = unpacker.finish().map_err(|e| match e {
                 skiff_bundle::BundleError::NoManifest if kind == ArtifactKind::Image => invalid(
-                    "it is a container image without /skiff.toml, not an app pushed with \
-                     `skiff push --image`"
+                    "it is a container image without /skiff.toml: not an app pushed with \
+                     `skiff push --image FOLDER`. A component pushed with `skiff push --image \
+                     FILE.wasm` is for the containerd shim; push it without --image to run \
+                     it here"
                         .into(),
                 ),
                 e => invalid(e.to_string()),

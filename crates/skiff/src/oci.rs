@@ -35,8 +35,9 @@ pub struct PushArgs {
     /// The app folder (or its manifest), or a single .wasm component.
     #[arg(default_value = ".")]
     path: PathBuf,
-    /// Push the app as an ordinary container image (platform wasi/wasm) whose one rootfs
-    /// layer holds the app folder, for containerd and its shims.
+    /// Push an ordinary container image (platform wasi/wasm) for containerd and the skiff
+    /// shim: its one rootfs layer holds the app folder (entrypoint /skiff.toml), or the single
+    /// component (entrypoint /NAME.wasm).
     #[arg(long)]
     image: bool,
     #[command(flatten)]
@@ -99,13 +100,10 @@ pub async fn push(args: PushArgs, cache: &Cache) -> Result<ExitCode> {
     let is_wasm = args.path.is_file() && args.path.extension().is_some_and(|e| e == "wasm");
     let artifact = if is_wasm {
         if args.image {
-            bail!(
-                "--image packs an app folder; {} is a single component, which is pushed as a \
-                 Wasm artifact without it",
-                args.path.display()
-            );
+            Artifact::component_image(&args.path)?
+        } else {
+            Artifact::component(&args.path)?
         }
-        Artifact::component(&args.path)?
     } else {
         let manifest = skiff_manifest::manifest_in(&args.path);
         // A manifest report prints as it is, without context in front.

@@ -657,3 +657,62 @@ async fn two_apps_run_at_once_sigkill_ends_one_and_a_bad_image_fails_with_a_clea
         assert!(told.contains(message), "no `{message}` in:\n{told}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn component_images_are_served_or_run_as_commands_with_the_containers_env() {
+    let registry = Registry::plain();
+    let containerd = Containerd::start();
+    let files = tempfile::tempdir().unwrap();
+    let (cli, web) = (files.path().join("cli.wasm"), files.path().join("web.wasm"));
+    std::fs::copy(guest("cli-guest"), &cli).unwrap();
+    std::fs::copy(guest("http-guest"), &web).unwrap();
+    let cli_image = format!("{}/tools/cli:v1", registry.addr);
+    let web_image = format!("{}/apps/web:v1", registry.addr);
+    push_image(&cli_image, &cli);
+    push_image(&web_image, &web);
+    containerd.pull(&cli_image);
+    containerd.pull(&web_image);
+
+    // The image's entrypoint is the command (`/cli.wasm`), here without arguments: usage.
+    let (code, _, stderr) = finish(containerd.run(&cli_image, "cli", &[], &[]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("usage: cli-guest"), "{stderr}");
+    let (code, _, stderr) =
+        finish(containerd.run(&cli_image, "cli", &[], &["/cli.wasm", "exit", "5"]));
+    assert_eq!(code, Some(5), "{stderr}");
+
+    // A wasi:http component is served, with the container's environment less skiff's own
+    // settings.
+    let port = free_port();
+    let mut web_task = containerd.run(
+        &web_image,
+        "web",
+        &[&format!("SKIFF_PORT={port}"), "GREETING=hello from the pod"],
+        &[],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until_serving(&mut web_task, &format!("{base}/env/GREETING"), &containerd).await;
+    let client = common::client();
+    let greeting = client
+        .get(format!("{base}/env/GREETING"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(greeting.text().await.unwrap(), "hello from the pod");
+    let setting = client
+        .get(format!("{base}/env/SKIFF_PORT"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(setting.status(), 404, "the guest sees skiff's own settings");
+    containerd.ctr_ok(&["task", "kill", &container_id("web")]);
+    assert_eq!(finish(web_task).0, Some(0));
+
+    // skiff itself tells such an image from an app, and says what to do.
+    let out = skiff().args(["pull", &web_image]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("push it without --image to run it here"),
+        "{stderr}"
+    );
+}
