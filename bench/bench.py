@@ -1060,6 +1060,32 @@ def proc_meminfo_gib():
         return int(f.readline().split()[1]) / 2**20
 
 
+def render_saved(args, report):
+    """`--from-json PATH`: renders an earlier run's saved results (its arguments, results, start
+    time and machine) again with `report`, keeping this call's --no-write and --note."""
+    with open(args.from_json) as f:
+        saved = json.load(f)
+    no_write, note = args.no_write, args.note
+    args = argparse.Namespace(**saved["args"])
+    args.no_write, args.note = no_write, note or args.note
+    return report(args, saved["results"], datetime.datetime.fromisoformat(saved["started"]),
+                  saved["machine"], save=False)
+
+
+def section_of(heading, started, machine_line, how, note, command, parts):
+    """A section of docs/performance.md: when and where it was measured, how, the run's note,
+    then `parts` (tables, details). Also prints when, where, the command and the parts."""
+    body = "\n\n".join(parts)
+    print()
+    print(f"Measured {started:%Y-%m-%d %H:%M} UTC on {machine_line}.")
+    print(f"Command: {command}")
+    print()
+    print(body)
+    return (f"{heading}\n\nMeasured {started:%Y-%m-%d %H:%M} UTC on {machine_line}.\n\n{how}\n"
+            + (f"\n{note}\n" if note else "")
+            + f"\n{body}\n")
+
+
 def write_section(heading, section):
     """Replaces the section of docs/performance.md under `heading` (up to the next `## `
     heading) with `section`, or appends it: the separate benchmarks (density, distribution)

@@ -538,16 +538,8 @@ def report(args, results, started, machine_line, save):
            f"a Lua script that cycles through the Host names `app-NNNN.localhost`) pinned to CPU {LOADGEN_CPU}. "
            f"Throughput: medians of {args.reps} repetitions, the spread run (after 2 s of spread load, which "
            f"loads every app again) and the one-app run interleaved; 'ratio' is spread / one app.")
-    section = (f"{HEADING}\n\nMeasured {started:%Y-%m-%d %H:%M} UTC on {machine_line}.\n\n{how}\n"
-               + (f"\n{args.note}\n" if args.note else "")
-               + f"\n{table}\n\n{details}\n")
-    print()
-    print(f"Measured {started:%Y-%m-%d %H:%M} UTC on {machine_line}.")
-    print(f"Command: {command}")
-    print()
-    print(table)
-    print()
-    print(details)
+    section = bench.section_of(HEADING, started, machine_line, how, args.note, command,
+                               [table, details])
     if results.get("log_warnings"):
         print("\nWarnings and errors in the server's log (last 20):\n" + "\n".join(results["log_warnings"]))
     if save:
@@ -576,13 +568,7 @@ def main():
     parser.add_argument("--from-json", metavar="PATH", help="measure nothing: render an earlier run's density.json")
     args = parser.parse_args()
     if args.from_json:
-        with open(args.from_json) as f:
-            saved = json.load(f)
-        no_write, note = args.no_write, args.note
-        args = argparse.Namespace(**saved["args"])
-        args.no_write, args.note = no_write, note or args.note
-        return report(args, saved["results"], datetime.datetime.fromisoformat(saved["started"]),
-                      saved["machine"], save=False)
+        return bench.render_saved(args, report)
     if args.quick:
         args.reps, args.duration, args.no_write = 1, 3, True
         args.apps = args.apps or 200

@@ -376,18 +376,8 @@ def report(args, results, started, machine_line, save):
            f"`{command}` (or, as root and built, `python3 bench/distribution.py` in the mount namespace "
            f"run.sh sets up for crun): one local `docker-registry`, the hello app pushed by skiff and as "
            f"container images, then pulled and started from an empty store again and again.")
-    section = (f"{HEADING}\n\nMeasured {started:%Y-%m-%d %H:%M} UTC on {machine_line}.\n\n{how}\n"
-               + (f"\n{args.note}\n" if args.note else "")
-               + f"\n{size_table}\n\n{time_table}\n\n{details}\n")
-    print()
-    print(f"Measured {started:%Y-%m-%d %H:%M} UTC on {machine_line}.")
-    print(f"Command: {command}")
-    print()
-    print(size_table)
-    print()
-    print(time_table)
-    print()
-    print(details)
+    section = bench.section_of(HEADING, started, machine_line, how, args.note, command,
+                               [size_table, time_table, details])
     if save:
         os.makedirs(os.path.join(target_dir(), "bench"), exist_ok=True)
         path = os.path.join(target_dir(), "bench/distribution.json")
@@ -408,13 +398,7 @@ def main():
     parser.add_argument("--from-json", metavar="PATH", help="measure nothing: render an earlier distribution.json")
     args = parser.parse_args()
     if args.from_json:
-        with open(args.from_json) as f:
-            saved = json.load(f)
-        no_write, note = args.no_write, args.note
-        args = argparse.Namespace(**saved["args"])
-        args.no_write, args.note = no_write, note or args.note
-        return report(args, saved["results"], datetime.datetime.fromisoformat(saved["started"]),
-                      saved["machine"], save=False)
+        return bench.render_saved(args, report)
     if args.quick:
         args.no_write = True
     args.runs = args.runs or (3 if args.quick else 10)

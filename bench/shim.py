@@ -471,18 +471,8 @@ def report(args, results, started, machine_line, save):
            f"sets up for crun): one containerd with the skiff shim on its PATH, the hello app as a "
            f"`skiff push --image` image and the static server as a container image, both pulled from a "
            f"local `docker-registry`, started with `ctr run` again and again.")
-    section = (f"{HEADING}\n\nMeasured {started:%Y-%m-%d %H:%M} UTC on {machine_line}.\n\n{how}\n"
-               + (f"\n{args.note}\n" if args.note else "")
-               + f"\n{start_table}\n\n{memory_table}\n\n{details}\n")
-    print()
-    print(f"Measured {started:%Y-%m-%d %H:%M} UTC on {machine_line}.")
-    print(f"Command: {command}")
-    print()
-    print(start_table)
-    print()
-    print(memory_table)
-    print()
-    print(details)
+    section = bench.section_of(HEADING, started, machine_line, how, args.note, command,
+                               [start_table, memory_table, details])
     if save:
         os.makedirs(os.path.join(target_dir(), "bench"), exist_ok=True)
         path = os.path.join(target_dir(), "bench/shim.json")
@@ -504,13 +494,7 @@ def main():
     parser.add_argument("--from-json", metavar="PATH", help="measure nothing: render an earlier shim.json")
     args = parser.parse_args()
     if args.from_json:
-        with open(args.from_json) as f:
-            saved = json.load(f)
-        no_write, note = args.no_write, args.note
-        args = argparse.Namespace(**saved["args"])
-        args.no_write, args.note = no_write, note or args.note
-        return report(args, saved["results"], datetime.datetime.fromisoformat(saved["started"]),
-                      saved["machine"], save=False)
+        return bench.render_saved(args, report)
     if args.quick:
         args.no_write = True
     args.runs = args.runs or (3 if args.quick else 20)
