@@ -1086,6 +1086,21 @@ def section_of(heading, started, machine_line, how, note, command, parts):
             + f"\n{body}\n")
 
 
+def keep_results(name, heading, section, args, results, started, machine_line, save):
+    """Saves a run's raw results as target/bench/NAME.json (what --from-json renders again),
+    unless it was rendered from there, and writes its section of docs/performance.md unless
+    --quick or --no-write."""
+    if save:
+        os.makedirs(os.path.join(target_dir(), "bench"), exist_ok=True)
+        path = os.path.join(target_dir(), f"bench/{name}.json")
+        with open(path, "w") as fh:
+            json.dump({"started": started.isoformat(), "machine": machine_line, "args": vars(args),
+                       "results": results}, fh, indent=1)
+        log(f"raw results in {path}")
+    if not args.no_write and not args.quick:
+        write_section(heading, section)
+
+
 def write_section(heading, section):
     """Replaces the section of docs/performance.md under `heading` (up to the next `## `
     heading) with `section`, or appends it: the separate benchmarks (density, distribution)

@@ -542,15 +542,7 @@ def report(args, results, started, machine_line, save):
                                [table, details])
     if results.get("log_warnings"):
         print("\nWarnings and errors in the server's log (last 20):\n" + "\n".join(results["log_warnings"]))
-    if save:
-        os.makedirs(os.path.join(ROOT, "target/bench"), exist_ok=True)
-        path = os.path.join(ROOT, "target/bench/density.json")
-        with open(path, "w") as fh:
-            json.dump({"started": started.isoformat(), "machine": machine_line, "args": vars(args),
-                       "results": results}, fh, indent=1)
-        log(f"raw results in {path}")
-    if not args.no_write and not args.quick:
-        bench.write_section(HEADING, section)
+    bench.keep_results("density", HEADING, section, args, results, started, machine_line, save)
 
 
 def main():

@@ -378,15 +378,7 @@ def report(args, results, started, machine_line, save):
            f"container images, then pulled and started from an empty store again and again.")
     section = bench.section_of(HEADING, started, machine_line, how, args.note, command,
                                [size_table, time_table, details])
-    if save:
-        os.makedirs(os.path.join(target_dir(), "bench"), exist_ok=True)
-        path = os.path.join(target_dir(), "bench/distribution.json")
-        with open(path, "w") as fh:
-            json.dump({"started": started.isoformat(), "machine": machine_line, "args": vars(args),
-                       "results": results}, fh, indent=1)
-        log(f"raw results in {path}")
-    if not args.no_write and not args.quick:
-        bench.write_section(HEADING, section)
+    bench.keep_results("distribution", HEADING, section, args, results, started, machine_line, save)
 
 
 def main():

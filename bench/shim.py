@@ -473,15 +473,7 @@ def report(args, results, started, machine_line, save):
            f"local `docker-registry`, started with `ctr run` again and again.")
     section = bench.section_of(HEADING, started, machine_line, how, args.note, command,
                                [start_table, memory_table, details])
-    if save:
-        os.makedirs(os.path.join(target_dir(), "bench"), exist_ok=True)
-        path = os.path.join(target_dir(), "bench/shim.json")
-        with open(path, "w") as fh:
-            json.dump({"started": started.isoformat(), "machine": machine_line, "args": vars(args),
-                       "results": results}, fh, indent=1)
-        log(f"raw results in {path}")
-    if not args.no_write and not args.quick:
-        bench.write_section(HEADING, section)
+    bench.keep_results("shim", HEADING, section, args, results, started, machine_line, save)
 
 
 def main():
