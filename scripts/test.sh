@@ -12,6 +12,9 @@ python3 scripts/structure.py --quiet
 # installer script installs and uninstalls the shim on fake nodes (docs/kubernetes.md).
 scripts/check-kubernetes.sh
 scripts/build-guests.sh
+# The containerd tests run the shim's binary, which they find beside skiff's; no test target
+# depends on it, so the test build alone would not make it.
+cargo build -p containerd-shim-skiff --quiet
 if command -v cargo-nextest >/dev/null; then
   cargo nextest run --workspace --no-fail-fast
 else
