@@ -28,6 +28,14 @@ static FOLDER: Mutex<Option<File>> = Mutex::new(None);
 /// Opens (creating it, private to root) the cache folder. Called in the shim's process on the
 /// node, before it starts any container; a folder that cannot be opened means no cache.
 pub fn open_on_node() {
+    // containerd also runs the binary to start the shim's daemon (`start`) and to clean up
+    // after it (`delete`); only the daemon starts containers. `-v` prints the version.
+    let not_the_daemon = std::env::args()
+        .skip(1)
+        .any(|arg| matches!(arg.as_str(), "start" | "delete" | "-v" | "--version"));
+    if not_the_daemon {
+        return;
+    }
     let dir = match std::env::var_os("SKIFF_SHIM_CACHE_DIR") {
         Some(dir) if dir == "off" => return,
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
