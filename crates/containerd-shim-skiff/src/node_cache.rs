@@ -10,8 +10,9 @@
 //! loaded, before any guest runs, and loads its code from the bytes it checked rather than
 //! mapping the cache's files (`RuntimeConfig::map_cached_code`), whose descriptors could be
 //! reopened for writing through `/proc/self/fd`: from then on nothing in the container can
-//! reach the cache, even code that escaped a guest's sandbox. Until then only the shim's own code runs there,
-//! compiling the image's components with the engine, which is made to take hostile Wasm.
+//! reach the cache, even code that escaped a guest's sandbox. Until then only the shim's own
+//! code runs there, compiling the image's components with the engine, which is made to take
+//! hostile Wasm.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
