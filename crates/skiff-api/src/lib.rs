@@ -38,6 +38,11 @@ pub mod paths {
     /// The web dashboard (no token needed for the page; it asks for one).
     pub const DASHBOARD: &str = "/dashboard";
     pub const HEALTH: &str = "/v1/health";
+    /// Liveness, for Kubernetes probes: the process answers.
+    pub const HEALTHZ: &str = "/healthz";
+    /// Readiness: the host serves what it should (in a cluster, once it has read the
+    /// cluster's apps), and is not shutting down.
+    pub const READYZ: &str = "/readyz";
     pub const TENANTS: &str = "/v1/tenants";
     pub const APPS: &str = "/v1/apps";
     /// Prometheus metrics of the whole host (admin).
@@ -106,6 +111,9 @@ pub enum ErrorCode {
     BadRequest,
     /// Something failed on the server; details are in its log (500).
     Internal,
+    /// A cluster host cannot reach the cluster's shared state, so it refuses changes for now
+    /// (it keeps serving the apps it has); try again shortly, or through another host (503).
+    Unavailable,
 }
 
 /// What one tenant may use. Every field is optional on the way in: a missing one takes the

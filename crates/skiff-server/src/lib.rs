@@ -12,6 +12,7 @@
 
 pub use skiff_api as api;
 mod appfiles;
+pub mod cluster;
 /// Bundles are their own crate so that they can be fuzzed without the whole server.
 pub use skiff_bundle as bundle;
 mod logs;
@@ -56,6 +57,11 @@ pub struct ServerOptions {
     pub path_routing: bool,
     pub admin: AdminAuth,
     pub platform: PlatformConfig,
+    /// In a cluster: the shared state and this host's name in it.
+    pub cluster: Option<cluster::ClusterOptions>,
+    /// Once shutdown starts, how long the host goes on serving while `/readyz` says it is not
+    /// ready, so that load balancers stop sending it requests before it stops taking them.
+    pub drain_delay: Duration,
 }
 
 impl ServerOptions {
@@ -70,6 +76,8 @@ impl ServerOptions {
             path_routing: false,
             admin,
             platform,
+            cluster: None,
+            drain_delay: Duration::ZERO,
         }
     }
 }
@@ -104,6 +112,7 @@ pub struct BoundServer {
     platform: Arc<Platform>,
     admin: AdminAuth,
     shutdown_grace: Duration,
+    drain_delay: Duration,
 }
 
 /// Opens the data folder and binds both listeners.
@@ -123,9 +132,11 @@ pub async fn bind(
     }
     let platform_config = options.platform;
     let guests = runtime.clone();
-    let platform = tokio::task::spawn_blocking(move || Platform::open(runtime, platform_config))
-        .await
-        .map_err(StartError::DataTask)??;
+    let cluster = options.cluster;
+    let platform =
+        tokio::task::spawn_blocking(move || Platform::open(runtime, platform_config, cluster))
+            .await
+            .map_err(StartError::DataTask)??;
     let listen_error = |what, addr| move |source| StartError::Listen { what, addr, source };
     let data = skiff_http::Server::bind_source(
         options.listen,
@@ -148,6 +159,7 @@ pub async fn bind(
         platform,
         admin: options.admin,
         shutdown_grace: options.shutdown_grace,
+        drain_delay: options.drain_delay,
     })
 }
 
@@ -174,6 +186,7 @@ impl BoundServer {
         let unloader = tokio::spawn(unload_idle_apps(self.platform.clone()));
         let disk_watch = tokio::spawn(check_disk_quotas(self.platform.clone()));
         let usage_writer = tokio::spawn(write_usage(self.platform.clone()));
+        let replica = tokio::spawn(self.platform.clone().run_replica());
         let router = management::router(self.platform.clone(), self.admin, stopped.clone());
         let api_stopped = stopped.clone();
         let grace = self.shutdown_grace;
@@ -193,14 +206,25 @@ impl BoundServer {
             }
         };
         let data = self.data.serve(until_stopped(stopped));
+        let platform = self.platform.clone();
+        let drain_delay = self.drain_delay;
         let signal = async move {
             shutdown.await;
+            platform.set_not_ready();
+            if !drain_delay.is_zero() {
+                tracing::info!(
+                    "shutting down: not ready, serving {drain_delay:?} more while load \
+                     balancers take this host out"
+                );
+                tokio::time::sleep(drain_delay).await;
+            }
             let _ = stop.send(true);
         };
         let (data, api, ()) = tokio::join!(data, api, signal);
         unloader.abort();
         disk_watch.abort();
         usage_writer.abort();
+        replica.abort();
         // Requests are over (or cut off): every minute of usage still in memory is written,
         // so that a restart loses none of it.
         let platform = self.platform.clone();

@@ -93,6 +93,8 @@ pub fn router(
         .route(paths::OPENAPI, get(openapi))
         .route(paths::DASHBOARD, get(dashboard))
         .route(paths::HEALTH, get(health))
+        .route(paths::HEALTHZ, get(health))
+        .route(paths::READYZ, get(ready))
         .route(paths::TENANTS, post(create_tenant).get(list_tenants))
         .route(
             "/v1/tenants/{name}",
@@ -245,7 +247,7 @@ impl ApiState {
         }
     }
 
-    fn tenant(&self, headers: &HeaderMap) -> Result<Arc<Tenant>, Refusal> {
+    async fn tenant(&self, headers: &HeaderMap) -> Result<Arc<Tenant>, Refusal> {
         match self.caller(headers)? {
             Caller::Tenant(tenant) => Ok(tenant),
             Caller::Admin if matches!(self.admin, AdminAuth::InsecureDev) => {
@@ -255,7 +257,8 @@ impl ApiState {
                 // Racing creators both end up with the one tenant.
                 let _ = self
                     .platform
-                    .create_tenant(DEV_TENANT, self.platform.config().default_quotas.clone());
+                    .create_tenant(DEV_TENANT, self.platform.config().default_quotas.clone())
+                    .await;
                 self.platform
                     .tenant(DEV_TENANT)
                     .ok_or_else(|| Refusal::new(ErrorCode::Internal, "cannot create `dev`"))
@@ -290,8 +293,28 @@ async fn dashboard() -> impl IntoResponse {
     )
 }
 
+/// The process answers (`/healthz`, and `/v1/health` as before).
 async fn health() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `/readyz`: whether load balancers should send this host traffic. In a cluster, not before
+/// the host has read the cluster's apps; anywhere, not once shutdown has started.
+async fn ready(State(state): State<ApiState>) -> Response {
+    let stopping = *state.stopping.borrow();
+    if state.platform.is_ready() && !stopping {
+        return axum::Json(serde_json::json!({ "status": "ready" })).into_response();
+    }
+    let why = if stopping {
+        "shutting down"
+    } else {
+        "reading the cluster's apps"
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({ "status": "not_ready", "reason": why })),
+    )
+        .into_response()
 }
 
 async fn create_tenant(
@@ -314,7 +337,8 @@ async fn create_tenant(
         .apply(state.platform.config().default_quotas.clone());
     let token = state
         .platform
-        .create_tenant(&request.name, quotas.clone())?;
+        .create_tenant(&request.name, quotas.clone())
+        .await?;
     tracing::info!(tenant = %request.name, "tenant created");
     let created = TenantCreated {
         name: request.name,
@@ -356,7 +380,7 @@ async fn change_quotas(
             format!("the body is not a set of quotas: {err}; send e.g. {{\"max_apps\": 10}}"),
         )
     })?;
-    let tenant = state.platform.set_quotas(&name, &overrides)?;
+    let tenant = state.platform.set_quotas(&name, &overrides).await?;
     let apps = state
         .platform
         .tenants()
@@ -407,7 +431,7 @@ async fn rotate_token(
     Path(name): Path<String>,
 ) -> Result<axum::Json<TokenIssued>, Refusal> {
     state.admin_or_self(&headers, &name)?;
-    let token = state.platform.rotate_token(&name)?;
+    let token = state.platform.rotate_token(&name).await?;
     Ok(axum::Json(TokenIssued { name, token }))
 }
 
@@ -417,7 +441,7 @@ async fn revoke_token(
     Path(name): Path<String>,
 ) -> Result<StatusCode, Refusal> {
     state.admin_or_self(&headers, &name)?;
-    state.platform.revoke_token(&name)?;
+    state.platform.revoke_token(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -457,7 +481,7 @@ async fn tenant_metrics(
     State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
-    let tenant = state.tenant(&headers)?;
+    let tenant = state.tenant(&headers).await?;
     let text = state.platform.metrics_text(Some(&tenant.name));
     Ok(([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response())
 }
@@ -526,7 +550,7 @@ async fn list_apps(
     State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<axum::Json<AppList>, Refusal> {
-    let tenant = state.tenant(&headers)?;
+    let tenant = state.tenant(&headers).await?;
     Ok(axum::Json(AppList {
         apps: state.platform.list(&tenant),
     }))
@@ -537,7 +561,7 @@ async fn inspect_app(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, Refusal> {
-    let tenant = state.tenant(&headers)?;
+    let tenant = state.tenant(&headers).await?;
     Ok(axum::Json(state.platform.inspect(&tenant, &name)?).into_response())
 }
 
@@ -547,7 +571,7 @@ async fn deploy_app(
     Path(name): Path<String>,
     body: Body,
 ) -> Result<Response, Refusal> {
-    let tenant = state.tenant(&headers)?;
+    let tenant = state.tenant(&headers).await?;
     let limit = state.platform.config().max_bundle_bytes;
     let too_large = || {
         Refusal::new(
@@ -597,7 +621,7 @@ async fn deploy_from_registry(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Refusal> {
-    let tenant = state.tenant(&headers)?;
+    let tenant = state.tenant(&headers).await?;
     let request: DeployFrom = serde_json::from_slice(&body).map_err(|err| {
         Refusal::new(
             ErrorCode::BadRequest,
@@ -681,7 +705,7 @@ async fn rollback_app(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, Refusal> {
-    let tenant = state.tenant(&headers)?;
+    let tenant = state.tenant(&headers).await?;
     Ok(axum::Json(state.platform.rollback(&tenant, &name).await?).into_response())
 }
 
@@ -690,7 +714,7 @@ async fn delete_app(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<StatusCode, Refusal> {
-    let tenant = state.tenant(&headers)?;
+    let tenant = state.tenant(&headers).await?;
     state.platform.delete(&tenant, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -713,7 +737,7 @@ async fn app_logs(
     Path(name): Path<String>,
     query: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Refusal> {
-    let tenant = state.tenant(&headers)?;
+    let tenant = state.tenant(&headers).await?;
     let Query(query) = query.map_err(|err| {
         Refusal::new(
             ErrorCode::BadRequest,

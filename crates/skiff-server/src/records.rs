@@ -72,8 +72,9 @@ impl AppRecord {
             .ok_or(RecordError::NoLiveVersion { live: self.live })
     }
 
-    /// Checks every rule of a record named `name` whose bundles live in `bundles`.
-    pub fn check(&self, name: &str, bundles: &Path) -> Result<(), RecordError> {
+    /// Checks every rule of a record named `name` whose bundles live in `bundles` (`None`: a
+    /// cluster's record, whose bundles are fetched when needed).
+    pub fn check(&self, name: &str, bundles: Option<&Path>) -> Result<(), RecordError> {
         if self.name != name {
             return Err(RecordError::WrongName {
                 found: self.name.clone(),
@@ -101,7 +102,9 @@ impl AppRecord {
             if !folders.insert(version.bundle.as_str()) {
                 return Err(RecordError::DuplicateBundle(version.bundle.clone()));
             }
-            if !bundles.join(&version.bundle).is_dir() {
+            if let Some(bundles) = bundles
+                && !bundles.join(&version.bundle).is_dir()
+            {
                 return Err(RecordError::MissingBundle {
                     version: version.version,
                     bundle: version.bundle.clone(),
@@ -187,7 +190,7 @@ mod tests {
         for n in 1..=6 {
             std::fs::create_dir(bundles.path().join(format!("b{n}"))).unwrap();
         }
-        let check = |record: &AppRecord| record.check("a", bundles.path());
+        let check = |record: &AppRecord| record.check("a", Some(bundles.path()));
         assert_eq!(check(&record(2, 1..=6)), Ok(()));
         assert_eq!(
             check(&record(9, 1..=6)),
@@ -226,7 +229,7 @@ mod tests {
             })
         );
         assert!(matches!(
-            record(2, 1..=2).check("b", bundles.path()),
+            record(2, 1..=2).check("b", Some(bundles.path())),
             Err(RecordError::WrongName { .. })
         ));
     }

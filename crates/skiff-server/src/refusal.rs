@@ -77,6 +77,7 @@ impl IntoResponse for Refusal {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::RegistryFailed => StatusCode::BAD_GATEWAY,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
         let unauthorized = self.code == ErrorCode::Unauthorized;
         let body = ErrorBody {

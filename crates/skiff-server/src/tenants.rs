@@ -42,18 +42,41 @@ struct TenantsFile {
     tenants: Vec<TenantRecord>,
 }
 
-#[derive(Clone, Serialize, Deserialize)]
-struct TenantRecord {
-    name: String,
+/// One tenant as written down: in `tenants.json`, or as the JSON of the cluster's state.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct TenantRecord {
+    pub name: String,
     /// Hex SHA-256 of the token; empty once the token is revoked (no token hashes to it).
-    token_sha256: String,
-    quotas: Quotas,
-    created_at: String,
+    pub token_sha256: String,
+    pub quotas: Quotas,
+    pub created_at: String,
+}
+
+impl TenantRecord {
+    /// A new tenant's record and its token (shown once, never stored).
+    pub fn create(name: &str, quotas: Quotas) -> Result<(TenantRecord, String), TenantsError> {
+        let token = new_token()?;
+        let record = TenantRecord {
+            name: name.to_string(),
+            token_sha256: token_hash(&token),
+            quotas,
+            created_at: persist::now_rfc3339(),
+        };
+        Ok((record, token))
+    }
+
+    /// Gives the tenant a new token, returned; the old one no longer hashes to this record.
+    pub fn rotate(&mut self) -> Result<String, TenantsError> {
+        let token = new_token()?;
+        self.token_sha256 = token_hash(&token);
+        Ok(token)
+    }
 }
 
 /// Every tenant, by name and by token hash.
 pub struct Tenants {
-    file: PathBuf,
+    /// `None` in a cluster, where the shared state holds the records and this is its copy.
+    file: Option<PathBuf>,
     records: Vec<TenantRecord>,
     by_name: HashMap<String, Arc<Tenant>>,
     by_token: HashMap<String, String>,
@@ -64,27 +87,69 @@ impl Tenants {
     pub fn open(data_dir: &Path) -> Result<Tenants, TenantsError> {
         let file = data_dir.join("tenants.json");
         let stored: TenantsFile = persist::read_json(&file)?.unwrap_or_default();
-        let mut tenants = Tenants {
-            file,
-            records: Vec::new(),
-            by_name: HashMap::new(),
-            by_token: HashMap::new(),
-        };
+        let mut tenants = Tenants::in_memory();
+        tenants.file = Some(file);
         for record in stored.tenants {
             tenants.index(record);
         }
         Ok(tenants)
     }
 
+    /// No tenants yet, and none written anywhere: a cluster host's copy of the shared state.
+    pub fn in_memory() -> Tenants {
+        Tenants {
+            file: None,
+            records: Vec::new(),
+            by_name: HashMap::new(),
+            by_token: HashMap::new(),
+        }
+    }
+
+    /// Makes `records` the tenants, as the shared state holds them now. A tenant that stays
+    /// keeps its permits (requests in flight hold them), resized to its quota; returns the
+    /// names of the tenants that are new and of those that are gone.
+    pub(crate) fn sync(&mut self, records: Vec<TenantRecord>) -> (Vec<String>, Vec<String>) {
+        let mut by_name = HashMap::new();
+        let mut added = Vec::new();
+        for record in &records {
+            let tenant = match self.by_name.get(&record.name) {
+                Some(old) if old.quotas == record.quotas => old.clone(),
+                Some(old) => {
+                    old.in_flight.resize(record.quotas.max_in_flight);
+                    Arc::new(Tenant {
+                        name: record.name.clone(),
+                        quotas: record.quotas.clone(),
+                        in_flight: old.in_flight.clone(),
+                        deploying: old.deploying.clone(),
+                        over_disk: old.over_disk.clone(),
+                    })
+                }
+                None => {
+                    added.push(record.name.clone());
+                    new_tenant(record)
+                }
+            };
+            by_name.insert(record.name.clone(), tenant);
+        }
+        let removed = self
+            .by_name
+            .keys()
+            .filter(|name| !by_name.contains_key(*name))
+            .cloned()
+            .collect();
+        self.by_token = records
+            .iter()
+            .filter(|r| !r.token_sha256.is_empty())
+            .map(|r| (r.token_sha256.clone(), r.name.clone()))
+            .collect();
+        self.by_name = by_name;
+        self.records = records;
+        (added, removed)
+    }
+
     fn index(&mut self, record: TenantRecord) {
-        let tenant = Arc::new(Tenant {
-            name: record.name.clone(),
-            quotas: record.quotas.clone(),
-            in_flight: SharedPermits::new(record.quotas.max_in_flight),
-            deploying: Arc::new(Semaphore::new(1)),
-            over_disk: Arc::new(AtomicBool::new(false)),
-        });
-        self.by_name.insert(record.name.clone(), tenant);
+        self.by_name
+            .insert(record.name.clone(), new_tenant(&record));
         if !record.token_sha256.is_empty() {
             self.by_token
                 .insert(record.token_sha256.clone(), record.name.clone());
@@ -95,12 +160,7 @@ impl Tenants {
     /// Writes `records` as the tenants file, then makes them the ones served: a change that
     /// cannot be written down is not made.
     fn replace(&mut self, records: Vec<TenantRecord>) -> Result<(), TenantsError> {
-        persist::write_json(
-            &self.file,
-            &TenantsFile {
-                tenants: records.clone(),
-            },
-        )?;
+        self.write(&records)?;
         self.by_token = records
             .iter()
             .filter(|r| !r.token_sha256.is_empty())
@@ -121,13 +181,32 @@ impl Tenants {
         Some(records)
     }
 
+    fn write(&self, records: &[TenantRecord]) -> Result<(), TenantsError> {
+        if let Some(file) = &self.file {
+            persist::write_json(
+                file,
+                &TenantsFile {
+                    tenants: records.to_vec(),
+                },
+            )?;
+        }
+        Ok(())
+    }
+
     /// Gives the tenant a new token and returns it; the old one stops working at once.
     /// `None` if there is no such tenant.
     pub fn rotate_token(&mut self, name: &str) -> Result<Option<String>, TenantsError> {
-        let token = new_token()?;
-        let Some(records) = self.changed(name, |r| r.token_sha256 = token_hash(&token)) else {
+        let mut token = String::new();
+        let mut failed = None;
+        let Some(records) = self.changed(name, |r| match r.rotate() {
+            Ok(new) => token = new,
+            Err(err) => failed = Some(err),
+        }) else {
             return Ok(None);
         };
+        if let Some(err) = failed {
+            return Err(err);
+        }
         self.replace(records)?;
         Ok(Some(token))
     }
@@ -190,16 +269,10 @@ impl Tenants {
         if self.by_name.contains_key(name) {
             return Ok(None);
         }
-        let token = new_token()?;
-        let record = TenantRecord {
-            name: name.to_string(),
-            token_sha256: token_hash(&token),
-            quotas,
-            created_at: persist::now_rfc3339(),
-        };
+        let (record, token) = TenantRecord::create(name, quotas)?;
         let mut records = self.records.clone();
         records.push(record.clone());
-        persist::write_json(&self.file, &TenantsFile { tenants: records })?;
+        self.write(&records)?;
         self.index(record);
         Ok(Some(token))
     }
@@ -228,6 +301,16 @@ pub enum TenantsError {
     Persist(#[from] PersistError),
     #[error("no randomness for a token: {0}")]
     NoRandomness(getrandom::Error),
+}
+
+fn new_tenant(record: &TenantRecord) -> Arc<Tenant> {
+    Arc::new(Tenant {
+        name: record.name.clone(),
+        quotas: record.quotas.clone(),
+        in_flight: SharedPermits::new(record.quotas.max_in_flight),
+        deploying: Arc::new(Semaphore::new(1)),
+        over_disk: Arc::new(AtomicBool::new(false)),
+    })
 }
 
 /// 256 random bits from the operating system, hex-encoded behind [`TOKEN_PREFIX`].

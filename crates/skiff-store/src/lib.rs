@@ -40,7 +40,7 @@ mod embedded;
 mod redis;
 
 pub use embedded::EmbeddedBackend;
-pub use redis::{DEFAULT_TIMEOUT as REDIS_DEFAULT_TIMEOUT, RedisBackend};
+pub use redis::{DEFAULT_TIMEOUT as REDIS_DEFAULT_TIMEOUT, RedisBackend, scrub, url_secrets};
 
 /// Largest value a guest may store (bigger values are refused with an error naming the limit).
 pub const MAX_VALUE_BYTES: usize = 16 << 20;

@@ -449,7 +449,7 @@ fn glob_escape(s: &str) -> String {
 
 /// The credentials written in a URL (`user:password` and `password`), found without parsing
 /// it, so that even the message about a URL that does not parse can leave them out.
-fn url_secrets(url: &str) -> Vec<String> {
+pub fn url_secrets(url: &str) -> Vec<String> {
     let Some(start) = url.find("://") else {
         return Vec::new();
     };
@@ -467,7 +467,8 @@ fn url_secrets(url: &str) -> Vec<String> {
     secrets
 }
 
-fn scrub(message: &str, secrets: &[String]) -> String {
+/// `message` with each of `secrets` replaced by `***`.
+pub fn scrub(message: &str, secrets: &[String]) -> String {
     // Longest first, so that `user:password` is replaced whole before `password`.
     let mut secrets: Vec<&String> = secrets.iter().collect();
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));

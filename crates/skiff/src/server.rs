@@ -86,6 +86,29 @@ pub struct ServerArgs {
     /// its apps' writes refused until it is under). For tests; the default suits a host.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::single::parse_timeout, hide = true)]
     disk_check_interval: Duration,
+    /// Join a cluster of hosts that share tenants, apps and bundles in this Redis
+    /// (`redis://[:PASSWORD@]HOST[:PORT][/DB]`, `rediss://` for TLS): any host serves any app,
+    /// and a change made through one reaches all. The data folder is then only this host's
+    /// cache.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "SKIFF_CLUSTER",
+        hide_env_values = true
+    )]
+    cluster: Option<String>,
+    /// This host's name in the cluster (in `apps inspect` and metrics) [default: the
+    /// machine's host name, which is the Pod's name on Kubernetes].
+    #[arg(long, value_name = "NAME", env = "SKIFF_HOST_ID")]
+    host_id: Option<String>,
+    /// How often a cluster host reads the whole cluster state again, repairing any change
+    /// announcement it missed.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::single::parse_timeout, hide = true)]
+    cluster_resync: Duration,
+    /// Once asked to stop, go on serving this long while /readyz says not ready, so that load
+    /// balancers stop sending requests first (on Kubernetes a preStop hook does this).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = crate::single::parse_delay)]
+    drain_delay: Duration,
     #[command(flatten)]
     http: HttpArgs,
 }
@@ -130,6 +153,8 @@ pub async fn run(
     options.http_limits = args.http.limits();
     options.shutdown_grace = args.http.shutdown_grace();
     options.path_routing = args.path_routing;
+    options.drain_delay = args.drain_delay;
+    options.cluster = args.cluster_options()?;
     let server = skiff_server::bind(runtime, options).await?;
     let data = server.data_addr()?;
     let api = server.api_addr()?;
@@ -141,12 +166,37 @@ pub async fn run(
         args.domain.trim_matches('.'),
         data.port()
     );
+    if let Some(cluster) = server.platform().cluster() {
+        println!(
+            "Cluster host `{}` on {}",
+            cluster.host_id,
+            cluster.state.describe()
+        );
+    }
     server.serve(skiff_http::termination_signal()).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
 impl ServerArgs {
+    /// The cluster this host joins, if `--cluster` names one.
+    fn cluster_options(&self) -> Result<Option<skiff_server::cluster::ClusterOptions>> {
+        let Some(url) = &self.cluster else {
+            return Ok(None);
+        };
+        let state = skiff_cluster::RedisState::new(url)
+            .map_err(|err| anyhow::anyhow!("--cluster (or SKIFF_CLUSTER): {err}"))?;
+        let host_id = match &self.host_id {
+            Some(id) => id.clone(),
+            None => host_name()?,
+        };
+        Ok(Some(skiff_server::cluster::ClusterOptions {
+            state: std::sync::Arc::new(state),
+            host_id,
+            resync: self.cluster_resync,
+        }))
+    }
+
     /// The platform's settings from the flags, its state in `data_dir`.
     fn platform_config(&self, data_dir: PathBuf, max_instances: u32) -> PlatformConfig {
         let mut platform = PlatformConfig::new(data_dir);
@@ -170,6 +220,19 @@ impl ServerArgs {
         );
         platform
     }
+}
+
+/// The machine's host name (the Pod's name on Kubernetes).
+fn host_name() -> Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default();
+    if name.is_empty() {
+        bail!("cannot tell this machine's host name: name this host with --host-id NAME");
+    }
+    Ok(name)
 }
 
 /// The admin token from `--admin-token-file` or `SKIFF_ADMIN_TOKEN`, or none with

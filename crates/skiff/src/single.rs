@@ -44,6 +44,11 @@ pub fn parse_timeout(text: &str) -> Result<Duration, String> {
     })
 }
 
+/// A duration that may be zero (a delay that may be left out), e.g. `0s`, `5s`.
+pub fn parse_delay(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|err| format!("{err}; write e.g. 0s, 500ms or 5s"))
+}
+
 fn parse_host_pattern(text: &str) -> Result<HostPattern, String> {
     HostPattern::parse(text).map_err(|err| format!("{}; {}", err.message, err.help))
 }

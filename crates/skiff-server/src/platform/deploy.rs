@@ -44,13 +44,20 @@ impl Platform {
         let bundle_id = format!("{name}-{}", unique_suffix());
         let dir = self.config.data_dir.join("bundles").join(&bundle_id);
         let mut seeded = Vec::new();
+        let packed = bundle_bytes.clone();
         let result = self
             .prepare(tenant, name, bundle_bytes, &dir, &bundle_id, &mut seeded)
             .await;
         let result = match result {
             Ok((mut version, app)) => {
                 version.source = source;
-                self.commit(tenant, name, version, app)
+                match self.shared() {
+                    None => self.commit(tenant, name, version, app),
+                    Some(shared) => {
+                        self.commit_shared(shared, tenant, name, version, app, &packed)
+                            .await
+                    }
+                }
             }
             Err(refusal) => Err(refusal),
         };
@@ -262,18 +269,10 @@ impl Platform {
             && existing.tenant.name != tenant.name
         {
             // Unavoidable: app names are host names, one namespace for the whole host.
-            return Err(Refusal::new(
-                ErrorCode::Conflict,
-                format!("the app name `{name}` is taken; deploy under another with --name"),
-            ));
+            return Err(name_taken(name));
         }
         match lock(&self.set_aside).get(name) {
-            Some(SetAside::Orphan(_)) => {
-                return Err(Refusal::new(
-                    ErrorCode::Conflict,
-                    format!("the app name `{name}` is taken; deploy under another with --name"),
-                ));
-            }
+            Some(SetAside::Orphan(_)) => return Err(name_taken(name)),
             Some(SetAside::Damaged) => {
                 return Err(Refusal::new(
                     ErrorCode::Conflict,
@@ -296,26 +295,10 @@ impl Platform {
             }
         }
         if count + 1 > quotas.max_apps {
-            return Err(Refusal::new(
-                ErrorCode::QuotaExceeded,
-                format!(
-                    "quota max_apps: the tenant has {count} apps, the most it may have; delete \
-                     one (`skiff apps delete NAME`) or ask the operator for more"
-                ),
-            ));
+            return Err(too_many_apps(count));
         }
         if code + code_bytes > quotas.max_code_bytes {
-            return Err(Refusal::new(
-                ErrorCode::QuotaExceeded,
-                format!(
-                    "quota max_code_bytes: this app's components are {} and the tenant's other \
-                     apps {}, over the quota of {}; make the components smaller or ask the \
-                     operator for more",
-                    format_size(code_bytes),
-                    format_size(code),
-                    format_size(quotas.max_code_bytes)
-                ),
-            ));
+            return Err(too_much_code(code_bytes, code, quotas));
         }
         Ok(())
     }
@@ -419,15 +402,11 @@ impl Platform {
                 logs,
             )),
         };
-        let (record, dropped) = {
-            let mut record = entry.record().clone();
-            version.version = record.next_version;
-            record.next_version += 1;
-            record.live = version.version;
-            record.versions.push(version.clone());
-            let dropped = prune(&mut record, self.config.keep_versions);
-            (record, dropped)
-        };
+        let (record, dropped) = with_version(
+            entry.record().clone(),
+            &mut version,
+            self.config.keep_versions,
+        );
         self.write_record(&record)?;
         entry.last_used.store(self.now_ms(), Ordering::Relaxed);
         entry.publish(record, version.version, app);
@@ -446,6 +425,9 @@ impl Platform {
 
     /// Makes the version before the live one live again.
     pub async fn rollback(&self, tenant: &Tenant, name: &str) -> Refused<AppInfo> {
+        if let Some(shared) = self.shared() {
+            return self.rollback_shared(shared, tenant, name).await;
+        }
         let _app = self.app_locks.lock(name).await;
         // Looked up under the app's lock: a delete or deploy that came first is seen whole.
         let entry = self.entry_of(tenant, name)?;
@@ -480,6 +462,9 @@ impl Platform {
     /// already running finish. The tenant's key-value data stays: deploying the app again
     /// finds it.
     pub async fn delete(&self, tenant: &Tenant, name: &str) -> Refused<()> {
+        if let Some(shared) = self.shared() {
+            return self.delete_shared(shared, tenant, name).await;
+        }
         let _app = self.app_locks.lock(name).await;
         let entry = self.entry_of(tenant, name)?;
         {
@@ -492,9 +477,25 @@ impl Platform {
             // bring a deleted app back.
             persist::sync_folder(&path)
                 .map_err(|err| Refusal::internal(format!("cannot sync the apps folder: {err}")))?;
-            let mut index = HashMap::clone(&self.apps.load());
-            index.remove(name);
-            self.apps.store(Arc::new(index));
+        }
+        self.forget(&entry);
+        tracing::info!(app = name, tenant = %tenant.name, "deleted");
+        Ok(())
+    }
+
+    /// The host's side of a delete, once the record is gone: the app leaves the index and
+    /// stops being served (requests already running finish), and its log stream, figures,
+    /// bundles and writable folders go.
+    pub(super) fn forget(&self, entry: &Arc<AppEntry>) {
+        let (tenant, name) = (&entry.tenant.name, entry.name.as_str());
+        {
+            let _changes = lock(&self.changes);
+            let apps = self.apps.load();
+            if apps.get(name).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+                let mut index = HashMap::clone(&apps);
+                index.remove(name);
+                self.apps.store(Arc::new(index));
+            }
         }
         {
             let _record = entry.record();
@@ -502,19 +503,12 @@ impl Platform {
         }
         lock(&self.log_hubs).remove(name);
         entry.logs.close();
-        self.metrics.http.forget_app(&tenant.name, name);
-        self.metrics.runtime.forget_app(&tenant.name, name);
-        self.usage.retire(&tenant.name, name);
-        let bundles = entry
-            .record()
-            .versions
-            .iter()
-            .map(|v| v.bundle.clone())
-            .collect();
+        self.metrics.http.forget_app(tenant, name);
+        self.metrics.runtime.forget_app(tenant, name);
+        self.usage.retire(tenant, name);
+        let bundles = entry.record().bundles().map(String::from).collect();
         self.remove_bundles(bundles);
-        self.remove_app_folder(&tenant.name, name);
-        tracing::info!(app = name, tenant = %tenant.name, "deleted");
-        Ok(())
+        self.remove_app_folder(tenant, name);
     }
 
     /// Removes the app's own folder (its writable mounts). It is renamed aside at once, so
@@ -560,7 +554,7 @@ impl Platform {
     /// Writes an app record, after checking it: an inconsistent one is never written.
     fn write_record(&self, record: &AppRecord) -> Refused<()> {
         record
-            .check(&record.name, &self.config.data_dir.join("bundles"))
+            .check(&record.name, Some(&self.config.data_dir.join("bundles")))
             .map_err(|err| {
                 Refusal::internal(format!(
                     "refusing to write an inconsistent record of the app `{}`: {err}",
@@ -571,7 +565,7 @@ impl Platform {
             .map_err(|err| Refusal::internal(err.to_string()))
     }
 
-    fn remove_bundles(&self, bundles: Vec<String>) {
+    pub(super) fn remove_bundles(&self, bundles: Vec<String>) {
         if bundles.is_empty() {
             return;
         }
@@ -584,6 +578,51 @@ impl Platform {
             }
         });
     }
+}
+
+pub(super) fn too_many_apps(count: u32) -> Refusal {
+    Refusal::new(
+        ErrorCode::QuotaExceeded,
+        format!(
+            "quota max_apps: the tenant has {count} apps, the most it may have; delete one \
+             (`skiff apps delete NAME`) or ask the operator for more"
+        ),
+    )
+}
+
+pub(super) fn too_much_code(code_bytes: u64, others: u64, quotas: &Quotas) -> Refusal {
+    Refusal::new(
+        ErrorCode::QuotaExceeded,
+        format!(
+            "quota max_code_bytes: this app's components are {} and the tenant's other apps \
+             {}, over the quota of {}; make the components smaller or ask the operator for more",
+            format_size(code_bytes),
+            format_size(others),
+            format_size(quotas.max_code_bytes)
+        ),
+    )
+}
+
+pub(super) fn name_taken(name: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::Conflict,
+        format!("the app name `{name}` is taken; deploy under another with --name"),
+    )
+}
+
+/// `record` with `version` added (numbered) and live, and the versions past those kept pruned;
+/// returns it and the bundles of the pruned versions.
+pub(super) fn with_version(
+    mut record: AppRecord,
+    version: &mut VersionRecord,
+    keep: usize,
+) -> (AppRecord, Vec<String>) {
+    version.version = record.next_version;
+    record.next_version += 1;
+    record.live = version.version;
+    record.versions.push(version.clone());
+    let dropped = prune(&mut record, keep);
+    (record, dropped)
 }
 
 /// Holds every component to the tenant's ceilings: a limit the manifest sets above one is

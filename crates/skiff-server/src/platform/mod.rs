@@ -28,7 +28,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,7 @@ use skiff_runtime::Runtime;
 
 use crate::api::{ErrorCode, Quotas};
 use crate::bundle::BundleLimits;
+use crate::cluster::ClusterOptions;
 use crate::logs::LogHub;
 use crate::persist::{self, PersistError};
 use crate::records::AppRecord;
@@ -49,7 +50,9 @@ mod deploy;
 mod inspect;
 mod metrics;
 mod pull;
+mod replica;
 mod serving;
+mod shared_changes;
 mod tenancy;
 
 use metrics::PlatformMetrics;
@@ -145,6 +148,8 @@ pub struct AppEntry {
     loading: tokio::sync::Mutex<()>,
     /// Milliseconds since the platform started, at the last request.
     last_used: AtomicU64,
+    /// In a cluster: the revision of the shared record that `record` copies (0 otherwise).
+    revision: AtomicU64,
     pub logs: Arc<LogHub>,
 }
 
@@ -234,6 +239,11 @@ pub struct Platform {
     uploads: tokio::sync::Semaphore,
     started: Instant,
     usage: UsageLedger,
+    /// In a cluster: the shared state, which this host's index copies.
+    cluster: Option<ClusterOptions>,
+    /// Whether the host serves what it should: at once on one host; in a cluster, once it has
+    /// read the cluster's tenants and apps. Off again when shutdown starts.
+    ready: AtomicBool,
 }
 
 impl Platform {
@@ -241,16 +251,31 @@ impl Platform {
     /// loads on its first request). A record that cannot be read, or breaks a rule, is set
     /// aside with an error naming it, and an app whose tenant is missing with a warning; the
     /// host starts either way, and neither loses its bundles or data.
-    pub fn open(runtime: Arc<Runtime>, config: PlatformConfig) -> Result<Arc<Platform>, OpenError> {
+    ///
+    /// In a cluster the data folder holds no tenants or app records (the shared state does):
+    /// the host starts with none, not ready, and [`Platform::run_replica`] fills it in.
+    pub fn open(
+        runtime: Arc<Runtime>,
+        config: PlatformConfig,
+        cluster: Option<ClusterOptions>,
+    ) -> Result<Arc<Platform>, OpenError> {
         for dir in ["apps", "bundles", "tenants"] {
             let path = config.data_dir.join(dir);
             std::fs::create_dir_all(&path)
                 .map_err(|source| PersistError::CreateFolder { path, source })?;
         }
+        if cluster.is_some() {
+            return Platform::build(
+                runtime,
+                config,
+                Tenants::in_memory(),
+                HashMap::new(),
+                cluster,
+            );
+        }
         let tenants = Tenants::open(&config.data_dir)?;
         let bundles = config.data_dir.join("bundles");
         let mut apps = HashMap::new();
-        let mut log_hubs = HashMap::new();
         let mut set_aside = HashMap::new();
         // Bundles to keep: those records name, and any that a damaged record may name.
         let mut referenced = HashSet::new();
@@ -285,7 +310,7 @@ impl Platform {
             };
             referenced.extend(record.bundles().map(String::from));
             drop_missing_old_versions(&mut record, &bundles);
-            if let Err(err) = record.check(&name, &bundles) {
+            if let Err(err) = record.check(&name, Some(&bundles)) {
                 damaged(format!("its record is inconsistent: {err}"));
                 continue;
             }
@@ -294,7 +319,6 @@ impl Platform {
                 continue;
             };
             let entry = AppEntry::new(record, tenant, LogHub::new());
-            log_hubs.insert(entry.name.clone(), entry.logs.clone());
             apps.insert(entry.name.clone(), Arc::new(entry));
         }
         let mut orphans: Vec<String> = set_aside
@@ -335,6 +359,22 @@ impl Platform {
             "opened {}",
             config.data_dir.display()
         );
+        let platform = Platform::build(runtime, config, tenants, apps, None)?;
+        *lock(&platform.set_aside) = set_aside;
+        Ok(platform)
+    }
+
+    fn build(
+        runtime: Arc<Runtime>,
+        config: PlatformConfig,
+        tenants: Tenants,
+        apps: HashMap<String, Arc<AppEntry>>,
+        cluster: Option<ClusterOptions>,
+    ) -> Result<Arc<Platform>, OpenError> {
+        let log_hubs = apps
+            .values()
+            .map(|entry| (entry.name.clone(), entry.logs.clone()))
+            .collect();
         let metrics = PlatformMetrics::new();
         let usage = UsageLedger::open(config.data_dir.join("usage"), metrics.usage.clone())?;
         Ok(Arc::new(Platform {
@@ -344,7 +384,7 @@ impl Platform {
             public_port: AtomicU64::new(0),
             tenants: RwLock::new(tenants),
             apps: ArcSwap::from_pointee(apps),
-            set_aside: Mutex::new(set_aside),
+            set_aside: Mutex::default(),
             app_locks: AppLocks::default(),
             changes: Mutex::new(()),
             seeding: Arc::default(),
@@ -353,6 +393,8 @@ impl Platform {
             uploads: tokio::sync::Semaphore::new(MAX_CONCURRENT_UPLOADS),
             started: Instant::now(),
             usage,
+            ready: AtomicBool::new(cluster.is_none()),
+            cluster,
         }))
     }
 
@@ -488,6 +530,7 @@ impl AppEntry {
             live: ArcSwapOption::empty(),
             loading: tokio::sync::Mutex::new(()),
             last_used: AtomicU64::new(0),
+            revision: AtomicU64::new(0),
             logs,
         }
     }

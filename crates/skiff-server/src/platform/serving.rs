@@ -71,6 +71,7 @@ impl Platform {
         entry: &AppEntry,
         version: &VersionRecord,
     ) -> Refused<Arc<HttpApp>> {
+        self.fetch_bundle(&version.bundle).await?;
         let dir = self.config.data_dir.join("bundles").join(&version.bundle);
         let stored = match &version.app {
             Some(stored) => stored.clone(),

@@ -2,10 +2,26 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::replica::unavailable;
 use super::{AppEntry, Platform, SetAside, lock, no_tenant};
 use crate::api::{self, ErrorCode, Quotas};
 use crate::refusal::{Refusal, Refused};
-use crate::tenants::Tenant;
+use crate::tenants::{Tenant, TenantRecord, TenantsError};
+
+/// Swaps tried before a change to a tenant gives up: each failed one means another host
+/// changed the same tenant meanwhile.
+const MAX_TENANT_SWAPS: usize = 8;
+
+fn exists(name: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::Conflict,
+        format!("a tenant named `{name}` exists already"),
+    )
+}
+
+fn encode(record: &TenantRecord) -> Refused<Vec<u8>> {
+    serde_json::to_vec(record).map_err(|err| Refusal::internal(format!("encoding a tenant: {err}")))
+}
 
 impl Platform {
     pub fn tenant_by_token(&self, token: &str) -> Option<Arc<Tenant>> {
@@ -18,25 +34,32 @@ impl Platform {
 
     /// Creates a tenant; its token is returned, and never again. Apps of a tenant of this name
     /// that were kept aside (its record was missing from `tenants.json`) are served again.
-    pub fn create_tenant(&self, name: &str, quotas: Quotas) -> Refused<String> {
+    pub async fn create_tenant(&self, name: &str, quotas: Quotas) -> Refused<String> {
         api::check_name("tenant", name)?;
+        if let Some(shared) = self.shared() {
+            let (record, token) = TenantRecord::create(name, quotas).map_err(Refusal::internal)?;
+            let created = shared
+                .swap_tenant(name, None, Some(&encode(&record)?))
+                .await
+                .map_err(unavailable)?;
+            if !created {
+                return Err(exists(name));
+            }
+            self.sync_tenants().await.map_err(unavailable)?;
+            return Ok(token);
+        }
         let _changes = lock(&self.changes);
         let created = self
             .tenants_mut()
             .create(name, quotas)
             .map_err(Refusal::internal)?;
-        let token = created.ok_or_else(|| {
-            Refusal::new(
-                ErrorCode::Conflict,
-                format!("a tenant named `{name}` exists already"),
-            )
-        })?;
+        let token = created.ok_or_else(|| exists(name))?;
         self.adopt_orphans(name);
         Ok(token)
     }
 
     /// Serves again the apps kept aside for the tenant `name`, which exists now.
-    fn adopt_orphans(&self, name: &str) {
+    pub(super) fn adopt_orphans(&self, name: &str) {
         let Some(tenant) = self.tenant(name) else {
             return;
         };
@@ -65,7 +88,14 @@ impl Platform {
     }
 
     /// Gives tenant `name` a new token, returned once; the old one stops working at once.
-    pub fn rotate_token(&self, name: &str) -> Refused<String> {
+    pub async fn rotate_token(&self, name: &str) -> Refused<String> {
+        if self.shared().is_some() {
+            let token = self
+                .change_shared_tenant(name, |record| record.rotate().map(Some))
+                .await?;
+            tracing::info!(tenant = name, "token rotated in the cluster");
+            return token.ok_or_else(|| no_tenant(name));
+        }
         let _changes = lock(&self.changes);
         let rotated = self
             .tenants_mut()
@@ -76,7 +106,16 @@ impl Platform {
     }
 
     /// Takes tenant `name`'s token away; its apps keep serving.
-    pub fn revoke_token(&self, name: &str) -> Refused<()> {
+    pub async fn revoke_token(&self, name: &str) -> Refused<()> {
+        if self.shared().is_some() {
+            self.change_shared_tenant(name, |record| {
+                record.token_sha256.clear();
+                Ok(Some(()))
+            })
+            .await?;
+            tracing::info!(tenant = name, "token revoked in the cluster");
+            return Ok(());
+        }
         let _changes = lock(&self.changes);
         let revoked = self
             .tenants_mut()
@@ -90,7 +129,19 @@ impl Platform {
     }
 
     /// Changes some of tenant `name`'s quotas (the others stay as they are).
-    pub fn set_quotas(&self, name: &str, overrides: &api::QuotaOverrides) -> Refused<Arc<Tenant>> {
+    pub async fn set_quotas(
+        &self,
+        name: &str,
+        overrides: &api::QuotaOverrides,
+    ) -> Refused<Arc<Tenant>> {
+        if self.shared().is_some() {
+            self.change_shared_tenant(name, |record| {
+                record.quotas = overrides.apply(record.quotas.clone());
+                Ok(Some(()))
+            })
+            .await?;
+            return self.tenant(name).ok_or_else(|| no_tenant(name));
+        }
         let _changes = lock(&self.changes);
         let mut tenants = self.tenants_mut();
         let current = tenants.get(name).ok_or_else(|| no_tenant(name))?;
@@ -126,7 +177,11 @@ impl Platform {
                 ),
             ));
         }
-        {
+        if self.shared().is_some() {
+            // Its token stops working everywhere, and no host makes it a new app, before its
+            // apps go.
+            self.change_shared_tenant(name, |_| Ok(None::<()>)).await?;
+        } else {
             let _changes = lock(&self.changes);
             self.tenants_mut().remove(name).map_err(Refusal::internal)?;
         }
@@ -151,6 +206,44 @@ impl Platform {
         }
         tracing::info!(tenant = name, "tenant deleted");
         Ok(())
+    }
+
+    /// Changes tenant `name` in the cluster: `change` edits its record as the cluster holds it
+    /// now, and returns `None` to remove it; then this host's tenants are read again. `None`
+    /// if there is no such tenant.
+    async fn change_shared_tenant<T>(
+        &self,
+        name: &str,
+        change: impl Fn(&mut TenantRecord) -> Result<Option<T>, TenantsError>,
+    ) -> Refused<Option<T>> {
+        let Some(shared) = self.shared() else {
+            return Err(Refusal::internal("not in a cluster"));
+        };
+        for _ in 0..MAX_TENANT_SWAPS {
+            let Some(raw) = shared.tenant(name).await.map_err(unavailable)? else {
+                return Err(no_tenant(name));
+            };
+            let mut record: TenantRecord = serde_json::from_slice(&raw).map_err(|err| {
+                Refusal::internal(format!("the tenant `{name}` in the cluster: {err}"))
+            })?;
+            let outcome = change(&mut record).map_err(Refusal::internal)?;
+            let new = match outcome {
+                Some(_) => Some(encode(&record)?),
+                None => None,
+            };
+            if shared
+                .swap_tenant(name, Some(&raw), new.as_deref())
+                .await
+                .map_err(unavailable)?
+            {
+                self.sync_tenants().await.map_err(unavailable)?;
+                return Ok(outcome);
+            }
+        }
+        Err(Refusal::new(
+            ErrorCode::Conflict,
+            format!("the tenant `{name}` was changed through other hosts meanwhile; try again"),
+        ))
     }
 
     pub fn tenants(&self) -> Vec<(Arc<Tenant>, u32)> {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod host;
+pub mod redis;
 pub mod registry;
 
 use std::io::{BufRead, BufReader, Read};

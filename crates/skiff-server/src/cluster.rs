@@ -1,0 +1,119 @@
+//! What a fleet of `skiff server` hosts shares: the interface to the cluster's state, which
+//! the `skiff-cluster` crate implements on Redis. With it, the shared state is the truth and
+//! each host's data folder only a cache (unpacked bundles, compiled code): every management
+//! write is an atomic compare-and-swap on the shared state, and every host, the writer
+//! included, applies what changed to its own index (see `platform::replica`).
+//!
+//! The records cross this interface as the JSON the host writes, so that the state's keeper
+//! knows nothing of their fields beyond what it must check atomically (a tenant exists, the
+//! tenant's apps and code fit its quotas).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why the shared state could not be read or changed: it is unreachable (or slow past its
+/// timeout), or it holds something this host cannot read.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SharedError {
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One change to an app record, made only if the app's revision is still `expected`.
+#[derive(Debug, Clone)]
+pub struct AppSwap<'a> {
+    pub name: &'a str,
+    /// The revision read before deciding the change; `None`: the app must not exist.
+    pub expected: Option<u64>,
+    /// The new record; `None` deletes the app.
+    pub record: Option<Vec<u8>>,
+    pub tenant: &'a str,
+    /// The code of the version the record makes live, counted against the tenant's quota.
+    pub code_bytes: u64,
+    pub max_apps: u32,
+    pub max_code_bytes: u64,
+}
+
+/// What an [`AppSwap`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwapOutcome {
+    /// Made; the app's new revision (0 once deleted).
+    Done(u64),
+    /// The app's revision is no longer the expected one: read it again and decide again.
+    Changed,
+    /// The tenant is gone.
+    NoTenant,
+    /// The tenant has `0` other apps, the most it may have.
+    TooManyApps(u32),
+    /// The tenant's other apps' code already takes `0` bytes, too much to add this one.
+    TooMuchCode(u64),
+}
+
+/// A change another host (or this one) made, as the state's subscription announces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Tenant(String),
+    App(String),
+    /// Announcements may have been missed (the subscription was remade): read everything.
+    Everything,
+}
+
+/// The cluster's shared state. Every call is bounded in time by the implementation, and fails
+/// with [`SharedError::Unavailable`] while the state cannot be reached.
+#[async_trait::async_trait]
+pub trait SharedState: Send + Sync + 'static {
+    /// Where the state is, for messages (no credentials).
+    fn describe(&self) -> String;
+
+    /// Every tenant record.
+    async fn tenants(&self) -> Result<Vec<Vec<u8>>, SharedError>;
+    async fn tenant(&self, name: &str) -> Result<Option<Vec<u8>>, SharedError>;
+    /// Sets tenant `name` to `record` (`None` removes it) if it is `expected` now (`None`:
+    /// absent). `false` if it was not.
+    async fn swap_tenant(
+        &self,
+        name: &str,
+        expected: Option<&[u8]>,
+        record: Option<&[u8]>,
+    ) -> Result<bool, SharedError>;
+
+    /// Every app's name and revision.
+    async fn app_revisions(&self) -> Result<HashMap<String, u64>, SharedError>;
+    /// One app's revision and record.
+    async fn app(&self, name: &str) -> Result<Option<(u64, Vec<u8>)>, SharedError>;
+    async fn swap_app(&self, swap: AppSwap<'_>) -> Result<SwapOutcome, SharedError>;
+
+    /// Stores a bundle as uploaded (packed) under its unique id, once, before any record names
+    /// it.
+    async fn put_bundle(&self, id: &str, packed: &[u8]) -> Result<(), SharedError>;
+    async fn bundle(&self, id: &str) -> Result<Option<Vec<u8>>, SharedError>;
+    async fn remove_bundles(&self, ids: &[String]) -> Result<(), SharedError>;
+
+    /// Says which revision of each app this host serves; the report lives `ttl`, so that a
+    /// host that is gone drops out of [`converged`](Self::converged).
+    async fn report_host(
+        &self,
+        host: &str,
+        applied: &HashMap<String, u64>,
+        ttl: Duration,
+    ) -> Result<(), SharedError>;
+    /// Each live host and the revision of `app` it serves (`None`: it has not applied it).
+    async fn hosts_serving(&self, app: &str) -> Result<Vec<(String, Option<u64>)>, SharedError>;
+
+    /// Announcements of changes, until the subscription is lost (the receiver then ends; the
+    /// host subscribes again and reads everything).
+    async fn subscribe(&self) -> Result<tokio::sync::mpsc::Receiver<Change>, SharedError>;
+}
+
+/// How this host takes part in a cluster.
+#[derive(Clone)]
+pub struct ClusterOptions {
+    pub state: Arc<dyn SharedState>,
+    /// This host's name in the cluster (its Pod name on Kubernetes).
+    pub host_id: String,
+    /// How often everything is read again, repairing any announcement that was missed.
+    pub resync: Duration,
+}

@@ -1,0 +1,360 @@
+//! A cluster host's copy of the shared state: the tenants and app records every host serves
+//! from, kept in step with the cluster's by announcements and, in case one was missed, by
+//! reading everything again now and then. Bundles are fetched from the shared state the
+//! first time a version is loaded here, and unpacked as carefully as an upload.
+//!
+//! Applying a record takes the app's lock, as a deploy does, so a host applies the change it
+//! made itself only once (the revision it committed is already its own). An app that is loaded
+//! here is loaded at its new version before the swap, as a deploy does: requests never wait
+//! for a remote deploy's compile. An idle one stays idle.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{AppEntry, LiveVersion, Platform, SetAside, lock};
+use crate::api::ErrorCode;
+use crate::bundle;
+use crate::cluster::{Change, ClusterOptions, SharedError, SharedState};
+use crate::persist::unique_suffix;
+use crate::records::AppRecord;
+use crate::refusal::{Refusal, Refused};
+use crate::tenants::TenantRecord;
+
+/// How long to wait before subscribing again after the subscription failed or was lost.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);
+
+/// The refusal of a change while the shared state cannot be reached.
+pub(crate) fn unavailable(err: SharedError) -> Refusal {
+    match err {
+        SharedError::Unavailable(why) => {
+            tracing::warn!("a change was refused, the cluster's state is unreachable: {why}");
+            Refusal::new(
+                ErrorCode::Unavailable,
+                "this host cannot reach the cluster's shared state, so it makes no changes \
+                 now (it keeps serving the apps it has); try again shortly",
+            )
+        }
+        SharedError::Invalid(why) => Refusal::internal(format!("the cluster's state: {why}")),
+    }
+}
+
+impl Platform {
+    pub(crate) fn shared(&self) -> Option<&Arc<dyn SharedState>> {
+        self.cluster.as_ref().map(|cluster| &cluster.state)
+    }
+
+    pub fn cluster(&self) -> Option<&ClusterOptions> {
+        self.cluster.as_ref()
+    }
+
+    /// Whether the host serves what it should (`/readyz`).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Marks the host not ready: shutdown has started.
+    pub fn set_not_ready(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+    }
+
+    /// Keeps this host's copy in step with the cluster until the task is dropped: subscribes
+    /// to announcements, reads everything, then applies each change announced, reading
+    /// everything again every `resync`. A lost subscription is remade, and everything read
+    /// again, since announcements may have been missed meanwhile.
+    pub async fn run_replica(self: Arc<Self>) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        let mut resync = tokio::time::interval(cluster.resync.max(Duration::from_millis(100)));
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut changes = match cluster.state.subscribe().await {
+                Ok(changes) => changes,
+                Err(err) => {
+                    tracing::warn!("cannot subscribe to the cluster's changes: {err}");
+                    // Still read now and then: the host converges even without announcements.
+                    tokio::select! {
+                        _ = resync.tick() => self.sync_logged().await,
+                        () = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
+                    }
+                    continue;
+                }
+            };
+            self.sync_logged().await;
+            loop {
+                tokio::select! {
+                    change = changes.recv() => match change {
+                        Some(change) => self.apply_change(change).await,
+                        None => break,
+                    },
+                    _ = resync.tick() => self.sync_logged().await,
+                }
+            }
+            tracing::warn!("the subscription to the cluster's changes was lost; subscribing again");
+            tokio::time::sleep(RESUBSCRIBE_DELAY).await;
+        }
+    }
+
+    async fn apply_change(&self, change: Change) {
+        let result = match &change {
+            Change::Tenant(_) => self.sync_tenants().await,
+            Change::App(name) => self.sync_app(name).await,
+            Change::Everything => self.sync_everything().await,
+        };
+        match result {
+            Ok(()) => self.report().await,
+            Err(err) => tracing::warn!("cannot apply the cluster's change ({change:?}): {err}"),
+        }
+    }
+
+    async fn sync_logged(&self) {
+        match self.sync_everything().await {
+            Ok(()) => {
+                if !self.ready.swap(true, Ordering::Relaxed) {
+                    tracing::info!(
+                        apps = self.apps.load().len(),
+                        "in step with the cluster: ready"
+                    );
+                }
+                self.report().await;
+            }
+            Err(err) => tracing::warn!("cannot read the cluster's state: {err}"),
+        }
+    }
+
+    /// Reads every tenant and every app's revision, and applies what differs.
+    pub async fn sync_everything(&self) -> Result<(), SharedError> {
+        let Some(shared) = self.shared() else {
+            return Ok(());
+        };
+        self.sync_tenants().await?;
+        let revisions = shared.app_revisions().await?;
+        let local: HashMap<String, u64> = self
+            .apps
+            .load()
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.revision.load(Ordering::Relaxed)))
+            .collect();
+        for (name, revision) in &revisions {
+            if local.get(name) != Some(revision) {
+                self.sync_app(name).await?;
+            }
+        }
+        let aside: Vec<String> = lock(&self.set_aside).keys().cloned().collect();
+        for name in local.keys().chain(&aside) {
+            if !revisions.contains_key(name) {
+                self.apply_app(name, None).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every tenant and makes this host's tenants the same. Apps of a tenant that is gone
+    /// stop being served (kept aside); those of a tenant that is new are served.
+    pub(crate) async fn sync_tenants(&self) -> Result<(), SharedError> {
+        let Some(shared) = self.shared() else {
+            return Ok(());
+        };
+        let mut records = Vec::new();
+        for raw in shared.tenants().await? {
+            match serde_json::from_slice::<TenantRecord>(&raw) {
+                Ok(record) => records.push(record),
+                Err(err) => tracing::error!("a tenant in the cluster's state is damaged: {err}"),
+            }
+        }
+        let (added, removed) = {
+            let _changes = lock(&self.changes);
+            self.tenants_mut().sync(records)
+        };
+        if !removed.is_empty() {
+            let _changes = lock(&self.changes);
+            let mut index = HashMap::clone(&self.apps.load());
+            let mut set_aside = lock(&self.set_aside);
+            index.retain(|name, entry| {
+                if !removed.contains(&entry.tenant.name) {
+                    return true;
+                }
+                entry.live.store(None);
+                set_aside.insert(name.clone(), SetAside::Orphan(entry.record().clone()));
+                false
+            });
+            self.apps.store(Arc::new(index));
+        }
+        for name in added {
+            self.adopt_orphans(&name);
+        }
+        Ok(())
+    }
+
+    /// Reads one app's record and applies it.
+    pub(crate) async fn sync_app(&self, name: &str) -> Result<(), SharedError> {
+        let Some(shared) = self.shared() else {
+            return Ok(());
+        };
+        match shared.app(name).await? {
+            None => self.apply_app(name, None).await,
+            Some((revision, raw)) => match serde_json::from_slice::<AppRecord>(&raw) {
+                Ok(record) => match record.check(name, None) {
+                    Ok(()) => self.apply_app(name, Some((revision, record))).await,
+                    Err(err) => self.set_damaged(name, &err.to_string()),
+                },
+                Err(err) => self.set_damaged(name, &err.to_string()),
+            },
+        }
+        Ok(())
+    }
+
+    fn set_damaged(&self, name: &str, why: &str) {
+        tracing::error!(
+            app = name,
+            "the app `{name}` in the cluster's state is damaged and not served: {why}"
+        );
+        if let Some(entry) = self.apps.load().get(name).cloned() {
+            self.forget(&entry);
+        }
+        lock(&self.set_aside).insert(name.to_string(), SetAside::Damaged);
+    }
+
+    /// Makes this host's copy of app `name` the cluster's record (`None`: it is deleted).
+    async fn apply_app(&self, name: &str, remote: Option<(u64, AppRecord)>) {
+        let _app = self.app_locks.lock(name).await;
+        let current = self.apps.load().get(name).cloned();
+        let Some((revision, record)) = remote else {
+            lock(&self.set_aside).remove(name);
+            if let Some(entry) = current {
+                self.forget(&entry);
+                tracing::info!(app = name, "deleted in the cluster: no longer served");
+            }
+            return;
+        };
+        let current = match current {
+            Some(entry) if entry.revision.load(Ordering::Relaxed) == revision => return,
+            // The name changed hands (deleted, then deployed by another tenant).
+            Some(entry) if entry.tenant.name != record.tenant => {
+                self.forget(&entry);
+                None
+            }
+            current => current,
+        };
+        let Some(tenant) = self.tenant(&record.tenant) else {
+            lock(&self.set_aside).insert(name.to_string(), SetAside::Orphan(record));
+            return;
+        };
+        lock(&self.set_aside).remove(name);
+        let Some(entry) = current else {
+            let entry = Arc::new(AppEntry::new(record, tenant, self.log_hub(name)));
+            entry.revision.store(revision, Ordering::Relaxed);
+            let _changes = lock(&self.changes);
+            let mut index = HashMap::clone(&self.apps.load());
+            index.insert(name.to_string(), entry);
+            self.apps.store(Arc::new(index));
+            tracing::info!(app = name, revision, "deployed in the cluster: served here");
+            return;
+        };
+        let kept: HashSet<&str> = record.bundles().collect();
+        let dropped: Vec<String> = entry
+            .record()
+            .bundles()
+            .filter(|bundle| !kept.contains(bundle))
+            .map(String::from)
+            .collect();
+        let loaded = entry.live.load().is_some();
+        let live = record.live_version().ok().cloned();
+        match live {
+            Some(version) if loaded => match self.load_version(&entry, &version).await {
+                Ok(app) => entry.publish(record, version.version, app),
+                Err(refusal) => {
+                    tracing::error!(
+                        app = name,
+                        "cannot load version {} of `{name}` here: {}; it loads on its next \
+                         request",
+                        version.version,
+                        refusal.message
+                    );
+                    self.replace_record(&entry, record);
+                }
+            },
+            _ => self.replace_record(&entry, record),
+        }
+        entry.revision.store(revision, Ordering::Relaxed);
+        self.remove_bundles(dropped);
+        tracing::info!(app = name, revision, "changed in the cluster: applied");
+    }
+
+    /// Makes `record` the entry's, unloaded: its live version loads on the next request.
+    fn replace_record(&self, entry: &AppEntry, record: AppRecord) {
+        let mut current = entry.record();
+        *current = record;
+        entry.live.store(None::<Arc<LiveVersion>>);
+    }
+
+    /// Unpacks bundle `id` from the shared state into the bundles folder, unless it is there.
+    /// It is unpacked beside, then renamed in, so that a half-unpacked bundle is never taken
+    /// for a whole one.
+    pub(super) async fn fetch_bundle(&self, id: &str) -> Refused<()> {
+        let Some(shared) = self.shared() else {
+            return Ok(());
+        };
+        let root = self.config.data_dir.join("bundles");
+        let target = root.join(id);
+        if tokio::fs::metadata(&target).await.is_ok_and(|m| m.is_dir()) {
+            return Ok(());
+        }
+        let packed = shared
+            .bundle(id)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                Refusal::internal(format!(
+                    "the bundle `{id}` is missing from the cluster's state"
+                ))
+            })?;
+        let limits = self.config.bundle_limits.clone();
+        let partial = root.join(format!(".fetch-{}", unique_suffix()));
+        tokio::task::spawn_blocking(move || {
+            let result = std::fs::create_dir(&partial)
+                .map_err(|err| format!("cannot create {}: {err}", partial.display()))
+                .and_then(|()| {
+                    bundle::unpack(&packed, &partial, &limits)
+                        .map(drop)
+                        .map_err(|err| err.to_string())
+                })
+                .and_then(|()| match std::fs::rename(&partial, &target) {
+                    Ok(()) => Ok(()),
+                    // Another load fetched it meanwhile.
+                    Err(_) if target.is_dir() => Ok(()),
+                    Err(err) => Err(format!("cannot rename into {}: {err}", target.display())),
+                });
+            if partial.exists() {
+                let _ = std::fs::remove_dir_all(&partial);
+            }
+            result
+        })
+        .await
+        .map_err(|err| Refusal::internal(format!("fetching a bundle stopped: {err}")))?
+        .map_err(|err| Refusal::internal(format!("fetching the bundle `{id}`: {err}")))
+    }
+
+    /// Tells the cluster which revision of each app this host serves.
+    async fn report(&self) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let applied: HashMap<String, u64> = self
+            .apps
+            .load()
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.revision.load(Ordering::Relaxed)))
+            .collect();
+        let ttl = (cluster.resync * 3).max(Duration::from_secs(5));
+        if let Err(err) = cluster
+            .state
+            .report_host(&cluster.host_id, &applied, ttl)
+            .await
+        {
+            tracing::warn!("cannot report this host's apps to the cluster: {err}");
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! `skiff server --cluster`: several real hosts sharing one real `redis-server`, driven with
+//! the `skiff` CLI through any of them, each answering on its own data plane.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
+
+mod common;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use common::host::{ADMIN_TOKEN, Host, http_app};
+use common::redis::Redis;
+use common::{client, fresh_data_dir};
+
+/// How long a change may take to reach every host in these tests: far above what it takes
+/// (announcements arrive in milliseconds), for a loaded machine.
+const CONVERGENCE_BOUND: Duration = Duration::from_secs(20);
+
+/// Starts host `host-N` of the cluster in `redis`, with a data folder of its own.
+fn cluster_host(redis: &Redis, n: usize) -> Host {
+    let url = redis.url();
+    let id = format!("host-{n}");
+    Host::start_in(
+        fresh_data_dir().join("server"),
+        &[
+            "--cluster",
+            &url,
+            "--host-id",
+            &id,
+            "--cluster-resync",
+            "1s",
+        ],
+    )
+}
+
+async fn ready(host: &Host) -> u16 {
+    match client().get(format!("{}/readyz", host.api)).send().await {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// Waits until `check` holds, failing with `what` once the bound has passed.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < CONVERGENCE_BOUND,
+            "not within {CONVERGENCE_BOUND:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until every host answers `expected` for `path` of `app`.
+async fn all_answer(hosts: &[Host], app: &str, path: &str, expected: (u16, &str)) {
+    for (i, host) in hosts.iter().enumerate() {
+        eventually(
+            &format!("host {} answers {expected:?} for {app}{path}", i + 1),
+            || async {
+                let (status, body) = host.get(app, path).await;
+                (status, body.as_str()) == expected
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_change_through_any_host_is_served_by_every_host() {
+    let redis = Redis::start();
+    let hosts: Vec<Host> = (1..=3).map(|n| cluster_host(&redis, n)).collect();
+    for host in &hosts {
+        eventually("the host is ready", || async { ready(host).await == 200 }).await;
+    }
+
+    // A tenant created through one host exists on all: its token works everywhere.
+    let acme = hosts[0].tenant("acme", &[]);
+    for host in &hosts[1..] {
+        let who = host.cli_ok(&acme, &["whoami"]);
+        assert!(who.contains("acme"), "{who}");
+    }
+    // A name is one tenant's, whichever host is asked.
+    let out = hosts[2].cli(ADMIN_TOKEN, &["tenants", "create", "acme"]);
+    assert!(!out.status.success());
+
+    let v1 = http_app(1);
+    let v2 = http_app(2);
+    hosts[0].deploy_ok(&acme, v1.path(), "hello");
+    all_answer(&hosts, "hello", "/env/VERSION", (200, "1")).await;
+    hosts[1].deploy_ok(&acme, v2.path(), "hello");
+    all_answer(&hosts, "hello", "/env/VERSION", (200, "2")).await;
+    hosts[2].cli_ok(&acme, &["apps", "rollback", "hello"]);
+    all_answer(&hosts, "hello", "/env/VERSION", (200, "1")).await;
+
+    // Another tenant can neither take the name nor see the app, through any host.
+    let globex = hosts[1].tenant("globex", &[]);
+    let out = hosts[2].deploy(&globex, v1.path(), "hello");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("taken"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for host in &hosts {
+        let out = host.cli(&globex, &["apps", "inspect", "hello"]);
+        assert!(!out.status.success(), "globex sees acme's app");
+    }
+    hosts[2].deploy_ok(&globex, v2.path(), "other");
+    all_answer(&hosts, "other", "/env/VERSION", (200, "2")).await;
+    all_answer(&hosts, "hello", "/env/VERSION", (200, "1")).await;
+
+    // A host that joins later (an empty data folder) serves everything once it is ready.
+    let late = cluster_host(&redis, 4);
+    eventually("the late host is ready", || async {
+        ready(&late).await == 200
+    })
+    .await;
+    assert_eq!(late.get("hello", "/env/VERSION").await, (200, "1".into()));
+    assert_eq!(late.get("other", "/env/VERSION").await, (200, "2".into()));
+
+    // Delete through one host: gone from all.
+    hosts[0].cli_ok(&acme, &["apps", "delete", "hello"]);
+    let mut all = hosts;
+    all.push(late);
+    for (i, host) in all.iter().enumerate() {
+        eventually(
+            &format!("host {} no longer serves hello", i + 1),
+            || async { host.get("hello", "/").await.0 == 404 },
+        )
+        .await;
+    }
+    // A revoked token stops working on every host.
+    all[3].cli_ok(ADMIN_TOKEN, &["tenants", "revoke-token", "globex"]);
+    for host in &all {
+        eventually("the revoked token is refused", || async {
+            !host.cli(&globex, &["whoami"]).status.success()
+        })
+        .await;
+    }
+    assert_eq!(all[0].get("other", "/env/VERSION").await, (200, "2".into()));
+}
