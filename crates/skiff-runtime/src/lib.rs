@@ -47,7 +47,7 @@ pub use config::{
 };
 pub use error::{InvokeError, LoadError, LoadErrorKind, OverloadScope};
 pub use invoke::{RequestInfo, ResponseBody};
-pub use load::{LoadOptions, LoadStats, LoadedApp, LoadedComponent};
+pub use load::{LoadOptions, LoadStats, LoadedApp, LoadedComponent, SharedStore};
 pub use metrics::{ComponentMetrics, MetricsScope, RuntimeMetrics};
 pub use reuse::SharedPermits;
 pub use runtime::Runtime;

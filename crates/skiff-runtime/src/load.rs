@@ -117,6 +117,20 @@ pub struct LoadOptions {
     /// gets its writable folders read-only. A host sets it while the app's tenant is over its
     /// disk quota (and reloads the app when it changes).
     pub writes_refused: Option<Arc<AtomicBool>>,
+    /// Keep the stores the operator's runtime config does not place in this Redis instead of
+    /// the embedded database: a cluster's hosts share them so.
+    pub shared_store: Option<SharedStore>,
+}
+
+/// Where a cluster keeps its apps' default key-value stores: one Redis, each store in the
+/// namespace `OWNER/APP/LABEL`, so that an app name deleted by one tenant and taken by another
+/// never finds the first one's data.
+#[derive(Debug, Clone)]
+pub struct SharedStore {
+    /// `redis://…` or `rediss://…`.
+    pub redis_url: String,
+    /// The app's owner (its tenant).
+    pub owner: String,
 }
 
 /// How components got their code, since the runtime started: what the host's metrics report.
@@ -259,6 +273,7 @@ impl Loader<'_> {
             variables_from_env: self.config.variables_from_env,
             allow_private_outbound: self.config.allow_private_outbound,
             writes_refused: options.writes_refused.as_ref(),
+            shared_store: options.shared_store.as_ref(),
             protected: &protected,
             backends: self.backends,
         };

@@ -116,4 +116,7 @@ pub struct ClusterOptions {
     pub host_id: String,
     /// How often everything is read again, repairing any announcement that was missed.
     pub resync: Duration,
+    /// The Redis that holds apps' key-value stores unless the runtime config places them
+    /// elsewhere (normally the cluster's own), so that every host sees the same data.
+    pub store_url: Option<String>,
 }

@@ -194,6 +194,9 @@ impl ServerArgs {
             state: std::sync::Arc::new(state),
             host_id,
             resync: self.cluster_resync,
+            // Apps' stores are shared through the cluster's Redis too, unless the operator's
+            // runtime config places a label elsewhere.
+            store_url: Some(url.clone()),
         }))
     }
 

@@ -6,11 +6,13 @@
 mod common;
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::host::{ADMIN_TOKEN, Host, http_app};
 use common::redis::Redis;
-use common::{client, fresh_data_dir};
+use common::{client, fresh_data_dir, guest};
 
 /// How long a change may take to reach every host in these tests: far above what it takes
 /// (announcements arrive in milliseconds), for a loaded machine.
@@ -143,4 +145,137 @@ async fn a_change_through_any_host_is_served_by_every_host() {
         .await;
     }
     assert_eq!(all[0].get("other", "/env/VERSION").await, (200, "2".into()));
+}
+
+/// The state guest as app folder, its `default` store granted.
+fn counter_app() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(guest("state-guest"), dir.path().join("state.wasm")).unwrap();
+    std::fs::write(
+        dir.path().join("skiff.toml"),
+        "[app]\nname = \"counter\"\n\n[component.c]\nsource = \"state.wasm\"\nroute = \"/...\"\n\
+         key_value_stores = [\"default\"]\n",
+    )
+    .unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn key_value_stores_are_shared_by_every_host_and_counters_stay_exact() {
+    let redis = Redis::start();
+    let hosts: Vec<Host> = (1..=3).map(|n| cluster_host(&redis, n)).collect();
+    for host in &hosts {
+        eventually("the host is ready", || async { ready(host).await == 200 }).await;
+    }
+    let acme = hosts[0].tenant("acme", &[]);
+    let app = counter_app();
+    hosts[0].deploy_ok(&acme, app.path(), "counter");
+    all_answer(&hosts, "counter", "/kv/get?store=default&key=hits", (404, "missing")).await;
+
+    // 3 hosts × 32 concurrent increments of one key.
+    let mut requests = Vec::new();
+    for host in &hosts {
+        for _ in 0..32 {
+            let url = host.server.url("/kv/incr?store=default&key=hits");
+            requests.push(tokio::spawn(async move {
+                let response = client()
+                    .get(url)
+                    .header("host", "counter.localhost")
+                    .send()
+                    .await
+                    .unwrap();
+                response.status().as_u16()
+            }));
+        }
+    }
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    all_answer(&hosts, "counter", "/kv/get?store=default&key=hits", (200, "96")).await;
+
+    // The name deleted by one tenant and taken by another comes with none of the first one's
+    // data.
+    hosts[1].cli_ok(&acme, &["apps", "delete", "counter"]);
+    let globex = hosts[2].tenant("globex", &[]);
+    eventually("the name is free", || async {
+        hosts[2].deploy(&globex, app.path(), "counter").status.success()
+    })
+    .await;
+    all_answer(&hosts, "counter", "/kv/get?store=default&key=hits", (404, "missing")).await;
+}
+
+#[tokio::test]
+async fn with_redis_down_hosts_serve_refuse_changes_with_503_and_converge_after() {
+    let mut redis = Redis::start_persistent();
+    let hosts: Vec<Host> = (1..=3).map(|n| cluster_host(&redis, n)).collect();
+    for host in &hosts {
+        eventually("the host is ready", || async { ready(host).await == 200 }).await;
+    }
+    let acme = hosts[0].tenant("acme", &[]);
+    hosts[0].deploy_ok(&acme, http_app(1).path(), "hello");
+    all_answer(&hosts, "hello", "/env/VERSION", (200, "1")).await;
+
+    // Load on every host for the whole outage: not one request may fail.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for host in &hosts {
+        let url = host.server.url("/env/VERSION");
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let response = client()
+                    .get(&url)
+                    .header("host", "hello.localhost")
+                    .send()
+                    .await;
+                match response {
+                    Ok(response) if response.status() == 200 => ok += 1,
+                    Ok(response) => failed.push(response.status().to_string()),
+                    Err(err) => failed.push(err.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (ok, failed)
+        }));
+    }
+
+    redis.stop();
+    let outage = Instant::now();
+    // Changes are refused, with the code scripts look for, through every host.
+    for host in &hosts {
+        let out = host.deploy(&acme, http_app(2).path(), "hello");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(err.contains("cannot reach the cluster"), "{err}");
+        let (status, body) = host
+            .api(reqwest::Method::POST, "/v1/apps/hello/rollback", Some(&acme))
+            .await;
+        assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")));
+    }
+    let out = hosts[1].cli(ADMIN_TOKEN, &["tenants", "create", "globex"]);
+    assert!(!out.status.success());
+    // Still ready: the hosts serve what they have.
+    for host in &hosts {
+        assert_eq!(ready(host).await, 200);
+    }
+    let left = Duration::from_secs(10).saturating_sub(outage.elapsed());
+    tokio::time::sleep(left).await;
+    redis.restart();
+
+    // Once Redis is back, a change made through one host reaches all again.
+    eventually("a deploy works again", || async {
+        hosts[1]
+            .deploy(&acme, http_app(2).path(), "hello")
+            .status
+            .success()
+    })
+    .await;
+    all_answer(&hosts, "hello", "/env/VERSION", (200, "2")).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        let (ok, failed) = task.await.unwrap();
+        assert!(failed.is_empty(), "{} failed requests: {failed:?}", failed.len());
+        assert!(ok > 10, "only {ok} requests were made");
+    }
 }

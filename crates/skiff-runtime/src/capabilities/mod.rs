@@ -82,6 +82,8 @@ pub(crate) struct LoadContext<'a> {
     pub allow_private_outbound: bool,
     /// While set, the app may not write (its tenant is over its disk quota).
     pub writes_refused: Option<&'a Arc<AtomicBool>>,
+    /// Where stores the runtime config does not place live, instead of the embedded database.
+    pub shared_store: Option<&'a crate::load::SharedStore>,
     /// What no folder grant may reach: the code cache and the key-value databases.
     pub protected: &'a [std::path::PathBuf],
     /// The key-value backends of the host, opened on first use.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use skiff_http::HttpApp;
 use skiff_manifest::{App, format_size};
-use skiff_runtime::{LoadOptions, MetricsScope};
+use skiff_runtime::{LoadOptions, MetricsScope, SharedStore};
 
 use crate::api::{self, AppInfo, ErrorCode, Quotas, RouteInfo};
 use crate::appfiles;
@@ -225,6 +225,14 @@ impl Platform {
             tenant: tenant.name.as_str().into(),
         });
         options.writes_refused = Some(tenant.over_disk.clone());
+        options.shared_store = self
+            .cluster
+            .as_ref()
+            .and_then(|cluster| cluster.store_url.clone())
+            .map(|redis_url| SharedStore {
+                redis_url,
+                owner: tenant.name.clone(),
+            });
         let runtime = self.runtime.clone();
         let dir = dir.to_path_buf();
         let files = self.files_folder(&tenant.name, &app.name);

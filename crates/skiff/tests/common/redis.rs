@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 pub struct Redis {
     child: std::process::Child,
     pub port: u16,
+    /// With `--appendonly yes` in this folder: what was written survives a restart.
+    persistent: Option<tempfile::TempDir>,
 }
 
 impl Redis {
@@ -20,9 +22,44 @@ impl Redis {
     }
 
     pub fn start_on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+        Self::spawn(port, None)
+    }
+
+    /// A Redis that writes every change to its append-only file before answering, so that
+    /// [`restart`](Self::restart) finds all of it again, as a production Redis would.
+    pub fn start_persistent() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::spawn(port, Some(tempfile::tempdir().unwrap()))
+    }
+
+    /// Kills Redis (as a crash would) and waits for it to be gone.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts Redis again on the same port, with the same files.
+    pub fn restart(&mut self) {
+        self.stop();
+        let restarted = Self::spawn(self.port, self.persistent.take());
+        *self = restarted;
+    }
+
+    fn spawn(port: u16, persistent: Option<tempfile::TempDir>) -> Redis {
+        let mut command = Command::new("redis-server");
+        command.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]);
+        match &persistent {
+            Some(dir) => command
+                .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+                .arg("--dir")
+                .arg(dir.path()),
+            None => command.args(["--save", "", "--appendonly", "no"]),
+        };
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -32,7 +69,11 @@ impl Redis {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Redis { child, port }
+        Redis {
+            child,
+            port,
+            persistent,
+        }
     }
 
     pub fn url(&self) -> String {

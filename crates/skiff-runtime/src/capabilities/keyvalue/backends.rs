@@ -39,9 +39,14 @@ impl Backends {
         let app = load.app;
         let mut stores = Vec::with_capacity(component.key_value_stores.len());
         for label in &component.key_value_stores {
+            let mut namespace = format!("{}/{label}", app.name);
             let key = match load.runtime_config.store(label) {
                 Some(StoreSpec::Redis { url }) => BackendKey::Redis(url.clone()),
                 Some(StoreSpec::Embedded { path: Some(path) }) => BackendKey::File(path.clone()),
+                None if let Some(shared) = load.shared_store => {
+                    namespace = format!("{}/{namespace}", shared.owner);
+                    BackendKey::Redis(shared.redis_url.clone())
+                }
                 Some(StoreSpec::Embedded { path: None }) | None => {
                     let Some(data_dir) = load.data_dir else {
                         return Err(LoadError::new(
@@ -64,7 +69,7 @@ impl Backends {
                     },
                 )
             })?;
-            let mut store = backend.open(&format!("{}/{label}", app.name));
+            let mut store = backend.open(&namespace);
             if let Some(refused) = load.writes_refused {
                 store = Arc::new(WritesGuarded {
                     inner: store,
