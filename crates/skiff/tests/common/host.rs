@@ -34,7 +34,10 @@ impl Host {
     ) -> Host {
         command.env("SKIFF_ADMIN_TOKEN", ADMIN_TOKEN);
         let data = data_dir.to_str().unwrap().to_string();
-        let mut args = vec!["server", "--api-listen", "127.0.0.1:0", "--data", &data];
+        let mut args = vec!["server", "--data", &data];
+        if !extra.contains(&"--api-listen") {
+            args.extend(["--api-listen", "127.0.0.1:0"]);
+        }
         args.extend_from_slice(extra);
         let server = Server::start_with(command, &args);
         let api = server

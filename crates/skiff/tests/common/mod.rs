@@ -126,7 +126,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `skiff ARGS... --listen 127.0.0.1:0` and waits for its "Serving" line.
+    /// Starts `skiff ARGS... --listen 127.0.0.1:0` (unless ARGS has a `--listen`) and waits for
+    /// its "Serving" line.
     pub fn start(args: &[&str]) -> Server {
         Self::start_with(skiff(), args)
     }
@@ -134,7 +135,11 @@ impl Server {
     pub fn start_with(mut command: Command, args: &[&str]) -> Server {
         let mut child = command
             .args(args)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(if args.contains(&"--listen") {
+                &[][..]
+            } else {
+                &["--listen", "127.0.0.1:0"][..]
+            })
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
