@@ -2,9 +2,13 @@
 # Checks the Kubernetes side of skiff (deploy/kubernetes), offline:
 #  1. every kustomization renders with `kubectl kustomize` (Debian 12's kubectl is 1.20, whose
 #     kustomize is old: the files keep within what it takes);
+#     deploy/kubernetes/cluster/example (the shared hosts with the bundled Redis) makes its
+#     Secrets from files that its user creates: it renders from a copy of deploy/ where the
+#     commands its kustomization.yaml lists made them;
 #  2. every rendered object validates against the API schemas of a current Kubernetes version
 #     (PyPI kubernetes-validate, --strict: no field the API does not know), and the objects
-#     agree with each other (scripts/kubernetes_objects.py);
+#     agree with each other, with the images' Dockerfiles and with the docs
+#     (scripts/kubernetes_objects.py): for the pod-per-app files, and for the shared hosts;
 #  3. the node installer script, for real, against fake node roots: containerd 1.x (config
 #     version 2, parsed back by the real containerd), containerd 2.x (version 3), k3s; twice
 #     (once changes, twice changes nothing), then uninstall (byte for byte as before); under
@@ -17,7 +21,7 @@ cd "$(dirname "$0")/.."
 KUBERNETES_VERSION=1.37.0
 KUBERNETES_VALIDATE=1.37.0
 
-for tool in kubectl:kubernetes-client containerd:containerd busybox:busybox python3:python3-venv; do
+for tool in kubectl:kubernetes-client containerd:containerd busybox:busybox python3:python3-venv openssl:openssl; do
   if ! command -v "${tool%%:*}" >/dev/null; then
     echo "check-kubernetes: ${tool%%:*} is not installed (Debian: apt-get install ${tool#*:})" >&2
     exit 1
@@ -64,25 +68,42 @@ if [ "$("$venv/bin/kubernetes-validate" --version 2>/dev/null)" != "$KUBERNETES_
   fi
 fi
 
-# 1. Render. kubectl 1.21 and later warn about `bases`, which kubectl 1.20 needs (it takes
-# folders nowhere else): that one warning is expected, anything else on stderr is shown.
+# 1. Render, from a copy of deploy/. The shared hosts' example makes its Secrets from files
+# (git-ignored, so none is checked in): the copy gets them from the very commands its
+# kustomization.yaml tells its user to run (lines `#   ...`, but `kubectl apply`), in place of
+# any that someone made in this work tree.
+src=$tmp/src
+mkdir -p "$src"
+cp -R deploy "$src/"
+example=$src/deploy/kubernetes/cluster/example
+rm -f "$example/admin-token" "$example/redis-password" "$example/redis-url" "$example/tls.crt" "$example/tls.key"
+commands=$(sed -n 's/^#   //p' "$example/kustomization.yaml" | grep -v '^kubectl ')
+if (cd "$example" && sh -ec "$commands") >"$tmp/example.log" 2>&1; then
+  ok "deploy/kubernetes/cluster/example: the commands in its kustomization.yaml make its Secrets' files"
+else
+  sed 's/^/    | /' "$tmp/example.log"
+  fail "deploy/kubernetes/cluster/example: the commands in its kustomization.yaml make its Secrets' files"
+fi
+
+# kubectl 1.21 and later warn about `bases`, which kubectl 1.20 needs (it takes folders nowhere
+# else), and about `patchesStrategicMerge`, which is what kubectl 1.20 has (no `patches`): those
+# warnings are expected, anything else on stderr is shown.
 mkdir -p "$tmp/rendered"
 renders=()
-while IFS= read -r kustomization; do
-  dir=$(dirname "$kustomization")
+while IFS= read -r dir; do
   # deploy/kubernetes/examples/hello renders to examples-hello.yaml, the top to kubernetes.yaml.
   name=${dir#deploy/kubernetes}
   name=${name#/}
   name=${name:-kubernetes}
   out=$tmp/rendered/${name//\//-}.yaml
-  if kubectl kustomize "$dir" >"$out" 2>"$tmp/kustomize.err"; then
+  if kubectl kustomize "$src/$dir" >"$out" 2>"$tmp/kustomize.err"; then
     ok "kubectl kustomize $dir"
     renders+=("$out")
   else
     fail "kubectl kustomize $dir"
   fi
-  grep -v "'bases' is deprecated" "$tmp/kustomize.err" >&2 || true
-done < <(find deploy/kubernetes -name kustomization.yaml | sort)
+  grep -v -e "'bases' is deprecated" -e "'patchesStrategicMerge' is deprecated" "$tmp/kustomize.err" >&2 || true
+done < <(cd "$src" && find deploy/kubernetes -name kustomization.yaml -exec dirname {} \; | sort)
 
 # 2. Validate, then check what the schemas cannot: that the objects fit together.
 for out in "${renders[@]}"; do
@@ -99,10 +120,15 @@ for out in "${renders[@]}"; do
     ok "$name: valid for Kubernetes $KUBERNETES_VERSION (strict)"
   fi
 done
-if "$venv/bin/python" scripts/kubernetes_objects.py "$tmp/rendered"; then
-  ok "the rendered objects agree with each other, the installer image and the docs"
+if "$venv/bin/python" scripts/kubernetes_objects.py "$tmp/rendered" pods; then
+  ok "pod per app: the rendered objects agree with each other, the installer image and the docs"
 else
-  fail "the rendered objects agree with each other, the installer image and the docs"
+  fail "pod per app: the rendered objects agree with each other, the installer image and the docs"
+fi
+if "$venv/bin/python" scripts/kubernetes_objects.py "$tmp/rendered" cluster; then
+  ok "shared hosts: the rendered objects agree with each other, the server image and the docs"
+else
+  fail "shared hosts: the rendered objects agree with each other, the server image and the docs"
 fi
 
 # 3. The installer script against fake node roots.
