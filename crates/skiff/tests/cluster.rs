@@ -170,7 +170,13 @@ async fn key_value_stores_are_shared_by_every_host_and_counters_stay_exact() {
     let acme = hosts[0].tenant("acme", &[]);
     let app = counter_app();
     hosts[0].deploy_ok(&acme, app.path(), "counter");
-    all_answer(&hosts, "counter", "/kv/get?store=default&key=hits", (404, "missing")).await;
+    all_answer(
+        &hosts,
+        "counter",
+        "/kv/get?store=default&key=hits",
+        (404, "missing"),
+    )
+    .await;
 
     // 3 hosts × 32 concurrent increments of one key.
     let mut requests = Vec::new();
@@ -191,17 +197,32 @@ async fn key_value_stores_are_shared_by_every_host_and_counters_stay_exact() {
     for request in requests {
         assert_eq!(request.await.unwrap(), 200);
     }
-    all_answer(&hosts, "counter", "/kv/get?store=default&key=hits", (200, "96")).await;
+    all_answer(
+        &hosts,
+        "counter",
+        "/kv/get?store=default&key=hits",
+        (200, "96"),
+    )
+    .await;
 
     // The name deleted by one tenant and taken by another comes with none of the first one's
     // data.
     hosts[1].cli_ok(&acme, &["apps", "delete", "counter"]);
     let globex = hosts[2].tenant("globex", &[]);
     eventually("the name is free", || async {
-        hosts[2].deploy(&globex, app.path(), "counter").status.success()
+        hosts[2]
+            .deploy(&globex, app.path(), "counter")
+            .status
+            .success()
     })
     .await;
-    all_answer(&hosts, "counter", "/kv/get?store=default&key=hits", (404, "missing")).await;
+    all_answer(
+        &hosts,
+        "counter",
+        "/kv/get?store=default&key=hits",
+        (404, "missing"),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -249,9 +270,16 @@ async fn with_redis_down_hosts_serve_refuse_changes_with_503_and_converge_after(
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(err.contains("cannot reach the cluster"), "{err}");
         let (status, body) = host
-            .api(reqwest::Method::POST, "/v1/apps/hello/rollback", Some(&acme))
+            .api(
+                reqwest::Method::POST,
+                "/v1/apps/hello/rollback",
+                Some(&acme),
+            )
             .await;
-        assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")));
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (503, Some("unavailable"))
+        );
     }
     let out = hosts[1].cli(ADMIN_TOKEN, &["tenants", "create", "globex"]);
     assert!(!out.status.success());
@@ -275,7 +303,206 @@ async fn with_redis_down_hosts_serve_refuse_changes_with_503_and_converge_after(
     stop.store(true, Ordering::Relaxed);
     for task in load {
         let (ok, failed) = task.await.unwrap();
-        assert!(failed.is_empty(), "{} failed requests: {failed:?}", failed.len());
+        assert!(
+            failed.is_empty(),
+            "{} failed requests: {failed:?}",
+            failed.len()
+        );
         assert!(ok > 10, "only {ok} requests were made");
     }
+}
+
+/// A free port on loopback address `ip`.
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Where one host of the HAProxy test listens: an address of its own (127.0.0.N).
+#[derive(Clone)]
+struct Placement {
+    id: String,
+    ip: String,
+    data: u16,
+    api: u16,
+    data_dir: std::path::PathBuf,
+}
+
+impl Placement {
+    fn new(n: usize) -> Placement {
+        let ip = format!("127.0.0.{}", n + 1);
+        Placement {
+            id: format!("host-{n}"),
+            data: free_port(&ip),
+            api: free_port(&ip),
+            ip,
+            data_dir: fresh_data_dir().join("server"),
+        }
+    }
+
+    fn start(&self, redis: &Redis) -> Host {
+        let (url, listen, api) = (
+            redis.url(),
+            format!("{}:{}", self.ip, self.data),
+            format!("{}:{}", self.ip, self.api),
+        );
+        let args = [
+            "--cluster",
+            &url,
+            "--host-id",
+            &self.id,
+            "--cluster-resync",
+            "1s",
+            "--listen",
+            &listen,
+            "--api-listen",
+            &api,
+            // Long enough for HAProxy's checks (every 200 ms, 2 failures) to see it go.
+            "--drain-delay",
+            "1s",
+        ];
+        Host::start_in(self.data_dir.clone(), &args)
+    }
+}
+
+/// HAProxy in front of the hosts, as a Kubernetes Service and ingress would be: it checks
+/// each host's `/readyz` and retries a request that found a host gone on another.
+struct Haproxy {
+    child: std::process::Child,
+    port: u16,
+    _config: tempfile::TempDir,
+}
+
+impl Haproxy {
+    fn start(hosts: &[Placement]) -> Haproxy {
+        let port = free_port("127.0.0.1");
+        let mut config = format!(
+            "global\n  maxconn 4096\n\
+             defaults\n  mode http\n  timeout connect 1s\n  timeout client 10s\n  \
+             timeout server 10s\n  retries 3\n  option redispatch 1\n  \
+             retry-on conn-failure empty-response response-timeout\n\
+             frontend apps\n  bind 127.0.0.1:{port}\n  default_backend hosts\n\
+             backend hosts\n  balance roundrobin\n  option httpchk GET /readyz\n  \
+             default-server inter 200ms fall 2 rise 2\n"
+        );
+        for host in hosts {
+            config.push_str(&format!(
+                "  server {} {}:{} check port {}\n",
+                host.id, host.ip, host.data, host.api
+            ));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("haproxy.cfg");
+        std::fs::write(&file, config).unwrap();
+        let child = std::process::Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy is needed for this test: apt-get install -y haproxy");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "haproxy did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Haproxy {
+            child,
+            port,
+            _config: dir,
+        }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Clients sending requests through HAProxy until stopped; each returns what it saw.
+fn load_through(
+    proxy: &Haproxy,
+    app: &str,
+    clients: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<(u32, Vec<String>)>> {
+    (0..clients)
+        .map(|_| {
+            let url = format!("http://127.0.0.1:{}/env/VERSION", proxy.port);
+            let (app, stop) = (format!("{app}.localhost"), stop.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    match client().get(&url).header("host", &app).send().await {
+                        Ok(response) if response.status() == 200 => ok += 1,
+                        Ok(response) => failed.push(response.status().to_string()),
+                        Err(err) => failed.push(err.to_string()),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect()
+}
+
+/// Without HAProxy's retries this test sees hundreds of 503s (tried): the retries and the
+/// hosts' readiness are what make it pass.
+#[tokio::test]
+async fn behind_haproxy_a_host_killed_or_stopped_under_load_fails_no_request() {
+    let redis = Redis::start();
+    let places: Vec<Placement> = (1..=3).map(Placement::new).collect();
+    let mut hosts: Vec<Host> = places.iter().map(|place| place.start(&redis)).collect();
+    for host in &hosts {
+        eventually("the host is ready", || async { ready(host).await == 200 }).await;
+    }
+    let proxy = Haproxy::start(&places);
+    let acme = hosts[0].tenant("acme", &[]);
+    hosts[0].deploy_ok(&acme, http_app(1).path(), "hello");
+    all_answer(&hosts, "hello", "/env/VERSION", (200, "1")).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = load_through(&proxy, "hello", 8, &stop);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // kill -9 of one host: requests it had are retried elsewhere, and checks take it out.
+    hosts[1].server.child().kill().unwrap();
+    hosts[1].server.child().wait().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // It comes back (same addresses, same data folder) and catches up with a deploy made
+    // while it was away.
+    hosts[0].deploy_ok(&acme, http_app(2).path(), "hello");
+    hosts[1] = places[1].start(&redis);
+    all_answer(&hosts, "hello", "/env/VERSION", (200, "2")).await;
+
+    // A graceful stop: not ready first, so HAProxy stops sending before the host stops.
+    let pid = hosts[2].server.pid().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = hosts[2].server.child().wait().unwrap();
+    assert!(exited.success(), "{exited:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for task in load {
+        let (n, errors) = task.await.unwrap();
+        ok += n;
+        failed.extend(errors);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        ok as usize + failed.len()
+    );
+    assert!(ok > 100, "only {ok} requests were made");
 }

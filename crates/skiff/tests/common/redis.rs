@@ -54,7 +54,14 @@ impl Redis {
         command.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]);
         match &persistent {
             Some(dir) => command
-                .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+                .args([
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                ])
                 .arg("--dir")
                 .arg(dir.path()),
             None => command.args(["--save", "", "--appendonly", "no"]),
