@@ -302,6 +302,27 @@ pub struct AppInfo {
     pub components: Vec<ComponentInfo>,
     /// Every version kept, newest deployment first.
     pub versions: Vec<VersionInfo>,
+    /// On a cluster: which hosts serve the app as it is now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterInfo>,
+}
+
+/// How far a change to an app has reached the hosts of a cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// The revision of the app's record in the cluster's state: every change makes a new one.
+    pub revision: u64,
+    /// Every live host, by name.
+    pub hosts: Vec<HostInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub host: String,
+    /// The revision of the app the host serves; `None` if it has not applied any.
+    pub revision: Option<u64>,
+    /// Whether it serves the newest revision.
+    pub converged: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

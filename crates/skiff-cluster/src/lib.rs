@@ -297,6 +297,10 @@ impl SharedState for RedisState {
         self.query(redis::cmd("HGETALL").arg(APPS)).await
     }
 
+    async fn app_revision(&self, name: &str) -> Result<Option<u64>, SharedError> {
+        self.query(redis::cmd("HGET").arg(APPS).arg(name)).await
+    }
+
     async fn app(&self, name: &str) -> Result<Option<(u64, Vec<u8>)>, SharedError> {
         // One script would be atomic, but two reads are enough: a record newer than its
         // revision is announced again, and the host reads it once more.

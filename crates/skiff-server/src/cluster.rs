@@ -82,6 +82,8 @@ pub trait SharedState: Send + Sync + 'static {
 
     /// Every app's name and revision.
     async fn app_revisions(&self) -> Result<HashMap<String, u64>, SharedError>;
+    /// One app's revision, `None` if there is no such app.
+    async fn app_revision(&self, name: &str) -> Result<Option<u64>, SharedError>;
     /// One app's revision and record.
     async fn app(&self, name: &str) -> Result<Option<(u64, Vec<u8>)>, SharedError>;
     async fn swap_app(&self, swap: AppSwap<'_>) -> Result<SwapOutcome, SharedError>;

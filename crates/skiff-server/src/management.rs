@@ -562,7 +562,9 @@ async fn inspect_app(
     Path(name): Path<String>,
 ) -> Result<Response, Refusal> {
     let tenant = state.tenant(&headers).await?;
-    Ok(axum::Json(state.platform.inspect(&tenant, &name)?).into_response())
+    let mut info = state.platform.inspect(&tenant, &name)?;
+    info.cluster = state.platform.convergence(&name).await;
+    Ok(axum::Json(info).into_response())
 }
 
 async fn deploy_app(

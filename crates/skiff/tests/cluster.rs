@@ -98,6 +98,15 @@ async fn a_change_through_any_host_is_served_by_every_host() {
     all_answer(&hosts, "hello", "/env/VERSION", (200, "2")).await;
     hosts[2].cli_ok(&acme, &["apps", "rollback", "hello"]);
     all_answer(&hosts, "hello", "/env/VERSION", (200, "1")).await;
+    // Each host reports what it serves: `apps inspect` shows the rollback everywhere.
+    eventually("apps inspect shows every host current", || async {
+        let out = hosts[1].cli_ok(&acme, &["apps", "inspect", "hello"]);
+        out.contains("Hosts (3 of 3 serve revision")
+            && ["host-1", "host-2", "host-3"]
+                .iter()
+                .all(|h| out.contains(h))
+    })
+    .await;
 
     // Another tenant can neither take the name nor see the app, through any host.
     let globex = hosts[1].tenant("globex", &[]);

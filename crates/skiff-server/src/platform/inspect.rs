@@ -82,6 +82,7 @@ impl Platform {
                     source: v.source.clone(),
                 })
                 .collect(),
+            cluster: None,
         })
     }
 }

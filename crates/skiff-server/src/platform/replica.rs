@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{AppEntry, LiveVersion, Platform, SetAside, lock};
-use crate::api::ErrorCode;
+use crate::api::{ClusterInfo, ErrorCode, HostInfo};
 use crate::bundle;
 use crate::cluster::{Change, ClusterOptions, SharedError, SharedState};
 use crate::persist::unique_suffix;
@@ -335,6 +335,37 @@ impl Platform {
         .await
         .map_err(|err| Refusal::internal(format!("fetching a bundle stopped: {err}")))?
         .map_err(|err| Refusal::internal(format!("fetching the bundle `{id}`: {err}")))
+    }
+
+    /// Which hosts serve app `name` as the cluster holds it now; `None` outside a cluster, or
+    /// (logged) while the cluster's state cannot be read.
+    pub async fn convergence(&self, name: &str) -> Option<ClusterInfo> {
+        let shared = self.shared()?;
+        let read = async {
+            let revision = shared.app_revision(name).await?;
+            let hosts = shared.hosts_serving(name).await?;
+            Ok::<_, SharedError>((revision, hosts))
+        };
+        match read.await {
+            Ok((revision, hosts)) => {
+                let revision = revision.unwrap_or(0);
+                Some(ClusterInfo {
+                    revision,
+                    hosts: hosts
+                        .into_iter()
+                        .map(|(host, applied)| HostInfo {
+                            converged: applied == Some(revision),
+                            host,
+                            revision: applied,
+                        })
+                        .collect(),
+                })
+            }
+            Err(err) => {
+                tracing::warn!(app = name, "cannot tell which hosts serve `{name}`: {err}");
+                None
+            }
+        }
     }
 
     /// Tells the cluster which revision of each app this host serves.

@@ -198,6 +198,26 @@ fn format_app_info(info: &AppInfo, now: SystemTime) -> String {
         "  ",
         &[],
     ));
+    if let Some(cluster) = &info.cluster {
+        let serving = cluster.hosts.iter().filter(|h| h.converged).count();
+        out.push_str(&format!(
+            "\nHosts ({serving} of {} serve revision {}):\n",
+            cluster.hosts.len(),
+            cluster.revision
+        ));
+        let rows: Vec<Vec<String>> = cluster
+            .hosts
+            .iter()
+            .map(|h| {
+                vec![
+                    h.host.clone(),
+                    h.revision.map_or_else(|| "-".into(), |r| r.to_string()),
+                    if h.converged { "yes" } else { "not yet" }.into(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["HOST", "REVISION", "CURRENT"], &rows, "  ", &[]));
+    }
     out
 }
 
@@ -301,6 +321,7 @@ mod tests {
                     source: None,
                 },
             ],
+            cluster: None,
         };
         let text = format_app_info(&info, now);
         assert!(text.starts_with("hello\n  tenant:   acme\n"), "{text}");

@@ -170,6 +170,7 @@ mod tests {
             }],
             components: vec![],
             versions: vec![],
+            cluster: None,
         };
         assert_eq!(
             format_deployed(&info, false),
