@@ -21,6 +21,7 @@
 //! | `skiff:c:revision` | counter | the last revision given to any change |
 //! | `skiff:c:host:HOST` | hash, expiring | app name → revision that host serves |
 //! | `skiff:c:hosts` | sorted set | host → when its report expires (ms) |
+//! | `skiff:c:usage:YYYY-MM-DD` | list, expiring | usage lines (JSON) every host wrote out that day |
 //! | `skiff:c:changes` | channel | `tenant NAME` or `app NAME` on every change |
 //!
 //! Availability: connecting does no I/O, so a host starts while Redis is down, serves what it
@@ -47,6 +48,9 @@ const APPS: &str = "skiff:c:apps";
 const REVISION: &str = "skiff:c:revision";
 const HOSTS: &str = "skiff:c:hosts";
 const CHANGES: &str = "skiff:c:changes";
+
+/// How long a day of usage stays in Redis: longer than a usage query may reach back.
+const USAGE_KEPT: Duration = Duration::from_secs(400 * 24 * 60 * 60);
 
 /// Announcements a slow host may have waiting before it reads everything instead.
 const CHANGE_BACKLOG: usize = 1024;
@@ -247,6 +251,10 @@ fn bundle_key(id: &str) -> String {
     format!("skiff:c:bundle:{id}")
 }
 
+fn usage_key(day: &str) -> String {
+    format!("skiff:c:usage:{day}")
+}
+
 fn host_key(host: &str) -> String {
     format!("skiff:c:host:{host}")
 }
@@ -414,6 +422,26 @@ impl SharedState for RedisState {
         let mut serving: Vec<(String, Option<u64>)> = hosts.into_iter().zip(revisions).collect();
         serving.sort();
         Ok(serving)
+    }
+
+    async fn push_usage(&self, day: &str, lines: &[u8]) -> Result<(), SharedError> {
+        let key = usage_key(day);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("RPUSH")
+            .arg(&key)
+            .arg(lines)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(USAGE_KEPT.as_secs())
+            .ignore();
+        self.pipeline::<()>(&pipe).await
+    }
+
+    async fn usage(&self, day: &str) -> Result<Vec<Vec<u8>>, SharedError> {
+        self.query(redis::cmd("LRANGE").arg(usage_key(day)).arg(0).arg(-1))
+            .await
     }
 
     async fn subscribe(&self) -> Result<tokio::sync::mpsc::Receiver<Change>, SharedError> {

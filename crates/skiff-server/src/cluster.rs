@@ -105,6 +105,12 @@ pub trait SharedState: Send + Sync + 'static {
     /// Each live host and the revision of `app` it serves (`None`: it has not applied it).
     async fn hosts_serving(&self, app: &str) -> Result<Vec<(String, Option<u64>)>, SharedError>;
 
+    /// Adds usage one host wrote out (lines of JSON) to the cluster's record of day `day`
+    /// (`YYYY-MM-DD`).
+    async fn push_usage(&self, day: &str, lines: &[u8]) -> Result<(), SharedError>;
+    /// Everything every host wrote out for day `day`.
+    async fn usage(&self, day: &str) -> Result<Vec<Vec<u8>>, SharedError>;
+
     /// Announcements of changes, until the subscription is lost (the receiver then ends; the
     /// host subscribes again and reads everything).
     async fn subscribe(&self) -> Result<tokio::sync::mpsc::Receiver<Change>, SharedError>;

@@ -228,21 +228,32 @@ impl BoundServer {
         // Requests are over (or cut off): every minute of usage still in memory is written,
         // so that a restart loses none of it.
         let platform = self.platform.clone();
-        let _ = tokio::task::spawn_blocking(move || platform.usage().flush(true)).await;
+        if let Ok(written) = tokio::task::spawn_blocking(move || platform.usage().flush(true)).await
+        {
+            self.platform.share_usage(written).await;
+        }
         data.and(api)
     }
 }
 
-/// Writes the minutes of usage that have ended to the data folder now and then.
+/// Writes the minutes of usage that have ended to the data folder now and then. A cluster
+/// host writes out (and shares) the minute still running too, so that a report through any
+/// host lags behind by one period at most, not by a minute: the lines of one minute are
+/// summed.
 async fn write_usage(platform: Arc<Platform>) {
     let period = platform
         .config()
         .usage_flush
         .max(Duration::from_millis(100));
+    let everything = platform.cluster().is_some();
     loop {
         tokio::time::sleep(period).await;
-        let platform = platform.clone();
-        let _ = tokio::task::spawn_blocking(move || platform.usage().flush(false)).await;
+        let flushing = platform.clone();
+        if let Ok(written) =
+            tokio::task::spawn_blocking(move || flushing.usage().flush(everything)).await
+        {
+            platform.share_usage(written).await;
+        }
     }
 }
 

@@ -21,9 +21,9 @@ use crate::api::{
     TenantList, TenantSummary, TokenIssued, UsageReport, WhoAmI, paths,
 };
 use crate::platform::Platform;
+use crate::platform::usage_refusal;
 use crate::refusal::Refusal;
 use crate::tenants::{Tenant, same_secret};
-use crate::usage::ReportError;
 use skiff_manifest::format_size;
 
 /// The OpenAPI document of this API.
@@ -535,15 +535,17 @@ async fn usage(
     let to = time("to", query.to)?.unwrap_or_else(std::time::SystemTime::now);
     let from = time("from", query.from)?
         .unwrap_or_else(|| to - std::time::Duration::from_secs(24 * 60 * 60));
+    if state.platform.cluster().is_some() {
+        return Ok(axum::Json(
+            state.platform.cluster_usage(from, to, tenant).await?,
+        ));
+    }
     let platform = state.platform.clone();
-    tokio::task::spawn_blocking(move || platform.usage().report(from, to, tenant.as_deref()))
+    tokio::task::spawn_blocking(move || platform.usage().report(from, to, tenant.as_deref(), None))
         .await
         .map_err(|err| Refusal::new(ErrorCode::Internal, format!("the query stopped: {err}")))?
         .map(axum::Json)
-        .map_err(|err| match err {
-            ReportError::Range(message) => Refusal::new(ErrorCode::BadRequest, message),
-            ReportError::Read(message) => Refusal::internal(message),
-        })
+        .map_err(usage_refusal)
 }
 
 async fn list_apps(

@@ -331,8 +331,10 @@ impl UsageLedger {
     }
 
     /// Writes out the minutes that have ended, or with `everything` (at shutdown) every
-    /// minute in memory. Blocking: file I/O.
-    pub fn flush(&self, everything: bool) {
+    /// minute in memory. Blocking: file I/O. Returns what it wrote, by day (`YYYY-MM-DD`),
+    /// for a cluster host to share.
+    pub fn flush(&self, everything: bool) -> Vec<(String, String)> {
+        let mut written = Vec::new();
         let _io = self.io.lock().unwrap_or_else(|e| e.into_inner());
         let before = if everything {
             u64::MAX
@@ -363,7 +365,7 @@ impl UsageLedger {
             }
             let path = self.day_file(day);
             match append(&path, text.as_bytes()) {
-                Ok(()) => {}
+                Ok(()) => written.push((day_name(day), text)),
                 Err(Appended::Nothing(err)) => {
                     // Kept in memory, to be tried again at the next flush.
                     tracing::error!("cannot write usage to {}: {err}", path.display());
@@ -377,6 +379,7 @@ impl UsageLedger {
                          be missing from it",
                         path.display()
                     );
+                    written.push((day_name(day), text));
                 }
             }
         }
@@ -391,42 +394,41 @@ impl UsageLedger {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|meter| Arc::strong_count(meter) > 1 || !meter.is_empty());
+        written
     }
 
     fn day_file(&self, day: u64) -> PathBuf {
-        let date = minute_rfc3339(day * MINUTES_PER_DAY);
-        self.dir.join(format!("{}.ndjson", &date[..10]))
+        self.dir.join(format!("{}.ndjson", day_name(day)))
+    }
+
+    /// The days (`YYYY-MM-DD`) a query of `from`..`to` reads.
+    pub fn days(from: SystemTime, to: SystemTime) -> Result<Vec<String>, ReportError> {
+        let (first, end) = query_minutes(from, to)?;
+        Ok((first / MINUTES_PER_DAY..=(end - 1) / MINUTES_PER_DAY)
+            .map(day_name)
+            .collect())
     }
 
     /// What apps used in the minutes that start at or after `from` and before `to`, of one
     /// tenant or all. Blocking: reads the files of the days in range.
+    ///
+    /// On a cluster, `shared` holds what every host wrote out, by day (see [`Self::days`]);
+    /// it is read instead of this host's files, which hold only this host's share.
     pub fn report(
         &self,
         from: SystemTime,
         to: SystemTime,
         tenant: Option<&str>,
+        shared: Option<&HashMap<String, String>>,
     ) -> Result<UsageReport, ReportError> {
-        let first = minute_ceil(from);
-        let end = minute_ceil(to);
-        if end <= first {
-            return Err(ReportError::Range(
-                "no minute starts between `from` and `to`: usage is kept by the minute; ask \
-                 for a wider range"
-                    .into(),
-            ));
-        }
-        if end - first > MAX_QUERY_DAYS * MINUTES_PER_DAY {
-            return Err(ReportError::Range(format!(
-                "the range is longer than {MAX_QUERY_DAYS} days; ask for less at a time"
-            )));
-        }
+        let (first, end) = query_minutes(from, to)?;
         let wanted = |minute: u64, of: &str| {
             (first..end).contains(&minute) && tenant.is_none_or(|tenant| tenant == of)
         };
         let mut apps: BTreeMap<(String, String), UsageFigures> = BTreeMap::new();
         let _io = self.io.lock().unwrap_or_else(|e| e.into_inner());
         for day in first / MINUTES_PER_DAY..=(end - 1) / MINUTES_PER_DAY {
-            read_day(&self.day_file(day), |line| {
+            let add = |line: UsageLine| {
                 let Ok(start) = humantime::parse_rfc3339(&line.minute) else {
                     return;
                 };
@@ -435,8 +437,15 @@ impl UsageLedger {
                         .or_default()
                         .add(&line.usage);
                 }
-            })
-            .map_err(ReportError::Read)?;
+            };
+            match shared {
+                Some(days) => {
+                    let name = day_name(day);
+                    let text = days.get(&name).map_or("", String::as_str);
+                    each_line(text, &format!("the cluster's usage of {name}"), add);
+                }
+                None => read_day(&self.day_file(day), add).map_err(ReportError::Read)?,
+            }
         }
         for meter in self.all_meters() {
             let minutes = meter.minutes.lock().unwrap_or_else(|e| e.into_inner());
@@ -526,9 +535,33 @@ fn append(path: &Path, text: &[u8]) -> Result<(), Appended> {
     file.sync_data().map_err(Appended::Partly)
 }
 
+/// The first minute and the end (exclusive) of a query, checked.
+fn query_minutes(from: SystemTime, to: SystemTime) -> Result<(u64, u64), ReportError> {
+    let first = minute_ceil(from);
+    let end = minute_ceil(to);
+    if end <= first {
+        return Err(ReportError::Range(
+            "no minute starts between `from` and `to`: usage is kept by the minute; ask for a \
+             wider range"
+                .into(),
+        ));
+    }
+    if end - first > MAX_QUERY_DAYS * MINUTES_PER_DAY {
+        return Err(ReportError::Range(format!(
+            "the range is longer than {MAX_QUERY_DAYS} days; ask for less at a time"
+        )));
+    }
+    Ok((first, end))
+}
+
+/// `YYYY-MM-DD` of day number `day` since the epoch.
+fn day_name(day: u64) -> String {
+    minute_rfc3339(day * MINUTES_PER_DAY)[..10].to_string()
+}
+
 /// Calls `each` with every line of a usage file; a missing file has none. Lines that do not
 /// parse (one cut short by a crash) are skipped.
-fn read_day(path: &Path, mut each: impl FnMut(UsageLine)) -> Result<(), PersistError> {
+fn read_day(path: &Path, each: impl FnMut(UsageLine)) -> Result<(), PersistError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -539,13 +572,18 @@ fn read_day(path: &Path, mut each: impl FnMut(UsageLine)) -> Result<(), PersistE
             });
         }
     };
+    each_line(&text, &path.display().to_string(), each);
+    Ok(())
+}
+
+/// Calls `each` with every line of usage in `text` (from `source`), skipping damaged ones.
+fn each_line(text: &str, source: &str, mut each: impl FnMut(UsageLine)) {
     for line in text.lines().filter(|line| !line.trim().is_empty()) {
         match serde_json::from_str(line) {
             Ok(line) => each(line),
-            Err(err) => tracing::warn!("{}: skipping a damaged line: {err}", path.display()),
+            Err(err) => tracing::warn!("{source}: skipping a damaged line: {err}"),
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -578,7 +616,9 @@ mod tests {
             ledger.sink("other", "site").send(&usage(1, 1, 1));
             sink.send(&usage(200, 1 << 20, 10));
             sink.send(&usage(300, 1 << 20, 5));
-            let report = ledger.report(now - day, now + day, Some("acme")).unwrap();
+            let report = ledger
+                .report(now - day, now + day, Some("acme"), None)
+                .unwrap();
             assert_eq!(report.apps.len(), 1);
             let figures = report.apps[0].usage;
             assert_eq!(figures.requests, 2);
@@ -588,18 +628,20 @@ mod tests {
             assert!((figures.memory_byte_seconds - 0.5 * f64::from(1 << 20)).abs() < 1e-3);
             ledger.flush(true);
             // Flushed: the same answer, now from the file.
-            let again = ledger.report(now - day, now + day, Some("acme")).unwrap();
+            let again = ledger
+                .report(now - day, now + day, Some("acme"), None)
+                .unwrap();
             assert_eq!(again.apps[0].usage, figures);
             // A request after the flush adds to it.
             sink.send(&usage(100, 0, 1));
-            let more = ledger.report(now - day, now + day, None).unwrap();
+            let more = ledger.report(now - day, now + day, None, None).unwrap();
             assert_eq!(more.apps.len(), 2);
             assert_eq!(more.tenants[0].tenant, "acme");
             assert_eq!(more.tenants[0].usage.requests, 3);
             ledger.flush(true);
         }
         let ledger = ledger(dir.path());
-        let report = ledger.report(now - day, now + day, None).unwrap();
+        let report = ledger.report(now - day, now + day, None, None).unwrap();
         let requests: Vec<(String, u64)> = report
             .tenants
             .iter()
@@ -607,7 +649,7 @@ mod tests {
             .collect();
         assert_eq!(requests, [("acme".into(), 3), ("other".into(), 1)]);
         // Outside the range: nothing.
-        let before = ledger.report(now - 2 * day, now - day, None).unwrap();
+        let before = ledger.report(now - 2 * day, now - day, None, None).unwrap();
         assert!(before.apps.is_empty());
     }
 
@@ -621,7 +663,7 @@ mod tests {
         ledger.sink("acme", "web").send(&usage(1, 0, 0));
         ledger.flush(true);
         let hour = Duration::from_secs(3600);
-        let report = ledger.report(now - hour, now + hour, None).unwrap();
+        let report = ledger.report(now - hour, now + hour, None, None).unwrap();
         assert_eq!(report.tenants[0].usage.requests, 1);
     }
 

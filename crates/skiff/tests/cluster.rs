@@ -31,6 +31,8 @@ fn cluster_host(redis: &Redis, n: usize) -> Host {
             &id,
             "--cluster-resync",
             "1s",
+            "--usage-flush",
+            "200ms",
         ],
     )
 }
@@ -212,6 +214,45 @@ async fn key_value_stores_are_shared_by_every_host_and_counters_stay_exact() {
         "/kv/get?store=default&key=hits",
         (200, "96"),
     )
+    .await;
+
+    // Each host counts what it served (its metrics carry its name); the usage any host reports
+    // is the sum over all of them.
+    let mut served = 0;
+    for (i, host) in hosts.iter().enumerate() {
+        let metrics = host.scrape(ADMIN_TOKEN, "/metrics").await;
+        let line = metrics
+            .lines()
+            .find(|line| {
+                line.starts_with("skiff_usage_requests_total{")
+                    && line.contains("app=\"counter\"")
+                    && line.contains(&format!("host=\"host-{}\"", i + 1))
+            })
+            .unwrap_or_else(|| panic!("no request counter of host-{}: {metrics}", i + 1));
+        let count: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(count >= 32, "{line}");
+        served += count;
+    }
+    eventually("the cluster's usage sums every host's", || async {
+        let (status, report) = hosts[2]
+            .api(
+                reqwest::Method::GET,
+                "/v1/usage?tenant=acme",
+                Some(ADMIN_TOKEN),
+            )
+            .await;
+        assert_eq!(status, 200, "{report}");
+        let rows = report["apps"].as_array().unwrap();
+        let counted = rows
+            .iter()
+            .find(|row| row["app"] == "counter")
+            .map_or(0, |row| row["requests"].as_u64().unwrap());
+        assert!(
+            counted <= served,
+            "usage counted {counted} of {served} requests"
+        );
+        counted == served
+    })
     .await;
 
     // The name deleted by one tenant and taken by another comes with none of the first one's

@@ -59,8 +59,15 @@ impl CodeMetrics {
 }
 
 impl PlatformMetrics {
-    pub(super) fn new() -> Self {
-        let mut registry = Registry::default();
+    /// The metrics of a host; on a cluster, `host` names it, and every series carries it as
+    /// the label `host`, so that series of several hosts add up without clashing.
+    pub(super) fn new(host: Option<&str>) -> Self {
+        let mut registry = match host {
+            Some(host) => {
+                Registry::with_labels(std::iter::once(("host".into(), host.to_string().into())))
+            }
+            None => Registry::default(),
+        };
         let http = HttpMetrics::register(&mut registry);
         let runtime = RuntimeMetrics::register(&mut registry);
         let host = registry.sub_registry_with_prefix("skiff");

@@ -57,6 +57,7 @@ mod tenancy;
 
 use metrics::PlatformMetrics;
 pub use pull::RegistryPolicy;
+pub(crate) use replica::usage_refusal;
 
 /// Why the data folder could not be opened; the host does not start.
 #[derive(Debug, thiserror::Error)]
@@ -238,7 +239,9 @@ pub struct Platform {
     deploys: tokio::sync::Semaphore,
     uploads: tokio::sync::Semaphore,
     started: Instant,
-    usage: UsageLedger,
+    usage: Arc<UsageLedger>,
+    /// In a cluster: usage written out here that the cluster's state has not taken yet.
+    usage_unshared: Mutex<Vec<(String, String)>>,
     /// In a cluster: the shared state, which this host's index copies.
     cluster: Option<ClusterOptions>,
     /// Whether the host serves what it should: at once on one host; in a cluster, once it has
@@ -375,7 +378,7 @@ impl Platform {
             .values()
             .map(|entry| (entry.name.clone(), entry.logs.clone()))
             .collect();
-        let metrics = PlatformMetrics::new();
+        let metrics = PlatformMetrics::new(cluster.as_ref().map(|c| c.host_id.as_str()));
         let usage = UsageLedger::open(config.data_dir.join("usage"), metrics.usage.clone())?;
         Ok(Arc::new(Platform {
             runtime,
@@ -392,7 +395,8 @@ impl Platform {
             deploys: tokio::sync::Semaphore::new(MAX_CONCURRENT_DEPLOYS),
             uploads: tokio::sync::Semaphore::new(MAX_CONCURRENT_UPLOADS),
             started: Instant::now(),
-            usage,
+            usage: Arc::new(usage),
+            usage_unshared: Mutex::default(),
             ready: AtomicBool::new(cluster.is_none()),
             cluster,
         }))
@@ -452,6 +456,10 @@ impl Platform {
     /// The usage ledger: what apps used, for billing.
     pub fn usage(&self) -> &UsageLedger {
         &self.usage
+    }
+
+    pub(crate) fn usage_ledger(&self) -> Arc<UsageLedger> {
+        self.usage.clone()
     }
 
     /// The live version number being served, if loaded (for tests and status).

@@ -40,6 +40,14 @@ pub(crate) fn unavailable(err: SharedError) -> Refusal {
     }
 }
 
+/// A usage query that has no answer, as the API says it.
+pub(crate) fn usage_refusal(err: crate::usage::ReportError) -> Refusal {
+    match err {
+        crate::usage::ReportError::Range(message) => Refusal::new(ErrorCode::BadRequest, message),
+        crate::usage::ReportError::Read(message) => Refusal::internal(message),
+    }
+}
+
 impl Platform {
     pub(crate) fn shared(&self) -> Option<&Arc<dyn SharedState>> {
         self.cluster.as_ref().map(|cluster| &cluster.state)
@@ -104,7 +112,7 @@ impl Platform {
             Change::Everything => self.sync_everything().await,
         };
         match result {
-            Ok(()) => self.report().await,
+            Ok(()) => self.report_applied().await,
             Err(err) => tracing::warn!("cannot apply the cluster's change ({change:?}): {err}"),
         }
     }
@@ -118,7 +126,7 @@ impl Platform {
                         "in step with the cluster: ready"
                     );
                 }
-                self.report().await;
+                self.report_applied().await;
             }
             Err(err) => tracing::warn!("cannot read the cluster's state: {err}"),
         }
@@ -368,8 +376,57 @@ impl Platform {
         }
     }
 
+    /// Shares usage this host wrote out (by day) with the cluster, with whatever an earlier
+    /// call could not share; what cannot be shared now waits for the next call.
+    pub async fn share_usage(&self, written: Vec<(String, String)>) {
+        let Some(shared) = self.shared() else {
+            return;
+        };
+        let mut pending = std::mem::take(&mut *lock(&self.usage_unshared));
+        pending.extend(written);
+        let mut left = Vec::new();
+        for (day, text) in pending {
+            if !left.is_empty() {
+                left.push((day, text));
+                continue;
+            }
+            if let Err(err) = shared.push_usage(&day, text.as_bytes()).await {
+                tracing::warn!("cannot share this host's usage with the cluster yet: {err}");
+                left.push((day, text));
+            }
+        }
+        lock(&self.usage_unshared).extend(left);
+    }
+
+    /// The usage report of the whole cluster: what every host wrote out, and what this one
+    /// holds in memory (other hosts' current minutes follow at their next write).
+    pub async fn cluster_usage(
+        &self,
+        from: std::time::SystemTime,
+        to: std::time::SystemTime,
+        tenant: Option<String>,
+    ) -> Refused<crate::api::UsageReport> {
+        let Some(shared) = self.shared() else {
+            return Err(Refusal::internal("not in a cluster"));
+        };
+        let days = crate::usage::UsageLedger::days(from, to).map_err(usage_refusal)?;
+        let mut texts = HashMap::new();
+        for day in days {
+            let parts = shared.usage(&day).await.map_err(unavailable)?;
+            let text: Vec<u8> = parts.concat();
+            texts.insert(day, String::from_utf8_lossy(&text).into_owned());
+        }
+        let ledger = self.usage_ledger();
+        tokio::task::spawn_blocking(move || {
+            ledger.report(from, to, tenant.as_deref(), Some(&texts))
+        })
+        .await
+        .map_err(|err| Refusal::internal(format!("the query stopped: {err}")))?
+        .map_err(usage_refusal)
+    }
+
     /// Tells the cluster which revision of each app this host serves.
-    async fn report(&self) {
+    async fn report_applied(&self) {
         let Some(cluster) = &self.cluster else {
             return;
         };
