@@ -381,6 +381,9 @@ pub struct LogLine {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<String>,
     pub message: String,
+    /// On a cluster: the host whose guest wrote the line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// `GET /v1/usage`: what apps used over a time range, from per-minute sums. Only apps that

@@ -22,6 +22,7 @@
 //! | `skiff:c:host:HOST` | hash, expiring | app name → revision that host serves |
 //! | `skiff:c:hosts` | sorted set | host → when its report expires (ms) |
 //! | `skiff:c:usage:YYYY-MM-DD` | list, expiring | usage lines (JSON) every host wrote out that day |
+//! | `skiff:c:logs:TENANT:APP` | stream, expiring | the app's newest log lines (JSON) from every host |
 //! | `skiff:c:changes` | channel | `tenant NAME` or `app NAME` on every change |
 //!
 //! Availability: connecting does no I/O, so a host starts while Redis is down, serves what it
@@ -51,6 +52,11 @@ const CHANGES: &str = "skiff:c:changes";
 
 /// How long a day of usage stays in Redis: longer than a usage query may reach back.
 const USAGE_KEPT: Duration = Duration::from_secs(400 * 24 * 60 * 60);
+
+/// Log lines kept per app (about: Redis trims whole blocks of a stream).
+const LOG_LINES_KEPT: usize = 1000;
+/// How long the lines of an app that logs nothing more are kept.
+const LOGS_KEPT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// Announcements a slow host may have waiting before it reads everything instead.
 const CHANGE_BACKLOG: usize = 1024;
@@ -255,6 +261,12 @@ fn usage_key(day: &str) -> String {
     format!("skiff:c:usage:{day}")
 }
 
+fn logs_key(tenant: &str, app: &str) -> String {
+    // By tenant too: lines of an app deleted by one tenant never reach another that takes the
+    // name later, even those shared just after the delete.
+    format!("skiff:c:logs:{tenant}:{app}")
+}
+
 fn host_key(host: &str) -> String {
     format!("skiff:c:host:{host}")
 }
@@ -442,6 +454,72 @@ impl SharedState for RedisState {
     async fn usage(&self, day: &str) -> Result<Vec<Vec<u8>>, SharedError> {
         self.query(redis::cmd("LRANGE").arg(usage_key(day)).arg(0).arg(-1))
             .await
+    }
+
+    async fn append_logs(&self, lines: &[(String, String, Vec<u8>)]) -> Result<(), SharedError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (tenant, app, line) in lines {
+            let key = logs_key(tenant, app);
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(LOG_LINES_KEPT)
+                .arg("*")
+                .arg("line")
+                .arg(line.as_slice())
+                .ignore()
+                .cmd("EXPIRE")
+                .arg(&key)
+                .arg(LOGS_KEPT.as_secs())
+                .ignore();
+        }
+        self.pipeline::<()>(&pipe).await
+    }
+
+    async fn logs(
+        &self,
+        tenant: &str,
+        app: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, SharedError> {
+        let key = logs_key(tenant, app);
+        let entries: Vec<(String, Vec<Vec<u8>>)> = match after {
+            None => {
+                let mut newest: Vec<(String, Vec<Vec<u8>>)> = self
+                    .query(
+                        redis::cmd("XREVRANGE")
+                            .arg(&key)
+                            .arg("+")
+                            .arg("-")
+                            .arg("COUNT")
+                            .arg(count),
+                    )
+                    .await?;
+                newest.reverse();
+                newest
+            }
+            Some(id) => {
+                self.query(
+                    redis::cmd("XRANGE")
+                        .arg(&key)
+                        .arg(format!("({id}"))
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(count),
+                )
+                .await?
+            }
+        };
+        // Each entry's fields are `line`, then the line.
+        Ok(entries
+            .into_iter()
+            .filter_map(|(id, mut fields)| (fields.len() == 2).then(|| (id, fields.remove(1))))
+            .collect())
     }
 
     async fn subscribe(&self) -> Result<tokio::sync::mpsc::Receiver<Change>, SharedError> {

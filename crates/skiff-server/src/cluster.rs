@@ -111,6 +111,19 @@ pub trait SharedState: Send + Sync + 'static {
     /// Everything every host wrote out for day `day`.
     async fn usage(&self, day: &str) -> Result<Vec<Vec<u8>>, SharedError>;
 
+    /// Appends log lines, each `(tenant, app, line as JSON)`, to each app's shared stream,
+    /// which keeps only the newest few thousand.
+    async fn append_logs(&self, lines: &[(String, String, Vec<u8>)]) -> Result<(), SharedError>;
+    /// Lines of `tenant`'s app `app`, each with its id: the newest `count` if `after` is
+    /// `None`, else up to `count` that came after the line `after`; oldest first.
+    async fn logs(
+        &self,
+        tenant: &str,
+        app: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, SharedError>;
+
     /// Announcements of changes, until the subscription is lost (the receiver then ends; the
     /// host subscribes again and reads everything).
     async fn subscribe(&self) -> Result<tokio::sync::mpsc::Receiver<Change>, SharedError>;

@@ -187,6 +187,7 @@ impl BoundServer {
         let disk_watch = tokio::spawn(check_disk_quotas(self.platform.clone()));
         let usage_writer = tokio::spawn(write_usage(self.platform.clone()));
         let replica = tokio::spawn(self.platform.clone().run_replica());
+        let log_sharing = tokio::spawn(self.platform.clone().share_logs());
         let router = management::router(self.platform.clone(), self.admin, stopped.clone());
         let api_stopped = stopped.clone();
         let grace = self.shutdown_grace;
@@ -225,6 +226,7 @@ impl BoundServer {
         disk_watch.abort();
         usage_writer.abort();
         replica.abort();
+        log_sharing.abort();
         // Requests are over (or cut off): every minute of usage still in memory is written,
         // so that a restart loses none of it.
         let platform = self.platform.clone();

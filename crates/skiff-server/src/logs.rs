@@ -22,6 +22,21 @@ const FOLLOW_BUFFER: usize = 256;
 
 pub struct LogHub {
     lines: Mutex<Lines>,
+    /// On a cluster: every line also goes here, to be shared with the other hosts.
+    forward: Option<Forward>,
+}
+
+/// Where a cluster host sends its apps' lines to be shared (with the app's tenant), through a
+/// bounded channel: a guest that logs faster than they can be shared loses lines from the
+/// shared stream, never time on its requests.
+pub type LogForward = tokio::sync::mpsc::Sender<(String, Arc<LogLine>)>;
+/// The other end of a [`LogForward`].
+pub type LogForwarded = tokio::sync::mpsc::Receiver<(String, Arc<LogLine>)>;
+
+struct Forward {
+    tenant: String,
+    host: String,
+    sender: LogForward,
 }
 
 struct Lines {
@@ -35,12 +50,27 @@ struct Lines {
 
 impl LogHub {
     pub fn new() -> Arc<LogHub> {
+        LogHub::with_forward(None)
+    }
+
+    /// A hub of a cluster host: its lines name `host` and are also sent to `sender`, as the
+    /// lines of `tenant`'s app.
+    pub fn forwarding(tenant: &str, host: &str, sender: LogForward) -> Arc<LogHub> {
+        LogHub::with_forward(Some(Forward {
+            tenant: tenant.to_string(),
+            host: host.to_string(),
+            sender,
+        }))
+    }
+
+    fn with_forward(forward: Option<Forward>) -> Arc<LogHub> {
         Arc::new(LogHub {
             lines: Mutex::new(Lines {
                 recent: VecDeque::new(),
                 recent_bytes: 0,
                 live: None,
             }),
+            forward,
         })
     }
 
@@ -60,7 +90,14 @@ impl LogHub {
             stream: output.stream.to_string(),
             level: output.level.map(str::to_string),
             message: output.message.to_string(),
+            host: self.forward.as_ref().map(|f| f.host.clone()),
         });
+        if let Some(forward) = &self.forward {
+            // Full: the line stays in this host's buffer only.
+            let _ = forward
+                .sender
+                .try_send((forward.tenant.clone(), line.clone()));
+        }
         let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         lines.recent_bytes += weight(&line);
         lines.recent.push_back(line.clone());

@@ -1,6 +1,7 @@
 //! The management API over HTTP (axum): authentication and the routes of [`crate::api`]. Every
 //! handler returns `Result<_, Refusal>`; a [`Refusal`] is its own status code and JSON body.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -749,6 +750,9 @@ async fn app_logs(
         )
     })?;
     let hub = state.platform.logs(&tenant, &name)?;
+    if state.platform.cluster().is_some() {
+        return cluster_logs(state, tenant, name, query).await;
+    }
     let (past, receiver) = hub.tail_and_follow(query.tail);
     let past = futures_util::stream::iter(past.into_iter().map(|line| Ok(ndjson(&line))));
     let body = if query.follow {
@@ -770,6 +774,7 @@ async fn app_logs(
                         stream: "skiff".into(),
                         level: Some("warn".into()),
                         message: format!("{missed} lines skipped: this reader fell behind"),
+                        host: None,
                     }),
                     Err(RecvError::Closed) => return None,
                 };
@@ -779,14 +784,86 @@ async fn app_logs(
     } else {
         Body::from_stream(past)
     };
-    Ok((
+    Ok(ndjson_response(body))
+}
+
+fn ndjson_response(body: Body) -> Response {
+    (
         [
             (header::CONTENT_TYPE, "application/x-ndjson"),
             (header::CACHE_CONTROL, "no-store"),
         ],
         body,
     )
-        .into_response())
+        .into_response()
+}
+
+/// How often a follower on a cluster looks for new lines.
+const CLUSTER_LOG_POLL: Duration = Duration::from_millis(250);
+
+/// On a cluster: the app's lines from every host, from the cluster's shared stream. A follower
+/// polls it: a blocking read would hold a Redis connection for each follower.
+async fn cluster_logs(
+    state: ApiState,
+    tenant: Arc<Tenant>,
+    name: String,
+    query: LogsQuery,
+) -> Result<Response, Refusal> {
+    let newest = state
+        .platform
+        .shared_logs(&tenant.name, &name, None, query.tail.max(1))
+        .await?;
+    // Following goes on after the newest line, shown or not.
+    let cursor = newest
+        .last()
+        .map_or_else(|| "0-0".to_string(), |(id, _)| id.clone());
+    let skip = newest.len().saturating_sub(query.tail);
+    let past = futures_util::stream::iter(
+        newest
+            .into_iter()
+            .skip(skip)
+            .map(|(_, line)| Ok::<_, Infallible>(ndjson_bytes(line))),
+    );
+    if !query.follow {
+        return Ok(ndjson_response(Body::from_stream(past)));
+    }
+    let follow = (state, tenant, name, cursor, VecDeque::new());
+    let live = futures_util::stream::unfold(
+        follow,
+        |(state, tenant, name, mut cursor, mut pending)| async move {
+            loop {
+                if let Some(line) = pending.pop_front() {
+                    return Some((Ok(line), (state, tenant, name, cursor, pending)));
+                }
+                let mut stopping = state.stopping.clone();
+                tokio::select! {
+                    _ = stopping.wait_for(|stop| *stop) => return None,
+                    () = tokio::time::sleep(CLUSTER_LOG_POLL) => {}
+                }
+                // The app is gone (deleted through any host): the stream ends.
+                state.platform.logs(&tenant, &name).ok()?;
+                // While Redis cannot be reached, this follower waits for it.
+                if let Ok(lines) = state
+                    .platform
+                    .shared_logs(&tenant.name, &name, Some(&cursor), 256)
+                    .await
+                {
+                    for (id, line) in lines {
+                        cursor = id;
+                        pending.push_back(ndjson_bytes(line));
+                    }
+                }
+            }
+        },
+    );
+    Ok(ndjson_response(Body::from_stream(
+        futures_util::StreamExt::chain(past, live),
+    )))
+}
+
+fn ndjson_bytes(mut line: Vec<u8>) -> Bytes {
+    line.push(b'\n');
+    Bytes::from(line)
 }
 
 fn ndjson(line: &LogLine) -> Bytes {

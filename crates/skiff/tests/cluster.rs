@@ -60,6 +60,20 @@ where
     }
 }
 
+/// Collects the lines `stdout` prints, in the background.
+fn follow_lines(stdout: std::process::ChildStdout) -> Arc<std::sync::Mutex<Vec<String>>> {
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let collected = lines.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            collected.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
 /// Waits until every host answers `expected` for `path` of `app`.
 async fn all_answer(hosts: &[Host], app: &str, path: &str, expected: (u16, &str)) {
     for (i, host) in hosts.iter().enumerate() {
@@ -126,6 +140,39 @@ async fn a_change_through_any_host_is_served_by_every_host() {
     hosts[2].deploy_ok(&globex, v2.path(), "other");
     all_answer(&hosts, "other", "/env/VERSION", (200, "2")).await;
     all_answer(&hosts, "hello", "/env/VERSION", (200, "1")).await;
+
+    // `skiff logs` through any host shows the lines of every host, each naming its host;
+    // a follower through host 1 sees what a request on host 3 logs.
+    for host in &hosts {
+        assert_eq!(host.get("hello", "/log").await.0, 200);
+    }
+    eventually("skiff logs shows every host's lines", || async {
+        let out = hosts[0].cli_ok(&acme, &["logs", "hello"]);
+        ["host-1", "host-2", "host-3"]
+            .iter()
+            .all(|h| out.contains(&format!("{h} web")) && out.contains("hello stdout"))
+    })
+    .await;
+    let mut follower = common::skiff()
+        .args(["logs", "--follow", "hello"])
+        .env("SKIFF_SERVER", &hosts[0].api)
+        .env("SKIFF_TOKEN", &acme)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let followed = follow_lines(follower.stdout.take().unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hosts[2].get("hello", "/log").await.0, 200);
+    eventually("the follower sees host 3's new line", || async {
+        let lines = followed.lock().unwrap().clone();
+        lines.iter().filter(|l| l.contains("host-3 web")).count() >= 4
+    })
+    .await;
+    let _ = follower.kill();
+    let _ = follower.wait();
+    // Another tenant reads no line of it through any host.
+    assert!(!hosts[1].cli(&globex, &["logs", "hello"]).status.success());
 
     // A host that joins later (an empty data folder) serves everything once it is ready.
     let late = cluster_host(&redis, 4);

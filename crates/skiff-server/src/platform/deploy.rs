@@ -133,7 +133,7 @@ impl Platform {
         self.check_disk(tenant, name, dir, &stored, &files).await?;
         seeded.extend(self.seed(&stored, dir, &files).await?);
         // An update keeps the app's log stream, so `skiff logs --follow` goes on across it.
-        let logs = self.log_hub(name);
+        let logs = self.log_hub(name, &tenant.name);
         let app = appfiles::place(&stored, dir, &files);
         let loaded = self.load(app, tenant, &logs, dir).await?;
         Ok((version, (loaded, logs)))
@@ -545,10 +545,15 @@ impl Platform {
 
     /// The log stream of the app named `name`: one per name from its first deploy until it
     /// is deleted, so that concurrent first deploys share it.
-    pub(super) fn log_hub(&self, name: &str) -> Arc<LogHub> {
+    pub(super) fn log_hub(&self, name: &str, tenant: &str) -> Arc<LogHub> {
         let mut hubs = lock(&self.log_hubs);
         hubs.entry(name.to_string())
-            .or_insert_with(LogHub::new)
+            .or_insert_with(|| match (&self.cluster, &self.log_forward) {
+                (Some(cluster), Some(forward)) => {
+                    LogHub::forwarding(tenant, &cluster.host_id, forward.clone())
+                }
+                _ => LogHub::new(),
+            })
             .clone()
     }
 

@@ -39,7 +39,7 @@ use skiff_runtime::Runtime;
 use crate::api::{ErrorCode, Quotas};
 use crate::bundle::BundleLimits;
 use crate::cluster::ClusterOptions;
-use crate::logs::LogHub;
+use crate::logs::{LogForward, LogForwarded, LogHub};
 use crate::persist::{self, PersistError};
 use crate::records::AppRecord;
 use crate::refusal::Refusal;
@@ -132,6 +132,9 @@ const MAX_CONCURRENT_DEPLOYS: usize = 4;
 /// Uploads that may be read at once, each into memory. A tenant has one at a time (see
 /// `Tenant::deploying`), so a slow client of one tenant never blocks the others' deploys.
 const MAX_CONCURRENT_UPLOADS: usize = 16;
+
+/// Log lines a cluster host holds for sharing before it drops new ones.
+const LOG_SHARE_BACKLOG: usize = 4096;
 
 /// The longest manifest report sent back to a deployer. The manifest crate already bounds
 /// what it quotes from a file; this bounds the whole answer, whatever the report holds.
@@ -240,6 +243,10 @@ pub struct Platform {
     uploads: tokio::sync::Semaphore,
     started: Instant,
     usage: Arc<UsageLedger>,
+    /// In a cluster: where apps' log lines go to be shared, and (until the sharing task takes
+    /// it) the other end.
+    log_forward: Option<LogForward>,
+    log_shared: Mutex<Option<LogForwarded>>,
     /// In a cluster: usage written out here that the cluster's state has not taken yet.
     usage_unshared: Mutex<Vec<(String, String)>>,
     /// In a cluster: the shared state, which this host's index copies.
@@ -379,6 +386,13 @@ impl Platform {
             .map(|entry| (entry.name.clone(), entry.logs.clone()))
             .collect();
         let metrics = PlatformMetrics::new(cluster.as_ref().map(|c| c.host_id.as_str()));
+        let (log_forward, log_shared) = match cluster {
+            Some(_) => {
+                let (sender, receiver) = tokio::sync::mpsc::channel(LOG_SHARE_BACKLOG);
+                (Some(sender), Some(receiver))
+            }
+            None => (None, None),
+        };
         let usage = UsageLedger::open(config.data_dir.join("usage"), metrics.usage.clone())?;
         Ok(Arc::new(Platform {
             runtime,
@@ -397,6 +411,8 @@ impl Platform {
             started: Instant::now(),
             usage: Arc::new(usage),
             usage_unshared: Mutex::default(),
+            log_forward,
+            log_shared: Mutex::new(log_shared),
             ready: AtomicBool::new(cluster.is_none()),
             cluster,
         }))

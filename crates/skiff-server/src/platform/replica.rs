@@ -22,6 +22,9 @@ use crate::records::AppRecord;
 use crate::refusal::{Refusal, Refused};
 use crate::tenants::TenantRecord;
 
+/// Log lines shared in one round trip at most.
+const LOG_BATCH: usize = 256;
+
 /// How long to wait before subscribing again after the subscription failed or was lost.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);
 
@@ -252,7 +255,8 @@ impl Platform {
         };
         lock(&self.set_aside).remove(name);
         let Some(entry) = current else {
-            let entry = Arc::new(AppEntry::new(record, tenant, self.log_hub(name)));
+            let logs = self.log_hub(name, &tenant.name);
+            let entry = Arc::new(AppEntry::new(record, tenant, logs));
             entry.revision.store(revision, Ordering::Relaxed);
             let _changes = lock(&self.changes);
             let mut index = HashMap::clone(&self.apps.load());
@@ -423,6 +427,61 @@ impl Platform {
         .await
         .map_err(|err| Refusal::internal(format!("the query stopped: {err}")))?
         .map_err(usage_refusal)
+    }
+
+    /// Shares this host's apps' log lines with the cluster, in batches, until the task is
+    /// dropped. Lines that cannot be shared (Redis is down) are dropped from the shared
+    /// stream; this host's own buffer keeps them.
+    pub async fn share_logs(self: Arc<Self>) {
+        let Some(shared) = self.shared().cloned() else {
+            return;
+        };
+        let Some(mut receiver) = lock(&self.log_shared).take() else {
+            return;
+        };
+        let mut failing = false;
+        while let Some(first) = receiver.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < LOG_BATCH {
+                match receiver.try_recv() {
+                    Ok(line) => batch.push(line),
+                    Err(_) => break,
+                }
+            }
+            let lines: Vec<(String, String, Vec<u8>)> = batch
+                .into_iter()
+                .filter_map(|(tenant, line)| {
+                    let json = serde_json::to_vec(&*line).ok()?;
+                    Some((tenant, line.app.clone(), json))
+                })
+                .collect();
+            match shared.append_logs(&lines).await {
+                Ok(()) => failing = false,
+                Err(err) if !failing => {
+                    failing = true;
+                    tracing::warn!("cannot share log lines with the cluster: {err}");
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Lines of `tenant`'s app `name` from every host, each with its id (see
+    /// [`SharedState::logs`]).
+    pub async fn shared_logs(
+        &self,
+        tenant: &str,
+        name: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> Refused<Vec<(String, Vec<u8>)>> {
+        let Some(shared) = self.shared() else {
+            return Err(Refusal::internal("not in a cluster"));
+        };
+        shared
+            .logs(tenant, name, after, count)
+            .await
+            .map_err(unavailable)
     }
 
     /// Tells the cluster which revision of each app this host serves.

@@ -75,7 +75,7 @@ impl Platform {
         let mut index = HashMap::clone(&self.apps.load());
         for app in &names {
             if let Some(SetAside::Orphan(record)) = set_aside.remove(app) {
-                let entry = AppEntry::new(record, tenant.clone(), self.log_hub(app));
+                let entry = AppEntry::new(record, tenant.clone(), self.log_hub(app, name));
                 index.insert(app.clone(), Arc::new(entry));
             }
         }

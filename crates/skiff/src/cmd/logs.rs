@@ -82,8 +82,14 @@ fn format_log_line(log: &LogLine) -> String {
     } else {
         format!(" {} [request {}]", log.component, log.request_id)
     };
+    // On a cluster, the host whose guest wrote it.
+    let host = log
+        .host
+        .as_deref()
+        .map(|host| format!(" {host}"))
+        .unwrap_or_default();
     format!(
-        "{}{source} {}{level}: {}",
+        "{}{host}{source} {}{level}: {}",
         log.time,
         log.stream,
         log.message.trim_end_matches(['\n', '\r'])
@@ -105,6 +111,7 @@ mod tests {
             stream: "stdout".into(),
             level: None,
             message: "hi\n".into(),
+            host: None,
         };
         assert_eq!(
             format_log_line(&line),
@@ -124,6 +131,11 @@ mod tests {
         assert_eq!(
             format_log_line(&line),
             "2025-06-01T10:00:00.123Z skiff warn: 3 lines skipped"
+        );
+        line.host = Some("host-2".into());
+        assert_eq!(
+            format_log_line(&line),
+            "2025-06-01T10:00:00.123Z host-2 skiff warn: 3 lines skipped"
         );
     }
 }
