@@ -30,6 +30,10 @@ pub(crate) struct VersionRecord {
     /// The folder under `bundles/`.
     pub bundle: String,
     pub code_bytes: u64,
+    /// Disk the unpacked bundle takes, measured at deploy: on a cluster, a host counts the
+    /// tenant's versions that it has not fetched by this (0 in records written before).
+    #[serde(default)]
+    pub bundle_bytes: u64,
     pub routes: Vec<RouteInfo>,
     pub components: Vec<ComponentInfo>,
     /// The app as validated when this version was deployed (tenant's ceilings applied), with
@@ -158,6 +162,7 @@ mod tests {
             deployed_at: String::new(),
             bundle: format!("b{n}"),
             code_bytes: 0,
+            bundle_bytes: 0,
             routes: Vec::new(),
             components: Vec::new(),
             app: None,

@@ -107,12 +107,17 @@ impl Platform {
         self.check_deploy(tenant, name, code_bytes)?;
         let stored = appfiles::to_stored(&app, dir)
             .map_err(|e| Refusal::new(ErrorCode::InvalidBundle, e.to_string()))?;
+        let unpacked = dir.to_path_buf();
+        let bundle_bytes = tokio::task::spawn_blocking(move || appfiles::disk_usage(&unpacked))
+            .await
+            .map_err(|err| Refusal::internal(format!("measuring the bundle stopped: {err}")))?;
         let version = VersionRecord {
             version: 0, // numbered when committed
             app_version: app.version.clone(),
             deployed_at: String::new(),
             bundle: bundle_id.to_string(),
             code_bytes,
+            bundle_bytes,
             routes: app
                 .routes
                 .iter()
@@ -325,7 +330,9 @@ impl Platform {
     ) -> Refused<()> {
         let bundles_root = self.config.data_dir.join("bundles");
         let keep = self.config.keep_versions;
-        let mut bundles = vec![dir.to_path_buf()];
+        // Each with the size recorded at its deploy, which counts for a bundle this host has
+        // not fetched (on a cluster, versions deployed and loaded elsewhere).
+        let mut bundles = vec![(dir.to_path_buf(), 0)];
         for entry in self.apps.load().values() {
             if entry.tenant.name != tenant.name {
                 continue;
@@ -337,7 +344,7 @@ impl Platform {
             } else {
                 Box::new(record.versions.iter())
             };
-            bundles.extend(kept.map(|v| bundles_root.join(&v.bundle)));
+            bundles.extend(kept.map(|v| (bundles_root.join(&v.bundle), v.bundle_bytes)));
         }
         let seeds: Vec<PathBuf> = stored
             .components
@@ -348,7 +355,13 @@ impl Platform {
             .collect();
         let tenant_dir = self.tenant_dir(&tenant.name);
         let (code, data, kv) = tokio::task::spawn_blocking(move || {
-            let code = appfiles::total_disk_usage(&bundles);
+            let code = bundles
+                .iter()
+                .map(|(path, recorded)| match path.is_dir() {
+                    true => appfiles::disk_usage(path),
+                    false => *recorded,
+                })
+                .fold(0u64, u64::saturating_add);
             let data = appfiles::disk_usage(&tenant_dir.join("apps"))
                 .saturating_add(appfiles::total_disk_usage(&seeds));
             (code, data, appfiles::disk_usage(&tenant_dir.join("kv")))

@@ -22,6 +22,9 @@ use crate::records::AppRecord;
 use crate::refusal::{Refusal, Refused};
 use crate::tenants::TenantRecord;
 
+/// Log lines a host shares with the cluster in one second at most.
+const SHARED_LOG_LINES_PER_SECOND: usize = 2000;
+
 /// Log lines shared in one round trip at most.
 const LOG_BATCH: usize = 256;
 
@@ -440,6 +443,10 @@ impl Platform {
             return;
         };
         let mut failing = false;
+        // One second's budget of lines: a tenant that logs without end must not take the
+        // shared Redis from everyone else.
+        let (mut second, mut budget) = (std::time::Instant::now(), SHARED_LOG_LINES_PER_SECOND);
+        let mut dropped = 0u64;
         while let Some(first) = receiver.recv().await {
             let mut batch = vec![first];
             while batch.len() < LOG_BATCH {
@@ -447,6 +454,24 @@ impl Platform {
                     Ok(line) => batch.push(line),
                     Err(_) => break,
                 }
+            }
+            if second.elapsed() >= Duration::from_secs(1) {
+                if dropped > 0 {
+                    tracing::warn!(
+                        "{dropped} log line(s) were not shared with the cluster: more than \
+                         {SHARED_LOG_LINES_PER_SECOND} a second (each host's own buffer has them)"
+                    );
+                }
+                (second, budget, dropped) =
+                    (std::time::Instant::now(), SHARED_LOG_LINES_PER_SECOND, 0);
+            }
+            if batch.len() > budget {
+                dropped += (batch.len() - budget) as u64;
+                batch.truncate(budget);
+            }
+            budget -= batch.len();
+            if batch.is_empty() {
+                continue;
             }
             let lines: Vec<(String, String, Vec<u8>)> = batch
                 .into_iter()
