@@ -20,6 +20,7 @@ use crate::refusal::{Refusal, Refused};
 use crate::tenants::Tenant;
 
 use super::inspect::component_info;
+use super::replica::unavailable;
 use super::{AppEntry, MAX_REPORT_BYTES, Platform, SetAside, lock, no_tenant};
 use crate::persist::unique_suffix;
 
@@ -38,8 +39,13 @@ impl Platform {
     ) -> Refused<(AppInfo, bool)> {
         api::check_name("app", name)?;
         let _app = self.app_locks.lock(name).await;
-        // Refuse early what would be refused at the end anyway, before the expensive part.
+        // Refuse early what would be refused at the end anyway, before the expensive part:
+        // on a cluster, that includes a Redis that cannot be reached.
         self.check_deploy(tenant, name, 0)?;
+        self.check_in_step()?;
+        if let Some(shared) = self.shared() {
+            shared.app_revision(name).await.map_err(unavailable)?;
+        }
 
         let bundle_id = format!("{name}-{}", unique_suffix());
         let dir = self.config.data_dir.join("bundles").join(&bundle_id);
@@ -447,6 +453,7 @@ impl Platform {
     /// Makes the version before the live one live again.
     pub async fn rollback(&self, tenant: &Tenant, name: &str) -> Refused<AppInfo> {
         if let Some(shared) = self.shared() {
+            self.check_in_step()?;
             return self.rollback_shared(shared, tenant, name).await;
         }
         let _app = self.app_locks.lock(name).await;
@@ -484,6 +491,7 @@ impl Platform {
     /// finds it.
     pub async fn delete(&self, tenant: &Tenant, name: &str) -> Refused<()> {
         if let Some(shared) = self.shared() {
+            self.check_in_step()?;
             return self.delete_shared(shared, tenant, name).await;
         }
         let _app = self.app_locks.lock(name).await;

@@ -254,6 +254,8 @@ pub struct Platform {
     /// Whether the host serves what it should: at once on one host; in a cluster, once it has
     /// read the cluster's tenants and apps. Off again when shutdown starts.
     ready: AtomicBool,
+    /// In a cluster: whether the host has read the cluster's state once.
+    in_step: AtomicBool,
 }
 
 impl Platform {
@@ -414,6 +416,7 @@ impl Platform {
             log_forward,
             log_shared: Mutex::new(log_shared),
             ready: AtomicBool::new(cluster.is_none()),
+            in_step: AtomicBool::new(false),
             cluster,
         }))
     }

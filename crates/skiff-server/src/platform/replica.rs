@@ -28,8 +28,10 @@ const SHARED_LOG_LINES_PER_SECOND: usize = 2000;
 /// Log lines shared in one round trip at most.
 const LOG_BATCH: usize = 256;
 
-/// How long to wait before subscribing again after the subscription failed or was lost.
-const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);
+/// How long to wait before subscribing again after the subscription failed or was lost; it
+/// doubles while Redis stays away, up to the most.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(250);
+const MAX_RESUBSCRIBE_DELAY: Duration = Duration::from_secs(4);
 
 /// The refusal of a change while the shared state cannot be reached.
 pub(crate) fn unavailable(err: SharedError) -> Refusal {
@@ -68,6 +70,19 @@ impl Platform {
         self.ready.load(Ordering::Relaxed)
     }
 
+    /// On a cluster, a host makes changes only once it has read the cluster's state (its
+    /// checks read its copy) and not while it shuts down.
+    pub(crate) fn check_in_step(&self) -> Refused<()> {
+        if self.cluster.is_none() || self.is_ready() {
+            return Ok(());
+        }
+        Err(Refusal::new(
+            ErrorCode::Unavailable,
+            "this host is not ready (it is still reading the cluster's state, or shutting \
+             down); try again shortly, or through another host",
+        ))
+    }
+
     /// Marks the host not ready: shutdown has started.
     pub fn set_not_ready(&self) {
         self.ready.store(false, Ordering::Relaxed);
@@ -83,19 +98,27 @@ impl Platform {
         };
         let mut resync = tokio::time::interval(cluster.resync.max(Duration::from_millis(100)));
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut delay = RESUBSCRIBE_DELAY;
         loop {
             let mut changes = match cluster.state.subscribe().await {
                 Ok(changes) => changes,
                 Err(err) => {
-                    tracing::warn!("cannot subscribe to the cluster's changes: {err}");
+                    if delay == RESUBSCRIBE_DELAY {
+                        tracing::warn!("cannot subscribe to the cluster's changes: {err}");
+                    }
                     // Still read now and then: the host converges even without announcements.
                     tokio::select! {
                         _ = resync.tick() => self.sync_logged().await,
-                        () = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
+                        () = tokio::time::sleep(delay) => {}
                     }
+                    delay = (delay * 2).min(MAX_RESUBSCRIBE_DELAY);
                     continue;
                 }
             };
+            if delay > RESUBSCRIBE_DELAY {
+                tracing::info!("subscribed to the cluster's changes again");
+            }
+            delay = RESUBSCRIBE_DELAY;
             self.sync_logged().await;
             loop {
                 tokio::select! {
@@ -126,7 +149,11 @@ impl Platform {
     async fn sync_logged(&self) {
         match self.sync_everything().await {
             Ok(()) => {
-                if !self.ready.swap(true, Ordering::Relaxed) {
+                if !self.in_step.swap(true, Ordering::Relaxed) {
+                    // Before the host is ready, and so before it takes a deploy (which
+                    // unpacks a bundle no record names yet).
+                    self.remove_unused_bundles().await;
+                    self.ready.store(true, Ordering::Relaxed);
                     tracing::info!(
                         apps = self.apps.load().len(),
                         "in step with the cluster: ready"
@@ -200,6 +227,40 @@ impl Platform {
             self.adopt_orphans(&name);
         }
         Ok(())
+    }
+
+    /// Removes the unpacked bundles no record names (apps deleted or versions pruned while
+    /// this host was away). Once, when the host is first in step.
+    async fn remove_unused_bundles(&self) {
+        let mut used: HashSet<String> = HashSet::new();
+        for entry in self.apps.load().values() {
+            used.extend(entry.record().bundles().map(String::from));
+        }
+        for aside in lock(&self.set_aside).values() {
+            if let SetAside::Orphan(record) = aside {
+                used.extend(record.bundles().map(String::from));
+            }
+        }
+        let root = self.config.data_dir.join("bundles");
+        let removed = tokio::task::spawn_blocking(move || {
+            let mut removed = 0;
+            for dir in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+                let name = dir.file_name().to_string_lossy().into_owned();
+                // `.fetch-*`: a bundle being fetched for a load right now.
+                if name.starts_with('.') || used.contains(&name) {
+                    continue;
+                }
+                if std::fs::remove_dir_all(dir.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+            removed
+        })
+        .await
+        .unwrap_or(0);
+        if removed > 0 {
+            tracing::info!("removed {removed} unpacked bundle(s) no app uses any more");
+        }
     }
 
     /// Reads one app's record and applies it.
