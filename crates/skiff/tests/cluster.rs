@@ -603,3 +603,89 @@ async fn behind_haproxy_a_host_killed_or_stopped_under_load_fails_no_request() {
     );
     assert!(ok > 100, "only {ok} requests were made");
 }
+
+/// Runs `deploys` (host, token, folder, app name) at the same moment; returns whether each
+/// succeeded, and its stderr.
+fn deploy_together(deploys: &[(&Host, &str, &std::path::Path, &str)]) -> Vec<(bool, String)> {
+    let barrier = std::sync::Barrier::new(deploys.len());
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = deploys
+            .iter()
+            .map(|(host, token, folder, name)| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    let out = host.deploy(token, folder, name);
+                    (
+                        out.status.success(),
+                        String::from_utf8_lossy(&out.stderr).into_owned(),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[tokio::test]
+async fn racing_changes_through_different_hosts_never_both_win() {
+    let redis = Redis::start();
+    let hosts: Vec<Host> = (1..=2).map(|n| cluster_host(&redis, n)).collect();
+    for host in &hosts {
+        eventually("the host is ready", || async { ready(host).await == 200 }).await;
+    }
+    let acme = hosts[0].tenant("acme", &[]);
+    let globex = hosts[0].tenant("globex", &["--max-apps", "1"]);
+    let (v1, v2) = (http_app(1), http_app(2));
+
+    // Two versions of one app at once, through two hosts: both land, one after the other.
+    let results = deploy_together(&[
+        (&hosts[0], &acme, v1.path(), "race"),
+        (&hosts[1], &acme, v2.path(), "race"),
+    ]);
+    assert!(results.iter().all(|(ok, _)| *ok), "{results:?}");
+    let info = hosts[1].cli_ok(&acme, &["apps", "inspect", "race"]);
+    assert!(info.contains("Versions"), "{info}");
+    let (_, body) = hosts[0]
+        .api(reqwest::Method::GET, "/v1/apps/race", Some(&acme))
+        .await;
+    let versions: Vec<u64> = body["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [2, 1], "{body}");
+    let live = hosts[0].get("race", "/env/VERSION").await.1;
+    all_answer(&hosts, "race", "/env/VERSION", (200, &live)).await;
+
+    // One new name, two tenants, two hosts: exactly one gets it.
+    let results = deploy_together(&[
+        (&hosts[0], &acme, v1.path(), "contested"),
+        (&hosts[1], &globex, v1.path(), "contested"),
+    ]);
+    assert_eq!(
+        results.iter().filter(|(ok, _)| *ok).count(),
+        1,
+        "{results:?}"
+    );
+    let loser = results.iter().find(|(ok, _)| !ok).unwrap();
+    assert!(loser.1.contains("taken"), "{loser:?}");
+
+    // A tenant allowed one app deploys two new ones through two hosts: one is refused.
+    let results = deploy_together(&[
+        (&hosts[0], &globex, v1.path(), "first"),
+        (&hosts[1], &globex, v2.path(), "second"),
+    ]);
+    let (won, lost): (Vec<_>, Vec<_>) = results.iter().partition(|(ok, _)| *ok);
+    // globex may own `contested` already, in which case both are refused.
+    assert!(won.len() <= 1, "{results:?}");
+    assert!(
+        lost.iter().all(|(_, err)| err.contains("max_apps")),
+        "{results:?}"
+    );
+    let (_, list) = hosts[1]
+        .api(reqwest::Method::GET, "/v1/apps", Some(&globex))
+        .await;
+    assert_eq!(list["apps"].as_array().unwrap().len(), 1, "{list}");
+}
