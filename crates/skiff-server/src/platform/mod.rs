@@ -256,6 +256,8 @@ pub struct Platform {
     ready: AtomicBool,
     /// In a cluster: whether the host has read the cluster's state once.
     in_step: AtomicBool,
+    /// In a cluster: held while the tenants are read and applied.
+    tenant_sync: tokio::sync::Mutex<()>,
 }
 
 impl Platform {
@@ -417,6 +419,7 @@ impl Platform {
             log_shared: Mutex::new(log_shared),
             ready: AtomicBool::new(cluster.is_none()),
             in_step: AtomicBool::new(false),
+            tenant_sync: tokio::sync::Mutex::new(()),
             cluster,
         }))
     }

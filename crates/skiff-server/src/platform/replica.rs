@@ -183,10 +183,12 @@ impl Platform {
                 self.sync_app(name).await?;
             }
         }
+        // Read again before removing: the list above may be older than a deploy applied
+        // since.
         let aside: Vec<String> = lock(&self.set_aside).keys().cloned().collect();
         for name in local.keys().chain(&aside) {
             if !revisions.contains_key(name) {
-                self.apply_app(name, None).await;
+                self.sync_app(name).await?;
             }
         }
         Ok(())
@@ -194,10 +196,13 @@ impl Platform {
 
     /// Reads every tenant and makes this host's tenants the same. Apps of a tenant that is gone
     /// stop being served (kept aside); those of a tenant that is new are served.
+    ///
+    /// One at a time, read included, so that an older read never undoes a newer one.
     pub(crate) async fn sync_tenants(&self) -> Result<(), SharedError> {
         let Some(shared) = self.shared() else {
             return Ok(());
         };
+        let _syncing = self.tenant_sync.lock().await;
         let mut records = Vec::new();
         for raw in shared.tenants().await? {
             match serde_json::from_slice::<TenantRecord>(&raw) {
@@ -264,10 +269,14 @@ impl Platform {
     }
 
     /// Reads one app's record and applies it.
+    ///
+    /// Under the app's lock, read included: of two syncs of one app, the one that reads later
+    /// applies later, so an older read never undoes a newer one.
     pub(crate) async fn sync_app(&self, name: &str) -> Result<(), SharedError> {
         let Some(shared) = self.shared() else {
             return Ok(());
         };
+        let _app = self.app_locks.lock(name).await;
         match shared.app(name).await? {
             None => self.apply_app(name, None).await,
             Some((revision, raw)) => match serde_json::from_slice::<AppRecord>(&raw) {
@@ -292,9 +301,9 @@ impl Platform {
         lock(&self.set_aside).insert(name.to_string(), SetAside::Damaged);
     }
 
-    /// Makes this host's copy of app `name` the cluster's record (`None`: it is deleted).
+    /// Makes this host's copy of app `name` the cluster's record (`None`: it is deleted). The
+    /// caller holds the app's lock.
     async fn apply_app(&self, name: &str, remote: Option<(u64, AppRecord)>) {
-        let _app = self.app_locks.lock(name).await;
         let current = self.apps.load().get(name).cloned();
         let Some((revision, record)) = remote else {
             lock(&self.set_aside).remove(name);
