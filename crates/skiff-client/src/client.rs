@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use serde::de::DeserializeOwned;
 use skiff_api::{
     AppInfo, AppList, CreateTenant, DeployFrom, QuotaOverrides, TenantCreated, TenantList,
@@ -13,7 +15,7 @@ use skiff_api::{
 };
 
 use crate::logs::LogStream;
-use crate::origin::Role;
+use crate::origin::{CaCert, CaCertFrom, Role};
 use crate::resolve::{Server, Token};
 use crate::{ApiError, ClientConfig, ClientError};
 
@@ -74,26 +76,38 @@ impl Client {
         let (env_token, env_admin) = (env("SKIFF_TOKEN"), env("SKIFF_ADMIN_TOKEN"));
         let given = Token::resolve(role, token, env_token.as_deref(), env_admin.as_deref());
         // Read only when flags and variables leave something open: a broken config file must
-        // not stand in the way of a command that needs nothing from it.
+        // not stand in the way of a command that needs nothing from it. (With both given, it
+        // is still asked for a CA certificate saved with an https:// server, if it reads.)
         let saved = if server.is_none() || given.is_none() {
             ClientConfig::load_default()?
+        } else if server.is_some_and(|s| s.trim_start().starts_with("https://")) {
+            ClientConfig::load_default().ok().flatten()
         } else {
             None
         };
-        let server = Server::resolve(server, saved.as_ref())?;
+        let mut server = Server::resolve(server, saved.as_ref())?;
+        if let Some(path) = env("SKIFF_CA_CERT").filter(|path| !path.trim().is_empty()) {
+            server = server.with_ca_cert(CaCert::new(path, CaCertFrom::Env));
+        }
         let token = given.or_else(|| Token::saved(saved.as_ref()));
         Client::new(server, token, role)
     }
 
-    /// A client of `server` that sends `token` (none: a server in `--insecure-dev` mode).
+    /// A client of `server` that sends `token` (none: a server in `--insecure-dev` mode). An
+    /// `https://` server's certificate must be signed by a public CA (Mozilla's set, built in)
+    /// or by the server's [`CaCert`](crate::CaCert), whose file is read here.
     pub fn new(server: Server, token: Option<Token>, role: Role) -> Result<Client, ClientError> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             // Only the connection gets a deadline: a deploy compiles on the server before it
             // answers, and a followed log is meant to stay open.
             .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("skiff/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(ClientError::HttpClient)?;
+            .user_agent(concat!("skiff/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca_cert) = server.ca_cert() {
+            for certificate in load_ca_cert(ca_cert)? {
+                http = http.add_root_certificate(certificate);
+            }
+        }
+        let http = http.build().map_err(ClientError::HttpClient)?;
         Ok(Client {
             server,
             token,
@@ -303,8 +317,37 @@ impl Client {
     }
 
     fn transport(&self, error: reqwest::Error) -> ClientError {
-        ClientError::transport(self.server.url(), self.server.from(), error)
+        ClientError::transport(
+            self.server.url(),
+            self.server.from(),
+            self.server.ca_cert(),
+            error,
+        )
     }
+}
+
+/// The certificates in `ca`'s file, each checked to be DER inside PEM; at least one.
+fn load_ca_cert(ca: &CaCert) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let problem = |problem: String| ClientError::CaCert {
+        path: ca.path().to_path_buf(),
+        from: ca.from().clone(),
+        problem,
+    };
+    let text = std::fs::read(ca.path()).map_err(|e| problem(format!("cannot be read: {e}")))?;
+    let ders = CertificateDer::pem_slice_iter(&text)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| problem(format!("is not valid PEM ({e})")))?;
+    if ders.is_empty() {
+        return Err(problem(
+            "holds no certificate (no `-----BEGIN CERTIFICATE-----` block)".into(),
+        ));
+    }
+    ders.iter()
+        .map(|der| {
+            reqwest::Certificate::from_der(der)
+                .map_err(|e| problem(format!("holds a certificate that cannot be used ({e})")))
+        })
+        .collect()
 }
 
 /// The path of one app; the name is checked first so that it cannot escape its segment.
@@ -345,5 +388,22 @@ mod tests {
         );
         let err = app_path("../tenants", "").unwrap_err().to_string();
         assert!(err.contains("not a valid app name"), "{err}");
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_a_pem_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        let ca = CaCert::new(&path, CaCertFrom::Flag);
+        let err = load_ca_cert(&ca).unwrap_err().to_string();
+        assert!(err.contains("cannot be read"), "{err}");
+        assert!(err.contains("give --ca-cert the PEM file"), "{err}");
+        std::fs::write(
+            &path,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let err = load_ca_cert(&ca).unwrap_err().to_string();
+        assert!(err.contains("holds no certificate"), "{err}");
     }
 }

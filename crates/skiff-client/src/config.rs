@@ -2,11 +2,13 @@
 //! the client commands work without `--server`/`--token` or variables in every shell.
 //!
 //! It lives at `$SKIFF_CONFIG`, else `$XDG_CONFIG_HOME/skiff/config.toml`, else
-//! `~/.config/skiff/config.toml`, and holds at most two keys:
+//! `~/.config/skiff/config.toml`, and holds at most three keys:
 //!
 //! ```toml
-//! server = "http://127.0.0.1:3001"
+//! server = "https://skiff.example.com:3001"
 //! token = "skf_..."
+//! # `skiff login --ca-cert`: the CA that signed the server's certificate, trusted for it.
+//! ca_cert = "/home/me/skiff-ca.pem"
 //! ```
 //!
 //! A file that does not exist is no error: the commands then need flags or variables.
@@ -17,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use crate::ClientError;
 
-const KEYS: [&str; 2] = ["server", "token"];
+const KEYS: [&str; 3] = ["server", "token", "ca_cert"];
 
 /// The config file's path from the environment, or `None` when neither SKIFF_CONFIG nor a
 /// config folder (XDG_CONFIG_HOME, HOME) is known.
@@ -131,6 +133,11 @@ impl ClientConfig {
         self.get("token")
     }
 
+    /// The CA certificate file saved with the server; a blank one counts as none.
+    pub fn ca_cert(&self) -> Option<&str> {
+        self.get("ca_cert")
+    }
+
     fn get(&self, key: &str) -> Option<&str> {
         self.table
             .get(key)
@@ -139,10 +146,20 @@ impl ClientConfig {
             .filter(|v| !v.is_empty())
     }
 
-    /// Sets both keys, as `skiff login` saves them.
-    pub fn set_login(&mut self, server: &str, token: &str) {
+    /// Sets the server and token, as `skiff login` saves them, and the CA certificate to
+    /// trust for that server (none: any CA saved before is forgotten).
+    pub fn set_login(&mut self, server: &str, token: &str, ca_cert: Option<&Path>) {
         self.table.insert("server".into(), server.into());
         self.table.insert("token".into(), token.into());
+        match ca_cert {
+            Some(path) => {
+                self.table
+                    .insert("ca_cert".into(), path.to_string_lossy().as_ref().into());
+            }
+            None => {
+                self.table.remove("ca_cert");
+            }
+        }
     }
 
     /// Removes the token; false if there was none.
@@ -219,6 +236,8 @@ mod tests {
         let config = parse("server = \"http://h:3001\"\ntoken = \"skf_x\"\n").unwrap();
         assert_eq!(config.server(), Some("http://h:3001"));
         assert_eq!(config.token(), Some("skf_x"));
+        let config = parse("server = \"https://h\"\nca_cert = \"/home/u/ca.pem\"\n").unwrap();
+        assert_eq!(config.ca_cert(), Some("/home/u/ca.pem"));
         let config = parse("token = \"  \"\n").unwrap();
         assert_eq!((config.server(), config.token()), (None, None));
     }
@@ -258,10 +277,15 @@ mod tests {
         assert_eq!(ClientConfig::load(&path).unwrap(), None);
 
         let mut config = ClientConfig::empty(path.clone());
-        config.set_login("http://h:3001", "skf_x");
+        config.set_login("http://h:3001", "skf_x", None);
         config.save().unwrap();
         let mut config = ClientConfig::load(&path).unwrap().unwrap();
         assert_eq!(config.token(), Some("skf_x"));
+        // A login with a CA saves it; one without forgets it.
+        config.set_login("https://h:3001", "skf_x", Some(Path::new("/etc/ca.pem")));
+        assert_eq!(config.ca_cert(), Some("/etc/ca.pem"));
+        config.set_login("http://h:3001", "skf_x", None);
+        assert_eq!(config.ca_cert(), None);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

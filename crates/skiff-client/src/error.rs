@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use reqwest::StatusCode;
 use skiff_api::{ErrorBody, ErrorCode, ErrorDetail, InvalidName};
 
-use crate::origin::{Role, ServerFrom, TokenFrom, token_help};
+use crate::origin::{CaCert, CaCertFrom, Role, ServerFrom, TokenFrom, token_help};
 
 /// Why a call, or reading or writing the login file, failed. The messages are for people: they
 /// say what to do. Where one carries its cause (an I/O or HTTP error), the message includes it,
@@ -32,8 +32,8 @@ pub enum ClientError {
     ConfigNotToml { path: PathBuf, message: String },
 
     #[error(
-        "unknown key `{key}` in the client config file {}; it holds only `server` and `token`: \
-         remove `{key}` or correct its spelling",
+        "unknown key `{key}` in the client config file {}; it holds only `server`, `token` \
+         and `ca_cert`: remove `{key}` or correct its spelling",
         path.display()
     )]
     ConfigUnknownKey { path: PathBuf, key: String },
@@ -42,7 +42,11 @@ pub enum ClientError {
         "`{key}` in the client config file {} must be a string, e.g. {key} = \"{}\"; fix it, or \
          run `skiff login` again",
         path.display(),
-        if key == "server" { "http://127.0.0.1:3001" } else { "skf_..." }
+        match key.as_str() {
+            "server" => "http://127.0.0.1:3001",
+            "ca_cert" => "/path/to/ca.pem",
+            _ => "skf_...",
+        }
     )]
     ConfigNotAString { path: PathBuf, key: String },
 
@@ -70,11 +74,21 @@ pub enum ClientError {
     #[error("cannot set up the HTTP client: {0}")]
     HttpClient(reqwest::Error),
 
+    /// The CA certificate to trust for the server cannot be used; `problem` says why.
+    #[error("{}", ca_cert_problem(path, from, problem))]
+    CaCert {
+        path: PathBuf,
+        from: CaCertFrom,
+        problem: String,
+    },
+
     /// The request got no answer (or its answer broke off).
-    #[error("{}", transport(base, from, error))]
+    #[error("{}", transport(base, from, ca_cert.as_ref(), error))]
     Transport {
         base: String,
         from: ServerFrom,
+        /// The CA certificate trusted for the server besides the built-in ones, if any.
+        ca_cert: Option<CaCert>,
         error: reqwest::Error,
     },
 
@@ -95,11 +109,18 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// A request to the server at `base` (from `from`) that got no answer.
-    pub(crate) fn transport(base: &str, from: &ServerFrom, error: reqwest::Error) -> ClientError {
+    /// A request to the server at `base` (from `from`, trusting `ca_cert` besides the
+    /// built-in CAs) that got no answer.
+    pub(crate) fn transport(
+        base: &str,
+        from: &ServerFrom,
+        ca_cert: Option<&CaCert>,
+        error: reqwest::Error,
+    ) -> ClientError {
         ClientError::Transport {
             base: base.to_string(),
             from: from.clone(),
+            ca_cert: ca_cert.cloned(),
             error,
         }
     }
@@ -118,8 +139,104 @@ fn invalid_server(problem: &str, from: &ServerFrom) -> String {
     }
 }
 
+fn ca_cert_problem(path: &std::path::Path, from: &CaCertFrom, problem: &str) -> String {
+    let fix = match from {
+        CaCertFrom::Flag => "give --ca-cert the PEM file of the CA that signed the server's \
+                             certificate"
+            .to_string(),
+        CaCertFrom::Env => "point SKIFF_CA_CERT at the PEM file of the CA that signed the \
+                            server's certificate, or unset it"
+            .to_string(),
+        CaCertFrom::Saved(config) => format!(
+            "`skiff login --ca-cert` saved it in {} with the server: run `skiff login --ca-cert \
+             FILE` again with the CA's PEM file, or set SKIFF_CA_CERT",
+            config.display()
+        ),
+    };
+    format!(
+        "the CA certificate {} (from {from}) {problem}; {fix}",
+        path.display()
+    )
+}
+
+/// The TLS error at the bottom of `error`, if the connection failed in the handshake. (An
+/// `io::Error` hides the error it wraps from `source()`, and reqwest's is an `io::Error`
+/// around an `io::Error` around rustls's: `get_ref` finds each.)
+fn tls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    if let Some(io) = error.downcast_ref::<std::io::Error>()
+        && let Some(inner) = io.get_ref()
+    {
+        return tls_error(inner);
+    }
+    error.source().and_then(tls_error)
+}
+
+/// What to do about a server certificate the client refused (`tls`).
+fn untrusted_certificate(
+    base: &str,
+    tls: &rustls::Error,
+    ca_cert: Option<&CaCert>,
+) -> Option<String> {
+    use rustls::CertificateError as E;
+    let rustls::Error::InvalidCertificate(problem) = tls else {
+        return None;
+    };
+    let trusted = match ca_cert {
+        Some(ca) => format!(
+            "the public CAs built into skiff and the CA in {} (from {})",
+            ca.path().display(),
+            ca.from()
+        ),
+        None => "the public CAs built into skiff".to_string(),
+    };
+    let fix = match problem {
+        E::NotValidForName | E::NotValidForNameContext { .. } => {
+            "use the server's address under a name (or IP address) its certificate was made \
+             for, or give the server a certificate for this one"
+                .to_string()
+        }
+        E::Expired | E::ExpiredContext { .. } | E::NotValidYet | E::NotValidYetContext { .. } => {
+            "renew the server's certificate (or check this machine's clock)".to_string()
+        }
+        // webpki's error, which rustls carries as text only.
+        E::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => {
+            "the server's own certificate is a CA certificate (basic constraints CA:TRUE); give \
+             the server a certificate with CA:FALSE (`openssl req -x509 ... -addext \
+             basicConstraints=critical,CA:FALSE`), or one that a CA signed"
+                .to_string()
+        }
+        _ => match ca_cert {
+            Some(ca) => format!(
+                "is {} the certificate of the CA that signed the server's certificate? (for a \
+                 self-signed server certificate, it is that certificate itself)",
+                ca.path().display()
+            ),
+            None => "if the server's certificate is signed by a private CA (or self-signed), \
+                     pass that CA's certificate: `skiff login --ca-cert ca.pem` (saved with the \
+                     server for later commands), or set SKIFF_CA_CERT=ca.pem"
+                .to_string(),
+        },
+    };
+    Some(format!(
+        "the skiff server at {base} presented a certificate that is not trusted ({tls}); this \
+         client trusts {trusted}; {fix}"
+    ))
+}
+
 /// Why a request never got an answer, and what to check.
-fn transport(base: &str, from: &ServerFrom, err: &reqwest::Error) -> String {
+fn transport(
+    base: &str,
+    from: &ServerFrom,
+    ca_cert: Option<&CaCert>,
+    err: &reqwest::Error,
+) -> String {
+    if let Some(message) = tls_error(err).and_then(|tls| untrusted_certificate(base, tls, ca_cert))
+    {
+        return message;
+    }
     // reqwest's own text is "error sending request for url (...)"; the cause at the bottom of
     // the chain ("Connection refused", "dns error: ...") is the part that helps.
     let mut cause: &dyn std::error::Error = err;
@@ -327,6 +444,73 @@ mod tests {
             Role::Tenant,
         );
         assert_eq!(text, "at most 1 app");
+    }
+
+    #[test]
+    fn an_untrusted_certificate_says_to_pass_the_ca_and_which_ca_was_tried() {
+        // reqwest's error holds rustls's inside two io::Errors, which `source()` skips.
+        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let nested =
+            std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, tls));
+        let found = tls_error(&nested).unwrap();
+        let base = "https://h:3001";
+        let text = untrusted_certificate(base, found, None).unwrap();
+        assert!(
+            text.starts_with(
+                "the skiff server at https://h:3001 presented a certificate that is not trusted"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("skiff login --ca-cert ca.pem") && text.contains("SKIFF_CA_CERT"),
+            "{text}"
+        );
+        let saved = CaCert::new(
+            "/home/u/ca.pem",
+            CaCertFrom::Saved(PathBuf::from("/home/u/.config/skiff/config.toml")),
+        );
+        let text = untrusted_certificate(base, found, Some(&saved)).unwrap();
+        assert!(
+            text.contains("the CA in /home/u/ca.pem (from /home/u/.config/skiff/config.toml")
+                && text.contains("is /home/u/ca.pem the certificate of the CA"),
+            "{text}"
+        );
+        let wrong_name =
+            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName);
+        let text = untrusted_certificate(base, &wrong_name, None).unwrap();
+        assert!(
+            text.contains("a name (or IP address) its certificate was made for"),
+            "{text}"
+        );
+        assert!(untrusted_certificate(base, &rustls::Error::DecryptError, None).is_none());
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(tls_error(&refused).is_none());
+    }
+
+    #[test]
+    fn an_unusable_ca_file_names_where_it_came_from_and_the_fix() {
+        let text = ClientError::CaCert {
+            path: PathBuf::from("/tmp/ca.pem"),
+            from: CaCertFrom::Env,
+            problem: "holds no certificate".into(),
+        }
+        .to_string();
+        assert!(
+            text.starts_with(
+                "the CA certificate /tmp/ca.pem (from SKIFF_CA_CERT) holds no certificate;"
+            ),
+            "{text}"
+        );
+        let text = ClientError::CaCert {
+            path: PathBuf::from("/tmp/ca.pem"),
+            from: CaCertFrom::Saved(PathBuf::from("/c.toml")),
+            problem: "cannot be read: gone".into(),
+        }
+        .to_string();
+        assert!(
+            text.contains("run `skiff login --ca-cert FILE` again"),
+            "{text}"
+        );
     }
 
     #[test]

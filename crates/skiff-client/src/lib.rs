@@ -31,7 +31,7 @@ pub use client::{Client, Reply, UsageQuery};
 pub use config::{ClientConfig, default_config_path};
 pub use error::{ApiError, ClientError};
 pub use logs::LogStream;
-pub use origin::{DEFAULT_SERVER, Role, ServerFrom, TokenFrom};
+pub use origin::{CaCert, CaCertFrom, DEFAULT_SERVER, Role, ServerFrom, TokenFrom};
 /// The status of a [`Reply`] or an [`ApiError`] (`http`'s, as reqwest and axum use).
 pub use reqwest::StatusCode;
 pub use resolve::{Server, Token};

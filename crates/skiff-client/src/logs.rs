@@ -58,10 +58,13 @@ impl LogStream {
         let reason = match error {
             AnyDelimiterCodecError::Io(io) => {
                 match io.into_inner().map(|e| e.downcast::<reqwest::Error>()) {
-                    Some(Ok(error)) => {
-                        ClientError::transport(self.server.url(), self.server.from(), *error)
-                            .to_string()
-                    }
+                    Some(Ok(error)) => ClientError::transport(
+                        self.server.url(),
+                        self.server.from(),
+                        self.server.ca_cert(),
+                        *error,
+                    )
+                    .to_string(),
                     Some(Err(other)) => other.to_string(),
                     None => "the connection failed".to_string(),
                 }

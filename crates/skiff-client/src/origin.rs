@@ -2,7 +2,7 @@
 //! names when it says what to change.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The management API when neither a flag, a variable nor the config file names one.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:3001";
@@ -54,6 +54,52 @@ pub enum ServerFrom {
     ConfigFile(PathBuf),
     /// [`DEFAULT_SERVER`].
     Default,
+}
+
+/// Where the CA certificate that the client trusts for the server came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaCertFrom {
+    /// `skiff login --ca-cert` (which clap also fills from SKIFF_CA_CERT).
+    Flag,
+    /// The SKIFF_CA_CERT variable.
+    Env,
+    /// The config file `skiff login` wrote, with the server.
+    Saved(PathBuf),
+}
+
+/// A CA certificate file (PEM) to trust for the server, besides the public CAs built in, and
+/// where it was named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaCert {
+    path: PathBuf,
+    from: CaCertFrom,
+}
+
+impl CaCert {
+    pub fn new(path: impl Into<PathBuf>, from: CaCertFrom) -> CaCert {
+        CaCert {
+            path: path.into(),
+            from,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn from(&self) -> &CaCertFrom {
+        &self.from
+    }
+}
+
+impl fmt::Display for CaCertFrom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CaCertFrom::Flag => f.write_str("--ca-cert"),
+            CaCertFrom::Env => f.write_str("SKIFF_CA_CERT"),
+            CaCertFrom::Saved(path) => write!(f, "{} (skiff login)", path.display()),
+        }
+    }
 }
 
 /// What to do about a token the server `refused` (401: unknown), or that is not allowed (403:

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::origin::{DEFAULT_SERVER, Role, ServerFrom, TokenFrom};
+use crate::origin::{CaCert, CaCertFrom, DEFAULT_SERVER, Role, ServerFrom, TokenFrom};
 use crate::{ClientConfig, ClientError};
 
 /// A bearer token and where it came from. Its `Debug` does not show the secret.
@@ -86,30 +86,60 @@ impl Token {
     }
 }
 
-/// A checked server address, without trailing slashes, so that API paths can be appended.
+/// A checked server address, without trailing slashes, so that API paths can be appended;
+/// and the CA certificate to trust for it, if one was given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
     url: String,
     from: ServerFrom,
+    ca_cert: Option<CaCert>,
 }
 
 impl Server {
     /// The management API's address: `given` (`--server`, which clap also fills from
     /// SKIFF_SERVER), else the one `skiff login` saved, else [`DEFAULT_SERVER`]; checked.
+    /// The CA certificate saved with the server (`skiff login --ca-cert`) comes with it when
+    /// the address is the saved one.
     pub fn resolve(
         given: Option<&str>,
         saved: Option<&ClientConfig>,
     ) -> Result<Server, ClientError> {
         let (server, from) = pick_server(given, saved);
-        Server::new(&server, from)
+        let mut server = Server::new(&server, from)?;
+        if let Some(config) = saved
+            && let Some(path) = config.ca_cert()
+            && config.server().and_then(|s| check_url(s).ok()).as_deref() == Some(server.url())
+        {
+            server.ca_cert = Some(CaCert::new(
+                path,
+                CaCertFrom::Saved(config.path().to_path_buf()),
+            ));
+        }
+        Ok(server)
     }
 
     /// Checks `server`, an address from `from`: an error names where to fix it.
     pub fn new(server: &str, from: ServerFrom) -> Result<Server, ClientError> {
         match check_url(server) {
-            Ok(url) => Ok(Server { url, from }),
+            Ok(url) => Ok(Server {
+                url,
+                from,
+                ca_cert: None,
+            }),
             Err(problem) => Err(ClientError::InvalidServer { problem, from }),
         }
+    }
+
+    /// The same server, whose certificate may also be signed by the CA in `ca_cert` (instead
+    /// of any CA saved with it).
+    pub fn with_ca_cert(mut self, ca_cert: CaCert) -> Server {
+        self.ca_cert = Some(ca_cert);
+        self
+    }
+
+    /// The CA certificate trusted for this server besides the public CAs built in.
+    pub fn ca_cert(&self) -> Option<&CaCert> {
+        self.ca_cert.as_ref()
     }
 
     /// The address, e.g. `http://127.0.0.1:3001`.
@@ -334,6 +364,30 @@ mod tests {
             let err = Server::new(bad, ServerFrom::Given).unwrap_err().to_string();
             assert!(err.contains("SKIFF_SERVER"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn the_ca_saved_with_a_server_comes_with_that_server_only() {
+        let config = saved_config(
+            "server = \"https://saved:3001/\"\ntoken = \"t\"\nca_cert = \"/home/u/ca.pem\"\n",
+        );
+        let saved_ca = Some(CaCert::new(
+            "/home/u/ca.pem",
+            CaCertFrom::Saved(PathBuf::from("/home/u/.config/skiff/config.toml")),
+        ));
+        let server = Server::resolve(None, Some(&config)).unwrap();
+        assert_eq!(server.ca_cert(), saved_ca.as_ref());
+        // The same server given again (a trailing slash does not matter) keeps it...
+        let server = Server::resolve(Some("https://saved:3001"), Some(&config)).unwrap();
+        assert_eq!(server.ca_cert(), saved_ca.as_ref());
+        // ...another server does not get it, and one given explicitly wins.
+        let server = Server::resolve(Some("https://other:3001"), Some(&config)).unwrap();
+        assert_eq!(server.ca_cert(), None);
+        let flag = CaCert::new("/tmp/other.pem", CaCertFrom::Flag);
+        let server = Server::resolve(None, Some(&config))
+            .unwrap()
+            .with_ca_cert(flag.clone());
+        assert_eq!(server.ca_cert(), Some(&flag));
     }
 
     #[test]

@@ -155,21 +155,14 @@ pub fn parse_runtime_config(text: &str, path: &Path) -> Result<RuntimeConfigFile
                         "add e.g. `url = \"redis://127.0.0.1:6379\"`".to_string(),
                     ));
                 };
-                if url.get_ref().starts_with("rediss://") {
-                    return Err(src.error(
-                        Some(url.span()),
-                        format!("{field}.url"),
-                        "TLS to Redis (`rediss://`) is not supported yet",
-                        "use `redis://` on a private network, or through a TLS tunnel such as stunnel".to_string(),
-                    ));
-                }
-                if !(url.get_ref().starts_with("redis://")
-                    || url.get_ref().starts_with("redis+unix://"))
+                if !["redis://", "rediss://", "redis+unix://"]
+                    .iter()
+                    .any(|scheme| url.get_ref().starts_with(scheme))
                 {
                     return Err(src.error(
                         Some(url.span()),
                         format!("{field}.url"),
-                        "a Redis URL starts with `redis://` or `redis+unix://`",
+                        "a Redis URL starts with `redis://`, `rediss://` (TLS) or `redis+unix://`",
                         "e.g. `url = \"redis://127.0.0.1:6379\"`".to_string(),
                     ));
                 }
@@ -252,8 +245,7 @@ url = "redis://127.0.0.1:6379"
         assert_eq!(e.location.map(|l| l.line), Some(2));
         let e = parse("[key_value_store.s]\ntype = \"redis\"\nurl = \"http://x\"\n").unwrap_err();
         assert_eq!(e.field, "key_value_store.s.url");
-        let e = parse("[key_value_store.s]\ntype = \"redis\"\nurl = \"rediss://x\"\n").unwrap_err();
-        assert!(e.message.contains("not supported"), "{e}");
+        assert!(parse("[key_value_store.s]\ntype = \"redis\"\nurl = \"rediss://x\"\n").is_ok());
         let e = parse("[variables]\nBad = \"x\"\n").unwrap_err();
         assert_eq!(e.field, "variables.Bad");
         let e = parse("[key_value_store.s]\ntype = \"redis\"\nurll = \"x\"\n").unwrap_err();

@@ -11,6 +11,7 @@
 // The one `unsafe` is `malloc_trim` (see `platform::serving`), allowed there alone.
 
 pub use skiff_api as api;
+mod api_tls;
 mod appfiles;
 pub mod cluster;
 /// Bundles are their own crate so that they can be fuzzed without the whole server.
@@ -34,6 +35,7 @@ use skiff_http::HttpLimits;
 use skiff_runtime::Runtime;
 use tokio::net::TcpListener;
 
+pub use api_tls::{ApiTlsError, ApiTlsFiles};
 pub use management::{AdminAuth, AdminTokenError, MIN_ADMIN_TOKEN};
 pub use platform::{Platform, PlatformConfig, RegistryPolicy};
 pub use refusal::Refusal;
@@ -50,6 +52,8 @@ pub struct ServerOptions {
     pub listen: SocketAddr,
     /// The management API.
     pub api_listen: SocketAddr,
+    /// Serve the management API over HTTPS only, with this certificate and key.
+    pub api_tls: Option<ApiTlsFiles>,
     pub http_limits: HttpLimits,
     /// How long requests and API calls in flight may take to finish once shutdown starts.
     pub shutdown_grace: Duration,
@@ -71,6 +75,7 @@ impl ServerOptions {
         ServerOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
             api_listen: SocketAddr::from(([127, 0, 0, 1], 3001)),
+            api_tls: None,
             http_limits: HttpLimits::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             path_routing: false,
@@ -103,12 +108,16 @@ pub enum StartError {
         what: &'static str,
         addr: SocketAddr,
     },
+    #[error(transparent)]
+    ApiTls(#[from] ApiTlsError),
 }
 
 /// A server whose listeners are bound, ready to serve.
 pub struct BoundServer {
     data: skiff_http::Server<routing::HostRouter>,
     api: TcpListener,
+    /// Set: the management API speaks HTTPS only.
+    api_tls: Option<api_tls::ApiTls>,
     platform: Arc<Platform>,
     admin: AdminAuth,
     shutdown_grace: Duration,
@@ -130,6 +139,9 @@ pub async fn bind(
             }
         }
     }
+    // The certificate is checked before anything is opened: a mistake there is the quickest
+    // to report and to fix.
+    let api_tls = options.api_tls.map(api_tls::ApiTls::load).transpose()?;
     let platform_config = options.platform;
     let guests = runtime.clone();
     let cluster = options.cluster;
@@ -156,6 +168,7 @@ pub async fn bind(
     Ok(BoundServer {
         data,
         api,
+        api_tls,
         platform,
         admin: options.admin,
         shutdown_grace: options.shutdown_grace,
@@ -170,6 +183,16 @@ impl BoundServer {
 
     pub fn api_addr(&self) -> std::io::Result<SocketAddr> {
         self.api.local_addr()
+    }
+
+    /// The management API's URL: `https://ADDR` with TLS, else `http://ADDR`.
+    pub fn api_url(&self) -> std::io::Result<String> {
+        let scheme = if self.api_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        Ok(format!("{scheme}://{}", self.api_addr()?))
     }
 
     pub fn platform(&self) -> &Arc<Platform> {
@@ -192,9 +215,19 @@ impl BoundServer {
         let api_stopped = stopped.clone();
         let grace = self.shutdown_grace;
         let api = async move {
-            let serve = axum::serve(self.api, router)
-                .with_graceful_shutdown(until_stopped(api_stopped.clone()))
-                .into_future();
+            let serve = match self.api_tls {
+                None => futures_util::future::Either::Left(
+                    axum::serve(self.api, router)
+                        .with_graceful_shutdown(until_stopped(api_stopped.clone()))
+                        .into_future(),
+                ),
+                Some(tls) => futures_util::future::Either::Right(api_tls::serve(
+                    self.api,
+                    tls,
+                    router,
+                    until_stopped(api_stopped.clone()),
+                )),
+            };
             // Log followers end when shutdown starts; anything else still open past the grace
             // period is cut, so that shutdown never waits forever.
             let deadline = async {

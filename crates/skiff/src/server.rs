@@ -22,6 +22,25 @@ pub struct ServerArgs {
     /// Address of the management API; keep it on loopback or a private network.
     #[arg(long, default_value = "127.0.0.1:3001")]
     api_listen: SocketAddr,
+    /// Serve the management API over HTTPS only, with this certificate (PEM: the server's
+    /// certificate, then any intermediates). Needs --api-tls-key. The files are read again
+    /// when they change (renewals need no restart).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SKIFF_API_TLS_CERT",
+        requires = "api_tls_key"
+    )]
+    api_tls_cert: Option<PathBuf>,
+    /// The private key of --api-tls-cert (PEM: PKCS#8, PKCS#1 or SEC1; RSA, ECDSA or
+    /// Ed25519), unencrypted.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SKIFF_API_TLS_KEY",
+        requires = "api_tls_cert"
+    )]
+    api_tls_key: Option<PathBuf>,
     /// Folder for apps, tenants, their key-value data and compiled code
     /// [default: the data folder's `server` subfolder].
     #[arg(long = "data", value_name = "DIR")]
@@ -150,6 +169,14 @@ pub async fn run(
     let mut options = ServerOptions::new(admin, platform);
     options.listen = args.listen;
     options.api_listen = args.api_listen;
+    options.api_tls = match (&args.api_tls_cert, &args.api_tls_key) {
+        (Some(cert), Some(key)) => Some(skiff_server::ApiTlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        // clap holds the two flags together.
+        _ => None,
+    };
     options.http_limits = args.http.limits();
     options.shutdown_grace = args.http.shutdown_grace();
     options.path_routing = args.path_routing;
@@ -157,10 +184,10 @@ pub async fn run(
     options.cluster = args.cluster_options()?;
     let server = skiff_server::bind(runtime, options).await?;
     let data = server.data_addr()?;
-    let api = server.api_addr()?;
+    let api = server.api_url()?;
     // Scripts wait for these lines: they are printed only once both sockets listen.
     println!("Serving http://{data}");
-    println!("Management API http://{api}");
+    println!("Management API {api}");
     println!(
         "Apps are served at http://NAME.{}:{}/",
         args.domain.trim_matches('.'),

@@ -2,14 +2,15 @@
 //! server's address in the client config file; forget it again.
 
 use std::io::{IsTerminal, Write as _};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use skiff_client::api::{WhoAmI, paths};
 use skiff_client::{
-    ApiError, Client, ClientConfig, ClientError, Role, Server, StatusCode, Token, TokenFrom,
-    default_config_path,
+    ApiError, CaCert, CaCertFrom, Client, ClientConfig, ClientError, Role, Server, StatusCode,
+    Token, TokenFrom, default_config_path,
 };
 
 use super::finish;
@@ -24,6 +25,11 @@ pub struct LoginArgs {
     /// asked for without echo on a terminal].
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// Trust the CA in this PEM file for an https:// server whose certificate a private CA
+    /// signed (the public CAs stay trusted); saved with the server, so later commands use it
+    /// too [default: the one saved with this server before].
+    #[arg(long, env = "SKIFF_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 pub async fn login(args: LoginArgs) -> Result<ExitCode> {
@@ -43,7 +49,12 @@ async fn run_login(args: LoginArgs) -> Result<()> {
     })?;
     // A broken file is reported before a token is asked for, and never overwritten.
     let mut config = ClientConfig::load(&path)?.unwrap_or_else(|| ClientConfig::empty(path));
-    let server = Server::resolve(args.server.as_deref(), Some(&config))?;
+    let mut server = Server::resolve(args.server.as_deref(), Some(&config))?;
+    if let Some(path) = args.ca_cert.filter(|path| !path.as_os_str().is_empty()) {
+        // Saved as an absolute path: later commands may run in any folder.
+        let path = std::path::absolute(&path).unwrap_or(path);
+        server = server.with_ca_cert(CaCert::new(path, CaCertFrom::Flag));
+    }
     let (value, from) = match args.token {
         Some(value) => (value.trim().to_string(), TokenFrom::Flag),
         None => (read_token_from_stdin().await?, TokenFrom::Stdin),
@@ -57,9 +68,13 @@ async fn run_login(args: LoginArgs) -> Result<()> {
     let client = Client::new(server, Some(Token::new(value.clone(), from)), Role::Any)?;
     let kind = token_kind(&client).await?;
     let base = client.server().url();
-    config.set_login(base, &value);
+    let ca_cert = client.server().ca_cert().map(CaCert::path);
+    config.set_login(base, &value, ca_cert);
     config.save()?;
     println!("logged in to {base} as {kind}");
+    if let Some(path) = ca_cert {
+        println!("trusting the CA in {} for it", path.display());
+    }
     println!("saved the server and token in {}", config.path().display());
     Ok(())
 }
