@@ -37,6 +37,7 @@ pub mod trace;
 mod usage;
 
 pub use cache::{CacheOutcome, CodeCache};
+pub use capabilities::SharedStore;
 pub use capabilities::config::VARIABLE_ENV_PREFIX;
 pub use capabilities::guest_log::{GuestOutput, LogSink};
 pub use capabilities::wasi::{DirGrant, WasiGrant};
@@ -47,7 +48,7 @@ pub use config::{
 };
 pub use error::{InvokeError, LoadError, LoadErrorKind, OverloadScope};
 pub use invoke::{RequestInfo, ResponseBody};
-pub use load::{LoadOptions, LoadStats, LoadedApp, LoadedComponent, SharedStore};
+pub use load::{LoadOptions, LoadStats, LoadedApp, LoadedComponent};
 pub use metrics::{ComponentMetrics, MetricsScope, RuntimeMetrics};
 pub use reuse::SharedPermits;
 pub use runtime::Runtime;

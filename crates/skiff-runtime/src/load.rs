@@ -119,18 +119,7 @@ pub struct LoadOptions {
     pub writes_refused: Option<Arc<AtomicBool>>,
     /// Keep the stores the operator's runtime config does not place in this Redis instead of
     /// the embedded database: a cluster's hosts share them so.
-    pub shared_store: Option<SharedStore>,
-}
-
-/// Where a cluster keeps its apps' default key-value stores: one Redis, each store in the
-/// namespace `OWNER/APP/LABEL`, so that an app name deleted by one tenant and taken by another
-/// never finds the first one's data.
-#[derive(Debug, Clone)]
-pub struct SharedStore {
-    /// `redis://…` or `rediss://…`.
-    pub redis_url: String,
-    /// The app's owner (its tenant).
-    pub owner: String,
+    pub shared_store: Option<crate::capabilities::SharedStore>,
 }
 
 /// How components got their code, since the runtime started: what the host's metrics report.

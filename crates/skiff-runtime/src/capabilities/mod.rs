@@ -70,6 +70,17 @@ pub(crate) trait Capability {
 
 /// What a capability's load phase may read: the app, the operator's settings, and the state
 /// the host keeps for all apps.
+/// Where a cluster keeps its apps' default key-value stores: one Redis, each store in the
+/// namespace `OWNER/APP/LABEL`, so that an app name deleted by one tenant and taken by another
+/// never finds the first one's data.
+#[derive(Debug, Clone)]
+pub struct SharedStore {
+    /// `redis://…` or `rediss://…`.
+    pub redis_url: String,
+    /// The app's owner (its tenant).
+    pub owner: String,
+}
+
 pub(crate) struct LoadContext<'a> {
     pub app: &'a App,
     /// The operator's runtime config: store backends and variable values.
@@ -83,7 +94,7 @@ pub(crate) struct LoadContext<'a> {
     /// While set, the app may not write (its tenant is over its disk quota).
     pub writes_refused: Option<&'a Arc<AtomicBool>>,
     /// Where stores the runtime config does not place live, instead of the embedded database.
-    pub shared_store: Option<&'a crate::load::SharedStore>,
+    pub shared_store: Option<&'a SharedStore>,
     /// What no folder grant may reach: the code cache and the key-value databases.
     pub protected: &'a [std::path::PathBuf],
     /// The key-value backends of the host, opened on first use.
