@@ -35,14 +35,9 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Cmd, RedisError, Script};
+use redis::{Cmd, Script};
 use skiff_server::cluster::{AppSwap, Change, SharedError, SharedState, SwapOutcome};
-use skiff_store::{scrub, url_secrets};
-
-/// How long one Redis call may take before it fails as unavailable. Bundles are large, so
-/// this is generous; a Redis that is down fails at once anyway.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+use skiff_store::{RedisConnection, StoreError};
 
 const TENANTS: &str = "skiff:c:tenants";
 const APPS: &str = "skiff:c:apps";
@@ -117,13 +112,7 @@ return {'done', revision}
 
 /// The cluster's state in one Redis database.
 pub struct RedisState {
-    client: Client,
-    /// `host:port/db`, for messages.
-    target: String,
-    /// Whatever of the URL must not appear in a message.
-    secrets: Vec<String>,
-    timeout: Duration,
-    manager: tokio::sync::OnceCell<ConnectionManager>,
+    redis: RedisConnection,
     swap_tenant: Script,
     swap_app: Script,
 }
@@ -132,116 +121,45 @@ impl RedisState {
     /// The state in the Redis at `url` (`redis://[user:password@]host[:port][/db]`, or
     /// `rediss://` for TLS). Only parses the URL: it connects on first use.
     pub fn new(url: &str) -> Result<RedisState, SharedError> {
-        let mut secrets = url_secrets(url);
-        let client = Client::open(url).map_err(|err| {
-            SharedError::Invalid(scrub(&format!("invalid Redis URL: {err}"), &secrets))
-        })?;
-        let info = client.get_connection_info();
-        if let Some(password) = info.redis_settings().password() {
-            secrets.push(password.to_owned());
-        }
-        secrets.retain(|secret| !secret.is_empty());
-        let target = scrub(
-            &format!("{}/{}", info.addr(), info.redis_settings().db()),
-            &secrets,
-        );
         Ok(RedisState {
-            client,
-            target,
-            secrets,
-            timeout: DEFAULT_TIMEOUT,
-            manager: tokio::sync::OnceCell::new(),
+            redis: RedisConnection::open(url).map_err(shared_error)?,
             swap_tenant: Script::new(SWAP_TENANT_LUA),
             swap_app: Script::new(SWAP_APP_LUA),
         })
     }
 
     /// The same state with another bound on each Redis call.
-    pub fn with_timeout(mut self, timeout: Duration) -> RedisState {
-        self.timeout = timeout;
-        self
-    }
-
-    async fn connection(&self) -> Result<ConnectionManager, SharedError> {
-        let manager = self
-            .manager
-            .get_or_try_init(|| async {
-                // Few retries inside one call: the caller hears quickly that Redis is down,
-                // and the next call tries afresh.
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout))
-                    .set_number_of_retries(1)
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(Duration::from_millis(500));
-                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-                    .map_err(|err| self.error(&err))
-            })
-            .await?;
-        Ok(manager.clone())
-    }
-
-    async fn timed<T>(
-        &self,
-        work: impl Future<Output = Result<T, SharedError>>,
-    ) -> Result<T, SharedError> {
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .unwrap_or_else(|_| {
-                Err(SharedError::Unavailable(format!(
-                    "Redis at {} did not answer within {:?}",
-                    self.target, self.timeout
-                )))
-            })
+    pub fn with_timeout(self, timeout: Duration) -> RedisState {
+        RedisState {
+            redis: self.redis.with_timeout(timeout),
+            ..self
+        }
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, SharedError> {
-        self.timed(async {
-            let mut connection = self.connection().await?;
-            cmd.query_async(&mut connection)
-                .await
-                .map_err(|err| self.error(&err))
-        })
-        .await
+        self.redis.query(cmd).await.map_err(shared_error)
     }
 
     async fn pipeline<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, SharedError> {
-        self.timed(async {
-            let mut connection = self.connection().await?;
-            pipe.query_async(&mut connection)
-                .await
-                .map_err(|err| self.error(&err))
-        })
-        .await
+        self.redis.pipeline(pipe).await.map_err(shared_error)
     }
 
     async fn run<T: redis::FromRedisValue>(
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, SharedError> {
-        self.timed(async {
-            let mut connection = self.connection().await?;
-            invocation
-                .invoke_async(&mut connection)
-                .await
-                .map_err(|err| self.error(&err))
-        })
-        .await
+        self.redis.invoke(invocation).await.map_err(shared_error)
     }
+}
 
-    fn error(&self, err: &RedisError) -> SharedError {
-        let message = scrub(&err.to_string(), &self.secrets);
-        if err.code() == Some("WRONGTYPE") {
-            return SharedError::Invalid(format!(
-                "Redis at {} holds a skiff:c: key of the wrong type (written by something \
-                 else?): {message}",
-                self.target
-            ));
-        }
-        SharedError::Unavailable(format!("Redis at {}: {message}", self.target))
+/// The store's error as the cluster's: the same two kinds.
+fn shared_error(err: StoreError) -> SharedError {
+    match err {
+        StoreError::Unavailable(why) => SharedError::Unavailable(why),
+        StoreError::Invalid(why) => SharedError::Invalid(why),
     }
 }
 
@@ -280,7 +198,7 @@ fn now_ms() -> u64 {
 #[async_trait::async_trait]
 impl SharedState for RedisState {
     fn describe(&self) -> String {
-        format!("Redis at {}", self.target)
+        format!("Redis at {}", self.redis.target())
     }
 
     async fn tenants(&self) -> Result<Vec<Vec<u8>>, SharedError> {
@@ -523,21 +441,26 @@ impl SharedState for RedisState {
     }
 
     async fn subscribe(&self) -> Result<tokio::sync::mpsc::Receiver<Change>, SharedError> {
-        let mut pubsub = self
+        let redis = &self.redis;
+        let mut pubsub = redis
             .timed(async {
-                self.client
+                redis
+                    .client()
                     .get_async_pubsub()
                     .await
-                    .map_err(|err| self.error(&err))
+                    .map_err(|err| redis.error(&err))
             })
-            .await?;
-        self.timed(async {
-            pubsub
-                .subscribe(CHANGES)
-                .await
-                .map_err(|err| self.error(&err))
-        })
-        .await?;
+            .await
+            .map_err(shared_error)?;
+        redis
+            .timed(async {
+                pubsub
+                    .subscribe(CHANGES)
+                    .await
+                    .map_err(|err| redis.error(&err))
+            })
+            .await
+            .map_err(shared_error)?;
         let (sender, receiver) = tokio::sync::mpsc::channel(CHANGE_BACKLOG);
         tokio::spawn(async move {
             let mut messages = pubsub.into_on_message();

@@ -20,11 +20,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, Cmd, RedisError, Script};
+use ::redis::{RedisError, Script};
 
 use crate::{
-    Backend, KeyPage, LIST_PAGE_KEYS, Store, StoreError, check_key, check_value, parse_counter,
+    Backend, KeyPage, LIST_PAGE_KEYS, RedisConnection, Store, StoreError, check_key, check_value,
+    parse_counter,
 };
 
 /// How long one Redis call may take before the operation fails as unavailable.
@@ -71,13 +71,7 @@ pub struct RedisBackend {
 }
 
 struct Shared {
-    client: Client,
-    /// Redis' address and database, for messages: `127.0.0.1:6379/0`.
-    target: String,
-    /// Whatever of the URL must not appear in a message.
-    secrets: Vec<String>,
-    timeout: Duration,
-    manager: tokio::sync::OnceCell<ConnectionManager>,
+    redis: RedisConnection,
     increment: Script,
     compare_and_swap: Script,
 }
@@ -87,42 +81,19 @@ impl RedisBackend {
     /// `rediss://`, `redis+unix://`). Only parses the URL: connecting happens on first use, so
     /// this succeeds while Redis is down. Fails with [`StoreError::Invalid`] on a malformed URL.
     pub fn connect(url: &str) -> Result<Self, StoreError> {
-        let mut secrets = url_secrets(url);
-        let client = Client::open(url).map_err(|e| {
-            StoreError::Invalid(scrub(&format!("invalid Redis URL: {e}"), &secrets))
-        })?;
-        let info = client.get_connection_info();
-        if let Some(password) = info.redis_settings().password() {
-            secrets.push(password.to_owned());
-        }
-        secrets.retain(|s| !s.is_empty());
-        let target = scrub(
-            &format!("{}/{}", info.addr(), info.redis_settings().db()),
-            &secrets,
-        );
-        Ok(Self::build(client, target, secrets, DEFAULT_TIMEOUT))
+        Ok(Self::build(RedisConnection::open(url)?))
     }
 
     /// The same backend with another bound on each Redis call (default [`REDIS_DEFAULT_TIMEOUT`](crate::REDIS_DEFAULT_TIMEOUT)).
     /// Call it before opening stores: stores already opened keep the old connection.
     pub fn with_timeout(self, timeout: Duration) -> Self {
-        let shared = &self.shared;
-        Self::build(
-            shared.client.clone(),
-            shared.target.clone(),
-            shared.secrets.clone(),
-            timeout,
-        )
+        Self::build(self.shared.redis.with_timeout(timeout))
     }
 
-    fn build(client: Client, target: String, secrets: Vec<String>, timeout: Duration) -> Self {
+    fn build(redis: RedisConnection) -> Self {
         Self {
             shared: Arc::new(Shared {
-                client,
-                target,
-                secrets,
-                timeout,
-                manager: tokio::sync::OnceCell::new(),
+                redis,
                 increment: Script::new(INCREMENT_LUA),
                 compare_and_swap: Script::new(CAS_LUA),
             }),
@@ -131,15 +102,15 @@ impl RedisBackend {
 
     /// Redis' address and database number, as shown in messages (no credentials).
     pub fn target(&self) -> &str {
-        &self.shared.target
+        self.shared.redis.target()
     }
 }
 
 impl fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBackend")
-            .field("target", &self.shared.target)
-            .field("timeout", &self.shared.timeout)
+            .field("target", &self.shared.redis.target())
+            .field("timeout", &self.shared.redis.timeout())
             .finish()
     }
 }
@@ -151,65 +122,6 @@ impl Backend for RedisBackend {
             prefix: key_prefix(namespace),
             pattern: format!("skiff:{}:{}:*", namespace.len(), glob_escape(namespace)),
         })
-    }
-}
-
-impl Shared {
-    /// The connection, made on first use. Inside an async call because the manager spawns its
-    /// reconnect tasks on the runtime that creates it.
-    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        let manager = self
-            .manager
-            .get_or_try_init(|| async {
-                // Few retries inside one call: the caller gets its error quickly while Redis is
-                // down, and the next call starts a fresh attempt anyway.
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout))
-                    .set_number_of_retries(1)
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(Duration::from_millis(500));
-                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-                    .map_err(|e| self.error(&e))
-            })
-            .await?;
-        Ok(manager.clone())
-    }
-
-    /// Runs one Redis exchange within the timeout.
-    async fn timed<T>(
-        &self,
-        work: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(format!(
-                    "Redis at {} did not answer within {:?}",
-                    self.target, self.timeout
-                )))
-            })
-    }
-
-    async fn query<T: ::redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
-        self.timed(async {
-            let mut connection = self.connection().await?;
-            cmd.query_async(&mut connection)
-                .await
-                .map_err(|e| self.error(&e))
-        })
-        .await
-    }
-
-    fn error(&self, e: &RedisError) -> StoreError {
-        let message = scrub(&e.to_string(), &self.secrets);
-        if e.code() == Some("WRONGTYPE") {
-            // Not transient: something other than skiff wrote a list or hash under our prefix.
-            return StoreError::Invalid(format!(
-                "the key holds a non-string Redis value: {message}"
-            ));
-        }
-        StoreError::Unavailable(format!("Redis at {}: {message}", self.target))
     }
 }
 
@@ -238,6 +150,7 @@ impl Store for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         check_key(key)?;
         self.shared
+            .redis
             .query(::redis::cmd("GET").arg(self.key(key)))
             .await
     }
@@ -246,6 +159,7 @@ impl Store for RedisStore {
         check_key(key)?;
         check_value(value)?;
         self.shared
+            .redis
             .query(::redis::cmd("SET").arg(self.key(key)).arg(value))
             .await
     }
@@ -253,6 +167,7 @@ impl Store for RedisStore {
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         check_key(key)?;
         self.shared
+            .redis
             .query(::redis::cmd("DEL").arg(self.key(key)))
             .await
     }
@@ -260,6 +175,7 @@ impl Store for RedisStore {
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         check_key(key)?;
         self.shared
+            .redis
             .query(::redis::cmd("EXISTS").arg(self.key(key)))
             .await
     }
@@ -282,6 +198,7 @@ impl Store for RedisStore {
             let (next, batch) = loop {
                 let (next, found): (u64, Vec<Vec<u8>>) = self
                     .shared
+                    .redis
                     .query(
                         ::redis::cmd("SCAN")
                             .arg(scan_cursor)
@@ -341,8 +258,9 @@ impl Store for RedisStore {
         let key = self.key(key);
         let shared = &self.shared;
         let result: Result<Vec<u8>, RedisError> = shared
+            .redis
             .timed(async {
-                let mut connection = shared.connection().await?;
+                let mut connection = shared.redis.connection().await?;
                 Ok(shared
                     .increment
                     .key(&key)
@@ -355,7 +273,7 @@ impl Store for RedisStore {
             Ok(text) => parse_counter(&text).ok_or_else(|| {
                 StoreError::Unavailable(format!(
                     "Redis at {} answered an increment with {:?}, not a counter",
-                    shared.target,
+                    shared.redis.target(),
                     String::from_utf8_lossy(&text)
                 ))
             }),
@@ -367,7 +285,7 @@ impl Store for RedisStore {
                  counter holds",
                 i64::MAX
             ))),
-            Err(e) => Err(shared.error(&e)),
+            Err(e) => Err(shared.redis.error(&e)),
         }
     }
 
@@ -382,8 +300,9 @@ impl Store for RedisStore {
         let key = self.key(key);
         let shared = &self.shared;
         shared
+            .redis
             .timed(async {
-                let mut connection = shared.connection().await?;
+                let mut connection = shared.redis.connection().await?;
                 let swapped: i64 = shared
                     .compare_and_swap
                     .key(&key)
@@ -392,7 +311,7 @@ impl Store for RedisStore {
                     .arg(new)
                     .invoke_async(&mut connection)
                     .await
-                    .map_err(|e| shared.error(&e))?;
+                    .map_err(|e| shared.redis.error(&e))?;
                 Ok(swapped == 1)
             })
             .await
@@ -403,7 +322,10 @@ impl Store for RedisStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.shared.query(::redis::cmd("MGET").arg(keys)).await
+        self.shared
+            .redis
+            .query(::redis::cmd("MGET").arg(keys))
+            .await
     }
 
     async fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
@@ -416,7 +338,7 @@ impl Store for RedisStore {
         if entries.is_empty() {
             return Ok(());
         }
-        self.shared.query(&cmd).await
+        self.shared.redis.query(&cmd).await
     }
 
     async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
@@ -424,7 +346,7 @@ impl Store for RedisStore {
         if keys.is_empty() {
             return Ok(());
         }
-        self.shared.query(::redis::cmd("DEL").arg(keys)).await
+        self.shared.redis.query(::redis::cmd("DEL").arg(keys)).await
     }
 }
 
@@ -445,36 +367,6 @@ fn glob_escape(s: &str) -> String {
         escaped.push(c);
     }
     escaped
-}
-
-/// The credentials written in a URL (`user:password` and `password`), found without parsing
-/// it, so that even the message about a URL that does not parse can leave them out.
-pub fn url_secrets(url: &str) -> Vec<String> {
-    let Some(start) = url.find("://") else {
-        return Vec::new();
-    };
-    let rest = &url[start + 3..];
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let Some(at) = authority.rfind('@') else {
-        return Vec::new();
-    };
-    let userinfo = &authority[..at];
-    let mut secrets = vec![userinfo.to_owned()];
-    if let Some((_, password)) = userinfo.split_once(':') {
-        secrets.push(password.to_owned());
-    }
-    secrets.retain(|s| !s.is_empty());
-    secrets
-}
-
-/// `message` with each of `secrets` replaced by `***`.
-pub fn scrub(message: &str, secrets: &[String]) -> String {
-    // Longest first, so that `user:password` is replaced whole before `password`.
-    let mut secrets: Vec<&String> = secrets.iter().collect();
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    secrets
-        .into_iter()
-        .fold(message.to_owned(), |m, s| m.replace(s.as_str(), "***"))
 }
 
 #[cfg(test)]
@@ -500,10 +392,10 @@ mod tests {
         let url = "redis://admin:s3cret-pw@db.internal:6380/2";
         let backend = RedisBackend::connect(url).unwrap();
         assert_eq!(backend.target(), "db.internal:6380/2");
-        let message = scrub(
-            "auth failed for admin:s3cret-pw (s3cret-pw)",
-            &backend.shared.secrets,
-        );
+        let message = backend
+            .shared
+            .redis
+            .scrub("auth failed for admin:s3cret-pw (s3cret-pw)");
         assert!(!message.contains("s3cret-pw"), "{message}");
 
         let bad = RedisBackend::connect("redis://user:hunter2@[bad/0").unwrap_err();
