@@ -37,6 +37,15 @@ fn cluster_host(redis: &Redis, n: usize) -> Host {
     )
 }
 
+/// Starts `count` hosts of the cluster in `redis` and waits until each is ready.
+async fn ready_cluster(redis: &Redis, count: usize) -> Vec<Host> {
+    let hosts: Vec<Host> = (1..=count).map(|n| cluster_host(redis, n)).collect();
+    for host in &hosts {
+        eventually("the host is ready", || async { ready(host).await == 200 }).await;
+    }
+    hosts
+}
+
 async fn ready(host: &Host) -> u16 {
     match client().get(format!("{}/readyz", host.api)).send().await {
         Ok(response) => response.status().as_u16(),
@@ -91,10 +100,7 @@ async fn all_answer(hosts: &[Host], app: &str, path: &str, expected: (u16, &str)
 #[tokio::test]
 async fn a_change_through_any_host_is_served_by_every_host() {
     let redis = Redis::start();
-    let hosts: Vec<Host> = (1..=3).map(|n| cluster_host(&redis, n)).collect();
-    for host in &hosts {
-        eventually("the host is ready", || async { ready(host).await == 200 }).await;
-    }
+    let hosts = ready_cluster(&redis, 3).await;
 
     // A tenant created through one host exists on all: its token works everywhere.
     let acme = hosts[0].tenant("acme", &[]);
@@ -221,10 +227,7 @@ fn counter_app() -> tempfile::TempDir {
 #[tokio::test]
 async fn key_value_stores_are_shared_by_every_host_and_counters_stay_exact() {
     let redis = Redis::start();
-    let hosts: Vec<Host> = (1..=3).map(|n| cluster_host(&redis, n)).collect();
-    for host in &hosts {
-        eventually("the host is ready", || async { ready(host).await == 200 }).await;
-    }
+    let hosts = ready_cluster(&redis, 3).await;
     let acme = hosts[0].tenant("acme", &[]);
     let app = counter_app();
     hosts[0].deploy_ok(&acme, app.path(), "counter");
@@ -325,10 +328,7 @@ async fn key_value_stores_are_shared_by_every_host_and_counters_stay_exact() {
 #[tokio::test]
 async fn with_redis_down_hosts_serve_refuse_changes_with_503_and_converge_after() {
     let mut redis = Redis::start_persistent();
-    let hosts: Vec<Host> = (1..=3).map(|n| cluster_host(&redis, n)).collect();
-    for host in &hosts {
-        eventually("the host is ready", || async { ready(host).await == 200 }).await;
-    }
+    let hosts = ready_cluster(&redis, 3).await;
     let acme = hosts[0].tenant("acme", &[]);
     hosts[0].deploy_ok(&acme, http_app(1).path(), "hello");
     all_answer(&hosts, "hello", "/env/VERSION", (200, "1")).await;
@@ -502,11 +502,7 @@ impl Haproxy {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("haproxy is needed for this test: apt-get install -y haproxy");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "haproxy did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::wait_for_port(port, "haproxy");
         Haproxy {
             child,
             port,
@@ -630,10 +626,7 @@ fn deploy_together(deploys: &[(&Host, &str, &std::path::Path, &str)]) -> Vec<(bo
 #[tokio::test]
 async fn racing_changes_through_different_hosts_never_both_win() {
     let redis = Redis::start();
-    let hosts: Vec<Host> = (1..=2).map(|n| cluster_host(&redis, n)).collect();
-    for host in &hosts {
-        eventually("the host is ready", || async { ready(host).await == 200 }).await;
-    }
+    let hosts = ready_cluster(&redis, 2).await;
     let acme = hosts[0].tenant("acme", &[]);
     let globex = hosts[0].tenant("globex", &["--max-apps", "1"]);
     let (v1, v2) = (http_app(1), http_app(2));

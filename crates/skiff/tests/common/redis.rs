@@ -1,7 +1,6 @@
 //! A real `redis-server` for the tests that share state through Redis.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// A real `redis-server` on a free loopback port, stopped when dropped.
 pub struct Redis {
@@ -71,11 +70,7 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is needed for these tests: apt-get install -y redis-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::wait_for_port(port, "redis-server");
         Redis {
             child,
             port,
