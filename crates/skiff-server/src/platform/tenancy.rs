@@ -45,7 +45,7 @@ impl Platform {
             if !created {
                 return Err(exists(name));
             }
-            self.sync_tenants().await.map_err(unavailable)?;
+            self.sync_tenants_after_change().await;
             return Ok(token);
         }
         let _changes = lock(&self.changes);
@@ -209,8 +209,8 @@ impl Platform {
     }
 
     /// Changes tenant `name` in the cluster: `change` edits its record as the cluster holds it
-    /// now, and returns `None` to remove it; then this host's tenants are read again. `None`
-    /// if there is no such tenant.
+    /// now, and returns `None` to remove it; then this host's tenants are read again. Returns
+    /// what `change` returned the time its edit was swapped in.
     async fn change_shared_tenant<T>(
         &self,
         name: &str,
@@ -236,7 +236,7 @@ impl Platform {
                 .await
                 .map_err(unavailable)?
             {
-                self.sync_tenants().await.map_err(unavailable)?;
+                self.sync_tenants_after_change().await;
                 return Ok(outcome);
             }
         }
@@ -244,6 +244,17 @@ impl Platform {
             ErrorCode::Conflict,
             format!("the tenant `{name}` was changed through other hosts meanwhile; try again"),
         ))
+    }
+
+    /// Reads the tenants again after a change this host made. The change is made whatever
+    /// happens here (its caller must get the token it made): if Redis went away just now, the
+    /// next read catches up.
+    async fn sync_tenants_after_change(&self) {
+        if let Err(err) = self.sync_tenants().await {
+            tracing::warn!(
+                "a tenant changed, but this host cannot read the tenants again yet: {err}"
+            );
+        }
     }
 
     pub fn tenants(&self) -> Vec<(Arc<Tenant>, u32)> {
