@@ -35,7 +35,8 @@ this client share CPU 1. It measures:
      On 2 CPUs the three hosts share one CPU: this measures what the proxy and the
      coordination cost, not how a fleet scales.
   3. Redis memory: INFO used_memory before and after deploying N apps (4 tenants, each app
-     its own skiff.toml around the same hello.wasm), MEMORY USAGE of the keys of each kind.
+     its own skiff.toml around the same hello.wasm), MEMORY USAGE of the keys of each kind;
+     then how long a 4th host (127.0.0.5, empty data folder) takes to be ready with them.
   4. the Redis commands and bytes of three idle hosts over --idle seconds (their resyncs).
   5. a synthetic hash of 100,000 entries shaped like `skiff:c:apps` and `skiff:c:host:HOST` in
      another Redis database: its memory, the bytes and Redis time of HGETALL (one resync's
@@ -247,12 +248,12 @@ class RedisServer:
 class Host:
     """`skiff server --cluster` on its own loopback address, pinned to CPU 0."""
 
-    def __init__(self, skiff, workdir, n, redis, admin_token):
+    def __init__(self, skiff, workdir, n, redis, admin_token, folder=None):
         self.n, self.name = n, f"host-{n}"
         self.ip = f"127.0.0.{n + 1}"
         self.port, self.api_port = free_port(self.ip), free_port(self.ip)
         self.admin_token = admin_token
-        self.folder = os.path.join(workdir, self.name)
+        self.folder = os.path.join(workdir, folder or self.name)
         os.makedirs(self.folder)
         self.log_path = os.path.join(self.folder, "server.log")
         env = dict(os.environ, SKIFF_ADMIN_TOKEN=admin_token, RUST_LOG="warn")
@@ -811,10 +812,15 @@ def measure(args, skiff, http_wasm, workdir):
         results["haproxy_version"] = subprocess.run(["haproxy", "-v"], capture_output=True,
                                                     text=True).stdout.splitlines()[0].strip()
         log(f"== redis-server on 127.0.0.1:{redis.port}; starting {HOSTS} hosts")
+        spawned = time.monotonic()
         hosts = [Host(skiff, workdir, n, redis, admin) for n in range(1, HOSTS + 1)]
+        results["ready_empty_ms"] = []
         for h in hosts:
             h.wait_ready()
+            results["ready_empty_ms"].append((time.monotonic() - spawned) * 1000)
             log(f"   {h.name}: data plane {h.ip}:{h.port}, API {h.ip}:{h.api_port}, pid {h.pid}")
+        results["join_empty_ms"] = join(skiff, workdir, redis, admin, "host-4-empty")
+        log(f"   a 4th host alone, into the empty cluster: ready after {results['join_empty_ms']:.0f} ms")
         token = create_tenant(hosts[0], "bench", 10, 1 << 30)
 
         log(f"== {2 * args.deploys} deploys of `web` through host 1, alternating config and code, "
@@ -861,6 +867,11 @@ def measure(args, skiff, http_wasm, workdir):
         log(f"   used_memory {m['used_before'] / 1e6:.2f} -> {m['used_after'] / 1e6:.2f} MB "
             f"({(m['used_after'] - m['used_before']) / m['apps']:.0f} bytes per app)")
 
+        log(f"== a 4th host joins (empty data folder): time to ready with {m['apps_in_hash']} apps in the cluster")
+        results["join"] = {"ready_ms": join(skiff, workdir, redis, admin, "host-4"), "apps": m["apps_in_hash"]}
+        log(f"   ready after {results['join']['ready_ms']:.0f} ms (into the empty cluster: "
+            f"{results['join_empty_ms']:.0f} ms)")
+
         log(f"== {HOSTS} idle hosts for {args.idle} s: Redis commands and bytes")
         results["idle"] = measure_idle(redis, args.idle)
         i = results["idle"]
@@ -890,6 +901,18 @@ def measure(args, skiff, http_wasm, workdir):
                 pass
         redis.stop()
     return results
+
+
+def join(skiff, workdir, redis, admin, folder):
+    """Starts a 4th host with an empty data folder; ms from spawning it to /readyz 200. Then
+    stops it."""
+    late = Host(skiff, workdir, HOSTS + 1, redis, admin, folder=folder)
+    spawned = time.monotonic()
+    try:
+        late.wait_ready()
+        return (time.monotonic() - spawned) * 1000
+    finally:
+        stop(late.proc)
 
 
 def _get(port, app):
@@ -1113,6 +1136,14 @@ def build_details(r, args):
         f"{r['redis_version']}; {r['haproxy_version']}. Load average (1, 5, 15 min) at the start: "
         + ", ".join(f"{x:.2f}" for x in r["loadavg_start"]) + "; at the end: "
         + ", ".join(f"{x:.2f}" for x in r["loadavg_end"]) + ".")
+    j = r["join"]
+    lines.append(
+        f"A 4th host with an empty data folder, started once the {j['apps']} apps were deployed, answered "
+        f"`/readyz` with 200 {j['ready_ms']:,.0f} ms after it was spawned; the same into the empty cluster, "
+        f"{r['join_empty_ms']:,.0f} ms (the first 3, started together, "
+        f"{min(r['ready_empty_ms']):,.0f}-{max(r['ready_empty_ms']):,.0f} ms). A host that "
+        f"joins reads every app's record, one after the other (an HGET and a GET each), before it is ready: "
+        f"about {join_per_app_ms(r):.2f} ms per app here.")
     warnings = [f"{h}: {w}" for h, ws in r.get("log_warnings", {}).items() for w in ws]
     if warnings:
         lines.append("Warnings and errors in the hosts' logs (last ones): "
@@ -1120,6 +1151,11 @@ def build_details(r, args):
     else:
         lines.append("No warning or error in the hosts' logs.")
     return "\n\n".join(lines)
+
+
+def join_per_app_ms(r):
+    j = r["join"]
+    return max(0.0, j["ready_ms"] - r["join_empty_ms"]) / j["apps"]
 
 
 def build_model(r, args):
@@ -1148,6 +1184,7 @@ def build_model(r, args):
     resync_in = H / R * A * report_wire
     resync_busy = H / R * (hget_us + hset_us + del_us) * scale / 1e6
     compile_hours = A * compile_ms / 1000 / 3600
+    join_s = A * join_per_app_ms(r) / 1000
     code_msgs = d["code"]["calls"].get("publish", 0)
 
     rows = [f"| quantity, {H} hosts and {A:,} apps | formula (measured inputs above) | result |", "|---|---|---:|",
@@ -1171,6 +1208,8 @@ def build_model(r, args):
             f"| resync: reports into Redis | {H} / {R:.0f} s × {A:,} × {report_wire:.1f} B | {fmt_bytes(resync_in)}/s |",
             f"| resync: Redis busy, of its one thread | {H} / {R:.0f} s × (HGETALL {hget_us / 1000:.1f} + HSET "
             f"{hset_us / 1000:.1f} + DEL {del_us / 1000:.1f} ms) × {scale:g} | {resync_busy * 100:,.0f} % |",
+            f"| a new host reads every record before it is ready | {A:,} × {join_per_app_ms(r):.2f} ms | "
+            f"{join_s:,.0f} s |",
             f"| cold caches: compiling every app once on one host | {A:,} × {compile_ms:,.0f} ms | "
             f"{compile_hours:,.1f} CPU-hours |",
             f"| the same on every host (any host serves any app) | × {H} | {compile_hours * H:,.0f} CPU-hours |"]
@@ -1240,6 +1279,10 @@ What does not scale, as built:
   with `hash-type consistent`), so each app compiles on a few hosts, not {H}; and share compiled
   code between hosts of the same skiff version and CPU features (by content hash, beside the
   bundles).
+- **Joining.** A new host reads the records one round trip at a time before it says it is
+  ready: about {join_s:,.0f} s at {A:,} apps. Every host restarted in a rollout, and every host
+  the HPA adds, waits that long; reading them in pipelined batches (or MGET of many records)
+  would cut it by the batch size.
 - **One Redis.** Everything above goes through one Redis process; the scripts touch keys of
   several hash slots, so a Redis Cluster cannot spread it. The apps' key-value stores use the
   same Redis unless the runtime config names another: at this scale give them their own.
@@ -1281,7 +1324,7 @@ def main():
     parser.add_argument("--quick", action="store_true",
                         help="10 deploys of each kind, 50 apps, 1 repetition of 3 s wrk runs, 12 s idle; writes no docs")
     parser.add_argument("--deploys", type=int, help="deploys of each kind (default 50; 10 with --quick)")
-    parser.add_argument("--apps", type=int, help="apps deployed for the memory figures (default 200; 50 with --quick)")
+    parser.add_argument("--apps", type=int, help="apps deployed for the memory figures (default 500; 50 with --quick)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
@@ -1299,7 +1342,7 @@ def main():
         args.reps, args.duration, args.no_write = 1, 3, True
         args.deploys, args.apps = args.deploys or 10, args.apps or 50
         args.idle = args.idle or 12
-    args.deploys, args.apps, args.idle = args.deploys or 50, args.apps or 200, args.idle or 30
+    args.deploys, args.apps, args.idle = args.deploys or 50, args.apps or 500, args.idle or 30
 
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     skiff = os.environ.get("SKIFF", os.path.join(target, "release/skiff"))
@@ -1313,7 +1356,7 @@ def main():
             fail(f"`{tool}` is not installed: run bench/run.sh --cluster, which installs it")
     if (os.cpu_count() or 1) < 2:
         fail(f"the hosts run on CPU {SERVER_CPU} and the rest on CPU {LOADGEN_CPU}: this needs 2 CPUs")
-    for ip in (f"127.0.0.{n + 1}" for n in range(1, HOSTS + 1)):
+    for ip in (f"127.0.0.{n + 1}" for n in range(1, HOSTS + 2)):
         try:
             free_port(ip)
         except OSError as e:
