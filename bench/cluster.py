@@ -1110,8 +1110,10 @@ def build_details(r, args):
         f"Throughput: {t['proxy_three']['rps'] / t['proxy_one']['rps']:.2f}x with 3 hosts behind HAProxy against 1 "
         f"host behind it, and {t['proxy_one']['rps'] / t['direct']['rps']:.2f}x through HAProxy against straight to "
         f"the host. The 3 hosts share CPU 0 and HAProxy shares CPU 1 with wrk, so this is not how a fleet scales "
-        f"(each host would have its own CPUs): it shows what the proxy costs and what spreading one CPU over three "
-        f"processes that coordinate through Redis costs. CPU used (CPUs, median): 1 host behind HAProxy: "
+        f"(each host would have its own CPUs): it shows what the proxy costs and what splitting one CPU between "
+        f"three processes costs. Neither is the cluster's coordination, which costs nothing per request (the "
+        f"Redis commands while wrk ran, below, are the resyncs). HAProxy on its own CPU did not lower throughput "
+        f"here; it costs CPU per request of its own. CPU used (CPUs, median): 1 host behind HAProxy: "
         + ", ".join(f"{p} {v:.2f}" for p, v in cpu1.items() if v >= 0.005)
         + "; 3 hosts: " + ", ".join(f"{p} {v:.2f}" for p, v in cpu.items())
         + f". Per repetition (direct / HAProxy to 1 / HAProxy to 3, req/s): "
@@ -1124,7 +1126,7 @@ def build_details(r, args):
         f"while wrk ran (direct, HAProxy to 1, HAProxy to 3; medians): "
         + ", ".join(f"{statistics.median(x[name]['redis']['commands'] / x[name]['redis']['seconds'] for x in r['throughput']):.1f}"
                     for name in ("direct", "proxy_one", "proxy_three"))
-        + " (the resyncs: serving a request does not touch Redis). "
+        + " (serving a request does not touch Redis). "
         f"Errors (socket errors and non-2xx): {sum(v['errors'] for v in t.values())}.")
     calls = lambda c: ", ".join(f"{k} {v:g}" for k, v in sorted(c.items()) if v)  # noqa: E731
     lines.append(
@@ -1184,6 +1186,7 @@ def build_model(r, args):
     report_wire = s["report_bytes"] / s["entries"]
     hget_us, hset_us, del_us = s["hgetall_usec"], s["hset_usec"], s["del_usec"]
     scale = A / s["entries"]
+    times_scale = "" if scale == 1 else f" × {scale:g} (apps / entries measured)"
     compile_ms = d["compile_ms"]
     hello_compile_ms = max(0.0, r["hello_first_deploy_ms"] - d["config"]["call"]["p50"])
 
@@ -1217,12 +1220,12 @@ def build_model(r, args):
             f"| one change: host reports written (every host rewrites all it serves) | {H} × {A:,} × "
             f"{report_wire:.1f} B | {fmt_bytes(per_change_report_bytes)} |",
             f"| one change: Redis busy with those reports | {H} × (HSET {hset_us / 1000:.1f} + DEL {del_us / 1000:.1f} ms) "
-            f"× {scale:g} | {per_change_report_s:,.1f} s |",
+            f"{times_scale} | {per_change_report_s:,.1f} s |",
             f"| resync: HGETALL `skiff:c:apps` out of Redis | {H} / {R:.0f} s × {A:,} × {wire:.1f} B | "
             f"{fmt_bytes(resync_out)}/s |",
             f"| resync: reports into Redis | {H} / {R:.0f} s × {A:,} × {report_wire:.1f} B | {fmt_bytes(resync_in)}/s |",
             f"| resync: Redis busy, of its one thread | {H} / {R:.0f} s × (HGETALL {hget_us / 1000:.1f} + HSET "
-            f"{hset_us / 1000:.1f} + DEL {del_us / 1000:.1f} ms) × {scale:g} | {resync_busy * 100:,.0f} % |",
+            f"{hset_us / 1000:.1f} + DEL {del_us / 1000:.1f} ms){times_scale} | {resync_busy * 100:,.0f} % |",
             f"| a new host reads every record before it is ready | {A:,} × {join_per_app_ms(r):.2f} ms | "
             f"{join_s:,.0f} s |",
             f"| cold caches: compiling every app once on one host, hello-sized | {A:,} × {hello_compile_ms:,.0f} ms | "
