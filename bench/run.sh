@@ -30,14 +30,27 @@
 # by crun (about 2 minutes once built; the first run also builds a Debian slim base with
 # debootstrap, which needs deb.debian.org). Needs root. It writes the section "Distribution:
 # registry to first response" of docs/performance.md. The other options go to distribution.py.
+#
+#     bench/run.sh --cluster [--quick] [--deploys N] [--apps N] [--reps N] [--duration S] [--no-write]
+#
+# --cluster runs bench/cluster.py instead of the suite: one redis-server and 3 `skiff server
+# --cluster` hosts on 127.0.0.2-4; 100 deploys through host 1 (config changes and new code,
+# alternating) timed until all 3 data planes serve them, wrk on the hello app straight to one
+# host, through HAProxy to one and through HAProxy to all 3, Redis memory per app and the
+# commands of idle hosts, and a model of 100 hosts and 100,000 apps computed from them (about
+# 5 minutes once built; needs redis-server, haproxy, wrk, a release build of skiff and the http
+# test guest). It writes the section "Cluster: 3 hosts sharing Redis" of docs/performance.md.
+# The other options go to cluster.py.
 set -euo pipefail
 
+cluster=0
 density=0
 distribution=0
 shim=0
 args=()
 for arg in "$@"; do
     case "$arg" in
+        --cluster) cluster=1 ;;
         --density) density=1 ;;
         --distribution) distribution=1 ;;
         --shim) shim=1 ;;
@@ -83,6 +96,9 @@ needed=(wrk:wrk crun:crun gcc:gcc taskset:util-linux unshare:util-linux curl:cur
 if [ "$distribution" = 1 ]; then
     needed+=(docker-registry:docker-registry containerd:containerd ctr:containerd debootstrap:debootstrap)
 fi
+if [ "$cluster" = 1 ]; then
+    needed+=(redis-server:redis-server haproxy:haproxy)
+fi
 if [ "$shim" = 1 ]; then
     # runwasi's shim library builds with protoc and libseccomp.
     needed+=(docker-registry:docker-registry containerd:containerd ctr:containerd runc:runc
@@ -107,6 +123,21 @@ if [ "$density" = 1 ]; then
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     say "running the density benchmark"
     exec python3 "$repo/bench/density.py" "$@"
+fi
+
+if [ "$cluster" = 1 ]; then
+    say "building skiff (release) and the http test guest"
+    cargo build --release -p skiff
+    if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+        rustup target add wasm32-wasip2
+    fi
+    cargo build --release --manifest-path tests/guests/Cargo.toml --target wasm32-wasip2 \
+        --target-dir "$CARGO_TARGET_DIR/guests" -p http-guest
+    export SKIFF="$CARGO_TARGET_DIR/release/skiff"
+    export HTTP_GUEST_WASM="$CARGO_TARGET_DIR/guests/wasm32-wasip2/release/http_guest.wasm"
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    say "running the cluster benchmark"
+    exec python3 "$repo/bench/cluster.py" "$@"
 fi
 
 if [ "$distribution" = 1 ]; then
