@@ -332,6 +332,19 @@ impl SharedState for RedisState {
         self.pipeline::<()>(&pipe).await
     }
 
+    async fn forget_host(&self, host: &str) -> Result<(), SharedError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("DEL")
+            .arg(host_key(host))
+            .ignore()
+            .cmd("ZREM")
+            .arg(HOSTS)
+            .arg(host)
+            .ignore();
+        self.pipeline::<()>(&pipe).await
+    }
+
     async fn hosts_serving(&self, app: &str) -> Result<Vec<(String, Option<u64>)>, SharedError> {
         let hosts: Vec<String> = self
             .query(

@@ -102,6 +102,8 @@ pub trait SharedState: Send + Sync + 'static {
         applied: &HashMap<String, u64>,
         ttl: Duration,
     ) -> Result<(), SharedError>;
+    /// Takes the host's report away at once: it is leaving (shutting down).
+    async fn forget_host(&self, host: &str) -> Result<(), SharedError>;
     /// Each live host and the revision of `app` it serves (`None`: it has not applied it).
     async fn hosts_serving(&self, app: &str) -> Result<Vec<(String, Option<u64>)>, SharedError>;
 

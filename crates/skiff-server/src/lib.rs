@@ -260,6 +260,7 @@ impl BoundServer {
         usage_writer.abort();
         replica.abort();
         log_sharing.abort();
+        self.platform.leave_cluster().await;
         // Requests are over (or cut off): every minute of usage still in memory is written,
         // so that a restart loses none of it.
         let platform = self.platform.clone();

@@ -41,8 +41,8 @@ mod redis;
 mod redis_connection;
 
 pub use embedded::EmbeddedBackend;
-pub use redis::{DEFAULT_TIMEOUT as REDIS_DEFAULT_TIMEOUT, RedisBackend};
-pub use redis_connection::RedisConnection;
+pub use redis::RedisBackend;
+pub use redis_connection::{DEFAULT_TIMEOUT as REDIS_DEFAULT_TIMEOUT, RedisConnection};
 
 /// Largest value a guest may store (bigger values are refused with an error naming the limit).
 pub const MAX_VALUE_BYTES: usize = 16 << 20;

@@ -27,9 +27,6 @@ use crate::{
     parse_counter,
 };
 
-/// How long one Redis call may take before the operation fails as unavailable.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Most `SCAN` steps in one page of `list_keys`: a namespace that is small next to the whole
 /// Redis database gets pages with few (even no) keys, rather than one call that walks the whole
 /// database.

@@ -11,6 +11,9 @@ use ::redis::{Client, Cmd, FromRedisValue, Pipeline, RedisError, ScriptInvocatio
 
 use crate::StoreError;
 
+/// How long one Redis call may take before the operation fails as unavailable.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A Redis server at one URL.
 pub struct RedisConnection {
     client: Client,
@@ -44,7 +47,7 @@ impl RedisConnection {
             client,
             target,
             secrets,
-            timeout: crate::REDIS_DEFAULT_TIMEOUT,
+            timeout: DEFAULT_TIMEOUT,
             manager: tokio::sync::OnceCell::new(),
         })
     }

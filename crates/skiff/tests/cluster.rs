@@ -69,6 +69,18 @@ where
     }
 }
 
+/// Waits until `apps inspect` of `app` (through `host`, as `token`) lists `count` hosts.
+async fn hosts_listed(host: &Host, token: &str, app: &str, count: usize) {
+    let path = format!("/v1/apps/{app}");
+    eventually(&format!("{count} hosts are listed for {app}"), || async {
+        let (_, info) = host.api(reqwest::Method::GET, &path, Some(token)).await;
+        info["cluster"]["hosts"]
+            .as_array()
+            .is_some_and(|hosts| hosts.len() == count)
+    })
+    .await;
+}
+
 /// Collects the lines `stdout` prints, in the background.
 fn follow_lines(stdout: std::process::ChildStdout) -> Arc<std::sync::Mutex<Vec<String>>> {
     let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -188,6 +200,32 @@ async fn a_change_through_any_host_is_served_by_every_host() {
     .await;
     assert_eq!(late.get("hello", "/env/VERSION").await, (200, "1".into()));
     assert_eq!(late.get("other", "/env/VERSION").await, (200, "2".into()));
+
+    // A host that stops leaves the list at once (not when its report expires).
+    hosts_listed(&hosts[0], &globex, "other", 4).await;
+    let pid = late.server.pid().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut late = late;
+    assert!(late.server.child().wait().unwrap().success());
+    let (_, info) = hosts[0]
+        .api(reqwest::Method::GET, "/v1/apps/other", Some(&globex))
+        .await;
+    let listed: Vec<&str> = info["cluster"]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["host-1", "host-2", "host-3"], "{info}");
+    let late = cluster_host(&redis, 4);
+    eventually("the late host is ready again", || async {
+        ready(&late).await == 200
+    })
+    .await;
 
     // Delete through one host: gone from all.
     hosts[0].cli_ok(&acme, &["apps", "delete", "hello"]);

@@ -579,6 +579,17 @@ impl Platform {
             .map_err(unavailable)
     }
 
+    /// Tells the cluster this host is leaving: `apps inspect` stops listing it at once,
+    /// rather than when its report expires.
+    pub async fn leave_cluster(&self) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        if let Err(err) = cluster.state.forget_host(&cluster.host_id).await {
+            tracing::warn!("cannot take this host out of the cluster's list: {err}");
+        }
+    }
+
     /// Tells the cluster which revision of each app this host serves.
     async fn report_applied(&self) {
         let Some(cluster) = &self.cluster else {
