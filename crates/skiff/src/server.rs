@@ -217,6 +217,7 @@ impl ServerArgs {
             Some(id) => id.clone(),
             None => host_name()?,
         };
+        check_host_id(&host_id)?;
         Ok(Some(skiff_server::cluster::ClusterOptions {
             state: std::sync::Arc::new(state),
             host_id,
@@ -250,6 +251,19 @@ impl ServerArgs {
         );
         platform
     }
+}
+
+/// A host's name goes into Redis keys, metrics labels and `apps inspect`: printable, no
+/// spaces, and as long as a DNS name at most.
+fn check_host_id(id: &str) -> Result<()> {
+    let printable = id.chars().all(|c| c.is_ascii_graphic());
+    if id.is_empty() || id.len() > 253 || !printable {
+        bail!(
+            "the cluster host name {id:?} is not usable: give --host-id (or SKIFF_HOST_ID) of 1 \
+             to 253 printable characters without spaces, e.g. the Pod's name"
+        );
+    }
+    Ok(())
 }
 
 /// The machine's host name (the Pod's name on Kubernetes).
@@ -300,6 +314,15 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         server: ServerArgs,
+    }
+
+    #[test]
+    fn host_ids_are_printable_names() {
+        assert!(check_host_id("skiff-server-7d9c-x2k").is_ok());
+        for bad in ["", "two words", "tab\there", &"x".repeat(254)] {
+            let err = check_host_id(bad).unwrap_err().to_string();
+            assert!(err.contains("--host-id"), "{err}");
+        }
     }
 
     /// The library's defaults are the flags' defaults: a host built without the CLI runs as
