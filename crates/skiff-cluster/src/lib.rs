@@ -70,8 +70,8 @@ if ARGV[3] == '' then
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 end
-redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[4], 'tenant ' .. ARGV[1])
+local revision = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[4], 'tenant ' .. ARGV[1] .. ' ' .. revision)
 return 1
 ";
 
@@ -87,8 +87,8 @@ if ARGV[3] == '' then
   redis.call('DEL', KEYS[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
   redis.call('HDEL', KEYS[3], ARGV[1])
-  redis.call('INCR', KEYS[5])
-  redis.call('PUBLISH', ARGV[8], 'app ' .. ARGV[1])
+  local revision = redis.call('INCR', KEYS[5])
+  redis.call('PUBLISH', ARGV[8], 'app ' .. ARGV[1] .. ' ' .. revision)
   return {'done', 0}
 end
 if redis.call('HEXISTS', KEYS[4], ARGV[4]) == 0 then return {'no_tenant', 0} end
@@ -106,7 +106,7 @@ local revision = redis.call('INCR', KEYS[5])
 redis.call('SET', KEYS[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[1], revision)
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[5])
-redis.call('PUBLISH', ARGV[8], 'app ' .. ARGV[1])
+redis.call('PUBLISH', ARGV[8], 'app ' .. ARGV[1] .. ' ' .. revision)
 return {'done', revision}
 ";
 
@@ -233,6 +233,26 @@ impl SharedState for RedisState {
 
     async fn app_revisions(&self) -> Result<HashMap<String, u64>, SharedError> {
         self.query(redis::cmd("HGETALL").arg(APPS)).await
+    }
+
+    async fn revision(&self) -> Result<u64, SharedError> {
+        let revision: Option<u64> = self.query(redis::cmd("GET").arg(REVISION)).await?;
+        Ok(revision.unwrap_or(0))
+    }
+
+    async fn touch_host(&self, host: &str, ttl: Duration) -> Result<(), SharedError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("PEXPIRE")
+            .arg(host_key(host))
+            .arg(ttl.as_millis() as u64)
+            .ignore()
+            .cmd("ZADD")
+            .arg(HOSTS)
+            .arg(now_ms() + ttl.as_millis() as u64)
+            .arg(host)
+            .ignore();
+        self.pipeline::<()>(&pipe).await
     }
 
     async fn app_revision(&self, name: &str) -> Result<Option<u64>, SharedError> {
@@ -481,10 +501,8 @@ impl SharedState for RedisState {
                 let Ok(text) = message.get_payload::<String>() else {
                     continue;
                 };
-                let change = match text.split_once(' ') {
-                    Some(("tenant", name)) => Change::Tenant(name.to_string()),
-                    Some(("app", name)) => Change::App(name.to_string()),
-                    _ => continue,
+                let Some(change) = parse_change(&text) else {
+                    continue;
                 };
                 match sender.try_send(change) {
                     Ok(()) => {}
@@ -501,6 +519,18 @@ impl SharedState for RedisState {
     }
 }
 
+/// `tenant NAME REVISION` or `app NAME REVISION`, as the scripts publish them.
+fn parse_change(text: &str) -> Option<Change> {
+    let mut words = text.split(' ');
+    let (kind, name, revision) = (words.next()?, words.next()?, words.next()?);
+    let revision = revision.parse().ok()?;
+    match kind {
+        "tenant" => Some(Change::Tenant(name.to_string(), revision)),
+        "app" => Some(Change::App(name.to_string(), revision)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,5 +543,20 @@ mod tests {
             .err()
             .unwrap();
         assert!(!err.to_string().contains("hunter2secret"), "{err}");
+    }
+
+    #[test]
+    fn announcements_name_the_change_and_its_revision() {
+        assert_eq!(
+            parse_change("app hello 42"),
+            Some(Change::App("hello".into(), 42))
+        );
+        assert_eq!(
+            parse_change("tenant acme 7"),
+            Some(Change::Tenant("acme".into(), 7))
+        );
+        for bad in ["app hello", "app hello x", "other a 1", ""] {
+            assert_eq!(parse_change(bad), None, "{bad}");
+        }
     }
 }

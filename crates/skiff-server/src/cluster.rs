@@ -52,11 +52,12 @@ pub enum SwapOutcome {
     TooMuchCode(u64),
 }
 
-/// A change another host (or this one) made, as the state's subscription announces it.
+/// A change another host (or this one) made, as the state's subscription announces it, with
+/// the revision the change got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Tenant(String),
-    App(String),
+    Tenant(String, u64),
+    App(String, u64),
     /// Announcements may have been missed (the subscription was remade): read everything.
     Everything,
 }
@@ -80,6 +81,9 @@ pub trait SharedState: Send + Sync + 'static {
         record: Option<&[u8]>,
     ) -> Result<bool, SharedError>;
 
+    /// The revision of the newest change of any kind (0 before the first).
+    async fn revision(&self) -> Result<u64, SharedError>;
+
     /// Every app's name and revision.
     async fn app_revisions(&self) -> Result<HashMap<String, u64>, SharedError>;
     /// One app's revision, `None` if there is no such app.
@@ -102,6 +106,8 @@ pub trait SharedState: Send + Sync + 'static {
         applied: &HashMap<String, u64>,
         ttl: Duration,
     ) -> Result<(), SharedError>;
+    /// Keeps the host's last report alive another `ttl`, unchanged.
+    async fn touch_host(&self, host: &str, ttl: Duration) -> Result<(), SharedError>;
     /// Takes the host's report away at once: it is leaving (shutting down).
     async fn forget_host(&self, host: &str) -> Result<(), SharedError>;
     /// Each live host and the revision of `app` it serves (`None`: it has not applied it).

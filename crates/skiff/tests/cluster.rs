@@ -720,3 +720,27 @@ async fn racing_changes_through_different_hosts_never_both_win() {
         .await;
     assert_eq!(list["apps"].as_array().unwrap().len(), 1, "{list}");
 }
+
+#[tokio::test]
+async fn a_redis_that_lost_its_data_stops_no_app() {
+    // Without persistence: a restart comes back empty, as a misconfigured Redis would.
+    let mut redis = Redis::start();
+    let hosts = ready_cluster(&redis, 2).await;
+    let acme = hosts[0].tenant("acme", &[]);
+    hosts[0].deploy_ok(&acme, http_app(1).path(), "hello");
+    all_answer(&hosts, "hello", "/env/VERSION", (200, "1")).await;
+
+    redis.restart();
+    for host in &hosts {
+        eventually("the host says Redis lost its state", || async {
+            host.server.logs().contains("has lost its state")
+        })
+        .await;
+    }
+    // Every resync since has found the same, and the apps and tenants stay.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for host in &hosts {
+        assert_eq!(host.get("hello", "/env/VERSION").await, (200, "1".into()));
+        assert!(host.cli_ok(&acme, &["whoami"]).contains("acme"));
+    }
+}

@@ -48,6 +48,12 @@ pub(crate) fn unavailable(err: SharedError) -> Refusal {
     }
 }
 
+/// How long a host's report lives unless renewed: three resync periods, so that a host that is
+/// gone drops out of `apps inspect` soon, and one that is slow does not.
+fn report_ttl(cluster: &ClusterOptions) -> Duration {
+    (cluster.resync * 3).max(Duration::from_secs(5))
+}
+
 /// A usage query that has no answer, as the API says it.
 pub(crate) fn usage_refusal(err: crate::usage::ReportError) -> Refusal {
     match err {
@@ -126,7 +132,7 @@ impl Platform {
                         Some(change) => self.apply_change(change).await,
                         None => break,
                     },
-                    _ = resync.tick() => self.sync_logged().await,
+                    _ = resync.tick() => self.resync_if_needed().await,
                 }
             }
             tracing::warn!("the subscription to the cluster's changes was lost; subscribing again");
@@ -135,14 +141,45 @@ impl Platform {
     }
 
     async fn apply_change(&self, change: Change) {
-        let result = match &change {
-            Change::Tenant(_) => self.sync_tenants().await,
-            Change::App(name) => self.sync_app(name).await,
-            Change::Everything => self.sync_everything().await,
+        let (result, revision) = match &change {
+            Change::Tenant(_, revision) => (self.sync_tenants().await, *revision),
+            Change::App(name, revision) => (self.sync_app(name).await, *revision),
+            Change::Everything => (self.sync_everything().await, 0),
         };
         match result {
-            Ok(()) => self.report_applied().await,
-            Err(err) => tracing::warn!("cannot apply the cluster's change ({change:?}): {err}"),
+            Ok(()) => {
+                self.seen.fetch_max(revision, Ordering::Relaxed);
+                self.report_applied().await;
+            }
+            Err(err) => {
+                // The next resync reads everything, whatever the revisions say.
+                self.missed.store(true, Ordering::Relaxed);
+                tracing::warn!("cannot apply the cluster's change ({change:?}): {err}");
+            }
+        }
+    }
+
+    /// The periodic repair: reads everything again only if a change may have been missed, that
+    /// is if the cluster's newest revision is past every change this host has applied (or one
+    /// failed to apply). Announcements arrive in order on one subscription, and a lost
+    /// subscription is read in full when it is remade, so an idle cluster costs one GET per
+    /// host and period, not a read of every app.
+    async fn resync_if_needed(&self) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let missed = self.missed.load(Ordering::Relaxed);
+        match cluster.state.revision().await {
+            // Behind what this host has seen: Redis lost its state, which the full read
+            // below refuses (and says).
+            Ok(newest) if !missed && newest == self.seen.load(Ordering::Relaxed) => {
+                let ttl = report_ttl(cluster);
+                if let Err(err) = cluster.state.touch_host(&cluster.host_id, ttl).await {
+                    tracing::warn!("cannot keep this host's report alive: {err}");
+                }
+            }
+            Ok(_) => self.sync_logged().await,
+            Err(err) => tracing::warn!("cannot read the cluster's revision: {err}"),
         }
     }
 
@@ -161,7 +198,16 @@ impl Platform {
                 }
                 self.report_applied().await;
             }
-            Err(err) => tracing::warn!("cannot read the cluster's state: {err}"),
+            Err(err) => {
+                // Whatever the revisions say, the next resync reads everything.
+                self.missed.store(true, Ordering::Relaxed);
+                match err {
+                    SharedError::Invalid(_) => tracing::error!("{err}"),
+                    SharedError::Unavailable(_) => {
+                        tracing::warn!("cannot read the cluster's state: {err}");
+                    }
+                }
+            }
         }
     }
 
@@ -170,6 +216,8 @@ impl Platform {
         let Some(shared) = self.shared() else {
             return Ok(());
         };
+        // Read first: once everything below is applied, so is every change up to it.
+        let newest = self.newest_revision(shared).await?;
         self.sync_tenants().await?;
         let revisions = shared.app_revisions().await?;
         let local: HashMap<String, u64> = self
@@ -191,7 +239,28 @@ impl Platform {
                 self.sync_app(name).await?;
             }
         }
+        self.seen.fetch_max(newest, Ordering::Relaxed);
+        self.missed.store(false, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The cluster's newest revision, refused if it went back: a Redis restarted without its
+    /// data (no persistence, a failover to an empty replica) would otherwise stop every app on
+    /// every host. The hosts keep serving what they have instead, and say why.
+    async fn newest_revision(&self, shared: &Arc<dyn SharedState>) -> Result<u64, SharedError> {
+        let newest = shared.revision().await?;
+        let seen = self.seen.load(Ordering::Relaxed);
+        if newest < seen {
+            return Err(SharedError::Invalid(format!(
+                "the cluster's {} has lost its state: its newest change is {newest}, but this \
+                 host has applied changes up to {seen}. Nothing is applied from it: this host \
+                 keeps serving what it has. Restore Redis from its persistence or a backup \
+                 (and give it `appendonly yes`); to start the cluster afresh instead, restart \
+                 the hosts",
+                shared.describe()
+            )));
+        }
+        Ok(newest)
     }
 
     /// Reads every tenant and makes this host's tenants the same. Apps of a tenant that is gone
@@ -203,6 +272,7 @@ impl Platform {
             return Ok(());
         };
         let _syncing = self.tenant_sync.lock().await;
+        self.newest_revision(shared).await?;
         let mut records = Vec::new();
         for raw in shared.tenants().await? {
             match serde_json::from_slice::<TenantRecord>(&raw) {
@@ -601,7 +671,7 @@ impl Platform {
             .iter()
             .map(|(name, entry)| (name.clone(), entry.revision.load(Ordering::Relaxed)))
             .collect();
-        let ttl = (cluster.resync * 3).max(Duration::from_secs(5));
+        let ttl = report_ttl(cluster);
         if let Err(err) = cluster
             .state
             .report_host(&cluster.host_id, &applied, ttl)
