@@ -95,9 +95,10 @@ impl Platform {
     }
 
     /// Keeps this host's copy in step with the cluster until the task is dropped: subscribes
-    /// to announcements, reads everything, then applies each change announced, reading
-    /// everything again every `resync`. A lost subscription is remade, and everything read
-    /// again, since announcements may have been missed meanwhile.
+    /// to announcements, reads everything, then applies each change announced, and every
+    /// `resync` reads everything again if a change may have been missed. A lost subscription
+    /// is remade, and everything read again, since announcements may have been missed
+    /// meanwhile.
     pub async fn run_replica(self: Arc<Self>) {
         let Some(cluster) = self.cluster.clone() else {
             return;
@@ -170,14 +171,14 @@ impl Platform {
         };
         let missed = self.missed.load(Ordering::Relaxed);
         match cluster.state.revision().await {
-            // Behind what this host has seen: Redis lost its state, which the full read
-            // below refuses (and says).
             Ok(newest) if !missed && newest == self.seen.load(Ordering::Relaxed) => {
                 let ttl = report_ttl(cluster);
                 if let Err(err) = cluster.state.touch_host(&cluster.host_id, ttl).await {
                     tracing::warn!("cannot keep this host's report alive: {err}");
                 }
             }
+            // Past what this host applied, or (Redis lost its state) behind it: the full
+            // read catches up, or refuses and says why.
             Ok(_) => self.sync_logged().await,
             Err(err) => tracing::warn!("cannot read the cluster's revision: {err}"),
         }
