@@ -105,10 +105,10 @@ def stop_all():
             pass
 
 
-def http_get(port, path="/", timeout=5.0):
+def http_get(port, path="/", timeout=5.0, host="localhost"):
     """One GET with `Connection: close`; returns (status, body) or raises OSError."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while True:
             chunk = s.recv(65536)

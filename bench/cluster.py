@@ -850,7 +850,7 @@ def measure(args, skiff, http_wasm, workdir):
             deadline = time.monotonic() + 20
             while True:
                 try:
-                    status, body = _get(port, "hello")
+                    status, body = bench.http_get(port, "/", host="hello.localhost")
                     if (status, body) == (200, b"hello\n"):
                         break
                 except OSError:
@@ -921,29 +921,6 @@ def join(skiff, workdir, redis, admin, folder):
     redis.client.cmd("ZREM", "skiff:c:hosts", late.name)
     redis.client.cmd("DEL", f"skiff:c:host:{late.name}")
     return ready_ms, listed_ms
-
-
-def _get(port, app):
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"GET / HTTP/1.1\r\nHost: {app}.localhost\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
-    if b"transfer-encoding: chunked" in head.lower():
-        decoded, rest = b"", body
-        while rest:
-            size_line, _, rest = rest.partition(b"\r\n")
-            size = int(size_line.split(b";")[0] or b"0", 16)
-            if size == 0:
-                break
-            decoded, rest = decoded + rest[:size], rest[size + 2:]
-        body = decoded
-    return status, body
 
 
 # ------------------------------------------------------------------------------------------
