@@ -250,6 +250,15 @@ def wrk(port, path, connections, seconds, latency=False, cpu=LOADGEN_CPU, script
     if out.returncode != 0:
         fail(f"wrk failed ({' '.join(argv)}):\n{out.stdout}\n{out.stderr}")
     text = out.stdout
+    result = parse_wrk(text)
+    if result["non2xx"]:
+        fail(f"{result['non2xx']} responses were not 2xx from {path} on port {port}:\n{text}")
+    return result
+
+
+def parse_wrk(text):
+    """What a wrk run printed: req/s, non-2xx responses, socket errors, and p50/p99 in ms when
+    it ran with `--latency`."""
     m = re.search(r"Requests/sec:\s+([\d.]+)", text)
     if not m:
         fail(f"cannot read wrk's output:\n{text}")
@@ -258,8 +267,6 @@ def wrk(port, path, connections, seconds, latency=False, cpu=LOADGEN_CPU, script
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     result["non2xx"] = int(bad.group(1)) if bad else 0
     result["socket_errors"] = sum(int(x) for x in errors.groups()) if errors else 0
-    if result["non2xx"]:
-        fail(f"{result['non2xx']} responses were not 2xx from {path} on port {port}:\n{text}")
     for pct in ("50", "99"):
         m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
         if m:

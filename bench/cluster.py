@@ -598,20 +598,7 @@ def wrk(url, script, connections, seconds):
     out = subprocess.run(argv, capture_output=True, text=True)
     if out.returncode != 0:
         fail(f"wrk failed ({' '.join(argv)}):\n{out.stdout}\n{out.stderr}")
-    text = out.stdout
-    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
-    if not m:
-        fail(f"cannot read wrk's output:\n{text}")
-    result = {"rps": float(m.group(1))}
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    result["non2xx"] = int(bad.group(1)) if bad else 0
-    result["socket_errors"] = sum(int(x) for x in errors.groups()) if errors else 0
-    for pct in ("50", "99"):
-        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
-        if m:
-            result[f"p{pct}_ms"] = float(m.group(1)) * bench.UNITS[m.group(2)]
-    return result
+    return bench.parse_wrk(out.stdout)
 
 
 def measure_throughput(hosts, token, proxy, redis, workdir, args):
