@@ -319,10 +319,18 @@ pub struct ClusterInfo {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostInfo {
     pub host: String,
-    /// The revision of the app the host serves; `None` if it has not applied any.
+    /// The app's revision the host serves: the newest, once it has applied every change up to
+    /// it; `None` while it has not (or does not serve the app at all).
     pub revision: Option<u64>,
     /// Whether it serves the newest revision.
     pub converged: bool,
+    /// The host has applied every change (to any app or tenant) up to this revision.
+    #[serde(default)]
+    pub applied: u64,
+    /// The host has applied the app's record but does not serve it: the record is damaged, or
+    /// names a tenant the host does not know (its log says which).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -2,8 +2,9 @@
 //! [`skiff_server::cluster::SharedState`] that `skiff server --cluster redis://…` runs on.
 //!
 //! Redis does the hard parts: every change is one Lua script, which Redis runs alone, so a
-//! compare-and-swap and the quota checks that go with it are atomic across hosts; and every
-//! change is announced on a pub/sub channel, which hosts subscribe to. There is no consensus,
+//! compare-and-swap and the quota checks that go with it are atomic across hosts; every change
+//! is announced on a pub/sub channel, which hosts subscribe to, and appended to a change log
+//! (a stream), from which a host that missed announcements catches up. There is no consensus,
 //! election or gossip of skiff's own. One Redis (or a managed one with a replica for
 //! failover) holds the state; a Redis Cluster is not supported (the scripts touch keys of
 //! several slots).
@@ -19,11 +20,12 @@
 //! | `skiff:c:code:TENANT` | hash | app name → bytes of code live, for the tenant's quotas |
 //! | `skiff:c:bundle:ID` | string | a deployed bundle as uploaded (packed) |
 //! | `skiff:c:revision` | counter | the last revision given to any change |
-//! | `skiff:c:host:HOST` | hash, expiring | app name → revision that host serves |
+//! | `skiff:c:host:HOST` | hash, expiring | `applied` → the revision up to which that host applied every change; `skipped:APP` for each app it does not serve |
 //! | `skiff:c:hosts` | sorted set | host → when its report expires (ms) |
 //! | `skiff:c:usage:YYYY-MM-DD` | list, expiring | usage lines (JSON) every host wrote out that day |
 //! | `skiff:c:logs:TENANT:APP` | stream, expiring | the app's newest log lines (JSON) from every host |
-//! | `skiff:c:changes` | channel | `tenant NAME` or `app NAME` on every change |
+//! | `skiff:c:changes` | channel | `tenant NAME REVISION` or `app NAME REVISION` on every change |
+//! | `skiff:c:change-log` | stream | the newest 100,000 changes, entry id `REVISION-0`, fields `kind` and `name` |
 //!
 //! Availability: connecting does no I/O, so a host starts while Redis is down, serves what it
 //! had, and refuses changes; the connection is remade by itself when Redis is back. Every call
@@ -36,7 +38,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use redis::{Cmd, Script};
-use skiff_server::cluster::{AppSwap, Change, SharedError, SharedState, SwapOutcome};
+use skiff_server::cluster::{AppSwap, Change, HostReport, SharedError, SharedState, SwapOutcome};
 use skiff_store::{RedisConnection, StoreError};
 
 const TENANTS: &str = "skiff:c:tenants";
@@ -44,6 +46,7 @@ const APPS: &str = "skiff:c:apps";
 const REVISION: &str = "skiff:c:revision";
 const HOSTS: &str = "skiff:c:hosts";
 const CHANGES: &str = "skiff:c:changes";
+const CHANGE_LOG: &str = "skiff:c:change-log";
 
 /// How long a day of usage stays in Redis: longer than a usage query may reach back.
 const USAGE_KEPT: Duration = Duration::from_secs(400 * 24 * 60 * 60);
@@ -53,11 +56,26 @@ const LOG_LINES_KEPT: usize = 1000;
 /// How long the lines of an app that logs nothing more are kept.
 const LOGS_KEPT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
-/// Announcements a slow host may have waiting before it reads everything instead.
+/// Announcements a slow host may have waiting before it catches up from the change log instead.
 const CHANGE_BACKLOG: usize = 1024;
 
-/// Tenant compare-and-swap. KEYS: tenants, revision. ARGV: name, expected (`-` absent, else
-/// `=` then the record), new record (empty: remove), channel.
+/// Changes the change log keeps (about: Redis trims whole blocks of a stream). A host that
+/// falls further behind than this reads everything instead. About 60 bytes each.
+const CHANGE_LOG_KEPT: u64 = 100_000;
+
+/// Appends a change to the change log, under its revision as the entry's id, so that a host
+/// reads what came after the revision it applied last. `pcall`: a log that cannot take the
+/// entry (its newest id is ahead of the revision: someone reset the counter) never blocks a
+/// change; hosts then find a gap and read everything.
+const LOG_CHANGE_LUA: &str = r"
+local function log_change(log, kept, revision, kind, name)
+  redis.pcall('XADD', log, 'MAXLEN', '~', kept, revision .. '-0', 'kind', kind, 'name', name)
+end
+";
+
+/// Tenant compare-and-swap. KEYS: tenants, revision, change log. ARGV: name, expected (`-`
+/// absent, else `=` then the record), new record (empty: remove), channel, changes the log
+/// keeps.
 const SWAP_TENANT_LUA: &str = r"
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if ARGV[2] == '-' then
@@ -71,13 +89,15 @@ else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 end
 local revision = redis.call('INCR', KEYS[2])
+log_change(KEYS[3], ARGV[5], revision, 'tenant', ARGV[1])
 redis.call('PUBLISH', ARGV[4], 'tenant ' .. ARGV[1] .. ' ' .. revision)
 return 1
 ";
 
 /// App compare-and-swap with the tenant's quotas. KEYS: app record, apps, tenant's code,
-/// tenants, revision. ARGV: name, expected revision (empty: absent), new record (empty:
-/// delete), tenant, code bytes, max apps, max code bytes, channel.
+/// tenants, revision, change log. ARGV: name, expected revision (empty: absent), new record
+/// (empty: delete), tenant, code bytes, max apps, max code bytes, channel, changes the log
+/// keeps.
 /// Replies `{status, number}`: `done` and the new revision, `changed`, `no_tenant`,
 /// `too_many_apps` and the tenant's other apps, `too_much_code` and their code.
 const SWAP_APP_LUA: &str = r"
@@ -88,6 +108,7 @@ if ARGV[3] == '' then
   redis.call('HDEL', KEYS[2], ARGV[1])
   redis.call('HDEL', KEYS[3], ARGV[1])
   local revision = redis.call('INCR', KEYS[5])
+  log_change(KEYS[6], ARGV[9], revision, 'app', ARGV[1])
   redis.call('PUBLISH', ARGV[8], 'app ' .. ARGV[1] .. ' ' .. revision)
   return {'done', 0}
 end
@@ -106,6 +127,7 @@ local revision = redis.call('INCR', KEYS[5])
 redis.call('SET', KEYS[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[1], revision)
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[5])
+log_change(KEYS[6], ARGV[9], revision, 'app', ARGV[1])
 redis.call('PUBLISH', ARGV[8], 'app ' .. ARGV[1] .. ' ' .. revision)
 return {'done', revision}
 ";
@@ -123,8 +145,8 @@ impl RedisState {
     pub fn new(url: &str) -> Result<RedisState, SharedError> {
         Ok(RedisState {
             redis: RedisConnection::open(url).map_err(shared_error)?,
-            swap_tenant: Script::new(SWAP_TENANT_LUA),
-            swap_app: Script::new(SWAP_APP_LUA),
+            swap_tenant: Script::new(&[LOG_CHANGE_LUA, SWAP_TENANT_LUA].concat()),
+            swap_app: Script::new(&[LOG_CHANGE_LUA, SWAP_APP_LUA].concat()),
         })
     }
 
@@ -185,6 +207,14 @@ fn logs_key(tenant: &str, app: &str) -> String {
     format!("skiff:c:logs:{tenant}:{app}")
 }
 
+/// In a host's report: the revision up to which it applied every change.
+const APPLIED_FIELD: &str = "applied";
+
+/// In a host's report: an app whose record the host applied but does not serve.
+fn skipped_field(app: &str) -> String {
+    format!("skipped:{app}")
+}
+
 fn host_key(host: &str) -> String {
     format!("skiff:c:host:{host}")
 }
@@ -223,10 +253,12 @@ impl SharedState for RedisState {
         invocation
             .key(TENANTS)
             .key(REVISION)
+            .key(CHANGE_LOG)
             .arg(name)
             .arg(expected)
             .arg(record.unwrap_or_default())
-            .arg(CHANGES);
+            .arg(CHANGES)
+            .arg(CHANGE_LOG_KEPT);
         let done: i64 = self.run(&invocation).await?;
         Ok(done == 1)
     }
@@ -238,21 +270,6 @@ impl SharedState for RedisState {
     async fn revision(&self) -> Result<u64, SharedError> {
         let revision: Option<u64> = self.query(redis::cmd("GET").arg(REVISION)).await?;
         Ok(revision.unwrap_or(0))
-    }
-
-    async fn touch_host(&self, host: &str, ttl: Duration) -> Result<(), SharedError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("PEXPIRE")
-            .arg(host_key(host))
-            .arg(ttl.as_millis() as u64)
-            .ignore()
-            .cmd("ZADD")
-            .arg(HOSTS)
-            .arg(now_ms() + ttl.as_millis() as u64)
-            .arg(host)
-            .ignore();
-        self.pipeline::<()>(&pipe).await
     }
 
     async fn app_revision(&self, name: &str) -> Result<Option<u64>, SharedError> {
@@ -283,6 +300,7 @@ impl SharedState for RedisState {
             .key(code_key(swap.tenant))
             .key(TENANTS)
             .key(REVISION)
+            .key(CHANGE_LOG)
             .arg(swap.name)
             .arg(swap.expected.map(|r| r.to_string()).unwrap_or_default())
             .arg(swap.record.unwrap_or_default())
@@ -290,7 +308,8 @@ impl SharedState for RedisState {
             .arg(swap.code_bytes)
             .arg(swap.max_apps)
             .arg(swap.max_code_bytes)
-            .arg(CHANGES);
+            .arg(CHANGES)
+            .arg(CHANGE_LOG_KEPT);
         let (status, number): (String, u64) = self.run(&invocation).await?;
         Ok(match status.as_str() {
             "done" => SwapOutcome::Done(number),
@@ -326,14 +345,25 @@ impl SharedState for RedisState {
     async fn report_host(
         &self,
         host: &str,
-        applied: &HashMap<String, u64>,
+        applied: u64,
+        skipped: &[String],
         ttl: Duration,
     ) -> Result<(), SharedError> {
         let key = host_key(host);
         let mut pipe = redis::pipe();
-        pipe.atomic().cmd("DEL").arg(&key).ignore();
-        if !applied.is_empty() {
-            pipe.cmd("HSET").arg(&key).arg(applied).ignore();
+        pipe.atomic()
+            .cmd("DEL")
+            .arg(&key)
+            .ignore()
+            .cmd("HSET")
+            .arg(&key)
+            .arg(APPLIED_FIELD)
+            .arg(applied)
+            .ignore();
+        if !skipped.is_empty() {
+            let fields: Vec<(String, u8)> =
+                skipped.iter().map(|app| (skipped_field(app), 1)).collect();
+            pipe.cmd("HSET").arg(&key).arg(fields).ignore();
         }
         pipe.cmd("PEXPIRE")
             .arg(&key)
@@ -365,8 +395,8 @@ impl SharedState for RedisState {
         self.pipeline::<()>(&pipe).await
     }
 
-    async fn hosts_serving(&self, app: &str) -> Result<Vec<(String, Option<u64>)>, SharedError> {
-        let hosts: Vec<String> = self
+    async fn hosts_serving(&self, app: &str) -> Result<Vec<HostReport>, SharedError> {
+        let mut hosts: Vec<String> = self
             .query(
                 redis::cmd("ZRANGEBYSCORE")
                     .arg(HOSTS)
@@ -377,14 +407,59 @@ impl SharedState for RedisState {
         if hosts.is_empty() {
             return Ok(Vec::new());
         }
+        hosts.sort();
         let mut pipe = redis::pipe();
         for host in &hosts {
-            pipe.cmd("HGET").arg(host_key(host)).arg(app);
+            pipe.cmd("HMGET")
+                .arg(host_key(host))
+                .arg(APPLIED_FIELD)
+                .arg(skipped_field(app));
         }
-        let revisions: Vec<Option<u64>> = self.pipeline(&pipe).await?;
-        let mut serving: Vec<(String, Option<u64>)> = hosts.into_iter().zip(revisions).collect();
-        serving.sort();
-        Ok(serving)
+        let reports: Vec<(Option<u64>, Option<u8>)> = self.pipeline(&pipe).await?;
+        Ok(hosts
+            .into_iter()
+            .zip(reports)
+            .map(|(host, (applied, skipped))| HostReport {
+                host,
+                applied: applied.unwrap_or(0),
+                skipped: skipped.is_some(),
+            })
+            .collect())
+    }
+
+    async fn changes_since(
+        &self,
+        after: u64,
+        count: usize,
+    ) -> Result<Option<Vec<Change>>, SharedError> {
+        // Every entry's id is `REVISION-0`, so starting at `AFTER-1` leaves out `after` itself
+        // (what `(` does, on Redis 6.2 and later only).
+        let entries: Vec<(String, Vec<String>)> = self
+            .query(
+                redis::cmd("XRANGE")
+                    .arg(CHANGE_LOG)
+                    .arg(format!("{after}-1"))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count),
+            )
+            .await?;
+        let mut changes = Vec::with_capacity(entries.len());
+        for (id, fields) in entries {
+            let change = logged_change(&id, &fields).ok_or_else(|| {
+                SharedError::Invalid(format!(
+                    "the change log (`{CHANGE_LOG}`) holds an entry skiff did not write: {id}"
+                ))
+            })?;
+            changes.push(change);
+        }
+        let next = after + 1;
+        match changes.first() {
+            Some(Change::App(_, revision) | Change::Tenant(_, revision)) if *revision != next => {
+                Ok(None)
+            }
+            _ => Ok(Some(changes)),
+        }
     }
 
     async fn push_usage(&self, day: &str, lines: &[u8]) -> Result<(), SharedError> {
@@ -506,9 +581,9 @@ impl SharedState for RedisState {
                 };
                 match sender.try_send(change) {
                     Ok(()) => {}
-                    // The host is far behind: it reads everything instead of each change.
+                    // The host is far behind: it catches up from the change log instead.
                     Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-                        let _ = sender.send(Change::Everything).await;
+                        let _ = sender.send(Change::CatchUp).await;
                     }
                     Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
                 }
@@ -516,6 +591,21 @@ impl SharedState for RedisState {
             // The connection is gone: dropping the sender tells the host so.
         });
         Ok(receiver)
+    }
+}
+
+/// A change log entry: id `REVISION-0`, fields `kind` (`app` or `tenant`) and `name`.
+fn logged_change(id: &str, fields: &[String]) -> Option<Change> {
+    let revision = id.strip_suffix("-0")?.parse().ok()?;
+    match fields {
+        [kind_field, kind, name_field, name] if kind_field == "kind" && name_field == "name" => {
+            match kind.as_str() {
+                "tenant" => Some(Change::Tenant(name.clone(), revision)),
+                "app" => Some(Change::App(name.clone(), revision)),
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 
@@ -558,5 +648,23 @@ mod tests {
         for bad in ["app hello", "app hello x", "other a 1", ""] {
             assert_eq!(parse_change(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn change_log_entries_are_read_as_the_scripts_write_them() {
+        let fields = |kind: &str, name: &str| -> Vec<String> {
+            vec!["kind".into(), kind.into(), "name".into(), name.into()]
+        };
+        assert_eq!(
+            logged_change("42-0", &fields("app", "hello")),
+            Some(Change::App("hello".into(), 42))
+        );
+        assert_eq!(
+            logged_change("7-0", &fields("tenant", "acme")),
+            Some(Change::Tenant("acme".into(), 7))
+        );
+        assert_eq!(logged_change("7-1", &fields("app", "a")), None);
+        assert_eq!(logged_change("1712-0", &fields("other", "a")), None);
+        assert_eq!(logged_change("7-0", &["kind".into(), "app".into()]), None);
     }
 }

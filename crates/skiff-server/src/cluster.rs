@@ -58,8 +58,19 @@ pub enum SwapOutcome {
 pub enum Change {
     Tenant(String, u64),
     App(String, u64),
-    /// Announcements may have been missed (the subscription was remade): read everything.
-    Everything,
+    /// Announcements may have been missed (the host fell behind): catch up from the change
+    /// log.
+    CatchUp,
+}
+
+/// What a host said of itself, as it concerns one app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostReport {
+    pub host: String,
+    /// The host has applied every change up to this revision.
+    pub applied: u64,
+    /// The host does not serve the app although it has applied its record.
+    pub skipped: bool,
 }
 
 /// The cluster's shared state. Every call is bounded in time by the implementation, and fails
@@ -98,20 +109,21 @@ pub trait SharedState: Send + Sync + 'static {
     async fn bundle(&self, id: &str) -> Result<Option<Vec<u8>>, SharedError>;
     async fn remove_bundles(&self, ids: &[String]) -> Result<(), SharedError>;
 
-    /// Says which revision of each app this host serves; the report lives `ttl`, so that a
-    /// host that is gone drops out of [`converged`](Self::converged).
+    /// Says how far this host is: it has applied every change up to revision `applied`, except
+    /// that it does not serve the apps `skipped` (their record is damaged, or names a tenant
+    /// it does not have). The report lives `ttl`, so that a host that is gone drops out of
+    /// [`hosts_serving`](Self::hosts_serving). One small write, however many apps there are.
     async fn report_host(
         &self,
         host: &str,
-        applied: &HashMap<String, u64>,
+        applied: u64,
+        skipped: &[String],
         ttl: Duration,
     ) -> Result<(), SharedError>;
-    /// Keeps the host's last report alive another `ttl`, unchanged.
-    async fn touch_host(&self, host: &str, ttl: Duration) -> Result<(), SharedError>;
     /// Takes the host's report away at once: it is leaving (shutting down).
     async fn forget_host(&self, host: &str) -> Result<(), SharedError>;
-    /// Each live host and the revision of `app` it serves (`None`: it has not applied it).
-    async fn hosts_serving(&self, app: &str) -> Result<Vec<(String, Option<u64>)>, SharedError>;
+    /// Each live host's report, as it concerns app `app`, by host name.
+    async fn hosts_serving(&self, app: &str) -> Result<Vec<HostReport>, SharedError>;
 
     /// Adds usage one host wrote out (lines of JSON) to the cluster's record of day `day`
     /// (`YYYY-MM-DD`).
@@ -132,6 +144,16 @@ pub trait SharedState: Send + Sync + 'static {
         count: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, SharedError>;
 
+    /// The changes after revision `after`, oldest first, at most `count`: from the change
+    /// log, which keeps the newest changes only. `None` if the log no longer holds the change
+    /// right after `after` (it was trimmed past it, or lost): read everything instead. Empty
+    /// if there is none yet (or the log lost them all: compare with [`revision`](Self::revision)).
+    async fn changes_since(
+        &self,
+        after: u64,
+        count: usize,
+    ) -> Result<Option<Vec<Change>>, SharedError>;
+
     /// Announcements of changes, until the subscription is lost (the receiver then ends; the
     /// host subscribes again and reads everything).
     async fn subscribe(&self) -> Result<tokio::sync::mpsc::Receiver<Change>, SharedError>;
@@ -143,7 +165,8 @@ pub struct ClusterOptions {
     pub state: Arc<dyn SharedState>,
     /// This host's name in the cluster (its Pod name on Kubernetes).
     pub host_id: String,
-    /// How often everything is read again, repairing any announcement that was missed.
+    /// How often the host checks the cluster's newest revision against its own, catching up
+    /// from the change log on any announcement it missed, and renews its report.
     pub resync: Duration,
     /// The Redis that holds apps' key-value stores unless the runtime config places them
     /// elsewhere (normally the cluster's own), so that every host sees the same data.

@@ -120,8 +120,8 @@ pub struct ServerArgs {
     /// machine's host name, which is the Pod's name on Kubernetes].
     #[arg(long, value_name = "NAME", env = "SKIFF_HOST_ID")]
     host_id: Option<String>,
-    /// How often a cluster host reads the whole cluster state again, repairing any change
-    /// announcement it missed.
+    /// How often a cluster host checks that it has applied the cluster's newest change,
+    /// catching up from the change log on any announcement it missed.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::single::parse_timeout, hide = true)]
     cluster_resync: Duration,
     /// Once asked to stop, go on serving this long while /readyz says not ready, so that load

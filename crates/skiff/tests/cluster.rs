@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::host::{ADMIN_TOKEN, Host, http_app};
 use common::redis::Redis;
-use common::{client, fresh_data_dir, guest};
+use common::{client, fresh_data_dir, guest, signal};
 
 /// How long a change may take to reach every host in these tests: far above what it takes
 /// (announcements arrive in milliseconds), for a loaded machine.
@@ -743,4 +743,61 @@ async fn a_redis_that_lost_its_data_stops_no_app() {
         assert_eq!(host.get("hello", "/env/VERSION").await, (200, "1".into()));
         assert!(host.cli_ok(&acme, &["whoami"]).contains("acme"));
     }
+}
+
+#[tokio::test]
+async fn a_host_that_missed_announcements_catches_up_from_the_change_log() {
+    let redis = Redis::start();
+    let hosts = ready_cluster(&redis, 2).await;
+    let acme = hosts[0].tenant("acme", &[]);
+    hosts[0].deploy_ok(&acme, http_app(1).path(), "hello");
+    all_answer(&hosts, "hello", "/env/VERSION", (200, "1")).await;
+    // Reading everything starts with every tenant (HVALS); a catch-up reads the changed apps.
+    let full_reads = redis.calls("hvals");
+    let log_reads = redis.calls("xrange");
+
+    // Host 2 is frozen and its subscription cut while two changes are made: their
+    // announcements never reach it.
+    let frozen = hosts[1].server.pid();
+    signal(frozen, "STOP");
+    redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    hosts[0].deploy_ok(&acme, http_app(2).path(), "hello");
+    hosts[0].deploy_ok(&acme, http_app(3).path(), "other");
+    signal(frozen, "CONT");
+    all_answer(&hosts, "hello", "/env/VERSION", (200, "2")).await;
+    all_answer(&hosts, "other", "/env/VERSION", (200, "3")).await;
+    assert_eq!(
+        redis.calls("hvals"),
+        full_reads,
+        "no host read everything to catch up"
+    );
+    assert!(redis.calls("xrange") > log_reads, "the change log was read");
+    eventually("apps inspect shows both hosts current", || async {
+        let out = hosts[0].cli_ok(&acme, &["apps", "inspect", "other"]);
+        out.contains("Hosts (2 of 2 serve revision")
+    })
+    .await;
+
+    // Once the log no longer reaches back to what host 2 applied, it reads everything, and
+    // converges all the same.
+    signal(frozen, "STOP");
+    redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    hosts[0].deploy_ok(&acme, http_app(4).path(), "hello");
+    hosts[0].cli_ok(&acme, &["apps", "delete", "other"]);
+    redis.cli(&["XTRIM", "skiff:c:change-log", "MAXLEN", "0"]);
+    signal(frozen, "CONT");
+    all_answer(&hosts, "hello", "/env/VERSION", (200, "4")).await;
+    eventually("the deleted app is gone from host 2", || async {
+        hosts[1].get("other", "/env/VERSION").await.0 == 404
+    })
+    .await;
+    assert!(redis.calls("hvals") > full_reads, "host 2 read everything");
+    assert!(
+        hosts[1]
+            .server
+            .logs()
+            .contains("no longer reaches back to revision"),
+        "{}",
+        hosts[1].server.logs()
+    );
 }

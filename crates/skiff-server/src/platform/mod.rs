@@ -256,11 +256,9 @@ pub struct Platform {
     ready: AtomicBool,
     /// In a cluster: whether the host has read the cluster's state once.
     in_step: AtomicBool,
-    /// In a cluster: every change up to this revision is applied here (as far as this host
-    /// knows: see `missed`).
-    seen: AtomicU64,
-    /// In a cluster: a change failed to apply, so the next resync reads everything.
-    missed: AtomicBool,
+    /// In a cluster: every change up to this revision is applied here (the watermark; it
+    /// moves only past changes applied one after the other).
+    applied: AtomicU64,
     /// In a cluster: held while the tenants are read and applied.
     tenant_sync: tokio::sync::Mutex<()>,
 }
@@ -424,8 +422,7 @@ impl Platform {
             log_shared: Mutex::new(log_shared),
             ready: AtomicBool::new(cluster.is_none()),
             in_step: AtomicBool::new(false),
-            seen: AtomicU64::new(0),
-            missed: AtomicBool::new(false),
+            applied: AtomicU64::new(0),
             tenant_sync: tokio::sync::Mutex::new(()),
             cluster,
         }))

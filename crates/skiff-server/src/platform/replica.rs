@@ -1,7 +1,9 @@
 //! A cluster host's copy of the shared state: the tenants and app records every host serves
-//! from, kept in step with the cluster's by announcements and, in case one was missed, by
-//! reading everything again now and then. Bundles are fetched from the shared state the
-//! first time a version is loaded here, and unpacked as carefully as an upload.
+//! from, kept in step with the cluster's by announcements and, in case one was missed, by the
+//! change log. The host keeps a watermark, the revision up to which it has applied every
+//! change, and reports only that (and the apps it does not serve): `apps inspect` compares it
+//! with each app's revision. Bundles are fetched from the shared state the first time a
+//! version is loaded here, and unpacked as carefully as an upload.
 //!
 //! Applying a record takes the app's lock, as a deploy does, so a host applies the change it
 //! made itself only once (the revision it committed is already its own). An app that is loaded
@@ -24,6 +26,24 @@ use crate::tenants::TenantRecord;
 
 /// Log lines a host shares with the cluster in one second at most.
 const SHARED_LOG_LINES_PER_SECOND: usize = 2000;
+
+/// Changes read from the change log in one round trip at most.
+const CATCH_UP_BATCH: usize = 1000;
+
+/// The revision of the last of `changes` if they follow revision `after` one by one, `None`
+/// if there is a gap.
+fn contiguous_end(after: u64, changes: &[Change]) -> Option<u64> {
+    let mut expected = after + 1;
+    for change in changes {
+        match change {
+            Change::Tenant(_, revision) | Change::App(_, revision) if *revision == expected => {
+                expected += 1;
+            }
+            _ => return None,
+        }
+    }
+    Some(expected - 1)
+}
 
 /// Log lines shared in one round trip at most.
 const LOG_BATCH: usize = 256;
@@ -95,10 +115,10 @@ impl Platform {
     }
 
     /// Keeps this host's copy in step with the cluster until the task is dropped: subscribes
-    /// to announcements, reads everything, then applies each change announced, and every
-    /// `resync` reads everything again if a change may have been missed. A lost subscription
-    /// is remade, and everything read again, since announcements may have been missed
-    /// meanwhile.
+    /// to announcements, reads everything, then applies each change announced. A change that
+    /// was missed (an announcement lost with the subscription, or one that failed to apply)
+    /// is caught up from the change log: when the next announcement shows a gap, or at the
+    /// next `resync` at the latest.
     pub async fn run_replica(self: Arc<Self>) {
         let Some(cluster) = self.cluster.clone() else {
             return;
@@ -115,7 +135,7 @@ impl Platform {
                     }
                     // Still read now and then: the host converges even without announcements.
                     tokio::select! {
-                        _ = resync.tick() => self.sync_logged().await,
+                        _ = resync.tick() => self.catch_up_logged().await,
                         () = tokio::time::sleep(delay) => {}
                     }
                     delay = (delay * 2).min(MAX_RESUBSCRIBE_DELAY);
@@ -126,14 +146,15 @@ impl Platform {
                 tracing::info!("subscribed to the cluster's changes again");
             }
             delay = RESUBSCRIBE_DELAY;
-            self.sync_logged().await;
+            // Announcements may have been missed while there was no subscription.
+            self.catch_up_logged().await;
             loop {
                 tokio::select! {
                     change = changes.recv() => match change {
                         Some(change) => self.apply_change(change).await,
                         None => break,
                     },
-                    _ = resync.tick() => self.resync_if_needed().await,
+                    _ = resync.tick() => self.catch_up_logged().await,
                 }
             }
             tracing::warn!("the subscription to the cluster's changes was lost; subscribing again");
@@ -141,53 +162,49 @@ impl Platform {
         }
     }
 
+    /// Applies one announced change if it is the next one; catches up from the change log if
+    /// announcements before it were missed.
     async fn apply_change(&self, change: Change) {
-        let (result, revision) = match &change {
-            Change::Tenant(_, revision) => (self.sync_tenants().await, *revision),
-            Change::App(name, revision) => (self.sync_app(name).await, *revision),
-            Change::Everything => (self.sync_everything().await, 0),
+        let revision = match &change {
+            Change::Tenant(_, revision) | Change::App(_, revision) => *revision,
+            Change::CatchUp => return self.catch_up_logged().await,
+        };
+        let applied = self.applied.load(Ordering::Relaxed);
+        if revision <= applied {
+            // Already applied, by a catch-up or the first full read.
+            return;
+        }
+        if revision > applied + 1 || !self.in_step.load(Ordering::Relaxed) {
+            return self.catch_up_logged().await;
+        }
+        let result = match &change {
+            Change::Tenant(..) => self.sync_tenants().await,
+            Change::App(name, _) => self.sync_app(name).await,
+            Change::CatchUp => Ok(()),
         };
         match result {
             Ok(()) => {
-                self.seen.fetch_max(revision, Ordering::Relaxed);
+                self.applied.fetch_max(revision, Ordering::Relaxed);
                 self.report_applied().await;
             }
-            Err(err) => {
-                // The next resync reads everything, whatever the revisions say.
-                self.missed.store(true, Ordering::Relaxed);
-                tracing::warn!("cannot apply the cluster's change ({change:?}): {err}");
-            }
+            // The watermark stays: the next resync catches up from it.
+            Err(err) => tracing::warn!("cannot apply the cluster's change ({change:?}): {err}"),
         }
     }
 
-    /// The periodic repair: reads everything again only if a change may have been missed, that
-    /// is if the cluster's newest revision is past every change this host has applied (or one
-    /// failed to apply). Announcements arrive in order on one subscription, and a lost
-    /// subscription is read in full when it is remade, so an idle cluster costs one GET per
-    /// host and period, not a read of every app.
-    async fn resync_if_needed(&self) {
-        let Some(cluster) = &self.cluster else {
-            return;
+    /// Brings this host up to the cluster's newest change, logging what fails (the next
+    /// resync tries again), and reports how far it is. The first time, everything is read,
+    /// and the host becomes ready once that worked.
+    async fn catch_up_logged(&self) {
+        let first = !self.in_step.load(Ordering::Relaxed);
+        let result = if first {
+            self.sync_everything().await
+        } else {
+            self.catch_up().await
         };
-        let missed = self.missed.load(Ordering::Relaxed);
-        match cluster.state.revision().await {
-            Ok(newest) if !missed && newest == self.seen.load(Ordering::Relaxed) => {
-                let ttl = report_ttl(cluster);
-                if let Err(err) = cluster.state.touch_host(&cluster.host_id, ttl).await {
-                    tracing::warn!("cannot keep this host's report alive: {err}");
-                }
-            }
-            // Past what this host applied, or (Redis lost its state) behind it: the full
-            // read catches up, or refuses and says why.
-            Ok(_) => self.sync_logged().await,
-            Err(err) => tracing::warn!("cannot read the cluster's revision: {err}"),
-        }
-    }
-
-    async fn sync_logged(&self) {
-        match self.sync_everything().await {
+        match result {
             Ok(()) => {
-                if !self.in_step.swap(true, Ordering::Relaxed) {
+                if first && !self.in_step.swap(true, Ordering::Relaxed) {
                     // Before the host is ready, and so before it takes a deploy (which
                     // unpacks a bundle no record names yet).
                     self.remove_unused_bundles().await;
@@ -197,19 +214,61 @@ impl Platform {
                         "in step with the cluster: ready"
                     );
                 }
-                self.report_applied().await;
             }
-            Err(err) => {
-                // Whatever the revisions say, the next resync reads everything.
-                self.missed.store(true, Ordering::Relaxed);
-                match err {
-                    SharedError::Invalid(_) => tracing::error!("{err}"),
-                    SharedError::Unavailable(_) => {
-                        tracing::warn!("cannot read the cluster's state: {err}");
-                    }
-                }
+            Err(SharedError::Invalid(why)) => tracing::error!("{why}"),
+            Err(SharedError::Unavailable(why)) => {
+                // No report either: it could not be written.
+                return tracing::warn!("cannot read the cluster's state: {why}");
             }
         }
+        self.report_applied().await;
+    }
+
+    /// Applies every change after this host's watermark, as the change log lists them: one
+    /// GET when there is none, a read of the changed apps when there are some, and a read of
+    /// everything only when the log no longer reaches back to the watermark (the host was
+    /// away for longer than the log keeps).
+    async fn catch_up(&self) -> Result<(), SharedError> {
+        let Some(shared) = self.shared() else {
+            return Ok(());
+        };
+        let newest = self.newest_revision(shared).await?;
+        let mut applied = self.applied.load(Ordering::Relaxed);
+        while applied < newest {
+            let changes = match shared.changes_since(applied, CATCH_UP_BATCH).await? {
+                Some(changes) if !changes.is_empty() => changes,
+                _ => {
+                    tracing::info!(
+                        "the cluster's change log no longer reaches back to revision {applied},                          which this host applied last: reading everything"
+                    );
+                    return self.sync_everything().await;
+                }
+            };
+            let Some(last) = contiguous_end(applied, &changes) else {
+                tracing::warn!("the cluster's change log has a gap: reading everything");
+                return self.sync_everything().await;
+            };
+            // Each read takes the newest record, so a name changed twice is read once; the
+            // tenants first, so that an app of a new tenant finds it.
+            if changes.iter().any(|c| matches!(c, Change::Tenant(..))) {
+                self.sync_tenants().await?;
+            }
+            let mut read = HashSet::new();
+            for change in &changes {
+                if let Change::App(name, _) = change
+                    && read.insert(name.as_str())
+                {
+                    self.sync_app(name).await?;
+                }
+            }
+            tracing::debug!(
+                changes = changes.len(),
+                "caught up from the cluster's change log, to revision {last}"
+            );
+            self.applied.fetch_max(last, Ordering::Relaxed);
+            applied = last;
+        }
+        Ok(())
     }
 
     /// Reads every tenant and every app's revision, and applies what differs.
@@ -240,8 +299,7 @@ impl Platform {
                 self.sync_app(name).await?;
             }
         }
-        self.seen.fetch_max(newest, Ordering::Relaxed);
-        self.missed.store(false, Ordering::Relaxed);
+        self.applied.fetch_max(newest, Ordering::Relaxed);
         Ok(())
     }
 
@@ -250,11 +308,11 @@ impl Platform {
     /// every host. The hosts keep serving what they have instead, and say why.
     async fn newest_revision(&self, shared: &Arc<dyn SharedState>) -> Result<u64, SharedError> {
         let newest = shared.revision().await?;
-        let seen = self.seen.load(Ordering::Relaxed);
-        if newest < seen {
+        let applied = self.applied.load(Ordering::Relaxed);
+        if newest < applied {
             return Err(SharedError::Invalid(format!(
                 "the cluster's {} has lost its state: its newest change is {newest}, but this \
-                 host has applied changes up to {seen}. Nothing is applied from it: this host \
+                 host has applied changes up to {applied}. Nothing is applied from it: this host \
                  keeps serving what it has. Restore Redis from its persistence or a backup \
                  (and give it `appendonly yes`); to start the cluster afresh instead, restart \
                  the hosts",
@@ -509,10 +567,15 @@ impl Platform {
                     revision,
                     hosts: hosts
                         .into_iter()
-                        .map(|(host, applied)| HostInfo {
-                            converged: applied == Some(revision),
-                            host,
-                            revision: applied,
+                        .map(|report| {
+                            let converged = !report.skipped && report.applied >= revision;
+                            HostInfo {
+                                host: report.host,
+                                revision: converged.then_some(revision),
+                                converged,
+                                applied: report.applied,
+                                skipped: report.skipped,
+                            }
                         })
                         .collect(),
                 })
@@ -661,24 +724,37 @@ impl Platform {
         }
     }
 
-    /// Tells the cluster which revision of each app this host serves.
+    /// Tells the cluster how far this host is: its watermark, and the apps it does not serve.
     async fn report_applied(&self) {
         let Some(cluster) = &self.cluster else {
             return;
         };
-        let applied: HashMap<String, u64> = self
-            .apps
-            .load()
-            .iter()
-            .map(|(name, entry)| (name.clone(), entry.revision.load(Ordering::Relaxed)))
-            .collect();
+        let applied = self.applied.load(Ordering::Relaxed);
+        let skipped: Vec<String> = lock(&self.set_aside).keys().cloned().collect();
         let ttl = report_ttl(cluster);
         if let Err(err) = cluster
             .state
-            .report_host(&cluster.host_id, &applied, ttl)
+            .report_host(&cluster.host_id, applied, &skipped, ttl)
             .await
         {
-            tracing::warn!("cannot report this host's apps to the cluster: {err}");
+            tracing::warn!("cannot report this host's progress to the cluster: {err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_catch_up_stops_at_a_gap_in_the_change_log() {
+        let app = |revision| Change::App("a".into(), revision);
+        assert_eq!(
+            contiguous_end(4, &[app(5), Change::Tenant("t".into(), 6), app(7)]),
+            Some(7)
+        );
+        assert_eq!(contiguous_end(4, &[app(5), app(7)]), None);
+        assert_eq!(contiguous_end(4, &[app(6)]), None);
+        assert_eq!(contiguous_end(4, &[Change::CatchUp]), None);
     }
 }

@@ -209,14 +209,27 @@ fn format_app_info(info: &AppInfo, now: SystemTime) -> String {
             .hosts
             .iter()
             .map(|h| {
+                let current = if h.skipped {
+                    "no: not served (see the host's log)"
+                } else if h.converged {
+                    "yes"
+                } else {
+                    "not yet"
+                };
                 vec![
                     h.host.clone(),
                     h.revision.map_or_else(|| "-".into(), |r| r.to_string()),
-                    if h.converged { "yes" } else { "not yet" }.into(),
+                    current.into(),
+                    h.applied.to_string(),
                 ]
             })
             .collect();
-        out.push_str(&table(&["HOST", "REVISION", "CURRENT"], &rows, "  ", &[]));
+        out.push_str(&table(
+            &["HOST", "REVISION", "CURRENT", "APPLIED-UP-TO"],
+            &rows,
+            "  ",
+            &[],
+        ));
     }
     out
 }

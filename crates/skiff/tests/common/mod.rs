@@ -306,11 +306,16 @@ pub async fn cpu_used(pid: u32, settle: Duration, window: Duration) -> Duration 
 
 /// Sends SIGTERM to `pid`.
 pub fn sigterm(pid: u32) {
+    signal(pid, "TERM");
+}
+
+/// Sends signal `name` (`TERM`, `STOP`, `CONT`, ...) to `pid`.
+pub fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args([&format!("-{name}"), &pid.to_string()])
         .status()
         .unwrap();
-    assert!(status.success(), "kill -TERM {pid} failed");
+    assert!(status.success(), "kill -{name} {pid} failed");
 }
 
 /// Waits up to `bound` for `child` to exit; `None` if it is still running then.

@@ -78,6 +78,30 @@ impl Redis {
         }
     }
 
+    /// Runs one command with `redis-cli` (Debian's redis-tools, which redis-server brings);
+    /// returns its reply as redis-cli prints it.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli comes with redis-server");
+        assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// How many times Redis has run `command` (lowercase) since it started, scripts included.
+    pub fn calls(&self, command: &str) -> u64 {
+        let stats = self.cli(&["INFO", "commandstats"]);
+        let prefix = format!("cmdstat_{command}:calls=");
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map_or(0, |rest| {
+                rest.split(',').next().unwrap().trim().parse().unwrap()
+            })
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
