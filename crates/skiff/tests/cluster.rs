@@ -20,10 +20,15 @@ const CONVERGENCE_BOUND: Duration = Duration::from_secs(20);
 
 /// Starts host `host-N` of the cluster in `redis`, with a data folder of its own.
 fn cluster_host(redis: &Redis, n: usize) -> Host {
+    cluster_host_in(redis, n, fresh_data_dir().join("server"))
+}
+
+/// Starts host `host-N` of the cluster in `redis`, with data folder `data_dir`.
+fn cluster_host_in(redis: &Redis, n: usize, data_dir: std::path::PathBuf) -> Host {
     let url = redis.url();
     let id = format!("host-{n}");
     Host::start_in(
-        fresh_data_dir().join("server"),
+        data_dir,
         &[
             "--cluster",
             &url,
@@ -800,4 +805,68 @@ async fn a_host_that_missed_announcements_catches_up_from_the_change_log() {
         "{}",
         hosts[1].server.logs()
     );
+}
+
+#[tokio::test]
+async fn a_tenant_deleted_with_its_apps_leaves_no_files_on_any_host() {
+    let redis = Redis::start();
+    let mut hosts = ready_cluster(&redis, 3).await;
+    let acme = hosts[0].tenant("acme", &[]);
+    let app = http_app(1);
+    std::fs::create_dir(app.path().join("data")).unwrap();
+    let manifest = app.path().join("skiff.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("files = [{ source = \"data\", destination = \"/data\", writable = true }]\n");
+    std::fs::write(&manifest, text).unwrap();
+    hosts[0].deploy_ok(&acme, app.path(), "hello");
+    // Every host loads the app (its bundle unpacked there) and writes into its folder.
+    for host in &hosts {
+        eventually("the host serves hello", || async {
+            host.get("hello", "/write?path=/data/mine").await.0 == 200
+        })
+        .await;
+        assert!(host.data_dir.join("tenants/acme/apps/hello").is_dir());
+    }
+
+    // Host 3 is away while the tenant is deleted.
+    let away = hosts.pop().unwrap();
+    let away_data = away.data_dir.clone();
+    drop(away);
+    hosts[1].cli_ok(ADMIN_TOKEN, &["tenants", "delete", "acme", "--with-apps"]);
+    // Its apps' writable folders go at once (their bundles a minute later, once requests
+    // still running on them are surely done).
+    for (i, host) in hosts.iter().enumerate() {
+        eventually(
+            &format!("host {} keeps no folder of acme", i + 1),
+            || async {
+                std::fs::read_dir(host.data_dir.join("tenants"))
+                    .unwrap()
+                    .next()
+                    .is_none()
+            },
+        )
+        .await;
+    }
+
+    // Back, it removes what was deleted meanwhile before it is ready: folders and bundles.
+    hosts.push(cluster_host_in(&redis, 3, away_data));
+    eventually("host 3 is ready again", || async {
+        ready(&hosts[2]).await == 200
+    })
+    .await;
+    for folder in ["tenants", "bundles"] {
+        let left: Vec<_> = std::fs::read_dir(hosts[2].data_dir.join(folder))
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "host 3 kept {left:?}");
+    }
+
+    // A new tenant of that name starts afresh, on every host.
+    let acme = hosts[0].tenant("acme", &[]);
+    for host in &hosts {
+        assert_eq!(host.get("hello", "/").await.0, 404);
+    }
+    assert!(!hosts[0].cli_ok(&acme, &["apps", "list"]).contains("hello"));
+    hosts[0].deploy_ok(&acme, http_app(2).path(), "hello");
+    all_answer(&hosts, "hello", "/env/VERSION", (200, "2")).await;
 }

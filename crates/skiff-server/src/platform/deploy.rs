@@ -542,7 +542,7 @@ impl Platform {
 
     /// Removes the app's own folder (its writable mounts). It is renamed aside at once, so
     /// that a deploy of the name right after seeds a fresh one, and removed in the background.
-    fn remove_app_folder(&self, tenant: &str, name: &str) {
+    pub(super) fn remove_app_folder(&self, tenant: &str, name: &str) {
         let folder = appfiles::app_folder(&self.config.data_dir, tenant, name);
         if !folder.exists() {
             return;

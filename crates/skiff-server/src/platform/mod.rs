@@ -163,6 +163,7 @@ struct LiveVersion {
 }
 
 /// An app on disk that is not served.
+#[derive(Clone)]
 enum SetAside {
     /// Its tenant is not in `tenants.json` (an older backup restored?): kept, bundles and
     /// data included, and served again once a tenant of that name exists.

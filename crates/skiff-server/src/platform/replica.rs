@@ -207,7 +207,7 @@ impl Platform {
                 if first && !self.in_step.swap(true, Ordering::Relaxed) {
                     // Before the host is ready, and so before it takes a deploy (which
                     // unpacks a bundle no record names yet).
-                    self.remove_unused_bundles().await;
+                    self.remove_unused_files().await;
                     self.ready.store(true, Ordering::Relaxed);
                     tracing::info!(
                         apps = self.apps.load().len(),
@@ -360,11 +360,82 @@ impl Platform {
         for name in added {
             self.adopt_orphans(&name);
         }
+        for name in removed {
+            self.remove_tenant_folder_if_unused(&name);
+        }
         Ok(())
     }
 
+    /// Removes the folder of tenant `name` from this host once the tenant is gone and none of
+    /// its apps is left here (set aside ones included: their delete follows the tenant's). It
+    /// is renamed aside at once, so that a tenant of that name created right after starts
+    /// afresh, and removed in the background.
+    fn remove_tenant_folder_if_unused(&self, name: &str) {
+        if self.tenant(name).is_some()
+            || self.apps.load().values().any(|e| e.tenant.name == name)
+            || lock(&self.set_aside)
+                .values()
+                .any(|a| matches!(a, SetAside::Orphan(r) if r.tenant == name))
+        {
+            return;
+        }
+        let folder = self.tenant_dir(name);
+        if !folder.exists() {
+            return;
+        }
+        // Not a tenant name (those never start with a dot).
+        let aside = folder.with_file_name(format!(".deleted-{name}-{}", unique_suffix()));
+        match std::fs::rename(&folder, &aside) {
+            Ok(()) => {
+                tokio::task::spawn_blocking(move || std::fs::remove_dir_all(aside));
+            }
+            Err(err) => tracing::error!(
+                tenant = name,
+                "cannot remove the files of the deleted tenant `{name}` ({}): {err}",
+                folder.display()
+            ),
+        }
+    }
+
     /// Removes the unpacked bundles no record names (apps deleted or versions pruned while
-    /// this host was away). Once, when the host is first in step.
+    /// this host was away), and the files of apps and tenants deleted meanwhile. Once, when
+    /// the host is first in step.
+    async fn remove_unused_files(&self) {
+        let apps = self.apps.load_full();
+        let set_aside = lock(&self.set_aside).clone();
+        let mut in_use: HashSet<String> = self
+            .tenants_ref()
+            .all()
+            .into_iter()
+            .map(|tenant| tenant.name.clone())
+            .collect();
+        in_use.extend(apps.values().map(|entry| entry.tenant.name.clone()));
+        in_use.extend(set_aside.values().filter_map(|aside| match aside {
+            SetAside::Orphan(record) => Some(record.tenant.clone()),
+            SetAside::Damaged => None,
+        }));
+        let data_dir = self.config.data_dir.clone();
+        let damaged = set_aside
+            .values()
+            .any(|aside| matches!(aside, SetAside::Damaged));
+        let _ = tokio::task::spawn_blocking(move || {
+            super::remove_stray_app_folders(&data_dir, &apps, &set_aside);
+            // A damaged record cannot say whose folder is whose: keep every tenant's.
+            if damaged {
+                return;
+            }
+            let tenants = data_dir.join("tenants");
+            for folder in std::fs::read_dir(&tenants).into_iter().flatten().flatten() {
+                let name = folder.file_name().to_string_lossy().into_owned();
+                if name.starts_with(".deleted-") || !in_use.contains(&name) {
+                    let _ = std::fs::remove_dir_all(folder.path());
+                }
+            }
+        })
+        .await;
+        self.remove_unused_bundles().await;
+    }
+
     async fn remove_unused_bundles(&self) {
         let mut used: HashSet<String> = HashSet::new();
         for entry in self.apps.load().values() {
@@ -435,10 +506,21 @@ impl Platform {
     async fn apply_app(&self, name: &str, remote: Option<(u64, AppRecord)>) {
         let current = self.apps.load().get(name).cloned();
         let Some((revision, record)) = remote else {
-            lock(&self.set_aside).remove(name);
-            if let Some(entry) = current {
-                self.forget(&entry);
-                tracing::info!(app = name, "deleted in the cluster: no longer served");
+            let aside = lock(&self.set_aside).remove(name);
+            match (current, aside) {
+                (Some(entry), _) => {
+                    self.forget(&entry);
+                    tracing::info!(app = name, "deleted in the cluster: no longer served");
+                }
+                // Set aside when its tenant went first (a tenant deleted with its apps): its
+                // files go now.
+                (None, Some(SetAside::Orphan(record))) => {
+                    self.remove_bundles(record.bundles().map(String::from).collect());
+                    self.remove_app_folder(&record.tenant, name);
+                    self.remove_tenant_folder_if_unused(&record.tenant);
+                    tracing::info!(app = name, "deleted in the cluster: its files are removed");
+                }
+                (None, _) => {}
             }
             return;
         };
