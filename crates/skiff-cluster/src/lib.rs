@@ -18,7 +18,7 @@
 //! | `skiff:c:apps` | hash | app name → revision of its record |
 //! | `skiff:c:app:NAME` | string | the app's record (JSON): versions, live one, stored manifests |
 //! | `skiff:c:code:TENANT` | hash | app name → bytes of code live, for the tenant's quotas |
-//! | `skiff:c:bundle:ID` | string | a deployed bundle as uploaded (packed) |
+//! | `skiff:c:bundle:ID` | string | a deployed bundle as uploaded (packed), unless they are kept in a registry ([`RegistryBundles`]) |
 //! | `skiff:c:revision` | counter | the last revision given to any change |
 //! | `skiff:c:host:HOST` | hash, expiring | `applied` → the revision up to which that host applied every change; `skipped:APP` for each app it does not serve |
 //! | `skiff:c:hosts` | sorted set | host → when its report expires (ms) |
@@ -33,12 +33,18 @@
 
 #![forbid(unsafe_code)]
 
+mod registry;
+
+pub use registry::RegistryBundles;
+
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use redis::{Cmd, Script};
-use skiff_server::cluster::{AppSwap, Change, HostReport, SharedError, SharedState, SwapOutcome};
+use skiff_server::cluster::{
+    AppSwap, BundleStore, Change, HostReport, SharedError, SharedState, SwapOutcome,
+};
 use skiff_store::{RedisConnection, StoreError};
 
 const TENANTS: &str = "skiff:c:tenants";
@@ -325,23 +331,6 @@ impl SharedState for RedisState {
         })
     }
 
-    async fn put_bundle(&self, id: &str, packed: &[u8]) -> Result<(), SharedError> {
-        self.query(redis::cmd("SET").arg(bundle_key(id)).arg(packed))
-            .await
-    }
-
-    async fn bundle(&self, id: &str) -> Result<Option<Vec<u8>>, SharedError> {
-        self.query(redis::cmd("GET").arg(bundle_key(id))).await
-    }
-
-    async fn remove_bundles(&self, ids: &[String]) -> Result<(), SharedError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let keys: Vec<String> = ids.iter().map(|id| bundle_key(id)).collect();
-        self.query(redis::cmd("DEL").arg(keys)).await
-    }
-
     async fn report_host(
         &self,
         host: &str,
@@ -606,6 +595,32 @@ fn logged_change(id: &str, fields: &[String]) -> Option<Change> {
             }
         }
         _ => None,
+    }
+}
+
+/// Bundles in the same Redis as the state, unless the operator gives a registry
+/// ([`RegistryBundles`]).
+#[async_trait::async_trait]
+impl BundleStore for RedisState {
+    fn location(&self) -> String {
+        format!("the cluster's Redis at {}", self.redis.target())
+    }
+
+    async fn put_bundle(&self, id: &str, packed: &[u8]) -> Result<(), SharedError> {
+        self.query(redis::cmd("SET").arg(bundle_key(id)).arg(packed))
+            .await
+    }
+
+    async fn bundle(&self, id: &str) -> Result<Option<Vec<u8>>, SharedError> {
+        self.query(redis::cmd("GET").arg(bundle_key(id))).await
+    }
+
+    async fn remove_bundles(&self, ids: &[String]) -> Result<(), SharedError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| bundle_key(id)).collect();
+        self.query(redis::cmd("DEL").arg(keys)).await
     }
 }
 

@@ -15,14 +15,15 @@
 //! (skiff installs ring) before the first call.
 //!
 //! Modules: `reference` (what a reference may be), `media` (media types and JSON documents),
-//! `artifact` (building pushes), `registry` (push, pull, login check), `cache`, `credentials`,
-//! `error`.
+//! `artifact` (building pushes), `registry` (push, pull, login check), `bundles` (a cluster's
+//! deployed bundles kept in a registry), `cache`, `credentials`, `error`.
 
 #![forbid(unsafe_code)]
 // `OciError::Pack` carries the bundle's report (a manifest error with its snippet) as it is.
 #![allow(clippy::result_large_err)]
 
 mod artifact;
+mod bundles;
 mod cache;
 mod credentials;
 mod error;
@@ -31,6 +32,7 @@ mod reference;
 mod registry;
 
 pub use artifact::{Artifact, ArtifactKind};
+pub use bundles::{BUNDLE_ARTIFACT, BUNDLE_LAYER, delete_bundle, pull_bundle, push_bundle};
 pub use cache::{Cache, Local};
 pub use credentials::{Credential, CredentialStore};
 pub use error::OciError;

@@ -112,13 +112,20 @@ pub enum PullSource {
 }
 
 /// One registry, reached with the right protocol and credentials.
-struct Session {
-    client: oci_client::Client,
-    auth: RegistryAuth,
+pub(crate) struct Session {
+    pub(crate) client: oci_client::Client,
+    pub(crate) auth: RegistryAuth,
+    /// Reached over plain HTTP (a loopback or insecure registry that speaks no TLS).
+    pub(crate) plain_http: bool,
+    /// A certificate that does not verify is accepted (the registry was named insecure).
+    pub(crate) unverified: bool,
 }
 
 impl Session {
-    async fn open(reference: &ImageRef, options: &RegistryOptions) -> Result<Self, OciError> {
+    pub(crate) async fn open(
+        reference: &ImageRef,
+        options: &RegistryOptions,
+    ) -> Result<Self, OciError> {
         let registry = reference.registry();
         let named = options.named_insecure(registry);
         let mut config = ClientConfig {
@@ -128,12 +135,14 @@ impl Session {
             user_agent: concat!("skiff/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
         };
+        let mut plain_http = false;
         if named || reference.is_loopback() {
             // As docker does for insecure registries: TLS if the registry speaks it, else
             // plain HTTP.
             if !speaks_tls(registry).await {
                 debug!(registry, "no TLS: using plain HTTP");
                 config.protocol = ClientProtocol::HttpsExcept(vec![registry.to_string()]);
+                plain_http = true;
             }
         }
         let client = oci_client::Client::try_from(config).map_err(|e| OciError::Unreachable {
@@ -151,7 +160,12 @@ impl Session {
         client
             .store_auth_if_needed(reference.as_oci().resolve_registry(), &auth)
             .await;
-        Ok(Session { client, auth })
+        Ok(Session {
+            client,
+            auth,
+            plain_http,
+            unverified: named,
+        })
     }
 }
 
@@ -588,7 +602,7 @@ fn kind_of(reference: &ImageRef, manifest: &ImageManifest) -> Result<ArtifactKin
 }
 
 /// Downloads one blob, at most its declared size, its digest checked by the client.
-async fn fetch(
+pub(crate) async fn fetch(
     session: &Session,
     reference: &ImageRef,
     layer: &Descriptor,
@@ -664,7 +678,11 @@ impl tokio::io::AsyncWrite for Capped {
 }
 
 /// What an `oci-client` error means for the user.
-fn classify(error: OciDistributionError, reference: &ImageRef, action: &'static str) -> OciError {
+pub(crate) fn classify(
+    error: OciDistributionError,
+    reference: &ImageRef,
+    action: &'static str,
+) -> OciError {
     use OciDistributionError as E;
     let registry = reference.registry().to_string();
     let unauthorized = |detail: String| OciError::Unauthorized {

@@ -103,12 +103,6 @@ pub trait SharedState: Send + Sync + 'static {
     async fn app(&self, name: &str) -> Result<Option<(u64, Vec<u8>)>, SharedError>;
     async fn swap_app(&self, swap: AppSwap<'_>) -> Result<SwapOutcome, SharedError>;
 
-    /// Stores a bundle as uploaded (packed) under its unique id, once, before any record names
-    /// it.
-    async fn put_bundle(&self, id: &str, packed: &[u8]) -> Result<(), SharedError>;
-    async fn bundle(&self, id: &str) -> Result<Option<Vec<u8>>, SharedError>;
-    async fn remove_bundles(&self, ids: &[String]) -> Result<(), SharedError>;
-
     /// Says how far this host is: it has applied every change up to revision `applied`, except
     /// that it does not serve the apps `skipped` (their record is damaged, or names a tenant
     /// it does not have). The report lives `ttl`, so that a host that is gone drops out of
@@ -159,10 +153,26 @@ pub trait SharedState: Send + Sync + 'static {
     async fn subscribe(&self) -> Result<tokio::sync::mpsc::Receiver<Change>, SharedError>;
 }
 
+/// Where the cluster keeps deployed bundles, as uploaded: its shared state (Redis), or an OCI
+/// registry the operator gives. Every call is bounded in time by the implementation.
+#[async_trait::async_trait]
+pub trait BundleStore: Send + Sync + 'static {
+    /// Where the bundles are, for messages (no credentials).
+    fn location(&self) -> String;
+    /// Stores a bundle as uploaded (packed) under its unique id, once, before any record names
+    /// it.
+    async fn put_bundle(&self, id: &str, packed: &[u8]) -> Result<(), SharedError>;
+    /// The bundle stored as `id`, `None` if there is none.
+    async fn bundle(&self, id: &str) -> Result<Option<Vec<u8>>, SharedError>;
+    async fn remove_bundles(&self, ids: &[String]) -> Result<(), SharedError>;
+}
+
 /// How this host takes part in a cluster.
 #[derive(Clone)]
 pub struct ClusterOptions {
     pub state: Arc<dyn SharedState>,
+    /// Where deployed bundles are kept (often the same Redis as `state`).
+    pub bundles: Arc<dyn BundleStore>,
     /// This host's name in the cluster (its Pod name on Kubernetes).
     pub host_id: String,
     /// How often the host checks the cluster's newest revision against its own, catching up

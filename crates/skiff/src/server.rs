@@ -116,6 +116,17 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     cluster: Option<String>,
+    /// Keep the cluster's deployed bundles in this OCI registry repository
+    /// (`HOST[:PORT]/PATH`, each bundle tagged with its id) instead of its Redis, which then
+    /// holds only records. Every host needs the same value and a registry login that may push,
+    /// pull and delete there (`skiff registry login`).
+    #[arg(
+        long,
+        value_name = "HOST[:PORT]/PATH",
+        env = "SKIFF_CLUSTER_BUNDLES",
+        requires = "cluster"
+    )]
+    cluster_bundles: Option<String>,
     /// This host's name in the cluster (in `apps inspect` and metrics) [default: the
     /// machine's host name, which is the Pod's name on Kubernetes].
     #[arg(long, value_name = "NAME", env = "SKIFF_HOST_ID")]
@@ -195,9 +206,10 @@ pub async fn run(
     );
     if let Some(cluster) = server.platform().cluster() {
         println!(
-            "Cluster host `{}` on {}",
+            "Cluster host `{}` on {}, bundles in {}",
             cluster.host_id,
-            cluster.state.describe()
+            cluster.state.describe(),
+            cluster.bundles.location()
         );
     }
     server.serve(skiff_http::termination_signal()).await?;
@@ -218,8 +230,22 @@ impl ServerArgs {
             None => host_name()?,
         };
         check_host_id(&host_id)?;
+        let state = std::sync::Arc::new(state);
+        let bundles: std::sync::Arc<dyn skiff_server::cluster::BundleStore> =
+            match &self.cluster_bundles {
+                None => state.clone(),
+                Some(repository) => std::sync::Arc::new(
+                    skiff_cluster::RegistryBundles::new(
+                        repository,
+                        self.max_bundle_size,
+                        self.insecure_registries.clone(),
+                    )
+                    .map_err(|err| anyhow::anyhow!("--cluster-bundles: {err}"))?,
+                ),
+            };
         Ok(Some(skiff_server::cluster::ClusterOptions {
-            state: std::sync::Arc::new(state),
+            state,
+            bundles,
             host_id,
             resync: self.cluster_resync,
             // Apps' stores are shared through the cluster's Redis too, unless the operator's

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::host::{ADMIN_TOKEN, Host, http_app};
 use common::redis::Redis;
+use common::registry::Registry;
 use common::{client, fresh_data_dir, guest, signal};
 
 /// How long a change may take to reach every host in these tests: far above what it takes
@@ -20,26 +21,26 @@ const CONVERGENCE_BOUND: Duration = Duration::from_secs(20);
 
 /// Starts host `host-N` of the cluster in `redis`, with a data folder of its own.
 fn cluster_host(redis: &Redis, n: usize) -> Host {
-    cluster_host_in(redis, n, fresh_data_dir().join("server"))
+    cluster_host_in(redis, n, fresh_data_dir().join("server"), &[])
 }
 
-/// Starts host `host-N` of the cluster in `redis`, with data folder `data_dir`.
-fn cluster_host_in(redis: &Redis, n: usize, data_dir: std::path::PathBuf) -> Host {
+/// Starts host `host-N` of the cluster in `redis`, with data folder `data_dir` and `extra`
+/// flags.
+fn cluster_host_in(redis: &Redis, n: usize, data_dir: std::path::PathBuf, extra: &[&str]) -> Host {
     let url = redis.url();
     let id = format!("host-{n}");
-    Host::start_in(
-        data_dir,
-        &[
-            "--cluster",
-            &url,
-            "--host-id",
-            &id,
-            "--cluster-resync",
-            "1s",
-            "--usage-flush",
-            "200ms",
-        ],
-    )
+    let mut args = vec![
+        "--cluster",
+        &url,
+        "--host-id",
+        &id,
+        "--cluster-resync",
+        "1s",
+        "--usage-flush",
+        "200ms",
+    ];
+    args.extend_from_slice(extra);
+    Host::start_in(data_dir, &args)
 }
 
 /// Starts `count` hosts of the cluster in `redis` and waits until each is ready.
@@ -849,7 +850,7 @@ async fn a_tenant_deleted_with_its_apps_leaves_no_files_on_any_host() {
     }
 
     // Back, it removes what was deleted meanwhile before it is ready: folders and bundles.
-    hosts.push(cluster_host_in(&redis, 3, away_data));
+    hosts.push(cluster_host_in(&redis, 3, away_data, &[]));
     eventually("host 3 is ready again", || async {
         ready(&hosts[2]).await == 200
     })
@@ -869,4 +870,52 @@ async fn a_tenant_deleted_with_its_apps_leaves_no_files_on_any_host() {
     assert!(!hosts[0].cli_ok(&acme, &["apps", "list"]).contains("hello"));
     hosts[0].deploy_ok(&acme, http_app(2).path(), "hello");
     all_answer(&hosts, "hello", "/env/VERSION", (200, "2")).await;
+}
+
+#[tokio::test]
+async fn with_bundles_in_a_registry_redis_holds_only_records() {
+    let redis = Redis::start();
+    let registry = Registry::plain();
+    let repository = format!("{}/skiff/bundles", registry.addr);
+    let extra = ["--cluster-bundles", repository.as_str()];
+    let hosts: Vec<Host> = (1..=2)
+        .map(|n| cluster_host_in(&redis, n, fresh_data_dir().join("server"), &extra))
+        .collect();
+    for host in &hosts {
+        eventually("the host is ready", || async { ready(host).await == 200 }).await;
+    }
+    let acme = hosts[0].tenant("acme", &[]);
+    // Host 2 has never seen the code: it pulls the bundle from the registry.
+    hosts[0].deploy_ok(&acme, http_app(1).path(), "hello");
+    all_answer(&hosts, "hello", "/env/VERSION", (200, "1")).await;
+    assert_eq!(redis.cli(&["KEYS", "skiff:c:bundle:*"]).trim(), "");
+    assert!(
+        registry
+            .log()
+            .contains("GET /v2/skiff/bundles/manifests/hello-"),
+        "{}",
+        registry.log()
+    );
+
+    // Versions past the 5 kept for rollbacks leave the registry too.
+    for version in 2..=8 {
+        hosts[version % 2].deploy_ok(&acme, http_app(version as u32).path(), "hello");
+    }
+    all_answer(&hosts, "hello", "/env/VERSION", (200, "8")).await;
+    let tags_url = format!("http://{}/v2/skiff/bundles/tags/list", registry.addr);
+    eventually("the registry holds only the versions kept", || async {
+        let tags: serde_json::Value = client()
+            .get(&tags_url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        tags["tags"].as_array().map_or(0, Vec::len) == 6
+    })
+    .await;
+    hosts[1].cli_ok(&acme, &["apps", "rollback", "hello"]);
+    all_answer(&hosts, "hello", "/env/VERSION", (200, "7")).await;
+    assert_eq!(redis.cli(&["KEYS", "skiff:c:bundle:*"]).trim(), "");
 }

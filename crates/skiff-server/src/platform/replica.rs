@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::{AppEntry, LiveVersion, Platform, SetAside, lock};
 use crate::api::{ClusterInfo, ErrorCode, HostInfo};
 use crate::bundle;
-use crate::cluster::{Change, ClusterOptions, SharedError, SharedState};
+use crate::cluster::{BundleStore, Change, ClusterOptions, SharedError, SharedState};
 use crate::persist::unique_suffix;
 use crate::records::AppRecord;
 use crate::refusal::{Refusal, Refused};
@@ -85,6 +85,14 @@ pub(crate) fn usage_refusal(err: crate::usage::ReportError) -> Refusal {
 impl Platform {
     pub(crate) fn shared(&self) -> Option<&Arc<dyn SharedState>> {
         self.cluster.as_ref().map(|cluster| &cluster.state)
+    }
+
+    /// Where the cluster keeps bundles; refused outside a cluster.
+    pub(crate) fn bundles(&self) -> Refused<&Arc<dyn BundleStore>> {
+        self.cluster
+            .as_ref()
+            .map(|cluster| &cluster.bundles)
+            .ok_or_else(|| Refusal::internal("not in a cluster"))
     }
 
     pub fn cluster(&self) -> Option<&ClusterOptions> {
@@ -590,7 +598,7 @@ impl Platform {
     /// It is unpacked beside, then renamed in, so that a half-unpacked bundle is never taken
     /// for a whole one.
     pub(super) async fn fetch_bundle(&self, id: &str) -> Refused<()> {
-        let Some(shared) = self.shared() else {
+        let Ok(store) = self.bundles() else {
             return Ok(());
         };
         let root = self.config.data_dir.join("bundles");
@@ -598,13 +606,14 @@ impl Platform {
         if tokio::fs::metadata(&target).await.is_ok_and(|m| m.is_dir()) {
             return Ok(());
         }
-        let packed = shared
+        let packed = store
             .bundle(id)
             .await
             .map_err(unavailable)?
             .ok_or_else(|| {
                 Refusal::internal(format!(
-                    "the bundle `{id}` is missing from the cluster's state"
+                    "the bundle `{id}` is missing from {}",
+                    store.location()
                 ))
             })?;
         let limits = self.config.bundle_limits.clone();

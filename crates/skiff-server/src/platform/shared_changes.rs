@@ -104,7 +104,8 @@ impl Platform {
         (app, logs): (Arc<HttpApp>, Arc<LogHub>),
         packed: &[u8],
     ) -> Refused<(AppInfo, bool)> {
-        shared
+        let bundles = self.bundles()?;
+        bundles
             .put_bundle(&version.bundle, packed)
             .await
             .map_err(unavailable)?;
@@ -137,7 +138,7 @@ impl Platform {
             Ok(swapped) => swapped,
             Err(refusal) => {
                 // No record names the bundle: nobody will fetch it.
-                let _ = shared
+                let _ = bundles
                     .remove_bundles(std::slice::from_ref(&version.bundle))
                     .await;
                 return Err(refusal);
@@ -168,7 +169,7 @@ impl Platform {
             }
             entry
         };
-        self.drop_bundles(shared, decision.dropped);
+        self.drop_bundles(decision.dropped);
         tracing::info!(
             app = name, tenant = %tenant.name, version = live, revision,
             "deployed to the cluster: version {live} is live"
@@ -262,23 +263,25 @@ impl Platform {
         if let Some(entry) = self.apps.load().get(name).cloned() {
             self.forget(&entry);
         }
-        self.drop_bundles(shared, decision.dropped);
+        self.drop_bundles(decision.dropped);
         tracing::info!(app = name, tenant = %tenant.name, "deleted from the cluster");
         Ok(())
     }
 
     /// Removes bundles no record names, from the shared state and from this host.
-    fn drop_bundles(&self, shared: &Arc<dyn SharedState>, bundles: Vec<String>) {
+    fn drop_bundles(&self, bundles: Vec<String>) {
         if bundles.is_empty() {
             return;
         }
-        let shared = shared.clone();
-        let ids = bundles.clone();
-        tokio::spawn(async move {
-            if let Err(err) = shared.remove_bundles(&ids).await {
-                tracing::warn!("cannot remove old bundles from the cluster's state: {err}");
-            }
-        });
+        if let Ok(store) = self.bundles() {
+            let store = store.clone();
+            let ids = bundles.clone();
+            tokio::spawn(async move {
+                if let Err(err) = store.remove_bundles(&ids).await {
+                    tracing::warn!("cannot remove old bundles from {}: {err}", store.location());
+                }
+            });
+        }
         self.remove_bundles(bundles);
     }
 }
