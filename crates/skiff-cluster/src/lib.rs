@@ -17,7 +17,8 @@
 //! | `skiff:c:tenants` | hash | tenant name → its record (JSON, token hashed) |
 //! | `skiff:c:apps` | hash | app name → revision of its record |
 //! | `skiff:c:app:NAME` | string | the app's record (JSON): versions, live one, stored manifests |
-//! | `skiff:c:code:TENANT` | hash | app name → bytes of code live, for the tenant's quotas |
+//! | `skiff:c:code:TENANT` | hash | app name → bytes of code live, for the tenant's `max_code_bytes` |
+//! | `skiff:c:kept:TENANT` | hash | app name → bytes of the versions it keeps, for the tenant's `max_disk_bytes` |
 //! | `skiff:c:bundle:ID` | string | a deployed bundle as uploaded (packed), unless they are kept in a registry ([`RegistryBundles`]) |
 //! | `skiff:c:revision` | counter | the last revision given to any change |
 //! | `skiff:c:host:HOST` | hash, expiring | `applied` → the revision up to which that host applied every change; `skipped:APP` for each app it does not serve |
@@ -101,11 +102,12 @@ return 1
 ";
 
 /// App compare-and-swap with the tenant's quotas. KEYS: app record, apps, tenant's code,
-/// tenants, revision, change log. ARGV: name, expected revision (empty: absent), new record
-/// (empty: delete), tenant, code bytes, max apps, max code bytes, channel, changes the log
-/// keeps.
+/// tenants, revision, change log, tenant's kept versions. ARGV: name, expected revision
+/// (empty: absent), new record (empty: delete), tenant, code bytes, max apps, max code bytes,
+/// channel, changes the log keeps, bytes of the versions kept, room for versions on disk.
 /// Replies `{status, number}`: `done` and the new revision, `changed`, `no_tenant`,
-/// `too_many_apps` and the tenant's other apps, `too_much_code` and their code.
+/// `too_many_apps` and the tenant's other apps, `too_much_code` and their code,
+/// `too_much_disk` and their versions' bytes.
 const SWAP_APP_LUA: &str = r"
 local current = redis.call('HGET', KEYS[2], ARGV[1])
 if (current or '') ~= ARGV[2] then return {'changed', 0} end
@@ -113,6 +115,7 @@ if ARGV[3] == '' then
   redis.call('DEL', KEYS[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
   redis.call('HDEL', KEYS[3], ARGV[1])
+  redis.call('HDEL', KEYS[7], ARGV[1])
   local revision = redis.call('INCR', KEYS[5])
   log_change(KEYS[6], ARGV[9], revision, 'app', ARGV[1])
   redis.call('PUBLISH', ARGV[8], 'app ' .. ARGV[1] .. ' ' .. revision)
@@ -129,10 +132,20 @@ for i = 1, #apps, 2 do
 end
 if others + 1 > tonumber(ARGV[6]) then return {'too_many_apps', others} end
 if code + tonumber(ARGV[5]) > tonumber(ARGV[7]) then return {'too_much_code', code} end
+local kept = tonumber(ARGV[10])
+if kept > tonumber(redis.call('HGET', KEYS[7], ARGV[1]) or '0') then
+  local others_kept = 0
+  local versions = redis.call('HGETALL', KEYS[7])
+  for i = 1, #versions, 2 do
+    if versions[i] ~= ARGV[1] then others_kept = others_kept + tonumber(versions[i + 1]) end
+  end
+  if others_kept + kept > tonumber(ARGV[11]) then return {'too_much_disk', others_kept} end
+end
 local revision = redis.call('INCR', KEYS[5])
 redis.call('SET', KEYS[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[1], revision)
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[5])
+redis.call('HSET', KEYS[7], ARGV[1], ARGV[10])
 log_change(KEYS[6], ARGV[9], revision, 'app', ARGV[1])
 redis.call('PUBLISH', ARGV[8], 'app ' .. ARGV[1] .. ' ' .. revision)
 return {'done', revision}
@@ -197,6 +210,10 @@ fn app_key(name: &str) -> String {
 
 fn code_key(tenant: &str) -> String {
     format!("skiff:c:code:{tenant}")
+}
+
+fn kept_key(tenant: &str) -> String {
+    format!("skiff:c:kept:{tenant}")
 }
 
 fn bundle_key(id: &str) -> String {
@@ -307,6 +324,7 @@ impl SharedState for RedisState {
             .key(TENANTS)
             .key(REVISION)
             .key(CHANGE_LOG)
+            .key(kept_key(swap.tenant))
             .arg(swap.name)
             .arg(swap.expected.map(|r| r.to_string()).unwrap_or_default())
             .arg(swap.record.unwrap_or_default())
@@ -315,7 +333,9 @@ impl SharedState for RedisState {
             .arg(swap.max_apps)
             .arg(swap.max_code_bytes)
             .arg(CHANGES)
-            .arg(CHANGE_LOG_KEPT);
+            .arg(CHANGE_LOG_KEPT)
+            .arg(swap.kept_bytes)
+            .arg(swap.disk_room);
         let (status, number): (String, u64) = self.run(&invocation).await?;
         Ok(match status.as_str() {
             "done" => SwapOutcome::Done(number),
@@ -323,6 +343,7 @@ impl SharedState for RedisState {
             "no_tenant" => SwapOutcome::NoTenant,
             "too_many_apps" => SwapOutcome::TooManyApps(number as u32),
             "too_much_code" => SwapOutcome::TooMuchCode(number),
+            "too_much_disk" => SwapOutcome::TooMuchDisk(number),
             other => {
                 return Err(SharedError::Invalid(format!(
                     "unexpected reply `{other}` from the app swap"

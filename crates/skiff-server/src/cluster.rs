@@ -35,6 +35,11 @@ pub struct AppSwap<'a> {
     pub code_bytes: u64,
     pub max_apps: u32,
     pub max_code_bytes: u64,
+    /// The bytes of every version the record keeps, counted against the disk quota.
+    pub kept_bytes: u64,
+    /// What the disk quota leaves for the versions of all the tenant's apps. Checked only if
+    /// the record keeps more bytes than before (a rollback or delete never fails on it).
+    pub disk_room: u64,
 }
 
 /// What an [`AppSwap`] did.
@@ -50,6 +55,8 @@ pub enum SwapOutcome {
     TooManyApps(u32),
     /// The tenant's other apps' code already takes `0` bytes, too much to add this one.
     TooMuchCode(u64),
+    /// The tenant's other apps' versions already take `0` bytes, too much to add these.
+    TooMuchDisk(u64),
 }
 
 /// A change another host (or this one) made, as the state's subscription announces it, with

@@ -725,6 +725,17 @@ async fn racing_changes_through_different_hosts_never_both_win() {
         .api(reqwest::Method::GET, "/v1/apps", Some(&globex))
         .await;
     assert_eq!(list["apps"].as_array().unwrap().len(), 1, "{list}");
+
+    // A tenant whose disk holds one app's versions (the http guest is 156 KB) deploys two
+    // through two hosts: one is refused, whichever host checked last.
+    let initech = hosts[0].tenant("initech", &["--max-disk", "250KiB"]);
+    let results = deploy_together(&[
+        (&hosts[0], &initech, v1.path(), "one"),
+        (&hosts[1], &initech, v2.path(), "two"),
+    ]);
+    let (won, lost): (Vec<_>, Vec<_>) = results.iter().partition(|(ok, _)| *ok);
+    assert_eq!(won.len(), 1, "{results:?}");
+    assert!(lost[0].1.contains("max_disk_bytes"), "{results:?}");
 }
 
 #[tokio::test]

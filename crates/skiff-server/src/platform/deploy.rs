@@ -55,14 +55,14 @@ impl Platform {
             .prepare(tenant, name, bundle_bytes, &dir, &bundle_id, &mut seeded)
             .await;
         let result = match result {
-            Ok((mut version, app)) => {
+            Ok((mut version, app, local_bytes)) => {
                 version.source = source;
-                match self.shared() {
-                    None => self.commit(tenant, name, version, app),
-                    Some(shared) => {
-                        self.commit_shared(shared, tenant, name, version, app, &packed)
-                            .await
-                    }
+                if self.shared().is_some() {
+                    let disk_room = tenant.quotas.max_disk_bytes.saturating_sub(local_bytes);
+                    self.commit_shared(tenant, name, version, app, &packed, disk_room)
+                        .await
+                } else {
+                    self.commit(tenant, name, version, app)
                 }
             }
             Err(refusal) => Err(refusal),
@@ -91,7 +91,7 @@ impl Platform {
         dir: &Path,
         bundle_id: &str,
         seeded: &mut Vec<PathBuf>,
-    ) -> Refused<(VersionRecord, (Arc<HttpApp>, Arc<LogHub>))> {
+    ) -> Refused<(VersionRecord, (Arc<HttpApp>, Arc<LogHub>), u64)> {
         let limits = self.config.bundle_limits.clone();
         let target = dir.to_path_buf();
         tokio::task::spawn_blocking(move || {
@@ -141,13 +141,13 @@ impl Platform {
             source: None,
         };
         let files = self.files_folder(&tenant.name, name);
-        self.check_disk(tenant, name, dir, &stored, &files).await?;
+        let local_bytes = self.check_disk(tenant, name, dir, &stored, &files).await?;
         seeded.extend(self.seed(&stored, dir, &files).await?);
         // An update keeps the app's log stream, so `skiff logs --follow` goes on across it.
         let logs = self.log_hub(name, &tenant.name);
         let app = appfiles::place(&stored, dir, &files);
         let loaded = self.load(app, tenant, &logs, dir).await?;
-        Ok((version, (loaded, logs)))
+        Ok((version, (loaded, logs), local_bytes))
     }
 
     /// Parses and checks the manifest of an unpacked bundle against the tenant's ceilings;
@@ -325,7 +325,9 @@ impl Platform {
     /// The disk quota: the versions the tenant's apps keep (this deploy's bundle at `dir`
     /// included, those it will prune left out), their writable files (with what this deploy
     /// would seed) and their key-value data must fit in `max_disk_bytes`. Checked at deploy
-    /// only: what guests write between deploys is counted at the next one.
+    /// only: what guests write between deploys is counted at the next one. Returns the bytes
+    /// outside the versions (files and key-value data), which a cluster's swap counts with
+    /// the versions every host has committed, in one atomic step.
     async fn check_disk(
         &self,
         tenant: &Tenant,
@@ -333,7 +335,7 @@ impl Platform {
         dir: &Path,
         stored: &App,
         files: &Path,
-    ) -> Refused<()> {
+    ) -> Refused<u64> {
         let bundles_root = self.config.data_dir.join("bundles");
         let keep = self.config.keep_versions;
         // Each with the size recorded at its deploy, which counts for a bundle this host has
@@ -393,7 +395,7 @@ impl Platform {
                 ),
             ));
         }
-        Ok(())
+        Ok(data.saturating_add(kv))
     }
 
     /// Makes a prepared version live, and writes it down.
@@ -544,24 +546,16 @@ impl Platform {
     /// that a deploy of the name right after seeds a fresh one, and removed in the background.
     pub(super) fn remove_app_folder(&self, tenant: &str, name: &str) {
         let folder = appfiles::app_folder(&self.config.data_dir, tenant, name);
-        if !folder.exists() {
-            return;
-        }
-        // Not an app name (those never start with a dot), so startup removes it if a crash
-        // comes first.
-        let aside = folder.with_file_name(format!(".deleted-{name}-{}", unique_suffix()));
-        match std::fs::rename(&folder, &aside) {
-            Ok(()) => {
-                tokio::task::spawn_blocking(move || {
-                    let _ = std::fs::remove_dir_all(aside);
-                });
-            }
-            Err(err) => tracing::error!(
-                app = name,
-                "cannot remove the files of the deleted app `{name}` ({}): {err}",
-                folder.display()
-            ),
-        }
+        remove_aside(&folder, &format!("the deleted app `{name}`"));
+    }
+
+    /// Removes the tenant's folder (its apps' writable mounts, its key-value data), as
+    /// [`remove_app_folder`](Self::remove_app_folder) does an app's.
+    pub(super) fn remove_tenant_folder(&self, name: &str) {
+        remove_aside(
+            &self.tenant_dir(name),
+            &format!("the deleted tenant `{name}`"),
+        );
     }
 
     /// The log stream of the app named `name`: one per name from its first deploy until it
@@ -614,12 +608,55 @@ impl Platform {
     }
 }
 
+/// Renames `folder` aside (to `.deleted-NAME-SUFFIX` beside it: not an app or tenant name,
+/// since those never start with a dot, so startup removes it if a crash comes first) and
+/// removes it in the background. A folder already gone is done: a delete elsewhere (the
+/// tenant's, an app's) may have taken it first.
+fn remove_aside(folder: &Path, what: &str) {
+    let Some(name) = folder.file_name() else {
+        return;
+    };
+    let aside = folder.with_file_name(format!(
+        ".deleted-{}-{}",
+        name.to_string_lossy(),
+        unique_suffix()
+    ));
+    match std::fs::rename(folder, &aside) {
+        Ok(()) => {
+            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(aside));
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => tracing::error!(
+            "cannot remove the files of {what} ({}): {err}",
+            folder.display()
+        ),
+    }
+}
+
 pub(super) fn too_many_apps(count: u32) -> Refusal {
     Refusal::new(
         ErrorCode::QuotaExceeded,
         format!(
             "quota max_apps: the tenant has {count} apps, the most it may have; delete one \
              (`skiff apps delete NAME`) or ask the operator for more"
+        ),
+    )
+}
+
+/// The disk quota, as the cluster's swap found it: the versions of the tenant's apps on every
+/// host, with this host's files and key-value data, would not fit.
+pub(super) fn too_much_disk(kept: u64, others: u64, room: u64, quotas: &Quotas) -> Refusal {
+    Refusal::new(
+        ErrorCode::QuotaExceeded,
+        format!(
+            "quota max_disk_bytes: this app's versions kept for rollbacks take {} and the \
+             tenant's other apps' versions {} (with deploys just made through other hosts), \
+             more than the {} of the quota of {} that files and key-value data leave; delete \
+             apps you no longer need (`skiff apps delete NAME`) or ask the operator for more",
+            format_size(kept),
+            format_size(others),
+            format_size(room),
+            format_size(quotas.max_disk_bytes)
         ),
     )
 }

@@ -518,7 +518,7 @@ fn drop_missing_old_versions(record: &mut AppRecord, bundles: &Path) {
 }
 
 /// Removes folders under `tenants/*/apps/` that belong to no app on disk (left by a delete
-/// or a first deploy cut short by a crash). Those of damaged records are kept, whatever their
+/// or a first deploy cut short by a crash), and deleted tenants' folders a crash left. Those of damaged records are kept, whatever their
 /// tenant, since their record cannot say.
 fn remove_stray_app_folders(
     data_dir: &Path,
@@ -530,6 +530,11 @@ fn remove_stray_app_folders(
     };
     for tenant in tenants.flatten() {
         let tenant_name = tenant.file_name().to_string_lossy().into_owned();
+        // A deleted tenant's folder whose removal a crash cut short.
+        if tenant_name.starts_with(".deleted-") {
+            let _ = std::fs::remove_dir_all(tenant.path());
+            continue;
+        }
         let Ok(folders) = std::fs::read_dir(tenant.path().join("apps")) else {
             continue;
         };

@@ -375,9 +375,7 @@ impl Platform {
     }
 
     /// Removes the folder of tenant `name` from this host once the tenant is gone and none of
-    /// its apps is left here (set aside ones included: their delete follows the tenant's). It
-    /// is renamed aside at once, so that a tenant of that name created right after starts
-    /// afresh, and removed in the background.
+    /// its apps is left here (set aside ones included: their delete follows the tenant's).
     fn remove_tenant_folder_if_unused(&self, name: &str) {
         if self.tenant(name).is_some()
             || self.apps.load().values().any(|e| e.tenant.name == name)
@@ -387,22 +385,7 @@ impl Platform {
         {
             return;
         }
-        let folder = self.tenant_dir(name);
-        if !folder.exists() {
-            return;
-        }
-        // Not a tenant name (those never start with a dot).
-        let aside = folder.with_file_name(format!(".deleted-{name}-{}", unique_suffix()));
-        match std::fs::rename(&folder, &aside) {
-            Ok(()) => {
-                tokio::task::spawn_blocking(move || std::fs::remove_dir_all(aside));
-            }
-            Err(err) => tracing::error!(
-                tenant = name,
-                "cannot remove the files of the deleted tenant `{name}` ({}): {err}",
-                folder.display()
-            ),
-        }
+        self.remove_tenant_folder(name);
     }
 
     /// Removes the unpacked bundles no record names (apps deleted or versions pruned while
@@ -435,7 +418,7 @@ impl Platform {
             let tenants = data_dir.join("tenants");
             for folder in std::fs::read_dir(&tenants).into_iter().flatten().flatten() {
                 let name = folder.file_name().to_string_lossy().into_owned();
-                if name.starts_with(".deleted-") || !in_use.contains(&name) {
+                if !in_use.contains(&name) {
                     let _ = std::fs::remove_dir_all(folder.path());
                 }
             }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use skiff_http::HttpApp;
 
-use super::deploy::{name_taken, too_many_apps, too_much_code, with_version};
+use super::deploy::{name_taken, too_many_apps, too_much_code, too_much_disk, with_version};
 use super::replica::unavailable;
 use super::{AppEntry, Platform, lock, no_tenant};
 use crate::api::{AppInfo, ErrorCode};
@@ -35,12 +35,14 @@ struct Decision {
 
 impl Platform {
     /// Reads the app's record, lets `decide` change it, and swaps the change in; returns the
-    /// new revision and the decision.
+    /// new revision and the decision. A record that keeps more bytes of versions than before
+    /// must fit, with the tenant's other apps' versions, in `disk_room`.
     async fn swap_app(
         &self,
         shared: &Arc<dyn SharedState>,
         tenant: &Tenant,
         name: &str,
+        disk_room: u64,
         decide: impl Fn(Option<AppRecord>) -> Refused<Decision>,
     ) -> Refused<(u64, Decision)> {
         for _ in 0..MAX_SWAPS {
@@ -54,7 +56,7 @@ impl Platform {
                 }
             };
             let decision = decide(current)?;
-            let (record, code_bytes) = match &decision.record {
+            let (record, code_bytes, kept_bytes) = match &decision.record {
                 Some(record) => {
                     record.check(name, None).map_err(|err| {
                         Refusal::internal(format!(
@@ -62,11 +64,12 @@ impl Platform {
                         ))
                     })?;
                     let code = record.live_version().map_or(0, |v| v.code_bytes);
+                    let kept = record.versions.iter().map(|v| v.bundle_bytes).sum();
                     let json = serde_json::to_vec(record)
                         .map_err(|err| Refusal::internal(format!("encoding `{name}`: {err}")))?;
-                    (Some(json), code)
+                    (Some(json), code, kept)
                 }
-                None => (None, 0),
+                None => (None, 0, 0),
             };
             let swap = AppSwap {
                 name,
@@ -76,6 +79,8 @@ impl Platform {
                 code_bytes,
                 max_apps: tenant.quotas.max_apps,
                 max_code_bytes: tenant.quotas.max_code_bytes,
+                kept_bytes,
+                disk_room,
             };
             match shared.swap_app(swap).await.map_err(unavailable)? {
                 SwapOutcome::Done(revision) => return Ok((revision, decision)),
@@ -84,6 +89,9 @@ impl Platform {
                 SwapOutcome::TooManyApps(count) => return Err(too_many_apps(count)),
                 SwapOutcome::TooMuchCode(others) => {
                     return Err(too_much_code(code_bytes, others, &tenant.quotas));
+                }
+                SwapOutcome::TooMuchDisk(others) => {
+                    return Err(too_much_disk(kept_bytes, others, disk_room, &tenant.quotas));
                 }
             }
         }
@@ -97,13 +105,16 @@ impl Platform {
     /// record swapped in, then the version made live here.
     pub(super) async fn commit_shared(
         &self,
-        shared: &Arc<dyn SharedState>,
         tenant: &Arc<Tenant>,
         name: &str,
         version: VersionRecord,
         (app, logs): (Arc<HttpApp>, Arc<LogHub>),
         packed: &[u8],
+        disk_room: u64,
     ) -> Refused<(AppInfo, bool)> {
+        let shared = self
+            .shared()
+            .ok_or_else(|| Refusal::internal("not in a cluster"))?;
         let bundles = self.bundles()?;
         bundles
             .put_bundle(&version.bundle, packed)
@@ -111,7 +122,7 @@ impl Platform {
             .map_err(unavailable)?;
         let keep = self.config.keep_versions;
         let swapped = self
-            .swap_app(shared, tenant, name, |current| {
+            .swap_app(shared, tenant, name, disk_room, |current| {
                 let created = current.is_none();
                 let base = match current {
                     Some(record) if record.tenant != tenant.name => return Err(name_taken(name)),
@@ -206,7 +217,7 @@ impl Platform {
         };
         let app = self.load_version(&entry, &previous).await?;
         let (revision, decision) = self
-            .swap_app(shared, tenant, name, |current| match current {
+            .swap_app(shared, tenant, name, u64::MAX, |current| match current {
                 Some(mut record) if record.tenant == tenant.name => {
                     // Another host deployed or rolled back since: this rollback is not the
                     // one the caller meant.
@@ -250,7 +261,7 @@ impl Platform {
         name: &str,
     ) -> Refused<()> {
         let (_, decision) = self
-            .swap_app(shared, tenant, name, |current| match current {
+            .swap_app(shared, tenant, name, u64::MAX, |current| match current {
                 Some(record) if record.tenant == tenant.name => Ok(Decision {
                     record: None,
                     dropped: record.bundles().map(String::from).collect(),

@@ -195,15 +195,7 @@ impl Platform {
                 Err(refusal) => return Err(refusal),
             }
         }
-        let data = self.tenant_dir(name);
-        if let Err(err) = tokio::fs::remove_dir_all(&data).await
-            && err.kind() != std::io::ErrorKind::NotFound
-        {
-            return Err(Refusal::internal(format!(
-                "cannot remove {}: {err}",
-                data.display()
-            )));
-        }
+        self.remove_tenant_folder(name);
         tracing::info!(tenant = name, "tenant deleted");
         Ok(())
     }
