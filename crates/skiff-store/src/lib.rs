@@ -1,5 +1,5 @@
 //! Key-value storage for guests, behind one trait: [`Backend`] opens [`Store`]s, one per
-//! namespace. A namespace is an isolated key space (skiff uses one per app and store label,
+//! namespace; and queues for queue consumers, behind another ([`Queues`], see [`queue`]). A namespace is an isolated key space (skiff uses one per app and store label,
 //! so two apps that both say `default` never see each other's data, while two components of
 //! one app that name the same label share it).
 //!
@@ -37,12 +37,19 @@
 use std::sync::Arc;
 
 mod embedded;
+mod embedded_queue;
+mod message_codec;
+pub mod queue;
 mod redis;
 mod redis_connection;
+mod redis_queue;
 
 pub use embedded::EmbeddedBackend;
+pub use embedded_queue::EmbeddedQueues;
+pub use queue::{Consumer, Delivery, Message, QueueDepth, Queues};
 pub use redis::RedisBackend;
 pub use redis_connection::{DEFAULT_TIMEOUT as REDIS_DEFAULT_TIMEOUT, RedisConnection};
+pub use redis_queue::RedisQueues;
 
 /// Largest value a guest may store (bigger values are refused with an error naming the limit).
 pub const MAX_VALUE_BYTES: usize = 16 << 20;
