@@ -12,7 +12,7 @@ use crate::error::Source;
 use crate::raw::{OrderedMap, RawManifest, RawRoutes, RawVariable};
 use crate::toml_error::{join_key, toml_error, underscored};
 use crate::variables::{Variable, is_variable_name};
-use crate::{App, Location, ManifestError, Route, RoutePattern};
+use crate::{App, Component, Consume, Location, ManifestError, Route, RoutePattern};
 
 /// From TOML text to a checked [`App`]: toml errors made located, then the semantic rules, in
 /// file order, stopping at the first error.
@@ -72,8 +72,9 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
         ));
     }
 
-    let mut components = Vec::with_capacity(raw_components.len());
+    let mut components: Vec<Component> = Vec::with_capacity(raw_components.len());
     let mut routes = Vec::new();
+    let mut consumers: Vec<Consume> = Vec::new();
     // Normalised pattern -> (component id, route as written, line), to name both in a clash.
     let mut seen_routes: HashMap<RoutePattern, (String, String, usize)> = HashMap::new();
     for (index, (id, comp)) in raw_components.into_iter().enumerate() {
@@ -93,7 +94,8 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
             span: comp_span,
             app_variables: &variables,
         };
-        let comp = comp.into_inner();
+        let mut comp = comp.into_inner();
+        let raw_consume = comp.consume.take();
         for (as_written, span, field) in route_list(&id, comp.route.as_ref()) {
             let pattern = RoutePattern::parse(&as_written).map_err(|e| {
                 src.error(
@@ -127,7 +129,27 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
                 component: index,
             });
         }
-        components.push(cx.build(comp)?);
+        let component = cx.build(comp)?;
+        if let Some(raw) = raw_consume {
+            let span = raw.span();
+            let consume = cx.consume(raw, index, &component.limits)?;
+            if let Some(other) = consumers.iter().find(|c| c.queue == consume.queue) {
+                let field = format!("component.{id}.consume.queue");
+                return Err(src.error(
+                    Some(span),
+                    &field,
+                    format!(
+                        "`{field}`: component `{}` consumes the queue `{}` already",
+                        components[other.component].id, consume.queue
+                    ),
+                    "a queue has one consumer per app: let one component consume it (and \
+                     publish to others what they should see)"
+                        .to_string(),
+                ));
+            }
+            consumers.push(consume);
+        }
+        components.push(component);
     }
 
     Ok(App {
@@ -139,6 +161,7 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
         variables,
         components,
         routes,
+        consumers,
     })
 }
 

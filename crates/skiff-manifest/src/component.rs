@@ -27,7 +27,7 @@ impl ComponentCx<'_> {
         format!("component.{}.{rest}", self.id)
     }
 
-    fn err(
+    pub(crate) fn err(
         &self,
         span: Range<usize>,
         field: &str,
@@ -53,6 +53,7 @@ impl ComponentCx<'_> {
             Some(l) => self.limits(l.into_inner())?,
             None => Limits::default(),
         };
+        let publish = self.publish(comp.publish.unwrap_or_default())?;
         Ok(Component {
             id: self.id.to_string(),
             source,
@@ -63,6 +64,7 @@ impl ComponentCx<'_> {
             key_value_stores,
             variables,
             limits,
+            publish,
         })
     }
 

@@ -73,6 +73,7 @@ mod app;
 mod component;
 mod error;
 mod host;
+mod queue;
 mod raw;
 mod route;
 mod runtime_config;
@@ -90,6 +91,10 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{Location, ManifestError, Snippet};
 pub use host::{HostMatch, HostPattern, HostPatternError, PortPattern, SchemePattern};
+pub use queue::{
+    Consume, MAX_ATTEMPTS, MAX_CONSUME_BATCH, MAX_CONSUME_CONCURRENCY, MAX_QUEUE_NAME,
+    is_queue_name,
+};
 pub use route::{RouteError, RouteMatch, RoutePattern, RouteTable};
 pub use runtime_config::{RuntimeConfigFile, StoreSpec, load_runtime_config, parse_runtime_config};
 
@@ -110,6 +115,10 @@ pub struct App {
     pub components: Vec<Component>,
     /// All routes of all components, in file order.
     pub routes: Vec<Route>,
+    /// The queues the app's components consume, one consumer per queue. (Apps stored before
+    /// queues existed have none.)
+    #[serde(default)]
+    pub consumers: Vec<Consume>,
 }
 
 impl App {
@@ -139,6 +148,7 @@ impl App {
                 as_written: "/...".into(),
                 component: 0,
             }],
+            consumers: Vec::new(),
         }
     }
 
@@ -175,6 +185,7 @@ impl Component {
             key_value_stores: Vec::new(),
             variables: Vec::new(),
             limits: Limits::default(),
+            publish: Vec::new(),
         }
     }
 }
@@ -204,6 +215,9 @@ pub struct Component {
     /// What the guest reads through `wasi:config/store`: name and template, in file order.
     pub variables: Vec<(String, Template)>,
     pub limits: Limits,
+    /// The queues it may publish to through `wasi:messaging`, in file order.
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 /// A host folder or file made visible to the guest.

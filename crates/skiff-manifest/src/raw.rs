@@ -45,6 +45,20 @@ pub(crate) struct RawComponent {
     pub key_value_stores: Option<Vec<Spanned<String>>>,
     pub variables: Option<OrderedMap<Spanned<String>>>,
     pub limits: Option<Spanned<RawLimits>>,
+    pub publish: Option<Vec<Spanned<String>>>,
+    pub consume: Option<Spanned<RawConsume>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConsume {
+    pub queue: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub concurrency: Option<Spanned<u32>>,
+    pub batch: Option<Spanned<u32>>,
+    pub max_attempts: Option<Spanned<u32>>,
+    pub retry_after: Option<Spanned<String>>,
+    pub dead_letter: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -248,7 +248,7 @@ fn unknown_field_renders_like_a_compiler() {
  7 | sorce = \"hello.wasm\"
    | ^^^^^
    = help: did you mean `source`?
-           valid fields are: source, route, environment, files, allowed_outbound_hosts, key_value_stores, variables, limits",
+           valid fields are: source, route, environment, files, allowed_outbound_hosts, key_value_stores, variables, limits, publish, consume",
         f.manifest().display()
     );
     assert_eq!(e.to_string(), expected);
@@ -1081,4 +1081,110 @@ fn one_component_is_an_app_that_answers_every_path() {
     // A file name with nothing of the id alphabet still gives an id.
     assert_eq!(Component::of_file(PathBuf::from("/srv/_.wasm")).id, "-");
     assert_eq!(Component::of_file(PathBuf::from("/")).id, "component");
+}
+
+// --- queues ----------------------------------------------------------------------------------
+
+#[test]
+fn a_pipeline_consumes_and_publishes() {
+    let f = Fixture::new();
+    let app = f.ok(&format!(
+        "{APP}[component.web]\nsource = \"hello.wasm\"\nroute = \"/...\"\npublish = [\"orders\"]\n\n\
+         [component.transform]\nsource = \"api.wasm\"\npublish = [\"results\", \"audit.v2\"]\n\
+         limits = {{ timeout = \"40s\" }}\n\
+         [component.transform.consume]\nqueue = \"orders\"\nconcurrency = 8\nmax_attempts = 3\n"
+    ));
+    assert_eq!(app.components[0].publish, ["orders"]);
+    assert_eq!(app.components[1].publish, ["results", "audit.v2"]);
+    let consume = &app.consumers[0];
+    assert_eq!(consume.component, 1);
+    assert_eq!(consume.queue, "orders");
+    assert_eq!((consume.concurrency, consume.batch), (8, 8));
+    assert_eq!(consume.max_attempts, 3);
+    assert_eq!(consume.dead_letter, "orders-dead");
+    assert_eq!(consume.path, None);
+    // Unless told otherwise, a redelivery waits for the timeout, and then some.
+    assert_eq!(consume.retry_after, Duration::from_secs(45));
+    assert_eq!(consume.location.line, 13);
+}
+
+#[test]
+fn bad_queue_sections_name_the_field_and_the_fix() {
+    let f = Fixture::new();
+    let component = "[component.c]\nsource = \"hello.wasm\"\n";
+    let e = f.err(
+        &format!("{APP}{component}publish = [\"Orders\"]\n"),
+        "component.c.publish[0]",
+        6,
+    );
+    assert!(help(&e).contains("lowercase"), "{e}");
+    f.err(
+        &format!("{APP}{component}publish = [\"a\", \"a\"]\n"),
+        "component.c.publish[1]",
+        6,
+    );
+    let consume = |body: &str| format!("{APP}{component}[component.c.consume]\n{body}");
+    let e = f.err(
+        &consume("concurrency = 2\n"),
+        "component.c.consume.queue",
+        6,
+    );
+    assert!(help(&e).contains("queue = \"orders\""), "{e}");
+    f.err(
+        &consume("queue = \"a b\"\n"),
+        "component.c.consume.queue",
+        7,
+    );
+    let e = f.err(
+        &consume("queue = \"q\"\nconcurrency = 0\n"),
+        "component.c.consume.concurrency",
+        8,
+    );
+    assert!(help(&e).contains("1 to 256"), "{e}");
+    f.err(
+        &consume("queue = \"q\"\nbatch = 5000\n"),
+        "component.c.consume.batch",
+        8,
+    );
+    f.err(
+        &consume("queue = \"q\"\nretry_after = \"soon\"\n"),
+        "component.c.consume.retry_after",
+        8,
+    );
+    let e = f.err(
+        &consume("queue = \"q\"\ndead_letter = \"q\"\n"),
+        "component.c.consume.dead_letter",
+        8,
+    );
+    assert!(e.to_string().contains("for ever"), "{e}");
+    f.err(
+        &consume("queue = \"q\"\npath = \"consume\"\n"),
+        "component.c.consume.path",
+        8,
+    );
+    f.err(
+        &consume("queue = \"q\"\nqueues = 3\n"),
+        "component.c.consume.queues",
+        8,
+    );
+    // A redelivery that could come while the handler still runs.
+    let e = f.err(
+        &format!(
+            "{APP}{component}limits = {{ timeout = \"1m\" }}\n[component.c.consume]\n\
+             queue = \"q\"\nretry_after = \"30s\"\n"
+        ),
+        "component.c.consume.retry_after",
+        9,
+    );
+    assert!(e.to_string().contains("timeout"), "{e}");
+    // One consumer per queue in an app.
+    let e = f.err(
+        &format!(
+            "{APP}{component}[component.c.consume]\nqueue = \"q\"\n\n\
+             [component.d]\nsource = \"api.wasm\"\n[component.d.consume]\nqueue = \"q\"\n"
+        ),
+        "component.d.consume.queue",
+        11,
+    );
+    assert!(e.to_string().contains("component `c`"), "{e}");
 }
