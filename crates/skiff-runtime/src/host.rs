@@ -12,7 +12,7 @@ use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use crate::capabilities::{
     Call, Capability, CapabilityCtx, HasCapability, InstanceIdentity, LoadContext, config,
-    keyvalue, logging, outbound_http, wasi,
+    keyvalue, logging, messaging, outbound_http, wasi,
 };
 use crate::error::LoadError;
 use crate::limits::{InstanceLimiter, Sandboxed};
@@ -119,6 +119,7 @@ capabilities! {
     key_value: keyvalue::KeyValueCapability,
     config: config::Config,
     logging: logging::Logging,
+    messaging: messaging::Messaging,
 }
 
 pub(crate) struct Host {

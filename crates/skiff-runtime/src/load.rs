@@ -120,6 +120,8 @@ pub struct LoadOptions {
     /// Keep the stores the operator's runtime config does not place in this Redis instead of
     /// the embedded database: a cluster's hosts share them so.
     pub shared_store: Option<crate::capabilities::SharedStore>,
+    /// Where the app's queues are (`publish`, and the queue trigger's consumers).
+    pub queues: Option<crate::capabilities::messaging::QueueSpace>,
 }
 
 /// How components got their code, since the runtime started: what the host's metrics report.
@@ -265,6 +267,7 @@ impl Loader<'_> {
             shared_store: options.shared_store.as_ref(),
             protected: &protected,
             backends: self.backends,
+            queues: options.queues.as_ref(),
         };
         let app_grants = AppGrants::new(&load)?;
         let mut components = Vec::with_capacity(app.components.len());

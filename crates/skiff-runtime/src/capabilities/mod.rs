@@ -18,6 +18,7 @@ pub(crate) mod config;
 pub(crate) mod guest_log;
 pub(crate) mod keyvalue;
 pub(crate) mod logging;
+pub(crate) mod messaging;
 pub(crate) mod outbound_http;
 pub(crate) mod wasi;
 
@@ -99,6 +100,8 @@ pub(crate) struct LoadContext<'a> {
     pub protected: &'a [std::path::PathBuf],
     /// The key-value backends of the host, opened on first use.
     pub backends: &'a keyvalue::Backends,
+    /// Where the app's queues are, if the host has queues.
+    pub queues: Option<&'a messaging::QueueSpace>,
 }
 
 impl LoadContext<'_> {
