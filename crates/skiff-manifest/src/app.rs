@@ -74,6 +74,7 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
 
     let mut components = Vec::with_capacity(raw_components.len());
     let mut routes = Vec::new();
+    let mut schedules = Vec::new();
     // Normalised pattern -> (component id, route as written, line), to name both in a clash.
     let mut seen_routes: HashMap<RoutePattern, (String, String, usize)> = HashMap::new();
     for (index, (id, comp)) in raw_components.into_iter().enumerate() {
@@ -93,7 +94,8 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
             span: comp_span,
             app_variables: &variables,
         };
-        let comp = comp.into_inner();
+        let mut comp = comp.into_inner();
+        let raw_schedules = comp.schedule.take().unwrap_or_default();
         for (as_written, span, field) in route_list(&id, comp.route.as_ref()) {
             let pattern = RoutePattern::parse(&as_written).map_err(|e| {
                 src.error(
@@ -128,6 +130,8 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
             });
         }
         components.push(cx.build(comp)?);
+        let found = cx.schedules(raw_schedules, index, schedules.len())?;
+        schedules.extend(found);
     }
 
     Ok(App {
@@ -139,6 +143,7 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
         variables,
         components,
         routes,
+        schedules,
     })
 }
 

@@ -27,7 +27,7 @@ impl ComponentCx<'_> {
         format!("component.{}.{rest}", self.id)
     }
 
-    fn err(
+    pub(crate) fn err(
         &self,
         span: Range<usize>,
         field: &str,

@@ -45,6 +45,16 @@ pub(crate) struct RawComponent {
     pub key_value_stores: Option<Vec<Spanned<String>>>,
     pub variables: Option<OrderedMap<Spanned<String>>>,
     pub limits: Option<Spanned<RawLimits>>,
+    pub schedule: Option<Vec<Spanned<RawSchedule>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSchedule {
+    pub cron: Option<Spanned<String>>,
+    pub timezone: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub overlap: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
