@@ -31,6 +31,9 @@
 
 #![forbid(unsafe_code)]
 
+mod leases;
+pub use leases::RedisLeases;
+
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
