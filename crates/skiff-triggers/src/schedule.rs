@@ -193,7 +193,7 @@ impl Scheduler {
             return;
         }
         let manifest = app.loaded().app().clone();
-        let tasks = manifest
+        let tasks: Vec<JoinHandle<()>> = manifest
             .schedules
             .iter()
             .enumerate()
@@ -214,6 +214,7 @@ impl Scheduler {
                 tokio::spawn(job.run())
             })
             .collect();
+        tracing::info!(app = %key, schedules = tasks.len(), "schedules started");
         // The old version's tasks stop as it is dropped here.
         apps.insert(key, Scheduled { app, tasks });
     }
@@ -225,6 +226,9 @@ impl Scheduler {
             let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
             apps.remove(&app_key(tenant, name))
         };
+        if removed.is_some() {
+            tracing::info!(app = %app_key(tenant, name), "schedules stopped");
+        }
         if let (Some(removed), true) = (removed, forget) {
             let manifest = removed.app.loaded().app().clone();
             for schedule in &manifest.schedules {

@@ -198,6 +198,47 @@ fn format_app_info(info: &AppInfo, now: SystemTime) -> String {
         "  ",
         &[],
     ));
+    for schedule in &info.schedules {
+        out.push_str(&format!(
+            "\nSchedule component.{}.schedule[{}]: `{}` ({}){}, overlap {}, {} skipped\n",
+            schedule.component,
+            schedule.index,
+            schedule.cron,
+            schedule.timezone,
+            schedule
+                .path
+                .as_ref()
+                .map(|p| format!(" POST {p}"))
+                .unwrap_or_default(),
+            schedule.overlap,
+            schedule.skipped,
+        ));
+        out.push_str(&format!("  next: {}\n", schedule.next.join(", ")));
+        if schedule.last.is_empty() {
+            out.push_str("  no runs yet\n");
+        } else {
+            let rows: Vec<Vec<String>> = schedule
+                .last
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.due.clone(),
+                        r.host.clone(),
+                        r.outcome.clone(),
+                        r.status.map_or_else(|| "-".into(), |s| s.to_string()),
+                        format_ms(r.duration_ms),
+                        r.error.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            out.push_str(&table(
+                &["DUE", "HOST", "OUTCOME", "STATUS", "TOOK", "ERROR"],
+                &rows,
+                "  ",
+                &[],
+            ));
+        }
+    }
     if let Some(cluster) = &info.cluster {
         let serving = cluster.hosts.iter().filter(|h| h.converged).count();
         out.push_str(&format!(
@@ -322,6 +363,7 @@ mod tests {
                 },
             ],
             cluster: None,
+            schedules: Vec::new(),
         };
         let text = format_app_info(&info, now);
         assert!(text.starts_with("hello\n  tenant:   acme\n"), "{text}");
