@@ -32,7 +32,7 @@ pub trait RunLeases: Send + Sync + 'static {
     async fn renew_running(&self, schedule: &str, token: &str, ttl: Duration);
     /// Drops the mark, if `token` still holds it.
     async fn clear_running(&self, schedule: &str, token: &str);
-    /// Keeps `record` (an encoded [`crate::RunRecord`]) as the schedule's newest result, at
+    /// Keeps `record` (a `skiff_api::ScheduleRun` as JSON) as the schedule's newest result, at
     /// most `keep` of them, and counts a skipped run.
     async fn record(&self, schedule: &str, record: &str, skipped: bool, keep: usize);
     /// The kept records, newest first, and how many runs were skipped.

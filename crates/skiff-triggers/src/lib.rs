@@ -15,5 +15,5 @@ mod schedule;
 
 pub use lease::{LocalLeases, RunLeases};
 pub use schedule::{
-    LATE_LIMIT, RUN_LEASE_TTL, RUNNING_MARK_TTL, RUNS_KEPT, RunRecord, ScheduleMetrics, Scheduler,
+    LATE_LIMIT, RUN_LEASE_TTL, RUNNING_MARK_TTL, RUNS_KEPT, ScheduleMetrics, Scheduler,
 };

@@ -19,7 +19,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use serde::{Deserialize, Serialize};
 use skiff_api::{ScheduleInfo, ScheduleRun};
 use skiff_http::{HttpApp, ScheduledRequest};
 use skiff_manifest::{Overlap, Schedule};
@@ -51,34 +50,6 @@ const NEXT_SHOWN: usize = 3;
 /// Scheduled runs' request ids start here, far above a listener's (which count from 1), so a
 /// log line's id names one unit of work.
 const FIRST_REQUEST_ID: u64 = 1 << 48;
-
-/// One due time and what became of it, as kept by the [`RunLeases`] (JSON).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunRecord {
-    /// Unix seconds of the due time.
-    pub due: u64,
-    pub host: String,
-    /// `ok`, `failed` or `skipped`.
-    pub outcome: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub duration_ms: u64,
-}
-
-impl RunRecord {
-    fn to_api(&self) -> ScheduleRun {
-        ScheduleRun {
-            due: rfc3339(UNIX_EPOCH + Duration::from_secs(self.due)),
-            host: self.host.clone(),
-            outcome: self.outcome.clone(),
-            status: self.status,
-            error: self.error.clone(),
-            duration_ms: self.duration_ms,
-        }
-    }
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ScheduleLabels {
@@ -266,8 +237,7 @@ impl Scheduler {
             let (records, skipped) = self.leases.history(&key).await;
             let last = records
                 .iter()
-                .filter_map(|r| serde_json::from_str::<RunRecord>(r).ok())
-                .map(|r| r.to_api())
+                .filter_map(|r| serde_json::from_str::<ScheduleRun>(r).ok())
                 .collect();
             out.push(ScheduleInfo {
                 component,
@@ -346,8 +316,8 @@ impl Job {
                 Ok(true) => true,
                 Ok(false) => {
                     tracing::info!(schedule = %self.key, due = due_secs, "skipped: the previous run is still going");
-                    self.finish(RunRecord {
-                        due: due_secs,
+                    self.finish(ScheduleRun {
+                        due: rfc3339(due),
                         host: scheduler.host.to_string(),
                         outcome: "skipped".into(),
                         status: None,
@@ -422,8 +392,8 @@ impl Job {
             schedule = %self.key, due = due_secs, request_id, status = status.as_u16(),
             "scheduled run {}", if ok { "done" } else { "failed" }
         );
-        self.finish(RunRecord {
-            due: due_secs,
+        self.finish(ScheduleRun {
+            due: rfc3339(due),
             host: scheduler.host.to_string(),
             outcome: if ok { "ok" } else { "failed" }.into(),
             status: Some(status.as_u16()),
@@ -433,7 +403,7 @@ impl Job {
         .await;
     }
 
-    async fn finish(&self, record: RunRecord) {
+    async fn finish(&self, record: ScheduleRun) {
         let scheduler = &self.scheduler;
         if let Some(metrics) = &scheduler.metrics {
             let outcome = match record.outcome.as_str() {

@@ -20,20 +20,10 @@ const CONVERGENCE_BOUND: Duration = Duration::from_secs(20);
 
 /// Starts host `host-N` of the cluster in `redis`, with a data folder of its own.
 fn cluster_host(redis: &Redis, n: usize) -> Host {
-    let url = redis.url();
-    let id = format!("host-{n}");
-    Host::start_in(
-        fresh_data_dir().join("server"),
-        &[
-            "--cluster",
-            &url,
-            "--host-id",
-            &id,
-            "--cluster-resync",
-            "1s",
-            "--usage-flush",
-            "200ms",
-        ],
+    Host::start_in_cluster(
+        &redis.url(),
+        n,
+        &["--cluster-resync", "1s", "--usage-flush", "200ms"],
     )
 }
 
@@ -53,20 +43,13 @@ async fn ready(host: &Host) -> u16 {
     }
 }
 
-/// Waits until `check` holds, failing with `what` once the bound has passed.
-async fn eventually<F, Fut>(what: &str, mut check: F)
+/// Waits until `check` holds, failing with `what` once [`CONVERGENCE_BOUND`] has passed.
+async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < CONVERGENCE_BOUND,
-            "not within {CONVERGENCE_BOUND:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::eventually(CONVERGENCE_BOUND, what, check).await;
 }
 
 /// Waits until `apps inspect` of `app` (through `host`, as `token`) lists `count` hosts.

@@ -10,11 +10,11 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::host::Host;
 use common::redis::Redis;
-use common::{Server, app_dir, client, fresh_data_dir, guest, skiff};
+use common::{Server, client, guest};
 
 /// How long a test waits for runs to happen: far more than they take.
 const BOUND: Duration = Duration::from_secs(60);
@@ -85,16 +85,12 @@ where
 }
 
 /// Waits until `check` holds, failing with `what` once [`BOUND`] has passed.
-async fn eventually<F, Fut>(what: &str, mut check: F)
+async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let started = Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < BOUND, "not within {BOUND:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::eventually(BOUND, what, check).await;
 }
 
 fn consecutive(dues: &BTreeSet<u64>) -> bool {
@@ -146,14 +142,16 @@ async fn skiff_up_runs_each_due_time_exactly_once() {
     );
     assert!(recorded.len() >= 5);
     // Runs are requests with the scheduler's headers: a client cannot send them.
-    let response = client()
-        .post(server.url("/schedule/run?store=default"))
-        .header("skiff-trigger", "schedule")
-        .header("skiff-scheduled-time", "2000-01-01T00:00:00Z")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400, "a client passed for the scheduler");
+    let forged = [
+        ("skiff-trigger", "schedule"),
+        ("skiff-scheduled-time", "2000-01-01T00:00:00Z"),
+    ];
+    let mut request = client().post(server.url("/schedule/run?store=default"));
+    for (name, value) in forged {
+        request = request.header(name, value);
+    }
+    let status = request.send().await.unwrap().status();
+    assert_eq!(status, 400, "a client passed for the scheduler");
 }
 
 #[tokio::test]
@@ -199,14 +197,7 @@ async fn a_run_still_going_makes_the_next_due_times_skip_and_counts_them() {
         );
     }
     // The count is a metric.
-    let text = client()
-        .get(&metrics)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
     let count: u64 = text
         .lines()
         .find(|l| l.starts_with("skiff_schedule_runs_total{") && l.contains("outcome=\"skipped\""))
@@ -219,73 +210,6 @@ async fn a_run_still_going_makes_the_next_due_times_skip_and_counts_them() {
         text.contains("route=\"schedule[0]\",status=\"2xx\""),
         "{text}"
     );
-}
-
-/// Runs `skiff up` on a manifest and returns its stderr, asserting it failed without serving.
-fn up_fails(manifest: &str) -> String {
-    let dir = app_dir(&[("skiff.toml", manifest)]);
-    std::fs::copy(guest("state-guest"), dir.path().join("job.wasm")).unwrap();
-    let path = dir.path().join("skiff.toml");
-    let output = skiff()
-        .args(["up", "--listen", "127.0.0.1:0", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(!String::from_utf8_lossy(&output.stdout).contains("Serving"));
-    assert!(stderr.contains("skiff.toml:"), "no file:line in {stderr}");
-    stderr
-}
-
-#[test]
-fn malformed_schedules_are_manifest_errors_naming_the_field_and_the_fix() {
-    let app = "[app]\nname = \"x\"\n\n[component.job]\nsource = \"job.wasm\"\n\n\
-               [[component.job.schedule]]\n";
-    for (body, field, fix) in [
-        (
-            "cron = \"* * *\"\n",
-            "component.job.schedule[0].cron",
-            "six with leading seconds",
-        ),
-        // February 30th never comes.
-        (
-            "cron = \"0 0 30 2 *\"\n",
-            "component.job.schedule[0].cron",
-            "never fires",
-        ),
-        (
-            "cron = \"* * * * *\"\ntimezone = \"Europe/Pari\"\n",
-            "component.job.schedule[0].timezone",
-            "did you mean \"Europe/Paris\"?",
-        ),
-        (
-            "cron = \"* * * * *\"\npath = \"jobs\"\n",
-            "component.job.schedule[0].path",
-            "path = \"/jobs\"",
-        ),
-        (
-            "cron = \"* * * * *\"\noverlap = \"queue\"\n",
-            "component.job.schedule[0].overlap",
-            "\"allow\"",
-        ),
-        (
-            "cron = \"* * * * *\"\nevery = \"1s\"\n",
-            "every",
-            "cron, timezone, path, overlap",
-        ),
-    ] {
-        let err = up_fails(&format!("{app}{body}"));
-        assert!(err.contains(field), "{field} not named:\n{err}");
-        assert!(err.contains(fix), "no fix `{fix}`:\n{err}");
-    }
-    // A thousand every-second schedules are refused: the cap is per app.
-    let mut many = String::from("[app]\nname = \"x\"\n\n[component.job]\nsource = \"job.wasm\"\n");
-    for _ in 0..1000 {
-        many.push_str("[[component.job.schedule]]\ncron = \"* * * * * *\"\npath = \"/\"\n");
-    }
-    let err = up_fails(&many);
-    assert!(err.contains("component.job.schedule[32]"), "{err}");
-    assert!(err.contains("at most 32 schedules"), "{err}");
 }
 
 #[tokio::test]
@@ -383,19 +307,7 @@ async fn skiff_server_runs_deployed_schedules_shows_them_and_stops_them() {
 
 /// Starts host `host-N` of the cluster in `redis`.
 fn cluster_host(redis: &Redis, n: usize) -> Host {
-    let url = redis.url();
-    let id = format!("host-{n}");
-    Host::start_in(
-        fresh_data_dir().join("server"),
-        &[
-            "--cluster",
-            &url,
-            "--host-id",
-            &id,
-            "--cluster-resync",
-            "1s",
-        ],
-    )
+    Host::start_in_cluster(&redis.url(), n, &["--cluster-resync", "1s"])
 }
 
 /// Due times of `schedule` each host's log says it ran.

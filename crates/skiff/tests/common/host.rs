@@ -53,6 +53,14 @@ impl Host {
         }
     }
 
+    /// Host `host-N` of the cluster in the Redis at `url`, with a data folder of its own.
+    pub fn start_in_cluster(url: &str, n: usize, extra: &[&str]) -> Host {
+        let id = format!("host-{n}");
+        let mut args = vec!["--cluster", url, "--host-id", &id];
+        args.extend_from_slice(extra);
+        Host::start_in(fresh_data_dir().join("server"), &args)
+    }
+
     /// Runs the `skiff` CLI against this server with `token`.
     pub fn cli(&self, token: &str, args: &[&str]) -> Output {
         skiff()
