@@ -430,3 +430,25 @@ async fn a_cluster_runs_each_due_time_on_exactly_one_host_and_survives_kill_9() 
         "a due time was missed after the kill: {after_kill:?}"
     );
 }
+
+#[tokio::test]
+async fn the_scheduled_job_example_runs_and_reports() {
+    let example = common::repo_root().join("examples/scheduled-job");
+    let server = Server::start(&["up", example.to_str().unwrap()]);
+    eventually("the example's job ran", || async {
+        let (status, body) = common::get(&server, "/").await;
+        status == 200 && !body.contains("ran 0 time(s)")
+    })
+    .await;
+    let (_, body) = common::get(&server, "/").await;
+    assert!(body.contains("last due time 20"), "{body}");
+    // Only the scheduler starts the job.
+    let status = client()
+        .post(server.url("/jobs/tick"))
+        .header("skiff-trigger", "schedule")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 403);
+}
