@@ -1227,3 +1227,28 @@ fn schedules_per_app_are_capped() {
         .unwrap();
     assert_eq!(f.ok(&text[..cut]).schedules.len(), MAX_SCHEDULES_PER_APP);
 }
+
+#[test]
+fn schedules_across_daylight_saving_changes() {
+    use std::time::UNIX_EPOCH;
+    let times = CronTimes::new("0 30 2 * * *", "Europe/Paris").unwrap();
+    let secs = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_secs();
+    // 2026-03-28 12:00 UTC: the next three runs across the spring change (29 March, 02:00
+    // becomes 03:00, so 02:30 does not exist that day).
+    let spring: Vec<u64> = times
+        .upcoming(UNIX_EPOCH + Duration::from_secs(1_774_699_200), 3)
+        .into_iter()
+        .map(secs)
+        .collect();
+    // 2026-10-24 12:00 UTC: across the autumn change (25 October, 02:30 happens twice).
+    let autumn: Vec<u64> = times
+        .upcoming(UNIX_EPOCH + Duration::from_secs(1_792_843_200), 3)
+        .into_iter()
+        .map(secs)
+        .collect();
+    // In spring the missing 02:30 runs at 03:00 CEST, when the day's clock reaches past it;
+    // then 02:30 CEST as usual.
+    assert_eq!(spring, vec![1_774_746_000, 1_774_830_600, 1_774_917_000]);
+    // In autumn 02:30 runs once, at its first occurrence (CEST); then 02:30 CET.
+    assert_eq!(autumn, vec![1_792_888_200, 1_792_978_200, 1_793_064_600]);
+}
