@@ -89,16 +89,27 @@ impl ScheduleMetrics {
         Arc::new(metrics)
     }
 
+    /// Drops the series of a schedule whose app is gone.
+    fn forget(&self, labels: &ScheduleLabels) {
+        for outcome in ["ok", "failed", "skipped"] {
+            self.runs.remove(&labels.with_outcome(outcome));
+        }
+    }
+
     fn count(&self, labels: &ScheduleLabels, outcome: &'static str) {
-        self.runs
-            .get_or_create(&RunLabels {
-                tenant: labels.tenant.clone(),
-                app: labels.app.clone(),
-                component: labels.component.clone(),
-                schedule: labels.schedule.clone(),
-                outcome,
-            })
-            .inc();
+        self.runs.get_or_create(&labels.with_outcome(outcome)).inc();
+    }
+}
+
+impl ScheduleLabels {
+    fn with_outcome(&self, outcome: &'static str) -> RunLabels {
+        RunLabels {
+            tenant: self.tenant.clone(),
+            app: self.app.clone(),
+            component: self.component.clone(),
+            schedule: self.schedule.clone(),
+            outcome,
+        }
     }
 }
 
@@ -206,6 +217,14 @@ impl Scheduler {
                 let component = component_id(&manifest, schedule);
                 let key = schedule_key(tenant, name, &component, schedule.index);
                 self.leases.forget(&key).await;
+                if let Some(metrics) = &self.metrics {
+                    metrics.forget(&ScheduleLabels {
+                        tenant: tenant.to_string(),
+                        app: name.to_string(),
+                        component,
+                        schedule: schedule.index.to_string(),
+                    });
+                }
             }
         }
     }

@@ -213,6 +213,26 @@ async fn a_run_still_going_makes_the_next_due_times_skip_and_counts_them() {
 }
 
 #[tokio::test]
+async fn with_overlap_allowed_runs_overlap() {
+    // Each run takes 2.5 s of an every-second schedule, and may overlap the next.
+    let dir = scheduled_app(
+        "overlapping",
+        &format!("{}overlap = \"allow\"\n", every_second(2500)),
+    );
+    let server = Server::start(&["up", dir.path().join("skiff.toml").to_str().unwrap()]);
+    let schedule = "/overlapping/job/0";
+    eventually("four runs end", || async {
+        logged(&server.logs(), schedule, "done").len() >= 4
+    })
+    .await;
+    let logs = server.logs();
+    let ran = logged(&logs, schedule, "done");
+    assert!(logged(&logs, schedule, "skipped").is_empty(), "{logs}");
+    // Every second ran, though each run outlasted it.
+    assert!(consecutive(&ran), "{ran:?}");
+}
+
+#[tokio::test]
 async fn skiff_server_runs_deployed_schedules_shows_them_and_stops_them() {
     let host = Host::start();
     let acme = host.tenant("acme", &[]);
