@@ -325,6 +325,42 @@ async fn skiff_server_runs_deployed_schedules_shows_them_and_stops_them() {
     assert!(info.get("schedules").is_none(), "{info:#}");
 }
 
+#[tokio::test]
+async fn a_tenant_full_of_schedules_does_not_starve_another() {
+    let host = Host::start();
+    // The most schedules an app may have, every second, each run taking 1.5 s, on a tenant
+    // that may run two requests at once.
+    let greedy = host.tenant("greedy", &["--max-in-flight", "2"]);
+    let mut schedules = String::new();
+    for _ in 0..32 {
+        schedules.push_str(&every_second(1500));
+    }
+    let dir = scheduled_app("storm", &schedules);
+    host.deploy_ok(&greedy, dir.path(), "storm");
+    let neighbour = host.tenant("neighbour", &[]);
+    host.deploy_ok(&neighbour, scheduled_app("calm", "").path(), "calm");
+    // Once the storm is on (runs refused by greedy's quota are recorded as failed, 503) ...
+    eventually("the storm's runs are refused past its quota", || async {
+        let (_, info) = host
+            .api(reqwest::Method::GET, "/v1/apps/storm", Some(&greedy))
+            .await;
+        info["schedules"].as_array().is_some_and(|schedules| {
+            schedules.iter().any(|s| {
+                s["last"]
+                    .as_array()
+                    .is_some_and(|runs| runs.iter().any(|r| r["status"] == 503))
+            })
+        })
+    })
+    .await;
+    // ... the other tenant's app answers every request.
+    for _ in 0..50 {
+        let (status, body) = host.get("calm", "/kv/get?store=default&key=x").await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(body, "missing");
+    }
+}
+
 /// Starts host `host-N` of the cluster in `redis`.
 fn cluster_host(redis: &Redis, n: usize) -> Host {
     Host::start_in_cluster(&redis.url(), n, &["--cluster-resync", "1s"])
