@@ -114,3 +114,36 @@ impl RunLeases for LocalLeases {
         records.remove(schedule);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_host_claims_each_run_once_and_keeps_a_bounded_history() {
+        let leases = LocalLeases::new();
+        let ttl = Duration::from_secs(1);
+        assert!(leases.claim("t/a/c/0@100", ttl).await.unwrap());
+        assert!(!leases.claim("t/a/c/0@100", ttl).await.unwrap());
+        assert!(leases.claim("t/a/c/0@101", ttl).await.unwrap());
+
+        // The running mark: one holder; only the holder drops it.
+        assert!(leases.mark_running("t/a/c/0", "h@100", ttl).await.unwrap());
+        assert!(!leases.mark_running("t/a/c/0", "h@101", ttl).await.unwrap());
+        leases.clear_running("t/a/c/0", "h@101").await;
+        assert!(!leases.mark_running("t/a/c/0", "h@102", ttl).await.unwrap());
+        leases.clear_running("t/a/c/0", "h@100").await;
+        assert!(leases.mark_running("t/a/c/0", "h@103", ttl).await.unwrap());
+
+        for i in 0..5 {
+            leases
+                .record("t/a/c/0", &i.to_string(), i % 2 == 0, 3)
+                .await;
+        }
+        let (kept, skipped) = leases.history("t/a/c/0").await;
+        assert_eq!(kept, vec!["4", "3", "2"]);
+        assert_eq!(skipped, 3);
+        leases.forget("t/a/c/0").await;
+        assert_eq!(leases.history("t/a/c/0").await, (Vec::new(), 0));
+    }
+}
