@@ -321,6 +321,9 @@ pub struct ScheduleInfo {
     /// The path an HTTP component is called at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The arguments a command component runs with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
     /// `skip` or `allow`.
     pub overlap: String,
     /// The next due times, RFC 3339 in UTC.
@@ -339,11 +342,15 @@ pub struct ScheduleRun {
     pub due: String,
     /// The host that ran it (in a cluster, the one that won the run's lease).
     pub host: String,
-    /// `ok` (a 2xx answer), `failed` (another status, or the guest failed) or `skipped`.
+    /// `ok` (a 2xx answer, or exit code 0), `failed` (another status or code, or the guest
+    /// failed) or `skipped`.
     pub outcome: String,
     /// The HTTP status the run answered, if it answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// A command component's exit code, if it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
     /// What went wrong, for a failed run the guest did not answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -40,6 +40,7 @@
 //! cron = "0 30 2 * * *"       # required; 5 fields, or 6 with leading seconds
 //! timezone = "Europe/Paris"   # optional; an IANA zone, default "UTC"
 //! path = "/jobs/nightly"      # HTTP components: the path the run requests (POST)
+//! args = ["--full"]           # command components (wasi:cli/run): arguments, optional
 //! overlap = "skip"            # optional; "skip" (default) or "allow"
 //!
 //! [component.api]

@@ -54,6 +54,7 @@ pub(crate) struct RawSchedule {
     pub cron: Option<Spanned<String>>,
     pub timezone: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
+    pub args: Option<Vec<String>>,
     pub overlap: Option<Spanned<String>>,
 }
 

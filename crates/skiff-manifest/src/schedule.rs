@@ -1,6 +1,6 @@
 //! Schedules: `[[component.<id>.schedule]]`, a cron pattern (five fields, or six with leading
 //! seconds), an IANA time zone (UTC by default), the request path an HTTP component is called
-//! at, and what to do when a run is still going when the next one is due. Checked here like
+//! at (or the arguments a command component runs with), and what to do when a run is still going when the next one is due. Checked here like
 //! every other field, so a pattern that does not parse, a zone that does not exist or a pattern
 //! that never fires (`0 0 30 2 *`) is a manifest error naming `component.<id>.schedule[<i>]`.
 //!
@@ -44,6 +44,9 @@ pub struct Schedule {
     pub timezone: String,
     /// For an HTTP component, the path (and query) it is called at, starting with `/`.
     pub path: Option<String>,
+    /// For a command component (`wasi:cli/run`), its arguments after the program name.
+    #[serde(default)]
+    pub args: Vec<String>,
     pub overlap: Overlap,
     /// Where the entry is written, for errors found later.
     pub location: Location,
@@ -243,6 +246,7 @@ impl ComponentCx<'_> {
                 cron: cron.into_inner(),
                 timezone,
                 path,
+                args: entry.args.unwrap_or_default(),
                 overlap,
                 location,
             });

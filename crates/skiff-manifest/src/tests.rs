@@ -1192,7 +1192,10 @@ fn malformed_schedules_name_the_field_and_the_fix() {
         "component.hello.schedule[0].method",
         8,
     );
-    assert!(help(&e).contains("cron, timezone, path, overlap"), "{e}");
+    assert!(
+        help(&e).contains("cron, timezone, path, args, overlap"),
+        "{e}"
+    );
     // The second entry is named by its own index.
     f.err(
         &format!(

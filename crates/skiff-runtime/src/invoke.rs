@@ -23,7 +23,7 @@ use crate::engine::Sandboxes;
 use crate::error::InvokeError;
 use crate::host::Host;
 use crate::limits::{Limits, Sandboxed};
-use crate::load::LoadedComponent;
+use crate::load::{Linked, LoadedComponent};
 use crate::reuse::{Instance, Permits, Slot};
 use crate::trace::TraceContext;
 use crate::usage::{CountedBody, CpuTimed, UsageCell};
@@ -53,6 +53,12 @@ impl LoadedComponent {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
+        let Linked::Http(pre) = &self.linked else {
+            return Err(InvokeError::Instantiate(format!(
+                "component `{}` is a command, not an HTTP component",
+                self.id
+            )));
+        };
         // An instance kept from an earlier request comes with the permits that admitted it.
         // Otherwise admission comes first, before any work: over a limit the client hears so
         // at once, and nothing queues without bound. The permits live as long as the instance.
@@ -114,7 +120,7 @@ impl LoadedComponent {
             (incoming, outparam)
         };
 
-        let pre = self.pre.clone();
+        let pre = pre.clone();
         let timeout = self.timeout();
         let failed = Arc::new(AtomicBool::new(false));
         let failed_in_guest = failed.clone();
@@ -365,7 +371,7 @@ impl http_body::Body for CutOffOnFailure {
 }
 
 /// What a guest's failure was, judged against its limits.
-fn classify(
+pub(crate) fn classify(
     err: wasmtime::Error,
     store: &mut Store<Host>,
     limits: Limits,

@@ -22,6 +22,7 @@ use prometheus_client::registry::Registry;
 use skiff_api::{ScheduleInfo, ScheduleRun};
 use skiff_http::{HttpApp, ScheduledRequest};
 use skiff_manifest::{Overlap, Schedule};
+use skiff_runtime::{RequestInfo, TraceContext};
 use tokio::task::JoinHandle;
 
 use crate::lease::RunLeases;
@@ -264,6 +265,7 @@ impl Scheduler {
                 cron: schedule.cron.clone(),
                 timezone: schedule.timezone.clone(),
                 path: schedule.path.clone(),
+                args: schedule.args.clone(),
                 overlap: schedule.overlap.as_str().to_string(),
                 next,
                 skipped,
@@ -340,6 +342,7 @@ impl Job {
                         host: scheduler.host.to_string(),
                         outcome: "skipped".into(),
                         status: None,
+                        exit_code: None,
                         error: Some("the previous run was still going".into()),
                         duration_ms: 0,
                     })
@@ -368,6 +371,66 @@ impl Job {
         });
         let started = Instant::now();
         let request_id = scheduler.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let (status, exit_code, error) = if self.is_command() {
+            self.run_command(request_id).await
+        } else {
+            self.run_http(due, request_id).await
+        };
+        if let Some(renew) = renew {
+            renew.abort();
+            scheduler.leases.clear_running(&self.key, &token).await;
+        }
+        let ok = error.is_none()
+            && status.is_none_or(|s| (200..300).contains(&s))
+            && exit_code.is_none_or(|code| code == 0);
+        tracing::info!(
+            schedule = %self.key, due = due_secs, request_id, status, exit_code,
+            "scheduled run {}", if ok { "done" } else { "failed" }
+        );
+        self.finish(ScheduleRun {
+            due: rfc3339(due),
+            host: scheduler.host.to_string(),
+            outcome: if ok { "ok" } else { "failed" }.into(),
+            status,
+            exit_code,
+            error,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+        .await;
+    }
+
+    fn is_command(&self) -> bool {
+        let component = self.schedule().component;
+        self.app
+            .loaded()
+            .components()
+            .get(component)
+            .is_some_and(|c| c.is_command())
+    }
+
+    /// Runs a command component: its exit code, or why it stopped.
+    async fn run_command(&self, request_id: u64) -> (Option<u16>, Option<i32>, Option<String>) {
+        let schedule = self.schedule();
+        let Some(component) = self.app.loaded().components().get(schedule.component) else {
+            return (None, None, Some("no such component".into()));
+        };
+        let info = RequestInfo {
+            request_id,
+            https: false,
+            trace: TraceContext::default(),
+        };
+        match component.run_command(&schedule.args, info).await {
+            Ok(code) => (None, Some(code), None),
+            Err(err) => (None, None, Some(err.to_string())),
+        }
+    }
+
+    /// Runs an HTTP component: the status of its answer, and what went wrong if it failed.
+    async fn run_http(
+        &self,
+        due: SystemTime,
+        request_id: u64,
+    ) -> (Option<u16>, Option<i32>, Option<String>) {
         let response = self
             .app
             .run_scheduled(ScheduledRequest {
@@ -379,7 +442,6 @@ impl Job {
         let status = response.status();
         // The run ends with its body: the guest may still be writing it, in its instance.
         let mut body = response.into_body();
-        let mut error = None;
         let mut text = Vec::new();
         while let Some(frame) = body.frame().await {
             match frame {
@@ -393,33 +455,17 @@ impl Job {
                     }
                 }
                 Err(err) => {
-                    error = Some(format!("the response body failed: {err}"));
-                    break;
+                    let error = format!("the response body failed: {err}");
+                    return (Some(status.as_u16()), None, Some(error));
                 }
             }
         }
-        if let Some(renew) = renew {
-            renew.abort();
-            scheduler.leases.clear_running(&self.key, &token).await;
-        }
-        let ok = status.is_success() && error.is_none();
-        if error.is_none() && !ok {
-            let text = String::from_utf8_lossy(&text).trim().to_string();
-            error = (!text.is_empty()).then_some(text);
-        }
-        tracing::info!(
-            schedule = %self.key, due = due_secs, request_id, status = status.as_u16(),
-            "scheduled run {}", if ok { "done" } else { "failed" }
-        );
-        self.finish(ScheduleRun {
-            due: rfc3339(due),
-            host: scheduler.host.to_string(),
-            outcome: if ok { "ok" } else { "failed" }.into(),
-            status: Some(status.as_u16()),
-            error,
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        })
-        .await;
+        let text = String::from_utf8_lossy(&text).trim().to_string();
+        (
+            Some(status.as_u16()),
+            None,
+            (!text.is_empty()).then_some(text),
+        )
     }
 
     async fn finish(&self, record: ScheduleRun) {

@@ -223,12 +223,13 @@ async fn up_app(
     }
     for schedule in &app.schedules {
         let component = &app.components[schedule.component];
+        let what = match &schedule.path {
+            Some(path) => format!("POST {path}"),
+            None => format!("run {:?}", schedule.args),
+        };
         println!(
-            "  {}: {} ({}) {}",
-            component.id,
-            schedule.cron,
-            schedule.timezone,
-            schedule.path.as_deref().unwrap_or("")
+            "  {}: {} ({}) {what}",
+            component.id, schedule.cron, schedule.timezone
         );
     }
     started.serve(skiff_http::termination_signal()).await?;

@@ -176,7 +176,7 @@ fn malformed_schedules_are_manifest_errors_naming_the_field_and_the_fix() {
         (
             "cron = \"* * * * *\"\nevery = \"1s\"\n",
             "every",
-            "cron, timezone, path, overlap",
+            "cron, timezone, path, args, overlap",
         ),
     ] {
         let err = up_fails(&format!("{app}{body}"), &[]);
@@ -191,4 +191,15 @@ fn malformed_schedules_are_manifest_errors_naming_the_field_and_the_fix() {
     let err = up_fails(&many, &[]);
     assert!(err.contains("component.job.schedule[32]"), "{err}");
     assert!(err.contains("at most 32 schedules"), "{err}");
+}
+
+#[test]
+fn a_command_component_serves_no_routes() {
+    let manifest = format!(
+        "[app]\nname = \"x\"\n\n[component.job]\nsource = \"{}\"\nroute = \"/\"\n",
+        guest("cli-guest").display()
+    );
+    let err = up_fails(&manifest, &[]);
+    assert!(err.contains("component.job"), "{err}");
+    assert!(err.contains("can run on a schedule"), "{err}");
 }

@@ -115,7 +115,7 @@ async fn skiff_up_runs_each_due_time_exactly_once() {
         server
             .stdout_lines
             .iter()
-            .any(|l| l.contains("job: * * * * * * (UTC) /schedule/run")),
+            .any(|l| l.contains("job: * * * * * * (UTC) POST /schedule/run")),
         "{:?}",
         server.stdout_lines
     );
@@ -210,6 +210,42 @@ async fn a_run_still_going_makes_the_next_due_times_skip_and_counts_them() {
         text.contains("route=\"schedule[0]\",status=\"2xx\""),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_command_component_runs_on_its_schedule_with_its_limits() {
+    let manifest = format!(
+        "[app]\nname = \"cmd\"\n\n[component.job]\nsource = \"{}\"\n\n\
+         [component.job.limits]\ntimeout = \"300ms\"\n\n\
+         [[component.job.schedule]]\ncron = \"* * * * * *\"\nargs = [\"args\", \"tick-from-schedule\"]\n\n\
+         [[component.job.schedule]]\ncron = \"* * * * * *\"\nargs = [\"exit\", \"3\"]\n\n\
+         [[component.job.schedule]]\ncron = \"* * * * * *\"\nargs = [\"spin\"]\n",
+        guest("cli-guest").display()
+    );
+    let dir = common::app_dir(&[("skiff.toml", &manifest)]);
+    let server = Server::start(&["up", dir.path().join("skiff.toml").to_str().unwrap()]);
+    eventually("each schedule ran twice", || async {
+        let logs = server.logs();
+        logged(&logs, "/cmd/job/0", "done").len() >= 2
+            && logged(&logs, "/cmd/job/1", "failed").len() >= 2
+            && logged(&logs, "/cmd/job/2", "failed").len() >= 2
+    })
+    .await;
+    let logs = server.logs();
+    // Its output goes to the log, tagged like a request's.
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("tick-from-schedule") && l.contains("component=job")),
+        "{logs}"
+    );
+    // An exit code other than 0 is a failed run; so is one stopped at its time limit.
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("schedule=/cmd/job/1 ") && l.contains("exit_code=3")),
+        "{logs}"
+    );
+    assert!(logged(&logs, "/cmd/job/1", "done").is_empty(), "{logs}");
+    assert!(logged(&logs, "/cmd/job/2", "done").is_empty(), "{logs}");
 }
 
 #[tokio::test]

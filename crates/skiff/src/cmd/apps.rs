@@ -205,11 +205,11 @@ fn format_app_info(info: &AppInfo, now: SystemTime) -> String {
             schedule.index,
             schedule.cron,
             schedule.timezone,
-            schedule
-                .path
-                .as_ref()
-                .map(|p| format!(" POST {p}"))
-                .unwrap_or_default(),
+            match &schedule.path {
+                Some(path) => format!(" POST {path}"),
+                None if !schedule.args.is_empty() => format!(" args {:?}", schedule.args),
+                None => String::new(),
+            },
             schedule.overlap,
             schedule.skipped,
         ));
@@ -225,7 +225,11 @@ fn format_app_info(info: &AppInfo, now: SystemTime) -> String {
                         r.due.clone(),
                         r.host.clone(),
                         r.outcome.clone(),
-                        r.status.map_or_else(|| "-".into(), |s| s.to_string()),
+                        match (r.status, r.exit_code) {
+                            (Some(status), _) => status.to_string(),
+                            (None, Some(code)) => format!("exit {code}"),
+                            (None, None) => "-".into(),
+                        },
                         format_ms(r.duration_ms),
                         r.error.clone().unwrap_or_default(),
                     ]
