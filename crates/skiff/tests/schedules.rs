@@ -359,6 +359,26 @@ async fn skiff_server_runs_deployed_schedules_shows_them_and_stops_them() {
         .api(reqwest::Method::GET, "/v1/apps/cron", Some(&acme))
         .await;
     assert!(info.get("schedules").is_none(), "{info:#}");
+
+    // A rollback to the scheduled version starts them again, a delete stops them for good.
+    host.cli_ok(&acme, &["apps", "rollback", "cron"]);
+    eventually("the rollback's schedules run", || async {
+        let logs = host.server.logs();
+        logs.matches("schedules started app=acme/cron").count() == 2
+            && logged(&logs, "acme/cron/job/0", "done")
+                .iter()
+                .any(|due| *due > stopped_at + 3)
+    })
+    .await;
+    host.cli_ok(&acme, &["apps", "delete", "cron"]);
+    eventually("the delete stops them", || async {
+        host.server
+            .logs()
+            .matches("schedules stopped app=acme/cron")
+            .count()
+            == 2
+    })
+    .await;
 }
 
 #[tokio::test]
