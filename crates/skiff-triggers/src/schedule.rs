@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http_body_util::BodyExt;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -414,15 +416,45 @@ impl Job {
         let Some(component) = self.app.loaded().components().get(schedule.component) else {
             return (None, None, Some("no such component".into()));
         };
+        // A new trace, as a request without `traceparent` starts one; its span is the run's.
+        let trace = TraceContext::inbound(&http::HeaderMap::new()).child(SpanKind::Server, || {
+            let mut attributes = vec![
+                KeyValue::new("skiff.app", component.app().to_string()),
+                KeyValue::new("skiff.component", component.id().to_string()),
+                KeyValue::new("skiff.request_id", request_id as i64),
+                KeyValue::new("skiff.trigger", "schedule"),
+            ];
+            if !self.labels.tenant.is_empty() {
+                attributes.push(KeyValue::new("skiff.tenant", self.labels.tenant.clone()));
+            }
+            let name = format!(
+                "run component.{}.schedule[{}]",
+                component.id(),
+                schedule.index
+            );
+            (name.into(), attributes)
+        });
         let info = RequestInfo {
             request_id,
             https: false,
-            trace: TraceContext::default(),
+            trace: trace.clone(),
         };
-        match component.run_command(&schedule.args, info).await {
-            Ok(code) => (None, Some(code), None),
-            Err(err) => (None, None, Some(err.to_string())),
-        }
+        let result = component.run_command(&schedule.args, info).await;
+        let outcome = match result {
+            Ok(code) => {
+                trace.set_attribute(KeyValue::new("process.exit.code", i64::from(code)));
+                if code != 0 {
+                    trace.set_error(format!("exit code {code}"));
+                }
+                (None, Some(code), None)
+            }
+            Err(err) => {
+                trace.set_error(err.to_string());
+                (None, None, Some(err.to_string()))
+            }
+        };
+        trace.end();
+        outcome
     }
 
     /// Runs an HTTP component: the status of its answer, and what went wrong if it failed.
