@@ -296,9 +296,7 @@ impl Job {
         };
         let mut after = SystemTime::now();
         while let Some(due) = times.next_after(after) {
-            if let Ok(wait) = due.duration_since(SystemTime::now()) {
-                tokio::time::sleep(wait).await;
-            }
+            sleep_until(due).await;
             let now = SystemTime::now();
             let late = now.duration_since(due).unwrap_or_default();
             if late > LATE_LIMIT {
@@ -522,6 +520,22 @@ impl Job {
     }
 }
 
+/// The longest one sleep of a schedule's task: due times are wall-clock times, and the timer
+/// runs on the monotonic clock, so a long wait is cut into pieces that look at the wall clock
+/// again (it may have been set, or the machine suspended), and none is longer than tokio's
+/// timer wheel reaches (a yearly schedule waits a year).
+const LONGEST_SLEEP: Duration = Duration::from_secs(60);
+
+/// Returns once the wall clock has reached `due`.
+async fn sleep_until(due: SystemTime) {
+    while let Ok(wait) = due.duration_since(SystemTime::now()) {
+        if wait.is_zero() {
+            return;
+        }
+        tokio::time::sleep(wait.min(LONGEST_SLEEP)).await;
+    }
+}
+
 fn app_key(tenant: &str, app: &str) -> String {
     format!("{tenant}/{app}")
 }
@@ -538,4 +552,72 @@ fn component_id(app: &skiff_manifest::App, schedule: &Schedule) -> String {
 
 fn rfc3339(time: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(time).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LocalLeases;
+
+    #[tokio::test]
+    async fn inspect_shows_the_next_due_times_and_the_kept_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("job.wasm"),
+            [0, b'a', b's', b'm', 0x0d, 0, 1, 0],
+        )
+        .unwrap();
+        let manifest = "[app]\nname = \"app\"\n\n[component.job]\nsource = \"job.wasm\"\n\n\
+                        [[component.job.schedule]]\ncron = \"*/10 * * * * *\"\npath = \"/tick\"\n";
+        let app = skiff_manifest::parse(manifest, &dir.path().join("skiff.toml")).unwrap();
+        let leases = Arc::new(LocalLeases::new());
+        let record = ScheduleRun {
+            due: "2026-12-07T02:00:00Z".into(),
+            host: "h".into(),
+            outcome: "skipped".into(),
+            status: None,
+            exit_code: None,
+            error: None,
+            duration_ms: 0,
+        };
+        leases
+            .record(
+                "acme/app/job/0",
+                &serde_json::to_string(&record).unwrap(),
+                true,
+                RUNS_KEPT,
+            )
+            .await;
+        let scheduler = Scheduler::new("h", leases, None);
+        let info = scheduler.inspect("acme", &app).await;
+        assert_eq!(info.len(), 1);
+        let schedule = &info[0];
+        assert_eq!((schedule.component.as_str(), schedule.index), ("job", 0));
+        assert_eq!(schedule.path.as_deref(), Some("/tick"));
+        assert_eq!(schedule.skipped, 1);
+        assert_eq!(schedule.last, vec![record]);
+        // Three due times, ten seconds apart, on whole tens of seconds.
+        let secs: Vec<u64> = schedule
+            .next
+            .iter()
+            .map(|t| {
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .unwrap()
+                    .timestamp()
+                    .try_into()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(secs.len(), 3);
+        assert!(secs.iter().all(|s| s % 10 == 0), "{secs:?}");
+        assert_eq!((secs[1] - secs[0], secs[2] - secs[1]), (10, 10));
+    }
+
+    #[tokio::test]
+    async fn sleep_until_a_past_time_returns_at_once() {
+        sleep_until(SystemTime::now() - Duration::from_secs(5)).await;
+        let due = SystemTime::now() + Duration::from_millis(20);
+        sleep_until(due).await;
+        assert!(SystemTime::now() >= due);
+    }
 }
