@@ -26,7 +26,6 @@ use crate::host::{Grants, Host};
 use crate::invoke::{RequestInfo, classify};
 use crate::limits::{InstanceLimiter, Limits, Sandboxed};
 use crate::load::{Linked, LoadedComponent};
-use crate::reuse::Permits;
 use crate::usage::{CpuTimed, UsageCell};
 
 /// What a command may see besides stdio, and how much it may use. Start from
@@ -146,20 +145,9 @@ impl LoadedComponent {
                 self.id
             )));
         };
-        let permits = Permits::take(
-            self.concurrency.as_ref(),
-            self.shared_concurrency.as_deref(),
-            &self.sandboxes.permits,
-        )?;
+        let permits = self.admit()?;
         let usage = self.usage.as_ref().map(UsageCell::new);
-        let identity = InstanceIdentity {
-            app: self.app.clone(),
-            component: self.id.clone(),
-            request_id: info.request_id,
-            trace_id: info.trace.trace_id(),
-            log_sink: self.log_sink.clone(),
-            metrics: self.metrics.clone(),
-        };
+        let identity = self.identity(&info);
         let mut grants = self.grants.clone();
         grants.wasi.args = std::iter::once(self.id.to_string())
             .chain(args.iter().cloned())
