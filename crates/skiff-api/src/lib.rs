@@ -305,6 +305,57 @@ pub struct AppInfo {
     /// On a cluster: which hosts serve the app as it is now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterInfo>,
+    /// The app's schedules, in manifest order, with their next due times and last runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduleInfo>,
+}
+
+/// One schedule of an app, as `GET /v1/apps/NAME` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleInfo {
+    pub component: String,
+    /// Its position among the component's schedules: `component.<id>.schedule[<index>]`.
+    pub index: usize,
+    pub cron: String,
+    pub timezone: String,
+    /// The path an HTTP component is called at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The arguments a command component runs with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// `skip` or `allow`.
+    pub overlap: String,
+    /// The next due times, RFC 3339 in UTC.
+    pub next: Vec<String>,
+    /// Runs that were due while an earlier run was still going, and so did not happen (since
+    /// the host started, or in a cluster since the count began in Redis).
+    pub skipped: u64,
+    /// The last runs, newest first (a bounded number).
+    pub last: Vec<ScheduleRun>,
+}
+
+/// One due time of a schedule and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleRun {
+    /// The due time, RFC 3339 in UTC.
+    pub due: String,
+    /// The host that ran it (in a cluster, the one that won the run's lease).
+    pub host: String,
+    /// `ok` (a 2xx answer, or exit code 0), `failed` (another status or code, or the guest
+    /// failed) or `skipped`.
+    pub outcome: String,
+    /// The HTTP status the run answered, if it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// A command component's exit code, if it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// What went wrong, for a failed run the guest did not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// From the start of the run to the end of its response body.
+    pub duration_ms: u64,
 }
 
 /// How far a change to an app has reached the hosts of a cluster.

@@ -34,8 +34,10 @@
 
 #![forbid(unsafe_code)]
 
+mod leases;
 mod registry;
 
+pub use leases::RedisLeases;
 pub use registry::RegistryBundles;
 
 use std::collections::HashMap;

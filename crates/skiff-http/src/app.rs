@@ -65,14 +65,19 @@ pub struct HttpApp {
     pub(crate) metrics: Option<AppMetrics>,
     /// The tenant the app belongs to, for its spans; empty for none.
     pub(crate) tenant: Arc<str>,
+    /// What spans, metrics and the `skiff-schedule` header call each schedule:
+    /// `component.<id>.schedule[<index>]`, in the order of the app's `schedules`.
+    pub(crate) schedule_names: Vec<String>,
 }
 
 impl HttpApp {
     pub fn new(loaded: LoadedApp) -> Self {
         let routes = RouteTable::new(loaded.app());
+        let schedule_names = schedule_names(loaded.app());
         HttpApp {
             loaded,
             routes,
+            schedule_names,
             metrics: None,
             tenant: "".into(),
         }
@@ -88,6 +93,20 @@ impl HttpApp {
     pub fn loaded(&self) -> &LoadedApp {
         &self.loaded
     }
+}
+
+/// `component.<id>.schedule[<index>]` for each schedule of `app`.
+pub(crate) fn schedule_names(app: &skiff_manifest::App) -> Vec<String> {
+    app.schedules
+        .iter()
+        .map(|s| {
+            let id = app
+                .components
+                .get(s.component)
+                .map_or("", |c| c.id.as_str());
+            format!("component.{id}.schedule[{}]", s.index)
+        })
+        .collect()
 }
 
 /// Chooses the app that serves a request: one app for everything (`skiff up`), or one of

@@ -15,8 +15,10 @@ use opentelemetry::trace::SpanKind;
 use skiff_runtime::{InvokeError, RequestInfo, ResponseBody, TraceContext};
 
 use crate::body::BodyReadTimeout;
+use crate::metrics::RouteMetrics;
 use crate::{
-    AppSource, BASE_PATH, CLIENT_ADDR, COMPONENT, MATCHED_ROUTE, PATH_INFO, REQUEST_ID, Selected,
+    AppSource, BASE_PATH, CLIENT_ADDR, COMPONENT, HttpApp, MATCHED_ROUTE, PATH_INFO, REQUEST_ID,
+    Selected,
 };
 
 /// The per-request checks of [`HttpLimits`] (the rest are enforced by hyper).
@@ -86,29 +88,101 @@ pub(crate) async fn dispatch(
         tracing::debug!(request_id, %path, "no route matches");
         return plain(StatusCode::NOT_FOUND, format!("no route matches {path}\n"));
     };
-    let component = &app.loaded.components()[matched.component];
-    let metrics = app.metrics.as_ref().and_then(|m| m.route(matched.route));
+    // Values are made before the request moves on: the match borrows the request's path.
+    let target = Target {
+        component: matched.component,
+        // The same text as `matched.matched_route`, borrowed from the app, not the request.
+        route_name: app
+            .loaded
+            .app()
+            .routes
+            .get(matched.route)
+            .map_or("", |r| r.as_written.as_str()),
+        matched_route: HeaderValue::from_str(matched.matched_route).ok(),
+        path_info: HeaderValue::from_str(matched.path_info).ok(),
+        metrics: app.metrics.as_ref().and_then(|m| m.route(matched.route)),
+    };
+    // A body without a declared length is counted as it streams, and cut off at the limit;
+    // one that stops arriving fails the guest's read instead of holding its instance.
+    let request = request.map(|body| {
+        BodyReadTimeout::new(
+            Limited::new(body, max_body as usize).map_err(body_error),
+            body_read_timeout,
+            body_min_rate,
+            request_id,
+        )
+    });
+    let origin = Origin {
+        arrived,
+        client: Some(client),
+        local_addr: local_addr.to_string(),
+        base_path,
+        trigger: Vec::new(),
+    };
+    serve(&app, target, request, origin, request_id).await
+}
+
+/// The component a unit of work goes to, and what its headers, span and metrics call it.
+pub(crate) struct Target<'a> {
+    pub(crate) component: usize,
+    /// The route as written (`/api/...`), or for a scheduled run its schedule: the span's name.
+    pub(crate) route_name: &'a str,
+    pub(crate) matched_route: Option<HeaderValue>,
+    pub(crate) path_info: Option<HeaderValue>,
+    pub(crate) metrics: Option<&'a RouteMetrics>,
+}
+
+/// Where a unit of work came from: a client, or a trigger of skiff's own.
+pub(crate) struct Origin {
+    /// When the work arrived: its duration is counted from here.
+    pub(crate) arrived: Instant,
+    /// The client's address; `None` for work skiff started itself (a schedule).
+    pub(crate) client: Option<SocketAddr>,
+    /// The `Host` to give a request that has none (wasi:http needs an authority).
+    pub(crate) local_addr: String,
+    pub(crate) base_path: Option<HeaderValue>,
+    /// `skiff-*` headers the trigger sets, after any the request carried were removed.
+    pub(crate) trigger: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// One unit of work through the guest, whatever started it: the `skiff-*` headers, the span,
+/// the metrics, the call and the status for each failure. Client requests and scheduled runs
+/// both end here, so both get the same limits, logs, usage and traces.
+pub(crate) async fn serve<B>(
+    app: &HttpApp,
+    target: Target<'_>,
+    mut request: Request<B>,
+    origin: Origin,
+    request_id: u64,
+) -> Response<ResponseBody>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    let arrived = origin.arrived;
+    let path = request.uri().path();
+    let component = &app.loaded.components()[target.component];
+    let metrics = target.metrics;
     let trace = TraceContext::inbound(request.headers()).child(SpanKind::Server, || {
         let mut attributes = vec![
             KeyValue::new("http.request.method", request.method().to_string()),
-            KeyValue::new("http.route", matched.matched_route.to_string()),
+            KeyValue::new("http.route", target.route_name.to_string()),
             KeyValue::new("url.path", path.to_string()),
-            KeyValue::new("client.address", client.ip().to_string()),
             KeyValue::new("skiff.app", component.app().to_string()),
             KeyValue::new("skiff.component", component.id().to_string()),
             KeyValue::new("skiff.request_id", request_id as i64),
         ];
+        if let Some(client) = origin.client {
+            attributes.push(KeyValue::new("client.address", client.ip().to_string()));
+        }
         if !app.tenant.is_empty() {
             attributes.push(KeyValue::new("skiff.tenant", app.tenant.to_string()));
         }
-        let name = format!("{} {}", request.method(), matched.matched_route);
+        let name = format!("{} {}", request.method(), target.route_name);
         (name.into(), attributes)
     });
     let trace_id = trace.trace_id();
     let _in_flight = metrics.map(|m| m.start());
-    // Values are made before the headers are touched: the match borrows the request's path.
-    let matched_route = HeaderValue::from_str(matched.matched_route);
-    let path_info = HeaderValue::from_str(matched.path_info);
 
     let headers = request.headers_mut();
     // Names are stored lower-case, so a prefix test on the string catches every spelling.
@@ -125,23 +199,28 @@ pub(crate) async fn dispatch(
             headers.insert(name, value);
         }
     };
-    if let Ok(value) = matched_route {
+    if let Some(value) = target.matched_route {
         headers.insert(MATCHED_ROUTE, value);
     }
-    if let Ok(value) = path_info {
+    if let Some(value) = target.path_info {
         headers.insert(PATH_INFO, value);
     }
-    if let Some(base_path) = base_path {
+    if let Some(base_path) = origin.base_path {
         headers.insert(BASE_PATH, base_path);
     }
+    for (name, value) in origin.trigger {
+        headers.insert(name, value);
+    }
     set(headers, COMPONENT, component.id());
-    set(headers, CLIENT_ADDR, &client.to_string());
+    if let Some(client) = origin.client {
+        set(headers, CLIENT_ADDR, &client.to_string());
+    }
     set(headers, REQUEST_ID, &request_id.to_string());
     // The guest sees the request's own span as its parent, to continue the trace from.
     trace.inject(headers);
     // HTTP/1.0 clients may send no Host; wasi:http needs an authority.
     if !headers.contains_key(HOST) && request.uri().authority().is_none() {
-        set(request.headers_mut(), HOST, &local_addr.to_string());
+        set(request.headers_mut(), HOST, &origin.local_addr);
     }
 
     let method = request.method().clone();
@@ -150,16 +229,6 @@ pub(crate) async fn dispatch(
         https: false,
         trace: trace.clone(),
     };
-    // A body without a declared length is counted as it streams, and cut off at the limit;
-    // one that stops arriving fails the guest's read instead of holding its instance.
-    let request = request.map(|body| {
-        BodyReadTimeout::new(
-            Limited::new(body, max_body as usize).map_err(body_error),
-            body_read_timeout,
-            body_min_rate,
-            request_id,
-        )
-    });
     match component.handle_http(request, info).await {
         Ok(response) => {
             if let Some(metrics) = metrics {
@@ -235,7 +304,7 @@ fn record_outcome(trace: &TraceContext, status: StatusCode, err: Option<&InvokeE
 /// Removes the base path that chose the app from the request's path, so that the app routes
 /// and sees paths as it would at a host of its own; returns the base path, which the guest
 /// gets in `skiff-base-path` (to build links with). `None` if the path cannot be split there.
-fn strip_base_path(request: &mut Request<Incoming>, len: usize) -> Option<HeaderValue> {
+fn strip_base_path<B>(request: &mut Request<B>, len: usize) -> Option<HeaderValue> {
     let uri = request.uri();
     let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let (base, rest) = path_and_query.split_at_checked(len)?;
@@ -314,4 +383,79 @@ pub fn plain(status: StatusCode, body: String) -> Response<ResponseBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// Marks a request a schedule started: `skiff-trigger: schedule`. A client cannot send it
+/// (every `skiff-*` header a client sends is removed), so a guest can trust it.
+pub const TRIGGER: HeaderName = HeaderName::from_static("skiff-trigger");
+/// The scheduled time of the run, RFC 3339 in UTC, e.g. `2026-12-07T02:30:00Z`: the due time,
+/// not when the run started.
+pub const SCHEDULED_TIME: HeaderName = HeaderName::from_static("skiff-scheduled-time");
+/// Which schedule started the run: `component.<id>.schedule[<index>]`.
+pub const SCHEDULE: HeaderName = HeaderName::from_static("skiff-schedule");
+
+/// A run that a schedule started, for [`HttpApp::run_scheduled`].
+pub struct ScheduledRequest<'a> {
+    /// Index into the app's `schedules`.
+    pub schedule: usize,
+    /// The due time, RFC 3339, for `skiff-scheduled-time`.
+    pub scheduled_time: &'a str,
+    pub request_id: u64,
+}
+
+impl HttpApp {
+    /// Runs schedule `run.schedule` once: a `POST` with an empty body to the schedule's path,
+    /// sent to the schedule's component (no routing: a component may have no routes), through
+    /// the same path as a client's request, so the same limits, admission, logs, usage, traces
+    /// and metrics apply. Returns the response, whose body the caller drains (the guest may
+    /// still be writing it). A schedule without a path, or one this app does not have, is
+    /// answered 404 by skiff, as a request that matches no route is.
+    pub async fn run_scheduled(&self, run: ScheduledRequest<'_>) -> Response<ResponseBody> {
+        let arrived = Instant::now();
+        let Some(schedule) = self.loaded.app().schedules.get(run.schedule) else {
+            return plain(StatusCode::NOT_FOUND, "no such schedule\n".into());
+        };
+        let Some(path) = &schedule.path else {
+            return plain(
+                StatusCode::NOT_FOUND,
+                "the schedule has no `path` to call its HTTP component at\n".into(),
+            );
+        };
+        let body = Full::new(Bytes::new())
+            .map_err(|never: Infallible| -> wasmtime_wasi_http::Error { match never {} });
+        let mut request = Request::new(body);
+        *request.method_mut() = http::Method::POST;
+        match path.parse() {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(_) => {
+                return plain(StatusCode::BAD_REQUEST, "malformed schedule path\n".into());
+            }
+        }
+        let name = self
+            .schedule_names
+            .get(run.schedule)
+            .map_or("", String::as_str);
+        let mut trigger = vec![(TRIGGER, HeaderValue::from_static("schedule"))];
+        if let Ok(value) = HeaderValue::from_str(run.scheduled_time) {
+            trigger.push((SCHEDULED_TIME, value));
+        }
+        if let Ok(value) = HeaderValue::from_str(name) {
+            trigger.push((SCHEDULE, value));
+        }
+        let target = Target {
+            component: schedule.component,
+            route_name: name,
+            matched_route: None,
+            path_info: None,
+            metrics: self.metrics.as_ref().and_then(|m| m.schedule(run.schedule)),
+        };
+        let origin = Origin {
+            arrived,
+            client: None,
+            local_addr: "localhost".into(),
+            base_path: None,
+            trigger,
+        };
+        serve(self, target, request, origin, run.request_id).await
+    }
 }

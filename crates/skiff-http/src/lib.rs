@@ -8,12 +8,15 @@
 //!
 //! | header | value |
 //! |---|---|
-//! | `skiff-matched-route` | the route as written in the manifest, e.g. `/api/...` |
+//! | `skiff-matched-route` | the route as written in the manifest, e.g. `/api/...` (absent on a scheduled run: it is not routed) |
 //! | `skiff-path-info` | the path after the route's prefix, e.g. `/users/1`; empty for an exact route |
 //! | `skiff-component` | the id of the component serving the request |
-//! | `skiff-client-addr` | the client's socket address, e.g. `127.0.0.1:51234` |
+//! | `skiff-client-addr` | the client's socket address, e.g. `127.0.0.1:51234` (absent on a scheduled run) |
 //! | `skiff-request-id` | the request's id, as in skiff's log lines |
 //! | `skiff-base-path` | when the app was chosen by a path prefix (`skiff server --path-routing`), that prefix, e.g. `/hello`; the path the guest sees is below it |
+//! | `skiff-trigger` | `schedule` on a run a schedule started (absent on a client's request) |
+//! | `skiff-scheduled-time` | on a scheduled run, its due time, RFC 3339 in UTC |
+//! | `skiff-schedule` | on a scheduled run, which schedule: `component.<id>.schedule[<index>]` |
 //! | `traceparent` | the request's place in its W3C trace: the client's trace continued, or a new one; when skiff records spans, its parent is the request's span |
 //!
 //! Every request is a server span when traces are exported ([`skiff_runtime::trace`]), named
@@ -34,7 +37,7 @@ mod metrics;
 mod standalone;
 
 pub use app::{AppSource, HttpApp, HttpLimits, Selected, SingleApp};
-pub use dispatch::plain;
+pub use dispatch::{SCHEDULE, SCHEDULED_TIME, ScheduledRequest, TRIGGER, plain};
 pub use listener::Server;
 pub use metrics::{AppMetrics, HttpMetrics, serve_metrics};
 pub use standalone::{Standalone, StartError, Started, termination_signal};

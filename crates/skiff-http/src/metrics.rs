@@ -109,35 +109,53 @@ impl HttpMetrics {
     }
 
     /// The handles of every route of `app`. `tenant` is empty outside a multi-tenant host.
+    /// Scheduled runs count like requests, under the route `schedule[<index>]`.
     pub fn for_app(&self, tenant: &str, app: &App) -> AppMetrics {
         let routes = app
             .routes
             .iter()
-            .map(|route| {
-                let labels = RouteLabels {
-                    tenant: tenant.to_string(),
-                    app: app.name.clone(),
-                    component: app.components[route.component].id.clone(),
-                    route: route.as_written.clone(),
-                };
-                let metrics = RouteMetrics {
-                    by_status: STATUS_CLASSES.map(|class| {
-                        self.requests
-                            .get_or_create_owned(&labels.with_status(class))
-                    }),
-                    duration: self.duration.get_or_create_owned(&labels),
-                    in_flight: self.in_flight.get_or_create_owned(&labels),
-                    by_cause: CAUSES
-                        .map(|c| self.failures.get_or_create_owned(&labels.with_cause(c))),
-                };
-                self.known_routes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(labels);
-                metrics
+            .map(|route| self.route_metrics(tenant, app, route.component, &route.as_written))
+            .collect();
+        let schedules = app
+            .schedules
+            .iter()
+            .map(|s| {
+                self.route_metrics(tenant, app, s.component, &format!("schedule[{}]", s.index))
             })
             .collect();
-        AppMetrics { routes }
+        AppMetrics { routes, schedules }
+    }
+
+    fn route_metrics(
+        &self,
+        tenant: &str,
+        app: &App,
+        component: usize,
+        route: &str,
+    ) -> RouteMetrics {
+        let labels = RouteLabels {
+            tenant: tenant.to_string(),
+            app: app.name.clone(),
+            component: app
+                .components
+                .get(component)
+                .map_or_else(String::new, |c| c.id.clone()),
+            route: route.to_string(),
+        };
+        let metrics = RouteMetrics {
+            by_status: STATUS_CLASSES.map(|class| {
+                self.requests
+                    .get_or_create_owned(&labels.with_status(class))
+            }),
+            duration: self.duration.get_or_create_owned(&labels),
+            in_flight: self.in_flight.get_or_create_owned(&labels),
+            by_cause: CAUSES.map(|c| self.failures.get_or_create_owned(&labels.with_cause(c))),
+        };
+        self.known_routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(labels);
+        metrics
     }
 }
 
@@ -193,11 +211,16 @@ impl RouteLabels {
 /// One app's metric handles, route by route.
 pub struct AppMetrics {
     routes: Vec<RouteMetrics>,
+    schedules: Vec<RouteMetrics>,
 }
 
 impl AppMetrics {
     pub(crate) fn route(&self, index: usize) -> Option<&RouteMetrics> {
         self.routes.get(index)
+    }
+
+    pub(crate) fn schedule(&self, index: usize) -> Option<&RouteMetrics> {
+        self.schedules.get(index)
     }
 }
 

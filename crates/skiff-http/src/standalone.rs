@@ -50,13 +50,25 @@ pub struct Started {
     server: Server<SingleApp>,
     runtime: Arc<Runtime>,
     app: Arc<App>,
+    http_app: Arc<HttpApp>,
     metrics_addr: Option<SocketAddr>,
 }
 
 impl Standalone {
     /// Makes a runtime for `app` alone (metering fuel only if the app asks for it), loads the
     /// app and binds the listeners.
-    pub async fn start(&self, mut config: RuntimeConfig, app: App) -> Result<Started, StartError> {
+    pub async fn start(&self, config: RuntimeConfig, app: App) -> Result<Started, StartError> {
+        self.start_with_metrics(config, app, |_| {}).await
+    }
+
+    /// [`Standalone::start`], letting `register` add families of its own (another trigger's)
+    /// to the metrics served at `metrics_listen`.
+    pub async fn start_with_metrics(
+        &self,
+        mut config: RuntimeConfig,
+        app: App,
+        register: impl FnOnce(&mut prometheus_client::registry::Registry),
+    ) -> Result<Started, StartError> {
         config.fuel = app.uses_fuel();
         let runtime = Runtime::new(config).map_err(|e| StartError::Engine(format!("{e:#}")))?;
         // The runtime's metrics count from the first instance: they are made before the app
@@ -90,6 +102,7 @@ impl Standalone {
         let mut http_app = HttpApp::new(loaded);
         let mut metrics_addr = None;
         if let Some(addr) = self.metrics_listen {
+            register(&mut registry);
             let metrics = HttpMetrics::register(&mut registry);
             http_app = http_app.with_metrics(&metrics, "");
             let listener = tokio::net::TcpListener::bind(addr)
@@ -106,7 +119,8 @@ impl Standalone {
             })?);
             tokio::spawn(serve_metrics(listener, Arc::new(registry)));
         }
-        let server = Server::bind(self.listen, http_app)
+        let http_app = Arc::new(http_app);
+        let server = Server::bind_source(self.listen, SingleApp(http_app.clone()))
             .await
             .map_err(|source| StartError::Listen {
                 addr: self.listen,
@@ -120,6 +134,7 @@ impl Standalone {
             server,
             runtime,
             app,
+            http_app,
             metrics_addr,
         })
     }
@@ -138,6 +153,11 @@ impl Started {
     /// The app as loaded (its routes, components).
     pub fn app(&self) -> &App {
         &self.app
+    }
+
+    /// The app as served, for other triggers (schedules) to start work in.
+    pub fn http_app(&self) -> &Arc<HttpApp> {
+        &self.http_app
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {

@@ -75,6 +75,7 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
     let mut components: Vec<Component> = Vec::with_capacity(raw_components.len());
     let mut routes = Vec::new();
     let mut consumers: Vec<Consume> = Vec::new();
+    let mut schedules = Vec::new();
     // Normalised pattern -> (component id, route as written, line), to name both in a clash.
     let mut seen_routes: HashMap<RoutePattern, (String, String, usize)> = HashMap::new();
     for (index, (id, comp)) in raw_components.into_iter().enumerate() {
@@ -96,6 +97,7 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
         };
         let mut comp = comp.into_inner();
         let raw_consume = comp.consume.take();
+        let raw_schedules = comp.schedule.take().unwrap_or_default();
         for (as_written, span, field) in route_list(&id, comp.route.as_ref()) {
             let pattern = RoutePattern::parse(&as_written).map_err(|e| {
                 src.error(
@@ -150,6 +152,8 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
             consumers.push(consume);
         }
         components.push(component);
+        let found = cx.schedules(raw_schedules, index, schedules.len())?;
+        schedules.extend(found);
     }
 
     Ok(App {
@@ -162,6 +166,7 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
         components,
         routes,
         consumers,
+        schedules,
     })
 }
 

@@ -36,6 +36,13 @@
 //! fuel = 5_000_000_000        # optional; Wasm instructions (roughly) one request may execute
 //! requests_per_instance = 100 # optional; default 1, a fresh instance per request; see Limits
 //!
+//! [[component.hello.schedule]]   # optional, repeatable; see Schedules
+//! cron = "0 30 2 * * *"       # required; 5 fields, or 6 with leading seconds
+//! timezone = "Europe/Paris"   # optional; an IANA zone, default "UTC"
+//! path = "/jobs/nightly"      # HTTP components: the path the run requests (POST)
+//! args = ["--full"]           # command components (wasi:cli/run): arguments, optional
+//! overlap = "skip"            # optional; "skip" (default) or "allow"
+//!
 //! [component.api]
 //! source = "api.wasm"
 //! route = ["/api/...", "/..."]
@@ -52,6 +59,11 @@
 //! host a name, an IPv4 address, `[ipv6]`, `*`, or `*.suffix` (subdomains of `suffix`, not
 //! `suffix` itself); the port a number or `*`, defaulting to 80 for http and 443 for https (with
 //! scheme `*` the port must be written). See [`HostPattern`].
+//!
+//! **Schedules.** A component may have schedules beside or instead of routes, at most
+//! [`MAX_SCHEDULES_PER_APP`] per app. Each run of an HTTP component is a `POST` to `path`
+//! through the same dispatch as a client's request; see [`Schedule`] and [`CronTimes`]. A
+//! pattern that never fires (`0 0 30 2 *`) is an error.
 //!
 //! # Use
 //!
@@ -77,6 +89,7 @@ mod queue;
 mod raw;
 mod route;
 mod runtime_config;
+mod schedule;
 mod toml_error;
 mod units;
 mod variables;
@@ -97,6 +110,7 @@ pub use queue::{
 };
 pub use route::{RouteError, RouteMatch, RoutePattern, RouteTable};
 pub use runtime_config::{RuntimeConfigFile, StoreSpec, load_runtime_config, parse_runtime_config};
+pub use schedule::{CronTimes, MAX_SCHEDULES_PER_APP, Overlap, Schedule};
 
 /// A validated app. It is plain data (serde) so that a host can store what it validated and
 /// load that later, rather than parse a file again that may have changed since.
@@ -115,6 +129,10 @@ pub struct App {
     pub components: Vec<Component>,
     /// All routes of all components, in file order.
     pub routes: Vec<Route>,
+    /// All schedules of all components, in file order. (Apps stored before schedules existed
+    /// have none.)
+    #[serde(default)]
+    pub schedules: Vec<Schedule>,
     /// The queues the app's components consume, one consumer per queue. (Apps stored before
     /// queues existed have none.)
     #[serde(default)]
@@ -148,6 +166,7 @@ impl App {
                 as_written: "/...".into(),
                 component: 0,
             }],
+            schedules: Vec::new(),
             consumers: Vec::new(),
         }
     }

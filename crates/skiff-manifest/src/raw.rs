@@ -45,8 +45,19 @@ pub(crate) struct RawComponent {
     pub key_value_stores: Option<Vec<Spanned<String>>>,
     pub variables: Option<OrderedMap<Spanned<String>>>,
     pub limits: Option<Spanned<RawLimits>>,
+    pub schedule: Option<Vec<Spanned<RawSchedule>>>,
     pub publish: Option<Vec<Spanned<String>>>,
     pub consume: Option<Spanned<RawConsume>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSchedule {
+    pub cron: Option<Spanned<String>>,
+    pub timezone: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub args: Option<Vec<String>>,
+    pub overlap: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

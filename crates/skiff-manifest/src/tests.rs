@@ -248,7 +248,7 @@ fn unknown_field_renders_like_a_compiler() {
  7 | sorce = \"hello.wasm\"
    | ^^^^^
    = help: did you mean `source`?
-           valid fields are: source, route, environment, files, allowed_outbound_hosts, key_value_stores, variables, limits, publish, consume",
+           valid fields are: source, route, environment, files, allowed_outbound_hosts, key_value_stores, variables, limits, schedule, publish, consume",
         f.manifest().display()
     );
     assert_eq!(e.to_string(), expected);
@@ -1187,4 +1187,177 @@ fn bad_queue_sections_name_the_field_and_the_fix() {
         11,
     );
     assert!(e.to_string().contains("component `c`"), "{e}");
+}
+
+// --- schedules ------------------------------------------------------------------------------
+
+const SCHEDULED: &str = "[app]\nname = \"hello\"\n\n[component.hello]\nsource = \"hello.wasm\"\n";
+
+#[test]
+fn schedules_parse_with_defaults_and_zones() {
+    let f = Fixture::new();
+    let app = f.ok(&format!(
+        "{SCHEDULED}route = \"/hello\"\n\n[[component.hello.schedule]]\ncron = \"*/5 * * * * *\"\npath = \"/jobs/tick\"\n\n[[component.hello.schedule]]\ncron = \"30 2 * * *\"\ntimezone = \"Europe/Paris\"\npath = \"/jobs/nightly?full=1\"\noverlap = \"allow\"\n"
+    ));
+    assert_eq!(app.schedules.len(), 2);
+    let tick = &app.schedules[0];
+    assert_eq!((tick.component, tick.index), (0, 0));
+    assert_eq!(tick.timezone, "UTC");
+    assert_eq!(tick.overlap, Overlap::Skip);
+    assert_eq!(tick.path.as_deref(), Some("/jobs/tick"));
+    assert_eq!(tick.location.line, 8);
+    let nightly = &app.schedules[1];
+    assert_eq!(nightly.index, 1);
+    assert_eq!(nightly.overlap, Overlap::Allow);
+
+    // Every five seconds, on the second; whole seconds only.
+    let times = tick.times().unwrap();
+    let start = std::time::UNIX_EPOCH + Duration::from_millis(1_000_000_001_500);
+    let next = times.upcoming(start, 3);
+    let secs: Vec<u64> = next
+        .iter()
+        .map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs())
+        .collect();
+    assert_eq!(secs, vec![1_000_000_005, 1_000_000_010, 1_000_000_015]);
+    // 02:30 in Paris is 00:30 UTC in summer (2001-09-09 is a Sunday in CEST, UTC+2).
+    let nightly = nightly.times().unwrap().next_after(start).unwrap();
+    let secs = nightly
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(secs % 86_400, 30 * 60, "{secs}");
+}
+
+#[test]
+fn a_component_may_have_only_a_schedule() {
+    let f = Fixture::new();
+    let app = f.ok(&format!(
+        "{SCHEDULED}[[component.hello.schedule]]\ncron = \"* * * * *\"\npath = \"/\"\n"
+    ));
+    assert!(app.routes.is_empty());
+    assert_eq!(app.schedules.len(), 1);
+}
+
+#[test]
+fn malformed_schedules_name_the_field_and_the_fix() {
+    let f = Fixture::new();
+    let s = |body: &str| format!("{SCHEDULED}[[component.hello.schedule]]\n{body}");
+
+    let e = f.err(
+        &s("cron = \"61 * * * *\"\npath = \"/x\"\n"),
+        "component.hello.schedule[0].cron",
+        7,
+    );
+    assert!(help(&e).contains("six with leading seconds"), "{e}");
+    f.err(
+        &s("cron = \"* * *\"\npath = \"/x\"\n"),
+        "component.hello.schedule[0].cron",
+        7,
+    );
+    // Seven fields (a year) are not accepted.
+    f.err(
+        &s("cron = \"0 0 0 1 1 * 2030\"\npath = \"/x\"\n"),
+        "component.hello.schedule[0].cron",
+        7,
+    );
+    let e = f.err(&s("path = \"/x\"\n"), "component.hello.schedule[0].cron", 6);
+    assert!(help(&e).contains("cron = "), "{e}");
+    // February 30th never comes.
+    let e = f.err(
+        &s("cron = \"0 0 30 2 *\"\npath = \"/x\"\n"),
+        "component.hello.schedule[0].cron",
+        7,
+    );
+    assert!(e.message.contains("never fires"), "{e}");
+
+    let e = f.err(
+        &s("cron = \"* * * * *\"\ntimezone = \"Europe/Pari\"\n"),
+        "component.hello.schedule[0].timezone",
+        8,
+    );
+    assert!(help(&e).contains("Europe/Paris"), "{e}");
+    let e = f.err(
+        &s("cron = \"* * * * *\"\npath = \"jobs/x\"\n"),
+        "component.hello.schedule[0].path",
+        8,
+    );
+    assert!(help(&e).contains("\"/jobs/x\""), "{e}");
+    f.err(
+        &s("cron = \"* * * * *\"\npath = \"/a b\"\n"),
+        "component.hello.schedule[0].path",
+        8,
+    );
+    let e = f.err(
+        &s("cron = \"* * * * *\"\noverlap = \"skp\"\n"),
+        "component.hello.schedule[0].overlap",
+        8,
+    );
+    assert!(help(&e).contains("\"skip\""), "{e}");
+    let e = f.err(
+        &s("cron = \"* * * * *\"\nmethod = \"GET\"\n"),
+        "component.hello.schedule[0].method",
+        8,
+    );
+    assert!(
+        help(&e).contains("cron, timezone, path, args, overlap"),
+        "{e}"
+    );
+    // The second entry is named by its own index.
+    f.err(
+        &format!(
+            "{}\n[[component.hello.schedule]]\ncron = \"nope\"\n",
+            s("cron = \"* * * * *\"\n")
+        ),
+        "component.hello.schedule[1].cron",
+        10,
+    );
+}
+
+#[test]
+fn schedules_per_app_are_capped() {
+    let f = Fixture::new();
+    let mut text = String::from(APP);
+    // Spread over components: the cap is per app, not per component.
+    for c in 0..MAX_SCHEDULES_PER_APP + 1 {
+        text.push_str(&format!("[component.c{c}]\nsource = \"hello.wasm\"\n"));
+        text.push_str(&format!(
+            "[[component.c{c}.schedule]]\ncron = \"* * * * * *\"\npath = \"/\"\n"
+        ));
+    }
+    let e = f.parse(&text).unwrap_err();
+    assert_eq!(
+        e.field,
+        format!("component.c{MAX_SCHEDULES_PER_APP}.schedule[0]")
+    );
+    assert!(e.message.contains("more than 32 schedules"), "{e}");
+    // Exactly the cap is fine.
+    let cut = text
+        .find(&format!("[component.c{MAX_SCHEDULES_PER_APP}]"))
+        .unwrap();
+    assert_eq!(f.ok(&text[..cut]).schedules.len(), MAX_SCHEDULES_PER_APP);
+}
+
+#[test]
+fn schedules_across_daylight_saving_changes() {
+    use std::time::UNIX_EPOCH;
+    let times = CronTimes::new("0 30 2 * * *", "Europe/Paris").unwrap();
+    let secs = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_secs();
+    // 2026-03-28 12:00 UTC: the next three runs across the spring change (29 March, 02:00
+    // becomes 03:00, so 02:30 does not exist that day).
+    let spring: Vec<u64> = times
+        .upcoming(UNIX_EPOCH + Duration::from_secs(1_774_699_200), 3)
+        .into_iter()
+        .map(secs)
+        .collect();
+    // 2026-10-24 12:00 UTC: across the autumn change (25 October, 02:30 happens twice).
+    let autumn: Vec<u64> = times
+        .upcoming(UNIX_EPOCH + Duration::from_secs(1_792_843_200), 3)
+        .into_iter()
+        .map(secs)
+        .collect();
+    // In spring the missing 02:30 runs at 03:00 CEST, when the day's clock reaches past it;
+    // then 02:30 CEST as usual.
+    assert_eq!(spring, vec![1_774_746_000, 1_774_830_600, 1_774_917_000]);
+    // In autumn 02:30 runs once, at its first occurrence (CEST); then 02:30 CET.
+    assert_eq!(autumn, vec![1_792_888_200, 1_792_978_200, 1_793_064_600]);
 }

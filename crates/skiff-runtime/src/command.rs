@@ -2,6 +2,10 @@
 //! WASI preview 1 core module, with stdio passed through and only the folders and variables
 //! the caller grants. Its store comes from the same place as a request's
 //! ([`Sandboxes::new_store`]), with a memory cap and a deadline when asked for.
+//!
+//! A command component of an app runs the other way, when a trigger starts it
+//! ([`LoadedComponent::run_command`]): as a request does, with the component's grants, limits,
+//! admission, log and usage, its output going to the log.
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,9 +20,13 @@ use crate::capabilities::InstanceIdentity;
 use crate::capabilities::wasi::WasiGrant;
 use crate::code::{self, WasmKind};
 use crate::engine::Sandboxes;
+use crate::error::InvokeError;
 use crate::error::{LoadError, LoadErrorKind};
 use crate::host::{Grants, Host};
+use crate::invoke::{RequestInfo, classify};
 use crate::limits::{InstanceLimiter, Limits, Sandboxed};
+use crate::load::{Linked, LoadedComponent};
+use crate::usage::{CpuTimed, UsageCell};
 
 /// What a command may see besides stdio, and how much it may use. Start from
 /// `CommandOptions::default()` (nothing granted, no limits) and set what you need.
@@ -119,6 +127,62 @@ async fn run_component(
         Ok(Err(())) => CommandOutcome::Exited(1),
         Err(err) => outcome_of_error(err, &mut store, limits),
     })
+}
+
+impl LoadedComponent {
+    /// Runs this command component once with `args` (after its program name, the component's
+    /// id), for a trigger: admitted, limited, logged and metered as a request is, its stdout
+    /// and stderr going to the log. Returns its exit code; a guest stopped by a limit (or that
+    /// trapped) is an error, as for a request.
+    pub async fn run_command(
+        &self,
+        args: &[String],
+        info: RequestInfo,
+    ) -> Result<i32, InvokeError> {
+        let Linked::Command(pre) = &self.linked else {
+            return Err(InvokeError::Instantiate(format!(
+                "component `{}` is an HTTP component, not a command",
+                self.id
+            )));
+        };
+        let permits = self.admit()?;
+        let usage = self.usage.as_ref().map(UsageCell::new);
+        let identity = self.identity(&info);
+        let mut grants = self.grants.clone();
+        grants.wasi.args = std::iter::once(self.id.to_string())
+            .chain(args.iter().cloned())
+            .collect();
+        let mut host = Host::new(&grants, identity, self.limits.memory);
+        host.limiter().report_peak_to(usage.clone());
+        let mut store = self.sandboxes.new_store(host, &self.limits);
+        let (pre, limits, timeout) = (pre.clone(), self.limits, self.timeout());
+        let sandboxes = self.sandboxes.clone();
+        let run = async move {
+            let call = async {
+                let command = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(|err| InvokeError::Instantiate(format!("{err:#}")))?;
+                match command.wasi_cli_run().call_run(&mut store).await {
+                    Ok(Ok(())) => Ok(0),
+                    Ok(Err(())) => Ok(1),
+                    Err(err) => match err.downcast_ref::<I32Exit>() {
+                        Some(exit) => Ok(exit.0),
+                        None => Err(classify(err, &mut store, limits, &sandboxes)),
+                    },
+                }
+            };
+            // The epoch deadline stops guest code; this stops a guest waiting on the host.
+            let result = tokio::time::timeout(timeout, call)
+                .await
+                .unwrap_or(Err(InvokeError::Deadline(timeout)));
+            // Admission lasts as long as the store.
+            drop(store);
+            drop(permits);
+            result
+        };
+        CpuTimed::new(run, usage).await
+    }
 }
 
 /// The state of a preview 1 command's store.

@@ -23,7 +23,7 @@ use crate::engine::Sandboxes;
 use crate::error::InvokeError;
 use crate::host::Host;
 use crate::limits::{Limits, Sandboxed};
-use crate::load::LoadedComponent;
+use crate::load::{Linked, LoadedComponent};
 use crate::reuse::{Instance, Permits, Slot};
 use crate::trace::TraceContext;
 use crate::usage::{CountedBody, CpuTimed, UsageCell};
@@ -42,6 +42,28 @@ pub struct RequestInfo {
 }
 
 impl LoadedComponent {
+    /// Admission of one unit of work: the component's, its tenant's and the host's permits,
+    /// or the refusal to answer at once.
+    pub(crate) fn admit(&self) -> Result<Permits, InvokeError> {
+        Permits::take(
+            self.concurrency.as_ref(),
+            self.shared_concurrency.as_deref(),
+            &self.sandboxes.permits,
+        )
+    }
+
+    /// Who an instance runs for: on its log lines, and in its counters.
+    pub(crate) fn identity(&self, info: &RequestInfo) -> InstanceIdentity {
+        InstanceIdentity {
+            app: self.app.clone(),
+            component: self.id.clone(),
+            request_id: info.request_id,
+            trace_id: info.trace.trace_id(),
+            log_sink: self.log_sink.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
     /// Serves one request in a fresh instance. Returns once the guest has sent its response
     /// head; the body keeps streaming from the guest afterwards, bounded by the same deadline.
     pub async fn handle_http<B>(
@@ -53,29 +75,24 @@ impl LoadedComponent {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
+        let Linked::Http(pre) = &self.linked else {
+            return Err(InvokeError::Instantiate(format!(
+                "component `{}` is a command, not an HTTP component",
+                self.id
+            )));
+        };
         // An instance kept from an earlier request comes with the permits that admitted it.
         // Otherwise admission comes first, before any work: over a limit the client hears so
         // at once, and nothing queues without bound. The permits live as long as the instance.
         let slot = match self.reuse.as_ref().and_then(|reuse| reuse.take()) {
             Some(warm) => Slot::Warm(warm),
-            None => Slot::Fresh(Permits::take(
-                self.concurrency.as_ref(),
-                self.shared_concurrency.as_deref(),
-                &self.sandboxes.permits,
-            )?),
+            None => Slot::Fresh(self.admit()?),
         };
         // Admitted: from here on the request is metered, if its app is. A request refused
         // above used nothing worth billing and reports nothing.
         let usage = self.usage.as_ref().map(UsageCell::new);
 
-        let identity = InstanceIdentity {
-            app: self.app.clone(),
-            component: self.id.clone(),
-            request_id: info.request_id,
-            trace_id: info.trace.trace_id(),
-            log_sink: self.log_sink.clone(),
-            metrics: self.metrics.clone(),
-        };
+        let identity = self.identity(&info);
         let (mut instance, proxy, served) = match slot {
             Slot::Warm(warm) => {
                 let mut instance = warm.instance;
@@ -114,7 +131,7 @@ impl LoadedComponent {
             (incoming, outparam)
         };
 
-        let pre = self.pre.clone();
+        let pre = pre.clone();
         let timeout = self.timeout();
         let failed = Arc::new(AtomicBool::new(false));
         let failed_in_guest = failed.clone();
@@ -365,7 +382,7 @@ impl http_body::Body for CutOffOnFailure {
 }
 
 /// What a guest's failure was, judged against its limits.
-fn classify(
+pub(crate) fn classify(
     err: wasmtime::Error,
     store: &mut Store<Host>,
     limits: Limits,

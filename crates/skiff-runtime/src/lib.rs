@@ -10,7 +10,8 @@
 //! The spine every unit of work follows: [`Runtime::load_app`] compiles (or loads from the
 //! cache) each component once and keeps an `InstancePre`; [`LoadedComponent::handle_http`] then
 //! instantiates a fresh `Store` per request, calls the guest, and drops the store when done;
-//! [`Runtime::run_command`] runs a command through the same store-making path. When the host
+//! [`Runtime::run_command`] runs a command through the same store-making path, and
+//! [`LoadedComponent::run_command`] a command component of an app, when a trigger starts it. When the host
 //! set a [`UsageSink`], what a request used (wall and CPU time, peak memory, bytes in and out)
 //! is reported to it once the request is over.
 //!

@@ -10,6 +10,7 @@ use std::time::Duration;
 use skiff_manifest::App;
 use tokio::sync::Semaphore;
 use wasmtime::component::Component;
+use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::cache::{CacheOutcome, CodeCache};
@@ -44,13 +45,22 @@ impl LoadedApp {
     }
 }
 
-/// One HTTP component, ready to serve: the per-request work starts from `pre`.
+/// What a component's code is linked as: each unit of work starts from it.
+pub(crate) enum Linked {
+    /// An HTTP component (`wasi:http/proxy`), shared with every component built from the same
+    /// bytes (see [`CodeShare`]).
+    Http(Arc<ProxyPre<Host>>),
+    /// A command (`wasi:cli/run`), which a trigger (a schedule) runs; it serves no routes.
+    Command(CommandPre<Host>),
+}
+
+/// One component, ready to run: an HTTP component serves requests, a command runs when a
+/// trigger starts it ([`LoadedComponent::run_command`]).
 pub struct LoadedComponent {
     pub(crate) app: Arc<str>,
     pub(crate) id: Arc<str>,
     source: PathBuf,
-    /// Shared with every component built from the same bytes (see [`CodeShare`]).
-    pub(crate) pre: Arc<ProxyPre<Host>>,
+    pub(crate) linked: Linked,
     pub(crate) grants: Grants,
     /// Its deadline (always set), memory cap and fuel budget per request.
     pub(crate) limits: Limits,
@@ -89,6 +99,11 @@ impl LoadedComponent {
     /// What loading its code took: a cache hit, or a compile and how long.
     pub fn load_outcome(&self) -> CacheOutcome {
         self.load_outcome
+    }
+
+    /// Whether it is a command (`wasi:cli/run`) rather than an HTTP component.
+    pub fn is_command(&self) -> bool {
+        matches!(self.linked, Linked::Command(_))
     }
 
     /// How long one of its requests may take.
@@ -172,17 +187,15 @@ pub(crate) struct Loader<'a> {
 
 impl Loader<'_> {
     /// Reads a component file and returns it compiled (or loaded from the cache, or shared
-    /// with a component already loaded from the same bytes) and linked for HTTP.
-    fn http_component(
-        &self,
-        path: &Path,
-    ) -> Result<(Arc<ProxyPre<Host>>, CacheOutcome), LoadError> {
+    /// with a component already loaded from the same bytes) and linked, for HTTP or as a
+    /// command.
+    fn linked_component(&self, path: &Path) -> Result<(Linked, CacheOutcome), LoadError> {
         let wasm = crate::code::read_wasm(path)?;
         let content = blake3::hash(&wasm);
         let stats = self.stats;
         if let Some(pre) = self.code_share.get(&content) {
             stats.shared.fetch_add(1, Ordering::Relaxed);
-            return Ok((pre, CacheOutcome::Hit));
+            return Ok((Linked::Http(pre), CacheOutcome::Hit));
         }
         let (component, outcome) =
             crate::code::component(self.sandboxes.engine(), self.cache, path, &wasm)?;
@@ -194,31 +207,34 @@ impl Loader<'_> {
                 stats.compiles.fetch_add(1, Ordering::Relaxed)
             }
         };
-        let pre = Arc::new(self.prepare_http(path, &component)?);
-        self.code_share.insert(content, &pre);
-        Ok((pre, outcome))
+        let linked = self.prepare(path, &component)?;
+        if let Linked::Http(pre) = &linked {
+            self.code_share.insert(content, pre);
+        }
+        Ok((linked, outcome))
     }
 
-    fn prepare_http(
-        &self,
-        path: &Path,
-        component: &Component,
-    ) -> Result<ProxyPre<Host>, LoadError> {
+    fn prepare(&self, path: &Path, component: &Component) -> Result<Linked, LoadError> {
         let instance_pre = self
             .sandboxes
             .linker()
             .instantiate_pre(component)
             .map_err(|err| LoadError::from_link(path, err))?;
-        ProxyPre::new(instance_pre).map_err(|_| {
-            LoadError::new(
-                path,
-                LoadErrorKind::MissingExport {
-                    expected: "wasi:http/incoming-handler",
-                    hint: "an HTTP component implements the `wasi:http/proxy` world; if this is a \
-                           command, run it with `skiff run`",
-                },
-            )
-        })
+        if let Ok(pre) = ProxyPre::new(instance_pre.clone()) {
+            return Ok(Linked::Http(Arc::new(pre)));
+        }
+        CommandPre::new(instance_pre)
+            .map(Linked::Command)
+            .map_err(|_| {
+                LoadError::new(
+                    path,
+                    LoadErrorKind::MissingExport {
+                        expected: "wasi:http/incoming-handler",
+                        hint: "an HTTP component implements the `wasi:http/proxy` world, a command \
+                               the `wasi:cli/run` world",
+                    },
+                )
+            })
     }
 
     /// What no folder grant may reach: the code cache and the key-value databases.
@@ -276,7 +292,21 @@ impl Loader<'_> {
                 err.component = Some(index);
                 err
             };
-            let (pre, outcome) = self.http_component(&spec.source).map_err(with_index)?;
+            let (linked, outcome) = self.linked_component(&spec.source).map_err(with_index)?;
+            // A command answers no request: it runs when a trigger (a schedule) starts it.
+            if matches!(linked, Linked::Command(_))
+                && app.routes.iter().any(|r| r.component == index)
+            {
+                return Err(with_index(LoadError::new(
+                    &spec.source,
+                    LoadErrorKind::MissingExport {
+                        expected: "wasi:http/incoming-handler",
+                        hint: "it is a command (`wasi:cli/run`), which serves no routes: run it \
+                               with `skiff run`, or remove its `route` and give it a schedule (a \
+                               command can run on a schedule)",
+                    },
+                )));
+            }
             if spec.limits.fuel.is_some() && !self.config.fuel {
                 return Err(with_index(LoadError::new(
                     &spec.source,
@@ -299,7 +329,7 @@ impl Loader<'_> {
                 app: app_name.clone(),
                 id: spec.id.as_str().into(),
                 source: spec.source.clone(),
-                pre,
+                linked,
                 grants,
                 limits: Limits {
                     timeout: Some(spec.limits.timeout.unwrap_or(self.config.default_timeout)),

@@ -23,6 +23,7 @@ mod platform;
 mod records;
 mod refusal;
 mod routing;
+pub mod schedule_lease;
 mod tenants;
 mod usage;
 
@@ -66,6 +67,10 @@ pub struct ServerOptions {
     /// Once shutdown starts, how long the host goes on serving while `/readyz` says it is not
     /// ready, so that load balancers stop sending it requests before it stops taking them.
     pub drain_delay: Duration,
+    /// Who runs each due time of a schedule: `None` for this host alone (in-process leases);
+    /// a cluster's hosts share leases in Redis (`skiff_cluster::RedisLeases`), so each due
+    /// time runs on one of them.
+    pub schedule_leases: Option<Arc<dyn schedule_lease::RunLeases>>,
 }
 
 impl ServerOptions {
@@ -83,6 +88,7 @@ impl ServerOptions {
             platform,
             cluster: None,
             drain_delay: Duration::ZERO,
+            schedule_leases: None,
         }
     }
 }
@@ -122,6 +128,7 @@ pub struct BoundServer {
     admin: AdminAuth,
     shutdown_grace: Duration,
     drain_delay: Duration,
+    schedule_leases: Arc<dyn schedule_lease::RunLeases>,
 }
 
 /// Opens the data folder and binds both listeners.
@@ -173,6 +180,9 @@ pub async fn bind(
         admin: options.admin,
         shutdown_grace: options.shutdown_grace,
         drain_delay: options.drain_delay,
+        schedule_leases: options
+            .schedule_leases
+            .unwrap_or_else(|| Arc::new(schedule_lease::LocalLeases::new())),
     })
 }
 
@@ -211,6 +221,11 @@ impl BoundServer {
         let usage_writer = tokio::spawn(write_usage(self.platform.clone()));
         let replica = tokio::spawn(self.platform.clone().run_replica());
         let log_sharing = tokio::spawn(self.platform.clone().share_logs());
+        let schedules = tokio::spawn(
+            self.platform
+                .clone()
+                .run_schedules(self.schedule_leases.clone()),
+        );
         let router = management::router(self.platform.clone(), self.admin, stopped.clone());
         let api_stopped = stopped.clone();
         let grace = self.shutdown_grace;
@@ -260,6 +275,10 @@ impl BoundServer {
         usage_writer.abort();
         replica.abort();
         log_sharing.abort();
+        // Future due times stop with the scheduler; runs going on end with the data plane's
+        // grace period, like requests.
+        schedules.abort();
+        self.platform.stop_schedules();
         self.platform.leave_cluster().await;
         // Requests are over (or cut off): every minute of usage still in memory is written,
         // so that a restart loses none of it.

@@ -567,6 +567,7 @@ async fn inspect_app(
     let tenant = state.tenant(&headers).await?;
     let mut info = state.platform.inspect(&tenant, &name)?;
     info.cluster = state.platform.convergence(&name).await;
+    info.schedules = state.platform.schedules_of(&tenant, &name).await;
     Ok(axum::Json(info).into_response())
 }
 

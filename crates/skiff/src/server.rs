@@ -193,6 +193,12 @@ pub async fn run(
     options.path_routing = args.path_routing;
     options.drain_delay = args.drain_delay;
     options.cluster = args.cluster_options()?;
+    // Schedules' due times are leased in the cluster's Redis, so each runs on one host.
+    if let (Some(url), Some(cluster)) = (&args.cluster, &options.cluster) {
+        let leases = skiff_cluster::RedisLeases::new(url, &cluster.host_id)
+            .map_err(|err| anyhow::anyhow!("--cluster (or SKIFF_CLUSTER): {err}"))?;
+        options.schedule_leases = Some(std::sync::Arc::new(leases));
+    }
     let server = skiff_server::bind(runtime, options).await?;
     let data = server.data_addr()?;
     let api = server.api_url()?;

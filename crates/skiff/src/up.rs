@@ -174,8 +174,11 @@ async fn up_app(
         shutdown_grace: listen.http.shutdown_grace(),
         from_manifest,
     };
+    let mut schedule_metrics = None;
     let started = standalone
-        .start(config, app)
+        .start_with_metrics(config, app, |registry| {
+            schedule_metrics = Some(skiff_triggers::ScheduleMetrics::register(registry));
+        })
         .await
         .map_err(|err| match err {
             skiff_http::StartError::Manifest(err) => anyhow::Error::from(*err),
@@ -204,7 +207,33 @@ async fn up_app(
             cmd::route_url(&base, &route.as_written)
         );
     }
+    // The app's schedules run from here on, each run through the same dispatch as a request;
+    // dropping the scheduler stops them (runs already going finish within the shutdown grace).
+    let scheduler = (!app.schedules.is_empty()).then(|| {
+        let scheduler = skiff_triggers::Scheduler::new(
+            "local",
+            Arc::new(skiff_triggers::LocalLeases::new()),
+            schedule_metrics,
+        );
+        scheduler.set_app("", started.http_app().clone());
+        scheduler
+    });
+    if !app.schedules.is_empty() {
+        println!("Schedules:");
+    }
+    for schedule in &app.schedules {
+        let component = &app.components[schedule.component];
+        let what = match &schedule.path {
+            Some(path) => format!("POST {path}"),
+            None => format!("run {:?}", schedule.args),
+        };
+        println!(
+            "  {}: {} ({}) {what}",
+            component.id, schedule.cron, schedule.timezone
+        );
+    }
     started.serve(skiff_http::termination_signal()).await?;
+    drop(scheduler);
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -27,20 +27,9 @@ fn cluster_host(redis: &Redis, n: usize) -> Host {
 /// Starts host `host-N` of the cluster in `redis`, with data folder `data_dir` and `extra`
 /// flags.
 fn cluster_host_in(redis: &Redis, n: usize, data_dir: std::path::PathBuf, extra: &[&str]) -> Host {
-    let url = redis.url();
-    let id = format!("host-{n}");
-    let mut args = vec![
-        "--cluster",
-        &url,
-        "--host-id",
-        &id,
-        "--cluster-resync",
-        "1s",
-        "--usage-flush",
-        "200ms",
-    ];
+    let mut args = vec!["--cluster-resync", "1s", "--usage-flush", "200ms"];
     args.extend_from_slice(extra);
-    Host::start_in(data_dir, &args)
+    Host::start_in_cluster_at(&redis.url(), n, data_dir, &args)
 }
 
 /// Starts `count` hosts of the cluster in `redis` and waits until each is ready.
@@ -59,20 +48,13 @@ async fn ready(host: &Host) -> u16 {
     }
 }
 
-/// Waits until `check` holds, failing with `what` once the bound has passed.
-async fn eventually<F, Fut>(what: &str, mut check: F)
+/// Waits until `check` holds, failing with `what` once [`CONVERGENCE_BOUND`] has passed.
+async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < CONVERGENCE_BOUND,
-            "not within {CONVERGENCE_BOUND:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::eventually(CONVERGENCE_BOUND, what, check).await;
 }
 
 /// Waits until `apps inspect` of `app` (through `host`, as `token`) lists `count` hosts.

@@ -138,3 +138,68 @@ fn missing_manifest() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("skiff.toml"), "{err}");
 }
+
+#[test]
+fn malformed_schedules_are_manifest_errors_naming_the_field_and_the_fix() {
+    let wasm = guest("state-guest");
+    let app = format!(
+        "[app]\nname = \"x\"\n\n[component.job]\nsource = \"{}\"\n\n[[component.job.schedule]]\n",
+        wasm.display()
+    );
+    for (body, field, fix) in [
+        (
+            "cron = \"* * *\"\n",
+            "component.job.schedule[0].cron",
+            "six with leading seconds",
+        ),
+        // February 30th never comes.
+        (
+            "cron = \"0 0 30 2 *\"\n",
+            "component.job.schedule[0].cron",
+            "never fires",
+        ),
+        (
+            "cron = \"* * * * *\"\ntimezone = \"Europe/Pari\"\n",
+            "component.job.schedule[0].timezone",
+            "did you mean \"Europe/Paris\"?",
+        ),
+        (
+            "cron = \"* * * * *\"\npath = \"jobs\"\n",
+            "component.job.schedule[0].path",
+            "path = \"/jobs\"",
+        ),
+        (
+            "cron = \"* * * * *\"\noverlap = \"queue\"\n",
+            "component.job.schedule[0].overlap",
+            "\"allow\"",
+        ),
+        (
+            "cron = \"* * * * *\"\nevery = \"1s\"\n",
+            "every",
+            "cron, timezone, path, args, overlap",
+        ),
+    ] {
+        let err = up_fails(&format!("{app}{body}"), &[]);
+        assert!(err.contains(field), "{field} not named:\n{err}");
+        assert!(err.contains(fix), "no fix `{fix}`:\n{err}");
+    }
+    // A thousand every-second schedules are refused: the cap is per app.
+    let mut many = app.replace("[[component.job.schedule]]\n", "");
+    for _ in 0..1000 {
+        many.push_str("[[component.job.schedule]]\ncron = \"* * * * * *\"\npath = \"/\"\n");
+    }
+    let err = up_fails(&many, &[]);
+    assert!(err.contains("component.job.schedule[32]"), "{err}");
+    assert!(err.contains("at most 32 schedules"), "{err}");
+}
+
+#[test]
+fn a_command_component_serves_no_routes() {
+    let manifest = format!(
+        "[app]\nname = \"x\"\n\n[component.job]\nsource = \"{}\"\nroute = \"/\"\n",
+        guest("cli-guest").display()
+    );
+    let err = up_fails(&manifest, &[]);
+    assert!(err.contains("component.job"), "{err}");
+    assert!(err.contains("can run on a schedule"), "{err}");
+}

@@ -529,9 +529,26 @@ allowed_outbound_hosts = ["http://127.0.0.1:*"]
 source = "{}"
 route = "/store/..."
 key_value_stores = ["default"]
+
+[component.ticker]
+source = "{}"
+key_value_stores = ["default"]
+
+[[component.ticker.schedule]]
+cron = "* * * * * *"
+path = "/kv/set?store=default&key=tick"
+
+[component.cmd]
+source = "{}"
+
+[[component.cmd.schedule]]
+cron = "* * * * * *"
+args = ["exit", "0"]
 "#,
         caller.display(),
-        state.display()
+        state.display(),
+        state.display(),
+        guest("cli-guest").display()
     );
     let dir = app_dir(&[("skiff.toml", &manifest)]);
     let mut command = common::skiff();
@@ -636,6 +653,10 @@ key_value_stores = ["default"]
         assert!(text.contains(&series), "no `{series}` in\n{text}");
     }
 
+    // Scheduled runs are traced too: wait for one of each kind.
+    server.wait_for_log("scheduled run done schedule=/traced/ticker/0");
+    server.wait_for_log("scheduled run done schedule=/traced/cmd/0");
+
     // Spans are exported in batches; stopping skiff sends what is still queued.
     let status = std::process::Command::new("kill")
         .args(["-TERM", &server.pid().to_string()])
@@ -729,4 +750,33 @@ key_value_stores = ["default"]
     assert_eq!(set.kind, SpanKind::Client as i32);
     assert_eq!(set.parent_span_id, handle.span_id);
     assert_eq!(attribute(&set, "db.operation.name").as_deref(), Some("set"));
+
+    // A scheduled run of an HTTP component: a trace of its own, named after its schedule,
+    // with the same spans below it as a request's.
+    let (_, run) = spans
+        .iter()
+        .find(|(_, span)| span.name == "POST component.ticker.schedule[0]")
+        .expect("a span for the scheduled run");
+    assert!(run.parent_span_id.is_empty());
+    assert_eq!(attribute(run, "url.path").as_deref(), Some("/kv/set"));
+    let run_trace = hex(&run.trace_id);
+    let handle = find(&run_trace, "wasi:http/incoming-handler.handle");
+    assert_eq!(handle.parent_span_id, run.span_id);
+    assert_eq!(
+        find(&run_trace, "set default").parent_span_id,
+        handle.span_id
+    );
+    // A scheduled command: its span, with its exit code.
+    let (_, command) = spans
+        .iter()
+        .find(|(_, span)| span.name == "run component.cmd.schedule[0]")
+        .expect("a span for the scheduled command");
+    assert_eq!(
+        attribute(command, "process.exit.code").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        attribute(command, "skiff.trigger").as_deref(),
+        Some("schedule")
+    );
 }

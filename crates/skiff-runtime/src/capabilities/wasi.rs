@@ -66,7 +66,12 @@ impl Capability for Wasi {
                 builder.inherit_stdio().args(args);
                 None
             }
-            None => Some(guest_log::attach(&mut builder, identity)),
+            None => {
+                if !grant.args.is_empty() {
+                    builder.args(&grant.args);
+                }
+                Some(guest_log::attach(&mut builder, identity))
+            }
         };
         let mut ctx = builder.build();
         grant.give_folders(&mut ctx);
@@ -152,6 +157,9 @@ pub struct WasiGrant {
     opened: Option<WasiFilesystemCtx>,
     /// A command's argv: its stdio is the host's, not the log.
     command_args: Option<Vec<String>>,
+    /// The argv of a command component of an app that a trigger runs (a schedule): its
+    /// stdio goes to the log, as a request's does.
+    pub(crate) args: Vec<String>,
 }
 
 impl std::fmt::Debug for WasiGrant {

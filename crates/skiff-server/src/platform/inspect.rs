@@ -83,6 +83,7 @@ impl Platform {
                 })
                 .collect(),
             cluster: None,
+            schedules: Vec::new(),
         })
     }
 }

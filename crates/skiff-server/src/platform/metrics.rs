@@ -19,6 +19,7 @@ pub(super) struct PlatformMetrics {
     registry: Registry,
     pub(super) http: Arc<HttpMetrics>,
     pub(super) runtime: Arc<RuntimeMetrics>,
+    pub(super) schedules: Arc<skiff_triggers::ScheduleMetrics>,
     apps_deployed: Gauge,
     apps_loaded: Gauge,
     tenants: Gauge,
@@ -70,6 +71,7 @@ impl PlatformMetrics {
         };
         let http = HttpMetrics::register(&mut registry);
         let runtime = RuntimeMetrics::register(&mut registry);
+        let schedules = skiff_triggers::ScheduleMetrics::register(&mut registry);
         let host = registry.sub_registry_with_prefix("skiff");
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let gauge = Gauge::default();
@@ -123,6 +125,7 @@ impl PlatformMetrics {
             registry,
             http,
             runtime,
+            schedules,
             apps_deployed,
             apps_loaded,
             tenants,

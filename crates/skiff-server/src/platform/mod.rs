@@ -22,7 +22,7 @@
 //! the new one.
 //!
 //! By job: this module holds the state and opens the data folder; `tenancy` changes tenants,
-//! `deploy` changes apps (deploy, rollback, delete), `pull` deploys from a registry, `inspect` answers what tenants ask of their
+//! `deploy` changes apps (deploy, rollback, delete), `pull` deploys from a registry, `schedules` runs deployed apps' schedules, `inspect` answers what tenants ask of their
 //! apps, `serving` is the data plane's side (load on first request, unload when idle, the disk
 //! check), and `metrics` the host's figures.
 
@@ -51,6 +51,7 @@ mod inspect;
 mod metrics;
 mod pull;
 mod replica;
+mod schedules;
 mod serving;
 mod shared_changes;
 mod tenancy;
@@ -262,6 +263,8 @@ pub struct Platform {
     applied: AtomicU64,
     /// In a cluster: held while the tenants are read and applied.
     tenant_sync: tokio::sync::Mutex<()>,
+    /// Runs the schedules of deployed apps, once `run_schedules` has started it.
+    scheduler: std::sync::OnceLock<Arc<skiff_triggers::Scheduler>>,
 }
 
 impl Platform {
@@ -425,6 +428,7 @@ impl Platform {
             in_step: AtomicBool::new(false),
             applied: AtomicU64::new(0),
             tenant_sync: tokio::sync::Mutex::new(()),
+            scheduler: std::sync::OnceLock::new(),
             cluster,
         }))
     }

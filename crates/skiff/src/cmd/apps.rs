@@ -198,6 +198,51 @@ fn format_app_info(info: &AppInfo, now: SystemTime) -> String {
         "  ",
         &[],
     ));
+    for schedule in &info.schedules {
+        out.push_str(&format!(
+            "\nSchedule component.{}.schedule[{}]: `{}` ({}){}, overlap {}, {} skipped\n",
+            schedule.component,
+            schedule.index,
+            schedule.cron,
+            schedule.timezone,
+            match &schedule.path {
+                Some(path) => format!(" POST {path}"),
+                None if !schedule.args.is_empty() => format!(" args {:?}", schedule.args),
+                None => String::new(),
+            },
+            schedule.overlap,
+            schedule.skipped,
+        ));
+        out.push_str(&format!("  next: {}\n", schedule.next.join(", ")));
+        if schedule.last.is_empty() {
+            out.push_str("  no runs yet\n");
+        } else {
+            let rows: Vec<Vec<String>> = schedule
+                .last
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.due.clone(),
+                        r.host.clone(),
+                        r.outcome.clone(),
+                        match (r.status, r.exit_code) {
+                            (Some(status), _) => status.to_string(),
+                            (None, Some(code)) => format!("exit {code}"),
+                            (None, None) => "-".into(),
+                        },
+                        format_ms(r.duration_ms),
+                        r.error.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            out.push_str(&table(
+                &["DUE", "HOST", "OUTCOME", "STATUS", "TOOK", "ERROR"],
+                &rows,
+                "  ",
+                &[],
+            ));
+        }
+    }
     if let Some(cluster) = &info.cluster {
         let serving = cluster.hosts.iter().filter(|h| h.converged).count();
         out.push_str(&format!(
@@ -335,6 +380,7 @@ mod tests {
                 },
             ],
             cluster: None,
+            schedules: Vec::new(),
         };
         let text = format_app_info(&info, now);
         assert!(text.starts_with("hello\n  tenant:   acme\n"), "{text}");

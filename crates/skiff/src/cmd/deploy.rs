@@ -171,6 +171,7 @@ mod tests {
             components: vec![],
             versions: vec![],
             cluster: None,
+            schedules: Vec::new(),
         };
         assert_eq!(
             format_deployed(&info, false),

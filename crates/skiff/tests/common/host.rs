@@ -53,6 +53,20 @@ impl Host {
         }
     }
 
+    /// Host `host-N` of the cluster in the Redis at `url`, with a data folder of its own.
+    pub fn start_in_cluster(url: &str, n: usize, extra: &[&str]) -> Host {
+        Host::start_in_cluster_at(url, n, fresh_data_dir().join("server"), extra)
+    }
+
+    /// [`start_in_cluster`](Self::start_in_cluster) with data folder `data_dir` (a host coming
+    /// back with what it had).
+    pub fn start_in_cluster_at(url: &str, n: usize, data_dir: PathBuf, extra: &[&str]) -> Host {
+        let id = format!("host-{n}");
+        let mut args = vec!["--cluster", url, "--host-id", &id];
+        args.extend_from_slice(extra);
+        Host::start_in(data_dir, &args)
+    }
+
     /// Runs the `skiff` CLI against this server with `token`.
     pub fn cli(&self, token: &str, args: &[&str]) -> Output {
         skiff()

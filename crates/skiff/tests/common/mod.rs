@@ -117,6 +117,20 @@ pub fn skiff() -> Command {
     command
 }
 
+/// Waits until `check` holds, failing with `what` once `bound` has passed: tests wait for
+/// what they expect, for as long as a loaded machine may need, and never assert a timing.
+pub async fn eventually<F, Fut>(bound: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < bound, "not within {bound:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A running `skiff serve` or `skiff up`, killed when dropped.
 pub struct Server {
     child: Child,

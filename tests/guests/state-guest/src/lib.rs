@@ -16,6 +16,7 @@
 //! | `/config/NAME`                         | the variable's value, or 404 `unset`                  |
 //! | `/config`                              | every variable as `name=value` lines                  |
 //! | `/log?level=L&message=M`               | one wasi:logging record, 200 `logged`                 |
+//! | `/schedule/run?store=S&sleep_ms=N`     | a scheduled run: only with `skiff-trigger: schedule` (else 400); sets `due:<skiff-scheduled-time>` (counting `duplicates` if it was set already), increments `runs`, then sleeps N ms |
 //!
 //! A store error is answered with 503 and the error (`access-denied`, `other(...)`): the
 //! guest handles it, as an app should; nothing traps.
@@ -86,6 +87,27 @@ impl Guest for StateGuest {
                 }
                 Ok((200, keys.join("\n").into_bytes()))
             }),
+            "/schedule/run" => {
+                let headers = request.headers();
+                let trigger = header(&headers, "skiff-trigger");
+                let due = header(&headers, "skiff-scheduled-time").unwrap_or_default();
+                if trigger.as_deref() != Some("schedule") || due.is_empty() {
+                    (400, b"not a scheduled run".to_vec())
+                } else {
+                    let answer = with_store(&param("store"), |bucket| {
+                        let key = format!("due:{due}");
+                        if bucket.exists(&key)? {
+                            atomics::increment(bucket, "duplicates", 1)?;
+                        }
+                        bucket.set(&key, b"1")?;
+                        let runs = atomics::increment(bucket, "runs", 1)?;
+                        Ok((200, runs.to_string().into_bytes()))
+                    });
+                    let sleep: u64 = param("sleep_ms").parse().unwrap_or(0);
+                    std::thread::sleep(std::time::Duration::from_millis(sleep));
+                    answer
+                }
+            }
             "/kv/incr" => {
                 let by = param("by").parse().unwrap_or(1);
                 let times = param("times").parse().unwrap_or(1u32);
