@@ -234,6 +234,8 @@ async fn serve(
         limits: skiff_http::HttpLimits::default(),
         shutdown_grace: settings.shutdown_grace,
         from_manifest,
+        // A pod's app has no queues yet: publishing fails as unavailable.
+        queues: None,
     };
     let started = standalone
         .start(config, app)

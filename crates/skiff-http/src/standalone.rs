@@ -23,6 +23,8 @@ pub struct Standalone {
     pub shutdown_grace: Duration,
     /// The app came from a manifest, so load errors may point at its fields.
     pub from_manifest: bool,
+    /// Where the app's queues are, if it uses any.
+    pub queues: Option<skiff_runtime::QueueSpace>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,7 @@ impl Standalone {
         // loads.
         let mut registry = prometheus_client::registry::Registry::default();
         let mut options = LoadOptions::default();
+        options.queues = self.queues.clone();
         if self.metrics_listen.is_some() {
             options.metrics = Some(MetricsScope {
                 metrics: RuntimeMetrics::register(&mut registry),

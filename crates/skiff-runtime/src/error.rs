@@ -54,6 +54,9 @@ pub enum LoadErrorKind {
     Store { label: String, reason: String },
     #[error("{reason}")]
     Variables { reason: String },
+    /// A trigger the manifest asks for that this skiff does not run yet.
+    #[error("{reason}")]
+    Unsupported { field: &'static str, reason: String },
 }
 
 impl LoadError {
@@ -73,6 +76,7 @@ impl LoadError {
             LoadErrorKind::Store { .. } => "key_value_stores",
             LoadErrorKind::Variables { .. } => "variables",
             LoadErrorKind::FuelDisabled => "limits.fuel",
+            LoadErrorKind::Unsupported { field, .. } => field,
             _ => "source",
         }
     }

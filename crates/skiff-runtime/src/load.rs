@@ -307,6 +307,19 @@ impl Loader<'_> {
                     },
                 )));
             }
+            // The queue trigger is next: refusing the section beats ignoring it, which would
+            // leave messages piling up with nobody told.
+            if app.consumers.iter().any(|c| c.component == index) {
+                return Err(with_index(LoadError::new(
+                    &spec.source,
+                    LoadErrorKind::Unsupported {
+                        field: "consume",
+                        reason: "this version of skiff does not run queue consumers yet \
+                                 (publishing works): remove the `consume` table for now"
+                            .to_string(),
+                    },
+                )));
+            }
             if spec.limits.fuel.is_some() && !self.config.fuel {
                 return Err(with_index(LoadError::new(
                     &spec.source,

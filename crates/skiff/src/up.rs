@@ -159,6 +159,22 @@ pub async fn up(mut config: RuntimeConfig, args: UpArgs, cache: &Cache) -> Resul
     }
 }
 
+/// The queues of an app that uses any: an embedded database of its own in the data folder
+/// (`queues/APP.redb`), as its key-value stores are, so its messages outlive a restart.
+fn queue_space(config: &RuntimeConfig, app: &App) -> Result<Option<skiff_runtime::QueueSpace>> {
+    let uses_queues =
+        !app.consumers.is_empty() || app.components.iter().any(|c| !c.publish.is_empty());
+    let Some(data_dir) = config.data_dir.as_ref().filter(|_| uses_queues) else {
+        return Ok(None);
+    };
+    let path = data_dir.join("queues").join(format!("{}.redb", app.name));
+    let queues = skiff_store::EmbeddedQueues::open(&path)?;
+    Ok(Some(skiff_runtime::QueueSpace {
+        queues: Arc::new(queues),
+        owner: app.name.clone(),
+    }))
+}
+
 /// Loads and serves `app` on a runtime of its own until SIGINT or SIGTERM.
 /// `from_manifest` says whether load errors can point at a manifest.
 async fn up_app(
@@ -173,6 +189,7 @@ async fn up_app(
         limits: listen.http.limits(),
         shutdown_grace: listen.http.shutdown_grace(),
         from_manifest,
+        queues: queue_space(&config, &app)?,
     };
     let mut schedule_metrics = None;
     let started = standalone

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use skiff_http::HttpApp;
 use skiff_manifest::{App, format_size};
-use skiff_runtime::{LoadOptions, MetricsScope, SharedStore};
+use skiff_runtime::{LoadOptions, MetricsScope, QueueSpace, SharedStore};
 
 use crate::api::{self, AppInfo, ErrorCode, Quotas, RouteInfo};
 use crate::appfiles;
@@ -244,6 +244,11 @@ impl Platform {
                 redis_url,
                 owner: tenant.name.clone(),
             });
+        // A tenant's queues are its own: `orders` of two tenants are two queues.
+        options.queues = Some(QueueSpace {
+            queues: self.queues.clone(),
+            owner: tenant.name.clone(),
+        });
         let runtime = self.runtime.clone();
         let dir = dir.to_path_buf();
         let files = self.files_folder(&tenant.name, &app.name);

@@ -69,6 +69,8 @@ pub enum OpenError {
     Persist(#[from] PersistError),
     #[error("cannot read the apps folder: {0}")]
     AppsFolder(#[source] std::io::Error),
+    #[error("the queues: {0}")]
+    Queues(#[source] skiff_store::StoreError),
 }
 
 /// What the operator decides for the whole host. [`PlatformConfig::new`] gives what
@@ -265,6 +267,8 @@ pub struct Platform {
     tenant_sync: tokio::sync::Mutex<()>,
     /// Runs the schedules of deployed apps, once `run_schedules` has started it.
     scheduler: std::sync::OnceLock<Arc<skiff_triggers::Scheduler>>,
+    /// Where apps' queues live: the cluster's Redis, or one database in the data folder.
+    queues: Arc<dyn skiff_store::Queues>,
 }
 
 impl Platform {
@@ -405,6 +409,16 @@ impl Platform {
             None => (None, None),
         };
         let usage = UsageLedger::open(config.data_dir.join("usage"), metrics.usage.clone())?;
+        let queues: Arc<dyn skiff_store::Queues> =
+            match cluster.as_ref().and_then(|c| c.store_url.as_deref()) {
+                Some(url) => {
+                    Arc::new(skiff_store::RedisQueues::connect(url).map_err(OpenError::Queues)?)
+                }
+                None => Arc::new(
+                    skiff_store::EmbeddedQueues::open(&config.data_dir.join("queues.redb"))
+                        .map_err(OpenError::Queues)?,
+                ),
+            };
         Ok(Arc::new(Platform {
             runtime,
             metrics,
@@ -429,6 +443,7 @@ impl Platform {
             applied: AtomicU64::new(0),
             tenant_sync: tokio::sync::Mutex::new(()),
             scheduler: std::sync::OnceLock::new(),
+            queues,
             cluster,
         }))
     }
