@@ -247,7 +247,8 @@ impl Platform {
                 Some(changes) if !changes.is_empty() => changes,
                 _ => {
                     tracing::info!(
-                        "the cluster's change log no longer reaches back to revision {applied},                          which this host applied last: reading everything"
+                        "the cluster's change log no longer reaches back to revision {applied}, \
+                         which this host applied last: reading everything"
                     );
                     return self.sync_everything().await;
                 }
