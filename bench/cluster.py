@@ -27,7 +27,7 @@ this client share CPU 1. It measures:
      data planes (keep-alive, one after the other, every millisecond) until each answers the
      new version; it records when the call started and returned and when each host first
      answered new. Then it polls `GET /v1/apps/web` on host 1 until `cluster.hosts` shows all
-     three converged (the hosts' reports). Around each deploy it reads Redis's INFO (command
+     three converged (the hosts' reports, watermarks). Around each deploy it reads Redis's INFO (command
      counts and bytes) once the hosts have settled.
   2. throughput of the hello app (`examples/hello`): wrk -t1 -c32 straight to host 1, through
      HAProxy to host 1 alone, and through the same HAProxy to all three (round robin, /readyz
@@ -37,10 +37,16 @@ this client share CPU 1. It measures:
   3. Redis memory: INFO used_memory before and after deploying N apps (4 tenants, each app
      its own skiff.toml around the same hello.wasm), MEMORY USAGE of the keys of each kind;
      then how long a 4th host (127.0.0.5, empty data folder) takes to be ready with them.
-  4. the Redis commands and bytes of three idle hosts over --idle seconds (their resyncs).
-  5. a synthetic hash of 100,000 entries shaped like `skiff:c:apps` and `skiff:c:host:HOST` in
-     another Redis database: its memory, the bytes and Redis time of HGETALL (one resync's
-     read at 100,000 apps), and of DEL + HSET of all of it (one host report).
+  4. the Redis commands and bytes of three idle hosts over --idle seconds (their resyncs: a
+     GET of the newest revision and a report each).
+  5. catching up from the change log: host 3 is stopped (SIGSTOP), Redis closes its
+     subscription (CLIENT KILL), the N apps are deployed again, host 3 goes on (SIGCONT); the
+     time until its report says it applied them all, and the Redis commands it took.
+  6. synthetic, in another Redis database: a hash of 100,000 entries shaped like
+     `skiff:c:apps`, its memory and the bytes and Redis time of HGETALL (what a host that
+     joins reads at 100,000 apps); a watermark report as a host writes it (its bytes, memory
+     and Redis time); a change log of 100,000 entries written as the change scripts do (its
+     memory per entry, XADD's time) and XRANGE of 1000 entries from it (one catch-up batch).
 
 It prints markdown tables and a scale model (100 hosts, 100,000 apps) computed from these
 figures and, unless --quick or --no-write, rewrites the section `## Cluster: 3 hosts sharing
@@ -80,6 +86,9 @@ TENANTS = 4
 SYNTHETIC_ENTRIES = 100_000
 DEPLOY_TIMEOUT_S = 30.0  # longer than a resync (10 s): a missed announcement still shows
 KEEP_VERSIONS = 5  # skiff server's default --keep-versions
+# What an idle host sends Redis: each resync, a GET of the newest revision and its report; each
+# --usage-flush, its usage (MULTI, RPUSH, EXPIRE, EXEC).
+IDLE_COMMANDS = {"get", "multi", "del", "hset", "pexpire", "zadd", "zremrangebyscore", "exec", "rpush", "expire"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -208,18 +217,30 @@ class Resp:
             pass
 
 
+# Commands the hosts send only inside a MULTI … EXEC (reports, usage), whose Redis time EXEC's
+# includes: left out of a sum of Redis time, so as not to count it twice.
+IN_TRANSACTION = ("del", "hset", "pexpire", "zadd", "zremrangebyscore", "rpush", "expire")
+
+
+def redis_time(usec):
+    """The Redis time (µs) of commands that ran outside scripts: each EXEC with what it ran."""
+    return sum(v for k, v in usec.items() if k not in IN_TRANSACTION)
+
+
 def stats_delta(before, after, own=("info",)):
-    """What the hosts did between two INFO snapshots: commands by name (but the kinds of
-    command this client sent meanwhile, `own`), bytes in and out (this client's first INFO
-    reply taken off)."""
-    calls = {}
+    """What the hosts did between two INFO snapshots: commands by name and the Redis time
+    (µs) they took (but the kinds of command this client sent meanwhile, `own`), bytes in and
+    out (this client's first INFO reply taken off)."""
+    calls, usec = {}, {}
     for name, now in after["commands"].items():
-        if name in own:
+        if name.split("|")[0] in own:  # Redis 7 names subcommands `pubsub|numsub`
             continue
-        n = now["calls"] - before["commands"].get(name, {"calls": 0})["calls"]
+        was = before["commands"].get(name, {"calls": 0, "usec": 0})
+        n = now["calls"] - was["calls"]
         if n:
             calls[name] = n
-    return {"calls": calls, "commands": sum(calls.values()),
+            usec[name] = now["usec"] - was["usec"]
+    return {"calls": calls, "usec": usec, "commands": sum(calls.values()),
             "net_out": after["net_out"] - before["net_out"] - before["reply_bytes"],
             "net_in": after["net_in"] - before["net_in"]}
 
@@ -386,8 +407,8 @@ def web_bundle(wasm, version):
     return bundle({"skiff.toml": manifest.encode(), "web.wasm": wasm})
 
 
-def app_bundle(name, wasm):
-    manifest = (f'[app]\nname = "{name}"\nversion = "0.1.0"\ndescription = "cluster benchmark app {name}"\n\n'
+def app_bundle(name, wasm, variant=""):
+    manifest = (f'[app]\nname = "{name}"\nversion = "0.1.0"\ndescription = "cluster benchmark app {name}{variant}"\n\n'
                 f'[component.hello]\nsource = "hello.wasm"\nroute = "/..."\n'
                 f'environment = {{ APP = "{name}" }}\n')
     return bundle({"skiff.toml": manifest.encode(), "hello.wasm": wasm})
@@ -527,15 +548,20 @@ def measure_deploys(hosts, redis, token, wasm, args):
         after = redis.client.info("stats", "commandstats")
         run["redis"] = stats_delta(before, after)
         # Each `GET /v1/apps/web` read HGET skiff:c:apps, ZRANGEBYSCORE skiff:c:hosts and an
-        # HGET per host: not the deploy's, so taken off (ZRANGEBYSCORE is the check: nothing
-        # else sends it).
-        calls = run["redis"]["calls"]
+        # HMGET per host (its watermark): not the deploy's, so taken off (ZRANGEBYSCORE and
+        # HMGET are the check: nothing else sends them). Their Redis time is taken off pro rata.
+        calls, usec = run["redis"]["calls"], run["redis"]["usec"]
         run["inspect_polls"] = polls
-        run["inspect_accounted"] = calls.get("zrangebyscore", 0) == polls
-        for name, n in (("zrangebyscore", polls), ("hget", polls * (1 + HOSTS))):
-            calls[name] = calls.get(name, 0) - n
+        run["inspect_accounted"] = (calls.get("zrangebyscore", 0) == polls
+                                    and calls.get("hmget", 0) == polls * HOSTS)
+        for name, n in (("zrangebyscore", polls), ("hmget", polls * HOSTS), ("hget", polls)):
+            had = calls.get(name, 0)
+            calls[name] = had - n
+            if had > 0:
+                usec[name] = usec.get(name, 0) * max(0, had - n) / had
             if not calls[name]:
                 del calls[name]
+                usec.pop(name, None)
         run["redis"]["commands"] = sum(calls.values())
         runs.append(run)
         if run["converged"]:
@@ -645,14 +671,9 @@ def memory_usage(client, key):
     return client.cmd("MEMORY", "USAGE", key, "SAMPLES", "0")
 
 
-def measure_redis_memory(hosts, redis, wasm, args):
-    client = redis.client
-    n = args.apps
-    tokens = [create_tenant(hosts[0], f"tenant-{t}", n, (n + 10) * len(wasm) * 2) for t in range(TENANTS)]
-    time.sleep(0.5)
-    client.cmd("MEMORY", "PURGE")
-    before = client.info("memory", "stats", "commandstats")
-    bundles = [app_bundle(f"app-{i:04d}", wasm) for i in range(n)]
+def deploy_apps(hosts, tokens, n, wasm, variant=""):
+    """Deploys app-0000 .. app-N through host 1, a thread per tenant; returns the seconds taken."""
+    bundles = [app_bundle(f"app-{i:04d}", wasm, variant) for i in range(n)]
     errors = []
     started = time.monotonic()
 
@@ -673,16 +694,21 @@ def measure_redis_memory(hosts, redis, wasm, args):
         t.join()
     if errors:
         raise errors[0]
-    deploy_s = time.monotonic() - started
-    # Every host has reported every app (its report follows each change it applied).
+    return time.monotonic() - started, len(bundles[-1])
+
+
+def measure_redis_memory(hosts, redis, wasm, args, tokens):
+    client = redis.client
+    n = args.apps
+    tokens += [create_tenant(hosts[0], f"tenant-{t}", n, (n + 10) * len(wasm) * 2) for t in range(TENANTS)]
+    time.sleep(0.5)
+    client.cmd("MEMORY", "PURGE")
+    before = client.info("memory", "stats", "commandstats")
+    deploy_s, bundle_bytes = deploy_apps(hosts, tokens, n, wasm)
+    # Every host has applied every change (its report, a watermark, follows each change it
+    # applied).
     total_apps = client.cmd("HLEN", "skiff:c:apps")
-    deadline = time.monotonic() + 60
-    while any(client.cmd("HLEN", f"skiff:c:host:{h.name}") < total_apps for h in hosts):
-        if time.monotonic() > deadline:
-            fail("the hosts did not report every app within 60 s: "
-                 + ", ".join(f"{h.name} {client.cmd('HLEN', f'skiff:c:host:{h.name}')}" for h in hosts)
-                 + f" of {total_apps}")
-        time.sleep(0.1)
+    wait_applied(client, hosts, 60, "the deploys of the apps")
     time.sleep(0.5)
     client.cmd("MEMORY", "PURGE")
     after = client.info("memory", "stats", "commandstats")
@@ -695,23 +721,44 @@ def measure_redis_memory(hosts, redis, wasm, args):
     tenants = client.cmd("HLEN", "skiff:c:tenants")
     tenant_names = [f"tenant-{t}" for t in range(TENANTS)] + ["bench"]
     keys = {}
-    for key in ["skiff:c:apps", "skiff:c:tenants", "skiff:c:hosts"] + [f"skiff:c:host:{h.name}" for h in hosts] + \
-            [f"skiff:c:code:tenant-{t}" for t in range(TENANTS)]:
+    for key in ["skiff:c:apps", "skiff:c:tenants", "skiff:c:hosts", "skiff:c:change-log"] + \
+            [f"skiff:c:host:{h.name}" for h in hosts] + [f"skiff:c:code:tenant-{t}" for t in range(TENANTS)] + \
+            [f"skiff:c:kept:tenant-{t}" for t in range(TENANTS)]:
         kind = client.cmd("TYPE", key)
-        length = client.cmd("HLEN", key) if kind == "hash" else None
-        keys[key] = {"type": kind, "entries": length, "bytes": memory_usage(client, key)}
-    # What one resync reads, and one report writes, at this size.
+        length = {"hash": "HLEN", "stream": "XLEN", "zset": "ZCARD"}.get(kind)
+        keys[key] = {"type": kind, "entries": client.cmd(length, key) if length else None,
+                     "bytes": memory_usage(client, key)}
+    # What a host that joins reads at this size (besides each app's record).
     client.read_bytes = 0
     client.cmd("HGETALL", "skiff:c:apps")
     hgetall_bytes = client.read_bytes
     web = {"bytes": memory_usage(client, "skiff:c:app:web"), "len": client.cmd("STRLEN", "skiff:c:app:web")}
-    return {"apps": n, "tenants_total": tenants, "deploy_s": deploy_s, "bundle_bytes_uploaded": len(bundles[-1]),
+    return {"apps": n, "tenants_total": tenants, "deploy_s": deploy_s, "bundle_bytes_uploaded": bundle_bytes,
             "used_before": before["used_memory"], "used_after": after["used_memory"],
-            "deploy_redis": stats_delta(before, after, own=("info", "hlen", "memory")),
+            "deploy_redis": stats_delta(before, after, own=("info", "hlen", "memory", "hmget")),
             "app_usage": app_usage, "app_len": app_len,
             "bundle_keys": len(bundle_keys), "bundle_usage": bundle_usage, "bundle_len": bundle_len,
             "tenant_record_len": [client.cmd("HSTRLEN", "skiff:c:tenants", t) for t in tenant_names],
             "keys": keys, "hgetall_apps_bytes": hgetall_bytes, "apps_in_hash": total_apps, "web_record": web}
+
+
+def host_applied(client, host):
+    """The watermark host `host` reported: every change up to it applied (0: no report)."""
+    applied = client.cmd("HMGET", f"skiff:c:host:{host.name}", "applied")[0]  # HMGET: no host sends it then
+    return int(applied) if applied is not None else 0
+
+
+def wait_applied(client, hosts, timeout, what):
+    """Waits until every host's report says it applied every change up to the cluster's
+    newest revision."""
+    newest = int(client.cmd("GET", "skiff:c:revision") or 0)
+    deadline = time.monotonic() + timeout
+    while any(host_applied(client, h) < newest for h in hosts):
+        if time.monotonic() > deadline:
+            fail(f"the hosts did not report every change applied within {timeout} s after {what}: "
+                 + ", ".join(f"{h.name} {host_applied(client, h)}" for h in hosts) + f" of {newest}")
+        time.sleep(0.05)
+    return newest
 
 
 def measure_idle(redis, seconds):
@@ -726,9 +773,93 @@ def measure_idle(redis, seconds):
     return d
 
 
+def subscription_of(client, host):
+    """The Redis client id of `host`'s subscription to the changes: the pub/sub connection
+    whose local port is one of the host process's sockets."""
+    inodes = set()
+    fd_dir = f"/proc/{host.pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    for line in client.cmd("CLIENT", "LIST", "TYPE", "pubsub").decode().splitlines():
+        fields = dict(kv.split("=", 1) for kv in line.split(" ") if "=" in kv)
+        if int(fields["addr"].rsplit(":", 1)[1]) in ports:
+            return fields["id"]
+    return None
+
+
+def subscribers(client):
+    reply = client.cmd("PUBSUB", "NUMSUB", "skiff:c:changes")
+    return int(reply[1])
+
+
+def measure_catch_up(hosts, redis, wasm, tokens, n):
+    """Makes host 3 miss `n` changes and catch up from the change log: it is stopped (SIGSTOP),
+    its subscription is closed by Redis (CLIENT KILL), the `n` apps are deployed again through
+    host 1, then it is let go on (SIGCONT). Times from then until its report says it applied
+    every change, and counts the Redis commands it sent meanwhile."""
+    client = redis.client
+    late = hosts[-1]
+    wait_applied(client, hosts, 30, "the run so far")
+    sub = subscription_of(client, late)
+    if sub is None:
+        return {"error": f"could not find {late.name}'s subscription in CLIENT LIST"}
+    before_revision = int(client.cmd("GET", "skiff:c:revision"))
+    os.kill(late.pid, signal.SIGSTOP)
+    try:
+        client.cmd("CLIENT", "KILL", "ID", sub)
+        deploy_s, _ = deploy_apps(hosts, tokens, n, wasm, variant=", again")
+        newest = wait_applied(client, hosts[:-1], 30, "the deploys host 3 missed")
+        time.sleep(0.2)
+        before = client.info("stats", "commandstats")
+        stopped_subscribers = subscribers(client)
+        t0 = time.monotonic()
+    finally:
+        os.kill(late.pid, signal.SIGCONT)
+    resubscribed = caught_up = None
+    while caught_up is None:
+        now = time.monotonic()
+        if resubscribed is None and subscribers(client) > stopped_subscribers:
+            resubscribed = now
+        if host_applied(client, late) >= newest:
+            caught_up = now
+        elif now - t0 > 30:
+            late.check_alive("while catching up")
+            return {"error": f"{late.name} did not catch up within 30 s: applied {host_applied(client, late)} "
+                             f"of {newest}"}
+        time.sleep(0.001)
+    after = client.info("stats", "commandstats")
+    d = stats_delta(before, after, own=("info", "pubsub", "hmget"))
+    late.check_alive("after catching up")
+    return {"changes": newest - before_revision, "apps": n, "deploy_s": deploy_s,
+            "ms_from_resume": (caught_up - t0) * 1000,
+            # It catches up at once when its resync comes first, else once it has subscribed again
+            # (after a pause of 250 ms): the catch-up's own time is from the later of the two.
+            "ms_catch_up": (caught_up - (resubscribed if resubscribed and resubscribed < caught_up else t0)) * 1000,
+            "resubscribed_first": bool(resubscribed and resubscribed < caught_up),
+            "redis": d}
+
+
 def measure_synthetic(redis, entries):
-    """A hash of `entries` app names → revisions in database 1, read and rewritten as a resync
-    and a host report do."""
+    """In database 1: a hash of `entries` app names → revisions shaped like `skiff:c:apps`
+    (what a host that joins reads whole); a watermark report as `RedisState::report_host`
+    writes it; a change log of `entries` entries as the change scripts append to it, and a
+    catch-up batch read from it (XRANGE of 1000 entries)."""
     client = Resp(redis.port, db=1)
     try:
         client.cmd("FLUSHDB")
@@ -750,31 +881,69 @@ def measure_synthetic(redis, entries):
             reply_bytes = client.read_bytes
         stats = client.info("commandstats")["commands"]
         hgetall_usec = stats["hgetall"]["usec"] / stats["hgetall"]["calls"]
-        # A host's report, as RedisState::report_host sends it: MULTI, DEL, HSET all, PEXPIRE,
-        # ZADD, ZREMRANGEBYSCORE, EXEC.
-        all_fields = []
-        for name in names:
-            all_fields += [name, revision]
-        report = [["MULTI"], ["DEL", "bench:host"], ["HSET", "bench:host", *all_fields],
-                  ["PEXPIRE", "bench:host", 30000], ["ZADD", "bench:hosts", 1, "h"],
-                  ["ZREMRANGEBYSCORE", "bench:hosts", "-inf", 0], ["EXEC"]]
-        client.pipeline(report)  # the first creates the hash; the timed ones delete it first
+
+        # A host's report, as RedisState::report_host sends it, with no skipped app: MULTI, DEL,
+        # HSET applied N, PEXPIRE, ZADD, ZREMRANGEBYSCORE, EXEC; and the GET of the newest
+        # revision a resync starts with.
+        host_key, applied = "skiff:c:host:host-042", revision + entries
+        client.cmd("SET", "bench:revision", applied)
+        now_ms = int(time.time() * 1000)
+        report = [["MULTI"], ["DEL", host_key], ["HSET", host_key, "applied", applied],
+                  ["PEXPIRE", host_key, 30000], ["ZADD", "bench:hosts", now_ms + 30000, "host-042"],
+                  ["ZREMRANGEBYSCORE", "bench:hosts", "-inf", now_ms], ["EXEC"]]
+        reports = 1000
+        client.pipeline(report)
         client.cmd("CONFIG", "RESETSTAT")
         report_ms = []
-        for _ in range(5):
+        for _ in range(reports):
             t0 = time.perf_counter()
             _, sent = client.pipeline(report)
             report_ms.append((time.perf_counter() - t0) * 1000)
+        for _ in range(reports):
+            client.cmd("GET", "bench:revision")
         stats = client.info("commandstats")["commands"]
-        host_usage = memory_usage(client, "bench:host")
+        report_usage = memory_usage(client, host_key)
+        per_call = {c: stats[c]["usec"] / stats[c]["calls"]
+                    for c in ("del", "hset", "pexpire", "zadd", "zremrangebyscore", "exec", "get")}
+
+        # The change log: XADD as the change scripts do (MAXLEN ~ entries, id REVISION-0, kind and
+        # name), a tenth more than it keeps, so that it is trimmed as in a cluster that has run.
+        added = entries + entries // 10
+        client.cmd("CONFIG", "RESETSTAT")
+        for lo in range(0, added, 10_000):
+            client.pipeline([["XADD", "bench:change-log", "MAXLEN", "~", entries, f"{revision + i}-0",
+                              "kind", "app", "name", names[i % entries]]
+                             for i in range(lo, min(added, lo + 10_000))])
+        stats = client.info("commandstats")["commands"]
+        xadd_usec = stats["xadd"]["usec"] / stats["xadd"]["calls"]
+        log_len = client.cmd("XLEN", "bench:change-log")
+        log_usage = memory_usage(client, "bench:change-log")
+        first = int(client.cmd("XRANGE", "bench:change-log", "-", "+", "COUNT", 1)[0][0].split(b"-")[0])
+        # Catch-up batches from watermarks spread over the log, as RedisState::changes_since
+        # reads them: XRANGE log WATERMARK-1 + COUNT 1000.
+        batch, reads = 1000, 50
+        client.cmd("CONFIG", "RESETSTAT")
+        xrange_ms, xrange_bytes = [], []
+        for k in range(reads):
+            watermark = first + (log_len - batch - 1) * k // reads
+            client.read_bytes = 0
+            t0 = time.perf_counter()
+            got = client.cmd("XRANGE", "bench:change-log", f"{watermark}-1", "+", "COUNT", batch)
+            xrange_ms.append((time.perf_counter() - t0) * 1000)
+            xrange_bytes.append(client.read_bytes)
+            if len(got) != batch or int(got[0][0].split(b"-")[0]) != watermark + 1:
+                fail(f"XRANGE from {watermark}-1 did not start at {watermark + 1}: {got[:1]!r}")
+        stats = client.info("commandstats")["commands"]
+        xrange_usec = stats["xrange"]["usec"] / stats["xrange"]["calls"]
         client.cmd("FLUSHDB")
         return {"entries": entries, "name_example": names[-1], "revision_example": str(revision),
-                "usage": usage, "host_usage": host_usage,
-                "hgetall_bytes": reply_bytes, "hgetall_client_ms": hgetall, "hgetall_usec": hgetall_usec,
-                "report_bytes": sent, "report_client_ms": report_ms,
-                "hset_usec": stats["hset"]["usec"] / stats["hset"]["calls"],
-                "del_usec": stats["del"]["usec"] / stats["del"]["calls"],
-                "exec_usec": stats["exec"]["usec"] / stats["exec"]["calls"]}
+                "usage": usage, "hgetall_bytes": reply_bytes, "hgetall_client_ms": hgetall,
+                "hgetall_usec": hgetall_usec,
+                "report_bytes": sent, "report_client_ms": statistics.median(report_ms), "reports": reports,
+                "report_usage": report_usage, "report_usec": per_call,
+                "log_added": added, "log_len": log_len, "log_usage": log_usage, "xadd_usec": xadd_usec,
+                "xrange_batch": batch, "xrange_reads": reads, "xrange_bytes": statistics.median(xrange_bytes),
+                "xrange_client_ms": statistics.median(xrange_ms), "xrange_usec": xrange_usec}
     finally:
         client.close()
 
@@ -850,27 +1019,41 @@ def measure(args, skiff, http_wasm, workdir):
         proxy = None
 
         log(f"== Redis memory: {args.apps} apps in {TENANTS} tenants deployed through host 1")
-        results["memory"] = measure_redis_memory(hosts, redis, hello, args)
+        tokens = []
+        results["memory"] = measure_redis_memory(hosts, redis, hello, args, tokens)
         m = results["memory"]
         log(f"   used_memory {m['used_before'] / 1e6:.2f} -> {m['used_after'] / 1e6:.2f} MB "
             f"({(m['used_after'] - m['used_before']) / m['apps']:.0f} bytes per app)")
 
         log(f"== a 4th host joins (empty data folder): time to ready with {m['apps_in_hash']} apps in the cluster")
-        ready_ms, _ = join(skiff, workdir, redis, admin, "host-4")
-        results["join"] = {"ready_ms": ready_ms, "apps": m["apps_in_hash"]}
-        log(f"   ready after {results['join']['ready_ms']:.0f} ms (into the empty cluster: "
-            f"{results['join_empty_ms']:.0f} ms)")
+        joins = [join(skiff, workdir, redis, admin, f"host-4-{k}")[0] for k in range(3)]
+        results["join"] = {"ready_ms": statistics.median(joins), "ready_ms_all": joins, "apps": m["apps_in_hash"]}
+        log(f"   ready after {results['join']['ready_ms']:.0f} ms (median of "
+            + ", ".join(f"{x:.0f}" for x in joins) + f"; into the empty cluster: {results['join_empty_ms']:.0f} ms)")
 
         log(f"== {HOSTS} idle hosts for {args.idle} s: Redis commands and bytes")
         results["idle"] = measure_idle(redis, args.idle)
         i = results["idle"]
         log(f"   {i['commands']} commands, {i['net_out']} bytes out, {i['net_in']} bytes in: {i['calls']}")
 
-        log(f"== a synthetic hash of {SYNTHETIC_ENTRIES:,} entries: HGETALL and a host report's rewrite")
+        log(f"== {hosts[-1].name} misses {args.apps} changes (stopped, its subscription closed) and catches up "
+            f"from the change log")
+        results["catch_up"] = c = measure_catch_up(hosts, redis, hello, tokens, args.apps)
+        if "error" in c:
+            log(f"   {c['error']}")
+        else:
+            log(f"   {c['changes']} changes caught up {c['ms_from_resume']:.0f} ms after it went on "
+                f"({c['ms_catch_up']:.0f} ms of catching up); Redis: {c['redis']['calls']}")
+
+        log(f"== synthetic, {SYNTHETIC_ENTRIES:,} apps: HGETALL (a joining host), a watermark report, "
+            f"a change log and a catch-up batch")
         results["synthetic"] = measure_synthetic(redis, SYNTHETIC_ENTRIES)
         s = results["synthetic"]
-        log(f"   {s['usage'] / 1e6:.1f} MB; HGETALL {s['hgetall_bytes'] / 1e6:.2f} MB in {s['hgetall_usec'] / 1000:.1f} ms "
-            f"of Redis; report HSET {s['hset_usec'] / 1000:.1f} ms + DEL {s['del_usec'] / 1000:.1f} ms")
+        log(f"   hash {s['usage'] / 1e6:.1f} MB, HGETALL {s['hgetall_bytes'] / 1e6:.2f} MB in "
+            f"{s['hgetall_usec'] / 1000:.1f} ms of Redis; report {s['report_bytes']} B sent, "
+            f"{s['report_usec']['exec']:.1f} µs of Redis; change log {s['log_usage'] / s['log_len']:.1f} B per entry, "
+            f"XADD {s['xadd_usec']:.1f} µs; XRANGE of {s['xrange_batch']} {s['xrange_bytes'] / 1e3:.1f} KB in "
+            f"{s['xrange_usec'] / 1000:.2f} ms of Redis")
 
         for h in hosts:
             h.check_alive("at the end of the run")
@@ -946,12 +1129,21 @@ def deploy_figures(r):
             "commands": statistics.median(x["redis"]["commands"] for x in runs if x["kind"] == kind),
             "net_out": statistics.median(x["redis"]["net_out"] for x in runs if x["kind"] == kind),
             "net_in": statistics.median(x["redis"]["net_in"] for x in runs if x["kind"] == kind),
+            "usec": statistics.median(sum(x["redis"].get("usec", {}).values()) for x in runs if x["kind"] == kind),
             "calls": {},
         }
         names = sorted({c for x in runs if x["kind"] == kind for c in x["redis"]["calls"]})
         for c in names:
             out[kind]["calls"][c] = statistics.median(x["redis"]["calls"].get(c, 0) for x in runs if x["kind"] == kind)
     out["compile_ms"] = out["code"]["call"]["p50"] - out["config"]["call"]["p50"]
+    # Redis time per call of each command over every deploy (µs).
+    totals = {}
+    for x in runs:
+        for c, n in x["redis"]["calls"].items():
+            t = totals.setdefault(c, [0, 0.0])
+            t[0] += n
+            t[1] += x["redis"].get("usec", {}).get(c, 0)
+    out["usec_per_call"] = {c: u / n for c, (n, u) in totals.items() if n > 0}
     return out
 
 
@@ -994,11 +1186,14 @@ def build_tables(r, args):
     throughput_table = "\n".join(rows)
     per_app = (m["used_after"] - m["used_before"]) / m["apps"]
     apps_key, host_key = m["keys"]["skiff:c:apps"], m["keys"]["skiff:c:host:host-1"]
+    log_key = m["keys"]["skiff:c:change-log"]
     code_keys = [v for k, v in m["keys"].items() if k.startswith("skiff:c:code:")]
     code_entry = sum(v["bytes"] for v in code_keys) / max(1, sum(v["entries"] or 0 for v in code_keys))
+    kept_keys = [v for k, v in m["keys"].items() if k.startswith("skiff:c:kept:") and v["type"] == "hash"]
+    kept_entry = sum(v["bytes"] for v in kept_keys) / max(1, sum(v["entries"] or 0 for v in kept_keys))
     rows = ["| Redis | bytes |", "|---|---:|",
             f"| `used_memory` growth per app ({m['apps']} apps in {TENANTS} tenants, one version each, "
-            f"reported by 3 hosts) | {per_app:,.0f} |",
+            f"change log included) | {per_app:,.0f} |",
             f"| `skiff:c:app:NAME`, one version (MEMORY USAGE, median; JSON {statistics.median(m['app_len']):,.0f}) "
             f"| {statistics.median(m['app_usage']):,.0f} |",
             f"| `skiff:c:app:web` with {KEEP_VERSIONS + 1} versions (JSON {r['web_record_after_deploys']['len']:,}) "
@@ -1006,29 +1201,49 @@ def build_tables(r, args):
             f"| `skiff:c:bundle:ID`, the hello app (MEMORY USAGE, median; upload {m['bundle_bytes_uploaded']:,}) "
             f"| {statistics.median(m['bundle_usage']):,.0f} |",
             f"| `skiff:c:apps`, per entry ({apps_key['entries']} entries) | {apps_key['bytes'] / apps_key['entries']:,.0f} |",
-            f"| `skiff:c:host:HOST`, per entry ({host_key['entries']} entries) | "
-            f"{host_key['bytes'] / host_key['entries']:,.0f} |",
+            f"| `skiff:c:host:HOST`, a host's whole report (its watermark; {host_key['entries']} field) | "
+            f"{host_key['bytes']:,} |",
+            f"| `skiff:c:change-log`, per entry ({log_key['entries']:,} entries) | "
+            f"{log_key['bytes'] / max(1, log_key['entries'] or 0):,.0f} |",
             f"| `skiff:c:code:TENANT`, per entry | {code_entry:,.0f} |",
+            *([f"| `skiff:c:kept:TENANT`, per entry | {kept_entry:,.0f} |"] if kept_keys else []),
             f"| a tenant record (JSON in `skiff:c:tenants`, median) | {statistics.median(m['tenant_record_len']):,.0f} |",
-            f"| HGETALL `skiff:c:apps` as read by a resync ({m['apps_in_hash']} apps), reply | {m['hgetall_apps_bytes']:,} |",
+            f"| HGETALL `skiff:c:apps` as read by a host that joins ({m['apps_in_hash']} apps), reply | "
+            f"{m['hgetall_apps_bytes']:,} |",
             f"| {SYNTHETIC_ENTRIES:,}-entry hash like `skiff:c:apps` (MEMORY USAGE) | {s['usage']:,} "
             f"({s['usage'] / s['entries']:.0f} per entry) |",
             f"| its HGETALL reply | {s['hgetall_bytes']:,} ({s['hgetall_bytes'] / s['entries']:.1f} per entry) |",
-            f"| a host report of {SYNTHETIC_ENTRIES:,} apps as sent (MULTI, DEL, HSET, PEXPIRE, ZADD, ZREMRANGEBYSCORE, EXEC) "
-            f"| {s['report_bytes']:,} |"]
+            f"| a watermark report as sent (MULTI, DEL, HSET applied, PEXPIRE, ZADD, ZREMRANGEBYSCORE, EXEC) "
+            f"| {s['report_bytes']:,} |",
+            f"| the report's hash (MEMORY USAGE) | {s['report_usage']:,} |",
+            f"| a change log of {s['log_len']:,} entries (XADD … MAXLEN ~ {SYNTHETIC_ENTRIES:,}, {s['log_added']:,} "
+            f"added; MEMORY USAGE) | {s['log_usage']:,} ({s['log_usage'] / s['log_len']:.1f} per entry) |",
+            f"| XRANGE of {s['xrange_batch']:,} entries from it (a catch-up batch), reply (median) | "
+            f"{s['xrange_bytes']:,.0f} ({s['xrange_bytes'] / s['xrange_batch']:.1f} per entry) |"]
     memory_table = "\n".join(rows)
     per_host_idle = idle["commands"] / HOSTS / idle["seconds"]
+    c = r.get("catch_up") or {"error": "not measured"}
     rows = ["| Redis work | commands | bytes out | bytes in | Redis time |", "|---|---:|---:|---:|---:|",
             f"| one config deploy, 3 hosts (median) | {d['config']['commands']:.0f} | {d['config']['net_out']:,.0f} | "
             f"{d['config']['net_in']:,.0f} | |",
             f"| one code deploy, 3 hosts (median) | {d['code']['commands']:.0f} | {d['code']['net_out']:,.0f} | "
             f"{d['code']['net_in']:,.0f} | |",
             f"| 3 idle hosts, {m['apps_in_hash']} apps, per host per second ({idle['seconds']:.0f} s) | {per_host_idle:.2f} | "
-            f"{idle['net_out'] / HOSTS / idle['seconds']:,.0f} | {idle['net_in'] / HOSTS / idle['seconds']:,.0f} | |",
-            f"| HGETALL of the {SYNTHETIC_ENTRIES:,}-entry hash (one resync's read) | 1 | {s['hgetall_bytes']:,} | | "
-            f"{s['hgetall_usec'] / 1000:.1f} ms |",
-            f"| DEL + HSET of {SYNTHETIC_ENTRIES:,} entries (one host report) | 7 | | {s['report_bytes']:,} | "
-            f"{(s['del_usec'] + s['hset_usec']) / 1000:.1f} ms |"]
+            f"{idle['net_out'] / HOSTS / idle['seconds']:,.0f} | {idle['net_in'] / HOSTS / idle['seconds']:,.0f} | "
+            f"{redis_time(idle.get('usec', {})) / HOSTS / idle['seconds']:.0f} µs |",
+            f"| one watermark report (after each change a host applies, and each resync; mean of "
+            f"{s['reports']:,}) | 7 | | {s['report_bytes']:,} | {s['report_usec']['exec']:.1f} µs |",
+            f"| GET `skiff:c:revision` (each resync starts with it) | 1 | | | {s['report_usec']['get']:.1f} µs |",
+            f"| XADD to the {SYNTHETIC_ENTRIES:,}-entry change log (in each change's script) | 1 | | | "
+            f"{s['xadd_usec']:.1f} µs |",
+            f"| XRANGE of {s['xrange_batch']:,} entries from it (one catch-up batch; mean of {s['xrange_reads']}) | 1 | "
+            f"{s['xrange_bytes']:,.0f} | | {s['xrange_usec'] / 1000:.2f} ms |",
+            f"| HGETALL of the {SYNTHETIC_ENTRIES:,}-entry hash (a host that joins, or fell behind the log) | 1 | "
+            f"{s['hgetall_bytes']:,} | | {s['hgetall_usec'] / 1000:.1f} ms |"]
+    if "error" not in c:
+        rows.append(f"| host 3 catching up {c['changes']:,} missed changes from the change log (all of it) | "
+                    f"{c['redis']['commands']:,} | {c['redis']['net_out']:,} | {c['redis']['net_in']:,} | "
+                    f"{redis_time(c['redis']['usec']) / 1000:.1f} ms |")
     work_table = "\n".join(rows)
     return deploys_table, throughput_table, memory_table, work_table
 
@@ -1101,19 +1316,34 @@ def build_details(r, args):
         f"equal content. Hashes of up to 128 entries are stored compactly (listpack), so the per-entry figures of "
         f"the {SYNTHETIC_ENTRIES:,}-entry hash are the ones to scale with. Commands per deploy, 3 hosts (median): "
         f"config {calls(d['config']['calls'])}; new code {calls(d['code']['calls'])} (EVALSHA is the compare-and-swap "
-        f"script, with its PUBLISH inside). Idle, over {idle['seconds']:.0f} s with `--cluster-resync` 10 s: "
-        f"{calls(idle['calls'])}. The synthetic hash: names like `{s['name_example']}`, revisions like "
-        f"`{s['revision_example']}`; HGETALL as the client saw it {statistics.median(s['hgetall_client_ms']):.0f} ms "
-        f"(Redis {s['hgetall_usec'] / 1000:.1f} ms, the rest is this Python client reading it); the report's pipeline "
-        f"{statistics.median(s['report_client_ms']):.0f} ms as the client saw it (Redis: DEL {s['del_usec'] / 1000:.1f}, "
-        f"HSET {s['hset_usec'] / 1000:.1f}, EXEC {s['exec_usec'] / 1000:.1f} ms). "
+        f"script, with its XADD to the change log and its PUBLISH inside; the MULTI … EXEC are the 3 hosts' "
+        f"reports). Idle, over {idle['seconds']:.0f} s with `--cluster-resync` 10 s: {calls(idle['calls'])}; "
+        f"a resync of an idle host is a GET of `skiff:c:revision` and its report (MULTI, DEL, HSET, PEXPIRE, ZADD, "
+        f"ZREMRANGEBYSCORE, EXEC), so about {HOSTS * idle['seconds'] / 10:.0f} of each are expected, and a host "
+        f"that writes out its usage (every `--usage-flush`) adds MULTI, RPUSH, EXPIRE, EXEC"
+        + ("" if set(idle["calls"]) <= IDLE_COMMANDS else
+           f" (**other commands too: {calls({k: v for k, v in idle['calls'].items() if k not in IDLE_COMMANDS})}**)")
+        + f". The synthetic hash: names like `{s['name_example']}`, revisions like `{s['revision_example']}`; "
+        f"HGETALL as the client saw it {statistics.median(s['hgetall_client_ms']):.0f} ms (Redis "
+        f"{s['hgetall_usec'] / 1000:.1f} ms, the rest is this Python client reading it). The watermark report: "
+        f"{s['report_client_ms']:.2f} ms as the client saw it (one round trip, median of {s['reports']:,}); Redis "
+        f"(µs per call): " + ", ".join(f"{k.upper()} {v:.1f}" for k, v in s["report_usec"].items() if k != "get")
+        + f" (EXEC's time includes the commands it runs), back to back; the hosts' own reports, each alone, took "
+        f"{d['usec_per_call'].get('exec', float('nan')):.1f} µs (EXEC, mean over the deploys)"
+        + (f" and {idle['usec']['exec'] / idle['calls']['exec']:.1f} µs idle" if idle.get("usec", {}).get("exec") else "")
+        + f": the scale model uses the hosts' figures. The change log: {s['log_added']:,} XADDs with `MAXLEN ~ "
+        f"{SYNTHETIC_ENTRIES:,}` left {s['log_len']:,} entries (Redis trims whole blocks); an XRANGE of "
+        f"{s['xrange_batch']:,} from watermarks spread over it took {s['xrange_client_ms']:.1f} ms as the client saw "
+        f"it (median), {s['xrange_usec'] / 1000:.2f} ms of Redis. "
         f"{r['redis_version']}; {r['haproxy_version']}. Load average (1, 5, 15 min) at the start: "
         + ", ".join(f"{x:.2f}" for x in r["loadavg_start"]) + "; at the end: "
         + ", ".join(f"{x:.2f}" for x in r["loadavg_end"]) + ".")
     j = r["join"]
     lines.append(
         f"A 4th host with an empty data folder, started once the {j['apps']} apps were deployed, answered "
-        f"`/readyz` with 200 {j['ready_ms']:,.0f} ms after it was spawned; the same into the empty cluster, "
+        f"`/readyz` with 200 {j['ready_ms']:,.0f} ms after it was spawned"
+        + (" (median of " + ", ".join(f"{x:,.0f}" for x in j["ready_ms_all"]) + " ms)" if j.get("ready_ms_all") else "")
+        + f"; the same into the empty cluster, "
         f"{r['join_empty_ms']:,.0f} ms (the first 3, started together, "
         f"{min(r['ready_empty_ms']):,.0f}-{max(r['ready_empty_ms']):,.0f} ms). A host that "
         f"joins reads every app's record, one after the other (an HGET and a GET each), before it is ready: "
@@ -1123,10 +1353,31 @@ def build_details(r, args):
            f"`apps inspect` lists it as a host that does not serve the app's revision. The script removes the 4th "
            f"host from that list itself, so that its own `apps inspect` polls count the 3 hosts."
            if r.get("stopped_host_listed_ms") else ""))
+    c = r.get("catch_up") or {"error": "not measured"}
+    if "error" in c:
+        lines.append(f"Catching up from the change log: **{c['error']}**.")
+    else:
+        rc = c["redis"]
+        lines.append(
+            f"Catching up from the change log: host 3 was stopped (SIGSTOP) and its subscription closed by Redis "
+            f"(CLIENT KILL), then the {c['apps']} apps were deployed again through host 1 ({c['deploy_s']:.1f} s), "
+            f"{c['changes']} changes it missed, and host 3 was let go on (SIGCONT). Its report said it had applied "
+            f"them all {c['ms_from_resume']:,.0f} ms later; "
+            + (f"it had subscribed again first (after its pause of 250 ms), and caught up in "
+               f"{c['ms_catch_up']:,.0f} ms from then" if c["resubscribed_first"] else
+               "its resync came first, so that is all catching up")
+            + f": {c['ms_catch_up'] / c['changes']:.2f} ms per change, every change a distinct app. Redis commands "
+            f"meanwhile (hosts 1 and 2 idle): {calls(rc['calls'])}; {fmt_bytes(rc['net_out'])} out of Redis, "
+            f"{redis_time(rc['usec']) / 1000:.1f} ms of its time"
+            + ("; no HGETALL: it read only the apps that changed" if not rc["calls"].get("hgetall") else
+               "; **it read everything (HGETALL)**")
+            + ".")
     warnings = [f"{h}: {w}" for h, ws in r.get("log_warnings", {}).items() for w in ws]
     if warnings:
         lines.append("Warnings and errors in the hosts' logs (last ones): "
-                     + "; ".join(f"`{w[-300:]}`" for w in warnings[:6]) + ".")
+                     + "; ".join(f"`{w[-300:]}`" for w in warnings[:6]) + "."
+                     + (" Host 3's lost subscription is the catch-up measurement's own doing."
+                        if any("subscription" in w for w in warnings) else ""))
     else:
         lines.append("No warning or error in the hosts' logs.")
     return "\n\n".join(lines)
@@ -1140,118 +1391,176 @@ def join_per_app_ms(r):
 def build_model(r, args):
     """The scale model: 100 hosts, 100,000 apps, from the figures measured above."""
     d, m, s, idle = deploy_figures(r), r["memory"], r["synthetic"], r["idle"]
+    c = r.get("catch_up") or {}
     H, A, R = args.model_hosts, args.model_apps, 10.0
+    LOG = SYNTHETIC_ENTRIES  # changes the change log keeps (CHANGE_LOG_KEPT)
     rec = statistics.median(m["app_usage"])
     rec_full = r["web_record_after_deploys"]["bytes"]
     bun = statistics.median(m["bundle_usage"])
     entry = s["usage"] / s["entries"]  # one name → revision entry of a large hash
-    host_entry = s["host_usage"] / s["entries"]
     wire = s["hgetall_bytes"] / s["entries"]
-    report_wire = s["report_bytes"] / s["entries"]
-    hget_us, hset_us, del_us = s["hgetall_usec"], s["hset_usec"], s["del_usec"]
+    log_entry = s["log_usage"] / s["log_len"]
+    report_us, get_us = s["report_usec"]["exec"], s["report_usec"]["get"]
+    per_call = d["usec_per_call"]
+    evalsha_us = per_call.get("evalsha", 0.0)
+    exec_us = per_call.get("exec", 0.0)  # a host's report, as the deploys measured it
+    if c.get("changes"):
+        # A record read (HGET + GET of a record): host 3's catch-up, which read nothing else but
+        # the change log, the revision and its report.
+        cu = c["redis"]["usec"]
+        read_us = (cu.get("hget", 0) + cu.get("get", 0)) / c["changes"]
+        read_from = "host 3's catch-up"
+    else:
+        read_us = per_call.get("hget", 0.0) + per_call.get("get", 0.0)
+        read_from = "the deploys' HGET + GET"
+    # An idle host's resync (GET + its report: MULTI … EXEC, EXEC's time including what it
+    # ran), as the idle hosts measured it.
+    iu, ic = idle.get("usec", {}), idle["calls"]
+    resync_us = (sum(iu.get(k, 0) / ic[k] for k in ("get", "multi", "exec") if ic.get(k))
+                 if ic.get("get") else get_us + report_us)
     scale = A / s["entries"]
     times_scale = "" if scale == 1 else f" × {scale:g} (apps / entries measured)"
     compile_ms = d["compile_ms"]
     hello_compile_ms = max(0.0, r["hello_first_deploy_ms"] - d["config"]["call"]["p50"])
 
-    records = A * (rec + 2 * entry)
-    records_full = A * (rec_full + 2 * entry)
-    reports = H * A * host_entry
+    # Hashes with an entry per app: skiff:c:apps, skiff:c:code:T, and skiff:c:kept:T where it exists.
+    per_app_hashes = ["`skiff:c:apps`", "`skiff:c:code:T`"] + (
+        ["`skiff:c:kept:T`"] if any(k.startswith("skiff:c:kept:") and v["type"] == "hash"
+                                    for k, v in m["keys"].items()) else [])
+    nh = len(per_app_hashes)
+    records = A * (rec + nh * entry)
+    records_full = A * (rec_full + nh * entry)
+    reports = H * s["report_usage"]
+    change_log = LOG * log_entry
     bundles1, bundles6 = A * bun, A * bun * (KEEP_VERSIONS + 1)
     per_change_reads = H * (rec + 200)
-    per_change_report_bytes = H * A * report_wire
-    per_change_report_s = H * (hset_us + del_us) * scale / 1e6
-    resync_out = H / R * A * wire
-    resync_in = H / R * A * report_wire
-    resync_busy = H / R * (hget_us + hset_us + del_us) * scale / 1e6
+    per_change_report_bytes = H * s["report_bytes"]
+    per_change_us = evalsha_us + H * (read_us + exec_us)
+    changes_per_s = 1e6 / per_change_us if per_change_us else float("inf")
+    idle_cmds = H / R * 8
+    idle_in = H / R * s["report_bytes"]
+    idle_busy = H / R * resync_us / 1e6
+    batch = s["xrange_batch"]
+    batch_redis_ms = (s["xrange_usec"] + batch * read_us) / 1000
+    catch_up_per_change_ms = c["ms_catch_up"] / c["changes"] if c.get("changes") else float("nan")
+    batch_host_s = batch * catch_up_per_change_ms / 1000
+    join_s = A * join_per_app_ms(r) / 1000
+    join_redis_s = (s["hgetall_usec"] * scale + A * read_us) / 1e6
     compile_hours = A * hello_compile_ms / 1000 / 3600
     compile_hours_big = A * compile_ms / 1000 / 3600
-    join_s = A * join_per_app_ms(r) / 1000
-    code_msgs = d["code"]["calls"].get("publish", 0)
 
     rows = [f"| quantity, {H} hosts and {A:,} apps | formula (measured inputs above) | result |", "|---|---|---:|",
-            f"| Redis: app records | {A:,} × ({rec:,.0f} B record + 2 × {entry:.0f} B entries in `skiff:c:apps` and "
-            f"`skiff:c:code:T`) | {fmt_bytes(records)} |",
-            f"| the same, each app keeping {KEEP_VERSIONS + 1} versions | {A:,} × ({rec_full:,} + 2 × {entry:.0f}) | "
+            f"| Redis: app records | {A:,} × ({rec:,.0f} B record + {nh} × {entry:.0f} B entries in "
+            f"{', '.join(per_app_hashes)}) | {fmt_bytes(records)} |",
+            f"| the same, each app keeping {KEEP_VERSIONS + 1} versions | {A:,} × ({rec_full:,} + {nh} × {entry:.0f}) | "
             f"{fmt_bytes(records_full)} |",
-            f"| Redis: host reports | {H} hosts × {A:,} apps × {host_entry:.0f} B | {fmt_bytes(reports)} |",
+            f"| Redis: host reports (watermarks) | {H} hosts × {s['report_usage']:,} B | {fmt_bytes(reports)} |",
+            f"| Redis: the change log, full | {LOG:,} changes × {log_entry:.1f} B | {fmt_bytes(change_log)} |",
             f"| Redis: bundles, one version each, hello-sized | {A:,} × {bun:,.0f} B | {fmt_bytes(bundles1)} |",
             f"| the same, {KEEP_VERSIONS + 1} versions each | × {KEEP_VERSIONS + 1} | {fmt_bytes(bundles6)} |",
             f"| one change: announcements | 1 PUBLISH → {H} deliveries | {H} messages |",
             f"| one change: records read | {H} hosts × (HGET + GET, ~{rec + 200:,.0f} B) | {fmt_bytes(per_change_reads)} |",
             f"| one change: bundle fetched by hosts that have the app loaded | up to {H} × {bun:,.0f} B | "
             f"{fmt_bytes(H * bun)} |",
-            f"| one change: host reports written (every host rewrites all it serves) | {H} × {A:,} × "
-            f"{report_wire:.1f} B | {fmt_bytes(per_change_report_bytes)} |",
-            f"| one change: Redis busy with those reports | {H} × (HSET {hset_us / 1000:.1f} + DEL {del_us / 1000:.1f} ms) "
-            f"{times_scale} | {per_change_report_s:,.1f} s |",
-            f"| resync: HGETALL `skiff:c:apps` out of Redis | {H} / {R:.0f} s × {A:,} × {wire:.1f} B | "
-            f"{fmt_bytes(resync_out)}/s |",
-            f"| resync: reports into Redis | {H} / {R:.0f} s × {A:,} × {report_wire:.1f} B | {fmt_bytes(resync_in)}/s |",
-            f"| resync: Redis busy, of its one thread | {H} / {R:.0f} s × (HGETALL {hget_us / 1000:.1f} + HSET "
-            f"{hset_us / 1000:.1f} + DEL {del_us / 1000:.1f} ms){times_scale} | {resync_busy * 100:,.0f} % |",
-            f"| a new host reads every record before it is ready | {A:,} × {join_per_app_ms(r):.2f} ms | "
-            f"{join_s:,.0f} s |",
+            f"| one change: host reports written (one watermark each) | {H} × {s['report_bytes']:,} B | "
+            f"{fmt_bytes(per_change_report_bytes)} |",
+            f"| one change: Redis busy | script {evalsha_us:.0f} µs (its XADD included) + {H} × (record read "
+            f"{read_us:.1f} + report {exec_us:.1f} µs) | {per_change_us / 1000:.2f} ms |",
+            f"| changes per second Redis can take, all hosts applying each | 1 s / {per_change_us / 1000:.2f} ms | "
+            f"{changes_per_s:,.0f} |",
+            f"| resync, idle cluster: commands | {H} / {R:.0f} s × (GET + a report of 7) | {idle_cmds:,.0f}/s |",
+            f"| resync, idle cluster: reports into Redis | {H} / {R:.0f} s × {s['report_bytes']:,} B | "
+            f"{fmt_bytes(idle_in)}/s |",
+            f"| resync, idle cluster: Redis busy, of its one thread | {H} / {R:.0f} s × {resync_us:.1f} µs (GET + report, "
+            f"the idle hosts') | {idle_busy * 1e6:,.0f} µs/s ({idle_busy * 100:.3f} %) |",
+            f"| catch-up, per {batch:,} changes a host missed: Redis busy | XRANGE {s['xrange_usec'] / 1000:.2f} ms + "
+            f"up to {batch:,} × {read_us:.1f} µs record reads | {batch_redis_ms:.1f} ms |",
+            f"| the same: read out of Redis | XRANGE {fmt_bytes(s['xrange_bytes'])} + up to {batch:,} × ~{rec + 200:,.0f} B "
+            f"| {fmt_bytes(s['xrange_bytes'] + batch * (rec + 200))} |",
+            f"| the same: the host's time | {batch:,} × {catch_up_per_change_ms:.2f} ms (host 3's catch-up) | "
+            f"{batch_host_s:.1f} s |",
+            f"| how far back the log reaches | {LOG:,} changes; at 1 change a second | {LOG / 3600:.1f} hours |",
+            f"| the same, at the most changes Redis can take | {LOG:,} / {changes_per_s:,.0f} per second | "
+            f"{LOG / changes_per_s / 60:.0f} minutes |",
+            f"| a host that joins (or fell behind the log) reads everything before it is ready | {A:,} × "
+            f"{join_per_app_ms(r):.2f} ms | {join_s:,.0f} s |",
+            f"| the same: Redis busy | HGETALL {s['hgetall_usec'] / 1000:.1f} ms{times_scale} + {A:,} × "
+            f"{read_us:.1f} µs | {join_redis_s:.1f} s |",
+            f"| the same: read out of Redis | {A:,} × ({wire:.1f} B of HGETALL + ~{rec + 200:,.0f} B record) | "
+            f"{fmt_bytes(A * (wire + rec + 200))} |",
             f"| cold caches: compiling every app once on one host, hello-sized | {A:,} × {hello_compile_ms:,.0f} ms | "
             f"{compile_hours:,.1f} CPU-hours |",
             f"| the same, the {r['web_wasm_bytes'] // 1000} KB test guest | {A:,} × {compile_ms:,.0f} ms | "
             f"{compile_hours_big:,.1f} CPU-hours |",
             f"| hello-sized, on every host (any host serves any app) | × {H} | {compile_hours * H:,.0f} CPU-hours |"]
     table = "\n".join(rows)
-    redis_total = records + reports + bundles1
+    redis_total = records + reports + change_log + bundles1
+    caught = (f"Measured here: host 3, having missed {c['changes']} changes, caught up in {c['ms_catch_up']:,.0f} ms "
+              f"with {c['redis']['calls'].get('xrange', 0):g} XRANGE and "
+              f"{c['redis']['calls'].get('get', 0):g} GETs (records and revision) and no HGETALL."
+              if c.get("changes") and not c["redis"]["calls"].get("hgetall") else
+              f"Host 3's catch-up here: {c.get('error') or 'it read everything (HGETALL)'}.")
     text = f"""### Scale model: {H} hosts, {A:,} apps
 
 What the design as built does at {H} hosts and {A:,} apps, computed from the figures above (the
 table's formulas show which; a figure scales with what its formula says, nothing else is
 assumed). The changes, the reads and the resyncs all go through one Redis, which runs commands
 on one thread. The bundle sizes are the hello app's ({statistics.median(m['bundle_len']):,.0f} bytes gzipped):
-real apps are larger, often by 100x, and the bundle rows grow with them.
+real apps are larger, often by 100x, and the bundle rows grow with them. Redis times per call are
+those measured above: the deploys' (script, reports), {read_from} (record reads), the idle
+hosts' (resyncs) and the synthetic ones (change log, HGETALL).
 
 {table}
 
 What scales:
 
 - **Announcements and record reads.** A change is one script run (compare-and-swap with the
-  quotas, {d['config']['calls'].get('evalsha', 1):g} EVALSHA) and one PUBLISH, which Redis
-  delivers to {H} subscribers; each host then reads one record ({rec:,.0f} B). Measured with 3
-  hosts, a deploy that changes only the configuration takes {d['config']['commands']:.0f} commands
-  in all, and reaches the last host {fmt_ms(d['config']['from_return']['p50'])} ms (median) after the call
-  returned. At {H} hosts that is {H} small messages and about {fmt_bytes(per_change_reads)} read per change:
-  nothing for Redis.
+  quotas and an XADD to the change log, {d['config']['calls'].get('evalsha', 1):g} EVALSHA of
+  {evalsha_us:.0f} µs) and one PUBLISH, which Redis delivers to {H} subscribers; each host then
+  reads one record ({rec:,.0f} B) and reports its watermark. Measured with 3 hosts, a deploy that
+  changes only the configuration takes {d['config']['commands']:.0f} commands in all, and reaches the
+  last host {fmt_ms(d['config']['from_return']['p50'])} ms (median) after the call returned. At {H} hosts
+  that is {H} small messages, about {fmt_bytes(per_change_reads)} read and {fmt_bytes(per_change_report_bytes)}
+  of reports written per change, {per_change_us / 1000:.2f} ms of Redis: it takes about
+  {changes_per_s:,.0f} changes a second, cluster-wide, before its one thread is full. That limit
+  falls as hosts are added (each host reads and reports every change), not as apps are.
+- **Host reports** are a watermark: one small hash per host ({s['report_usage']:,} B,
+  {fmt_bytes(reports)} for {H} hosts), rewritten by one MULTI of {s['report_bytes']:,} bytes
+  ({exec_us:.1f} µs of Redis as the hosts' own reports took; {report_us:.1f} µs back to back) after
+  each change the host applies and each resync, however many apps there are. `apps inspect`
+  compares each host's watermark with the app's revision.
+- **Resync.** An idle host costs one GET of `skiff:c:revision` and one report per 10 s: at {H}
+  hosts {idle_cmds:,.0f} commands a second, {idle_busy * 100:.3f} % of Redis's thread, whatever the number
+  of apps. Measured idle (3 hosts, {m['apps_in_hash']} apps): {idle['commands'] / HOSTS / idle['seconds']:.1f}
+  commands/s and {fmt_bytes(idle['net_in'] / HOSTS / idle['seconds'])}/s into Redis per host. On a busy
+  cluster the announcements carry the changes, and a resync no longer reads everything: its GET
+  finds the host at the newest revision, or a few changes short (announcements on their way),
+  which it reads from the change log. A host that missed some (a lost subscription, a failed
+  apply) reads the change log from its watermark, {batch:,} changes per XRANGE
+  ({fmt_bytes(s['xrange_bytes'])}, {s['xrange_usec'] / 1000:.2f} ms of Redis), and re-reads only the apps
+  named: {batch_redis_ms:.1f} ms of Redis and about {batch_host_s:.1f} s of the host per {batch:,} missed
+  changes. {caught}
+- **The change log** keeps the newest {LOG:,} changes, {log_entry:.1f} B each: {fmt_bytes(change_log)},
+  whatever the number of apps or hosts; its XADD adds {s['xadd_usec']:.1f} µs to a change. It reaches
+  back {LOG:,} changes: at one change a second, {LOG / 3600:.1f} hours; at the {changes_per_s:,.0f} a second
+  Redis could take at {H} hosts, {LOG / changes_per_s / 60:.0f} minutes. A host away for longer reads
+  everything, as one that joins.
 - **Bundle fetches** are per host and per version, only where the app is loaded (the others
   fetch on their next request): up to {fmt_bytes(H * bun)} per hello-sized deploy.
 
 What does not scale, as built:
 
-- **Host reports.** After every change it applies and after every resync, each host rewrites
-  its whole `skiff:c:host:HOST` hash (DEL, then HSET of every app it serves). With {A:,} apps and
-  {H} hosts one deploy makes Redis rewrite {fmt_bytes(per_change_report_bytes)} and keeps it busy
-  {per_change_report_s:,.1f} s: the cluster could absorb about {1 / per_change_report_s if per_change_report_s else float('inf'):.2f}
-  changes per second in all, with every other command (deploys, key-value stores) waiting behind
-  those rewrites. The reports also take {fmt_bytes(reports)} of Redis memory. This is the part to
-  fix first. Since every change gets a number from one counter (`skiff:c:revision`), a host can
-  report a watermark instead: "applied every change up to revision N", plus the few apps it
-  failed to apply, one small write per change; `apps inspect` then compares the app's revision
-  with each host's watermark. Short of that, a host can HSET only the app it just applied and
-  rewrite the whole hash at most at resync, spread over the interval.
-- **Resync.** Every host reads all of `skiff:c:apps` every 10 s (HGETALL: {A:,} entries,
-  {fmt_bytes(A * wire)}) and then reports all of it: {fmt_bytes(resync_out)}/s out of Redis and
-  {fmt_bytes(resync_in)}/s into it, and {resync_busy * 100:,.0f} % of Redis's one thread, with
-  nothing changing. Idle today (3 hosts, {m['apps_in_hash']} apps) a host costs
-  {idle['commands'] / HOSTS / idle['seconds']:.1f} commands/s and {fmt_bytes(idle['net_out'] / HOSTS / idle['seconds'])}/s;
-  that grows with hosts × apps. Fixes: compare one number first (GET `skiff:c:revision`) and read
-  everything only when it moved past what the host has applied and announcements may have been
-  missed; better, keep the changes in a Redis stream (XADD per change, each host XREADs from
-  the last entry it applied), so that a host that missed announcements catches up with what it
-  missed, not with everything, and reads everything only when the stream was trimmed past it.
-- **Bundles in Redis.** {A:,} hello-sized apps take {fmt_bytes(bundles1)} of Redis memory with
-  one version each and {fmt_bytes(bundles6)} with the {KEEP_VERSIONS} kept for rollback; with real app
-  sizes, terabytes. The example Redis (`deploy/kubernetes/cluster/redis`, `maxmemory 768mb`)
-  holds about {768e6 / (bun + rec + 2 * entry + H * host_entry):,.0f} hello-sized apps at {H} hosts. Redis should
-  hold the digests, and the bundles live in an object store or the OCI registry the apps can
-  already be deployed from (content-addressed, so equal bundles are stored once).
-  Without bundles, records and reports as built come to {fmt_bytes(records + reports)}; with
-  watermark reports, {fmt_bytes(records)}.
+- **Bundles in Redis**, as measured here (the default). {A:,} hello-sized apps take
+  {fmt_bytes(bundles1)} of Redis memory with one version each and {fmt_bytes(bundles6)} with the
+  {KEEP_VERSIONS} kept for rollback; with real app sizes, terabytes. Everything else together is
+  {fmt_bytes(records + reports + change_log)} (records {fmt_bytes(records)}, reports {fmt_bytes(reports)},
+  change log {fmt_bytes(change_log)}). The example Redis (`deploy/kubernetes/cluster/redis`,
+  `maxmemory 768mb`) holds about {max(0.0, 768e6 - change_log - reports) / (bun + rec + nh * entry):,.0f}
+  hello-sized apps ((768 MB − the change log − the reports) / ({bun:,.0f} + {rec:,.0f} + {nh} × {entry:.0f}) B
+  per app), and about {max(0.0, 768e6 - change_log - reports) / (rec + nh * entry):,.0f} without bundles.
+  At this scale run the hosts with `--cluster-bundles`, which keeps the bundles in an OCI
+  registry repository and Redis only the records (not measured here: this benchmark keeps
+  them in Redis).
 - **Cold caches.** Each host compiles each distinct component on its first request there
   (about {fmt_ms(hello_compile_ms)} ms for the {r['hello_wasm_bytes']:,}-byte hello app: its first deploy,
   {fmt_ms(r['hello_first_deploy_ms'])} ms, less a deploy without compiling; {fmt_ms(compile_ms)} ms for the
@@ -1264,17 +1573,22 @@ What does not scale, as built:
   with `hash-type consistent`), so each app compiles on a few hosts, not {H}; and share compiled
   code between hosts of the same skiff version and CPU features (by content hash, beside the
   bundles).
-- **Joining.** A new host reads the records one round trip at a time before it says it is
-  ready: about {join_s:,.0f} s at {A:,} apps. Every host restarted in a rollout, and every host
-  the HPA adds, waits that long; reading them in pipelined batches (or MGET of many records)
-  would cut it by the batch size.
+- **Joining.** A host that starts (a new one, or one restarted: records are not kept in its
+  data folder) reads everything before it says it is ready: the tenants, HGETALL of
+  `skiff:c:apps` ({fmt_bytes(A * wire)}), then every app's record one round trip at a time: about
+  {join_s:,.0f} s at {A:,} apps ({A:,} × {join_per_app_ms(r):.2f} ms, the 4th host's time per app
+  here{f"; host 3's catch-up took {catch_up_per_change_ms:.2f} ms per app" if c.get("changes") else ""}),
+  {join_redis_s:.1f} s of it Redis's time. Every host restarted in a rollout, and every host the HPA
+  adds, waits that long; reading the records in pipelined batches (or MGET of many records)
+  would cut it by the batch size. A host that fell further behind than the change log reaches
+  reads everything the same way, serving meanwhile.
 - **One Redis.** Everything above goes through one Redis process; the scripts touch keys of
   several hash slots, so a Redis Cluster cannot spread it. The apps' key-value stores use the
   same Redis unless the runtime config names another: at this scale give them their own.
 
 Redis memory at {H} hosts and {A:,} hello-sized apps as built, one version each: about
-{fmt_bytes(redis_total)} (records {fmt_bytes(records)}, reports {fmt_bytes(reports)}, bundles
-{fmt_bytes(bundles1)})."""
+{fmt_bytes(redis_total)} (records {fmt_bytes(records)}, reports {fmt_bytes(reports)}, change log
+{fmt_bytes(change_log)}, bundles {fmt_bytes(bundles1)})."""
     return text
 
 
