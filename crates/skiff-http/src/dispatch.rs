@@ -115,7 +115,7 @@ pub(crate) async fn dispatch(
     let origin = Origin {
         arrived,
         client: Some(client),
-        local_addr: local_addr.to_string(),
+        local_addr: Some(local_addr),
         base_path,
         trigger: Vec::new(),
     };
@@ -138,8 +138,10 @@ pub(crate) struct Origin {
     pub(crate) arrived: Instant,
     /// The client's address; `None` for work skiff started itself (a schedule).
     pub(crate) client: Option<SocketAddr>,
-    /// The `Host` to give a request that has none (wasi:http needs an authority).
-    pub(crate) local_addr: String,
+    /// The `Host` to give a request that has none (wasi:http needs an authority): the
+    /// listener's address, or `localhost` (`None`) for work skiff started itself. Written out
+    /// only for a request without one, not on every request.
+    pub(crate) local_addr: Option<SocketAddr>,
     pub(crate) base_path: Option<HeaderValue>,
     /// `skiff-*` headers the trigger sets, after any the request carried were removed.
     pub(crate) trigger: Vec<(HeaderName, HeaderValue)>,
@@ -220,7 +222,10 @@ where
     trace.inject(headers);
     // HTTP/1.0 clients may send no Host; wasi:http needs an authority.
     if !headers.contains_key(HOST) && request.uri().authority().is_none() {
-        set(request.headers_mut(), HOST, &origin.local_addr);
+        let host = origin
+            .local_addr
+            .map_or_else(|| "localhost".to_string(), |addr| addr.to_string());
+        set(request.headers_mut(), HOST, &host);
     }
 
     let method = request.method().clone();
@@ -452,7 +457,7 @@ impl HttpApp {
         let origin = Origin {
             arrived,
             client: None,
-            local_addr: "localhost".into(),
+            local_addr: None,
             base_path: None,
             trigger,
         };
