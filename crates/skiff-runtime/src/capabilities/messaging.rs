@@ -12,6 +12,7 @@
 //! limit, so an instance may hold at most [`MAX_HELD_BYTES`] of them: past that, making or
 //! growing one traps.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use skiff_manifest::Component;
@@ -122,15 +123,30 @@ pub struct Message {
 }
 
 impl Message {
+    /// What the message holds in the host: its data, content type and metadata, each
+    /// metadata entry with its own size too, so that empty entries are not free.
     fn bytes(&self) -> usize {
         self.inner.data.len()
             + self.inner.content_type.as_ref().map_or(0, String::len)
-            + self
-                .inner
-                .metadata
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()
+            + metadata_bytes(&self.inner.metadata)
+    }
+}
+
+fn metadata_bytes(metadata: &[(String, String)]) -> usize {
+    metadata
+        .iter()
+        .map(|(k, v)| ENTRY_BYTES + k.len() + v.len())
+        .sum()
+}
+
+/// What one metadata entry takes in the host besides its text.
+const ENTRY_BYTES: usize = std::mem::size_of::<(String, String)>();
+
+/// Sets `key` to `value`: a key once, its last value.
+fn upsert(metadata: &mut Vec<(String, String)>, key: String, value: String) {
+    match metadata.iter_mut().find(|(k, _)| *k == key) {
+        Some(entry) => entry.1 = value,
+        None => metadata.push((key, value)),
     }
 }
 
@@ -152,6 +168,13 @@ impl CapabilityCtx<'_, MessagingState> {
 
     /// Accounts for a message going from `before` to `after` bytes; traps past the bound.
     fn hold(&mut self, before: usize, after: usize) -> wasmtime::Result<()> {
+        self.state.held_bytes = self.fits(before, after)?;
+        Ok(())
+    }
+
+    /// What the instance would hold with a message going from `before` to `after` bytes;
+    /// an error (a trap) past the bound.
+    fn fits(&self, before: usize, after: usize) -> wasmtime::Result<usize> {
         let held = self
             .state
             .held_bytes
@@ -163,8 +186,7 @@ impl CapabilityCtx<'_, MessagingState> {
                  it may: send or drop messages before making more"
             ));
         }
-        self.state.held_bytes = held;
-        Ok(())
+        Ok(held)
     }
 }
 
@@ -243,12 +265,7 @@ impl types::HostMessage for CapabilityCtx<'_, MessagingState> {
         key: String,
         value: String,
     ) -> wasmtime::Result<()> {
-        self.change(&message, |m| {
-            match m.inner.metadata.iter_mut().find(|(k, _)| *k == key) {
-                Some(entry) => entry.1 = value,
-                None => m.inner.metadata.push((key, value)),
-            }
-        })
+        self.change(&message, |m| upsert(&mut m.inner.metadata, key, value))
     }
 
     async fn set_metadata(
@@ -256,13 +273,21 @@ impl types::HostMessage for CapabilityCtx<'_, MessagingState> {
         message: Resource<Message>,
         meta: types::Metadata,
     ) -> wasmtime::Result<()> {
+        // Bounded before any work on what the guest handed in: the list may be long.
+        let before = self.table.get(&message)?.bytes();
+        self.fits(before, before.saturating_add(metadata_bytes(&meta)))?;
         self.change(&message, |m| {
-            // A key once, its last value: as `add-metadata` would leave it.
+            // A key once, its last value, in the order keys first came: as `add-metadata`
+            // would leave it, in one pass.
+            let mut at: HashMap<String, usize> = HashMap::with_capacity(meta.len());
             let mut metadata: Vec<(String, String)> = Vec::with_capacity(meta.len());
             for (key, value) in meta {
-                match metadata.iter_mut().find(|(k, _)| *k == key) {
-                    Some(entry) => entry.1 = value,
-                    None => metadata.push((key, value)),
+                match at.get(&key) {
+                    Some(&i) => metadata[i].1 = value,
+                    None => {
+                        at.insert(key.clone(), metadata.len());
+                        metadata.push((key, value));
+                    }
                 }
             }
             m.inner.metadata = metadata;
