@@ -390,7 +390,7 @@ pub fn plain(status: StatusCode, body: String) -> Response<ResponseBody> {
     response
 }
 
-/// Marks a request a schedule started: `skiff-trigger: schedule`. A client cannot send it
+/// Marks a request a trigger started: `skiff-trigger: schedule` or `queue`. A client cannot send it
 /// (every `skiff-*` header a client sends is removed), so a guest can trust it.
 pub const TRIGGER: HeaderName = HeaderName::from_static("skiff-trigger");
 /// The scheduled time of the run, RFC 3339 in UTC, e.g. `2026-12-07T02:30:00Z`: the due time,
@@ -398,6 +398,14 @@ pub const TRIGGER: HeaderName = HeaderName::from_static("skiff-trigger");
 pub const SCHEDULED_TIME: HeaderName = HeaderName::from_static("skiff-scheduled-time");
 /// Which schedule started the run: `component.<id>.schedule[<index>]`.
 pub const SCHEDULE: HeaderName = HeaderName::from_static("skiff-schedule");
+/// The queue a message came from, as the app names it.
+pub const QUEUE: HeaderName = HeaderName::from_static("skiff-queue");
+/// A message's id in its queue: the same on every delivery of that message.
+pub const MESSAGE_ID: HeaderName = HeaderName::from_static("skiff-message-id");
+/// Which delivery of the message this is: 1, then 2 after a failure, ...
+pub const MESSAGE_ATTEMPT: HeaderName = HeaderName::from_static("skiff-message-attempt");
+/// A message's metadata, as a JSON object (absent when it has none).
+pub const MESSAGE_METADATA: HeaderName = HeaderName::from_static("skiff-message-metadata");
 
 /// A run that a schedule started, for [`HttpApp::run_scheduled`].
 pub struct ScheduledRequest<'a> {
@@ -426,16 +434,6 @@ impl HttpApp {
                 "the schedule has no `path` to call its HTTP component at\n".into(),
             );
         };
-        let body = Full::new(Bytes::new())
-            .map_err(|never: Infallible| -> wasmtime_wasi_http::Error { match never {} });
-        let mut request = Request::new(body);
-        *request.method_mut() = http::Method::POST;
-        match path.parse() {
-            Ok(uri) => *request.uri_mut() = uri,
-            Err(_) => {
-                return plain(StatusCode::BAD_REQUEST, "malformed schedule path\n".into());
-            }
-        }
         let name = self
             .schedule_names
             .get(run.schedule)
@@ -447,20 +445,157 @@ impl HttpApp {
         if let Ok(value) = HeaderValue::from_str(name) {
             trigger.push((SCHEDULE, value));
         }
-        let target = Target {
+        let post = TriggeredPost {
             component: schedule.component,
-            route_name: name,
+            name,
+            path,
+            body: Bytes::new(),
+            content_type: None,
+            trigger,
+            metrics: self.metrics.as_ref().and_then(|m| m.schedule(run.schedule)),
+            request_id: run.request_id,
+            arrived,
+        };
+        self.serve_triggered(post).await
+    }
+
+    /// A unit of work a trigger started: a `POST` of `post.body` to `post.path`, sent to
+    /// `post.component` without routing (a component may have no routes), through [`serve`].
+    async fn serve_triggered(&self, post: TriggeredPost<'_>) -> Response<ResponseBody> {
+        let body = Full::new(post.body)
+            .map_err(|never: Infallible| -> wasmtime_wasi_http::Error { match never {} });
+        let mut request = Request::new(body);
+        *request.method_mut() = http::Method::POST;
+        match post.path.parse() {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(_) => {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    format!("malformed path `{}`\n", post.path.escape_debug()),
+                );
+            }
+        }
+        if let Some(value) = post.content_type {
+            request
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, value);
+        }
+        let target = Target {
+            component: post.component,
+            route_name: post.name,
             matched_route: None,
             path_info: None,
-            metrics: self.metrics.as_ref().and_then(|m| m.schedule(run.schedule)),
+            metrics: post.metrics,
         };
         let origin = Origin {
-            arrived,
+            arrived: post.arrived,
             client: None,
             local_addr: None,
             base_path: None,
-            trigger,
+            trigger: post.trigger,
         };
-        serve(self, target, request, origin, run.request_id).await
+        serve(self, target, request, origin, post.request_id).await
     }
+}
+
+/// What [`HttpApp::serve_triggered`] sends.
+struct TriggeredPost<'a> {
+    component: usize,
+    /// The span's name: the schedule or consumer.
+    name: &'a str,
+    path: &'a str,
+    body: Bytes,
+    content_type: Option<HeaderValue>,
+    /// The `skiff-*` headers the trigger sets.
+    trigger: Vec<(HeaderName, HeaderValue)>,
+    metrics: Option<&'a RouteMetrics>,
+    request_id: u64,
+    arrived: Instant,
+}
+
+/// A queue message delivered as a request, for [`HttpApp::deliver_message`].
+pub struct QueuedMessage<'a> {
+    /// Index into the app's `consumers`.
+    pub consumer: usize,
+    pub data: Bytes,
+    pub content_type: Option<&'a str>,
+    pub metadata: &'a [(String, String)],
+    /// The message's id in its queue.
+    pub id: &'a str,
+    pub attempt: u32,
+    pub request_id: u64,
+}
+
+impl HttpApp {
+    /// Delivers a queue message to consumer `message.consumer`, whose `consume` table has a
+    /// `path`: a `POST` of the message's data to that path, with its content type, sent to
+    /// the consumer's component (no routing) through the same path as a client's request.
+    /// The message was handled if the answer is a 2xx. The caller drains the body.
+    pub async fn deliver_message(&self, message: QueuedMessage<'_>) -> Response<ResponseBody> {
+        let arrived = Instant::now();
+        let Some(consume) = self.loaded.app().consumers.get(message.consumer) else {
+            return plain(StatusCode::NOT_FOUND, "no such consumer\n".into());
+        };
+        let Some(path) = &consume.path else {
+            return plain(
+                StatusCode::NOT_FOUND,
+                "the consumer has no `path` to deliver messages to\n".into(),
+            );
+        };
+        let mut trigger = vec![(TRIGGER, HeaderValue::from_static("queue"))];
+        let mut add = |name: HeaderName, value: &str| {
+            // All valid (the metadata is escaped to ASCII); were one not, it would be left out
+            // rather than fail the delivery.
+            if let Ok(value) = HeaderValue::from_str(value) {
+                trigger.push((name, value));
+            }
+        };
+        add(QUEUE, &consume.queue);
+        add(MESSAGE_ID, message.id);
+        add(MESSAGE_ATTEMPT, &message.attempt.to_string());
+        if !message.metadata.is_empty() {
+            let metadata: serde_json::Map<String, serde_json::Value> = message
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            // Escaped to ASCII, so that any text makes a valid header value.
+            add(MESSAGE_METADATA, &ascii_json(&metadata));
+        }
+        let name = format!("consume[{}]", consume.queue);
+        let post = TriggeredPost {
+            component: consume.component,
+            name: &name,
+            path,
+            body: message.data,
+            content_type: message
+                .content_type
+                .and_then(|c| HeaderValue::from_str(c).ok()),
+            trigger,
+            metrics: self
+                .metrics
+                .as_ref()
+                .and_then(|m| m.consumer(message.consumer)),
+            request_id: message.request_id,
+            arrived,
+        };
+        self.serve_triggered(post).await
+    }
+}
+
+/// `value` as JSON with every character outside printable ASCII escaped (`\u00e9`).
+fn ascii_json(value: &serde_json::Map<String, serde_json::Value>) -> String {
+    let text = serde_json::Value::Object(value.clone()).to_string();
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii() && !c.is_ascii_control() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
 }

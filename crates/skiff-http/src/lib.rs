@@ -14,9 +14,13 @@
 //! | `skiff-client-addr` | the client's socket address, e.g. `127.0.0.1:51234` (absent on a scheduled run) |
 //! | `skiff-request-id` | the request's id, as in skiff's log lines |
 //! | `skiff-base-path` | when the app was chosen by a path prefix (`skiff server --path-routing`), that prefix, e.g. `/hello`; the path the guest sees is below it |
-//! | `skiff-trigger` | `schedule` on a run a schedule started (absent on a client's request) |
+//! | `skiff-trigger` | `schedule` on a run a schedule started, `queue` on a queue message (absent on a client's request) |
 //! | `skiff-scheduled-time` | on a scheduled run, its due time, RFC 3339 in UTC |
 //! | `skiff-schedule` | on a scheduled run, which schedule: `component.<id>.schedule[<index>]` |
+//! | `skiff-queue` | on a queue message delivered as a `POST` (`skiff-trigger: queue`), the queue, as the app names it |
+//! | `skiff-message-id` | on a queue message, its id in the queue: the same on every delivery of it, so a handler can spot a repeat |
+//! | `skiff-message-attempt` | on a queue message, which delivery this is: 1, then 2 after a failure, ... |
+//! | `skiff-message-metadata` | on a queue message with metadata, its entries as a JSON object |
 //! | `traceparent` | the request's place in its W3C trace: the client's trace continued, or a new one; when skiff records spans, its parent is the request's span |
 //!
 //! Every request is a server span when traces are exported ([`skiff_runtime::trace`]), named
@@ -37,7 +41,10 @@ mod metrics;
 mod standalone;
 
 pub use app::{AppSource, HttpApp, HttpLimits, Selected, SingleApp};
-pub use dispatch::{SCHEDULE, SCHEDULED_TIME, ScheduledRequest, TRIGGER, plain};
+pub use dispatch::{
+    MESSAGE_ATTEMPT, MESSAGE_ID, MESSAGE_METADATA, QUEUE, QueuedMessage, SCHEDULE, SCHEDULED_TIME,
+    ScheduledRequest, TRIGGER, plain,
+};
 pub use listener::Server;
 pub use metrics::{AppMetrics, HttpMetrics, serve_metrics};
 pub use standalone::{Standalone, StartError, Started, termination_signal};

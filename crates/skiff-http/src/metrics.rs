@@ -109,7 +109,8 @@ impl HttpMetrics {
     }
 
     /// The handles of every route of `app`. `tenant` is empty outside a multi-tenant host.
-    /// Scheduled runs count like requests, under the route `schedule[<index>]`.
+    /// Scheduled runs count like requests, under the route `schedule[<index>]`, and messages
+    /// delivered as requests under `consume[<queue>]`.
     pub fn for_app(&self, tenant: &str, app: &App) -> AppMetrics {
         let routes = app
             .routes
@@ -123,7 +124,16 @@ impl HttpMetrics {
                 self.route_metrics(tenant, app, s.component, &format!("schedule[{}]", s.index))
             })
             .collect();
-        AppMetrics { routes, schedules }
+        let consumers = app
+            .consumers
+            .iter()
+            .map(|c| self.route_metrics(tenant, app, c.component, &format!("consume[{}]", c.queue)))
+            .collect();
+        AppMetrics {
+            routes,
+            schedules,
+            consumers,
+        }
     }
 
     fn route_metrics(
@@ -212,6 +222,7 @@ impl RouteLabels {
 pub struct AppMetrics {
     routes: Vec<RouteMetrics>,
     schedules: Vec<RouteMetrics>,
+    consumers: Vec<RouteMetrics>,
 }
 
 impl AppMetrics {
@@ -221,6 +232,10 @@ impl AppMetrics {
 
     pub(crate) fn schedule(&self, index: usize) -> Option<&RouteMetrics> {
         self.schedules.get(index)
+    }
+
+    pub(crate) fn consumer(&self, index: usize) -> Option<&RouteMetrics> {
+        self.consumers.get(index)
     }
 }
 

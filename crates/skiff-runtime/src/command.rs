@@ -26,7 +26,6 @@ use crate::host::{Grants, Host};
 use crate::invoke::{RequestInfo, classify};
 use crate::limits::{InstanceLimiter, Limits, Sandboxed};
 use crate::load::{Linked, LoadedComponent};
-use crate::usage::{CpuTimed, UsageCell};
 
 /// What a command may see besides stdio, and how much it may use. Start from
 /// `CommandOptions::default()` (nothing granted, no limits) and set what you need.
@@ -145,43 +144,28 @@ impl LoadedComponent {
                 self.id
             )));
         };
-        let permits = self.admit()?;
-        let usage = self.usage.as_ref().map(UsageCell::new);
-        let identity = self.identity(&info);
         let mut grants = self.grants.clone();
         grants.wasi.args = std::iter::once(self.id.to_string())
             .chain(args.iter().cloned())
             .collect();
-        let mut host = Host::new(&grants, identity, self.limits.memory);
-        host.limiter().report_peak_to(usage.clone());
-        let mut store = self.sandboxes.new_store(host, &self.limits);
-        let (pre, limits, timeout) = (pre.clone(), self.limits, self.timeout());
-        let sandboxes = self.sandboxes.clone();
-        let run = async move {
-            let call = async {
+        let (pre, limits, sandboxes) = (pre.clone(), self.limits, self.sandboxes.clone());
+        self.run_in_fresh_store(&grants, &info, 0, move |store| {
+            Box::pin(async move {
                 let command = pre
-                    .instantiate_async(&mut store)
+                    .instantiate_async(&mut *store)
                     .await
                     .map_err(|err| InvokeError::Instantiate(format!("{err:#}")))?;
-                match command.wasi_cli_run().call_run(&mut store).await {
+                match command.wasi_cli_run().call_run(&mut *store).await {
                     Ok(Ok(())) => Ok(0),
                     Ok(Err(())) => Ok(1),
                     Err(err) => match err.downcast_ref::<I32Exit>() {
                         Some(exit) => Ok(exit.0),
-                        None => Err(classify(err, &mut store, limits, &sandboxes)),
+                        None => Err(classify(err, store, limits, &sandboxes)),
                     },
                 }
-            };
-            // The epoch deadline stops guest code; this stops a guest waiting on the host.
-            let result = tokio::time::timeout(timeout, call)
-                .await
-                .unwrap_or(Err(InvokeError::Deadline(timeout)));
-            // Admission lasts as long as the store.
-            drop(store);
-            drop(permits);
-            result
-        };
-        CpuTimed::new(run, usage).await
+            })
+        })
+        .await
     }
 }
 

@@ -54,9 +54,14 @@ pub enum LoadErrorKind {
     Store { label: String, reason: String },
     #[error("{reason}")]
     Variables { reason: String },
-    /// A trigger the manifest asks for that this skiff does not run yet.
-    #[error("{reason}")]
-    Unsupported { field: &'static str, reason: String },
+    /// The component is not of the kind a trigger of it needs (a route of a command, a
+    /// queue consumer without the handler): `field` is the manifest table that asks.
+    #[error("exports no `{expected}`; {hint}")]
+    WrongKind {
+        field: &'static str,
+        expected: &'static str,
+        hint: String,
+    },
 }
 
 impl LoadError {
@@ -76,7 +81,7 @@ impl LoadError {
             LoadErrorKind::Store { .. } => "key_value_stores",
             LoadErrorKind::Variables { .. } => "variables",
             LoadErrorKind::FuelDisabled => "limits.fuel",
-            LoadErrorKind::Unsupported { field, .. } => field,
+            LoadErrorKind::WrongKind { field, .. } => field,
             _ => "source",
         }
     }

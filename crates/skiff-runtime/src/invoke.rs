@@ -21,7 +21,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use crate::capabilities::InstanceIdentity;
 use crate::engine::Sandboxes;
 use crate::error::InvokeError;
-use crate::host::Host;
+use crate::host::{Grants, Host};
 use crate::limits::{Limits, Sandboxed};
 use crate::load::{Linked, LoadedComponent};
 use crate::reuse::{Instance, Permits, Slot};
@@ -30,6 +30,10 @@ use crate::usage::{CountedBody, CpuTimed, UsageCell};
 
 /// The body of a response produced by a guest (or by skiff on a guest's behalf).
 pub type ResponseBody = wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+/// The guest's part of a unit of work run by [`LoadedComponent::run_in_fresh_store`].
+pub(crate) type GuestWork<'s, T> =
+    Pin<Box<dyn std::future::Future<Output = Result<T, InvokeError>> + Send + 's>>;
 
 /// Facts about the request that the runtime needs and the trigger knows.
 #[derive(Debug, Clone)]
@@ -50,6 +54,39 @@ impl LoadedComponent {
             self.shared_concurrency.as_deref(),
             &self.sandboxes.permits,
         )
+    }
+
+    /// One unit of work that is not an HTTP request (a command's run, a queue message), in a
+    /// fresh instance with `grants` and the component's limits: admitted first, metered when
+    /// the app is (`bytes_in` is what it was handed), and stopped at the deadline. `work`
+    /// gets the new store; the store, and with it the admission, is gone when `work` ends.
+    pub(crate) async fn run_in_fresh_store<T>(
+        &self,
+        grants: &Grants,
+        info: &RequestInfo,
+        bytes_in: usize,
+        work: impl for<'s> FnOnce(&'s mut Store<Host>) -> GuestWork<'s, T>,
+    ) -> Result<T, InvokeError> {
+        let permits = self.admit()?;
+        let usage = self.usage.as_ref().map(UsageCell::new);
+        if let Some(usage) = &usage {
+            usage.received(bytes_in);
+        }
+        let mut host = Host::new(grants, self.identity(info), self.limits.memory);
+        host.limiter().report_peak_to(usage.clone());
+        let mut store = self.sandboxes.new_store(host, &self.limits);
+        let timeout = self.timeout();
+        let run = async move {
+            // The epoch deadline stops guest code; this stops a guest waiting on the host.
+            let result = tokio::time::timeout(timeout, work(&mut store))
+                .await
+                .unwrap_or(Err(InvokeError::Deadline(timeout)));
+            // Admission lasts as long as the store.
+            drop(store);
+            drop(permits);
+            result
+        };
+        CpuTimed::new(run, usage).await
     }
 
     /// Who an instance runs for: on its log lines, and in its counters.

@@ -4,21 +4,24 @@
 //! It owns the wasmtime engine (pooling allocator, copy-on-write memory images, epoch
 //! interruption), the on-disk [`CodeCache`] of compiled code, the per-instance state with its
 //! resource limits, and the host capabilities, one module each (files and environment,
-//! outbound HTTP, key-value, configuration, logging). Triggers (the HTTP server, later
-//! schedules and queues) depend on this crate; it knows nothing of them.
+//! outbound HTTP, key-value, configuration, logging, messaging). Triggers (the HTTP server,
+//! schedules, queue consumers) depend on this crate; it knows nothing of them.
 //!
 //! The spine every unit of work follows: [`Runtime::load_app`] compiles (or loads from the
 //! cache) each component once and keeps an `InstancePre`; [`LoadedComponent::handle_http`] then
 //! instantiates a fresh `Store` per request, calls the guest, and drops the store when done;
 //! [`Runtime::run_command`] runs a command through the same store-making path, and
-//! [`LoadedComponent::run_command`] a command component of an app, when a trigger starts it. When the host
-//! set a [`UsageSink`], what a request used (wall and CPU time, peak memory, bytes in and out)
-//! is reported to it once the request is over.
+//! [`LoadedComponent::run_command`] a command component of an app, when a trigger starts it;
+//! [`LoadedComponent::handle_message`] hands a queue message to a component's
+//! `wasi:messaging/incoming-handler` the same way. When the host set a [`UsageSink`], what a
+//! request used (wall and CPU time, peak memory, bytes in and out) is reported to it once the
+//! request is over.
 //!
 //! Inside, the modules are layered, each using only those above it: errors, settings and
 //! measurements (`error`, `config`, `trace`, `metrics`, `usage`, `limits`, `cache`, `code`);
 //! the `capabilities`; `host`, where they meet; `reuse` and `engine` (admission, instance
-//! reuse, making stores); `load`, `invoke` and `command` (the spine); and `runtime` on top.
+//! reuse, making stores); `load`, `invoke`, `command` and `message` (the spine); and `runtime`
+//! on top.
 
 mod cache;
 mod capabilities;
@@ -31,6 +34,7 @@ mod host;
 mod invoke;
 mod limits;
 mod load;
+mod message;
 mod metrics;
 mod reuse;
 mod runtime;

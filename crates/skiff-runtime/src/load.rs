@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use skiff_manifest::App;
 use tokio::sync::Semaphore;
-use wasmtime::component::Component;
+use wasmtime::component::{Component, InstancePre};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
@@ -17,6 +17,7 @@ use crate::cache::{CacheOutcome, CodeCache};
 use crate::capabilities::LoadContext;
 use crate::capabilities::guest_log::LogSink;
 use crate::capabilities::keyvalue::Backends;
+use crate::capabilities::messaging::HandlerIndices;
 use crate::config::RuntimeConfig;
 use crate::engine::Sandboxes;
 use crate::error::{LoadError, LoadErrorKind};
@@ -52,15 +53,41 @@ pub(crate) enum Linked {
     Http(Arc<ProxyPre<Host>>),
     /// A command (`wasi:cli/run`), which a trigger (a schedule) runs; it serves no routes.
     Command(CommandPre<Host>),
+    /// Neither, but a queue consumer's `wasi:messaging/incoming-handler`: the queue trigger
+    /// calls it; it serves no routes.
+    Messages(InstancePre<Host>),
+}
+
+impl Linked {
+    pub(crate) fn instance_pre(&self) -> &InstancePre<Host> {
+        match self {
+            Linked::Http(pre) => pre.instance_pre(),
+            Linked::Command(pre) => pre.instance_pre(),
+            Linked::Messages(pre) => pre,
+        }
+    }
+
+    /// What the component is, for messages that say what it should be.
+    fn kind(&self) -> &'static str {
+        match self {
+            Linked::Http(_) => "an HTTP component (`wasi:http/proxy`)",
+            Linked::Command(_) => "a command (`wasi:cli/run`)",
+            Linked::Messages(_) => "a queue consumer (`wasi:messaging/incoming-handler`) only",
+        }
+    }
 }
 
 /// One component, ready to run: an HTTP component serves requests, a command runs when a
-/// trigger starts it ([`LoadedComponent::run_command`]).
+/// trigger starts it ([`LoadedComponent::run_command`]), and a component that exports
+/// `wasi:messaging/incoming-handler` (beside HTTP, or alone) handles the messages of the queue
+/// it consumes ([`LoadedComponent::handle_message`]).
 pub struct LoadedComponent {
     pub(crate) app: Arc<str>,
     pub(crate) id: Arc<str>,
     source: PathBuf,
     pub(crate) linked: Linked,
+    /// Its `wasi:messaging/incoming-handler` export, if it has one.
+    pub(crate) message_handler: Option<HandlerIndices>,
     pub(crate) grants: Grants,
     /// Its deadline (always set), memory cap and fuel budget per request.
     pub(crate) limits: Limits,
@@ -104,6 +131,11 @@ impl LoadedComponent {
     /// Whether it is a command (`wasi:cli/run`) rather than an HTTP component.
     pub fn is_command(&self) -> bool {
         matches!(self.linked, Linked::Command(_))
+    }
+
+    /// Whether it exports `wasi:messaging/incoming-handler`, which the queue trigger calls.
+    pub fn handles_messages(&self) -> bool {
+        self.message_handler.is_some()
     }
 
     /// How long one of its requests may take.
@@ -223,18 +255,21 @@ impl Loader<'_> {
         if let Ok(pre) = ProxyPre::new(instance_pre.clone()) {
             return Ok(Linked::Http(Arc::new(pre)));
         }
-        CommandPre::new(instance_pre)
-            .map(Linked::Command)
-            .map_err(|_| {
-                LoadError::new(
-                    path,
-                    LoadErrorKind::MissingExport {
-                        expected: "wasi:http/incoming-handler",
-                        hint: "an HTTP component implements the `wasi:http/proxy` world, a command \
-                               the `wasi:cli/run` world",
-                    },
-                )
-            })
+        if let Ok(pre) = CommandPre::new(instance_pre.clone()) {
+            return Ok(Linked::Command(pre));
+        }
+        if HandlerIndices::new(&instance_pre).is_ok() {
+            return Ok(Linked::Messages(instance_pre));
+        }
+        Err(LoadError::new(
+            path,
+            LoadErrorKind::MissingExport {
+                expected: "wasi:http/incoming-handler",
+                hint: "an HTTP component implements the `wasi:http/proxy` world, a command \
+                       the `wasi:cli/run` world, a queue consumer exports \
+                       `wasi:messaging/incoming-handler@0.2.0-draft`",
+            },
+        ))
     }
 
     /// What no folder grant may reach: the code cache and the key-value databases.
@@ -293,33 +328,9 @@ impl Loader<'_> {
                 err
             };
             let (linked, outcome) = self.linked_component(&spec.source).map_err(with_index)?;
-            // A command answers no request: it runs when a trigger (a schedule) starts it.
-            if matches!(linked, Linked::Command(_))
-                && app.routes.iter().any(|r| r.component == index)
-            {
-                return Err(with_index(LoadError::new(
-                    &spec.source,
-                    LoadErrorKind::MissingExport {
-                        expected: "wasi:http/incoming-handler",
-                        hint: "it is a command (`wasi:cli/run`), which serves no routes: run it \
-                               with `skiff run`, or remove its `route` and give it a schedule (a \
-                               command can run on a schedule)",
-                    },
-                )));
-            }
-            // The queue trigger is next: refusing the section beats ignoring it, which would
-            // leave messages piling up with nobody told.
-            if app.consumers.iter().any(|c| c.component == index) {
-                return Err(with_index(LoadError::new(
-                    &spec.source,
-                    LoadErrorKind::Unsupported {
-                        field: "consume",
-                        reason: "this version of skiff does not run queue consumers yet \
-                                 (publishing works): remove the `consume` table for now"
-                            .to_string(),
-                    },
-                )));
-            }
+            let message_handler = HandlerIndices::new(linked.instance_pre()).ok();
+            check_triggers(&app, index, &linked, message_handler.is_some())
+                .map_err(|kind| with_index(LoadError::new(&spec.source, kind)))?;
             if spec.limits.fuel.is_some() && !self.config.fuel {
                 return Err(with_index(LoadError::new(
                     &spec.source,
@@ -343,6 +354,7 @@ impl Loader<'_> {
                 id: spec.id.as_str().into(),
                 source: spec.source.clone(),
                 linked,
+                message_handler,
                 grants,
                 limits: Limits {
                     timeout: Some(spec.limits.timeout.unwrap_or(self.config.default_timeout)),
@@ -367,4 +379,82 @@ impl Loader<'_> {
         }
         Ok(LoadedApp { app, components })
     }
+}
+
+/// Refuses a component that cannot do what the manifest's triggers ask of it: a route or a
+/// scheduled `POST` needs an HTTP component, a scheduled run without a path a command, and a
+/// queue consumer either the `wasi:messaging` handler or (with `path`) an HTTP component.
+fn check_triggers(
+    app: &App,
+    index: usize,
+    linked: &Linked,
+    handles_messages: bool,
+) -> Result<(), LoadErrorKind> {
+    let is_http = matches!(linked, Linked::Http(_));
+    let is_command = matches!(linked, Linked::Command(_));
+    let kind = linked.kind();
+    if !is_http && app.routes.iter().any(|r| r.component == index) {
+        let hint = if is_command {
+            "it is a command (`wasi:cli/run`), which serves no routes: run it with `skiff run`, \
+             or remove its `route` and give it a schedule (a command can run on a schedule)"
+                .to_string()
+        } else {
+            format!("it is {kind}, which serves no routes: remove its `route`")
+        };
+        return Err(LoadErrorKind::WrongKind {
+            field: "route",
+            expected: "wasi:http/incoming-handler",
+            hint,
+        });
+    }
+    for schedule in app.schedules.iter().filter(|s| s.component == index) {
+        let (ok, expected, fix): (bool, &'static str, &str) = match schedule.path {
+            Some(_) => (
+                is_http,
+                "wasi:http/incoming-handler",
+                "a schedule with a `path` calls an HTTP component: point it at one, or give \
+                 a command's schedule `args` instead",
+            ),
+            None => (
+                is_command,
+                "wasi:cli/run",
+                "a schedule without a `path` runs a command: give it the `path` of an HTTP \
+                 route to call",
+            ),
+        };
+        if !ok {
+            return Err(LoadErrorKind::WrongKind {
+                field: "schedule",
+                expected,
+                hint: format!("it is {kind}; {fix}"),
+            });
+        }
+    }
+    for consume in app.consumers.iter().filter(|c| c.component == index) {
+        let (ok, expected, fix): (bool, &'static str, &str) = match consume.path {
+            Some(_) => (
+                is_http,
+                "wasi:http/incoming-handler",
+                "a `consume` table with a `path` delivers each message as an HTTP `POST`: \
+                 point it at an HTTP component, or remove `path` to call the component's \
+                 `wasi:messaging/incoming-handler`",
+            ),
+            None => (
+                handles_messages,
+                "wasi:messaging/incoming-handler@0.2.0-draft",
+                "a `consume` table without a `path` calls the component's \
+                 `wasi:messaging/incoming-handler` export: export it (the \
+                 `wasi:messaging/messaging-core` world), or set `path` to receive each message \
+                 as an HTTP `POST`",
+            ),
+        };
+        if !ok {
+            return Err(LoadErrorKind::WrongKind {
+                field: "consume",
+                expected,
+                hint: format!("it is {kind}; {fix}"),
+            });
+        }
+    }
+    Ok(())
 }

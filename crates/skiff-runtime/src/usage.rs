@@ -84,6 +84,10 @@ impl UsageCell {
         self.peak_memory.fetch_max(bytes, Ordering::Relaxed);
     }
 
+    pub(crate) fn received(&self, bytes: usize) {
+        self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
     pub(crate) fn sent(&self, bytes: usize) {
         self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
     }

@@ -221,10 +221,10 @@ impl BoundServer {
         let usage_writer = tokio::spawn(write_usage(self.platform.clone()));
         let replica = tokio::spawn(self.platform.clone().run_replica());
         let log_sharing = tokio::spawn(self.platform.clone().share_logs());
-        let schedules = tokio::spawn(
+        let triggers = tokio::spawn(
             self.platform
                 .clone()
-                .run_schedules(self.schedule_leases.clone()),
+                .run_triggers(self.schedule_leases.clone()),
         );
         let router = management::router(self.platform.clone(), self.admin, stopped.clone());
         let api_stopped = stopped.clone();
@@ -275,10 +275,11 @@ impl BoundServer {
         usage_writer.abort();
         replica.abort();
         log_sharing.abort();
-        // Future due times stop with the scheduler; runs going on end with the data plane's
-        // grace period, like requests.
-        schedules.abort();
-        self.platform.stop_schedules();
+        // Future due times and queue reads stop with the triggers; runs and handlers going on
+        // end with the data plane's grace period, like requests (a message whose handler is
+        // cut off is delivered again, here after a restart or on another host).
+        triggers.abort();
+        self.platform.stop_triggers();
         self.platform.leave_cluster().await;
         // Requests are over (or cut off): every minute of usage still in memory is written,
         // so that a restart loses none of it.

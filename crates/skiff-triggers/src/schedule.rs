@@ -9,12 +9,10 @@
 //! *now*, never the ones in between. With overlap `skip`, a due time whose schedule is still
 //! running (on any host: the "running" mark is a lease too) is skipped and counted.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use http_body_util::BodyExt;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -25,9 +23,10 @@ use skiff_api::{ScheduleInfo, ScheduleRun};
 use skiff_http::{HttpApp, ScheduledRequest};
 use skiff_manifest::{Overlap, Schedule};
 use skiff_runtime::{RequestInfo, TraceContext};
-use tokio::task::JoinHandle;
 
 use crate::lease::RunLeases;
+use crate::response::drain;
+use crate::running::{RunningApps, app_key};
 
 /// How late a due time may be run. Later than this, the host was paused (or its clock
 /// jumped); the run is dropped rather than started long after its time. Shorter than
@@ -122,22 +121,9 @@ pub struct Scheduler {
     leases: Arc<dyn RunLeases>,
     metrics: Option<Arc<ScheduleMetrics>>,
     next_request_id: AtomicU64,
-    apps: Mutex<HashMap<String, Scheduled>>,
-}
-
-/// An app whose schedules are running.
-struct Scheduled {
-    app: Arc<HttpApp>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Drop for Scheduled {
-    fn drop(&mut self) {
-        // Runs already started go on (they hold the app); only future due times stop.
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
+    /// Each app's tasks, one per schedule. Runs already started go on when they stop (they
+    /// hold the app); only future due times stop.
+    apps: RunningApps,
 }
 
 /// What one schedule's task needs.
@@ -163,7 +149,7 @@ impl Scheduler {
             leases,
             metrics,
             next_request_id: AtomicU64::new(FIRST_REQUEST_ID),
-            apps: Mutex::new(HashMap::new()),
+            apps: RunningApps::default(),
         })
     }
 
@@ -172,50 +158,45 @@ impl Scheduler {
     /// nothing. Must be called inside a tokio runtime.
     pub fn set_app(self: &Arc<Self>, tenant: &str, app: Arc<HttpApp>) {
         let name = app.loaded().app().name.clone();
-        let key = app_key(tenant, &name);
-        let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
-        if apps.get(&key).is_some_and(|s| Arc::ptr_eq(&s.app, &app)) {
-            return;
-        }
         let manifest = app.loaded().app().clone();
-        let tasks: Vec<JoinHandle<()>> = manifest
-            .schedules
-            .iter()
-            .enumerate()
-            .map(|(i, schedule)| {
-                let component = component_id(&manifest, schedule);
-                let job = Job {
-                    scheduler: self.clone(),
-                    app: app.clone(),
-                    schedule: i,
-                    key: schedule_key(tenant, &name, &component, schedule.index),
-                    labels: ScheduleLabels {
-                        tenant: tenant.to_string(),
-                        app: name.clone(),
-                        component,
-                        schedule: schedule.index.to_string(),
-                    },
-                };
-                tokio::spawn(job.run())
-            })
-            .collect();
-        tracing::info!(app = %key, schedules = tasks.len(), "schedules started");
-        // The old version's tasks stop as it is dropped here.
-        apps.insert(key, Scheduled { app, tasks });
+        let start = || {
+            manifest
+                .schedules
+                .iter()
+                .enumerate()
+                .map(|(i, schedule)| {
+                    let component = component_id(&manifest, schedule);
+                    let job = Job {
+                        scheduler: self.clone(),
+                        app: app.clone(),
+                        schedule: i,
+                        key: schedule_key(tenant, &name, &component, schedule.index),
+                        labels: ScheduleLabels {
+                            tenant: tenant.to_string(),
+                            app: name.clone(),
+                            component,
+                            schedule: schedule.index.to_string(),
+                        },
+                    };
+                    tokio::spawn(job.run())
+                })
+                .collect()
+        };
+        if self.apps.set(tenant, &app, start) {
+            let (key, count) = (app_key(tenant, &name), manifest.schedules.len());
+            tracing::info!(app = %key, schedules = count, "schedules started");
+        }
     }
 
     /// Stops the schedules of `tenant`'s app `name`. With `forget`, the results kept for
     /// it go too (the app was deleted, not just moved to another host).
     pub async fn remove_app(&self, tenant: &str, name: &str, forget: bool) {
-        let removed = {
-            let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
-            apps.remove(&app_key(tenant, name))
-        };
+        let removed = self.apps.remove(tenant, name);
         if removed.is_some() {
             tracing::info!(app = %app_key(tenant, name), "schedules stopped");
         }
         if let (Some(removed), true) = (removed, forget) {
-            let manifest = removed.app.loaded().app().clone();
+            let manifest = removed.loaded().app().clone();
             for schedule in &manifest.schedules {
                 let component = component_id(&manifest, schedule);
                 let key = schedule_key(tenant, name, &component, schedule.index);
@@ -234,11 +215,7 @@ impl Scheduler {
 
     /// The apps whose schedules run, as `(tenant, app)`.
     pub fn apps(&self) -> Vec<(String, String)> {
-        let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
-        apps.keys()
-            .filter_map(|k| k.split_once('/'))
-            .map(|(t, a)| (t.to_string(), a.to_string()))
-            .collect()
+        self.apps.list()
     }
 
     /// What inspect shows of each schedule of `app` (its next due times and last runs), for
@@ -469,33 +446,8 @@ impl Job {
                 request_id,
             })
             .await;
-        let status = response.status();
-        // The run ends with its body: the guest may still be writing it, in its instance.
-        let mut body = response.into_body();
-        let mut text = Vec::new();
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(frame) => {
-                    // A little of a failure's body says why (skiff's own answers are short).
-                    if let Some(data) = frame.data_ref()
-                        && !status.is_success()
-                        && text.len() < 200
-                    {
-                        text.extend_from_slice(&data[..data.len().min(200 - text.len())]);
-                    }
-                }
-                Err(err) => {
-                    let error = format!("the response body failed: {err}");
-                    return (Some(status.as_u16()), None, Some(error));
-                }
-            }
-        }
-        let text = String::from_utf8_lossy(&text).trim().to_string();
-        (
-            Some(status.as_u16()),
-            None,
-            (!text.is_empty()).then_some(text),
-        )
+        let (status, error) = drain(response).await;
+        (Some(status), None, error)
     }
 
     async fn finish(&self, record: ScheduleRun) {
@@ -534,10 +486,6 @@ async fn sleep_until(due: SystemTime) {
         }
         tokio::time::sleep(wait.min(LONGEST_SLEEP)).await;
     }
-}
-
-fn app_key(tenant: &str, app: &str) -> String {
-    format!("{tenant}/{app}")
 }
 
 fn schedule_key(tenant: &str, app: &str, component: &str, index: usize) -> String {

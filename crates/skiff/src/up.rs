@@ -183,18 +183,20 @@ async fn up_app(
     listen: &ListenArgs,
     from_manifest: bool,
 ) -> Result<ExitCode> {
+    let queues = queue_space(&config, &app)?;
     let standalone = skiff_http::Standalone {
         listen: listen.listen,
         metrics_listen: listen.metrics_listen,
         limits: listen.http.limits(),
         shutdown_grace: listen.http.shutdown_grace(),
         from_manifest,
-        queues: queue_space(&config, &app)?,
+        queues: queues.clone(),
     };
-    let mut schedule_metrics = None;
+    let (mut schedule_metrics, mut queue_metrics) = (None, None);
     let started = standalone
         .start_with_metrics(config, app, |registry| {
             schedule_metrics = Some(skiff_triggers::ScheduleMetrics::register(registry));
+            queue_metrics = Some(skiff_triggers::QueueMetrics::register(registry));
         })
         .await
         .map_err(|err| match err {
@@ -249,8 +251,30 @@ async fn up_app(
             component.id, schedule.cron, schedule.timezone
         );
     }
+    // Its queue consumers read from here on; dropping them stops the reading (handlers already
+    // running finish within the shutdown grace, and what they leave is delivered next time).
+    let consumers = queues.filter(|_| !app.consumers.is_empty()).map(|space| {
+        let consumers = skiff_triggers::Consumers::new("local", queue_metrics);
+        consumers.set_app("", started.http_app().clone(), &space);
+        consumers
+    });
+    if !app.consumers.is_empty() {
+        println!("Queue consumers:");
+    }
+    for consume in &app.consumers {
+        let component = &app.components[consume.component];
+        let how = match &consume.path {
+            Some(path) => format!("POST {path}"),
+            None => "wasi:messaging/incoming-handler".to_string(),
+        };
+        println!(
+            "  {}: queue {} ({how}, {} at once)",
+            component.id, consume.queue, consume.concurrency
+        );
+    }
     started.serve(skiff_http::termination_signal()).await?;
     drop(scheduler);
+    drop(consumers);
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

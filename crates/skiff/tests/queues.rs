@@ -1,6 +1,8 @@
-//! Queues, through `wasi:messaging`: what a component may publish, where its messages go, and
-//! that tenants' queues are apart, against the real `skiff up` and `skiff server` and a real
-//! Redis. The guest is `tests/guests/queue-guest`.
+//! Queues, through `wasi:messaging`: what a component may publish, where its messages go, that
+//! tenants' queues are apart, and the queue trigger's at-least-once delivery (none lost, none
+//! twice when nothing fails, retries, dead letters, a consumer host killed mid-stream), against
+//! the real `skiff up` and `skiff server` and a real Redis. The guest is
+//! `tests/guests/queue-guest`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
 
@@ -8,7 +10,9 @@ mod common;
 
 use common::host::Host;
 use common::redis::Redis;
-use common::{Server, app_dir, client, get, guest, skiff};
+use std::time::Duration;
+
+use common::{Server, app_dir, eventually, get, guest, skiff};
 
 /// The queue guest as an app folder that may publish to `orders`.
 fn queue_app(name: &str) -> tempfile::TempDir {
@@ -51,16 +55,7 @@ async fn a_component_publishes_to_the_queues_it_lists_and_no_other() {
 async fn on_a_cluster_each_tenant_publishes_to_queues_of_its_own_in_redis() {
     let redis = Redis::start();
     let host = Host::start_in_cluster(&redis.url(), 1, &[]);
-    let started = std::time::Instant::now();
-    while client()
-        .get(format!("{}/readyz", host.api))
-        .send()
-        .await
-        .map_or(true, |r| r.status() != 200)
-    {
-        assert!(started.elapsed().as_secs() < 20, "the host is not ready");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    host.wait_until_ready().await;
     let acme = host.tenant("acme", &[]);
     let globex = host.tenant("globex", &[]);
     host.deploy_ok(&acme, queue_app("shop").path(), "shop");
@@ -83,13 +78,274 @@ async fn on_a_cluster_each_tenant_publishes_to_queues_of_its_own_in_redis() {
     assert!(body.contains("Connection"), "{body}");
 }
 
-#[test]
-fn a_consume_table_is_refused_until_skiff_runs_consumers() {
-    let dir = queue_app("shop");
+/// The queue guest as a pipeline app: `web` publishes to `orders`; `worker` consumes it
+/// through `wasi:messaging`, counts each message and publishes it upper-cased to `results`;
+/// `sink` consumes `results` as `POST /deliver` requests and counts them. `extra` goes into
+/// the worker's `consume` table; `limits` is the worker's limits table.
+fn pipeline_app(name: &str, extra: &str, limits: &str) -> tempfile::TempDir {
+    let text = format!(
+        "[app]\nname = \"{name}\"\n\n\
+         [component.web]\nsource = \"queue.wasm\"\nroute = \"/...\"\n\
+         key_value_stores = [\"default\"]\npublish = [\"orders\"]\n\n\
+         [component.worker]\nsource = \"queue.wasm\"\nkey_value_stores = [\"default\"]\n\
+         publish = [\"results\"]\n{limits}\n\
+         [component.worker.consume]\nqueue = \"orders\"\n{extra}\n\n\
+         [component.sink]\nsource = \"queue.wasm\"\nkey_value_stores = [\"default\"]\n\n\
+         [component.sink.consume]\nqueue = \"results\"\npath = \"/deliver\"\nconcurrency = 32\n"
+    );
+    let dir = app_dir(&[("skiff.toml", &text)]);
+    std::fs::copy(guest("queue-guest"), dir.path().join("queue.wasm")).unwrap();
+    dir
+}
+
+/// `missing M duplicated D` of `PREFIX-0..n`, as the guest counted them.
+async fn check(host: &Host, app: &str, prefix: &str, n: usize) -> (usize, usize) {
+    let (status, body) = host
+        .get(app, &format!("/check?prefix={prefix}&n={n}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let words: Vec<&str> = body.split_whitespace().collect();
+    (words[1].parse().unwrap(), words[3].parse().unwrap())
+}
+
+async fn counter(host: &Host, app: &str, key: &str) -> u64 {
+    let (status, body) = host.get(app, &format!("/count?key={key}")).await;
+    assert_eq!(status, 200, "{body}");
+    body.parse().unwrap()
+}
+
+#[tokio::test]
+async fn skiff_up_runs_a_pipeline_through_both_kinds_of_consumer() {
+    let dir = pipeline_app("pipe", "concurrency = 8", "");
     let manifest = dir.path().join("skiff.toml");
-    let mut text = std::fs::read_to_string(&manifest).unwrap();
-    text.push_str("[component.web.consume]\nqueue = \"orders\"\n");
-    std::fs::write(&manifest, text).unwrap();
+    let server = Server::start(&["up", manifest.to_str().unwrap()]);
+    assert!(
+        server.stdout_lines.iter().any(
+            |l| l.contains("worker: queue orders (wasi:messaging/incoming-handler, 8 at once)")
+        ),
+        "{:?}",
+        server.stdout_lines
+    );
+    assert_eq!(
+        get(
+            &server,
+            "/enqueue?queue=orders&n=300&prefix=job&reply-to=results"
+        )
+        .await,
+        (200, "sent 300".into())
+    );
+    // Through the worker (`job-N` seen once each) and on to the sink (`JOB-N`).
+    eventually(
+        Duration::from_secs(60),
+        "the sink saw every result",
+        || async { get(&server, "/check?prefix=JOB&n=300").await.1 == "missing 0 duplicated 0" },
+    )
+    .await;
+    assert_eq!(
+        get(&server, "/check?prefix=job&n=300").await.1,
+        "missing 0 duplicated 0"
+    );
+    assert_eq!(get(&server, "/count?key=handled").await.1, "600");
+}
+
+#[tokio::test]
+async fn ten_thousand_messages_through_a_pipeline_in_redis_none_lost_none_twice() {
+    let redis = Redis::start();
+    let host = Host::start_in_cluster(&redis.url(), 1, &[]);
+    host.wait_until_ready().await;
+    let acme = host.tenant("acme", &["--max-in-flight", "1000"]);
+    host.deploy_ok(
+        &acme,
+        pipeline_app("pipe", "concurrency = 32", "").path(),
+        "pipe",
+    );
+    const N: usize = 10_000;
+    for batch in 0..10 {
+        let path = format!("/enqueue?queue=orders&n=1000&prefix=m{batch}&reply-to=results");
+        assert_eq!(host.get("pipe", &path).await, (200, "sent 1000".into()));
+    }
+    eventually(
+        Duration::from_secs(300),
+        "every message went through both stages",
+        || async { counter(&host, "pipe", "handled").await >= 2 * N as u64 },
+    )
+    .await;
+    for batch in 0..10 {
+        assert_eq!(
+            check(&host, "pipe", &format!("m{batch}"), 1000).await,
+            (0, 0)
+        );
+        assert_eq!(
+            check(&host, "pipe", &format!("M{batch}"), 1000).await,
+            (0, 0)
+        );
+    }
+    assert_eq!(counter(&host, "pipe", "handled").await, 2 * N as u64);
+    // Every message was acknowledged and removed: the queues are empty.
+    for queue in ["orders", "results"] {
+        let key = format!("skiff:q:acme/{queue}");
+        eventually(Duration::from_secs(10), "the queues are empty", || async {
+            redis.cli(&["XLEN", &key]).trim() == "0"
+        })
+        .await;
+    }
+    let metrics = host.scrape(common::host::ADMIN_TOKEN, "/metrics").await;
+    let ok = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("skiff_queue_messages_total{")
+                && l.contains("queue=\"orders\"")
+                && l.contains("outcome=\"ok\"")
+        })
+        .unwrap_or_else(|| panic!("no ok count for orders in\n{metrics}"));
+    assert!(ok.ends_with(" 10000"), "{ok}");
+}
+
+#[tokio::test]
+async fn a_consumer_host_killed_mid_stream_loses_no_message() {
+    let redis = Redis::start();
+    let mut first = Host::start_in_cluster(&redis.url(), 1, &[]);
+    let second = Host::start_in_cluster(&redis.url(), 2, &[]);
+    first.wait_until_ready().await;
+    second.wait_until_ready().await;
+    let acme = first.tenant("acme", &["--max-in-flight", "1000"]);
+    // Slow handlers, so that the first host dies with messages in hand; a short timeout, so
+    // that what it held is delivered again soon.
+    let app = pipeline_app(
+        "pipe",
+        "concurrency = 16\nretry_after = \"2s\"",
+        "[component.worker.limits]\ntimeout = \"1s\"\n",
+    );
+    first.deploy_ok(&acme, app.path(), "pipe");
+    // Both hosts consume once both have the app.
+    eventually(
+        Duration::from_secs(30),
+        "the second host serves the app",
+        || async { second.get("pipe", "/count?key=handled").await.0 == 200 },
+    )
+    .await;
+    const N: usize = 1000;
+    let path = format!("/enqueue?queue=orders&n={N}&prefix=sleep:50:k");
+    assert_eq!(second.get("pipe", &path).await, (200, format!("sent {N}")));
+    eventually(Duration::from_secs(60), "a tenth is handled", || async {
+        counter(&second, "pipe", "handled").await >= (N / 10) as u64
+    })
+    .await;
+    // The first host is killed with messages in hand: delivered to it, not acknowledged.
+    let held = |text: String| -> u64 {
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        lines
+            .iter()
+            .position(|l| *l == "host-1/pipe")
+            .and_then(|i| lines.get(i + 1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let pending = || redis.cli(&["XPENDING", "skiff:q:acme/orders", "skiff"]);
+    eventually(
+        Duration::from_secs(30),
+        "the first host holds messages",
+        || async { held(pending()) > 0 },
+    )
+    .await;
+    common::signal(first.server.pid(), "KILL");
+    common::wait_for_exit(first.server.child(), Duration::from_secs(10)).expect("killed");
+    let in_hand = held(pending());
+    let handled_at_kill = counter(&second, "pipe", "handled").await;
+    assert!(
+        in_hand > 0 && handled_at_kill < N as u64,
+        "killed mid-stream"
+    );
+    eventually(
+        Duration::from_secs(180),
+        "the second host handled every message",
+        || async { check(&second, "pipe", "sleep:50:k", N).await.0 == 0 },
+    )
+    .await;
+    let (missing, duplicated) = check(&second, "pipe", "sleep:50:k", N).await;
+    assert_eq!(missing, 0);
+    // Messages the killed host had in hand may have been handled before it died and again
+    // after: allowed (at least once), and counted here for the record.
+    eprintln!(
+        "killed holding {in_hand} messages, {handled_at_kill} of {N} handled; \
+         {duplicated} handled twice"
+    );
+    assert!(
+        duplicated <= 16 * 2,
+        "at most what the killed host held: {duplicated}"
+    );
+    eventually(Duration::from_secs(10), "the queue is empty", || async {
+        redis.cli(&["XLEN", "skiff:q:acme/orders"]).trim() == "0"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_message_that_always_fails_goes_to_the_dead_letter_queue_after_its_attempts() {
+    let redis = Redis::start();
+    let host = Host::start_in_cluster(&redis.url(), 1, &[]);
+    host.wait_until_ready().await;
+    let acme = host.tenant("acme", &[]);
+    let app = pipeline_app(
+        "pipe",
+        "max_attempts = 3\nretry_after = \"2s\"",
+        "[component.worker.limits]\ntimeout = \"1s\"\n",
+    );
+    host.deploy_ok(&acme, app.path(), "pipe");
+    assert_eq!(
+        host.get("pipe", "/enqueue?queue=orders&n=1&prefix=fail")
+            .await,
+        (200, "sent 1".into())
+    );
+    assert_eq!(
+        host.get("pipe", "/enqueue?queue=orders&n=5&prefix=fine")
+            .await,
+        (200, "sent 5".into())
+    );
+    eventually(
+        Duration::from_secs(60),
+        "the failing message is dead",
+        || async { redis.cli(&["XLEN", "skiff:q:acme/orders-dead"]).trim() == "1" },
+    )
+    .await;
+    let dead = redis.cli(&["XRANGE", "skiff:q:acme/orders-dead", "-", "+"]);
+    assert!(dead.contains("fail-0"), "{dead}");
+    // In the message's encoding, each metadata value follows its 4-byte length: three tries.
+    assert!(
+        dead.contains(concat!("skiff-attempts", "\u{1}\0\0\0", "3")),
+        "{}",
+        dead.escape_debug()
+    );
+    assert!(
+        dead.contains("refusing `fail-0`"),
+        "the reason is kept: {dead}"
+    );
+    assert_eq!(check(&host, "pipe", "fine", 5).await, (0, 0));
+    assert_eq!(counter(&host, "pipe", "seen:fail-0").await, 0);
+    eventually(
+        Duration::from_secs(10),
+        "the failing message left its queue",
+        || async { redis.cli(&["XLEN", "skiff:q:acme/orders"]).trim() == "0" },
+    )
+    .await;
+    // Three attempts, each logged as a failure, the last one moving it.
+    let logs = host.server.logs();
+    assert!(
+        logs.contains("moved to the dead-letter queue `orders-dead`"),
+        "{logs}"
+    );
+    assert!(logs.contains("attempt 3 failed"), "{logs}");
+}
+
+#[test]
+fn a_consumer_needs_the_handler_or_a_path() {
+    let dir = app_dir(&[(
+        "skiff.toml",
+        "[app]\nname = \"shop\"\n\n[component.web]\nsource = \"web.wasm\"\nroute = \"/...\"\n\n\
+         [component.web.consume]\nqueue = \"orders\"\n",
+    )]);
+    std::fs::copy(guest("http-guest"), dir.path().join("web.wasm")).unwrap();
+    let manifest = dir.path().join("skiff.toml");
     let out = skiff()
         .args(["up", manifest.to_str().unwrap(), "--listen", "127.0.0.1:0"])
         .output()
@@ -98,7 +354,7 @@ fn a_consume_table_is_refused_until_skiff_runs_consumers() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("component.web.consume"), "{stderr}");
     assert!(
-        stderr.contains("does not run queue consumers yet"),
-        "{stderr}"
+        stderr.contains("wasi:messaging/incoming-handler") && stderr.contains("set `path`"),
+        "the error names the export and the other way: {stderr}"
     );
 }

@@ -435,14 +435,7 @@ async fn a_cluster_runs_each_due_time_on_exactly_one_host_and_survives_kill_9() 
     let redis = Redis::start();
     let mut hosts: Vec<Host> = (1..=3).map(|n| cluster_host(&redis, n)).collect();
     for host in &hosts {
-        eventually("the host is ready", || async {
-            client()
-                .get(format!("{}/readyz", host.api))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await;
+        host.wait_until_ready().await;
     }
     let acme = hosts[0].tenant("acme", &[]);
     let dir = scheduled_app("tick", &every_second(0));

@@ -5,8 +5,9 @@
 //! tenants never reach each other's queues. A backend failure (Redis down, a full queue) reaches
 //! the guest as `error::connection`, never as a trap.
 //!
-//! The consuming side (calling a component's `incoming-handler` with a message) is the queue
-//! trigger's.
+//! The consuming side: the queue trigger hands a received message to a fresh instance
+//! ([`incoming`]) and calls the component's `incoming-handler` export with it
+//! ([`HandlerIndices`], found at load).
 //!
 //! Messages a guest builds live in the host until sent or dropped, outside the guest's memory
 //! limit, so an instance may hold at most [`MAX_HELD_BYTES`] of them: past that, making or
@@ -29,6 +30,7 @@ mod bindings {
         path: "wit",
         world: "skiff:host/messaging",
         imports: { default: async | trappable },
+        exports: { default: async },
         with: {
             "wasi:messaging/types@0.2.0-draft.client": super::Client,
             "wasi:messaging/types@0.2.0-draft.message": super::Message,
@@ -36,6 +38,9 @@ mod bindings {
     });
 }
 use bindings::wasi::messaging::{producer, types};
+
+/// Where a component's `wasi:messaging/incoming-handler` export is, found once at load.
+pub(crate) use bindings::MessagingIndices as HandlerIndices;
 
 /// The most bytes of messages (data and metadata) one instance may hold at once.
 pub const MAX_HELD_BYTES: usize = 16 << 20;
@@ -147,6 +152,33 @@ fn upsert(metadata: &mut Vec<(String, String)>, key: String, value: String) {
     match metadata.iter_mut().find(|(k, _)| *k == key) {
         Some(entry) => entry.1 = value,
         None => metadata.push((key, value)),
+    }
+}
+
+/// Puts `message`, received from the app's queue `queue`, in a fresh instance's table, for
+/// its handler to be called with. It counts toward what the instance may hold, as a message
+/// the guest built does.
+pub(crate) fn incoming<T: HasCapability<MessagingState>>(
+    state: &mut T,
+    queue: &str,
+    message: skiff_store::Message,
+) -> wasmtime::Result<Resource<Message>> {
+    let mut ctx = state.capability();
+    let message = Message {
+        topic: Some(queue.to_string()),
+        inner: message,
+    };
+    ctx.hold(0, message.bytes())?;
+    Ok(ctx.table.push(message)?)
+}
+
+/// What the guest's handler said, for a log line: its error's case and text.
+pub(crate) fn describe_handler_error(error: &types::Error) -> String {
+    match error {
+        types::Error::Timeout => "timeout".to_string(),
+        types::Error::Connection(why) => format!("connection: {why}"),
+        types::Error::PermissionDenied(why) => format!("permission denied: {why}"),
+        types::Error::Other(why) => why.clone(),
     }
 }
 

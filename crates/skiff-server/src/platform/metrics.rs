@@ -20,6 +20,7 @@ pub(super) struct PlatformMetrics {
     pub(super) http: Arc<HttpMetrics>,
     pub(super) runtime: Arc<RuntimeMetrics>,
     pub(super) schedules: Arc<skiff_triggers::ScheduleMetrics>,
+    pub(super) queues: Arc<skiff_triggers::QueueMetrics>,
     apps_deployed: Gauge,
     apps_loaded: Gauge,
     tenants: Gauge,
@@ -72,6 +73,7 @@ impl PlatformMetrics {
         let http = HttpMetrics::register(&mut registry);
         let runtime = RuntimeMetrics::register(&mut registry);
         let schedules = skiff_triggers::ScheduleMetrics::register(&mut registry);
+        let queues = skiff_triggers::QueueMetrics::register(&mut registry);
         let host = registry.sub_registry_with_prefix("skiff");
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let gauge = Gauge::default();
@@ -126,6 +128,7 @@ impl PlatformMetrics {
             http,
             runtime,
             schedules,
+            queues,
             apps_deployed,
             apps_loaded,
             tenants,

@@ -51,10 +51,10 @@ mod inspect;
 mod metrics;
 mod pull;
 mod replica;
-mod schedules;
 mod serving;
 mod shared_changes;
 mod tenancy;
+mod triggers;
 
 use metrics::PlatformMetrics;
 pub use pull::RegistryPolicy;
@@ -265,8 +265,10 @@ pub struct Platform {
     applied: AtomicU64,
     /// In a cluster: held while the tenants are read and applied.
     tenant_sync: tokio::sync::Mutex<()>,
-    /// Runs the schedules of deployed apps, once `run_schedules` has started it.
+    /// Runs the schedules of deployed apps, once `run_triggers` has started it.
     scheduler: std::sync::OnceLock<Arc<skiff_triggers::Scheduler>>,
+    /// Runs the queue consumers of deployed apps, once `run_triggers` has started it.
+    consumers: std::sync::OnceLock<Arc<skiff_triggers::Consumers>>,
     /// Where apps' queues live: the cluster's Redis, or one database in the data folder.
     queues: Arc<dyn skiff_store::Queues>,
 }
@@ -443,6 +445,7 @@ impl Platform {
             applied: AtomicU64::new(0),
             tenant_sync: tokio::sync::Mutex::new(()),
             scheduler: std::sync::OnceLock::new(),
+            consumers: std::sync::OnceLock::new(),
             queues,
             cluster,
         }))

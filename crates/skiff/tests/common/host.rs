@@ -67,6 +67,24 @@ impl Host {
         Host::start_in(data_dir, &args)
     }
 
+    /// Waits until the host answers `/readyz` with 200 (a cluster host has read the shared
+    /// state).
+    pub async fn wait_until_ready(&self) {
+        let ready = || async {
+            client()
+                .get(format!("{}/readyz", self.api))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        };
+        super::eventually(
+            std::time::Duration::from_secs(30),
+            "the host is ready",
+            ready,
+        )
+        .await;
+    }
+
     /// Runs the `skiff` CLI against this server with `token`.
     pub fn cli(&self, token: &str, args: &[&str]) -> Output {
         skiff()

@@ -7,6 +7,8 @@
 //! |---------------------------------------|--------------------------------------------------------|
 //! | `/enqueue?queue=Q&n=N&prefix=P`       | publishes `P-0` .. `P-(N-1)` to Q; 200 `sent N`, or 503 with the error |
 //! | `/count?key=K`                        | the counter K in store `default` (0 if unset)          |
+//! | `/check?prefix=P&n=N`                 | of `P-0` .. `P-(N-1)`, how many were never seen and how many more than once: `missing M duplicated D` |
+//! | `POST /deliver`                       | a message delivered as a request (`skiff-trigger: queue`): handled like one through `wasi:messaging` (no republishing); 500 for `fail...` |
 //!
 //! Messages (`wasi:messaging/incoming-handler@0.2.0-draft`):
 //! - `fail...`: the handler fails (`error::other`), every time;
@@ -39,15 +41,7 @@ impl incoming_handler::Guest for QueueGuest {
     fn handle(message: Message) -> Result<(), Error> {
         let data = message.data();
         let text = String::from_utf8_lossy(&data).into_owned();
-        if text.starts_with("fail") {
-            return Err(Error::Other(format!("refusing `{text}`")));
-        }
-        if let Some(rest) = text.strip_prefix("sleep:") {
-            let ms: u64 = rest.split(':').next().and_then(|ms| ms.parse().ok()).unwrap_or(0);
-            wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
-        }
-        count("handled").map_err(Error::Other)?;
-        count(&format!("seen:{text}")).map_err(Error::Other)?;
+        handle_text(&text).map_err(Error::Other)?;
         let reply_to = message
             .metadata()
             .unwrap_or_default()
@@ -62,6 +56,20 @@ impl incoming_handler::Guest for QueueGuest {
         }
         Ok(())
     }
+}
+
+/// What both ways of receiving a message do with it: fail, or sleep and count it.
+fn handle_text(text: &str) -> Result<(), String> {
+    if text.starts_with("fail") {
+        return Err(format!("refusing `{text}`"));
+    }
+    if let Some(rest) = text.strip_prefix("sleep:") {
+        let ms: u64 = rest.split(':').next().and_then(|ms| ms.parse().ok()).unwrap_or(0);
+        wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+    }
+    count("handled")?;
+    count(&format!("seen:{text}"))?;
+    Ok(())
 }
 
 impl HttpGuest for QueueGuest {
@@ -88,6 +96,27 @@ impl HttpGuest for QueueGuest {
                 Ok(value) => (200, value.to_string()),
                 Err(error) => (503, error),
             },
+            "/check" => {
+                let n: usize = param("n").parse().unwrap_or(0);
+                match check(&param("prefix"), n) {
+                    Ok((missing, duplicated)) => {
+                        (200, format!("missing {missing} duplicated {duplicated}"))
+                    }
+                    Err(error) => (503, error),
+                }
+            }
+            "/deliver" => {
+                let trigger = header(&request.headers(), "skiff-trigger");
+                if trigger.as_deref() != Some("queue") {
+                    (400, "not a queue delivery".to_string())
+                } else {
+                    let body = read_body(&request);
+                    match handle_text(&String::from_utf8_lossy(&body)) {
+                        Ok(()) => (200, "handled".to_string()),
+                        Err(error) => (500, error),
+                    }
+                }
+            }
             other => (404, format!("no handler for {other}")),
         };
         respond(out, status, body.as_bytes());
@@ -104,6 +133,38 @@ fn enqueue(queue: &str, prefix: &str, reply_to: &str, n: usize) -> Result<(), Er
         producer::send(&client, queue, message)?;
     }
     Ok(())
+}
+
+/// Of `PREFIX-0` .. `PREFIX-(n-1)`: how many were never seen, and how many more than once.
+fn check(prefix: &str, n: usize) -> Result<(usize, usize), String> {
+    let bucket = store::open("default").map_err(|e| format!("{e:?}"))?;
+    let (mut missing, mut duplicated) = (0, 0);
+    for i in 0..n {
+        let seen = match bucket.get(&format!("seen:{prefix}-{i}")).map_err(|e| format!("{e:?}"))? {
+            Some(value) => String::from_utf8_lossy(&value).parse().unwrap_or(0u64),
+            None => 0,
+        };
+        match seen {
+            0 => missing += 1,
+            1 => {}
+            _ => duplicated += 1,
+        }
+    }
+    Ok((missing, duplicated))
+}
+
+fn read_body(request: &IncomingRequest) -> Vec<u8> {
+    let Ok(body) = request.consume() else {
+        return Vec::new();
+    };
+    let Ok(stream) = body.stream() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    while let Ok(chunk) = stream.blocking_read(64 * 1024) {
+        out.extend_from_slice(&chunk);
+    }
+    out
 }
 
 fn count(key: &str) -> Result<u64, String> {

@@ -1,0 +1,448 @@
+//! The queue trigger: for each app it is given, one task per `consume` table takes messages
+//! from the queue and hands each to the component, at most `concurrency` at once on this host.
+//!
+//! Delivery is at least once, and nothing is buffered without bound:
+//! - the task asks the queue only for as many messages as it has free permits (never more than
+//!   `batch`), so a slow handler slows the reading, and unread messages wait in the queue
+//!   (whose depth is bounded: a full queue refuses its producers);
+//! - a message is acknowledged only after its handler succeeded: the `wasi:messaging` handler
+//!   returned `ok`, or the `POST` to the consumer's `path` was answered 2xx;
+//! - a handler that fails leaves its message in the queue, which delivers it again (here or on
+//!   another host) once `retry_after` has passed, as it does a message whose host died or hung;
+//! - a message whose attempt `max_attempts` failed, or that was delivered more often than that
+//!   without an answer, goes to the `dead_letter` queue with why.
+//!
+//! A handler is a unit of work like a request: the same admission, limits, grants, logs, usage,
+//! metrics and traces. One that is not admitted (the component, its tenant or the host is at
+//! its limit) waits for a permit for up to half of `retry_after` before counting as failed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use skiff_http::{HttpApp, QueuedMessage};
+use skiff_manifest::Consume;
+use skiff_runtime::{InvokeError, QueueSpace, RequestInfo, TraceContext};
+use skiff_store::{Consumer, Delivery};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::response::drain;
+use crate::running::{RunningApps, app_key};
+
+/// How long one read waits for a message when the queue is empty: how often an idle consumer
+/// asks again (and picks up messages whose handlers' hosts died).
+const RECEIVE_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits after a failed read (the backend is down): doubling from the first to the last.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_LAST: Duration = Duration::from_secs(5);
+
+/// How often a handler that was not admitted tries again.
+const ADMISSION_RETRY: Duration = Duration::from_millis(50);
+
+/// Queue messages' request ids start here, above a listener's (which count from 1) and a
+/// scheduler's, so a log line's id names one unit of work.
+const FIRST_REQUEST_ID: u64 = 2 << 48;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MessageLabels {
+    tenant: String,
+    app: String,
+    component: String,
+    queue: String,
+    outcome: &'static str,
+}
+
+/// `skiff_queue_messages` by outcome, per consumer: `ok` (handled and acknowledged),
+/// `failed` (left for another attempt), `dead` (moved to the dead-letter queue). Handlers
+/// that are requests (a `path`) count with requests too, under the route `consume[<queue>]`.
+pub struct QueueMetrics {
+    messages: Family<MessageLabels, Counter>,
+}
+
+const OUTCOMES: [&str; 3] = ["ok", "failed", "dead"];
+
+impl QueueMetrics {
+    pub fn register(registry: &mut Registry) -> Arc<QueueMetrics> {
+        let metrics = QueueMetrics {
+            messages: Family::default(),
+        };
+        registry.sub_registry_with_prefix("skiff_queue").register(
+            "messages",
+            "Queue messages handled on this host, by outcome",
+            metrics.messages.clone(),
+        );
+        Arc::new(metrics)
+    }
+}
+
+/// Runs the queue consumers of the apps it is given, until they are taken away or it is
+/// dropped.
+pub struct Consumers {
+    host: Arc<str>,
+    metrics: Option<Arc<QueueMetrics>>,
+    next_request_id: AtomicU64,
+    /// Each app's readers, one per consumer. Handlers already running go on to their
+    /// acknowledgement when they stop (they hold the app); only reading stops.
+    apps: RunningApps,
+}
+
+/// What one consumer's tasks need.
+struct Job {
+    consumers: Arc<Consumers>,
+    app: Arc<HttpApp>,
+    /// Index into the app's `consumers`.
+    index: usize,
+    consumer: Arc<dyn Consumer>,
+    /// The backend's name of the dead-letter queue.
+    dead_letter: String,
+    /// `<tenant>/<app>/<queue>`, for log lines.
+    key: String,
+    tenant: String,
+}
+
+impl Consumers {
+    /// Consumers for host `host`, named after it in the queues.
+    pub fn new(host: impl Into<Arc<str>>, metrics: Option<Arc<QueueMetrics>>) -> Arc<Consumers> {
+        Arc::new(Consumers {
+            host: host.into(),
+            metrics,
+            next_request_id: AtomicU64::new(FIRST_REQUEST_ID),
+            apps: RunningApps::default(),
+        })
+    }
+
+    /// Runs `app`'s consumers under `tenant` (empty outside a multi-tenant host), on the
+    /// queues of `space`, instead of those of the app's earlier version, if any. Giving the
+    /// same loaded app again changes nothing. Must be called inside a tokio runtime.
+    pub fn set_app(self: &Arc<Self>, tenant: &str, app: Arc<HttpApp>, space: &QueueSpace) {
+        let name = app.loaded().app().name.clone();
+        let key = app_key(tenant, &name);
+        let manifest = app.loaded().app().clone();
+        let start = || {
+            let mut tasks = Vec::with_capacity(manifest.consumers.len());
+            for (index, consume) in manifest.consumers.iter().enumerate() {
+                // Unique among the queue's consumers: one per app per host.
+                let consumer_name = format!("{}/{name}", self.host);
+                let consumer = match space
+                    .queues
+                    .consumer(&space.queue(&consume.queue), &consumer_name)
+                {
+                    Ok(consumer) => Arc::from(consumer),
+                    Err(why) => {
+                        tracing::error!(app = %key, queue = %consume.queue, "cannot consume the queue: {why}");
+                        continue;
+                    }
+                };
+                let job = Job {
+                    consumers: self.clone(),
+                    app: app.clone(),
+                    index,
+                    consumer,
+                    dead_letter: space.queue(&consume.dead_letter),
+                    key: format!("{key}/{}", consume.queue),
+                    tenant: tenant.to_string(),
+                };
+                tasks.push(tokio::spawn(Arc::new(job).read()));
+            }
+            tasks
+        };
+        if self.apps.set(tenant, &app, start) {
+            let count = manifest.consumers.len();
+            tracing::info!(app = %key, consumers = count, "queue consumers started");
+        }
+    }
+
+    /// Stops the consumers of `tenant`'s app `name`. With `forget`, its metric series go too
+    /// (the app was deleted).
+    pub fn remove_app(&self, tenant: &str, name: &str, forget: bool) {
+        let Some(removed) = self.apps.remove(tenant, name) else {
+            return;
+        };
+        tracing::info!(app = %app_key(tenant, name), "queue consumers stopped");
+        if let (true, Some(metrics)) = (forget, &self.metrics) {
+            let manifest = removed.loaded().app();
+            for consume in &manifest.consumers {
+                for outcome in OUTCOMES {
+                    metrics.messages.remove(&MessageLabels {
+                        tenant: tenant.to_string(),
+                        app: name.to_string(),
+                        component: component_id(manifest, consume),
+                        queue: consume.queue.clone(),
+                        outcome,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The apps whose consumers run, as `(tenant, app)`.
+    pub fn apps(&self) -> Vec<(String, String)> {
+        self.apps.list()
+    }
+}
+
+/// What a handler's run came to.
+enum Handled {
+    Ok,
+    /// It failed: why, for the log and the dead letter.
+    Failed(String),
+}
+
+/// Why one try at running a handler did not succeed.
+enum Failure {
+    /// It was not admitted (the component, its tenant or the host is at its limit): nothing
+    /// ran, and it may be tried again soon.
+    NotAdmitted(String),
+    Failed(String),
+}
+
+impl From<InvokeError> for Failure {
+    fn from(err: InvokeError) -> Failure {
+        match err {
+            InvokeError::Overloaded(_) => Failure::NotAdmitted(err.to_string()),
+            err => Failure::Failed(err.to_string()),
+        }
+    }
+}
+
+impl Job {
+    fn consume(&self) -> &Consume {
+        // `index` was an index of this app's list when the job was made.
+        &self.app.loaded().app().consumers[self.index]
+    }
+
+    /// Reads messages as permits free up and starts a handler for each, until aborted.
+    async fn read(self: Arc<Self>) {
+        let consume = self.consume();
+        let permits = Arc::new(Semaphore::new(consume.concurrency as usize));
+        let batch = consume.batch.max(1) as usize;
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            // At least one free permit before reading, and as many more as are free now.
+            let Ok(first) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let mut held = vec![first];
+            while held.len() < batch {
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => held.push(permit),
+                    Err(_) => break,
+                }
+            }
+            let received = self
+                .consumer
+                .receive(held.len(), consume.retry_after, RECEIVE_WAIT)
+                .await;
+            match received {
+                Ok(deliveries) => {
+                    backoff = BACKOFF_FIRST;
+                    for delivery in deliveries {
+                        // A backend that hands back more than asked: the rest are delivered
+                        // again after `retry_after`.
+                        let Some(permit) = held.pop() else { break };
+                        tokio::spawn(self.clone().handle(delivery, permit));
+                    }
+                }
+                Err(why) => {
+                    tracing::warn!(consumer = %self.key, "cannot read the queue, trying again in {backoff:?}: {why}");
+                    drop(held);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_LAST);
+                }
+            }
+        }
+    }
+
+    /// One message: its handler, then its acknowledgement or dead letter. The permit is held
+    /// until all is done.
+    async fn handle(self: Arc<Self>, delivery: Delivery, _permit: OwnedSemaphorePermit) {
+        let consume = self.consume();
+        if delivery.attempt > consume.max_attempts {
+            let reason = format!(
+                "delivered {} times without an answer (its handler's host died, or it ran past \
+                 `retry_after`), more than the {} attempts allowed",
+                delivery.attempt, consume.max_attempts
+            );
+            self.give_up(&delivery, &reason).await;
+            return;
+        }
+        let request_id = self
+            .consumers
+            .next_request_id
+            .fetch_add(1, Ordering::Relaxed);
+        let handled = self.run_handler(&delivery, request_id).await;
+        match handled {
+            Handled::Ok => match self.consumer.ack(&delivery.id).await {
+                Ok(()) => {
+                    tracing::debug!(consumer = %self.key, request_id, id = %delivery.id, "message handled");
+                    self.count("ok");
+                }
+                Err(why) => {
+                    // It will be delivered again: at least once, not exactly once.
+                    tracing::warn!(consumer = %self.key, request_id, id = %delivery.id, "the message was handled, but cannot be acknowledged, so it will be delivered again: {why}");
+                    self.count("ok");
+                }
+            },
+            Handled::Failed(why) if delivery.attempt >= consume.max_attempts => {
+                let reason = format!("attempt {} failed: {why}", delivery.attempt);
+                self.give_up(&delivery, &reason).await;
+            }
+            Handled::Failed(why) => {
+                tracing::warn!(
+                    consumer = %self.key, request_id, id = %delivery.id, attempt = delivery.attempt,
+                    "the handler failed; the message is delivered again after {:?}: {why}",
+                    consume.retry_after
+                );
+                self.count("failed");
+            }
+        }
+    }
+
+    /// Moves a message to the dead-letter queue.
+    async fn give_up(&self, delivery: &Delivery, reason: &str) {
+        let dead = &self.consume().dead_letter;
+        match self
+            .consumer
+            .dead_letter(delivery, &self.dead_letter, reason)
+            .await
+        {
+            Ok(()) => {
+                tracing::warn!(consumer = %self.key, id = %delivery.id, "message moved to the dead-letter queue `{dead}`: {reason}");
+                self.count("dead");
+            }
+            Err(why) => {
+                tracing::error!(consumer = %self.key, id = %delivery.id, "cannot move the message to the dead-letter queue `{dead}`, so it stays: {why}");
+                self.count("failed");
+            }
+        }
+    }
+
+    /// Runs the handler, waiting for admission if the component is at its limits.
+    async fn run_handler(&self, delivery: &Delivery, request_id: u64) -> Handled {
+        let consume = self.consume();
+        let admission_deadline = Instant::now() + consume.retry_after / 2;
+        loop {
+            let result = match consume.path {
+                Some(_) => self.post(delivery, request_id).await,
+                None => self.call_handler(delivery, request_id).await,
+            };
+            match result {
+                Ok(()) => return Handled::Ok,
+                Err(Failure::NotAdmitted(_)) if Instant::now() < admission_deadline => {
+                    tokio::time::sleep(ADMISSION_RETRY).await;
+                }
+                Err(Failure::NotAdmitted(why) | Failure::Failed(why)) => {
+                    return Handled::Failed(why);
+                }
+            }
+        }
+    }
+
+    /// Calls the component's `wasi:messaging/incoming-handler`.
+    async fn call_handler(&self, delivery: &Delivery, request_id: u64) -> Result<(), Failure> {
+        let consume = self.consume();
+        let Some(component) = self.app.loaded().components().get(consume.component) else {
+            return Err(Failure::Failed("no such component".into()));
+        };
+        // A new trace per message (the producer's context is not carried in messages yet).
+        let trace =
+            TraceContext::inbound(&http::HeaderMap::new()).child(SpanKind::Consumer, || {
+                let mut attributes = vec![
+                    KeyValue::new("messaging.system", "skiff"),
+                    KeyValue::new("messaging.operation.type", "process"),
+                    KeyValue::new("messaging.destination.name", consume.queue.clone()),
+                    KeyValue::new("messaging.message.id", delivery.id.clone()),
+                    KeyValue::new(
+                        "messaging.message.delivery_attempt",
+                        i64::from(delivery.attempt),
+                    ),
+                    KeyValue::new("skiff.app", component.app().to_string()),
+                    KeyValue::new("skiff.component", component.id().to_string()),
+                    KeyValue::new("skiff.request_id", request_id as i64),
+                    KeyValue::new("skiff.trigger", "queue"),
+                ];
+                if !self.tenant.is_empty() {
+                    attributes.push(KeyValue::new("skiff.tenant", self.tenant.clone()));
+                }
+                (format!("process {}", consume.queue).into(), attributes)
+            });
+        let info = RequestInfo {
+            request_id,
+            https: false,
+            trace: trace.clone(),
+        };
+        let result = component
+            .handle_message(&consume.queue, delivery.message.clone(), info)
+            .await;
+        if let Err(err) = &result {
+            trace.set_error(err.to_string());
+        }
+        trace.end();
+        result.map_err(Failure::from)
+    }
+
+    /// Delivers the message as a `POST` to the consumer's `path`: handled if answered 2xx.
+    async fn post(&self, delivery: &Delivery, request_id: u64) -> Result<(), Failure> {
+        let message = &delivery.message;
+        let response = self
+            .app
+            .deliver_message(QueuedMessage {
+                consumer: self.index,
+                data: message.data.clone().into(),
+                content_type: message.content_type.as_deref(),
+                metadata: &message.metadata,
+                id: &delivery.id,
+                attempt: delivery.attempt,
+                request_id,
+            })
+            .await;
+        // 503 with `retry-after` is skiff's own "not admitted": wait for a permit, as for a
+        // handler. (A guest's own 503 is indistinguishable, and waits the same way.)
+        let overloaded = response.status() == http::StatusCode::SERVICE_UNAVAILABLE
+            && response.headers().contains_key(http::header::RETRY_AFTER);
+        let (status, text) = drain(response).await;
+        if (200..300).contains(&status) && text.is_none() {
+            return Ok(());
+        }
+        let why = match text {
+            Some(text) if (200..300).contains(&status) => text,
+            Some(text) => format!("answered {status}: {text}"),
+            None => format!("answered {status}"),
+        };
+        Err(if overloaded {
+            Failure::NotAdmitted(why)
+        } else {
+            Failure::Failed(why)
+        })
+    }
+
+    fn count(&self, outcome: &'static str) {
+        if let Some(metrics) = &self.consumers.metrics {
+            let manifest = self.app.loaded().app();
+            let consume = self.consume();
+            metrics
+                .messages
+                .get_or_create(&MessageLabels {
+                    tenant: self.tenant.clone(),
+                    app: manifest.name.clone(),
+                    component: component_id(manifest, consume),
+                    queue: consume.queue.clone(),
+                    outcome,
+                })
+                .inc();
+        }
+    }
+}
+
+fn component_id(app: &skiff_manifest::App, consume: &Consume) -> String {
+    app.components
+        .get(consume.component)
+        .map_or_else(String::new, |c| c.id.clone())
+}
