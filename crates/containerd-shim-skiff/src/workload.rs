@@ -227,6 +227,19 @@ async fn serve(
     settings: PodSettings,
     from_manifest: bool,
 ) -> Result<i32> {
+    // Refused rather than ignored: messages would pile up with nobody told.
+    if let Some(consume) = app.consumers.first() {
+        let component = app
+            .components
+            .get(consume.component)
+            .map_or("", |c| c.id.as_str());
+        bail!(
+            "component `{component}` consumes the queue `{}`, but a pod runs no queue consumers \
+             yet: run the app on `skiff server` or `skiff up`, or remove its \
+             `[component.{component}.consume]` table",
+            consume.queue
+        );
+    }
     config.max_instances = instances_for(&app);
     let standalone = skiff_http::Standalone {
         listen: settings.listen,

@@ -109,7 +109,9 @@ pub use queue::{
     is_queue_name,
 };
 pub use route::{RouteError, RouteMatch, RoutePattern, RouteTable};
-pub use runtime_config::{RuntimeConfigFile, StoreSpec, load_runtime_config, parse_runtime_config};
+pub use runtime_config::{
+    QueueSpec, RuntimeConfigFile, StoreSpec, load_runtime_config, parse_runtime_config,
+};
 pub use schedule::{CronTimes, MAX_SCHEDULES_PER_APP, Overlap, Schedule};
 
 /// A validated app. It is plain data (serde) so that a host can store what it validated and

@@ -1,7 +1,7 @@
 //! The runtime config: the *operator's* file (`skiff up --runtime-config FILE`), apart from
 //! the developer's `skiff.toml`, in the spirit of Spin's runtime-config.toml. It says where
-//! each key-value store label lives and gives values to app variables, so one app moves from a
-//! laptop to a cluster without touching its manifest.
+//! each key-value store label lives, where the app's queues live, and gives values to app
+//! variables, so one app moves from a laptop to a cluster without touching its manifest.
 //!
 //! ```toml
 //! # Values for app variables (after the SKIFF_VAR_* environment and the variables file).
@@ -18,6 +18,12 @@
 //! [key_value_store.shared]
 //! type = "redis"
 //! url = "redis://127.0.0.1:6379"
+//!
+//! # Where the app's queues live; without this table, embedded in the data folder.
+//! [queues]
+//! type = "redis"                       # or "embedded", with an optional `path`
+//! url = "redis://127.0.0.1:6379"
+//! max_depth = 100000                   # optional: most messages a queue holds
 //! ```
 //!
 //! Errors point at the file, line and field, like the manifest's.
@@ -42,6 +48,17 @@ pub struct RuntimeConfigFile {
     pub variables: Vec<(String, String)>,
     /// A file of further values (`variables_file`), resolved against the config's folder.
     pub variables_file: Option<PathBuf>,
+    /// Where queues live (`[queues]`); `None`: embedded, in the data folder.
+    pub queues: Option<QueueSpec>,
+}
+
+/// Where an app's queues live, and how deep each may grow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSpec {
+    /// Embedded (a redb file: `path`, or skiff's default in its data folder) or Redis Streams.
+    pub backend: StoreSpec,
+    /// Most messages one queue holds, waiting and in flight; `None`: the backend's default.
+    pub max_depth: Option<u64>,
 }
 
 /// Where one key-value store label lives.
@@ -68,6 +85,17 @@ struct RawRuntimeConfig {
     variables_file: Option<Spanned<String>>,
     variables: Option<OrderedMap<String>>,
     key_value_store: Option<OrderedMap<Spanned<RawStore>>>,
+    queues: Option<Spanned<RawQueues>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueues {
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+    path: Option<String>,
+    url: Option<Spanned<String>>,
+    max_depth: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,70 +151,108 @@ pub fn parse_runtime_config(text: &str, path: &Path) -> Result<RuntimeConfigFile
             ));
         }
         let span = store.span();
-        let store = store.into_inner();
-        let Some(kind) = store.kind else {
-            return Err(src.error(
-                Some(span),
-                format!("{field}.type"),
-                format!("`{field}` has no `type`"),
-                "add `type = \"embedded\"` or `type = \"redis\"`".to_string(),
-            ));
-        };
-        let spec = match kind.get_ref().as_str() {
-            "embedded" => {
-                if let Some(url) = store.url {
-                    return Err(src.error(
-                        Some(url.span()),
-                        format!("{field}.url"),
-                        "an embedded store has no `url`",
-                        "remove `url`, or set `type = \"redis\"`".to_string(),
-                    ));
-                }
-                StoreSpec::Embedded {
-                    path: store.path.map(|p| base.join(p)),
-                }
-            }
-            "redis" => {
-                let Some(url) = store.url else {
-                    return Err(src.error(
-                        Some(span),
-                        format!("{field}.url"),
-                        format!("`{field}` is a Redis store without a `url`"),
-                        "add e.g. `url = \"redis://127.0.0.1:6379\"`".to_string(),
-                    ));
-                };
-                if !["redis://", "rediss://", "redis+unix://"]
-                    .iter()
-                    .any(|scheme| url.get_ref().starts_with(scheme))
-                {
-                    return Err(src.error(
-                        Some(url.span()),
-                        format!("{field}.url"),
-                        "a Redis URL starts with `redis://`, `rediss://` (TLS) or `redis+unix://`",
-                        "e.g. `url = \"redis://127.0.0.1:6379\"`".to_string(),
-                    ));
-                }
-                StoreSpec::Redis {
-                    url: url.into_inner(),
-                }
-            }
-            other => {
-                return Err(src.error(
-                    Some(kind.span()),
-                    format!("{field}.type"),
-                    format!("unknown store type `{other}`"),
-                    "use `embedded` or `redis`".to_string(),
-                ));
-            }
-        };
+        let spec = backend(&src, &field, span, store.into_inner(), base)?;
         stores.push((label.into_inner(), spec));
     }
+
+    let queues = match raw.queues {
+        None => None,
+        Some(queues) => {
+            let span = queues.span();
+            let queues = queues.into_inner();
+            if let Some(depth) = queues.max_depth.as_ref().filter(|d| *d.get_ref() == 0) {
+                return Err(src.error(
+                    Some(depth.span()),
+                    "queues.max_depth",
+                    "a queue must hold at least one message",
+                    "remove `max_depth` for the default (100000), or give a positive number"
+                        .to_string(),
+                ));
+            }
+            let store = RawStore {
+                kind: queues.kind,
+                path: queues.path,
+                url: queues.url,
+            };
+            Some(QueueSpec {
+                backend: backend(&src, "queues", span, store, base)?,
+                max_depth: queues.max_depth.map(Spanned::into_inner),
+            })
+        }
+    };
 
     Ok(RuntimeConfigFile {
         stores,
         variables,
         variables_file: raw.variables_file.map(|f| base.join(f.into_inner())),
+        queues,
     })
+}
+
+/// Where the table `field` (a store, or the queues) says its data lives.
+fn backend(
+    src: &Source<'_>,
+    field: &str,
+    span: std::ops::Range<usize>,
+    store: RawStore,
+    base: &Path,
+) -> Result<StoreSpec, ManifestError> {
+    let Some(kind) = store.kind else {
+        return Err(src.error(
+            Some(span),
+            format!("{field}.type"),
+            format!("`{field}` has no `type`"),
+            "add `type = \"embedded\"` or `type = \"redis\"`".to_string(),
+        ));
+    };
+    let spec = match kind.get_ref().as_str() {
+        "embedded" => {
+            if let Some(url) = store.url {
+                return Err(src.error(
+                    Some(url.span()),
+                    format!("{field}.url"),
+                    "an embedded store has no `url`",
+                    "remove `url`, or set `type = \"redis\"`".to_string(),
+                ));
+            }
+            StoreSpec::Embedded {
+                path: store.path.map(|p| base.join(p)),
+            }
+        }
+        "redis" => {
+            let Some(url) = store.url else {
+                return Err(src.error(
+                    Some(span),
+                    format!("{field}.url"),
+                    format!("`{field}` is a Redis store without a `url`"),
+                    "add e.g. `url = \"redis://127.0.0.1:6379\"`".to_string(),
+                ));
+            };
+            if !["redis://", "rediss://", "redis+unix://"]
+                .iter()
+                .any(|scheme| url.get_ref().starts_with(scheme))
+            {
+                return Err(src.error(
+                    Some(url.span()),
+                    format!("{field}.url"),
+                    "a Redis URL starts with `redis://`, `rediss://` (TLS) or `redis+unix://`",
+                    "e.g. `url = \"redis://127.0.0.1:6379\"`".to_string(),
+                ));
+            }
+            StoreSpec::Redis {
+                url: url.into_inner(),
+            }
+        }
+        other => {
+            return Err(src.error(
+                Some(kind.span()),
+                format!("{field}.type"),
+                format!("unknown store type `{other}`"),
+                "use `embedded` or `redis`".to_string(),
+            ));
+        }
+    };
+    Ok(spec)
 }
 
 #[cfg(test)]
@@ -250,5 +316,46 @@ url = "redis://127.0.0.1:6379"
         assert_eq!(e.field, "variables.Bad");
         let e = parse("[key_value_store.s]\ntype = \"redis\"\nurll = \"x\"\n").unwrap_err();
         assert!(e.to_string().contains("url"), "{e}");
+    }
+
+    #[test]
+    fn the_queues_table_says_where_queues_live() {
+        let config = parse(
+            "[queues]\ntype = \"redis\"\nurl = \"redis://10.0.0.5:6379\"\nmax_depth = 5000\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.queues,
+            Some(QueueSpec {
+                backend: StoreSpec::Redis {
+                    url: "redis://10.0.0.5:6379".into()
+                },
+                max_depth: Some(5000),
+            })
+        );
+        let config = parse("[queues]\ntype = \"embedded\"\npath = \"q.redb\"\n").unwrap();
+        assert_eq!(
+            config.queues.map(|q| q.backend),
+            Some(StoreSpec::Embedded {
+                path: Some("/etc/skiff/q.redb".into())
+            })
+        );
+        assert_eq!(parse("").unwrap().queues, None);
+        for (text, field) in [
+            ("[queues]\ntype = \"redis\"\n", "queues.url"),
+            ("[queues]\nurl = \"redis://x\"\n", "queues.type"),
+            ("[queues]\ntype = \"kafka\"\n", "queues.type"),
+            (
+                "[queues]\ntype = \"embedded\"\nmax_depth = 0\n",
+                "queues.max_depth",
+            ),
+        ] {
+            assert_eq!(parse(text).unwrap_err().field, field, "{text}");
+        }
+        let e = parse("[queues]\ntype = \"embedded\"\ndepth = 3\n").unwrap_err();
+        assert!(
+            e.to_string().contains("max_depth"),
+            "the known fields are listed: {e}"
+        );
     }
 }

@@ -401,8 +401,9 @@ fn check_triggers(
         } else {
             format!("it is {kind}, which serves no routes: remove its `route`")
         };
+        // The component's code is what does not fit: its `source` is the line to show.
         return Err(LoadErrorKind::WrongKind {
-            field: "route",
+            field: "source",
             expected: "wasi:http/incoming-handler",
             hint,
         });

@@ -46,7 +46,7 @@ mod redis_queue;
 
 pub use embedded::EmbeddedBackend;
 pub use embedded_queue::EmbeddedQueues;
-pub use queue::{Consumer, Delivery, Message, QueueDepth, Queues};
+pub use queue::{Consumer, Delivery, Message, QueueBackend, QueueDepth, Queues, open_queues};
 pub use redis::RedisBackend;
 pub use redis_connection::{DEFAULT_TIMEOUT as REDIS_DEFAULT_TIMEOUT, RedisConnection};
 pub use redis_queue::RedisQueues;

@@ -98,6 +98,32 @@ pub trait Consumer: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
+/// Where queues are: a Redis server, or an embedded database file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueBackend {
+    /// Redis Streams in the Redis at this URL.
+    Redis(String),
+    /// A redb file at this path (made if missing).
+    Embedded(std::path::PathBuf),
+}
+
+/// Opens the queues of `backend`, each holding at most `max_depth` messages (`None`: the
+/// default, [`DEFAULT_MAX_QUEUE_DEPTH`]).
+pub fn open_queues(
+    backend: &QueueBackend,
+    max_depth: Option<u64>,
+) -> Result<std::sync::Arc<dyn Queues>, StoreError> {
+    let depth = max_depth.unwrap_or(DEFAULT_MAX_QUEUE_DEPTH);
+    Ok(match backend {
+        QueueBackend::Redis(url) => {
+            std::sync::Arc::new(crate::RedisQueues::connect(url)?.with_max_depth(depth))
+        }
+        QueueBackend::Embedded(path) => {
+            std::sync::Arc::new(crate::EmbeddedQueues::open(path)?.with_max_depth(depth))
+        }
+    })
+}
+
 /// Refuses a queue name skiff would not make.
 pub(crate) fn check_queue_name(queue: &str) -> Result<(), StoreError> {
     let printable = queue.bytes().all(|b| b.is_ascii_graphic());

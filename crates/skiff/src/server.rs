@@ -127,6 +127,11 @@ pub struct ServerArgs {
         requires = "cluster"
     )]
     cluster_bundles: Option<String>,
+    /// Keep apps' queues in this Redis (`redis://[:PASSWORD@]HOST[:PORT][/DB]`), as Redis
+    /// Streams, instead of `queues.redb` in the data folder [default on a cluster host: the
+    /// cluster's Redis].
+    #[arg(long, value_name = "URL", env = "SKIFF_QUEUES", hide_env_values = true)]
+    queues: Option<String>,
     /// This host's name in the cluster (in `apps inspect` and metrics) [default: the
     /// machine's host name, which is the Pod's name on Kubernetes].
     #[arg(long, value_name = "NAME", env = "SKIFF_HOST_ID")]
@@ -281,6 +286,7 @@ impl ServerArgs {
             self.allow_registries.clone(),
             self.insecure_registries.clone(),
         );
+        platform.queues_url = self.queues.clone();
         platform
     }
 }

@@ -7,11 +7,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
-use skiff_manifest::App;
+use skiff_manifest::{App, StoreSpec};
 use skiff_oci::{Cache, Local};
 use skiff_runtime::{Runtime, RuntimeConfig};
+use skiff_store::QueueBackend;
 
 use crate::run::GrantArgs;
 use crate::{cmd, oci, single};
@@ -159,18 +160,34 @@ pub async fn up(mut config: RuntimeConfig, args: UpArgs, cache: &Cache) -> Resul
     }
 }
 
-/// The queues of an app that uses any: an embedded database of its own in the data folder
-/// (`queues/APP.redb`), as its key-value stores are, so its messages outlive a restart.
+/// The queues of an app that uses any: where the operator's runtime config says (`[queues]`),
+/// or else an embedded database of its own in the data folder (`queues/APP.redb`), as its
+/// key-value stores are, so its messages outlive a restart.
 fn queue_space(config: &RuntimeConfig, app: &App) -> Result<Option<skiff_runtime::QueueSpace>> {
     let uses_queues =
         !app.consumers.is_empty() || app.components.iter().any(|c| !c.publish.is_empty());
-    let Some(data_dir) = config.data_dir.as_ref().filter(|_| uses_queues) else {
+    if !uses_queues {
         return Ok(None);
+    }
+    let spec = config.runtime_config.queues.as_ref();
+    let default_path = || {
+        config
+            .data_dir
+            .as_ref()
+            .map(|dir| dir.join("queues").join(format!("{}.redb", app.name)))
+            .context(
+                "no data folder for the app's queues: set SKIFF_DATA_DIR, or give a \
+                      `[queues]` table in the runtime config",
+            )
     };
-    let path = data_dir.join("queues").join(format!("{}.redb", app.name));
-    let queues = skiff_store::EmbeddedQueues::open(&path)?;
+    let backend = match spec.map(|s| &s.backend) {
+        Some(StoreSpec::Redis { url }) => QueueBackend::Redis(url.clone()),
+        Some(StoreSpec::Embedded { path: Some(path) }) => QueueBackend::Embedded(path.clone()),
+        Some(StoreSpec::Embedded { path: None }) | None => QueueBackend::Embedded(default_path()?),
+    };
+    let queues = skiff_store::open_queues(&backend, spec.and_then(|s| s.max_depth))?;
     Ok(Some(skiff_runtime::QueueSpace {
-        queues: Arc::new(queues),
+        queues,
         owner: app.name.clone(),
     }))
 }

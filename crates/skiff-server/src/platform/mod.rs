@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use skiff_http::HttpApp;
 use skiff_runtime::Runtime;
+use skiff_store::QueueBackend;
 
 use crate::api::{ErrorCode, Quotas};
 use crate::bundle::BundleLimits;
@@ -101,6 +102,9 @@ pub struct PlatformConfig {
     pub disk_check: Duration,
     /// Which registries tenants may deploy from (none unless the operator says).
     pub registries: RegistryPolicy,
+    /// Keep apps' queues in the Redis at this URL; `None`: the cluster's Redis on a cluster
+    /// host, else `queues.redb` in the data folder.
+    pub queues_url: Option<String>,
 }
 
 impl PlatformConfig {
@@ -119,6 +123,7 @@ impl PlatformConfig {
             upload_timeout: Duration::from_secs(5 * 60),
             disk_check: Duration::from_secs(30),
             registries: RegistryPolicy::default(),
+            queues_url: None,
         }
     }
 }
@@ -411,16 +416,18 @@ impl Platform {
             None => (None, None),
         };
         let usage = UsageLedger::open(config.data_dir.join("usage"), metrics.usage.clone())?;
-        let queues: Arc<dyn skiff_store::Queues> =
-            match cluster.as_ref().and_then(|c| c.store_url.as_deref()) {
-                Some(url) => {
-                    Arc::new(skiff_store::RedisQueues::connect(url).map_err(OpenError::Queues)?)
-                }
-                None => Arc::new(
-                    skiff_store::EmbeddedQueues::open(&config.data_dir.join("queues.redb"))
-                        .map_err(OpenError::Queues)?,
-                ),
-            };
+        let queues_url = config
+            .queues_url
+            .as_deref()
+            .or(cluster.as_ref().and_then(|c| c.store_url.as_deref()));
+        let queues = skiff_store::open_queues(
+            &match queues_url {
+                Some(url) => QueueBackend::Redis(url.to_string()),
+                None => QueueBackend::Embedded(config.data_dir.join("queues.redb")),
+            },
+            None,
+        )
+        .map_err(OpenError::Queues)?;
         Ok(Arc::new(Platform {
             runtime,
             metrics,
