@@ -284,6 +284,9 @@ where
                     .headers_mut()
                     .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            if matches!(err, InvokeError::Overloaded(_)) {
+                response.extensions_mut().insert(NotAdmitted);
+            }
             response
         }
     }
@@ -389,6 +392,12 @@ pub fn plain(status: StatusCode, body: String) -> Response<ResponseBody> {
     );
     response
 }
+
+/// Set (as a response extension, which only the host sees) on skiff's own answer to a request
+/// that was not admitted: the guest did not run, and a trigger may try again soon. A guest's
+/// own 503 does not have it.
+#[derive(Debug, Clone, Copy)]
+pub struct NotAdmitted;
 
 /// Marks a request a trigger started: `skiff-trigger: schedule` or `queue`. A client cannot send it
 /// (every `skiff-*` header a client sends is removed), so a guest can trust it.

@@ -42,8 +42,8 @@ mod standalone;
 
 pub use app::{AppSource, HttpApp, HttpLimits, Selected, SingleApp};
 pub use dispatch::{
-    MESSAGE_ATTEMPT, MESSAGE_ID, MESSAGE_METADATA, QUEUE, QueuedMessage, SCHEDULE, SCHEDULED_TIME,
-    ScheduledRequest, TRIGGER, plain,
+    MESSAGE_ATTEMPT, MESSAGE_ID, MESSAGE_METADATA, NotAdmitted, QUEUE, QueuedMessage, SCHEDULE,
+    SCHEDULED_TIME, ScheduledRequest, TRIGGER, plain,
 };
 pub use listener::Server;
 pub use metrics::{AppMetrics, HttpMetrics, serve_metrics};

@@ -14,7 +14,8 @@
 //!
 //! A handler is a unit of work like a request: the same admission, limits, grants, logs, usage,
 //! metrics and traces. One that is not admitted (the component, its tenant or the host is at
-//! its limit) waits for a permit for up to half of `retry_after` before counting as failed.
+//! its limit) waits for a permit for as long as it can still finish before `retry_after` (that
+//! is, `retry_after` less the component's timeout) before counting as failed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +27,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use skiff_http::{HttpApp, QueuedMessage};
+use skiff_http::{HttpApp, NotAdmitted, QueuedMessage};
 use skiff_manifest::Consume;
 use skiff_runtime::{InvokeError, QueueSpace, RequestInfo, TraceContext};
 use skiff_store::{Consumer, Delivery};
@@ -42,6 +43,10 @@ const RECEIVE_WAIT: Duration = Duration::from_secs(2);
 /// Waits after a failed read (the backend is down): doubling from the first to the last.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_LAST: Duration = Duration::from_secs(5);
+
+/// How much longer than its handler may run a message waits before it is delivered again,
+/// when its `retry_after` is not longer than that.
+const REDELIVERY_MARGIN: Duration = Duration::from_secs(5);
 
 /// How often a handler that was not admitted tries again.
 const ADMISSION_RETRY: Duration = Duration::from_millis(50);
@@ -105,6 +110,12 @@ struct Job {
     /// `<tenant>/<app>/<queue>`, for log lines.
     key: String,
     tenant: String,
+    /// How long the handler may run: the component's timeout.
+    timeout: Duration,
+    /// How long after a delivery the message is delivered again if not acknowledged: the
+    /// table's `retry_after`, or longer if the component may run longer than that (see
+    /// [`redelivery_after`]).
+    retry_after: Duration,
 }
 
 impl Consumers {
@@ -140,14 +151,23 @@ impl Consumers {
                         continue;
                     }
                 };
+                let key = format!("{key}/{}", consume.queue);
+                let timeout = app
+                    .loaded()
+                    .components()
+                    .get(consume.component)
+                    .map_or(Duration::ZERO, |c| c.timeout());
+                let retry_after = redelivery_after(&key, consume.retry_after, timeout);
                 let job = Job {
                     consumers: self.clone(),
                     app: app.clone(),
                     index,
                     consumer,
                     dead_letter: space.queue(&consume.dead_letter),
-                    key: format!("{key}/{}", consume.queue),
+                    key,
                     tenant: tenant.to_string(),
+                    timeout,
+                    retry_after,
                 };
                 tasks.push(tokio::spawn(Arc::new(job).read()));
             }
@@ -238,7 +258,7 @@ impl Job {
             }
             let received = self
                 .consumer
-                .receive(held.len(), consume.retry_after, RECEIVE_WAIT)
+                .receive(held.len(), self.retry_after, RECEIVE_WAIT)
                 .await;
             match received {
                 Ok(deliveries) => {
@@ -298,7 +318,7 @@ impl Job {
                 tracing::warn!(
                     consumer = %self.key, request_id, id = %delivery.id, attempt = delivery.attempt,
                     "the handler failed; the message is delivered again after {:?}: {why}",
-                    consume.retry_after
+                    self.retry_after
                 );
                 self.count("failed");
             }
@@ -327,7 +347,9 @@ impl Job {
     /// Runs the handler, waiting for admission if the component is at its limits.
     async fn run_handler(&self, delivery: &Delivery, request_id: u64) -> Handled {
         let consume = self.consume();
-        let admission_deadline = Instant::now() + consume.retry_after / 2;
+        // Started by then, the handler ends (by its timeout) before the message is due to be
+        // delivered again: two hosts never handle one message at once.
+        let admission_deadline = Instant::now() + self.retry_after.saturating_sub(self.timeout);
         loop {
             let result = match consume.path {
                 Some(_) => self.post(delivery, request_id).await,
@@ -403,10 +425,9 @@ impl Job {
                 request_id,
             })
             .await;
-        // 503 with `retry-after` is skiff's own "not admitted": wait for a permit, as for a
-        // handler. (A guest's own 503 is indistinguishable, and waits the same way.)
-        let overloaded = response.status() == http::StatusCode::SERVICE_UNAVAILABLE
-            && response.headers().contains_key(http::header::RETRY_AFTER);
+        // Skiff's own refusal (the guest did not run): wait for a permit, as for a handler. A
+        // guest's own 503 is a failed attempt like any other.
+        let overloaded = response.extensions().get::<NotAdmitted>().is_some();
         let (status, text) = drain(response).await;
         if (200..300).contains(&status) && text.is_none() {
             return Ok(());
@@ -441,8 +462,42 @@ impl Job {
     }
 }
 
+/// The redelivery time of consumer `key`: its table's `retry_after`, unless the component may
+/// run longer than that. The manifest checks `retry_after` against the component's own
+/// `limits.timeout`, but a component without one runs under the host's default timeout,
+/// which the manifest cannot know: then the message waits that timeout and a margin, so that
+/// it is never delivered again while its handler may still run.
+fn redelivery_after(key: &str, retry_after: Duration, timeout: Duration) -> Duration {
+    if retry_after > timeout {
+        return retry_after;
+    }
+    let longer = timeout.saturating_add(REDELIVERY_MARGIN);
+    tracing::warn!(
+        consumer = %key,
+        "retry_after ({retry_after:?}) is not longer than the component's timeout \
+         ({timeout:?}, the host's default as the component sets none): messages are delivered \
+         again after {longer:?} instead"
+    );
+    longer
+}
+
 fn component_id(app: &skiff_manifest::App, consume: &Consume) -> String {
     app.components
         .get(consume.component)
         .map_or_else(String::new, |c| c.id.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_never_due_again_while_its_handler_may_run() {
+        let secs = Duration::from_secs;
+        // The manifest's own check held: as written.
+        assert_eq!(redelivery_after("k", secs(45), secs(40)), secs(45));
+        // The host's default timeout is longer than the table's default `retry_after`.
+        assert_eq!(redelivery_after("k", secs(30), secs(30)), secs(35));
+        assert_eq!(redelivery_after("k", secs(30), secs(60)), secs(65));
+    }
 }

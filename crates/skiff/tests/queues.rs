@@ -358,3 +358,195 @@ fn a_consumer_needs_the_handler_or_a_path() {
         "the error names the export and the other way: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_queue_pipeline_example_runs() {
+    // The committed component, as a reader runs it: `skiff up examples/queue-pipeline`.
+    let example = common::repo_root().join("examples/queue-pipeline");
+    let server = Server::start(&["up", example.to_str().unwrap()]);
+    let post =
+        |path: &str, body: &'static str| common::client().post(server.url(path)).body(body).send();
+    let response = post("/records", "ada,12.50\n\nbob,3\ncy,0.5\n")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.text().await.unwrap().trim(), "queued 3");
+    // Through `transform` (wasi:messaging) and `collector` (POST /collect) into the store.
+    eventually(
+        Duration::from_secs(60),
+        "the collector stored every result",
+        || async { get(&server, "/results/count").await == (200, "3\n".into()) },
+    )
+    .await;
+    let (status, body) = get(&server, "/results").await;
+    assert_eq!(status, 200, "{body}");
+    let results: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        results,
+        serde_json::json!([
+            {"id": 1, "name": "ADA", "amount_cents": 1250},
+            {"id": 2, "name": "BOB", "amount_cents": 300},
+            {"id": 3, "name": "CY", "amount_cents": 50},
+        ])
+    );
+    // A malformed line refuses the whole batch, naming the line, before anything is sent.
+    let response = post("/records", "dan,4\neve,lots\n").await.unwrap();
+    assert_eq!(response.status(), 400);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("line 2") && text.contains("eve,lots"),
+        "{text}"
+    );
+    // So the next record takes the next id, and DAN never arrives.
+    let response = post("/records", "fay,1\n").await.unwrap();
+    assert_eq!(response.status(), 202);
+    eventually(
+        Duration::from_secs(60),
+        "the collector stored the next result",
+        || async { get(&server, "/results/count").await == (200, "4\n".into()) },
+    )
+    .await;
+    let body = get(&server, "/results").await.1;
+    assert!(
+        body.contains(r#"{"id":4,"name":"FAY","amount_cents":100}"#) && !body.contains("DAN"),
+        "{body}"
+    );
+    // Only the queue trigger delivers results: a client's `skiff-trigger` is removed.
+    let response = common::client()
+        .post(server.url("/collect"))
+        .header("skiff-trigger", "queue")
+        .body(r#"{"name":"MALLORY"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+}
+
+#[tokio::test]
+async fn a_consumer_wider_than_its_component_waits_for_admission_and_fails_nothing() {
+    // Eight handlers at once, for a component that admits one at a time: the other seven wait
+    // for its permit, which is not a failed attempt.
+    let dir = pipeline_app(
+        "pipe",
+        "concurrency = 8",
+        "[component.worker.limits]\nmax_concurrency = 1\n",
+    );
+    let manifest = dir.path().join("skiff.toml");
+    let server = Server::start(&["up", manifest.to_str().unwrap()]);
+    assert_eq!(
+        get(&server, "/enqueue?queue=orders&n=40&prefix=sleep:20:w").await,
+        (200, "sent 40".into())
+    );
+    eventually(
+        Duration::from_secs(60),
+        "every message is handled",
+        || async {
+            get(&server, "/check?prefix=sleep:20:w&n=40").await.1 == "missing 0 duplicated 0"
+        },
+    )
+    .await;
+    let logs = server.logs();
+    assert!(!logs.contains("the handler failed"), "{logs}");
+}
+
+#[tokio::test]
+async fn each_tenant_consumes_only_its_own_queues() {
+    let redis = Redis::start();
+    let host = Host::start_in_cluster(&redis.url(), 1, &[]);
+    host.wait_until_ready().await;
+    let acme = host.tenant("acme", &[]);
+    let globex = host.tenant("globex", &[]);
+    // The same app, the same queue names, in two tenants.
+    host.deploy_ok(&acme, pipeline_app("pipe", "", "").path(), "pipe");
+    host.deploy_ok(&globex, pipeline_app("pipe", "", "").path(), "other");
+    assert_eq!(
+        host.get("pipe", "/enqueue?queue=orders&n=7&prefix=a").await,
+        (200, "sent 7".into())
+    );
+    assert_eq!(
+        host.get("other", "/enqueue?queue=orders&n=3&prefix=g")
+            .await,
+        (200, "sent 3".into())
+    );
+    eventually(
+        Duration::from_secs(60),
+        "both tenants' messages are handled",
+        || async {
+            counter(&host, "pipe", "handled").await == 7
+                && counter(&host, "other", "handled").await == 3
+        },
+    )
+    .await;
+    assert_eq!(check(&host, "pipe", "a", 7).await, (0, 0));
+    assert_eq!(
+        check(&host, "pipe", "g", 3).await,
+        (3, 0),
+        "acme saw none of globex's"
+    );
+    assert_eq!(check(&host, "other", "g", 3).await, (0, 0));
+    assert_eq!(
+        check(&host, "other", "a", 7).await,
+        (7, 0),
+        "globex saw none of acme's"
+    );
+}
+
+#[tokio::test]
+async fn the_runtime_config_puts_skiff_ups_queues_in_redis_with_a_depth() {
+    let redis = Redis::start();
+    let dir = queue_app("shop");
+    let config = dir.path().join("runtime.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[queues]\ntype = \"redis\"\nurl = \"{}\"\nmax_depth = 3\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let manifest = dir.path().join("skiff.toml");
+    let server = Server::start(&[
+        "up",
+        manifest.to_str().unwrap(),
+        "--runtime-config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        get(&server, "/enqueue?queue=orders&n=3&prefix=o").await,
+        (200, "sent 3".into())
+    );
+    assert_eq!(redis.cli(&["XLEN", "skiff:q:shop/orders"]).trim(), "3");
+    // Full: the producer is told to try later, and nothing is dropped.
+    let (status, body) = get(&server, "/enqueue?queue=orders&n=1&prefix=p").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("full"), "{body}");
+    assert_eq!(redis.cli(&["XLEN", "skiff:q:shop/orders"]).trim(), "3");
+}
+
+#[tokio::test]
+async fn skiff_server_puts_a_single_hosts_queues_in_redis_when_told() {
+    let redis = Redis::start();
+    let host = Host::start_in(
+        common::fresh_data_dir().join("server"),
+        &["--queues", &redis.url()],
+    );
+    let acme = host.tenant("acme", &[]);
+    host.deploy_ok(&acme, pipeline_app("pipe", "", "").path(), "pipe");
+    assert_eq!(
+        host.get(
+            "pipe",
+            "/enqueue?queue=orders&n=4&prefix=s&reply-to=results"
+        )
+        .await,
+        (200, "sent 4".into())
+    );
+    eventually(
+        Duration::from_secs(60),
+        "the messages went through Redis",
+        || async { check(&host, "pipe", "S", 4).await == (0, 0) },
+    )
+    .await;
+    // Consumed from Redis Streams: the consumer group exists there.
+    let groups = redis.cli(&["XINFO", "GROUPS", "skiff:q:acme/orders"]);
+    assert!(groups.contains("skiff"), "{groups}");
+}
