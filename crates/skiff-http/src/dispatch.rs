@@ -455,6 +455,7 @@ impl HttpApp {
             trigger.push((SCHEDULE, value));
         }
         let post = TriggeredPost {
+            traceparent: None,
             component: schedule.component,
             name,
             path,
@@ -489,6 +490,9 @@ impl HttpApp {
                 .headers_mut()
                 .insert(http::header::CONTENT_TYPE, value);
         }
+        if let Some(value) = post.traceparent {
+            request.headers_mut().insert(TRACEPARENT, value);
+        }
         let target = Target {
             component: post.component,
             route_name: post.name,
@@ -515,12 +519,16 @@ struct TriggeredPost<'a> {
     path: &'a str,
     body: Bytes,
     content_type: Option<HeaderValue>,
+    /// Where the work's trace continues from, if anywhere.
+    traceparent: Option<HeaderValue>,
     /// The `skiff-*` headers the trigger sets.
     trigger: Vec<(HeaderName, HeaderValue)>,
     metrics: Option<&'a RouteMetrics>,
     request_id: u64,
     arrived: Instant,
 }
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// A queue message delivered as a request, for [`HttpApp::deliver_message`].
 pub struct QueuedMessage<'a> {
@@ -571,8 +579,16 @@ impl HttpApp {
             // Escaped to ASCII, so that any text makes a valid header value.
             add(MESSAGE_METADATA, &ascii_json(&metadata));
         }
+        // The producer's place in its trace, which the request's span continues (as a
+        // client's `traceparent` header would).
+        let traceparent = message
+            .metadata
+            .iter()
+            .find(|(key, _)| key == skiff_runtime::TRACEPARENT)
+            .and_then(|(_, value)| HeaderValue::from_str(value).ok());
         let name = format!("consume[{}]", consume.queue);
         let post = TriggeredPost {
+            traceparent,
             component: consume.component,
             name: &name,
             path,

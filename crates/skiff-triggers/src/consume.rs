@@ -29,7 +29,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use skiff_http::{HttpApp, NotAdmitted, QueuedMessage};
 use skiff_manifest::Consume;
-use skiff_runtime::{InvokeError, QueueSpace, RequestInfo, TraceContext};
+use skiff_runtime::{InvokeError, QueueSpace, RequestInfo, TRACEPARENT, TraceContext};
 use skiff_store::{Consumer, Delivery};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -373,28 +373,27 @@ impl Job {
         let Some(component) = self.app.loaded().components().get(consume.component) else {
             return Err(Failure::Failed("no such component".into()));
         };
-        // A new trace per message (the producer's context is not carried in messages yet).
-        let trace =
-            TraceContext::inbound(&http::HeaderMap::new()).child(SpanKind::Consumer, || {
-                let mut attributes = vec![
-                    KeyValue::new("messaging.system", "skiff"),
-                    KeyValue::new("messaging.operation.type", "process"),
-                    KeyValue::new("messaging.destination.name", consume.queue.clone()),
-                    KeyValue::new("messaging.message.id", delivery.id.clone()),
-                    KeyValue::new(
-                        "messaging.message.delivery_attempt",
-                        i64::from(delivery.attempt),
-                    ),
-                    KeyValue::new("skiff.app", component.app().to_string()),
-                    KeyValue::new("skiff.component", component.id().to_string()),
-                    KeyValue::new("skiff.request_id", request_id as i64),
-                    KeyValue::new("skiff.trigger", "queue"),
-                ];
-                if !self.tenant.is_empty() {
-                    attributes.push(KeyValue::new("skiff.tenant", self.tenant.clone()));
-                }
-                (format!("process {}", consume.queue).into(), attributes)
-            });
+        // The trace its producer's call carried in the message, or a new one.
+        let trace = producer_trace(&delivery.message).child(SpanKind::Consumer, || {
+            let mut attributes = vec![
+                KeyValue::new("messaging.system", "skiff"),
+                KeyValue::new("messaging.operation.type", "process"),
+                KeyValue::new("messaging.destination.name", consume.queue.clone()),
+                KeyValue::new("messaging.message.id", delivery.id.clone()),
+                KeyValue::new(
+                    "messaging.message.delivery_attempt",
+                    i64::from(delivery.attempt),
+                ),
+                KeyValue::new("skiff.app", component.app().to_string()),
+                KeyValue::new("skiff.component", component.id().to_string()),
+                KeyValue::new("skiff.request_id", request_id as i64),
+                KeyValue::new("skiff.trigger", "queue"),
+            ];
+            if !self.tenant.is_empty() {
+                attributes.push(KeyValue::new("skiff.tenant", self.tenant.clone()));
+            }
+            (format!("process {}", consume.queue).into(), attributes)
+        });
         let info = RequestInfo {
             request_id,
             https: false,
@@ -460,6 +459,21 @@ impl Job {
                 .inc();
         }
     }
+}
+
+/// Where the message's producer was in its trace (its `traceparent` metadata), to continue
+/// from; a new trace if it says nothing valid.
+fn producer_trace(message: &skiff_store::Message) -> TraceContext {
+    let mut headers = http::HeaderMap::new();
+    if let Some(value) = message
+        .metadata
+        .iter()
+        .find(|(key, _)| key == TRACEPARENT)
+        .and_then(|(_, value)| http::HeaderValue::from_str(value).ok())
+    {
+        headers.insert(TRACEPARENT, value);
+    }
+    TraceContext::inbound(&headers)
 }
 
 /// The redelivery time of consumer `key`: its table's `retry_after`, unless the component may

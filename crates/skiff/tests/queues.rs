@@ -550,3 +550,30 @@ async fn skiff_server_puts_a_single_hosts_queues_in_redis_when_told() {
     let groups = redis.cli(&["XINFO", "GROUPS", "skiff:q:acme/orders"]);
     assert!(groups.contains("skiff"), "{groups}");
 }
+
+#[tokio::test]
+async fn a_message_carries_its_producers_trace_through_the_pipeline() {
+    let dir = pipeline_app("pipe", "", "");
+    let manifest = dir.path().join("skiff.toml");
+    let server = Server::start(&["up", manifest.to_str().unwrap()]);
+    // A client's request inside a trace publishes; the worker's handler continues that trace
+    // and publishes on; the sink's request continues it again.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = common::client()
+        .get(server.url("/enqueue?queue=orders&n=1&prefix=t&reply-to=results"))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    eventually(
+        Duration::from_secs(30),
+        "the sink saw the result",
+        || async { get(&server, "/count?key=seen:T-0").await.1 == "1" },
+    )
+    .await;
+    assert_eq!(
+        get(&server, "/get?key=trace:T-0").await,
+        (200, trace.into())
+    );
+}

@@ -172,6 +172,25 @@ pub(crate) fn incoming<T: HasCapability<MessagingState>>(
     Ok(ctx.table.push(message)?)
 }
 
+/// The metadata key that carries a message's place in its trace, as the `traceparent` header
+/// does a request's (W3C Trace Context).
+pub const TRACEPARENT: &str = "traceparent";
+
+/// Puts the publishing call's place in its trace into the message's metadata, unless the guest
+/// set one itself (or the message has no room left): its consumer's trace continues from it.
+fn carry_trace(trace: &crate::TraceContext, metadata: &mut Vec<(String, String)>) {
+    if metadata.len() >= skiff_store::queue::MAX_METADATA_ENTRIES
+        || metadata.iter().any(|(key, _)| key == TRACEPARENT)
+    {
+        return;
+    }
+    let mut headers = http::HeaderMap::new();
+    trace.inject(&mut headers);
+    if let Some(value) = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()) {
+        metadata.push((TRACEPARENT.to_string(), value.to_string()));
+    }
+}
+
 /// What the guest's handler said, for a log line: its error's case and text.
 pub(crate) fn describe_handler_error(error: &types::Error) -> String {
     match error {
@@ -347,7 +366,7 @@ impl producer::Host for CapabilityCtx<'_, MessagingState> {
         topic: String,
         message: Resource<Message>,
     ) -> Outcome<()> {
-        let message = self.table.delete(message)?;
+        let mut message = self.table.delete(message)?;
         self.hold(message.bytes(), 0)?;
         if !self.state.grant.publish.contains(&topic) {
             warn_for!(
@@ -364,6 +383,7 @@ impl producer::Host for CapabilityCtx<'_, MessagingState> {
                 "this host has no queues for this app".to_string(),
             )));
         };
+        carry_trace(&self.call.trace, &mut message.inner.metadata);
         match space
             .queues
             .publish(&space.queue(&topic), &message.inner)

@@ -8,7 +8,8 @@
 //! | `/enqueue?queue=Q&n=N&prefix=P`       | publishes `P-0` .. `P-(N-1)` to Q; 200 `sent N`, or 503 with the error |
 //! | `/count?key=K`                        | the counter K in store `default` (0 if unset)          |
 //! | `/check?prefix=P&n=N`                 | of `P-0` .. `P-(N-1)`, how many were never seen and how many more than once: `missing M duplicated D` |
-//! | `POST /deliver`                       | a message delivered as a request (`skiff-trigger: queue`): handled like one through `wasi:messaging` (no republishing); 500 for `fail...` |
+//! | `POST /deliver`                       | a message delivered as a request (`skiff-trigger: queue`): handled like one through `wasi:messaging` (no republishing), and its trace id (from `traceparent`) kept as `trace:DATA`; 500 for `fail...` |
+//! | `/get?key=K`                          | the value of K in store `default`, as text (empty if unset) |
 //!
 //! Messages (`wasi:messaging/incoming-handler@0.2.0-draft`):
 //! - `fail...`: the handler fails (`error::other`), every time;
@@ -96,6 +97,10 @@ impl HttpGuest for QueueGuest {
                 Ok(value) => (200, value.to_string()),
                 Err(error) => (503, error),
             },
+            "/get" => match store::open("default").and_then(|b| b.get(&param("key"))) {
+                Ok(value) => (200, String::from_utf8_lossy(&value.unwrap_or_default()).into_owned()),
+                Err(error) => (503, format!("{error:?}")),
+            },
             "/check" => {
                 let n: usize = param("n").parse().unwrap_or(0);
                 match check(&param("prefix"), n) {
@@ -111,7 +116,13 @@ impl HttpGuest for QueueGuest {
                     (400, "not a queue delivery".to_string())
                 } else {
                     let body = read_body(&request);
-                    match handle_text(&String::from_utf8_lossy(&body)) {
+                    let text = String::from_utf8_lossy(&body).into_owned();
+                    let trace_id = header(&request.headers(), "traceparent")
+                        .and_then(|t| t.split('-').nth(1).map(str::to_string))
+                        .unwrap_or_default();
+                    let kept = store::open("default")
+                        .and_then(|bucket| bucket.set(&format!("trace:{text}"), trace_id.as_bytes()));
+                    match kept.map_err(|e| format!("{e:?}")).and_then(|()| handle_text(&text)) {
                         Ok(()) => (200, "handled".to_string()),
                         Err(error) => (500, error),
                     }
