@@ -308,6 +308,31 @@ pub struct AppInfo {
     /// The app's schedules, in manifest order, with their next due times and last runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schedules: Vec<ScheduleInfo>,
+    /// The app's queue consumers, in manifest order, with how full their queues are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<ConsumerInfo>,
+}
+
+/// One queue consumer of an app, as `GET /v1/apps/NAME` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerInfo {
+    pub component: String,
+    pub queue: String,
+    /// The path each message is `POST`ed to; absent: the component's
+    /// `wasi:messaging/incoming-handler` is called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub concurrency: u32,
+    pub batch: u32,
+    pub max_attempts: u32,
+    pub retry_after_ms: u64,
+    pub dead_letter: String,
+    /// Messages in the queue, waiting or being handled; absent if the queues cannot be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<u64>,
+    /// Messages in the dead-letter queue; absent if the queues cannot be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead: Option<u64>,
 }
 
 /// One schedule of an app, as `GET /v1/apps/NAME` shows it.

@@ -568,6 +568,7 @@ async fn inspect_app(
     let mut info = state.platform.inspect(&tenant, &name)?;
     info.cluster = state.platform.convergence(&name).await;
     info.schedules = state.platform.schedules_of(&tenant, &name).await;
+    info.consumers = state.platform.consumers_of(&tenant, &name).await;
     Ok(axum::Json(info).into_response())
 }
 

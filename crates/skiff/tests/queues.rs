@@ -328,6 +328,30 @@ async fn a_message_that_always_fails_goes_to_the_dead_letter_queue_after_its_att
         || async { redis.cli(&["XLEN", "skiff:q:acme/orders"]).trim() == "0" },
     )
     .await;
+    // Inspect shows the consumers and how full their queues are.
+    let inspect = host.cli_ok(&acme, &["apps", "inspect", "pipe"]);
+    let orders = inspect
+        .lines()
+        .find(|l| l.trim_start().starts_with("orders "))
+        .unwrap_or_else(|| panic!("no consumer of orders in\n{inspect}"));
+    let columns: Vec<&str> = orders.split_whitespace().collect();
+    assert_eq!(
+        columns,
+        [
+            "orders",
+            "worker",
+            "wasi:messaging",
+            "1",
+            "3",
+            "2s",
+            "0",
+            "1",
+            "in",
+            "orders-dead"
+        ],
+        "{inspect}"
+    );
+    assert!(inspect.contains("POST /deliver"), "{inspect}");
     // Three attempts, each logged as a failure, the last one moving it.
     let logs = host.server.logs();
     assert!(

@@ -84,6 +84,7 @@ impl Platform {
                 .collect(),
             cluster: None,
             schedules: Vec::new(),
+            consumers: Vec::new(),
         })
     }
 }

@@ -13,7 +13,7 @@ use skiff_runtime::QueueSpace;
 use skiff_triggers::{Consumers, RunLeases, Scheduler};
 
 use super::Platform;
-use crate::api::ScheduleInfo;
+use crate::api::{ConsumerInfo, ScheduleInfo};
 use crate::tenants::Tenant;
 
 /// How often the triggers are brought in line with the deployed apps: how long after a
@@ -116,6 +116,49 @@ impl Platform {
                 consumers.remove_app(&tenant, &name, deleted(&tenant, &name));
             }
         }
+    }
+
+    /// What `apps inspect` shows of the queue consumers of `tenant`'s app `name` (its live
+    /// version): each with how many messages its queue and its dead-letter queue hold. Empty if
+    /// it has none, or is not the tenant's.
+    pub async fn consumers_of(&self, tenant: &Tenant, name: &str) -> Vec<ConsumerInfo> {
+        let Ok(entry) = self.entry_of(tenant, name) else {
+            return Vec::new();
+        };
+        let app = {
+            let record = entry.record();
+            match record.live_version().ok().and_then(|v| v.app.clone()) {
+                Some(app) if !app.consumers.is_empty() => app,
+                _ => return Vec::new(),
+            }
+        };
+        let space = QueueSpace {
+            queues: self.queues.clone(),
+            owner: tenant.name.clone(),
+        };
+        let depth = |queue: String| {
+            let queues = space.queues.clone();
+            async move { queues.depth(&queue).await.ok().map(|d| d.messages) }
+        };
+        let mut out = Vec::with_capacity(app.consumers.len());
+        for consume in &app.consumers {
+            out.push(ConsumerInfo {
+                component: app
+                    .components
+                    .get(consume.component)
+                    .map_or_else(String::new, |c| c.id.clone()),
+                queue: consume.queue.clone(),
+                path: consume.path.clone(),
+                concurrency: consume.concurrency,
+                batch: consume.batch,
+                max_attempts: consume.max_attempts,
+                retry_after_ms: u64::try_from(consume.retry_after.as_millis()).unwrap_or(u64::MAX),
+                dead_letter: consume.dead_letter.clone(),
+                messages: depth(space.queue(&consume.queue)).await,
+                dead: depth(space.queue(&consume.dead_letter)).await,
+            });
+        }
+        out
     }
 
     /// What `apps inspect` shows of the schedules of `tenant`'s app `name` (its live version):

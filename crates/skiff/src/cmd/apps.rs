@@ -243,6 +243,44 @@ fn format_app_info(info: &AppInfo, now: SystemTime) -> String {
             ));
         }
     }
+    if !info.consumers.is_empty() {
+        out.push_str("\nQueue consumers:\n");
+        let count = |n: Option<u64>| n.map_or_else(|| "?".to_string(), |n| n.to_string());
+        let rows: Vec<Vec<String>> = info
+            .consumers
+            .iter()
+            .map(|c| {
+                vec![
+                    c.queue.clone(),
+                    c.component.clone(),
+                    match &c.path {
+                        Some(path) => format!("POST {path}"),
+                        None => "wasi:messaging".to_string(),
+                    },
+                    c.concurrency.to_string(),
+                    c.max_attempts.to_string(),
+                    format_ms(c.retry_after_ms),
+                    count(c.messages),
+                    format!("{} in {}", count(c.dead), c.dead_letter),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "QUEUE",
+                "COMPONENT",
+                "HOW",
+                "AT-ONCE",
+                "ATTEMPTS",
+                "RETRY-AFTER",
+                "MESSAGES",
+                "DEAD",
+            ],
+            &rows,
+            "  ",
+            &[],
+        ));
+    }
     if let Some(cluster) = &info.cluster {
         let serving = cluster.hosts.iter().filter(|h| h.converged).count();
         out.push_str(&format!(
@@ -381,6 +419,7 @@ mod tests {
             ],
             cluster: None,
             schedules: Vec::new(),
+            consumers: Vec::new(),
         };
         let text = format_app_info(&info, now);
         assert!(text.starts_with("hello\n  tenant:   acme\n"), "{text}");

@@ -172,6 +172,7 @@ mod tests {
             versions: vec![],
             cluster: None,
             schedules: Vec::new(),
+            consumers: Vec::new(),
         };
         assert_eq!(
             format_deployed(&info, false),
