@@ -284,8 +284,14 @@ where
                     .headers_mut()
                     .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            if matches!(err, InvokeError::Overloaded(_)) {
-                response.extensions_mut().insert(NotAdmitted);
+            match err {
+                InvokeError::Overloaded(_) => {
+                    response.extensions_mut().insert(NotAdmitted);
+                }
+                InvokeError::Stopped => {
+                    response.extensions_mut().insert(HostStopping);
+                }
+                _ => {}
             }
             response
         }
@@ -398,6 +404,11 @@ pub fn plain(status: StatusCode, body: String) -> Response<ResponseBody> {
 /// own 503 does not have it.
 #[derive(Debug, Clone, Copy)]
 pub struct NotAdmitted;
+
+/// Set (as a response extension) on skiff's own answer to a request whose guest the host
+/// stopped because it is shutting down: the work was cut off, not failed.
+#[derive(Debug, Clone, Copy)]
+pub struct HostStopping;
 
 /// Marks a request a trigger started: `skiff-trigger: schedule` or `queue`. A client cannot send it
 /// (every `skiff-*` header a client sends is removed), so a guest can trust it.

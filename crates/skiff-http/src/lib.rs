@@ -42,10 +42,10 @@ mod standalone;
 
 pub use app::{AppSource, HttpApp, HttpLimits, Selected, SingleApp};
 pub use dispatch::{
-    MESSAGE_ATTEMPT, MESSAGE_ID, MESSAGE_METADATA, NotAdmitted, QUEUE, QueuedMessage, SCHEDULE,
-    SCHEDULED_TIME, ScheduledRequest, TRIGGER, plain,
+    HostStopping, MESSAGE_ATTEMPT, MESSAGE_ID, MESSAGE_METADATA, NotAdmitted, QUEUE, QueuedMessage,
+    SCHEDULE, SCHEDULED_TIME, ScheduledRequest, TRIGGER, plain,
 };
-pub use listener::Server;
+pub use listener::{Draining, Server};
 pub use metrics::{AppMetrics, HttpMetrics, serve_metrics};
 pub use standalone::{Standalone, StartError, Started, termination_signal};
 

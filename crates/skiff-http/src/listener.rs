@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -29,7 +30,14 @@ pub struct Server<S: AppSource = SingleApp> {
     limits: HttpLimits,
     /// The runtime whose guests are stopped once the grace period is over.
     guests: Option<Arc<Runtime>>,
+    /// Other work of the runtime's guests (queue handlers) that shutdown lets finish within
+    /// the grace period too, before stopping the guests.
+    draining: Option<Draining>,
 }
+
+/// Starts, when shutdown starts, the wind-down of work other than requests, and completes
+/// when that work is over (see [`Server::with_draining`]).
+pub type Draining = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 impl Server<SingleApp> {
     pub async fn bind(addr: SocketAddr, app: HttpApp) -> std::io::Result<Server<SingleApp>> {
@@ -48,6 +56,7 @@ impl<S: AppSource> Server<S> {
             shutdown_grace: Duration::from_secs(10),
             limits: HttpLimits::default(),
             guests: None,
+            draining: None,
         })
     }
 
@@ -68,6 +77,14 @@ impl<S: AppSource> Server<S> {
     /// would keep the process alive.
     pub fn with_guests_of(mut self, runtime: Arc<Runtime>) -> Self {
         self.guests = Some(runtime);
+        self
+    }
+
+    /// At shutdown, also start `draining` (a trigger stops taking work and waits for what it
+    /// started), and stop the guests only once both it and the requests are over, or the
+    /// grace period is.
+    pub fn with_draining(mut self, draining: Draining) -> Self {
+        self.draining = Some(draining);
         self
     }
 
@@ -180,7 +197,14 @@ impl<S: AppSource> Server<S> {
             tracing::info!("shutting down: waiting for {open} open connection(s)");
         }
         let _ = stop.send(());
-        let finished = tokio::time::timeout(self.shutdown_grace, stop.closed())
+        let draining = self.draining.map(|start| tokio::spawn(start()));
+        let all_over = async {
+            stop.closed().await;
+            if let Some(draining) = draining {
+                let _ = draining.await;
+            }
+        };
+        let finished = tokio::time::timeout(self.shutdown_grace, all_over)
             .await
             .is_ok();
         if let Some(runtime) = &self.guests {
@@ -188,7 +212,8 @@ impl<S: AppSource> Server<S> {
         }
         if !finished {
             tracing::warn!(
-                "shutdown: {} connection(s) still open after {:?}; stopping their guests",
+                "shutdown: {} connection(s) still open, or queue handlers still running, after \
+                 {:?}; stopping their guests",
                 stop.receiver_count(),
                 self.shutdown_grace
             );

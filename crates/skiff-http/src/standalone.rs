@@ -167,6 +167,13 @@ impl Started {
         &self.runtime
     }
 
+    /// At shutdown, also let the work `draining` winds down (queue handlers) finish within
+    /// the grace period (see [`Server::with_draining`]).
+    pub fn with_draining(mut self, draining: crate::Draining) -> Self {
+        self.server = self.server.with_draining(draining);
+        self
+    }
+
     /// Serves until `shutdown` completes, then lets requests in flight finish within the
     /// shutdown grace and stops every guest still running.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {

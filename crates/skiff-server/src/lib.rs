@@ -165,7 +165,13 @@ pub async fn bind(
     .map_err(listen_error("data plane", options.listen))?
     .with_limits(options.http_limits)
     .with_shutdown_grace(options.shutdown_grace)
-    .with_guests_of(guests);
+    .with_guests_of(guests)
+    .with_draining({
+        // Queue consumers stop reading with the data plane; their handlers get the same grace
+        // as requests.
+        let (platform, grace) = (platform.clone(), options.shutdown_grace);
+        Box::new(move || Box::pin(async move { platform.stop_triggers(grace).await }))
+    });
     let api = TcpListener::bind(options.api_listen)
         .await
         .map_err(listen_error("management API", options.api_listen))?;
@@ -275,11 +281,10 @@ impl BoundServer {
         usage_writer.abort();
         replica.abort();
         log_sharing.abort();
-        // Future due times and queue reads stop with the triggers; runs and handlers going on
-        // end with the data plane's grace period, like requests (a message whose handler is
-        // cut off is delivered again, here after a restart or on another host).
+        // Future due times and queue reads stopped with the data plane, whose grace period the
+        // runs and handlers going on had too, like requests (a message whose handler was cut
+        // off is delivered again, here after a restart or on another host).
         triggers.abort();
-        self.platform.stop_triggers();
         self.platform.leave_cluster().await;
         // Requests are over (or cut off): every minute of usage still in memory is written,
         // so that a restart loses none of it.

@@ -18,7 +18,7 @@
 //! is, `retry_after` less the component's timeout) before counting as failed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
@@ -27,11 +27,11 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use skiff_http::{HttpApp, NotAdmitted, QueuedMessage};
+use skiff_http::{HostStopping, HttpApp, NotAdmitted, QueuedMessage};
 use skiff_manifest::Consume;
 use skiff_runtime::{InvokeError, QueueSpace, RequestInfo, TRACEPARENT, TraceContext};
 use skiff_store::{Consumer, Delivery};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::response::drain;
 use crate::running::{RunningApps, app_key};
@@ -96,6 +96,27 @@ pub struct Consumers {
     /// Each app's readers, one per consumer. Handlers already running go on to their
     /// acknowledgement when they stop (they hold the app); only reading stops.
     apps: RunningApps,
+    /// Handlers running, of every app, and a wake-up for whoever waits for them to end.
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+/// One handler counted as running, until dropped.
+struct InFlight(Arc<Consumers>);
+
+impl InFlight {
+    fn start(consumers: &Arc<Consumers>) -> InFlight {
+        consumers.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(consumers.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// What one consumer's tasks need.
@@ -126,6 +147,8 @@ impl Consumers {
             metrics,
             next_request_id: AtomicU64::new(FIRST_REQUEST_ID),
             apps: RunningApps::default(),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
         })
     }
 
@@ -202,6 +225,36 @@ impl Consumers {
         }
     }
 
+    /// Stops reading every queue (the host is shutting down), and waits up to `grace` for the
+    /// handlers still running to finish and acknowledge their messages. Returns whether they
+    /// all did; a message whose handler did not is delivered again later (here after a
+    /// restart, or on another host).
+    pub async fn stop(&self, grace: Duration) -> bool {
+        for (tenant, app) in self.apps.list() {
+            self.remove_app(&tenant, &app, false);
+        }
+        let all_done = async {
+            loop {
+                let notified = self.idle.notified();
+                tokio::pin!(notified);
+                // Registered before the count is read, so a handler ending in between wakes it.
+                notified.as_mut().enable();
+                if self.in_flight.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let done = tokio::time::timeout(grace, all_done).await.is_ok();
+        if !done {
+            tracing::warn!(
+                "queue handlers still running after {grace:?} are stopped; their messages are \
+                 delivered again"
+            );
+        }
+        done
+    }
+
     /// The apps whose consumers run, as `(tenant, app)`.
     pub fn apps(&self) -> Vec<(String, String)> {
         self.apps.list()
@@ -213,6 +266,9 @@ enum Handled {
     Ok,
     /// It failed: why, for the log and the dead letter.
     Failed(String),
+    /// The host stopped it as it shut down: not the message's fault, and not an attempt that
+    /// counts toward the dead letter (it is delivered again, elsewhere or after the restart).
+    CutOff,
 }
 
 /// Why one try at running a handler did not succeed.
@@ -220,6 +276,8 @@ enum Failure {
     /// It was not admitted (the component, its tenant or the host is at its limit): nothing
     /// ran, and it may be tried again soon.
     NotAdmitted(String),
+    /// The host is shutting down and stopped it.
+    CutOff,
     Failed(String),
 }
 
@@ -227,6 +285,7 @@ impl From<InvokeError> for Failure {
     fn from(err: InvokeError) -> Failure {
         match err {
             InvokeError::Overloaded(_) => Failure::NotAdmitted(err.to_string()),
+            InvokeError::Stopped => Failure::CutOff,
             err => Failure::Failed(err.to_string()),
         }
     }
@@ -267,7 +326,8 @@ impl Job {
                         // A backend that hands back more than asked: the rest are delivered
                         // again after `retry_after`.
                         let Some(permit) = held.pop() else { break };
-                        tokio::spawn(self.clone().handle(delivery, permit));
+                        let running = InFlight::start(&self.consumers);
+                        tokio::spawn(self.clone().handle(delivery, (permit, running)));
                     }
                 }
                 Err(why) => {
@@ -280,9 +340,13 @@ impl Job {
         }
     }
 
-    /// One message: its handler, then its acknowledgement or dead letter. The permit is held
-    /// until all is done.
-    async fn handle(self: Arc<Self>, delivery: Delivery, _permit: OwnedSemaphorePermit) {
+    /// One message: its handler, then its acknowledgement or dead letter. The permit is held,
+    /// and the handler counted as running, until all is done.
+    async fn handle(
+        self: Arc<Self>,
+        delivery: Delivery,
+        _running: (OwnedSemaphorePermit, InFlight),
+    ) {
         let consume = self.consume();
         if delivery.attempt > consume.max_attempts {
             let reason = format!(
@@ -310,6 +374,9 @@ impl Job {
                     self.count("ok");
                 }
             },
+            Handled::CutOff => {
+                tracing::info!(consumer = %self.key, request_id, id = %delivery.id, "the host is shutting down: the message is delivered again after {:?}", self.retry_after);
+            }
             Handled::Failed(why) if delivery.attempt >= consume.max_attempts => {
                 let reason = format!("attempt {} failed: {why}", delivery.attempt);
                 self.give_up(&delivery, &reason).await;
@@ -363,6 +430,7 @@ impl Job {
                 Err(Failure::NotAdmitted(why) | Failure::Failed(why)) => {
                     return Handled::Failed(why);
                 }
+                Err(Failure::CutOff) => return Handled::CutOff,
             }
         }
     }
@@ -427,6 +495,9 @@ impl Job {
         // Skiff's own refusal (the guest did not run): wait for a permit, as for a handler. A
         // guest's own 503 is a failed attempt like any other.
         let overloaded = response.extensions().get::<NotAdmitted>().is_some();
+        if response.extensions().get::<HostStopping>().is_some() {
+            return Err(Failure::CutOff);
+        }
         let (status, text) = drain(response).await;
         if (200..300).contains(&status) && text.is_none() {
             return Ok(());

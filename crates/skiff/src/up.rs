@@ -289,9 +289,21 @@ async fn up_app(
             component.id, consume.queue, consume.concurrency
         );
     }
+    // At SIGINT or SIGTERM the consumers stop reading with the listener, and their handlers
+    // get the same grace period as requests to finish and acknowledge their messages.
+    let started = match consumers {
+        Some(consumers) => {
+            let grace = listen.http.shutdown_grace();
+            started.with_draining(Box::new(move || {
+                Box::pin(async move {
+                    consumers.stop(grace).await;
+                })
+            }))
+        }
+        None => started,
+    };
     started.serve(skiff_http::termination_signal()).await?;
     drop(scheduler);
-    drop(consumers);
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

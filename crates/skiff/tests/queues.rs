@@ -601,3 +601,46 @@ async fn a_message_carries_its_producers_trace_through_the_pipeline() {
         (200, trace.into())
     );
 }
+
+#[tokio::test]
+async fn a_host_shutting_down_lets_handlers_in_flight_finish_and_acknowledge() {
+    let redis = Redis::start();
+    let mut host = Host::start_in(
+        common::fresh_data_dir().join("server"),
+        &["--queues", &redis.url()],
+    );
+    let acme = host.tenant("acme", &[]);
+    host.deploy_ok(&acme, pipeline_app("pipe", "", "").path(), "pipe");
+    assert_eq!(
+        host.get("pipe", "/enqueue?queue=orders&n=1&prefix=sleep:1500:z")
+            .await,
+        (200, "sent 1".into())
+    );
+    // Delivered, not acknowledged yet: its handler sleeps.
+    eventually(
+        Duration::from_secs(30),
+        "the handler has the message",
+        || async {
+            redis
+                .cli(&["XPENDING", "skiff:q:acme/orders", "skiff"])
+                .lines()
+                .next()
+                .is_some_and(|count| count.trim() == "1")
+        },
+    )
+    .await;
+    common::sigterm(host.server.pid());
+    let status = common::wait_for_exit(host.server.child(), Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    // It finished within the grace period and its message is gone, not left for redelivery.
+    let logs = host.server.logs();
+    assert_eq!(
+        redis.cli(&["XLEN", "skiff:q:acme/orders"]).trim(),
+        "0",
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("handlers still running were stopped"),
+        "{logs}"
+    );
+}

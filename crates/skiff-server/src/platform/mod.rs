@@ -274,6 +274,8 @@ pub struct Platform {
     scheduler: std::sync::OnceLock<Arc<skiff_triggers::Scheduler>>,
     /// Runs the queue consumers of deployed apps, once `run_triggers` has started it.
     consumers: std::sync::OnceLock<Arc<skiff_triggers::Consumers>>,
+    /// Set once the host shuts down: triggers start nothing new.
+    triggers_stopped: AtomicBool,
     /// Where apps' queues live: the cluster's Redis, or one database in the data folder.
     queues: Arc<dyn skiff_store::Queues>,
 }
@@ -453,6 +455,7 @@ impl Platform {
             tenant_sync: tokio::sync::Mutex::new(()),
             scheduler: std::sync::OnceLock::new(),
             consumers: std::sync::OnceLock::new(),
+            triggers_stopped: AtomicBool::new(false),
             queues,
             cluster,
         }))

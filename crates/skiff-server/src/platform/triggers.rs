@@ -7,6 +7,7 @@
 //! share its messages (each goes to one of them).
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use skiff_runtime::QueueSpace;
@@ -38,25 +39,25 @@ impl Platform {
         }
     }
 
-    /// Stops every schedule and consumer (the host is shutting down).
-    pub(crate) fn stop_triggers(&self) {
+    /// Stops every schedule and consumer (the host is shutting down), and gives the queue
+    /// handlers still running up to `grace` to finish and acknowledge their messages.
+    pub(crate) async fn stop_triggers(&self, grace: Duration) {
         if let Some(scheduler) = self.scheduler.get() {
             for (tenant, app) in scheduler.apps() {
                 // Nothing to forget: only this host stops.
-                let scheduler = scheduler.clone();
-                tokio::spawn(async move { scheduler.remove_app(&tenant, &app, false).await });
+                scheduler.remove_app(&tenant, &app, false).await;
             }
         }
+        self.triggers_stopped.store(true, Ordering::Release);
         if let Some(consumers) = self.consumers.get() {
-            for (tenant, app) in consumers.apps() {
-                consumers.remove_app(&tenant, &app, false);
-            }
+            consumers.stop(grace).await;
         }
     }
 
     async fn sync_triggers(&self, scheduler: &Arc<Scheduler>, consumers: &Arc<Consumers>) {
-        // A cluster host that has not read the shared state yet knows of no app.
-        if !self.is_ready() {
+        // A cluster host that has not read the shared state yet knows of no app; one shutting
+        // down starts nothing new.
+        if !self.is_ready() || self.triggers_stopped.load(Ordering::Acquire) {
             return;
         }
         let apps = self.apps.load_full();
