@@ -96,7 +96,7 @@ enum Command {
     #[command(subcommand)]
     Registry(oci::RegistryCommand),
     /// Run a multi-tenant host: apps deployed over its management API, served by host name.
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Deploy the app in a folder to a skiff server, or update it there.
     Deploy(cmd::deploy::DeployArgs),
     /// List, inspect, roll back or delete apps on a skiff server.
@@ -234,7 +234,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 cache_dir: cli.global.cache_dir.clone(),
                 no_cache: cli.global.no_cache,
             };
-            server::run(config, folders, args).await
+            server::run(config, folders, *args).await
         }
         Command::Push(args) => oci::push(args, &pull_cache(&cli.global)?).await,
         Command::Pull(args) => oci::pull(args, &pull_cache(&cli.global)?).await,

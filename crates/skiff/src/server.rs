@@ -132,6 +132,10 @@ pub struct ServerArgs {
     /// cluster's Redis].
     #[arg(long, value_name = "URL", env = "SKIFF_QUEUES", hide_env_values = true)]
     queues: Option<String>,
+    /// Most messages one queue may hold, waiting and being handled; publishing to a full
+    /// queue fails until its consumers catch up [default: 100000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    queue_max_depth: Option<u64>,
     /// This host's name in the cluster (in `apps inspect` and metrics) [default: the
     /// machine's host name, which is the Pod's name on Kubernetes].
     #[arg(long, value_name = "NAME", env = "SKIFF_HOST_ID")]
@@ -287,6 +291,7 @@ impl ServerArgs {
             self.insecure_registries.clone(),
         );
         platform.queues_url = self.queues.clone();
+        platform.queue_max_depth = self.queue_max_depth;
         platform
     }
 }

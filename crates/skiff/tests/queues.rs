@@ -552,25 +552,27 @@ async fn skiff_server_puts_a_single_hosts_queues_in_redis_when_told() {
     let redis = Redis::start();
     let host = Host::start_in(
         common::fresh_data_dir().join("server"),
-        &["--queues", &redis.url()],
+        &["--queues", &redis.url(), "--queue-max-depth", "4"],
     );
     let acme = host.tenant("acme", &[]);
-    host.deploy_ok(&acme, pipeline_app("pipe", "", "").path(), "pipe");
+    // Publishing only, first: the depth bound holds.
+    host.deploy_ok(&acme, queue_app("shop").path(), "shop");
     assert_eq!(
-        host.get(
-            "pipe",
-            "/enqueue?queue=orders&n=4&prefix=s&reply-to=results"
-        )
-        .await,
+        host.get("shop", "/enqueue?queue=orders&n=4&prefix=s").await,
         (200, "sent 4".into())
     );
+    let (status, body) = host.get("shop", "/enqueue?queue=orders&n=1&prefix=x").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("full"), "{body}");
+    assert_eq!(redis.cli(&["XLEN", "skiff:q:acme/orders"]).trim(), "4");
+    // A consumer of the tenant's queue, in another app, drains it from Redis.
+    host.deploy_ok(&acme, pipeline_app("pipe", "", "").path(), "pipe");
     eventually(
         Duration::from_secs(60),
         "the messages went through Redis",
-        || async { check(&host, "pipe", "S", 4).await == (0, 0) },
+        || async { check(&host, "pipe", "s", 4).await == (0, 0) },
     )
     .await;
-    // Consumed from Redis Streams: the consumer group exists there.
     let groups = redis.cli(&["XINFO", "GROUPS", "skiff:q:acme/orders"]);
     assert!(groups.contains("skiff"), "{groups}");
 }

@@ -105,6 +105,8 @@ pub struct PlatformConfig {
     /// Keep apps' queues in the Redis at this URL; `None`: the cluster's Redis on a cluster
     /// host, else `queues.redb` in the data folder.
     pub queues_url: Option<String>,
+    /// Most messages one queue holds, waiting and in flight; `None`: the backend's default.
+    pub queue_max_depth: Option<u64>,
 }
 
 impl PlatformConfig {
@@ -124,6 +126,7 @@ impl PlatformConfig {
             disk_check: Duration::from_secs(30),
             registries: RegistryPolicy::default(),
             queues_url: None,
+            queue_max_depth: None,
         }
     }
 }
@@ -427,7 +430,7 @@ impl Platform {
                 Some(url) => QueueBackend::Redis(url.to_string()),
                 None => QueueBackend::Embedded(config.data_dir.join("queues.redb")),
             },
-            None,
+            config.queue_max_depth,
         )
         .map_err(OpenError::Queues)?;
         Ok(Arc::new(Platform {
