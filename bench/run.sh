@@ -41,9 +41,21 @@
 # 5 minutes once built; needs redis-server, haproxy, wrk, a release build of skiff and the http
 # test guest). It writes the section "Cluster: 3 hosts sharing Redis" of docs/performance.md.
 # The other options go to cluster.py.
+#
+#     bench/run.sh --queues [--quick] [--reps N] [--seconds S] [--rate R] [--no-write]
+#
+# --queues runs bench/queues.py instead of the suite: one redis-server and one `skiff server
+# --cluster` host; the queue trigger's messages per second through a transform component
+# (bench/queues/transform-guest: consume `records`, publish upper-cased to `results`) at 1 and
+# 32 in flight, against a native Rust consumer doing the same with the same Redis commands
+# (bench/queues/native-consumer), and enqueue-to-result p50/p99 at a steady rate (about 3
+# minutes once built; needs redis-server, a release build of skiff and the two bench crates,
+# built into $CARGO_TARGET_DIR/bench-queues). It writes the section "Queues: the transform
+# pipeline" of docs/performance.md. The other options go to queues.py.
 set -euo pipefail
 
 cluster=0
+queues=0
 density=0
 distribution=0
 shim=0
@@ -51,6 +63,7 @@ args=()
 for arg in "$@"; do
     case "$arg" in
         --cluster) cluster=1 ;;
+        --queues) queues=1 ;;
         --density) density=1 ;;
         --distribution) distribution=1 ;;
         --shim) shim=1 ;;
@@ -99,6 +112,9 @@ fi
 if [ "$cluster" = 1 ]; then
     needed+=(redis-server:redis-server haproxy:haproxy)
 fi
+if [ "$queues" = 1 ]; then
+    needed+=(redis-server:redis-server)
+fi
 if [ "$shim" = 1 ]; then
     # runwasi's shim library builds with protoc and libseccomp.
     needed+=(docker-registry:docker-registry containerd:containerd ctr:containerd runc:runc
@@ -138,6 +154,23 @@ if [ "$cluster" = 1 ]; then
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     say "running the cluster benchmark"
     exec python3 "$repo/bench/cluster.py" "$@"
+fi
+
+if [ "$queues" = 1 ]; then
+    say "building skiff (release), the transform guest and the native consumer"
+    cargo build --release -p skiff
+    if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+        rustup target add wasm32-wasip2
+    fi
+    cargo build --release --manifest-path bench/queues/transform-guest/Cargo.toml \
+        --target wasm32-wasip2 --target-dir "$CARGO_TARGET_DIR/bench-queues"
+    cargo build --release --manifest-path bench/queues/native-consumer/Cargo.toml \
+        --target-dir "$CARGO_TARGET_DIR/bench-queues"
+    export SKIFF="$CARGO_TARGET_DIR/release/skiff"
+    export TRANSFORM_WASM="$CARGO_TARGET_DIR/bench-queues/wasm32-wasip2/release/transform_guest.wasm"
+    export NATIVE_CONSUMER="$CARGO_TARGET_DIR/bench-queues/release/native-consumer"
+    say "running the queue benchmark"
+    exec python3 "$repo/bench/queues.py" "$@"
 fi
 
 if [ "$distribution" = 1 ]; then

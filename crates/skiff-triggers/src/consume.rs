@@ -557,11 +557,12 @@ fn redelivery_after(key: &str, retry_after: Duration, timeout: Duration) -> Dura
         return retry_after;
     }
     let longer = timeout.saturating_add(REDELIVERY_MARGIN);
-    tracing::warn!(
+    // The usual case of a component without a timeout (the manifest's check holds for one
+    // with), hence no warning.
+    tracing::info!(
         consumer = %key,
-        "retry_after ({retry_after:?}) is not longer than the component's timeout \
-         ({timeout:?}, the host's default as the component sets none): messages are delivered \
-         again after {longer:?} instead"
+        "messages are delivered again after {longer:?}: the host's default timeout \
+         ({timeout:?}) and {REDELIVERY_MARGIN:?}, as retry_after ({retry_after:?}) is not longer"
     );
     longer
 }
