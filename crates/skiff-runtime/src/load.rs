@@ -133,11 +133,6 @@ impl LoadedComponent {
         matches!(self.linked, Linked::Command(_))
     }
 
-    /// Whether it exports `wasi:messaging/incoming-handler`, which the queue trigger calls.
-    pub fn handles_messages(&self) -> bool {
-        self.message_handler.is_some()
-    }
-
     /// How long one of its requests may take.
     pub fn timeout(&self) -> Duration {
         self.limits.timeout.unwrap_or(Duration::MAX)

@@ -18,7 +18,7 @@
 //! is, `retry_after` less the component's timeout) before counting as failed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
@@ -99,6 +99,8 @@ pub struct Consumers {
     /// Handlers running, of every app, and a wake-up for whoever waits for them to end.
     in_flight: AtomicUsize,
     idle: Notify,
+    /// Set by [`Consumers::stop`]: no app is started after it.
+    stopped: AtomicBool,
 }
 
 /// One handler counted as running, until dropped.
@@ -149,6 +151,7 @@ impl Consumers {
             apps: RunningApps::default(),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
+            stopped: AtomicBool::new(false),
         })
     }
 
@@ -156,10 +159,18 @@ impl Consumers {
     /// queues of `space`, instead of those of the app's earlier version, if any. Giving the
     /// same loaded app again changes nothing. Must be called inside a tokio runtime.
     pub fn set_app(self: &Arc<Self>, tenant: &str, app: Arc<HttpApp>, space: &QueueSpace) {
+        if self.stopped.load(Ordering::Acquire) {
+            return;
+        }
         let name = app.loaded().app().name.clone();
         let key = app_key(tenant, &name);
         let manifest = app.loaded().app().clone();
         let start = || {
+            // Checked again here, under the apps' lock that `stop` takes to remove them: an
+            // app set while the host stops starts nothing.
+            if self.stopped.load(Ordering::Acquire) {
+                return Vec::new();
+            }
             let mut tasks = Vec::with_capacity(manifest.consumers.len());
             for (index, consume) in manifest.consumers.iter().enumerate() {
                 // Unique among the queue's consumers: one per app per host.
@@ -230,6 +241,7 @@ impl Consumers {
     /// all did; a message whose handler did not is delivered again later (here after a
     /// restart, or on another host).
     pub async fn stop(&self, grace: Duration) -> bool {
+        self.stopped.store(true, Ordering::Release);
         for (tenant, app) in self.apps.list() {
             self.remove_app(&tenant, &app, false);
         }

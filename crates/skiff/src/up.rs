@@ -176,8 +176,8 @@ fn queue_space(config: &RuntimeConfig, app: &App) -> Result<Option<skiff_runtime
             .as_ref()
             .map(|dir| dir.join("queues").join(format!("{}.redb", app.name)))
             .context(
-                "no data folder for the app's queues: set SKIFF_DATA_DIR, or give a \
-                      `[queues]` table in the runtime config",
+                "no data folder for the app's queues: set SKIFF_DATA_DIR, or give a `[queues]` \
+                 table in the runtime config",
             )
     };
     let backend = match spec.map(|s| &s.backend) {

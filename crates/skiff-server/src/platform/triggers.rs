@@ -42,13 +42,14 @@ impl Platform {
     /// Stops every schedule and consumer (the host is shutting down), and gives the queue
     /// handlers still running up to `grace` to finish and acknowledge their messages.
     pub(crate) async fn stop_triggers(&self, grace: Duration) {
+        // First, so that a sync going on now starts nothing more.
+        self.triggers_stopped.store(true, Ordering::Release);
         if let Some(scheduler) = self.scheduler.get() {
             for (tenant, app) in scheduler.apps() {
                 // Nothing to forget: only this host stops.
                 scheduler.remove_app(&tenant, &app, false).await;
             }
         }
-        self.triggers_stopped.store(true, Ordering::Release);
         if let Some(consumers) = self.consumers.get() {
             consumers.stop(grace).await;
         }
