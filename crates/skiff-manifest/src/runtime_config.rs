@@ -24,6 +24,7 @@
 //! type = "redis"                       # or "embedded", with an optional `path`
 //! url = "redis://127.0.0.1:6379"
 //! max_depth = 100000                   # optional: most messages a queue holds
+//! max_bytes = "256MiB"                 # optional: most bytes the app's queues hold together
 //! ```
 //!
 //! Errors point at the file, line and field, like the manifest's.
@@ -59,6 +60,8 @@ pub struct QueueSpec {
     pub backend: StoreSpec,
     /// Most messages one queue holds, waiting and in flight; `None`: the backend's default.
     pub max_depth: Option<u64>,
+    /// Most bytes of messages the app's queues hold together; `None`: the backend's default.
+    pub max_bytes: Option<u64>,
 }
 
 /// Where one key-value store label lives.
@@ -96,6 +99,7 @@ struct RawQueues {
     path: Option<String>,
     url: Option<Spanned<String>>,
     max_depth: Option<Spanned<u64>>,
+    max_bytes: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +173,17 @@ pub fn parse_runtime_config(text: &str, path: &Path) -> Result<RuntimeConfigFile
                         .to_string(),
                 ));
             }
+            let max_bytes = match queues.max_bytes {
+                None => None,
+                Some(text) => Some(crate::parse_memory(text.get_ref()).map_err(|why| {
+                    src.error(
+                        Some(text.span()),
+                        "queues.max_bytes",
+                        format!("`{}`: {why}", text.get_ref()),
+                        "write a size such as \"256MiB\"".to_string(),
+                    )
+                })?),
+            };
             let store = RawStore {
                 kind: queues.kind,
                 path: queues.path,
@@ -177,6 +192,7 @@ pub fn parse_runtime_config(text: &str, path: &Path) -> Result<RuntimeConfigFile
             Some(QueueSpec {
                 backend: backend(&src, "queues", span, store, base)?,
                 max_depth: queues.max_depth.map(Spanned::into_inner),
+                max_bytes,
             })
         }
     };
@@ -321,7 +337,8 @@ url = "redis://127.0.0.1:6379"
     #[test]
     fn the_queues_table_says_where_queues_live() {
         let config = parse(
-            "[queues]\ntype = \"redis\"\nurl = \"redis://10.0.0.5:6379\"\nmax_depth = 5000\n",
+            "[queues]\ntype = \"redis\"\nurl = \"redis://10.0.0.5:6379\"\nmax_depth = 5000\n\
+             max_bytes = \"1MiB\"\n",
         )
         .unwrap();
         assert_eq!(
@@ -331,6 +348,7 @@ url = "redis://127.0.0.1:6379"
                     url: "redis://10.0.0.5:6379".into()
                 },
                 max_depth: Some(5000),
+                max_bytes: Some(1 << 20),
             })
         );
         let config = parse("[queues]\ntype = \"embedded\"\npath = \"q.redb\"\n").unwrap();
@@ -348,6 +366,10 @@ url = "redis://127.0.0.1:6379"
             (
                 "[queues]\ntype = \"embedded\"\nmax_depth = 0\n",
                 "queues.max_depth",
+            ),
+            (
+                "[queues]\ntype = \"embedded\"\nmax_bytes = \"lots\"\n",
+                "queues.max_bytes",
             ),
         ] {
             assert_eq!(parse(text).unwrap_err().field, field, "{text}");

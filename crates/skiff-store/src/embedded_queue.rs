@@ -4,7 +4,8 @@
 //!
 //! Tables: `messages` (queue, sequence number) → the encoded message; `leases` (queue,
 //! sequence) → (attempts so far, when it was last delivered, in ms since the epoch); `queues`
-//! queue → (next sequence number, messages held). A receive takes the oldest messages never
+//! queue → (next sequence number, messages held); `owners` owner → bytes of messages held by
+//! all its queues. A receive takes the oldest messages never
 //! delivered or last delivered `redeliver_after` ago (the receiver's, as Redis' `XAUTOCLAIM`
 //! has it); the delivery is written without waiting for the disk (one lost in a crash only
 //! means an earlier redelivery, which at-least-once allows). Waiting receivers are woken by
@@ -19,13 +20,14 @@ use tokio::sync::Notify;
 
 use crate::queue::{
     Consumer, Delivery, Message, QueueDepth, Queues, check_message, check_queue_name, dead_message,
-    full,
+    full, owner_full, owner_of,
 };
 use crate::{StoreError, message_codec};
 
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 const LEASES: TableDefinition<(&str, u64), (u32, u64)> = TableDefinition::new("leases");
 const QUEUES: TableDefinition<&str, (u64, u64)> = TableDefinition::new("queues");
+const OWNERS: TableDefinition<&str, u64> = TableDefinition::new("owners");
 
 /// Queues in one redb file. Cheap to clone.
 #[derive(Clone)]
@@ -37,6 +39,7 @@ struct Shared {
     path: PathBuf,
     db: Database,
     max_depth: u64,
+    max_owner_bytes: u64,
     /// Woken by every publish.
     published: Notify,
 }
@@ -68,6 +71,7 @@ impl EmbeddedQueues {
                 path: path.to_owned(),
                 db,
                 max_depth: crate::queue::DEFAULT_MAX_QUEUE_DEPTH,
+                max_owner_bytes: crate::queue::DEFAULT_MAX_OWNER_BYTES,
                 published: Notify::new(),
             }),
         };
@@ -84,6 +88,14 @@ impl EmbeddedQueues {
     pub fn with_max_depth(mut self, depth: u64) -> EmbeddedQueues {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.max_depth = depth;
+        }
+        self
+    }
+
+    /// The same queues, each owner's holding at most `bytes` together. Right after `open`.
+    pub fn with_max_owner_bytes(mut self, bytes: u64) -> EmbeddedQueues {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.max_owner_bytes = bytes;
         }
         self
     }
@@ -124,20 +136,39 @@ fn now_ms() -> u64 {
         .map_or(0, |since| since.as_millis() as u64)
 }
 
-/// Adds `message` to `queue` inside `txn`; `trim`: drop the oldest if full instead of refusing.
+/// What became of a message given to [`append`].
+enum Appended {
+    Added,
+    /// The queue holds its most messages.
+    QueueFull,
+    /// Its owner's queues hold this many bytes: the message would take them past their most.
+    OwnerFull(u64),
+}
+
+/// Adds `message` to `queue` inside `txn`. With `trim` (a dead letter: the message moves, it
+/// is not new) the queue's oldest messages go if it is full, and the owner's bytes are not
+/// checked; without, a full queue or owner refuses it.
 fn append(
     txn: &redb::WriteTransaction,
     queue: &str,
     message: &Message,
-    max_depth: u64,
+    shared: &Shared,
     trim: bool,
-) -> Result<bool, redb::Error> {
+) -> Result<Appended, redb::Error> {
+    let encoded = message_codec::encode(message);
+    let size = encoded.len() as u64;
+    let owner = owner_of(queue);
+    let mut owners = txn.open_table(OWNERS)?;
+    let mut owner_bytes = owners.get(owner)?.map_or(0, |v| v.value());
+    if !trim && owner_bytes.saturating_add(size) > shared.max_owner_bytes {
+        return Ok(Appended::OwnerFull(owner_bytes));
+    }
     let mut queues = txn.open_table(QUEUES)?;
     let (next, mut held) = queues.get(queue)?.map_or((0, 0), |v| v.value());
     let mut messages = txn.open_table(MESSAGES)?;
-    if held >= max_depth {
+    if held >= shared.max_depth {
         if !trim {
-            return Ok(false);
+            return Ok(Appended::QueueFull);
         }
         let oldest = messages
             .range((queue, 0)..=(queue, u64::MAX))?
@@ -145,26 +176,37 @@ fn append(
             .transpose()?
             .map(|(key, _)| key.value().1);
         if let Some(oldest) = oldest {
-            messages.remove((queue, oldest))?;
+            if let Some(gone) = messages.remove((queue, oldest))? {
+                owner_bytes = owner_bytes.saturating_sub(gone.value().len() as u64);
+            }
             txn.open_table(LEASES)?.remove((queue, oldest))?;
             held -= 1;
         }
     }
-    messages.insert((queue, next), message_codec::encode(message).as_slice())?;
+    messages.insert((queue, next), encoded.as_slice())?;
     queues.insert(queue, (next + 1, held + 1))?;
-    Ok(true)
+    owners.insert(owner, owner_bytes.saturating_add(size))?;
+    Ok(Appended::Added)
 }
 
 /// Removes message `seq` of `queue` inside `txn`; whether it was there.
 fn remove(txn: &redb::WriteTransaction, queue: &str, seq: u64) -> Result<bool, redb::Error> {
-    let removed = txn.open_table(MESSAGES)?.remove((queue, seq))?.is_some();
+    let removed = txn
+        .open_table(MESSAGES)?
+        .remove((queue, seq))?
+        .map(|gone| gone.value().len() as u64);
     txn.open_table(LEASES)?.remove((queue, seq))?;
-    if removed {
-        let mut queues = txn.open_table(QUEUES)?;
-        let (next, held) = queues.get(queue)?.map_or((0, 0), |v| v.value());
-        queues.insert(queue, (next, held.saturating_sub(1)))?;
-    }
-    Ok(removed)
+    let Some(size) = removed else {
+        return Ok(false);
+    };
+    let mut queues = txn.open_table(QUEUES)?;
+    let (next, held) = queues.get(queue)?.map_or((0, 0), |v| v.value());
+    queues.insert(queue, (next, held.saturating_sub(1)))?;
+    let mut owners = txn.open_table(OWNERS)?;
+    let owner = owner_of(queue);
+    let bytes = owners.get(owner)?.map_or(0, |v| v.value());
+    owners.insert(owner, bytes.saturating_sub(size))?;
+    Ok(true)
 }
 
 #[async_trait::async_trait]
@@ -177,14 +219,18 @@ impl Queues for EmbeddedQueues {
         check_queue_name(queue)?;
         check_message(message)?;
         let (shared, name, message) = (self.shared.clone(), queue.to_string(), message.clone());
-        let added = blocking(move || {
+        let appended = blocking(move || {
             shared.write(Durability::Immediate, |txn| {
-                append(txn, &name, &message, shared.max_depth, false)
+                append(txn, &name, &message, &shared, false)
             })
         })
         .await?;
-        if !added {
-            return Err(full(queue, self.shared.max_depth));
+        match appended {
+            Appended::Added => {}
+            Appended::QueueFull => return Err(full(queue, self.shared.max_depth)),
+            Appended::OwnerFull(held) => {
+                return Err(owner_full(queue, held, self.shared.max_owner_bytes));
+            }
         }
         self.shared.published.notify_waiters();
         Ok(())
@@ -341,7 +387,7 @@ impl Consumer for EmbeddedConsumer {
         blocking(move || {
             shared.write(Durability::Immediate, |txn| {
                 if remove(txn, &queue, seq)? {
-                    append(txn, &dead, &message, shared.max_depth, true)?;
+                    append(txn, &dead, &message, &shared, true)?;
                 }
                 Ok(())
             })

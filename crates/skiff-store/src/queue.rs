@@ -8,9 +8,11 @@
 //!   number one higher; a consumer gives up on a message after the attempts it allows by
 //!   moving it to a dead-letter queue ([`Consumer::dead_letter`]);
 //! - a queue holds at most [`DEFAULT_MAX_QUEUE_DEPTH`] messages (or what the backend was
-//!   given; waiting and in flight); publishing to
-//!   a full one is refused as unavailable, which is the producer's back-pressure: nothing is
-//!   buffered without bound, and nothing is dropped.
+//!   given; waiting and in flight), and an owner's queues (those whose names start with the
+//!   same `OWNER/`: a tenant's) hold at most [`DEFAULT_MAX_OWNER_BYTES`] of messages together;
+//!   publishing past either is refused as unavailable, which is the producer's back-pressure:
+//!   nothing is buffered without bound, no owner takes the memory or disk of the others, and
+//!   nothing is dropped.
 //!
 //! Backends: Redis Streams with one consumer group per queue (for servers and clusters, where
 //! every host's consumers share the group), and an embedded one in a redb file (`skiff up`).
@@ -27,6 +29,9 @@ use crate::StoreError;
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// Most messages a queue holds, waiting and in flight, unless the backend is given another.
 pub const DEFAULT_MAX_QUEUE_DEPTH: u64 = 100_000;
+/// Most bytes (of encoded messages) an owner's queues hold together, dead letters included,
+/// unless the backend is given another.
+pub const DEFAULT_MAX_OWNER_BYTES: u64 = 256 << 20;
 /// Longest queue name.
 pub const MAX_QUEUE_NAME_BYTES: usize = 200;
 /// Most metadata entries on a message, and the longest key, value or content type.
@@ -107,21 +112,42 @@ pub enum QueueBackend {
     Embedded(std::path::PathBuf),
 }
 
-/// Opens the queues of `backend`, each holding at most `max_depth` messages (`None`: the
-/// default, [`DEFAULT_MAX_QUEUE_DEPTH`]).
+/// Opens the queues of `backend`, each holding at most `max_depth` messages, and each owner's
+/// at most `max_owner_bytes` together (`None`: the defaults, [`DEFAULT_MAX_QUEUE_DEPTH`] and
+/// [`DEFAULT_MAX_OWNER_BYTES`]).
 pub fn open_queues(
     backend: &QueueBackend,
     max_depth: Option<u64>,
+    max_owner_bytes: Option<u64>,
 ) -> Result<std::sync::Arc<dyn Queues>, StoreError> {
     let depth = max_depth.unwrap_or(DEFAULT_MAX_QUEUE_DEPTH);
+    let bytes = max_owner_bytes.unwrap_or(DEFAULT_MAX_OWNER_BYTES);
     Ok(match backend {
-        QueueBackend::Redis(url) => {
-            std::sync::Arc::new(crate::RedisQueues::connect(url)?.with_max_depth(depth))
-        }
-        QueueBackend::Embedded(path) => {
-            std::sync::Arc::new(crate::EmbeddedQueues::open(path)?.with_max_depth(depth))
-        }
+        QueueBackend::Redis(url) => std::sync::Arc::new(
+            crate::RedisQueues::connect(url)?
+                .with_max_depth(depth)
+                .with_max_owner_bytes(bytes),
+        ),
+        QueueBackend::Embedded(path) => std::sync::Arc::new(
+            crate::EmbeddedQueues::open(path)?
+                .with_max_depth(depth)
+                .with_max_owner_bytes(bytes),
+        ),
     })
+}
+
+/// Whose queue `queue` is: its name up to the first `/` (a tenant), or all of it.
+pub(crate) fn owner_of(queue: &str) -> &str {
+    queue.split('/').next().unwrap_or(queue)
+}
+
+/// The refusal of a publish past its owner's bytes.
+pub(crate) fn owner_full(queue: &str, held: u64, limit: u64) -> StoreError {
+    StoreError::Unavailable(format!(
+        "the queues of `{}` hold {held} bytes of messages, and this one would take them past \
+         the {limit} they may hold together: their consumers are behind; try again later",
+        owner_of(queue)
+    ))
 }
 
 /// Refuses a queue name skiff would not make.

@@ -17,7 +17,7 @@ use ::redis::{Script, Value};
 
 use crate::queue::{
     Consumer, Delivery, Message, QueueDepth, Queues, check_message, check_queue_name, dead_message,
-    full,
+    full, owner_full, owner_of,
 };
 use crate::redis_connection::{DEFAULT_TIMEOUT, RedisConnection};
 use crate::{StoreError, message_codec};
@@ -27,28 +27,61 @@ const GROUP: &str = "skiff";
 /// The one field of an entry: the message, encoded.
 const FIELD: &str = "m";
 
-/// Appends to a queue unless it is full. KEYS: stream. ARGV: group, most entries, whether to
-/// trim the oldest instead of refusing (`1`, for dead letters), the encoded message. The group
-/// is made with the stream, from its start, so that nothing published before the first
-/// consumer came is missed.
+/// Appends to a queue unless it, or its owner's queues together, are full. KEYS: stream, the
+/// owner's byte count. ARGV: group, most entries, the encoded message, the owner's most
+/// bytes. Returns 1, or 0 for a full queue, or -1 for a full owner. The group is made with
+/// the stream, from its start, so that nothing published before the first consumer came is
+/// missed.
 const PUBLISH_LUA: &str = r"
-if ARGV[3] ~= '1' and redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+local held = tonumber(redis.call('GET', KEYS[2]) or '0')
+if held + #ARGV[3] > tonumber(ARGV[4]) then return -1 end
 redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
-if ARGV[3] == '1' then
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[4])
-else
-  redis.call('XADD', KEYS[1], '*', 'm', ARGV[4])
-end
+redis.call('XADD', KEYS[1], '*', 'm', ARGV[3])
+redis.call('INCRBY', KEYS[2], #ARGV[3])
 return 1
 ";
 
-/// Moves an entry to a dead-letter queue. KEYS: stream, dead stream. ARGV: group, entry id,
-/// most entries of the dead queue, the encoded dead message.
-const DEAD_LETTER_LUA: &str = r"
-redis.pcall('XGROUP', 'CREATE', KEYS[2], ARGV[1], '0', 'MKSTREAM')
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[4])
+/// Lua helpers of the scripts below: `gone(key, entry)` takes an entry's message bytes off
+/// the owner's count (never below zero: a count lost with Redis' data starts again at zero).
+const BYTES_LUA: &str = r"
+local function gone(count, entry)
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'm' then
+      if redis.call('DECRBY', count, #fields[i + 1]) < 0 then redis.call('SET', count, 0) end
+    end
+  end
+end
+";
+
+/// Acknowledges and deletes an entry, taking its bytes off its owner's count. KEYS: stream,
+/// the owner's byte count. ARGV: group, entry id.
+const ACK_LUA: &str = r"
+local entry = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
+if redis.call('XDEL', KEYS[1], ARGV[2]) == 1 and #entry == 1 then gone(KEYS[2], entry[1]) end
+return 1
+";
+
+/// Moves an entry to a dead-letter queue of the same owner: it leaves its queue, and the dead
+/// queue takes it even when full (its oldest entries go, their bytes with them). KEYS: stream,
+/// dead stream, the owner's byte count. ARGV: group, entry id, most entries of the dead queue,
+/// the encoded dead message. Nothing happens for an entry already gone (moved or handled).
+const DEAD_LETTER_LUA: &str = r"
+local entry = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('XDEL', KEYS[1], ARGV[2]) == 0 or #entry == 0 then return 0 end
+gone(KEYS[3], entry[1])
+redis.pcall('XGROUP', 'CREATE', KEYS[2], ARGV[1], '0', 'MKSTREAM')
+while redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[3]) do
+  local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+  if #oldest == 0 then break end
+  redis.call('XDEL', KEYS[2], oldest[1][1])
+  gone(KEYS[3], oldest[1])
+end
+redis.call('XADD', KEYS[2], '*', 'm', ARGV[4])
+redis.call('INCRBY', KEYS[3], #ARGV[4])
 return 1
 ";
 
@@ -61,7 +94,9 @@ pub struct RedisQueues {
 struct Inner {
     redis: RedisConnection,
     max_depth: u64,
+    max_owner_bytes: u64,
     publish: Script,
+    ack: Script,
     dead_letter: Script,
 }
 
@@ -72,8 +107,10 @@ impl RedisQueues {
             inner: Arc::new(Inner {
                 redis: RedisConnection::open(url)?,
                 max_depth: crate::queue::DEFAULT_MAX_QUEUE_DEPTH,
+                max_owner_bytes: crate::queue::DEFAULT_MAX_OWNER_BYTES,
                 publish: Script::new(PUBLISH_LUA),
-                dead_letter: Script::new(DEAD_LETTER_LUA),
+                ack: Script::new(&format!("{BYTES_LUA}{ACK_LUA}")),
+                dead_letter: Script::new(&format!("{BYTES_LUA}{DEAD_LETTER_LUA}")),
             }),
         })
     }
@@ -85,10 +122,23 @@ impl RedisQueues {
         }
         self
     }
+
+    /// The same queues, each owner's holding at most `bytes` together. Right after `connect`.
+    pub fn with_max_owner_bytes(mut self, bytes: u64) -> RedisQueues {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.max_owner_bytes = bytes;
+        }
+        self
+    }
 }
 
 fn stream_key(queue: &str) -> String {
     format!("skiff:q:{queue}")
+}
+
+/// The count of the bytes of messages that `queue`'s owner's queues hold.
+fn owner_bytes_key(queue: &str) -> String {
+    format!("skiff:qb:{}", owner_of(queue))
 }
 
 #[async_trait::async_trait]
@@ -101,17 +151,29 @@ impl Queues for RedisQueues {
         check_queue_name(queue)?;
         check_message(message)?;
         let mut invocation = self.inner.publish.prepare_invoke();
+        let encoded = message_codec::encode(message);
+        let size = encoded.len() as u64;
         invocation
             .key(stream_key(queue))
+            .key(owner_bytes_key(queue))
             .arg(GROUP)
             .arg(self.inner.max_depth)
-            .arg("0")
-            .arg(message_codec::encode(message));
-        let added: i64 = self.inner.redis.invoke(&invocation).await?;
-        if added == 0 {
-            return Err(full(queue, self.inner.max_depth));
+            .arg(encoded)
+            .arg(self.inner.max_owner_bytes);
+        match self.inner.redis.invoke::<i64>(&invocation).await? {
+            0 => Err(full(queue, self.inner.max_depth)),
+            -1 => {
+                // What the owner holds now, for the message: the refusal is what counts.
+                let held: u64 = self
+                    .inner
+                    .redis
+                    .query(::redis::cmd("GET").arg(owner_bytes_key(queue)))
+                    .await
+                    .unwrap_or(self.inner.max_owner_bytes.saturating_sub(size));
+                Err(owner_full(queue, held, self.inner.max_owner_bytes))
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     fn consumer(&self, queue: &str, name: &str) -> Result<Box<dyn Consumer>, StoreError> {
@@ -320,18 +382,13 @@ impl Consumer for RedisConsumer {
     }
 
     async fn ack(&self, id: &str) -> Result<(), StoreError> {
-        let mut pipe = ::redis::pipe();
-        pipe.atomic()
-            .cmd("XACK")
-            .arg(&self.key)
+        let mut invocation = self.inner.ack.prepare_invoke();
+        invocation
+            .key(&self.key)
+            .key(owner_bytes_key(&self.queue))
             .arg(GROUP)
-            .arg(id)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&self.key)
-            .arg(id)
-            .ignore();
-        self.inner.redis.pipeline::<()>(&pipe).await
+            .arg(id);
+        self.inner.redis.invoke::<i64>(&invocation).await.map(drop)
     }
 
     async fn dead_letter(
@@ -346,6 +403,7 @@ impl Consumer for RedisConsumer {
         invocation
             .key(&self.key)
             .key(stream_key(dead))
+            .key(owner_bytes_key(&self.queue))
             .arg(GROUP)
             .arg(&delivery.id)
             .arg(self.inner.max_depth)

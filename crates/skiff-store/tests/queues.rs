@@ -16,7 +16,12 @@ use skiff_store::{Delivery, EmbeddedQueues, Message, Queues, RedisQueues, StoreE
 /// Long enough that nothing is redelivered during a test that does not want it.
 const HOLD: Duration = Duration::from_secs(300);
 
-/// A backend under test, each queue holding at most 5 messages, and what keeps it alive.
+/// Most bytes an owner's queues hold together, in every backend under test: ample for the
+/// small messages of most tests.
+const OWNER_BYTES: u64 = 8_000;
+
+/// A backend under test, each queue holding at most 5 messages and each owner's queues
+/// [`OWNER_BYTES`], and what keeps it alive.
 struct Harness {
     queues: Arc<dyn Queues>,
     _keep: Box<dyn std::any::Any + Send>,
@@ -26,7 +31,8 @@ fn embedded() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let queues = EmbeddedQueues::open(&dir.path().join("data/queues.redb"))
         .unwrap()
-        .with_max_depth(5);
+        .with_max_depth(5)
+        .with_max_owner_bytes(OWNER_BYTES);
     Harness {
         queues: Arc::new(queues),
         _keep: Box::new(dir),
@@ -37,7 +43,8 @@ fn redis() -> Harness {
     let server = RedisServer::start();
     let queues = RedisQueues::connect(&server.url())
         .unwrap()
-        .with_max_depth(5);
+        .with_max_depth(5)
+        .with_max_owner_bytes(OWNER_BYTES);
     Harness {
         queues: Arc::new(queues),
         _keep: Box::new(server),
@@ -70,6 +77,7 @@ conformance!(
     an_unacknowledged_message_comes_back_with_its_next_attempt,
     a_dead_letter_leaves_the_queue_for_its_dead_letter_queue,
     a_full_queue_refuses_and_loses_nothing,
+    an_owners_queues_share_a_byte_bound,
     consumers_share_a_queue_and_none_gets_a_message_twice,
     a_waiting_consumer_gets_what_is_published_meanwhile,
     queues_and_their_messages_are_apart,
@@ -211,6 +219,45 @@ async fn a_full_queue_refuses_and_loses_nothing(h: &Harness) {
     }
     assert!(h.queues.depth("r.dead").await.unwrap().messages <= 6);
     assert!(h.queues.depth("r.dead").await.unwrap().messages >= 5);
+}
+
+async fn an_owners_queues_share_a_byte_bound(h: &Harness) {
+    let big = |n: u8| Message {
+        data: vec![n; 1500],
+        ..Message::default()
+    };
+    // Five of 1.5 kB fit in 8 kB, in two queues of one owner; the sixth does not.
+    for n in 0..3 {
+        h.queues.publish("acme/a", &big(n)).await.unwrap();
+    }
+    for n in 3..5 {
+        h.queues.publish("acme/b", &big(n)).await.unwrap();
+    }
+    let err = h.queues.publish("acme/c", &big(5)).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Unavailable(why) if why.contains("acme") && why.contains("8000")),
+        "{err:?}"
+    );
+    // Another owner's queues are untouched by it.
+    h.queues.publish("globex/a", &big(6)).await.unwrap();
+    // A dead letter moves bytes within the owner: still no room.
+    let a = h.queues.consumer("acme/a", "host-1").unwrap();
+    let got = a.receive(3, HOLD, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 3);
+    a.dead_letter(&got[0], "acme/a-dead", "no").await.unwrap();
+    assert!(h.queues.publish("acme/c", &big(5)).await.is_err());
+    // Handled messages give their bytes back, dead letters too once handled.
+    a.ack(&got[1].id).await.unwrap();
+    h.queues.publish("acme/c", &big(5)).await.unwrap();
+    assert!(h.queues.publish("acme/c", &big(7)).await.is_err());
+    let dead = h.queues.consumer("acme/a-dead", "host-1").unwrap();
+    let moved = dead.receive(1, HOLD, Duration::ZERO).await.unwrap();
+    assert_eq!(moved.len(), 1);
+    dead.ack(&moved[0].id).await.unwrap();
+    h.queues.publish("acme/c", &big(7)).await.unwrap();
+    // Acknowledging twice gives nothing back twice.
+    a.ack(&got[1].id).await.unwrap();
+    assert!(h.queues.publish("acme/c", &big(8)).await.is_err());
 }
 
 async fn consumers_share_a_queue_and_none_gets_a_message_twice(h: &Harness) {

@@ -136,6 +136,11 @@ pub struct ServerArgs {
     /// queue fails until its consumers catch up [default: 100000].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     queue_max_depth: Option<u64>,
+    /// Most bytes of messages one tenant's queues may hold together, dead letters included,
+    /// e.g. `1GiB`; publishing past it fails until its consumers catch up, so no tenant takes
+    /// the memory (Redis) or disk of the others [default: 256MiB].
+    #[arg(long, value_name = "SIZE", value_parser = skiff_manifest::parse_memory)]
+    queue_max_bytes: Option<u64>,
     /// This host's name in the cluster (in `apps inspect` and metrics) [default: the
     /// machine's host name, which is the Pod's name on Kubernetes].
     #[arg(long, value_name = "NAME", env = "SKIFF_HOST_ID")]
@@ -292,6 +297,7 @@ impl ServerArgs {
         );
         platform.queues_url = self.queues.clone();
         platform.queue_max_depth = self.queue_max_depth;
+        platform.queue_max_bytes = self.queue_max_bytes;
         platform
     }
 }

@@ -185,7 +185,11 @@ fn queue_space(config: &RuntimeConfig, app: &App) -> Result<Option<skiff_runtime
         Some(StoreSpec::Embedded { path: Some(path) }) => QueueBackend::Embedded(path.clone()),
         Some(StoreSpec::Embedded { path: None }) | None => QueueBackend::Embedded(default_path()?),
     };
-    let queues = skiff_store::open_queues(&backend, spec.and_then(|s| s.max_depth))?;
+    let queues = skiff_store::open_queues(
+        &backend,
+        spec.and_then(|s| s.max_depth),
+        spec.and_then(|s| s.max_bytes),
+    )?;
     Ok(Some(skiff_runtime::QueueSpace {
         queues,
         owner: app.name.clone(),

@@ -646,3 +646,31 @@ async fn a_host_shutting_down_lets_handlers_in_flight_finish_and_acknowledge() {
         "{logs}"
     );
 }
+
+#[tokio::test]
+async fn a_tenants_queues_share_a_byte_bound_and_other_tenants_keep_theirs() {
+    let host = Host::start_in(
+        common::fresh_data_dir().join("server"),
+        &["--queue-max-bytes", "2KiB"],
+    );
+    let acme = host.tenant("acme", &[]);
+    let globex = host.tenant("globex", &[]);
+    host.deploy_ok(&acme, queue_app("shop").path(), "shop");
+    host.deploy_ok(&globex, queue_app("shop").path(), "store");
+    assert_eq!(
+        host.get("shop", "/enqueue?queue=orders&n=5&prefix=a").await,
+        (200, "sent 5".into())
+    );
+    // Nobody consumes: acme's queues fill up to their bytes, not to the host's disk.
+    let (status, body) = host
+        .get("shop", "/enqueue?queue=orders&n=100&prefix=b")
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("bytes") && body.contains("acme"), "{body}");
+    assert_eq!(
+        host.get("store", "/enqueue?queue=orders&n=5&prefix=g")
+            .await,
+        (200, "sent 5".into()),
+        "another tenant still publishes"
+    );
+}

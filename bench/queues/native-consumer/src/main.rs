@@ -34,7 +34,9 @@ const MAX_DEPTH: u64 = 100_000;
 const RECEIVE_WAIT: Duration = Duration::from_secs(2);
 const RETRY_AFTER: Duration = Duration::from_secs(30);
 
-/// skiff's publish script (crates/skiff-store/src/redis_queue.rs), verbatim.
+/// skiff's publish script (crates/skiff-store/src/redis_queue.rs) as it was when this was
+/// measured; skiff's now also keeps its tenant's byte count (one GET and one INCRBY more inside
+/// the script, and its acknowledgement is a script too).
 const PUBLISH_LUA: &str = r"
 if ARGV[3] ~= '1' and redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
 redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')

@@ -107,6 +107,8 @@ pub struct PlatformConfig {
     pub queues_url: Option<String>,
     /// Most messages one queue holds, waiting and in flight; `None`: the backend's default.
     pub queue_max_depth: Option<u64>,
+    /// Most bytes of messages one tenant's queues hold together; `None`: the default.
+    pub queue_max_bytes: Option<u64>,
 }
 
 impl PlatformConfig {
@@ -127,6 +129,7 @@ impl PlatformConfig {
             registries: RegistryPolicy::default(),
             queues_url: None,
             queue_max_depth: None,
+            queue_max_bytes: None,
         }
     }
 }
@@ -431,6 +434,7 @@ impl Platform {
                 None => QueueBackend::Embedded(config.data_dir.join("queues.redb")),
             },
             config.queue_max_depth,
+            config.queue_max_bytes,
         )
         .map_err(OpenError::Queues)?;
         Ok(Arc::new(Platform {
