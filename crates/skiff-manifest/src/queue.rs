@@ -44,10 +44,33 @@ pub struct Consume {
     /// A message whose handler has neither succeeded nor failed this long after it was
     /// delivered (its host died, or hangs) is delivered again.
     pub retry_after: Duration,
+    /// A message whose handler failed is delivered again this long after, doubled at each
+    /// further failure, never later than `retry_after`.
+    #[serde(default = "default_retry_delay")]
+    pub retry_delay: Duration,
     /// Where messages go after `max_attempts` failures.
     pub dead_letter: String,
     /// Where the table is written, for errors found later.
     pub location: Location,
+}
+
+/// The wait before a failed message's next attempt, unless the table says: one second, then
+/// two, four...
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+fn default_retry_delay() -> Duration {
+    DEFAULT_RETRY_DELAY
+}
+
+impl Consume {
+    /// How long after its `attempt`-th delivery failed a message is delivered again:
+    /// `retry_delay`, doubled at each further failure, never later than `retry_after`.
+    pub fn retry_delay_after(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(30);
+        self.retry_delay
+            .saturating_mul(1 << doublings)
+            .min(self.retry_after)
+    }
 }
 
 /// Whether `name` is a queue name: lowercase letters, digits, `-`, `_` and `.`, starting with
@@ -166,6 +189,20 @@ impl ComponentCx<'_> {
                 parsed
             }
         };
+        let retry_delay = match raw.retry_delay {
+            None => DEFAULT_RETRY_DELAY,
+            Some(text) if text.get_ref().trim() == "0" || text.get_ref().trim() == "0s" => {
+                Duration::ZERO
+            }
+            Some(text) => parse_timeout(text.get_ref()).map_err(|why| {
+                self.err(
+                    text.span(),
+                    &format!("{field}.retry_delay"),
+                    format!("`{}`: {why}", text.get_ref()),
+                    "write a duration such as \"1s\" or \"500ms\", or \"0s\" to retry at once",
+                )
+            })?,
+        };
         let dead_letter = match raw.dead_letter {
             None => format!("{queue_name}-dead"),
             Some(name) => {
@@ -215,6 +252,7 @@ impl ComponentCx<'_> {
             batch,
             max_attempts,
             retry_after,
+            retry_delay,
             dead_letter,
             location,
         })

@@ -69,6 +69,7 @@ pub(crate) struct RawConsume {
     pub batch: Option<Spanned<u32>>,
     pub max_attempts: Option<Spanned<u32>>,
     pub retry_after: Option<Spanned<String>>,
+    pub retry_delay: Option<Spanned<String>>,
     pub dead_letter: Option<Spanned<String>>,
 }
 

@@ -1106,6 +1106,33 @@ fn a_pipeline_consumes_and_publishes() {
     // Unless told otherwise, a redelivery waits for the timeout, and then some.
     assert_eq!(consume.retry_after, Duration::from_secs(45));
     assert_eq!(consume.location.line, 13);
+    // A failed message comes back after 1 s, then 2, 4... never later than `retry_after`.
+    assert_eq!(consume.retry_delay, Duration::from_secs(1));
+    let delays: Vec<u64> = (1..=8)
+        .map(|attempt| consume.retry_delay_after(attempt).as_secs())
+        .collect();
+    assert_eq!(delays, [1, 2, 4, 8, 16, 32, 45, 45]);
+    assert_eq!(consume.retry_delay_after(u32::MAX), Duration::from_secs(45));
+}
+
+#[test]
+fn a_consumer_may_retry_at_once_or_later() {
+    let f = Fixture::new();
+    let consume = |extra: &str| {
+        let app = f.ok(&format!(
+            "{APP}[component.c]\nsource = \"api.wasm\"\n\n\
+             [component.c.consume]\nqueue = \"q\"\n{extra}"
+        ));
+        app.consumers[0].clone()
+    };
+    assert_eq!(
+        consume("retry_delay = \"0s\"\n").retry_delay_after(3),
+        Duration::ZERO
+    );
+    assert_eq!(
+        consume("retry_delay = \"500ms\"\n").retry_delay_after(2),
+        Duration::from_secs(1)
+    );
 }
 
 #[test]
@@ -1149,6 +1176,11 @@ fn bad_queue_sections_name_the_field_and_the_fix() {
     f.err(
         &consume("queue = \"q\"\nretry_after = \"soon\"\n"),
         "component.c.consume.retry_after",
+        8,
+    );
+    f.err(
+        &consume("queue = \"q\"\nretry_delay = \"-1s\"\n"),
+        "component.c.consume.retry_delay",
         8,
     );
     let e = f.err(

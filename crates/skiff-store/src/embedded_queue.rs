@@ -374,6 +374,33 @@ impl Consumer for EmbeddedConsumer {
             .map(drop)
     }
 
+    async fn retry_later(
+        &self,
+        id: &str,
+        after: Duration,
+        redeliver_after: Duration,
+    ) -> Result<(), StoreError> {
+        let seq = Self::seq(id)?;
+        let (shared, queue) = (self.shared.clone(), self.queue.clone());
+        // Its delivery moved back so that `redeliver_after` from it is `after` from now.
+        let back = redeliver_after.saturating_sub(after.min(redeliver_after));
+        let delivered_at = now_ms().saturating_sub(back.as_millis() as u64);
+        blocking(move || {
+            shared.write(Durability::None, |txn| {
+                let mut leases = txn.open_table(LEASES)?;
+                let attempts = leases.get((queue.as_str(), seq))?.map(|v| v.value().0);
+                if let Some(attempts) = attempts {
+                    leases.insert((queue.as_str(), seq), (attempts, delivered_at))?;
+                }
+                Ok(())
+            })
+        })
+        .await?;
+        // A waiting receiver may sleep until the old due time: it scans again now.
+        self.shared.published.notify_waiters();
+        Ok(())
+    }
+
     async fn dead_letter(
         &self,
         delivery: &Delivery,

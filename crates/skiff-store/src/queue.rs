@@ -92,6 +92,16 @@ pub trait Consumer: Send + Sync {
     /// The message was handled: it is gone. `id` is one this consumer's queue delivered (an id
     /// means nothing in another queue).
     async fn ack(&self, id: &str) -> Result<(), StoreError>;
+    /// Its handler failed: the message is due again `after` from now (at most
+    /// `redeliver_after`, what the consumers' receives wait for), not `redeliver_after` after
+    /// its delivery. Its attempt count goes up when it is delivered again, as for any
+    /// redelivery. Nothing happens to a message already acknowledged.
+    async fn retry_later(
+        &self,
+        id: &str,
+        after: Duration,
+        redeliver_after: Duration,
+    ) -> Result<(), StoreError>;
     /// Gives up on a message: appends it to queue `dead` with `reason` and its attempts in its
     /// metadata (`skiff-dead-reason`, `skiff-attempts`, `skiff-queue`), and acknowledges it,
     /// in one step. The dead-letter queue takes it even when full (it drops its oldest).

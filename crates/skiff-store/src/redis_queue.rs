@@ -391,6 +391,32 @@ impl Consumer for RedisConsumer {
         self.inner.redis.invoke::<i64>(&invocation).await.map(drop)
     }
 
+    async fn retry_later(
+        &self,
+        id: &str,
+        after: Duration,
+        redeliver_after: Duration,
+    ) -> Result<(), StoreError> {
+        // Claimed again by this consumer with its idle time set so that `XAUTOCLAIM`'s
+        // `redeliver_after` is reached `after` from now; JUSTID keeps its delivery count.
+        let idle = redeliver_after.saturating_sub(after.min(redeliver_after));
+        self.inner
+            .redis
+            .query::<Value>(
+                ::redis::cmd("XCLAIM")
+                    .arg(&self.key)
+                    .arg(GROUP)
+                    .arg(&self.name)
+                    .arg(0)
+                    .arg(id)
+                    .arg("IDLE")
+                    .arg(idle.as_millis() as u64)
+                    .arg("JUSTID"),
+            )
+            .await
+            .map(drop)
+    }
+
     async fn dead_letter(
         &self,
         delivery: &Delivery,

@@ -75,6 +75,7 @@ macro_rules! conformance {
 conformance!(
     messages_arrive_whole_in_order_and_go_once_acknowledged,
     an_unacknowledged_message_comes_back_with_its_next_attempt,
+    a_failed_message_comes_back_after_its_retry_delay,
     a_dead_letter_leaves_the_queue_for_its_dead_letter_queue,
     a_full_queue_refuses_and_loses_nothing,
     an_owners_queues_share_a_byte_bound,
@@ -157,6 +158,50 @@ async fn an_unacknowledged_message_comes_back_with_its_next_attempt(h: &Harness)
     let third = receive_all(&*second, 1, Duration::from_millis(300)).await;
     assert_eq!(third[0].attempt, 3);
     second.ack(&third[0].id).await.unwrap();
+    assert_eq!(h.queues.depth("q").await.unwrap().messages, 0);
+}
+
+async fn a_failed_message_comes_back_after_its_retry_delay(h: &Harness) {
+    h.queues.publish("q", &message(1)).await.unwrap();
+    let consumer = h.queues.consumer("q", "host-1").unwrap();
+    let first = consumer.receive(1, HOLD, Duration::ZERO).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(
+        consumer
+            .receive(1, HOLD, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Due again shortly, not after HOLD.
+    consumer
+        .retry_later(&first[0].id, Duration::from_millis(200), HOLD)
+        .await
+        .unwrap();
+    let again = receive_all(consumer.as_ref(), 1, HOLD).await;
+    assert_eq!(again.len(), 1, "it came back well before HOLD");
+    assert_eq!((again[0].attempt, &again[0].message), (2, &message(1)));
+    // At once.
+    consumer
+        .retry_later(&again[0].id, Duration::ZERO, HOLD)
+        .await
+        .unwrap();
+    let third = consumer.receive(1, HOLD, Duration::ZERO).await.unwrap();
+    assert_eq!(third.len(), 1);
+    assert_eq!(third[0].attempt, 3);
+    // Once acknowledged it stays gone.
+    consumer.ack(&third[0].id).await.unwrap();
+    consumer
+        .retry_later(&third[0].id, Duration::ZERO, HOLD)
+        .await
+        .unwrap();
+    assert!(
+        consumer
+            .receive(1, HOLD, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(h.queues.depth("q").await.unwrap().messages, 0);
 }
 

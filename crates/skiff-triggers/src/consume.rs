@@ -8,7 +8,9 @@
 //! - a message is acknowledged only after its handler succeeded: the `wasi:messaging` handler
 //!   returned `ok`, or the `POST` to the consumer's `path` was answered 2xx;
 //! - a handler that fails leaves its message in the queue, which delivers it again (here or on
-//!   another host) once `retry_after` has passed, as it does a message whose host died or hung;
+//!   another host) after `retry_delay`, doubled at each further failure (never later than
+//!   `retry_after`); a message whose host died or hung comes back once `retry_after` has
+//!   passed;
 //! - a message whose attempt `max_attempts` failed, or that was delivered more often than that
 //!   without an answer, goes to the `dead_letter` queue with why.
 //!
@@ -394,10 +396,21 @@ impl Job {
                 self.give_up(&delivery, &reason).await;
             }
             Handled::Failed(why) => {
+                let delay = consume
+                    .retry_delay_after(delivery.attempt)
+                    .min(self.retry_after);
+                let due = match self
+                    .consumer
+                    .retry_later(&delivery.id, delay, self.retry_after)
+                    .await
+                {
+                    Ok(()) => delay,
+                    // It still comes back, once its delivery is `retry_after` old.
+                    Err(_) => self.retry_after,
+                };
                 tracing::warn!(
                     consumer = %self.key, request_id, id = %delivery.id, attempt = delivery.attempt,
-                    "the handler failed; the message is delivered again after {:?}: {why}",
-                    self.retry_after
+                    "the handler failed; the message is delivered again after {due:?}: {why}"
                 );
                 self.count("failed");
             }

@@ -674,3 +674,27 @@ async fn a_tenants_queues_share_a_byte_bound_and_other_tenants_keep_theirs() {
         "another tenant still publishes"
     );
 }
+
+#[tokio::test]
+async fn a_failed_message_is_retried_after_its_retry_delay_not_its_retry_after() {
+    // Redelivery of an unanswered message only after a minute; a failure comes back after
+    // 1 s, then 2 s.
+    let dir = pipeline_app("pipe", "retry_after = \"60s\"", "");
+    let manifest = dir.path().join("skiff.toml");
+    let server = Server::start(&["up", manifest.to_str().unwrap()]);
+    assert_eq!(
+        get(&server, "/enqueue?queue=orders&n=1&prefix=flaky:2:f").await,
+        (200, "sent 1".into())
+    );
+    // Far less than the minute `retry_after` would take for the two failures.
+    eventually(
+        Duration::from_secs(30),
+        "handled on its third attempt",
+        || async { get(&server, "/count?key=seen:flaky:2:f-0").await.1 == "1" },
+    )
+    .await;
+    assert_eq!(get(&server, "/count?key=tries:flaky:2:f-0").await.1, "3");
+    let logs = server.logs();
+    assert!(logs.contains("delivered again after 1s"), "{logs}");
+    assert!(logs.contains("delivered again after 2s"), "{logs}");
+}

@@ -14,6 +14,7 @@
 //! Messages (`wasi:messaging/incoming-handler@0.2.0-draft`):
 //! - `fail...`: the handler fails (`error::other`), every time;
 //! - `sleep:MS:...`: sleeps MS milliseconds, then goes on as below;
+//! - `flaky:N:...`: fails its first N deliveries (counted in `tries:DATA`), then goes on;
 //! - anything else: counts it (counter `handled`, and `seen:DATA`, whose value above 1 shows a
 //!   duplicate delivery), then publishes it upper-cased to the queue its `reply-to` metadata
 //!   names, if any; a publish that fails fails the handler.
@@ -63,6 +64,12 @@ impl incoming_handler::Guest for QueueGuest {
 fn handle_text(text: &str) -> Result<(), String> {
     if text.starts_with("fail") {
         return Err(format!("refusing `{text}`"));
+    }
+    if let Some(rest) = text.strip_prefix("flaky:") {
+        let failures: u64 = rest.split(':').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        if count(&format!("tries:{text}"))? <= failures {
+            return Err(format!("`{text}` fails this time"));
+        }
     }
     if let Some(rest) = text.strip_prefix("sleep:") {
         let ms: u64 = rest.split(':').next().and_then(|ms| ms.parse().ok()).unwrap_or(0);
