@@ -1,7 +1,8 @@
 //! Key-value storage for guests, behind one trait: [`Backend`] opens [`Store`]s, one per
-//! namespace; and queues for queue consumers, behind another ([`Queues`], see [`queue`]). A namespace is an isolated key space (skiff uses one per app and store label,
-//! so two apps that both say `default` never see each other's data, while two components of
-//! one app that name the same label share it).
+//! namespace; and queues for queue consumers, behind another ([`Queues`], see [`queue`];
+//! [`open_queues`] opens the backend an operator names). A namespace is an isolated key space
+//! (skiff uses one per app and store label, so two apps that both say `default` never see each
+//! other's data, while two components of one app that name the same label share it).
 //!
 //! Backends:
 //! - the embedded one (the default): one database file in skiff's data folder, durable once a
@@ -40,13 +41,15 @@ mod embedded;
 mod embedded_queue;
 mod message_codec;
 pub mod queue;
+mod queue_backend;
 mod redis;
 mod redis_connection;
 mod redis_queue;
 
 pub use embedded::EmbeddedBackend;
 pub use embedded_queue::EmbeddedQueues;
-pub use queue::{Consumer, Delivery, Message, QueueBackend, QueueDepth, Queues, open_queues};
+pub use queue::{Consumer, Delivery, Message, QueueDepth, Queues};
+pub use queue_backend::{QueueBackend, open_queues};
 pub use redis::RedisBackend;
 pub use redis_connection::{DEFAULT_TIMEOUT as REDIS_DEFAULT_TIMEOUT, RedisConnection};
 pub use redis_queue::RedisQueues;

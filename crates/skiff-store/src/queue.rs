@@ -113,39 +113,6 @@ pub trait Consumer: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
-/// Where queues are: a Redis server, or an embedded database file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum QueueBackend {
-    /// Redis Streams in the Redis at this URL.
-    Redis(String),
-    /// A redb file at this path (made if missing).
-    Embedded(std::path::PathBuf),
-}
-
-/// Opens the queues of `backend`, each holding at most `max_depth` messages, and each owner's
-/// at most `max_owner_bytes` together (`None`: the defaults, [`DEFAULT_MAX_QUEUE_DEPTH`] and
-/// [`DEFAULT_MAX_OWNER_BYTES`]).
-pub fn open_queues(
-    backend: &QueueBackend,
-    max_depth: Option<u64>,
-    max_owner_bytes: Option<u64>,
-) -> Result<std::sync::Arc<dyn Queues>, StoreError> {
-    let depth = max_depth.unwrap_or(DEFAULT_MAX_QUEUE_DEPTH);
-    let bytes = max_owner_bytes.unwrap_or(DEFAULT_MAX_OWNER_BYTES);
-    Ok(match backend {
-        QueueBackend::Redis(url) => std::sync::Arc::new(
-            crate::RedisQueues::connect(url)?
-                .with_max_depth(depth)
-                .with_max_owner_bytes(bytes),
-        ),
-        QueueBackend::Embedded(path) => std::sync::Arc::new(
-            crate::EmbeddedQueues::open(path)?
-                .with_max_depth(depth)
-                .with_max_owner_bytes(bytes),
-        ),
-    })
-}
-
 /// Whose queue `queue` is: its name up to the first `/` (a tenant), or all of it.
 pub(crate) fn owner_of(queue: &str) -> &str {
     queue.split('/').next().unwrap_or(queue)
