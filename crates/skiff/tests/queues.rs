@@ -25,14 +25,40 @@ fn queue_app(name: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Publishes through the guest's `/enqueue?QUERY` on `host`'s app `app`, and checks that all
+/// `n` messages of the query were sent.
+async fn enqueue(host: &Host, app: &str, query: &str) {
+    let answer = host.get(app, &format!("/enqueue?{query}")).await;
+    assert_eq!(
+        answer,
+        (200, format!("sent {}", count_in(query))),
+        "{query}"
+    );
+}
+
+/// [`enqueue`] on the app of a `skiff up`.
+async fn enqueue_up(server: &Server, query: &str) {
+    let answer = get(server, &format!("/enqueue?{query}")).await;
+    assert_eq!(
+        answer,
+        (200, format!("sent {}", count_in(query))),
+        "{query}"
+    );
+}
+
+/// The `n` of an `/enqueue` query.
+fn count_in(query: &str) -> &str {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("n="))
+        .unwrap_or("1")
+}
+
 #[tokio::test]
 async fn a_component_publishes_to_the_queues_it_lists_and_no_other() {
     let dir = queue_app("shop");
     let server = Server::start(&["up", dir.path().join("skiff.toml").to_str().unwrap()]);
-    assert_eq!(
-        get(&server, "/enqueue?queue=orders&n=3&prefix=order").await,
-        (200, "sent 3".into())
-    );
+    enqueue_up(&server, "queue=orders&n=3&prefix=order").await;
     let (status, body) = get(&server, "/enqueue?queue=secret&n=1&prefix=x").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("PermissionDenied"), "{body}");
@@ -60,15 +86,8 @@ async fn on_a_cluster_each_tenant_publishes_to_queues_of_its_own_in_redis() {
     let globex = host.tenant("globex", &[]);
     host.deploy_ok(&acme, queue_app("shop").path(), "shop");
     host.deploy_ok(&globex, queue_app("shop").path(), "store");
-    assert_eq!(
-        host.get("shop", "/enqueue?queue=orders&n=5&prefix=a").await,
-        (200, "sent 5".into())
-    );
-    assert_eq!(
-        host.get("store", "/enqueue?queue=orders&n=2&prefix=g")
-            .await,
-        (200, "sent 2".into())
-    );
+    enqueue(&host, "shop", "queue=orders&n=5&prefix=a").await;
+    enqueue(&host, "store", "queue=orders&n=2&prefix=g").await;
     assert_eq!(redis.cli(&["XLEN", "skiff:q:acme/orders"]).trim(), "5");
     assert_eq!(redis.cli(&["XLEN", "skiff:q:globex/orders"]).trim(), "2");
     // Redis down: the guest hears that its publish failed, and the host goes on serving.
@@ -126,14 +145,7 @@ async fn skiff_up_runs_a_pipeline_through_both_kinds_of_consumer() {
         "{:?}",
         server.stdout_lines
     );
-    assert_eq!(
-        get(
-            &server,
-            "/enqueue?queue=orders&n=300&prefix=job&reply-to=results"
-        )
-        .await,
-        (200, "sent 300".into())
-    );
+    enqueue_up(&server, "queue=orders&n=300&prefix=job&reply-to=results").await;
     // Through the worker (`job-N` seen once each) and on to the sink (`JOB-N`).
     eventually(
         Duration::from_secs(60),
@@ -161,8 +173,8 @@ async fn ten_thousand_messages_through_a_pipeline_in_redis_none_lost_none_twice(
     );
     const N: usize = 10_000;
     for batch in 0..10 {
-        let path = format!("/enqueue?queue=orders&n=1000&prefix=m{batch}&reply-to=results");
-        assert_eq!(host.get("pipe", &path).await, (200, "sent 1000".into()));
+        let query = format!("queue=orders&n=1000&prefix=m{batch}&reply-to=results");
+        enqueue(&host, "pipe", &query).await;
     }
     eventually(
         Duration::from_secs(300),
@@ -225,8 +237,12 @@ async fn a_consumer_host_killed_mid_stream_loses_no_message() {
     )
     .await;
     const N: usize = 1000;
-    let path = format!("/enqueue?queue=orders&n={N}&prefix=sleep:50:k");
-    assert_eq!(second.get("pipe", &path).await, (200, format!("sent {N}")));
+    enqueue(
+        &second,
+        "pipe",
+        &format!("queue=orders&n={N}&prefix=sleep:50:k"),
+    )
+    .await;
     eventually(Duration::from_secs(60), "a tenth is handled", || async {
         counter(&second, "pipe", "handled").await >= (N / 10) as u64
     })
@@ -292,16 +308,8 @@ async fn a_message_that_always_fails_goes_to_the_dead_letter_queue_after_its_att
         "[component.worker.limits]\ntimeout = \"1s\"\n",
     );
     host.deploy_ok(&acme, app.path(), "pipe");
-    assert_eq!(
-        host.get("pipe", "/enqueue?queue=orders&n=1&prefix=fail")
-            .await,
-        (200, "sent 1".into())
-    );
-    assert_eq!(
-        host.get("pipe", "/enqueue?queue=orders&n=5&prefix=fine")
-            .await,
-        (200, "sent 5".into())
-    );
+    enqueue(&host, "pipe", "queue=orders&n=1&prefix=fail").await;
+    enqueue(&host, "pipe", "queue=orders&n=5&prefix=fine").await;
     eventually(
         Duration::from_secs(60),
         "the failing message is dead",
@@ -457,10 +465,7 @@ async fn a_consumer_wider_than_its_component_waits_for_admission_and_fails_nothi
     );
     let manifest = dir.path().join("skiff.toml");
     let server = Server::start(&["up", manifest.to_str().unwrap()]);
-    assert_eq!(
-        get(&server, "/enqueue?queue=orders&n=40&prefix=sleep:20:w").await,
-        (200, "sent 40".into())
-    );
+    enqueue_up(&server, "queue=orders&n=40&prefix=sleep:20:w").await;
     eventually(
         Duration::from_secs(60),
         "every message is handled",
@@ -483,15 +488,8 @@ async fn each_tenant_consumes_only_its_own_queues() {
     // The same app, the same queue names, in two tenants.
     host.deploy_ok(&acme, pipeline_app("pipe", "", "").path(), "pipe");
     host.deploy_ok(&globex, pipeline_app("pipe", "", "").path(), "other");
-    assert_eq!(
-        host.get("pipe", "/enqueue?queue=orders&n=7&prefix=a").await,
-        (200, "sent 7".into())
-    );
-    assert_eq!(
-        host.get("other", "/enqueue?queue=orders&n=3&prefix=g")
-            .await,
-        (200, "sent 3".into())
-    );
+    enqueue(&host, "pipe", "queue=orders&n=7&prefix=a").await;
+    enqueue(&host, "other", "queue=orders&n=3&prefix=g").await;
     eventually(
         Duration::from_secs(60),
         "both tenants' messages are handled",
@@ -535,10 +533,7 @@ async fn the_runtime_config_puts_skiff_ups_queues_in_redis_with_a_depth() {
         "--runtime-config",
         config.to_str().unwrap(),
     ]);
-    assert_eq!(
-        get(&server, "/enqueue?queue=orders&n=3&prefix=o").await,
-        (200, "sent 3".into())
-    );
+    enqueue_up(&server, "queue=orders&n=3&prefix=o").await;
     assert_eq!(redis.cli(&["XLEN", "skiff:q:shop/orders"]).trim(), "3");
     // Full: the producer is told to try later, and nothing is dropped.
     let (status, body) = get(&server, "/enqueue?queue=orders&n=1&prefix=p").await;
@@ -557,10 +552,7 @@ async fn skiff_server_puts_a_single_hosts_queues_in_redis_when_told() {
     let acme = host.tenant("acme", &[]);
     // Publishing only, first: the depth bound holds.
     host.deploy_ok(&acme, queue_app("shop").path(), "shop");
-    assert_eq!(
-        host.get("shop", "/enqueue?queue=orders&n=4&prefix=s").await,
-        (200, "sent 4".into())
-    );
+    enqueue(&host, "shop", "queue=orders&n=4&prefix=s").await;
     let (status, body) = host.get("shop", "/enqueue?queue=orders&n=1&prefix=x").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("full"), "{body}");
@@ -613,11 +605,7 @@ async fn a_host_shutting_down_lets_handlers_in_flight_finish_and_acknowledge() {
     );
     let acme = host.tenant("acme", &[]);
     host.deploy_ok(&acme, pipeline_app("pipe", "", "").path(), "pipe");
-    assert_eq!(
-        host.get("pipe", "/enqueue?queue=orders&n=1&prefix=sleep:1500:z")
-            .await,
-        (200, "sent 1".into())
-    );
+    enqueue(&host, "pipe", "queue=orders&n=1&prefix=sleep:1500:z").await;
     // Delivered, not acknowledged yet: its handler sleeps.
     eventually(
         Duration::from_secs(30),
@@ -657,22 +645,15 @@ async fn a_tenants_queues_share_a_byte_bound_and_other_tenants_keep_theirs() {
     let globex = host.tenant("globex", &[]);
     host.deploy_ok(&acme, queue_app("shop").path(), "shop");
     host.deploy_ok(&globex, queue_app("shop").path(), "store");
-    assert_eq!(
-        host.get("shop", "/enqueue?queue=orders&n=5&prefix=a").await,
-        (200, "sent 5".into())
-    );
+    enqueue(&host, "shop", "queue=orders&n=5&prefix=a").await;
     // Nobody consumes: acme's queues fill up to their bytes, not to the host's disk.
     let (status, body) = host
         .get("shop", "/enqueue?queue=orders&n=100&prefix=b")
         .await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("bytes") && body.contains("acme"), "{body}");
-    assert_eq!(
-        host.get("store", "/enqueue?queue=orders&n=5&prefix=g")
-            .await,
-        (200, "sent 5".into()),
-        "another tenant still publishes"
-    );
+    // Another tenant still publishes.
+    enqueue(&host, "store", "queue=orders&n=5&prefix=g").await;
 }
 
 #[tokio::test]
@@ -682,10 +663,7 @@ async fn a_failed_message_is_retried_after_its_retry_delay_not_its_retry_after()
     let dir = pipeline_app("pipe", "retry_after = \"60s\"", "");
     let manifest = dir.path().join("skiff.toml");
     let server = Server::start(&["up", manifest.to_str().unwrap()]);
-    assert_eq!(
-        get(&server, "/enqueue?queue=orders&n=1&prefix=flaky:2:f").await,
-        (200, "sent 1".into())
-    );
+    enqueue_up(&server, "queue=orders&n=1&prefix=flaky:2:f").await;
     // Far less than the minute `retry_after` would take for the two failures.
     eventually(
         Duration::from_secs(30),
