@@ -94,14 +94,31 @@ def encode(data):
 
 
 def decode(encoded):
-    """The data of a message encoded by skiff's codec, with no content type and no metadata
-    (what both consumers publish); fails on anything else."""
-    if encoded[:1] != b"\x01":
-        fail(f"not a message of skiff's codec: {encoded[:40]!r}")
-    (length,) = struct.unpack_from("<I", encoded, 1)
-    data = encoded[5:5 + length]
-    if encoded[5 + length:] != b"\x00" + struct.pack("<I", 0):
-        fail(f"a result with a content type or metadata: {encoded[:200]!r}")
+    """The data of a message encoded by skiff's codec; its metadata (skiff's host adds the
+    producer's `traceparent`) is read past. Fails on anything that is not the codec's."""
+
+    def part(at):
+        (length,) = struct.unpack_from("<I", encoded, at)
+        return encoded[at + 4:at + 4 + length], at + 4 + length
+
+    try:
+        if encoded[:1] != b"\x01":
+            raise ValueError("version")
+        data, at = part(1)
+        if encoded[at:at + 1] == b"\x01":
+            _, at = part(at + 1)
+        elif encoded[at:at + 1] == b"\x00":
+            at += 1
+        else:
+            raise ValueError("content type")
+        (entries,) = struct.unpack_from("<I", encoded, at)
+        at += 4
+        for _ in range(entries * 2):
+            _, at = part(at)
+        if at != len(encoded):
+            raise ValueError("trailing bytes")
+    except (ValueError, struct.error) as why:
+        fail(f"not a message of skiff's codec ({why}): {encoded[:200]!r}")
     return data
 
 
