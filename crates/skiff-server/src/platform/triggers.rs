@@ -120,20 +120,23 @@ impl Platform {
         }
     }
 
+    /// The validated manifest of the live version of `tenant`'s app `name`, if it has one.
+    fn live_manifest(&self, tenant: &Tenant, name: &str) -> Option<skiff_manifest::App> {
+        let entry = self.entry_of(tenant, name).ok()?;
+        let record = entry.record();
+        record.live_version().ok().and_then(|v| v.app.clone())
+    }
+
     /// What `apps inspect` shows of the queue consumers of `tenant`'s app `name` (its live
     /// version): each with how many messages its queue and its dead-letter queue hold. Empty if
     /// it has none, or is not the tenant's.
     pub async fn consumers_of(&self, tenant: &Tenant, name: &str) -> Vec<ConsumerInfo> {
-        let Ok(entry) = self.entry_of(tenant, name) else {
+        let Some(app) = self.live_manifest(tenant, name) else {
             return Vec::new();
         };
-        let app = {
-            let record = entry.record();
-            match record.live_version().ok().and_then(|v| v.app.clone()) {
-                Some(app) if !app.consumers.is_empty() => app,
-                _ => return Vec::new(),
-            }
-        };
+        if app.consumers.is_empty() {
+            return Vec::new();
+        }
         let space = QueueSpace {
             queues: self.queues.clone(),
             owner: tenant.name.clone(),
@@ -166,16 +169,12 @@ impl Platform {
     /// What `apps inspect` shows of the schedules of `tenant`'s app `name` (its live version):
     /// next due times and last results. Empty if it has none, or is not the tenant's.
     pub async fn schedules_of(&self, tenant: &Tenant, name: &str) -> Vec<ScheduleInfo> {
-        let Ok(entry) = self.entry_of(tenant, name) else {
+        let Some(app) = self.live_manifest(tenant, name) else {
             return Vec::new();
         };
-        let app = {
-            let record = entry.record();
-            match record.live_version().ok().and_then(|v| v.app.clone()) {
-                Some(app) if !app.schedules.is_empty() => app,
-                _ => return Vec::new(),
-            }
-        };
+        if app.schedules.is_empty() {
+            return Vec::new();
+        }
         match self.scheduler.get() {
             Some(scheduler) => scheduler.inspect(&tenant.name, &app).await,
             None => Vec::new(),
