@@ -68,16 +68,21 @@ pub struct HttpApp {
     /// What spans, metrics and the `skiff-schedule` header call each schedule:
     /// `component.<id>.schedule[<index>]`, in the order of the app's `schedules`.
     pub(crate) schedule_names: Vec<String>,
+    /// What spans and metrics call each queue consumer's requests: `consume[<queue>]`, in the
+    /// order of the app's `consumers`.
+    pub(crate) consumer_names: Vec<String>,
 }
 
 impl HttpApp {
     pub fn new(loaded: LoadedApp) -> Self {
         let routes = RouteTable::new(loaded.app());
         let schedule_names = schedule_names(loaded.app());
+        let consumer_names = consumer_names(loaded.app());
         HttpApp {
             loaded,
             routes,
             schedule_names,
+            consumer_names,
             metrics: None,
             tenant: "".into(),
         }
@@ -106,6 +111,14 @@ pub(crate) fn schedule_names(app: &skiff_manifest::App) -> Vec<String> {
                 .map_or("", |c| c.id.as_str());
             format!("component.{id}.schedule[{}]", s.index)
         })
+        .collect()
+}
+
+/// `consume[<queue>]` for each queue consumer of `app`.
+pub(crate) fn consumer_names(app: &skiff_manifest::App) -> Vec<String> {
+    app.consumers
+        .iter()
+        .map(|c| format!("consume[{}]", c.queue))
         .collect()
 }
 

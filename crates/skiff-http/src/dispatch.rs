@@ -592,16 +592,15 @@ impl HttpApp {
         }
         // The producer's place in its trace, which the request's span continues (as a
         // client's `traceparent` header would).
-        let traceparent = message
-            .metadata
-            .iter()
-            .find(|(key, _)| key == skiff_runtime::TRACEPARENT)
-            .and_then(|(_, value)| HeaderValue::from_str(value).ok());
-        let name = format!("consume[{}]", consume.queue);
+        let traceparent = skiff_runtime::message_traceparent(message.metadata);
+        let name = self
+            .consumer_names
+            .get(message.consumer)
+            .map_or("", String::as_str);
         let post = TriggeredPost {
             traceparent,
             component: consume.component,
-            name: &name,
+            name,
             path,
             body: message.data,
             content_type: message

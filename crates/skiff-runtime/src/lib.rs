@@ -45,7 +45,7 @@ pub use cache::{CacheOutcome, CodeCache};
 pub use capabilities::SharedStore;
 pub use capabilities::config::VARIABLE_ENV_PREFIX;
 pub use capabilities::guest_log::{GuestOutput, LogSink};
-pub use capabilities::messaging::{QueueSpace, TRACEPARENT};
+pub use capabilities::messaging::{QueueSpace, TRACEPARENT, message_traceparent};
 pub use capabilities::wasi::{DirGrant, WasiGrant};
 pub use command::{CommandOptions, CommandOutcome, TRAP_EXIT_CODE};
 pub use config::{

@@ -31,7 +31,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use skiff_http::{HostStopping, HttpApp, NotAdmitted, QueuedMessage};
 use skiff_manifest::Consume;
-use skiff_runtime::{InvokeError, QueueSpace, RequestInfo, TRACEPARENT, TraceContext};
+use skiff_runtime::{
+    InvokeError, QueueSpace, RequestInfo, TRACEPARENT, TraceContext, message_traceparent,
+};
 use skiff_store::{Consumer, Delivery};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -73,7 +75,27 @@ pub struct QueueMetrics {
     messages: Family<MessageLabels, Counter>,
 }
 
-const OUTCOMES: [&str; 3] = ["ok", "failed", "dead"];
+/// A consumer's series, one per outcome, in the order `ok`, `failed`, `dead`.
+type OutcomeLabels = [MessageLabels; 3];
+
+/// The labels of the consumer of table `consume` of `tenant`'s app `app`.
+fn outcome_labels(tenant: &str, app: &skiff_manifest::App, consume: &Consume) -> OutcomeLabels {
+    ["ok", "failed", "dead"].map(|outcome| MessageLabels {
+        tenant: tenant.to_string(),
+        app: app.name.clone(),
+        component: component_id(app, consume),
+        queue: consume.queue.clone(),
+        outcome,
+    })
+}
+
+/// What became of a message, for [`QueueMetrics`]: an index into [`OutcomeLabels`].
+#[derive(Clone, Copy)]
+enum Outcome {
+    Ok = 0,
+    Failed = 1,
+    Dead = 2,
+}
 
 impl QueueMetrics {
     pub fn register(registry: &mut Registry) -> Arc<QueueMetrics> {
@@ -135,6 +157,8 @@ struct Job {
     /// `<tenant>/<app>/<queue>`, for log lines.
     key: String,
     tenant: String,
+    /// Its metric series, made once rather than per message.
+    labels: OutcomeLabels,
     /// How long the handler may run: the component's timeout.
     timeout: Duration,
     /// How long after a delivery the message is delivered again if not acknowledged: the
@@ -202,6 +226,7 @@ impl Consumers {
                     dead_letter: space.queue(&consume.dead_letter),
                     key,
                     tenant: tenant.to_string(),
+                    labels: outcome_labels(tenant, &manifest, consume),
                     timeout,
                     retry_after,
                 };
@@ -225,14 +250,8 @@ impl Consumers {
         if let (true, Some(metrics)) = (forget, &self.metrics) {
             let manifest = removed.loaded().app();
             for consume in &manifest.consumers {
-                for outcome in OUTCOMES {
-                    metrics.messages.remove(&MessageLabels {
-                        tenant: tenant.to_string(),
-                        app: name.to_string(),
-                        component: component_id(manifest, consume),
-                        queue: consume.queue.clone(),
-                        outcome,
-                    });
+                for labels in outcome_labels(tenant, manifest, consume) {
+                    metrics.messages.remove(&labels);
                 }
             }
         }
@@ -380,12 +399,12 @@ impl Job {
             Handled::Ok => match self.consumer.ack(&delivery.id).await {
                 Ok(()) => {
                     tracing::debug!(consumer = %self.key, request_id, id = %delivery.id, "message handled");
-                    self.count("ok");
+                    self.count(Outcome::Ok);
                 }
                 Err(why) => {
                     // It will be delivered again: at least once, not exactly once.
                     tracing::warn!(consumer = %self.key, request_id, id = %delivery.id, "the message was handled, but cannot be acknowledged, so it will be delivered again: {why}");
-                    self.count("ok");
+                    self.count(Outcome::Ok);
                 }
             },
             Handled::CutOff => {
@@ -412,7 +431,7 @@ impl Job {
                     consumer = %self.key, request_id, id = %delivery.id, attempt = delivery.attempt,
                     "the handler failed; the message is delivered again after {due:?}: {why}"
                 );
-                self.count("failed");
+                self.count(Outcome::Failed);
             }
         }
     }
@@ -427,11 +446,11 @@ impl Job {
         {
             Ok(()) => {
                 tracing::warn!(consumer = %self.key, id = %delivery.id, "message moved to the dead-letter queue `{dead}`: {reason}");
-                self.count("dead");
+                self.count(Outcome::Dead);
             }
             Err(why) => {
                 tracing::error!(consumer = %self.key, id = %delivery.id, "cannot move the message to the dead-letter queue `{dead}`, so it stays: {why}");
-                self.count("failed");
+                self.count(Outcome::Failed);
             }
         }
     }
@@ -539,19 +558,11 @@ impl Job {
         })
     }
 
-    fn count(&self, outcome: &'static str) {
+    fn count(&self, outcome: Outcome) {
         if let Some(metrics) = &self.consumers.metrics {
-            let manifest = self.app.loaded().app();
-            let consume = self.consume();
             metrics
                 .messages
-                .get_or_create(&MessageLabels {
-                    tenant: self.tenant.clone(),
-                    app: manifest.name.clone(),
-                    component: component_id(manifest, consume),
-                    queue: consume.queue.clone(),
-                    outcome,
-                })
+                .get_or_create(&self.labels[outcome as usize])
                 .inc();
         }
     }
@@ -561,12 +572,7 @@ impl Job {
 /// from; a new trace if it says nothing valid.
 fn producer_trace(message: &skiff_store::Message) -> TraceContext {
     let mut headers = http::HeaderMap::new();
-    if let Some(value) = message
-        .metadata
-        .iter()
-        .find(|(key, _)| key == TRACEPARENT)
-        .and_then(|(_, value)| http::HeaderValue::from_str(value).ok())
-    {
+    if let Some(value) = message_traceparent(&message.metadata) {
         headers.insert(TRACEPARENT, value);
     }
     TraceContext::inbound(&headers)

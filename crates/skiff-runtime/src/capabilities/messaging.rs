@@ -176,6 +176,15 @@ pub(crate) fn incoming<T: HasCapability<MessagingState>>(
 /// does a request's (W3C Trace Context).
 pub const TRACEPARENT: &str = "traceparent";
 
+/// Where a received message's producer was in its trace (its `traceparent` metadata), as a
+/// header value for the consumer's trace to continue from; `None` if it carries none usable.
+pub fn message_traceparent(metadata: &[(String, String)]) -> Option<http::HeaderValue> {
+    metadata
+        .iter()
+        .find(|(key, _)| key == TRACEPARENT)
+        .and_then(|(_, value)| http::HeaderValue::from_str(value).ok())
+}
+
 /// Puts the publishing call's place in its trace into the message's metadata, unless the guest
 /// set one itself (or the message has no room left): its consumer's trace continues from it.
 fn carry_trace(trace: &crate::TraceContext, metadata: &mut Vec<(String, String)>) {
