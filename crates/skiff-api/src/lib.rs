@@ -413,7 +413,30 @@ pub struct HostInfo {
 pub struct RouteInfo {
     /// As written in the manifest, e.g. `/api/...`.
     pub route: String,
+    /// What answers the route: a component's id, or with `upstream` an upstream's name.
     pub component: String,
+    /// Whether `component` names an upstream (an HTTP service outside the app).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub upstream: bool,
+    /// The middleware components the route's requests go through first, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub middleware: Vec<String>,
+}
+
+impl RouteInfo {
+    /// What serves the route, for people: `api`, `upstream orders`, `api via auth, limit`.
+    pub fn served_by(&self) -> String {
+        let target = if self.upstream {
+            format!("upstream {}", self.component)
+        } else {
+            self.component.clone()
+        };
+        if self.middleware.is_empty() {
+            target
+        } else {
+            format!("{target} via {}", self.middleware.join(", "))
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

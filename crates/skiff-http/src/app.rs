@@ -8,7 +8,9 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use skiff_manifest::RouteTable;
-use skiff_runtime::{LoadedApp, ResponseBody};
+use skiff_runtime::{INTERNAL_DOMAIN, InProcessCalls, LoadedApp, ResponseBody};
+
+use crate::upstream::Upstreams;
 
 use crate::{AppMetrics, HttpMetrics};
 
@@ -71,6 +73,11 @@ pub struct HttpApp {
     /// What spans and metrics call each queue consumer's requests: `consume[<queue>]`, in the
     /// order of the app's `consumers`.
     pub(crate) consumer_names: Vec<String>,
+    /// What spans call a request to each component in process: `ID.skiff.internal`, in the
+    /// order of the app's components.
+    pub(crate) internal_names: Vec<String>,
+    /// The services outside the app that its routes send requests to.
+    pub(crate) upstreams: Upstreams,
 }
 
 impl HttpApp {
@@ -78,11 +85,20 @@ impl HttpApp {
         let routes = RouteTable::new(loaded.app());
         let schedule_names = schedule_names(loaded.app());
         let consumer_names = consumer_names(loaded.app());
+        let internal_names = loaded
+            .app()
+            .components
+            .iter()
+            .map(|c| format!("{}.{INTERNAL_DOMAIN}", c.id))
+            .collect();
+        let upstreams = Upstreams::new(&loaded);
         HttpApp {
             loaded,
             routes,
             schedule_names,
             consumer_names,
+            internal_names,
+            upstreams,
             metrics: None,
             tenant: "".into(),
         }
@@ -97,6 +113,16 @@ impl HttpApp {
 
     pub fn loaded(&self) -> &LoadedApp {
         &self.loaded
+    }
+
+    /// Where the in-process requests of work a trigger starts in this app go (other components,
+    /// by `http://ID.skiff.internal`), for triggers that call the runtime themselves.
+    pub fn calls(self: &Arc<Self>) -> InProcessCalls {
+        InProcessCalls {
+            router: self.clone(),
+            depth: 0,
+            next_hop: None,
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,10 +13,15 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
-use skiff_runtime::{InvokeError, RequestInfo, ResponseBody, TraceContext};
+use skiff_manifest::RouteTarget;
+use skiff_runtime::{
+    InProcessCalls, InvokeError, NextHop, RequestInfo, ResponseBody, TraceContext,
+};
 
 use crate::body::BodyReadTimeout;
 use crate::metrics::RouteMetrics;
+use crate::reply::plain;
+use crate::upstream::Forwarded;
 use crate::{
     AppSource, BASE_PATH, CLIENT_ADDR, COMPONENT, HttpApp, MATCHED_ROUTE, PATH_INFO, REQUEST_ID,
     Selected,
@@ -44,8 +50,7 @@ pub(crate) async fn dispatch(
         max_body,
         max_uri,
         max_headers,
-        body_read_timeout,
-        body_min_rate,
+        ..
     } = limits;
     // hyper counts HTTP/1 header lines itself; HTTP/2 has no such limit of its own.
     if request.headers().len() > max_headers {
@@ -88,38 +93,60 @@ pub(crate) async fn dispatch(
         tracing::debug!(request_id, %path, "no route matches");
         return plain(StatusCode::NOT_FOUND, format!("no route matches {path}\n"));
     };
+    let Some(route) = app.loaded.app().routes.get(matched.route) else {
+        return plain(StatusCode::NOT_FOUND, format!("no route matches {path}\n"));
+    };
+    // The first hop: the route's first middleware, else what answers the route.
+    let (first, chain) = match (route.middleware.first(), route.target) {
+        (Some(&middleware), _) => (middleware, Some((matched.route, 1))),
+        (None, RouteTarget::Component(component)) => (component, None),
+        (None, RouteTarget::Upstream(upstream)) => {
+            let forwarded = EdgeForward {
+                route: matched.route,
+                upstream,
+                client,
+                arrived,
+            };
+            let request = request.map(|body| limited_body(body, limits, request_id));
+            return forward_from_edge(&app, forwarded, request, request_id).await;
+        }
+    };
     // Values are made before the request moves on: the match borrows the request's path.
     let target = Target {
-        component: matched.component,
+        component: first,
         // The same text as `matched.matched_route`, borrowed from the app, not the request.
-        route_name: app
-            .loaded
-            .app()
-            .routes
-            .get(matched.route)
-            .map_or("", |r| r.as_written.as_str()),
+        route_name: route.as_written.as_str(),
         matched_route: HeaderValue::from_str(matched.matched_route).ok(),
         path_info: HeaderValue::from_str(matched.path_info).ok(),
         metrics: app.metrics.as_ref().and_then(|m| m.route(matched.route)),
     };
-    // A body without a declared length is counted as it streams, and cut off at the limit;
-    // one that stops arriving fails the guest's read instead of holding its instance.
-    let request = request.map(|body| {
-        BodyReadTimeout::new(
-            Limited::new(body, max_body as usize).map_err(body_error),
-            body_read_timeout,
-            body_min_rate,
-            request_id,
-        )
-    });
+    let request = request.map(|body| limited_body(body, limits, request_id));
     let origin = Origin {
         arrived,
         client: Some(client),
         local_addr: Some(local_addr),
         base_path,
         trigger: Vec::new(),
+        depth: 0,
+        chain,
     };
     serve(&app, target, request, origin, request_id).await
+}
+
+/// A client's request body as guests and upstreams get it: one without a declared length is
+/// counted as it streams, and cut off at the limit; one that stops arriving fails the reader
+/// instead of holding it.
+fn limited_body(
+    body: Incoming,
+    limits: RequestLimits,
+    request_id: u64,
+) -> BodyReadTimeout<impl hyper::body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error>> {
+    BodyReadTimeout::new(
+        Limited::new(body, limits.max_body as usize).map_err(body_error),
+        limits.body_read_timeout,
+        limits.body_min_rate,
+        request_id,
+    )
 }
 
 /// The component a unit of work goes to, and what its headers, span and metrics call it.
@@ -145,13 +172,18 @@ pub(crate) struct Origin {
     pub(crate) base_path: Option<HeaderValue>,
     /// `skiff-*` headers the trigger sets, after any the request carried were removed.
     pub(crate) trigger: Vec<(HeaderName, HeaderValue)>,
+    /// How deeply nested in in-process calls the work is: 0 for work a trigger started.
+    pub(crate) depth: u8,
+    /// Set when the work is a middleware of a route's chain: `(route, hop)`, where its requests
+    /// to its own authority go next.
+    pub(crate) chain: Option<(usize, usize)>,
 }
 
 /// One unit of work through the guest, whatever started it: the `skiff-*` headers, the span,
 /// the metrics, the call and the status for each failure. Client requests and scheduled runs
 /// both end here, so both get the same limits, logs, usage and traces.
 pub(crate) async fn serve<B>(
-    app: &HttpApp,
+    app: &Arc<HttpApp>,
     target: Target<'_>,
     mut request: Request<B>,
     origin: Origin,
@@ -229,10 +261,20 @@ where
     }
 
     let method = request.method().clone();
+    let next_hop = origin.chain.map(|(chain, hop)| NextHop {
+        authority: authority(&request).into(),
+        chain,
+        hop,
+    });
     let info = RequestInfo {
         request_id,
         https: false,
         trace: trace.clone(),
+        calls: Some(InProcessCalls {
+            router: app.clone(),
+            depth: origin.depth,
+            next_hop,
+        }),
     };
     match component.handle_http(request, info).await {
         Ok(response) => {
@@ -298,8 +340,21 @@ where
     }
 }
 
+/// The authority a request was sent to, as its guest sees it: the URI's, else `Host`.
+fn authority<B>(request: &Request<B>) -> String {
+    match request.uri().authority() {
+        Some(authority) => authority.as_str().to_string(),
+        None => request
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+    }
+}
+
 /// Records the outcome on the request's span. Only a 5xx is an error of the server's.
-fn record_outcome(trace: &TraceContext, status: StatusCode, err: Option<&InvokeError>) {
+pub(crate) fn record_outcome(trace: &TraceContext, status: StatusCode, err: Option<&InvokeError>) {
     if !trace.is_recording() {
         return;
     }
@@ -384,21 +439,6 @@ fn short_reason(err: &InvokeError) -> &'static str {
     }
 }
 
-/// A response made by skiff itself rather than a guest.
-pub fn plain(status: StatusCode, body: String) -> Response<ResponseBody> {
-    let mut response = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never: Infallible| match never {})
-            .boxed_unsync(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
 /// Set (as a response extension, which only the host sees) on skiff's own answer to a request
 /// that was not admitted: the guest did not run, and a trigger may try again soon. A guest's
 /// own 503 does not have it.
@@ -443,7 +483,10 @@ impl HttpApp {
     /// and metrics apply. Returns the response, whose body the caller drains (the guest may
     /// still be writing it). A schedule without a path, or one this app does not have, is
     /// answered 404 by skiff, as a request that matches no route is.
-    pub async fn run_scheduled(&self, run: ScheduledRequest<'_>) -> Response<ResponseBody> {
+    pub async fn run_scheduled(
+        self: &Arc<Self>,
+        run: ScheduledRequest<'_>,
+    ) -> Response<ResponseBody> {
         let arrived = Instant::now();
         let Some(schedule) = self.loaded.app().schedules.get(run.schedule) else {
             return plain(StatusCode::NOT_FOUND, "no such schedule\n".into());
@@ -482,7 +525,7 @@ impl HttpApp {
 
     /// A unit of work a trigger started: a `POST` of `post.body` to `post.path`, sent to
     /// `post.component` without routing (a component may have no routes), through [`serve`].
-    async fn serve_triggered(&self, post: TriggeredPost<'_>) -> Response<ResponseBody> {
+    async fn serve_triggered(self: &Arc<Self>, post: TriggeredPost<'_>) -> Response<ResponseBody> {
         let body = Full::new(post.body)
             .map_err(|never: Infallible| -> wasmtime_wasi_http::Error { match never {} });
         let mut request = Request::new(body);
@@ -517,6 +560,8 @@ impl HttpApp {
             local_addr: None,
             base_path: None,
             trigger: post.trigger,
+            depth: 0,
+            chain: None,
         };
         serve(self, target, request, origin, post.request_id).await
     }
@@ -559,7 +604,10 @@ impl HttpApp {
     /// `path`: a `POST` of the message's data to that path, with its content type, sent to
     /// the consumer's component (no routing) through the same path as a client's request.
     /// The message was handled if the answer is a 2xx. The caller drains the body.
-    pub async fn deliver_message(&self, message: QueuedMessage<'_>) -> Response<ResponseBody> {
+    pub async fn deliver_message(
+        self: &Arc<Self>,
+        message: QueuedMessage<'_>,
+    ) -> Response<ResponseBody> {
         let arrived = Instant::now();
         let Some(consume) = self.loaded.app().consumers.get(message.consumer) else {
             return plain(StatusCode::NOT_FOUND, "no such consumer\n".into());
@@ -633,4 +681,79 @@ fn ascii_json(value: &serde_json::Map<String, serde_json::Value>) -> String {
         }
     }
     out
+}
+
+/// A route that sends its requests straight to an upstream, with no middleware.
+pub(crate) struct EdgeForward {
+    pub route: usize,
+    pub upstream: usize,
+    pub client: SocketAddr,
+    pub arrived: Instant,
+}
+
+/// Sends a client's request straight to the route's upstream: a server span and the route's
+/// metrics, as for a request a guest answers.
+pub(crate) async fn forward_from_edge<B>(
+    app: &Arc<HttpApp>,
+    edge: EdgeForward,
+    mut request: Request<B>,
+    request_id: u64,
+) -> Response<ResponseBody>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    let (Some(route), Some(pool)) = (
+        app.loaded.app().routes.get(edge.route),
+        app.upstreams.get(edge.upstream),
+    ) else {
+        return plain(StatusCode::NOT_FOUND, "no such upstream\n".into());
+    };
+    let metrics = app.metrics.as_ref().and_then(|m| m.route(edge.route));
+    let _in_flight = metrics.map(|m| m.start());
+    let trace = TraceContext::inbound(request.headers()).child(SpanKind::Server, || {
+        let attributes = vec![
+            KeyValue::new("http.request.method", request.method().to_string()),
+            KeyValue::new("http.route", route.as_written.clone()),
+            KeyValue::new("url.path", request.uri().path().to_string()),
+            KeyValue::new("skiff.app", app.loaded.app().name.clone()),
+            KeyValue::new(
+                "skiff.upstream",
+                app.loaded.app().target_name(route).to_string(),
+            ),
+            KeyValue::new("skiff.request_id", request_id as i64),
+            KeyValue::new("client.address", edge.client.ip().to_string()),
+        ];
+        let name = format!("{} {}", request.method(), route.as_written);
+        (name.into(), attributes)
+    });
+    // The upstream continues the request's trace.
+    trace.inject(request.headers_mut());
+    let host = request.headers().get(HOST).cloned();
+    let forwarded = Forwarded {
+        request_id,
+        client: Some(edge.client),
+        host: host.as_ref(),
+    };
+    let method = request.method().clone();
+    let response = pool.forward(request, forwarded).await;
+    let status = response.status();
+    if let Some(metrics) = metrics {
+        metrics.answered(status.as_u16(), edge.arrived.elapsed().as_secs_f64());
+    }
+    tracing::debug!(
+        request_id, app = %app.loaded.app().name, upstream = app.loaded.app().target_name(route),
+        %method, status = status.as_u16(), "forwarded"
+    );
+    record_outcome(&trace, status, None);
+    if !trace.is_recording() {
+        return response;
+    }
+    response.map(|body| {
+        body.map_frame(move |frame| {
+            let _span = &trace;
+            frame
+        })
+        .boxed_unsync()
+    })
 }

@@ -21,32 +21,43 @@
 //! | `skiff-message-id` | on a queue message, its id in the queue: the same on every delivery of it, so a handler can spot a repeat |
 //! | `skiff-message-attempt` | on a queue message, which delivery this is: 1, then 2 after a failure, ... |
 //! | `skiff-message-metadata` | on a queue message with metadata, its entries as a JSON object |
+//! | `skiff-caller` | on a request another component of the app made in process (`http://ID.skiff.internal`), the caller's id |
 //! | `traceparent` | the request's place in its W3C trace: the client's trace continued, or a new one; when skiff records spans, its parent is the request's span |
 //!
 //! Every request is a server span when traces are exported ([`skiff_runtime::trace`]), named
 //! after its route (`GET /api/...`), with the guest's stages below it.
 //!
+//! Routes may also send their requests through a chain of middleware components and to an
+//! upstream (an HTTP service outside the app), and components may call each other in process:
+//! see `gateway` and `upstream`.
+//!
 //! Modules: `app` (what is served and how a request picks an app), `listener` (connections,
 //! HTTP/1 and HTTP/2, shutdown), `dispatch` (one request through checks, routing and the
-//! guest), `body` (request bodies that must keep arriving), `metrics`, `standalone` (one app on a
-//! runtime of its own: `skiff up`, `skiff serve`, the containerd shim).
+//! guest), `gateway` (middleware chains and in-process calls), `upstream` (services outside the
+//! app: pooling, balancing, retries, health), `body` (request bodies that must keep arriving),
+//! `metrics`, `standalone` (one app on a runtime of its own: `skiff up`, `skiff serve`, the
+//! containerd shim).
 
 #![forbid(unsafe_code)]
 
 mod app;
 mod body;
 mod dispatch;
+mod gateway;
 mod listener;
 mod metrics;
+mod reply;
 mod standalone;
+mod upstream;
 
 pub use app::{AppSource, HttpApp, HttpLimits, Selected, SingleApp};
 pub use dispatch::{
     HostStopping, MESSAGE_ATTEMPT, MESSAGE_ID, MESSAGE_METADATA, NotAdmitted, QUEUE, QueuedMessage,
-    SCHEDULE, SCHEDULED_TIME, ScheduledRequest, TRIGGER, plain,
+    SCHEDULE, SCHEDULED_TIME, ScheduledRequest, TRIGGER,
 };
 pub use listener::{Draining, Server};
 pub use metrics::{AppMetrics, HttpMetrics, serve_metrics};
+pub use reply::plain;
 pub use standalone::{Standalone, StartError, Started, termination_signal};
 
 use http::header::HeaderName;
@@ -57,3 +68,4 @@ pub const COMPONENT: HeaderName = HeaderName::from_static("skiff-component");
 pub const CLIENT_ADDR: HeaderName = HeaderName::from_static("skiff-client-addr");
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("skiff-request-id");
 pub const BASE_PATH: HeaderName = HeaderName::from_static("skiff-base-path");
+pub const CALLER: HeaderName = HeaderName::from_static("skiff-caller");

@@ -115,19 +115,23 @@ impl HttpMetrics {
         let routes = app
             .routes
             .iter()
-            .map(|route| self.route_metrics(tenant, app, route.component, &route.as_written))
+            .map(|route| self.route_metrics(tenant, app, app.target_name(route), &route.as_written))
             .collect();
         let schedules = app
             .schedules
             .iter()
             .map(|s| {
-                self.route_metrics(tenant, app, s.component, &format!("schedule[{}]", s.index))
+                let component = component_id(app, s.component);
+                self.route_metrics(tenant, app, component, &format!("schedule[{}]", s.index))
             })
             .collect();
         let consumers = app
             .consumers
             .iter()
-            .map(|c| self.route_metrics(tenant, app, c.component, &format!("consume[{}]", c.queue)))
+            .map(|c| {
+                let component = component_id(app, c.component);
+                self.route_metrics(tenant, app, component, &format!("consume[{}]", c.queue))
+            })
             .collect();
         AppMetrics {
             routes,
@@ -136,20 +140,11 @@ impl HttpMetrics {
         }
     }
 
-    fn route_metrics(
-        &self,
-        tenant: &str,
-        app: &App,
-        component: usize,
-        route: &str,
-    ) -> RouteMetrics {
+    fn route_metrics(&self, tenant: &str, app: &App, component: &str, route: &str) -> RouteMetrics {
         let labels = RouteLabels {
             tenant: tenant.to_string(),
             app: app.name.clone(),
-            component: app
-                .components
-                .get(component)
-                .map_or_else(String::new, |c| c.id.clone()),
+            component: component.to_string(),
             route: route.to_string(),
         };
         let metrics = RouteMetrics {
@@ -167,6 +162,10 @@ impl HttpMetrics {
             .insert(labels);
         metrics
     }
+}
+
+fn component_id(app: &App, index: usize) -> &str {
+    app.components.get(index).map_or("", |c| c.id.as_str())
 }
 
 impl HttpMetrics {

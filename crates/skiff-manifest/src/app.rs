@@ -1,18 +1,21 @@
-//! App-level rules: `[app]`, `[variables]`, the list of components and their routes (no two
-//! alike). Each component's own fields are checked in [`crate::component`].
+//! App-level rules: `[app]`, `[variables]`, the list of components, and the routes of
+//! components and upstreams (no two alike). Each component's own fields are checked in
+//! [`crate::component`], each upstream's in [`crate::upstream`], and what components name of
+//! each other (middleware, in-process calls) in [`crate::refs`] once all are known.
 
-use std::collections::HashMap;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
 use crate::component::ComponentCx;
 use crate::error::Source;
-use crate::raw::{OrderedMap, RawManifest, RawRoutes, RawVariable};
+use crate::owners::{Owner, Routes, check_name};
+use crate::raw::{OrderedMap, RawManifest, RawVariable};
+use crate::refs::{self, Chain, InternalCall};
 use crate::toml_error::{join_key, toml_error, underscored};
+use crate::upstream;
 use crate::variables::{Variable, is_variable_name};
-use crate::{App, Component, Consume, Location, ManifestError, Route, RoutePattern};
+use crate::{App, Component, Consume, ManifestError, RouteTarget};
 
 /// From TOML text to a checked [`App`]: toml errors made located, then the semantic rules, in
 /// file order, stopping at the first error.
@@ -62,22 +65,25 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
     let variables = app_variables(src, raw.variables)?;
 
     let raw_components = raw.component.map(|m| m.0).unwrap_or_default();
-    if raw_components.is_empty() {
+    // An app of upstreams only is a plain gateway; an app of nothing does nothing.
+    let has_upstreams = raw.upstream.as_ref().is_some_and(|u| !u.0.is_empty());
+    if raw_components.is_empty() && !has_upstreams {
         return Err(src.error(
             Some(app_span),
             "component",
-            "the app has no components (no `[component.<id>]` table)",
+            "the app has no components (no `[component.<id>]` table) and no upstreams",
             "add one, e.g.\n[component.hello]\nsource = \"hello.wasm\"\nroute = \"/hello\""
                 .to_string(),
         ));
     }
 
     let mut components: Vec<Component> = Vec::with_capacity(raw_components.len());
-    let mut routes = Vec::new();
+    let mut routes = Routes::default();
     let mut consumers: Vec<Consume> = Vec::new();
     let mut schedules = Vec::new();
-    // Normalised pattern -> (component id, route as written, line), to name both in a clash.
-    let mut seen_routes: HashMap<RoutePattern, (String, String, usize)> = HashMap::new();
+    // Names of other components, checked once all of them are known (they may come later).
+    let mut chains: Vec<Chain> = Vec::new();
+    let mut calls: Vec<InternalCall> = Vec::new();
     for (index, (id, comp)) in raw_components.into_iter().enumerate() {
         let comp_span = comp.span();
         let id_span = id.span();
@@ -98,40 +104,38 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
         let mut comp = comp.into_inner();
         let raw_consume = comp.consume.take();
         let raw_schedules = comp.schedule.take().unwrap_or_default();
-        for (as_written, span, field) in route_list(&id, comp.route.as_ref()) {
-            let pattern = RoutePattern::parse(&as_written).map_err(|e| {
-                src.error(
-                    Some(span.clone()),
-                    &field,
-                    format!("`{field}`: {}", e.message),
-                    e.help,
-                )
-            })?;
-            let line = Location::from_offset(src.text, span.start).line;
-            if let Some((other_id, other_route, other_line)) = seen_routes.get(&pattern) {
-                let whose = if *other_id == id {
-                    "the same component".to_string()
-                } else {
-                    format!("component `{other_id}`")
-                };
+        let owner = Owner::Component(&id);
+        let own_routes = routes.add(
+            src,
+            owner,
+            comp.route.as_ref(),
+            RouteTarget::Component(index),
+        )?;
+        if let Some(list) = comp.middleware.take() {
+            if own_routes.is_empty() && !list.get_ref().is_empty() {
+                let field = owner.field("middleware");
                 return Err(src.error(
-                    Some(span),
+                    Some(list.span()),
                     &field,
                     format!(
-                        "`{field}`: route `{as_written}` of component `{id}` (line {line}) \
-                         collides with route `{other_route}` of {whose} (line {other_line})"
+                        "`{field}`: component `{id}` has middleware but no `route`, so the \
+                         middleware would never run"
                     ),
-                    format!("each route may belong to one component only; change or remove one of them (both mean `{pattern}`)"),
+                    format!(
+                        "middleware runs on the requests of a route: add one, e.g. route = \
+                         \"/{id}/...\", or remove `middleware`"
+                    ),
                 ));
             }
-            seen_routes.insert(pattern.clone(), (id.clone(), as_written.clone(), line));
-            routes.push(Route {
-                pattern,
-                as_written,
-                component: index,
+            chains.push(Chain {
+                field: owner.field("middleware"),
+                list,
+                owner: Some(index),
+                routes: own_routes,
             });
         }
-        let component = cx.build(comp)?;
+        let (component, found_calls) = cx.build(comp)?;
+        calls.extend(found_calls);
         if let Some(raw) = raw_consume {
             let span = raw.span();
             let consume = cx.consume(raw, index, &component.limits)?;
@@ -156,6 +160,20 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
         schedules.extend(found);
     }
 
+    // Now that every component is known: what the components name of each other.
+    for chain in &chains {
+        let middleware = refs::middleware(src, &components, chain)?;
+        routes.set_middleware(chain.routes.clone(), &middleware);
+    }
+    refs::check_internal_calls(src, &components, &calls)?;
+
+    let upstreams = upstream::upstreams(
+        src,
+        raw.upstream.map(|m| m.0).unwrap_or_default(),
+        &components,
+        &mut routes,
+    )?;
+
     Ok(App {
         name: name.into_inner(),
         version,
@@ -164,69 +182,11 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
         base_dir,
         variables,
         components,
-        routes,
+        routes: routes.list,
         consumers,
         schedules,
+        upstreams,
     })
-}
-
-/// Each route with its span and dotted field name.
-fn route_list(id: &str, route: Option<&Spanned<RawRoutes>>) -> Vec<(String, Range<usize>, String)> {
-    let Some(route) = route else {
-        return Vec::new();
-    };
-    let field = format!("component.{id}.route");
-    match route.get_ref() {
-        RawRoutes::One(r) => vec![(r.clone(), route.span(), field)],
-        RawRoutes::Many(rs) => rs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.get_ref().clone(), r.span(), format!("{field}[{i}]")))
-            .collect(),
-    }
-}
-
-/// App names and component ids: `[a-z][a-z0-9-]*`, at most 63 characters (a DNS label, so they
-/// can name hosts, metrics and Kubernetes objects unchanged).
-fn check_name(
-    src: &Source,
-    name: &Spanned<String>,
-    field: &str,
-    what: &str,
-) -> Result<(), ManifestError> {
-    let n = name.get_ref();
-    let why = if n.is_empty() {
-        "is empty"
-    } else if n.len() > 63 {
-        "is longer than 63 characters"
-    } else if !n.starts_with(|c: char| c.is_ascii_lowercase()) {
-        "must start with a lowercase letter"
-    } else if !n
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
-        "may contain only lowercase letters, digits and `-`"
-    } else {
-        return Ok(());
-    };
-    let mut suggestion: String = n
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .skip_while(|c| !c.is_ascii_lowercase())
-        .take(63)
-        .collect();
-    if suggestion.is_empty() {
-        suggestion = "my-app".into();
-    }
-    Err(src.error(
-        Some(name.span()),
-        field,
-        format!("`{field}`: {what} `{n}` {why}"),
-        format!(
-            "use lowercase letters, digits and `-`, starting with a letter, e.g. \"{suggestion}\""
-        ),
-    ))
 }
 
 /// `[variables]`: names, and a default or `required` (not both).

@@ -9,6 +9,7 @@ use toml::Spanned;
 
 use crate::error::Source;
 use crate::raw::{OrderedMap, RawComponent, RawFile, RawMemory};
+use crate::refs::{InternalCall, internal_component};
 use crate::toml_error::{closest, join_key, underscored};
 use crate::units::{TimeoutError, parse_memory, parse_timeout};
 use crate::variables::{Template, Variable, is_store_label, is_variable_name};
@@ -42,11 +43,17 @@ impl ComponentCx<'_> {
         )
     }
 
-    pub(crate) fn build(&self, comp: RawComponent) -> Result<Component, ManifestError> {
+    /// The component, and the in-process calls it is granted (`http://ID.skiff.internal`), to
+    /// check once all components are known.
+    pub(crate) fn build(
+        &self,
+        comp: RawComponent,
+    ) -> Result<(Component, Vec<InternalCall>), ManifestError> {
         let (source, source_span) = self.source(comp.source)?;
         let environment = self.environment(comp.environment)?;
         let files = self.files(comp.files.unwrap_or_default())?;
-        let allowed_outbound_hosts = self.hosts(comp.allowed_outbound_hosts.unwrap_or_default())?;
+        let (allowed_outbound_hosts, calls) =
+            self.hosts(comp.allowed_outbound_hosts.unwrap_or_default())?;
         let key_value_stores = self.store_labels(comp.key_value_stores.unwrap_or_default())?;
         let variables = self.variables(comp.variables)?;
         let limits = match comp.limits {
@@ -54,7 +61,7 @@ impl ComponentCx<'_> {
             None => Limits::default(),
         };
         let publish = self.publish(comp.publish.unwrap_or_default())?;
-        Ok(Component {
+        let component = Component {
             id: self.id.to_string(),
             source,
             source_location: Location::from_offset(self.src.text, source_span.start),
@@ -65,7 +72,8 @@ impl ComponentCx<'_> {
             variables,
             limits,
             publish,
-        })
+        };
+        Ok((component, calls))
     }
 
     fn store_labels(&self, labels: Vec<Spanned<String>>) -> Result<Vec<String>, ManifestError> {
@@ -390,17 +398,29 @@ impl ComponentCx<'_> {
         })
     }
 
-    fn hosts(&self, hosts: Vec<Spanned<String>>) -> Result<Vec<HostPattern>, ManifestError> {
-        hosts
-            .into_iter()
-            .enumerate()
-            .map(|(i, h)| {
-                HostPattern::parse(h.get_ref()).map_err(|e| {
-                    let field = format!("{}[{i}]", self.field("allowed_outbound_hosts"));
-                    self.err(h.span(), &field, e.message, e.help)
-                })
-            })
-            .collect()
+    /// The patterns, and those that name one component (`http://ID.skiff.internal`) with
+    /// where they are written.
+    fn hosts(
+        &self,
+        hosts: Vec<Spanned<String>>,
+    ) -> Result<(Vec<HostPattern>, Vec<InternalCall>), ManifestError> {
+        let mut patterns = Vec::with_capacity(hosts.len());
+        let mut calls = Vec::new();
+        for (i, h) in hosts.into_iter().enumerate() {
+            let field = format!("{}[{i}]", self.field("allowed_outbound_hosts"));
+            let pattern = HostPattern::parse(h.get_ref())
+                .map_err(|e| self.err(h.span(), &field, e.message, e.help))?;
+            if let Some(id) = internal_component(&pattern) {
+                calls.push(InternalCall {
+                    field,
+                    id: id.to_string(),
+                    span: h.span(),
+                    written: h.into_inner(),
+                });
+            }
+            patterns.push(pattern);
+        }
+        Ok((patterns, calls))
     }
 
     /// A count that must not be zero, where zero would make the component useless.

@@ -255,7 +255,7 @@ fn parse_host(host: &str) -> Result<HostMatch, HostError> {
     Ok(HostMatch::Name(host.to_ascii_lowercase()))
 }
 
-fn validate_dns_name(name: &str) -> Result<(), HostError> {
+pub(crate) fn validate_dns_name(name: &str) -> Result<(), HostError> {
     let bad = |why: &str| {
         Err(HostError::BadName {
             name: name.into(),
@@ -291,7 +291,7 @@ fn validate_dns_name(name: &str) -> Result<(), HostError> {
 
 /// Why the host part of a pattern is refused.
 #[derive(Debug, thiserror::Error)]
-enum HostError {
+pub(crate) enum HostError {
     #[error("`{host}`: a wildcard may only be the whole host (`*`) or a leading `*.`")]
     Wildcard { host: String },
     #[error("`{host}` is not an IPv4 address")]

@@ -46,14 +46,33 @@
 //! [component.api]
 //! source = "api.wasm"
 //! route = ["/api/...", "/..."]
+//! middleware = ["hello"]      # optional; components a request goes through first, in order
+//!
+//! [upstream.orders]           # optional; an HTTP service outside the app, named like a component
+//! url = "http://orders:8080/v1"   # or urls = ["http://10.0.0.7:8080", "http://[fd00::7]:8080"]
+//! route = "/orders/..."       # required; like a component's
+//! middleware = ["hello"]      # optional
+//! connect_timeout = "2s"      # optional; default 2s
+//! timeout = "60s"             # optional; default 60s, the wait for the response head
+//! retries = 1                 # optional; default 1, at most 10
+//! health_check = { path = "/healthz", interval = "5s", timeout = "2s" }   # optional
 //! ```
 //!
 //! Unknown fields are errors everywhere.
 //!
 //! **Routes.** `"/hello"` matches that path exactly (a trailing slash is ignored); `"/api/..."`
 //! matches `/api` and everything under `/api/`, but not `/apiary`; `"/..."` matches everything.
-//! An exact route beats a prefix, and a longer prefix beats a shorter one. No two routes, in the
-//! same component or different ones, may be the same after normalisation. See [`RouteTable`].
+//! An exact route beats a prefix, and a longer prefix beats a shorter one. No two routes, of
+//! the same component or upstream or of different ones, may be the same after normalisation.
+//! See [`RouteTable`].
+//!
+//! **Upstreams and middleware.** A route may be answered by an [`Upstream`], reached over
+//! plain `http` at one or more addresses ([`UpstreamUrl`]). `middleware` (on an upstream, or on
+//! a component for all its routes) lists components of the app that each request goes through
+//! first, in order; each is stored in [`Route::middleware`]. A component calls another in
+//! process at `http://ID.skiff.internal` when its `allowed_outbound_hosts` names that host or
+//! `*.skiff.internal` (see [`App::reachable_in_process`]); such a host must name a component
+//! of the app. See `docs/manifest-gateway.md`.
 //!
 //! **Outbound hosts.** `scheme://host[:port]`, where the scheme is `http`, `https` or `*`; the
 //! host a name, an IPv4 address, `[ipv6]`, `*`, or `*.suffix` (subdomains of `suffix`, not
@@ -71,7 +90,11 @@
 //! let app = skiff_manifest::load(std::path::Path::new("skiff.toml"))?;
 //! let table = skiff_manifest::RouteTable::new(&app);
 //! if let Some(m) = table.lookup("/api/users/1") {
-//!     println!("{} serves it, path info {}", app.components[m.component].id, m.path_info);
+//!     match m.target {
+//!         skiff_manifest::RouteTarget::Component(c) => println!("{} serves it", app.components[c].id),
+//!         skiff_manifest::RouteTarget::Upstream(u) => println!("{} serves it", app.upstreams[u].name),
+//!     }
+//!     println!("path info {}", m.path_info);
 //! }
 //! # Ok::<(), skiff_manifest::ManifestError>(())
 //! ```
@@ -85,13 +108,16 @@ mod app;
 mod component;
 mod error;
 mod host;
+mod owners;
 mod queue;
 mod raw;
+mod refs;
 mod route;
 mod runtime_config;
 mod schedule;
 mod toml_error;
 mod units;
+mod upstream;
 mod variables;
 
 pub use units::{MAX_TIMEOUT, SizeError, TimeoutError, format_size, parse_memory, parse_timeout};
@@ -108,11 +134,17 @@ pub use queue::{
     Consume, MAX_ATTEMPTS, MAX_CONSUME_BATCH, MAX_CONSUME_CONCURRENCY, MAX_QUEUE_NAME,
     is_queue_name,
 };
+pub use refs::INTERNAL_DOMAIN;
 pub use route::{RouteError, RouteMatch, RoutePattern, RouteTable};
 pub use runtime_config::{
     QueueSpec, RuntimeConfigFile, StoreSpec, load_runtime_config, parse_runtime_config,
 };
 pub use schedule::{CronTimes, MAX_SCHEDULES_PER_APP, Overlap, Schedule};
+pub use upstream::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_RETRIES,
+    DEFAULT_UPSTREAM_TIMEOUT, MAX_HEALTH_PATH, MAX_RETRIES, MAX_UPSTREAM_URLS, MIN_HEALTH_INTERVAL,
+    UpstreamUrlError,
+};
 
 /// A validated app. It is plain data (serde) so that a host can store what it validated and
 /// load that later, rather than parse a file again that may have changed since.
@@ -139,6 +171,10 @@ pub struct App {
     /// queues existed have none.)
     #[serde(default)]
     pub consumers: Vec<Consume>,
+    /// The HTTP services outside the app that its routes send requests to (`[upstream.NAME]`),
+    /// in file order.
+    #[serde(default)]
+    pub upstreams: Vec<Upstream>,
 }
 
 impl App {
@@ -166,10 +202,20 @@ impl App {
             routes: vec![Route {
                 pattern: RoutePattern::Prefix(String::new()),
                 as_written: "/...".into(),
-                component: 0,
+                target: RouteTarget::Component(0),
+                middleware: Vec::new(),
             }],
             schedules: Vec::new(),
             consumers: Vec::new(),
+            upstreams: Vec::new(),
+        }
+    }
+
+    /// What answers `route`: its component's id or its upstream's name.
+    pub fn target_name(&self, route: &Route) -> &str {
+        match route.target {
+            RouteTarget::Component(i) => self.components.get(i).map_or("", |c| c.id.as_str()),
+            RouteTarget::Upstream(i) => self.upstreams.get(i).map_or("", |u| u.name.as_str()),
         }
     }
 
@@ -177,6 +223,35 @@ impl App {
     /// only when asked to.
     pub fn uses_fuel(&self) -> bool {
         self.components.iter().any(|c| c.limits.fuel.is_some())
+    }
+
+    /// The upstream with this name.
+    pub fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    /// Whether component number `component` may be called in process, at
+    /// `http://ID.skiff.internal`: some component of the app (itself included) names that
+    /// host in `allowed_outbound_hosts`, by name or by a `*.` pattern that covers it such as
+    /// `*.skiff.internal`. Scheme and port are not compared, so this may say yes for a grant
+    /// the runtime would not honour for a given request, never the other way round. `*`
+    /// alone grants no in-process call. (A middleware is reached in process through its
+    /// routes, whether or not this says so.)
+    pub fn reachable_in_process(&self, component: usize) -> bool {
+        let Some(target) = self.components.get(component) else {
+            return false;
+        };
+        let host = format!("{}.{INTERNAL_DOMAIN}", target.id);
+        self.components
+            .iter()
+            .flat_map(|c| &c.allowed_outbound_hosts)
+            .any(|pattern| match pattern.host() {
+                HostMatch::Name(name) => *name == host,
+                HostMatch::Subdomains(suffix) => host
+                    .strip_suffix(suffix.as_str())
+                    .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
+                HostMatch::Any | HostMatch::Ip(_) => false,
+            })
     }
 }
 
@@ -274,8 +349,97 @@ pub struct Route {
     pub pattern: RoutePattern,
     /// As written in the manifest, e.g. `/api/...`.
     pub as_written: String,
+    /// What answers the route's requests. (Stored as `"component": N` or `"upstream": N`, as
+    /// apps stored before upstreams existed wrote `"component": N`.)
+    #[serde(flatten)]
+    pub target: RouteTarget,
+    /// The middleware components a request goes through before the target, in order: indexes
+    /// into [`App::components`]. Each may answer itself or send the request on to the next.
+    #[serde(default)]
+    pub middleware: Vec<usize>,
+}
+
+impl Route {
+    /// The component that answers the route, if a component does (not an upstream).
+    pub fn component(&self) -> Option<usize> {
+        match self.target {
+            RouteTarget::Component(index) => Some(index),
+            RouteTarget::Upstream(_) => None,
+        }
+    }
+
+    /// The component a request of this route reaches first: its first middleware, else its
+    /// target component.
+    pub fn first_component(&self) -> Option<usize> {
+        self.middleware.first().copied().or(self.component())
+    }
+}
+
+/// What answers a route's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteTarget {
     /// Index into [`App::components`].
-    pub component: usize,
+    Component(usize),
+    /// Index into [`App::upstreams`].
+    Upstream(usize),
+}
+
+/// An HTTP service outside the app (a container, a pod, any server the manifest names) that
+/// routes send their requests to, through their middleware: `[upstream.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upstream {
+    /// A DNS label, like a component id.
+    pub name: String,
+    /// Where it listens; requests are spread over them round-robin, skipping those that
+    /// failed lately. At least one.
+    pub urls: Vec<UpstreamUrl>,
+    /// Longest wait for a connection to be made (`connect_timeout`, default 2 s).
+    pub connect_timeout: Duration,
+    /// Longest wait for the response head once the request is sent (`timeout`, default 60 s);
+    /// past it the client gets 504. The body then streams for as long as it takes.
+    pub timeout: Duration,
+    /// How many more times a request is tried, on another address when there is one, after a
+    /// failure that shows the upstream did not process it (`retries`, default 1): a refused
+    /// connection, or for an idempotent request without a body a connection that broke before
+    /// any answer.
+    pub retries: u32,
+    /// Active health checks; without them an address that fails is left out for a while
+    /// (passive checks only).
+    pub health_check: Option<HealthCheck>,
+}
+
+/// One address of an upstream: `http://HOST[:PORT][/BASE]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamUrl {
+    /// A name, an IPv4 address, or an IPv6 address without brackets; lowercase.
+    pub host: String,
+    /// As written, or 80.
+    pub port: u16,
+    /// A path put before each request's path: empty, or `/api` (no trailing slash).
+    pub base_path: String,
+}
+
+impl std::fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "http://[{}]:{}{}", self.host, self.port, self.base_path)
+        } else {
+            write!(f, "http://{}:{}{}", self.host, self.port, self.base_path)
+        }
+    }
+}
+
+/// `health_check = { path = "/healthz", interval = "5s" }`: a `GET` of `path` on every address
+/// each `interval`; a 2xx or 3xx within `timeout` marks it up, anything else down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// Starts with `/`; may carry a query.
+    pub path: String,
+    /// Default 5 s, at least 100 ms.
+    pub interval: Duration,
+    /// Default 2 s, at most `interval`.
+    pub timeout: Duration,
 }
 
 /// Reads, parses and validates the manifest at `path`, including the filesystem checks.

@@ -16,6 +16,7 @@ pub(crate) struct RawManifest {
     pub app: Option<Spanned<RawApp>>,
     pub variables: Option<OrderedMap<Spanned<RawVariable>>>,
     pub component: Option<OrderedMap<Spanned<RawComponent>>>,
+    pub upstream: Option<OrderedMap<Spanned<RawUpstream>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +40,7 @@ pub(crate) struct RawApp {
 pub(crate) struct RawComponent {
     pub source: Option<Spanned<String>>,
     pub route: Option<Spanned<RawRoutes>>,
+    pub middleware: Option<Spanned<Vec<Spanned<String>>>>,
     pub environment: Option<OrderedMap<String>>,
     pub files: Option<Vec<Spanned<RawFile>>>,
     pub allowed_outbound_hosts: Option<Vec<Spanned<String>>>,
@@ -48,6 +50,29 @@ pub(crate) struct RawComponent {
     pub schedule: Option<Vec<Spanned<RawSchedule>>>,
     pub publish: Option<Vec<Spanned<String>>>,
     pub consume: Option<Spanned<RawConsume>>,
+}
+
+/// `[upstream.<name>]`: an HTTP service outside the app that routes send requests to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    pub url: Option<Spanned<String>>,
+    pub urls: Option<Spanned<Vec<Spanned<String>>>>,
+    pub route: Option<Spanned<RawRoutes>>,
+    pub middleware: Option<Spanned<Vec<Spanned<String>>>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub retries: Option<Spanned<u32>>,
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+}
+
+/// `health_check = { path = "/healthz", interval = "5s", timeout = "2s" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHealthCheck {
+    pub path: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

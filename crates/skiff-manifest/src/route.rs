@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::App;
+use crate::{App, RouteTarget};
 
 /// A parsed, normalised route.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -171,8 +171,8 @@ fn collapse_slashes(route: &str) -> String {
 pub struct RouteTable {
     exact: HashMap<String, usize>,
     prefix: HashMap<String, usize>,
-    /// Per route index: (component index, route as written).
-    routes: Vec<(usize, String)>,
+    /// Per route index: (target, route as written).
+    routes: Vec<(RouteTarget, String)>,
 }
 
 /// The result of [`RouteTable::lookup`].
@@ -180,8 +180,8 @@ pub struct RouteTable {
 pub struct RouteMatch<'a> {
     /// Index into [`App::routes`].
     pub route: usize,
-    /// Index into [`App::components`].
-    pub component: usize,
+    /// What answers the route (before it, the route's middleware, in [`App::routes`]).
+    pub target: RouteTarget,
     /// The route as written in the manifest, e.g. `/api/...`.
     pub matched_route: &'a str,
     /// The rest of the path after a prefix route (`/users/1`), empty for an exact match.
@@ -203,7 +203,7 @@ impl RouteTable {
         let routes = app
             .routes
             .iter()
-            .map(|r| (r.component, r.as_written.clone()))
+            .map(|r| (r.target, r.as_written.clone()))
             .collect();
         RouteTable {
             exact,
@@ -216,10 +216,10 @@ impl RouteTable {
     pub fn lookup<'a>(&'a self, path: &'a str) -> Option<RouteMatch<'a>> {
         let path = path.split_once('?').map_or(path, |(p, _)| p);
         let found = |route: usize, path_info: &'a str| {
-            let (component, as_written) = &self.routes[route];
+            let (target, as_written) = &self.routes[route];
             RouteMatch {
                 route,
-                component: *component,
+                target: *target,
                 matched_route: as_written,
                 path_info,
             }

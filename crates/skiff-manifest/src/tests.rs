@@ -160,7 +160,7 @@ route = ["/api/...", "/..."]
     let routes: Vec<(&str, usize)> = app
         .routes
         .iter()
-        .map(|r| (r.as_written.as_str(), r.component))
+        .map(|r| (r.as_written.as_str(), r.component().unwrap()))
         .collect();
     assert_eq!(routes, [("/hello", 0), ("/api/...", 1), ("/...", 1)]);
     assert_eq!(app.routes[1].pattern, RoutePattern::Prefix("/api".into()));
@@ -178,7 +178,7 @@ fn defaults_and_components_in_file_order() {
     let ids: Vec<&str> = app.components.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids, ["zed", "alpha"]);
     assert!(app.components[0].environment.is_empty());
-    assert_eq!(app.routes[0].component, 1);
+    assert_eq!(app.routes[0].component(), Some(1));
     assert!(app.component("alpha").is_some());
 }
 
@@ -248,7 +248,7 @@ fn unknown_field_renders_like_a_compiler() {
  7 | sorce = \"hello.wasm\"
    | ^^^^^
    = help: did you mean `source`?
-           valid fields are: source, route, environment, files, allowed_outbound_hosts, key_value_stores, variables, limits, schedule, publish, consume",
+           valid fields are: source, route, middleware, environment, files, allowed_outbound_hosts, key_value_stores, variables, limits, schedule, publish, consume",
         f.manifest().display()
     );
     assert_eq!(e.to_string(), expected);
@@ -698,8 +698,16 @@ fn route_table_lookup() {
     let app = table_app(&f);
     let t = RouteTable::new(&app);
     let m = |p: &'static str| {
-        t.lookup(p)
-            .map(|m| (m.matched_route.to_string(), m.component, m.path_info))
+        t.lookup(p).map(|m| {
+            (
+                m.matched_route.to_string(),
+                match m.target {
+                    RouteTarget::Component(c) => c,
+                    RouteTarget::Upstream(_) => usize::MAX,
+                },
+                m.path_info,
+            )
+        })
     };
 
     assert_eq!(m("/hello"), Some(("/hello".to_string(), 0, "")));
@@ -819,6 +827,16 @@ fn show_samples() {
         format!("{base}limits = {{ timeout = \"5 parsecs\" }}\n"),
         "[app]\nname = \"x\"\n".to_string(),
         "[[component]]\nsource = \"x\"\n".to_string(),
+        with_upstream("url = \"https://orders:8443/v1\"\nroute = \"/orders/...\"\n"),
+        with_upstream("url = \"http://orders\"\nroute = [\"/login\"]\n"),
+        with_upstream("url = \"http://orders\"\nroute = \"/o\"\nmiddleware = [\"auht\"]\n"),
+        with_upstream("url = \"http://orders\"\n"),
+        with_upstream("route = \"/o\"\n"),
+        with_upstream(
+            "url = \"http://o\"\nroute = \"/o\"\nhealth_check = { path = \"/h\", timeout = \"9s\" }\n",
+        ),
+        format!("{base}middleware = [\"hello\"]\n"),
+        format!("{base}allowed_outbound_hosts = [\"http://helo.skiff.internal\"]\n"),
     ] {
         println!("{}\n", f.parse(&text).unwrap_err());
     }
@@ -1075,7 +1093,11 @@ fn one_component_is_an_app_that_answers_every_path() {
     assert_eq!(app.base_dir, PathBuf::from("/srv"));
     let table = RouteTable::new(&app);
     for path in ["/", "/anything/at/all"] {
-        assert_eq!(table.lookup(path).map(|m| m.component), Some(0), "{path}");
+        assert_eq!(
+            table.lookup(path).map(|m| m.target),
+            Some(RouteTarget::Component(0)),
+            "{path}"
+        );
     }
     assert!(!app.uses_fuel());
     // A file name with nothing of the id alphabet still gives an id.
@@ -1392,4 +1414,570 @@ fn schedules_across_daylight_saving_changes() {
     assert_eq!(spring, vec![1_774_746_000, 1_774_830_600, 1_774_917_000]);
     // In autumn 02:30 runs once, at its first occurrence (CEST); then 02:30 CET.
     assert_eq!(autumn, vec![1_792_888_200, 1_792_978_200, 1_793_064_600]);
+}
+
+// --- gateway: upstreams, middleware, in-process calls ---------------------------------------
+
+const GATEWAY: &str = r#"[app]
+name = "shop"
+
+[component.auth]
+source = "hello.wasm"
+route = "/login"
+
+[component.api]
+source = "api.wasm"
+route = ["/api/...", "/health"]
+middleware = ["auth", "limit"]
+allowed_outbound_hosts = ["http://auth.skiff.internal", "https://api.example.com"]
+
+[component.limit]
+source = "hello.wasm"
+
+[upstream.orders]
+url = "http://Orders.internal:8080/v1/"
+route = "/orders/..."
+middleware = ["limit", "auth"]
+timeout = "30s"
+retries = 3
+health_check = { path = "/healthz", interval = "10s" }
+
+[upstream.legacy]
+urls = ["http://10.0.0.7", "http://[fd00::7]:8081"]
+route = ["/legacy/...", "/old"]
+connect_timeout = "500ms"
+retries = 0
+
+[upstream.legacy.health_check]
+path = "/ping?deep=1"
+interval = "1s"
+"#;
+
+#[test]
+fn a_gateway_parses_with_upstreams_and_middleware() {
+    let f = Fixture::new();
+    let app = f.ok(GATEWAY);
+    let ids: Vec<&str> = app.components.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["auth", "api", "limit"]);
+
+    let routes: Vec<(&str, RouteTarget, Vec<usize>)> = app
+        .routes
+        .iter()
+        .map(|r| (r.as_written.as_str(), r.target, r.middleware.clone()))
+        .collect();
+    let c = RouteTarget::Component;
+    let u = RouteTarget::Upstream;
+    assert_eq!(
+        routes,
+        [
+            ("/login", c(0), vec![]),
+            // `limit` is written after `api`, which names it.
+            ("/api/...", c(1), vec![0, 2]),
+            ("/health", c(1), vec![0, 2]),
+            ("/orders/...", u(0), vec![2, 0]),
+            ("/legacy/...", u(1), vec![]),
+            ("/old", u(1), vec![]),
+        ]
+    );
+    assert_eq!(app.routes[1].first_component(), Some(0));
+    assert_eq!(app.routes[3].first_component(), Some(2));
+    assert_eq!(app.routes[4].first_component(), None);
+    assert_eq!(app.routes[4].component(), None);
+
+    assert_eq!(
+        app.upstreams,
+        vec![
+            Upstream {
+                name: "orders".into(),
+                urls: vec![UpstreamUrl {
+                    host: "orders.internal".into(),
+                    port: 8080,
+                    base_path: "/v1".into(),
+                }],
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                timeout: Duration::from_secs(30),
+                retries: 3,
+                health_check: Some(HealthCheck {
+                    path: "/healthz".into(),
+                    interval: Duration::from_secs(10),
+                    timeout: DEFAULT_HEALTH_TIMEOUT,
+                }),
+            },
+            Upstream {
+                name: "legacy".into(),
+                urls: vec![
+                    UpstreamUrl {
+                        host: "10.0.0.7".into(),
+                        port: 80,
+                        base_path: String::new(),
+                    },
+                    UpstreamUrl {
+                        host: "fd00::7".into(),
+                        port: 8081,
+                        base_path: String::new(),
+                    },
+                ],
+                connect_timeout: Duration::from_millis(500),
+                timeout: DEFAULT_UPSTREAM_TIMEOUT,
+                retries: 0,
+                // The default timeout (2 s) is cut to the interval.
+                health_check: Some(HealthCheck {
+                    path: "/ping?deep=1".into(),
+                    interval: Duration::from_secs(1),
+                    timeout: Duration::from_secs(1),
+                }),
+            },
+        ]
+    );
+    assert_eq!(DEFAULT_CONNECT_TIMEOUT, Duration::from_secs(2));
+    assert_eq!(DEFAULT_UPSTREAM_TIMEOUT, Duration::from_secs(60));
+    assert_eq!(
+        app.upstreams[1].urls[1].to_string(),
+        "http://[fd00::7]:8081"
+    );
+    assert_eq!(app.upstream("legacy").map(|u| u.urls.len()), Some(2));
+    assert!(app.upstream("nope").is_none());
+
+    let table = RouteTable::new(&app);
+    let m = table.lookup("/orders/42?x=1").unwrap();
+    assert_eq!((m.target, m.path_info), (RouteTarget::Upstream(0), "/42"));
+    assert_eq!(table.lookup("/api/x").map(|m| m.target), Some(c(1)));
+
+    // Only `auth` is named by an `allowed_outbound_hosts` entry.
+    let reachable: Vec<bool> = (0..4).map(|i| app.reachable_in_process(i)).collect();
+    assert_eq!(reachable, [true, false, false, false]);
+}
+
+#[test]
+fn upstream_defaults() {
+    let f = Fixture::new();
+    let app = f.ok(&format!(
+        "{APP}[component.hello]\nsource = \"hello.wasm\"\n\n[upstream.orders]\nurl = \"http://orders\"\nroute = \"/orders/...\"\n"
+    ));
+    let orders = &app.upstreams[0];
+    assert_eq!(orders.urls[0].to_string(), "http://orders:80");
+    assert_eq!(orders.connect_timeout, Duration::from_secs(2));
+    assert_eq!(orders.timeout, Duration::from_secs(60));
+    assert_eq!(orders.retries, DEFAULT_RETRIES);
+    assert_eq!(orders.retries, 1);
+    assert_eq!(orders.health_check, None);
+    assert_eq!(app.routes[0].target, RouteTarget::Upstream(0));
+    assert!(app.routes[0].middleware.is_empty());
+
+    // A health check with only its path.
+    let app = f.ok(&format!(
+        "{APP}[component.hello]\nsource = \"hello.wasm\"\n\n[upstream.orders]\nurl = \"http://orders\"\nroute = \"/orders/...\"\n[upstream.orders.health_check]\npath = \"/\"\n"
+    ));
+    assert_eq!(
+        app.upstreams[0].health_check,
+        Some(HealthCheck {
+            path: "/".into(),
+            interval: DEFAULT_HEALTH_INTERVAL,
+            timeout: DEFAULT_HEALTH_TIMEOUT,
+        })
+    );
+    assert_eq!(DEFAULT_HEALTH_INTERVAL, Duration::from_secs(5));
+}
+
+#[test]
+fn in_process_calls_by_name_or_wildcard() {
+    let f = Fixture::new();
+    let app = f.ok(&format!(
+        "{APP}[component.front]\nsource = \"hello.wasm\"\nroute = \"/...\"\n\
+         allowed_outbound_hosts = [\"http://*.skiff.internal\"]\n\
+         [component.back]\nsource = \"api.wasm\"\n"
+    ));
+    assert!(app.reachable_in_process(0));
+    assert!(app.reachable_in_process(1));
+    // `*` names no component: it grants no in-process call.
+    let app = f.ok(&format!(
+        "{APP}[component.front]\nsource = \"hello.wasm\"\nroute = \"/...\"\n\
+         allowed_outbound_hosts = [\"*://*:*\", \"http://*.internal\", \"http://skiff.internal\"]\n\
+         [component.back]\nsource = \"api.wasm\"\n"
+    ));
+    // `*.internal` covers `back.skiff.internal`, as the runtime's matching does.
+    assert!(app.reachable_in_process(1));
+    let app = f.ok(&format!(
+        "{APP}[component.front]\nsource = \"hello.wasm\"\nroute = \"/...\"\n\
+         allowed_outbound_hosts = [\"*://*:*\", \"http://skiff.internal\", \"http://*.other.internal\"]\n\
+         [component.back]\nsource = \"api.wasm\"\n"
+    ));
+    assert!(!app.reachable_in_process(1));
+    assert!(!app.reachable_in_process(7));
+    // A component written after the one that calls it.
+    let app = f.ok(&format!(
+        "{APP}[component.front]\nsource = \"hello.wasm\"\nroute = \"/...\"\n\
+         allowed_outbound_hosts = [\"http://back.skiff.internal:80\"]\n\
+         [component.back]\nsource = \"api.wasm\"\n"
+    ));
+    assert!(app.reachable_in_process(1));
+    assert!(!app.reachable_in_process(0));
+}
+
+#[test]
+fn a_middleware_list_may_be_empty_and_routeless() {
+    let f = Fixture::new();
+    let app = f.ok(&format!(
+        "{APP}[component.hello]\nsource = \"hello.wasm\"\nmiddleware = []\n"
+    ));
+    assert!(app.routes.is_empty());
+}
+
+#[test]
+fn apps_stored_before_upstreams_still_load() {
+    // An app as the previous version stored it: routes name their component, and there are
+    // no `middleware` or `upstreams` fields.
+    let old = App::of_one_component(Component::of_file(PathBuf::from("/srv/hello.wasm")));
+    let mut json = serde_json::to_value(&old).unwrap();
+    let obj = json.as_object_mut().unwrap();
+    obj.remove("upstreams");
+    obj.insert(
+        "routes".into(),
+        serde_json::json!([{"pattern":{"Exact":"/x"},"as_written":"/x","component":0}]),
+    );
+    let text = serde_json::to_string(&json).unwrap();
+    assert!(
+        !text.contains("middleware") && !text.contains("upstream"),
+        "{text}"
+    );
+    let app: App = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        app.routes,
+        vec![Route {
+            pattern: RoutePattern::Exact("/x".into()),
+            as_written: "/x".into(),
+            target: RouteTarget::Component(0),
+            middleware: Vec::new(),
+        }]
+    );
+    assert!(app.upstreams.is_empty());
+}
+
+#[test]
+fn a_gateway_round_trips_through_json() {
+    let f = Fixture::new();
+    let app = f.ok(GATEWAY);
+    let text = serde_json::to_string(&app).unwrap();
+    // Routes keep the field older readers know for components.
+    assert!(
+        text.contains(r#""as_written":"/login","component":0,"middleware":[]"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""as_written":"/orders/...","upstream":0,"middleware":[2,0]"#),
+        "{text}"
+    );
+    let back: App = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, app);
+}
+
+/// The gateway's first component, then `[upstream.orders]` with `body`, starting at line 8.
+fn with_upstream(body: &str) -> String {
+    format!(
+        "[app]\nname = \"shop\"\n\n[component.auth]\nsource = \"hello.wasm\"\nroute = \"/login\"\n[upstream.orders]\n{body}"
+    )
+}
+
+#[test]
+fn upstream_url_errors() {
+    let f = Fixture::new();
+    let route = "route = \"/orders/...\"\n";
+    let e = f.err(
+        &with_upstream(&format!("url = \"https://orders:8443\"\n{route}")),
+        "upstream.orders.url",
+        8,
+    );
+    assert!(
+        e.message.contains("TLS to upstreams is not supported yet"),
+        "{e}"
+    );
+    assert!(help(&e).contains("\"http://orders:8443\""), "{e}");
+    let e = f.err(
+        &with_upstream(&format!(
+            "urls = [\"http://a:8080\", \"http://u@b:8080\"]\n{route}"
+        )),
+        "upstream.orders.urls[1]",
+        8,
+    );
+    assert!(e.message.contains("user info"), "{e}");
+    let e = f.err(
+        &with_upstream(&format!(
+            "url = \"http://a\"\n{route}urls = [\"http://b\"]\n"
+        )),
+        "upstream.orders.urls",
+        10,
+    );
+    assert!(e.message.contains("both `url` and `urls`"), "{e}");
+    let e = f.err(&with_upstream(route), "upstream.orders.url", 7);
+    assert!(e.message.contains("has no `url`"), "{e}");
+    assert!(help(&e).contains("url = \"http://orders:8080\""), "{e}");
+    let e = f.err(
+        &with_upstream(&format!("urls = []\n{route}")),
+        "upstream.orders.urls",
+        8,
+    );
+    assert!(e.message.contains("empty"), "{e}");
+    let many: Vec<String> = (0..65).map(|i| format!("\"http://a{i}\"")).collect();
+    let e = f.err(
+        &with_upstream(&format!("urls = [{}]\n{route}", many.join(", "))),
+        "upstream.orders.urls",
+        8,
+    );
+    assert!(e.message.contains("65 addresses are more than 64"), "{e}");
+    let e = f.err(
+        &with_upstream(&format!("urls = [\"http://a:80\", \"http://A\"]\n{route}")),
+        "upstream.orders.urls[1]",
+        8,
+    );
+    assert!(e.message.contains("same address as `urls[0]`"), "{e}");
+    let e = f.err(
+        &with_upstream(&format!("url = \"http://a:0\"\n{route}")),
+        "upstream.orders.url",
+        8,
+    );
+    assert!(e.message.contains("not a port"), "{e}");
+    // A type error goes through toml's path, with an example.
+    let e = f.err(
+        &with_upstream(&format!("url = [\"http://a\"]\n{route}")),
+        "upstream.orders.url",
+        8,
+    );
+    assert!(help(&e).contains("url = \"http://orders:8080\""), "{e}");
+}
+
+#[test]
+fn upstream_route_errors() {
+    let f = Fixture::new();
+    let url = "url = \"http://orders\"\n";
+    let e = f.err(&with_upstream(url), "upstream.orders.route", 7);
+    assert!(e.message.contains("upstream `orders` has no route"), "{e}");
+    assert!(help(&e).contains("route = \"/orders/...\""), "{e}");
+    f.err(
+        &with_upstream(&format!("{url}route = []\n")),
+        "upstream.orders.route",
+        9,
+    );
+    let e = f.err(
+        &with_upstream(&format!("{url}route = \"orders\"\n")),
+        "upstream.orders.route",
+        9,
+    );
+    assert!(help(&e).contains("\"/orders\""), "{e}");
+    // The same collision check as between components.
+    let e = f.err(
+        &with_upstream(&format!("{url}route = [\"/orders/...\", \"/login/\"]\n")),
+        "upstream.orders.route[1]",
+        9,
+    );
+    assert!(e.message.contains("upstream `orders`"), "{e}");
+    assert!(e.message.contains("component `auth` (line 6)"), "{e}");
+    assert!(help(&e).contains("one component or upstream only"), "{e}");
+    let e = f.err(
+        &with_upstream(&format!("{url}route = [\"/o\", \"/o/\"]\n")),
+        "upstream.orders.route[1]",
+        9,
+    );
+    assert!(e.message.contains("the same upstream"), "{e}");
+    // An upstream's route, then a component's.
+    let text = format!(
+        "{}[component.late]\nsource = \"api.wasm\"\nroute = \"/orders/...\"\n",
+        with_upstream(&format!("{url}route = \"/orders/...\"\n"))
+    );
+    let e = f.err(&text, "upstream.orders.route", 9);
+    assert!(e.message.contains("component `late`"), "{e}");
+}
+
+#[test]
+fn middleware_errors() {
+    let f = Fixture::new();
+    let up = "url = \"http://orders\"\nroute = \"/orders/...\"\n";
+    let e = f.err(
+        &with_upstream(&format!("{up}middleware = [\"auht\"]\n")),
+        "upstream.orders.middleware[0]",
+        10,
+    );
+    assert!(
+        e.message.contains("`auht` is not a component of this app"),
+        "{e}"
+    );
+    assert!(help(&e).contains("did you mean `auth`?"), "{e}");
+    let e = f.err(
+        &with_upstream(&format!("{up}middleware = [\"ratelimiter\"]\n")),
+        "upstream.orders.middleware[0]",
+        10,
+    );
+    assert!(help(&e).contains("components are `auth`"), "{e}");
+    let e = f.err(
+        &with_upstream(&format!("{up}middleware = [\"auth\", \"auth\"]\n")),
+        "upstream.orders.middleware[1]",
+        10,
+    );
+    assert!(e.message.contains("listed twice"), "{e}");
+
+    let comp = |body: &str| {
+        format!(
+            "{APP}[component.api]\nsource = \"api.wasm\"\n{body}\n[component.auth]\nsource = \"hello.wasm\"\n"
+        )
+    };
+    let e = f.err(
+        &comp("route = \"/api/...\"\nmiddleware = [\"auth\", \"api\"]"),
+        "component.api.middleware[1]",
+        7,
+    );
+    assert!(e.message.contains("lists itself"), "{e}");
+    let e = f.err(
+        &comp("route = \"/api/...\"\nmiddleware = [\"atuh\"]"),
+        "component.api.middleware[0]",
+        7,
+    );
+    assert!(help(&e).contains("did you mean `auth`?"), "{e}");
+    f.err(
+        &comp("route = \"/api/...\"\nmiddleware = [\"auth\", \"auth\"]"),
+        "component.api.middleware[1]",
+        7,
+    );
+    let e = f.err(
+        &comp("middleware = [\"auth\"]"),
+        "component.api.middleware",
+        6,
+    );
+    assert!(e.message.contains("no `route`"), "{e}");
+    assert!(help(&e).contains("add one"), "{e}");
+    let e = f.err(
+        &comp("route = \"/api/...\"\nmiddleware = \"auth\""),
+        "component.api.middleware",
+        7,
+    );
+    assert!(help(&e).contains("middleware = [\"auth\"]"), "{e}");
+}
+
+#[test]
+fn upstream_timeout_and_retry_errors() {
+    let f = Fixture::new();
+    let up = "url = \"http://orders\"\nroute = \"/orders/...\"\n";
+    let e = f.err(
+        &with_upstream(&format!("{up}connect_timeout = \"0s\"\n")),
+        "upstream.orders.connect_timeout",
+        10,
+    );
+    assert!(e.message.contains("`0s` is zero"), "{e}");
+    let e = f.err(
+        &with_upstream(&format!("{up}timeout = \"soon\"\n")),
+        "upstream.orders.timeout",
+        10,
+    );
+    assert!(e.message.contains("not a duration"), "{e}");
+    f.err(
+        &with_upstream(&format!("{up}timeout = \"2d\"\n")),
+        "upstream.orders.timeout",
+        10,
+    );
+    let e = f.err(
+        &with_upstream(&format!("{up}retries = 11\n")),
+        "upstream.orders.retries",
+        10,
+    );
+    assert!(e.message.contains("more than 10"), "{e}");
+    assert!(help(&e).contains("from 0 to 10"), "{e}");
+    f.err(
+        &with_upstream(&format!("{up}retries = -1\n")),
+        "upstream.orders.retries",
+        10,
+    );
+}
+
+#[test]
+fn health_check_errors() {
+    let f = Fixture::new();
+    let up = "url = \"http://orders\"\nroute = \"/orders/...\"\n";
+    let e = f.err(
+        &with_upstream(&format!("{up}health_check = {{ interval = \"5s\" }}\n")),
+        "upstream.orders.health_check.path",
+        10,
+    );
+    assert!(e.message.contains("missing `path`"), "{e}");
+    let e = f.err(
+        &with_upstream(&format!(
+            "{up}[upstream.orders.health_check]\npath = \"healthz\"\n"
+        )),
+        "upstream.orders.health_check.path",
+        11,
+    );
+    assert!(e.message.contains("does not start with `/`"), "{e}");
+    let e = f.err(
+        &with_upstream(&format!(
+            "{up}health_check = {{ path = \"/h\", interval = \"50ms\" }}\n"
+        )),
+        "upstream.orders.health_check.interval",
+        10,
+    );
+    assert!(e.message.contains("shorter than 100ms"), "{e}");
+    let e = f.err(
+        &with_upstream(&format!(
+            "{up}health_check = {{ path = \"/h\", timeout = \"10s\" }}\n"
+        )),
+        "upstream.orders.health_check.timeout",
+        10,
+    );
+    assert!(e.message.contains("longer than the interval (5s)"), "{e}");
+    let e = f.err(
+        &with_upstream(&format!(
+            "{up}health_check = {{ path = \"/h\", every = \"10s\" }}\n"
+        )),
+        "upstream.orders.health_check.every",
+        10,
+    );
+    assert!(help(&e).contains("path, interval, timeout"), "{e}");
+}
+
+#[test]
+fn upstream_names_and_fields() {
+    let f = Fixture::new();
+    let e = f.err(
+        "[app]\nname = \"shop\"\n[component.auth]\nsource = \"hello.wasm\"\n[upstream.Orders]\nurl = \"http://o\"\nroute = \"/o\"\n",
+        "upstream.Orders",
+        5,
+    );
+    assert!(e.message.contains("upstream name `Orders`"), "{e}");
+    assert!(help(&e).contains("\"orders\""), "{e}");
+    let e = f.err(
+        &with_upstream("url = \"http://o\"\nroute = \"/o\"\nurll = \"x\"\n"),
+        "upstream.orders.urll",
+        10,
+    );
+    assert!(e.message.contains("in upstream `orders`"), "{e}");
+    assert!(help(&e).contains("did you mean `url`?"), "{e}");
+    // TOML itself refuses a second table of the same name.
+    let e = f
+        .parse(&with_upstream(
+            "url = \"http://o\"\nroute = \"/o\"\n[upstream.orders]\nurl = \"http://p\"\n",
+        ))
+        .unwrap_err();
+    assert_eq!(e.location.map(|l| l.line), Some(10), "{e}");
+}
+
+#[test]
+fn in_process_hosts_must_name_a_component() {
+    let f = Fixture::new();
+    let text = format!(
+        "{APP}[component.front]\nsource = \"hello.wasm\"\n\
+         allowed_outbound_hosts = [\"http://bakc.skiff.internal\"]\n\
+         [component.back]\nsource = \"api.wasm\"\n"
+    );
+    let e = f.err(&text, "component.front.allowed_outbound_hosts[0]", 6);
+    assert_eq!(
+        e.message,
+        "`component.front.allowed_outbound_hosts[0]`: `http://bakc.skiff.internal` names no \
+         component of this app"
+    );
+    assert!(help(&e).contains("did you mean `back`?"), "{e}");
+    let e = f.err(
+        &format!(
+            "{APP}[component.front]\nsource = \"hello.wasm\"\n\
+             allowed_outbound_hosts = [\"https://ok.example.com\", \"*://zzzzzz.skiff.internal:*\"]\n"
+        ),
+        "component.front.allowed_outbound_hosts[1]",
+        6,
+    );
+    assert!(help(&e).contains("components are `front`"), "{e}");
 }

@@ -179,21 +179,30 @@ pub(crate) fn join_key(prefix: &str, key: &str) -> String {
 }
 
 fn describe_table(path: &str) -> String {
-    match path.strip_prefix("component.") {
-        _ if path.is_empty() => "the top level".to_string(),
-        Some(id) if !id.contains(['.', '[']) => format!("component `{id}`"),
-        _ => format!("`{path}`"),
+    if path.is_empty() {
+        return "the top level".to_string();
     }
+    for kind in ["component", "upstream"] {
+        if let Some(name) = path
+            .strip_prefix(kind)
+            .and_then(|rest| rest.strip_prefix('.'))
+            && !name.contains(['.', '['])
+        {
+            return format!("{kind} `{name}`");
+        }
+    }
+    format!("`{path}`")
 }
 
 /// A field-specific example for type errors ("expected a string" alone does not show the fix).
 fn help_for_field(field: &str) -> Option<String> {
-    // Reduce `component.<id>.files[2].source` to `component.files.source`.
+    // Reduce `component.<id>.files[2].source` to `component.files.source`, and
+    // `upstream.<name>.url` to `upstream.url`.
     let mut parts: Vec<String> = field
         .split('.')
         .map(|p| p.split('[').next().unwrap_or(p).to_string())
         .collect();
-    if parts.len() >= 2 && parts[0] == "component" {
+    if parts.len() >= 2 && (parts[0] == "component" || parts[0] == "upstream") {
         parts.remove(1);
     }
     let key = parts.join(".");
@@ -222,6 +231,22 @@ fn help_for_field(field: &str) -> Option<String> {
         "component.limits.fuel" => "e.g. fuel = 5_000_000_000 (about as many Wasm instructions)",
         "component.limits.requests_per_instance" => "e.g. requests_per_instance = 100",
         "component.key_value_stores" => "e.g. key_value_stores = [\"default\"]",
+        "component.middleware" | "upstream.middleware" => {
+            "e.g. middleware = [\"auth\"] (ids of components of this app, in the order they run)"
+        }
+        "upstream" => "declare each upstream as a table: `[upstream.orders]`",
+        "upstream.url" => "e.g. url = \"http://orders:8080\"",
+        "upstream.urls" => "e.g. urls = [\"http://orders-1:8080\", \"http://orders-2:8080\"]",
+        "upstream.route" => "e.g. route = \"/orders/...\" or route = [\"/orders/...\", \"/cart\"]",
+        "upstream.connect_timeout" => "e.g. connect_timeout = \"2s\"",
+        "upstream.timeout" => "e.g. timeout = \"30s\"",
+        "upstream.retries" => "a number from 0 to 10, e.g. retries = 1",
+        "upstream.health_check" => {
+            "e.g. health_check = { path = \"/healthz\", interval = \"5s\", timeout = \"2s\" }"
+        }
+        "upstream.health_check.path" => "e.g. path = \"/healthz\"",
+        "upstream.health_check.interval" => "e.g. interval = \"5s\"",
+        "upstream.health_check.timeout" => "e.g. timeout = \"2s\"",
         "component.variables" => "e.g. variables = { api_url = \"https://{{ host }}/api\" }",
         k if k.starts_with("component.variables.") => {
             "variable values are strings, e.g. api_url = \"https://{{ host }}/api\""

@@ -76,6 +76,7 @@ async fn one_request(component: &LoadedComponent, request_id: u64) -> Bytes {
                 request_id,
                 https: false,
                 trace: Default::default(),
+                calls: None,
             },
         )
         .await

@@ -166,6 +166,12 @@ impl Host {
         self.call.trace = trace;
     }
 
+    /// Where the unit of work's in-process requests go (another component, a chain's next
+    /// hop); `None`: it can make none.
+    pub(crate) fn set_calls(&mut self, calls: Option<outbound_http::InProcessCalls>) {
+        self.capabilities.outbound_http.set_calls(calls);
+    }
+
     /// The request is over and the instance is kept: its output and usage are final now.
     pub(crate) fn request_done(&mut self) {
         self.capabilities.request_done();

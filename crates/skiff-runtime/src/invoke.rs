@@ -19,6 +19,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 
 use crate::capabilities::InstanceIdentity;
+use crate::capabilities::outbound_http::InProcessCalls;
 use crate::engine::Sandboxes;
 use crate::error::InvokeError;
 use crate::host::{Grants, Host};
@@ -43,6 +44,9 @@ pub struct RequestInfo {
     pub https: bool,
     /// The request's place in its trace: instantiation and the guest call are spans below it.
     pub trace: TraceContext,
+    /// Where the guest's in-process requests go (other components of its app, the next hop of
+    /// its middleware chain); `None`: nowhere, they fail.
+    pub calls: Option<InProcessCalls>,
 }
 
 impl LoadedComponent {
@@ -74,6 +78,7 @@ impl LoadedComponent {
         }
         let mut host = Host::new(grants, self.identity(info), self.limits.memory);
         host.limiter().report_peak_to(usage.clone());
+        host.set_calls(info.calls.clone());
         let mut store = self.sandboxes.new_store(host, &self.limits);
         let timeout = self.timeout();
         let run = async move {
@@ -149,6 +154,7 @@ impl LoadedComponent {
             }
         };
         let store = &mut instance.store;
+        store.data_mut().set_calls(info.calls);
 
         let scheme = if info.https {
             Scheme::Https

@@ -46,6 +46,10 @@ pub use capabilities::SharedStore;
 pub use capabilities::config::VARIABLE_ENV_PREFIX;
 pub use capabilities::guest_log::{GuestOutput, LogSink};
 pub use capabilities::messaging::{QueueSpace, TRACEPARENT, message_traceparent};
+pub use capabilities::outbound_http::{
+    CallFuture, CallRouter, Callee, CallerInfo, Destination, INTERNAL_DOMAIN, InProcessCalls,
+    MAX_CALL_DEPTH, NextHop,
+};
 pub use capabilities::wasi::{DirGrant, WasiGrant};
 pub use command::{CommandOptions, CommandOutcome, TRAP_EXIT_CODE};
 pub use config::{

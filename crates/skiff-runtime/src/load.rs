@@ -32,6 +32,9 @@ pub struct LoadedApp {
     app: Arc<App>,
     /// In the order of `app.components`.
     components: Vec<Arc<LoadedComponent>>,
+    /// Whether the host lets this app reach private networks and itself where its manifest
+    /// names them (see [`Destination`](crate::Destination)).
+    allow_private_outbound: bool,
 }
 
 impl LoadedApp {
@@ -43,6 +46,11 @@ impl LoadedApp {
     /// Its components, in the order of `app().components`.
     pub fn components(&self) -> &[Arc<LoadedComponent>] {
         &self.components
+    }
+
+    /// Which addresses a host the manifest names (an upstream's) may be connected to.
+    pub fn destination(&self, host: &str) -> crate::Destination {
+        crate::Destination::new(host, self.allow_private_outbound)
     }
 }
 
@@ -372,7 +380,11 @@ impl Loader<'_> {
                 load_outcome: outcome,
             }));
         }
-        Ok(LoadedApp { app, components })
+        Ok(LoadedApp {
+            app,
+            components,
+            allow_private_outbound: self.config.allow_private_outbound,
+        })
     }
 }
 
@@ -388,7 +400,7 @@ fn check_triggers(
     let is_http = matches!(linked, Linked::Http(_));
     let is_command = matches!(linked, Linked::Command(_));
     let kind = linked.kind();
-    if !is_http && app.routes.iter().any(|r| r.component == index) {
+    if !is_http && app.routes.iter().any(|r| r.component() == Some(index)) {
         let hint = if is_command {
             "it is a command (`wasi:cli/run`), which serves no routes: run it with `skiff run`, \
              or remove its `route` and give it a schedule (a command can run on a schedule)"

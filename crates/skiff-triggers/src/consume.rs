@@ -510,6 +510,7 @@ impl Job {
             request_id,
             https: false,
             trace: trace.clone(),
+            calls: Some(self.app.calls()),
         };
         let result = component
             .handle_message(&consume.queue, delivery.message.clone(), info)

@@ -413,6 +413,7 @@ impl Job {
             request_id,
             https: false,
             trace: trace.clone(),
+            calls: Some(self.app.calls()),
         };
         let result = component.run_command(&schedule.args, info).await;
         let outcome = match result {

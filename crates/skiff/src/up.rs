@@ -240,10 +240,9 @@ async fn up_app(
     let base = format!("http://{addr}");
     let app = started.app();
     for route in &app.routes {
-        let component = &app.components[route.component];
         println!(
             "  {}: {}",
-            component.id,
+            app.target_name(route),
             cmd::route_url(&base, &route.as_written)
         );
     }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use skiff_http::HttpApp;
-use skiff_manifest::{App, format_size};
+use skiff_manifest::{App, RouteTarget, format_size};
 use skiff_runtime::{LoadOptions, MetricsScope, QueueSpace, SharedStore};
 
 use crate::api::{self, AppInfo, ErrorCode, Quotas, RouteInfo};
@@ -129,7 +129,13 @@ impl Platform {
                 .iter()
                 .map(|route| RouteInfo {
                     route: route.as_written.clone(),
-                    component: app.components[route.component].id.clone(),
+                    component: app.target_name(route).to_string(),
+                    upstream: matches!(route.target, RouteTarget::Upstream(_)),
+                    middleware: route
+                        .middleware
+                        .iter()
+                        .filter_map(|&m| app.components.get(m).map(|c| c.id.clone()))
+                        .collect(),
                 })
                 .collect(),
             components: app

@@ -131,13 +131,7 @@ fn format_app_info(info: &AppInfo, now: SystemTime) -> String {
         let rows: Vec<Vec<String>> = info
             .routes
             .iter()
-            .map(|r| {
-                vec![
-                    r.route.clone(),
-                    r.component.clone(),
-                    route_url(&s.url, &r.route),
-                ]
-            })
+            .map(|r| vec![r.route.clone(), r.served_by(), route_url(&s.url, &r.route)])
             .collect();
         out.push_str(&table(&["ROUTE", "COMPONENT", "URL"], &rows, "  ", &[]));
     }
@@ -385,6 +379,8 @@ mod tests {
             routes: vec![RouteInfo {
                 route: "/api/...".into(),
                 component: "api".into(),
+                upstream: false,
+                middleware: Vec::new(),
             }],
             components: vec![ComponentInfo {
                 id: "api".into(),

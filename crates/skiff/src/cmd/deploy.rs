@@ -138,7 +138,7 @@ fn format_deployed(info: &AppInfo, new: bool) -> String {
             let _ = writeln!(
                 out,
                 "  {}: {}",
-                route.component,
+                route.served_by(),
                 route_url(&s.url, &route.route)
             );
         }
@@ -167,6 +167,8 @@ mod tests {
             routes: vec![RouteInfo {
                 route: "/...".into(),
                 component: "hello".into(),
+                upstream: false,
+                middleware: Vec::new(),
             }],
             components: vec![],
             versions: vec![],

@@ -7,6 +7,7 @@
 pub mod host;
 pub mod redis;
 pub mod registry;
+pub mod upstream;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

@@ -409,9 +409,15 @@ fn fetch(url: &str) -> Result<u16, String> {
         "https" => Scheme::Https,
         other => Scheme::Other(other.to_string()),
     };
-    request.set_scheme(Some(&scheme)).map_err(|()| "bad scheme")?;
-    request.set_authority(Some(authority)).map_err(|()| "bad authority")?;
-    request.set_path_with_query(Some(path)).map_err(|()| "bad path")?;
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| "bad scheme")?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|()| "bad authority")?;
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|()| "bad path")?;
     let future = outgoing_handler::handle(request, None).map_err(|code| format!("{code:?}"))?;
     future.subscribe().block();
     let response = future

@@ -32,7 +32,9 @@ use bindings::wasi::keyvalue0_2_0_draft::{atomics, store};
 use bindings::wasi::messaging::producer;
 use bindings::wasi::messaging::types::{Client, Error, Message};
 use wasip2::exports::http::incoming_handler::Guest as HttpGuest;
-use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasip2::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 
 wasip2::http::proxy::export!(QueueGuest);
 bindings::export!(QueueGuest with_types_in bindings);
@@ -66,13 +68,21 @@ fn handle_text(text: &str) -> Result<(), String> {
         return Err(format!("refusing `{text}`"));
     }
     if let Some(rest) = text.strip_prefix("flaky:") {
-        let failures: u64 = rest.split(':').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let failures: u64 = rest
+            .split(':')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
         if count(&format!("tries:{text}"))? <= failures {
             return Err(format!("`{text}` fails this time"));
         }
     }
     if let Some(rest) = text.strip_prefix("sleep:") {
-        let ms: u64 = rest.split(':').next().and_then(|ms| ms.parse().ok()).unwrap_or(0);
+        let ms: u64 = rest
+            .split(':')
+            .next()
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(0);
         wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
     }
     count("handled")?;
@@ -105,7 +115,10 @@ impl HttpGuest for QueueGuest {
                 Err(error) => (503, error),
             },
             "/get" => match store::open("default").and_then(|b| b.get(&param("key"))) {
-                Ok(value) => (200, String::from_utf8_lossy(&value.unwrap_or_default()).into_owned()),
+                Ok(value) => (
+                    200,
+                    String::from_utf8_lossy(&value.unwrap_or_default()).into_owned(),
+                ),
                 Err(error) => (503, format!("{error:?}")),
             },
             "/check" => {
@@ -127,9 +140,13 @@ impl HttpGuest for QueueGuest {
                     let trace_id = header(&request.headers(), "traceparent")
                         .and_then(|t| t.split('-').nth(1).map(str::to_string))
                         .unwrap_or_default();
-                    let kept = store::open("default")
-                        .and_then(|bucket| bucket.set(&format!("trace:{text}"), trace_id.as_bytes()));
-                    match kept.map_err(|e| format!("{e:?}")).and_then(|()| handle_text(&text)) {
+                    let kept = store::open("default").and_then(|bucket| {
+                        bucket.set(&format!("trace:{text}"), trace_id.as_bytes())
+                    });
+                    match kept
+                        .map_err(|e| format!("{e:?}"))
+                        .and_then(|()| handle_text(&text))
+                    {
                         Ok(()) => (200, "handled".to_string()),
                         Err(error) => (500, error),
                     }
@@ -158,7 +175,10 @@ fn check(prefix: &str, n: usize) -> Result<(usize, usize), String> {
     let bucket = store::open("default").map_err(|e| format!("{e:?}"))?;
     let (mut missing, mut duplicated) = (0, 0);
     for i in 0..n {
-        let seen = match bucket.get(&format!("seen:{prefix}-{i}")).map_err(|e| format!("{e:?}"))? {
+        let seen = match bucket
+            .get(&format!("seen:{prefix}-{i}"))
+            .map_err(|e| format!("{e:?}"))?
+        {
             Some(value) => String::from_utf8_lossy(&value).parse().unwrap_or(0u64),
             None => 0,
         };

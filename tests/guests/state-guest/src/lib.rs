@@ -34,7 +34,9 @@ use bindings::wasi::keyvalue0_2_0_draft::{atomics, batch, store};
 use bindings::wasi::keyvalue0_2_0_draft2 as kv2;
 use bindings::wasi::logging::logging;
 use wasip2::exports::http::incoming_handler::Guest;
-use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasip2::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 use wasip2::io::streams::StreamError;
 
 wasip2::http::proxy::export!(StateGuest);
@@ -140,7 +142,10 @@ impl Guest for StateGuest {
                         });
                     }
                     batch::delete_many(bucket, &keys)?;
-                    let left = keys.iter().filter(|k| bucket.exists(k).unwrap_or(true)).count();
+                    let left = keys
+                        .iter()
+                        .filter(|k| bucket.exists(k).unwrap_or(true))
+                        .count();
                     lines.push(format!("left after delete-many: {left}"));
                     Ok((200, lines.join("\n").into_bytes()))
                 })
@@ -243,7 +248,9 @@ fn with_store2(
         Ok(answer) => answer,
         Err(kv2::store::Error::AccessDenied) => (503, b"store error: access-denied".to_vec()),
         Err(kv2::store::Error::NoSuchStore) => (503, b"store error: no-such-store".to_vec()),
-        Err(kv2::store::Error::Other(why)) => (503, format!("store error: other({why})").into_bytes()),
+        Err(kv2::store::Error::Other(why)) => {
+            (503, format!("store error: other({why})").into_bytes())
+        }
     }
 }
 
@@ -257,8 +264,12 @@ fn describe(error: &store::Error) -> String {
 
 fn read_body(request: IncomingRequest) -> Vec<u8> {
     let mut out = Vec::new();
-    let Ok(body) = request.consume() else { return out };
-    let Ok(stream) = body.stream() else { return out };
+    let Ok(body) = request.consume() else {
+        return out;
+    };
+    let Ok(stream) = body.stream() else {
+        return out;
+    };
     loop {
         match stream.blocking_read(64 * 1024) {
             Ok(chunk) => out.extend_from_slice(&chunk),
@@ -310,7 +321,9 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
         match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
             (b'%', Some(byte)) => {
                 out.push(byte);

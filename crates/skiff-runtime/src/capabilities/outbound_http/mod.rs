@@ -15,15 +15,24 @@
 //! the connection goes to exactly those checked addresses (see [`connect`]), so a DNS answer
 //! cannot sneak past it. Such a refusal reaches the guest as `destination-IP-prohibited`.
 //!
+//! Requests to `http://ID.skiff.internal` (another component of the app) and a middleware's
+//! requests to its next hop never leave the process: see [`in_process`].
+//!
 //! Every request that leaves carries the caller's trace in `traceparent` (a guest's own is
 //! replaced: the callee sees a child of this request's trace), and is a client span of it when
 //! traces are recorded.
 
 mod address;
 mod connect;
+mod in_process;
 
 use address::{is_host_local, is_public};
+pub use in_process::{
+    CallFuture, CallRouter, Callee, CallerInfo, INTERNAL_DOMAIN, InProcessCalls, MAX_CALL_DEPTH,
+    NextHop,
+};
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use opentelemetry::KeyValue;
@@ -71,6 +80,7 @@ impl Capability for OutboundHttpCapability {
                 ceiling: grant.ceiling,
                 identity: identity.clone(),
                 trace: TraceContext::default(),
+                calls: None,
             },
         }
     }
@@ -81,6 +91,12 @@ impl Capability for OutboundHttpCapability {
 
     fn trace(state: &mut HttpState, trace: &TraceContext) {
         state.hooks.trace = trace.clone();
+    }
+
+    /// A kept instance must not hold its last request's router: that holds the app, and the
+    /// app holds the kept instance.
+    fn request_done(state: &mut HttpState) {
+        state.hooks.calls = None;
     }
 }
 
@@ -98,6 +114,11 @@ pub(crate) struct HttpState {
 }
 
 impl HttpState {
+    /// Where this unit of work's in-process requests go (see [`in_process`]).
+    pub(crate) fn set_calls(&mut self, calls: Option<InProcessCalls>) {
+        self.hooks.calls = calls;
+    }
+
     /// What `WasiHttpView` hands out, with the instance's resource table.
     pub(crate) fn view<'a>(&'a mut self, table: &'a mut ResourceTable) -> WasiHttpCtxView<'a> {
         WasiHttpCtxView {
@@ -173,6 +194,50 @@ impl<'u> Target<'u> {
     }
 }
 
+/// Which addresses a destination the manifest names in full (an upstream's host) may be
+/// connected to: the reach a pattern naming that host would grant, under the host's policy.
+/// Check every address a name resolves to, at connect time, so that a DNS answer cannot
+/// sneak past it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Destination {
+    reach: Reach,
+    /// The host lets guests reach public addresses only.
+    public_only: bool,
+}
+
+impl Destination {
+    pub(crate) fn new(host: &str, allow_private: bool) -> Destination {
+        let named = if host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok() {
+            Reach::Exact
+        } else {
+            Reach::Networks
+        };
+        Destination {
+            reach: if allow_private {
+                named
+            } else {
+                named.min(Reach::Public)
+            },
+            public_only: !allow_private,
+        }
+    }
+
+    /// Whether a connection to `ip` is allowed.
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        self.reach.admits(ip)
+    }
+
+    /// Why an address was refused, and the fix, for the log.
+    pub fn refusal(&self) -> &'static str {
+        if self.public_only {
+            "this host lets apps reach public addresses only"
+        } else {
+            "a name never reaches loopback or link-local addresses; write the address itself \
+             (e.g. http://127.0.0.1:8080) to reach it"
+        }
+    }
+}
+
 /// Which addresses a request may connect to, widening in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Reach {
@@ -186,7 +251,7 @@ enum Reach {
 }
 
 impl Reach {
-    fn admits(self, ip: std::net::IpAddr) -> bool {
+    fn admits(self, ip: IpAddr) -> bool {
         match self {
             Reach::Nothing => false,
             Reach::Public => is_public(ip),
@@ -203,6 +268,18 @@ struct OutboundHttp {
     identity: InstanceIdentity,
     /// The guest call's place in the request's trace: outbound requests are its children.
     trace: TraceContext,
+    /// Where in-process requests go; `None` for work that can make none (`skiff run`).
+    calls: Option<InProcessCalls>,
+}
+
+/// Where an outgoing request goes, when it does not go out on the network.
+enum InProcess {
+    /// To a component of the app (the id as the host names it).
+    Component(String),
+    NextHop {
+        chain: usize,
+        hop: usize,
+    },
 }
 
 impl OutboundHttp {
@@ -211,6 +288,149 @@ impl OutboundHttp {
             metrics.outbound(outcome);
         }
     }
+
+    /// Whether `request` stays in the process, and where it goes then.
+    fn in_process(&self, request: &http::Request<WasiBody>, target: &Target) -> Option<InProcess> {
+        if let Some(next) = self.calls.as_ref().and_then(|c| c.next_hop.as_ref())
+            && request
+                .uri()
+                .authority()
+                .is_some_and(|a| a.as_str().eq_ignore_ascii_case(&next.authority))
+        {
+            return Some(InProcess::NextHop {
+                chain: next.chain,
+                hop: next.hop,
+            });
+        }
+        in_process::is_internal(target.host).then(|| {
+            InProcess::Component(
+                in_process::internal_component(target.host)
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+    }
+
+    /// Serves a request that stays in the process: checks the grant (for a call to a
+    /// component) and the depth, then hands it to the trigger's router.
+    fn call_in_process(
+        &self,
+        to: InProcess,
+        mut request: http::Request<WasiBody>,
+        host: String,
+        granted: bool,
+    ) -> SendFuture {
+        let what = match &to {
+            InProcess::Component(id) => format!("component `{id}`"),
+            InProcess::NextHop { .. } => "the next hop of its chain".to_string(),
+        };
+        let span = self.trace.child(SpanKind::Client, || {
+            (
+                request.method().to_string().into(),
+                vec![
+                    KeyValue::new("http.request.method", request.method().to_string()),
+                    KeyValue::new("server.address", host),
+                    KeyValue::new("url.full", without_query(request.uri())),
+                    KeyValue::new("skiff.in_process", true),
+                ],
+            )
+        });
+        let refuse = |outcome: OutboundOutcome, error: Error, why: String| -> SendFuture {
+            warn_for!(self.identity, "refused in-process request to {what}: {why}");
+            self.count(outcome);
+            span.set_error(why);
+            span.end();
+            Box::new(async move { Err(error) })
+        };
+        if let InProcess::Component(id) = &to
+            && !granted
+        {
+            return refuse(
+                OutboundOutcome::Denied,
+                Error::HttpRequestDenied,
+                format!(
+                    "allowed_outbound_hosts does not name it; to allow the call, add \
+                     \"http://{id}.{INTERNAL_DOMAIN}\" (or \"http://*.{INTERNAL_DOMAIN}\")"
+                ),
+            );
+        }
+        let Some(calls) = &self.calls else {
+            return refuse(
+                OutboundOutcome::Failed,
+                Error::DestinationNotFound,
+                "this kind of work has no app to call into".to_string(),
+            );
+        };
+        if calls.depth >= MAX_CALL_DEPTH {
+            return refuse(
+                OutboundOutcome::Failed,
+                Error::LoopDetected,
+                format!(
+                    "in-process calls are nested {} deep, the most allowed: do components \
+                     call each other in a loop (A calls B calls A)?",
+                    calls.depth
+                ),
+            );
+        }
+        span.inject(request.headers_mut());
+        let caller = CallerInfo {
+            request_id: self.identity.request_id,
+            depth: calls.depth + 1,
+            component: &self.identity.component,
+        };
+        let call = match &to {
+            InProcess::Component(id) => {
+                calls
+                    .router
+                    .clone()
+                    .call(Callee::Component(id), request, caller)
+            }
+            InProcess::NextHop { chain, hop } => calls.router.clone().call(
+                Callee::NextHop {
+                    chain: *chain,
+                    hop: *hop,
+                },
+                request,
+                caller,
+            ),
+        };
+        let metrics = self.identity.metrics.clone();
+        Box::new(async move {
+            let result = call.await;
+            let outcome = match &result {
+                Ok(response) => {
+                    span.set_attribute(KeyValue::new(
+                        "http.response.status_code",
+                        i64::from(response.status().as_u16()),
+                    ));
+                    OutboundOutcome::Response
+                }
+                Err(err) => {
+                    span.set_error(format!("{err:?}"));
+                    OutboundOutcome::Failed
+                }
+            };
+            span.end();
+            if let Some(metrics) = metrics {
+                metrics.outbound(outcome);
+            }
+            let done: Box<dyn Future<Output = Result<(), Error>> + Send> =
+                Box::new(async { Ok(()) });
+            result.map(|response| (response, done))
+        })
+    }
+}
+
+/// Whether a pattern names this internal host: by name or as `*.skiff.internal`. `*` does
+/// not count, as it does not for loopback: a call into another component is granted by
+/// naming it.
+fn grants_internal(allowed: &[HostPattern], target: &Target) -> bool {
+    allowed.iter().any(|pattern| {
+        matches!(
+            pattern.host(),
+            HostMatch::Name(_) | HostMatch::Subdomains(_)
+        ) && pattern.matches(target.scheme, target.host, target.port)
+    })
 }
 
 type SendFuture = Box<
@@ -234,6 +454,11 @@ impl WasiHttpHooks for OutboundHttp {
             self.count(OutboundOutcome::Failed);
             return Box::new(async { Err(Error::HttpRequestUriInvalid) });
         };
+        if let Some(to) = self.in_process(&request, &target) {
+            let granted = grants_internal(&self.allowed, &target);
+            let host = target.host.to_string();
+            return self.call_in_process(to, request, host, granted);
+        }
         let span = self.trace.child(SpanKind::Client, || {
             (
                 request.method().to_string().into(),

@@ -1,0 +1,573 @@
+//! Upstreams: the HTTP services outside the app that routes send requests to (`[upstream.NAME]`),
+//! such as a container beside the host. Each has a pool of kept-alive connections (hyper's
+//! client), spreads requests round-robin over its addresses, leaves out an address that
+//! refused a connection for a while (and, with `health_check`, one whose check fails), retries
+//! what is safe to retry, and turns every failure into an answer: 502 when the upstream could
+//! not be reached or broke off, 503 when no address is healthy, 504 when it did not answer in
+//! time, each naming the request id. Nothing waits without a bound.
+//!
+//! A request reaches exactly the addresses the manifest names: its URI is built from the
+//! upstream's address and the request's path, never from the request's own authority. The
+//! addresses a name resolves to are checked against the host's outbound policy at connect time
+//! ([`Destination`]), as a guest's requests are.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::TokioExecutor;
+use skiff_manifest::{HealthCheck, Upstream, UpstreamUrl};
+use skiff_runtime::{Destination, LoadedApp, ResponseBody};
+use wasmtime_wasi_http::{Error as ErrorCode, WasiBody};
+
+use crate::reply::plain;
+
+/// How long an address that refused a connection is left out, when no health check says
+/// otherwise.
+const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Idle connections kept per address.
+const MAX_IDLE_PER_ADDRESS: usize = 64;
+
+/// How long an idle connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The app's upstreams, in the order of `app.upstreams`.
+pub(crate) struct Upstreams(Vec<Arc<Pool>>);
+
+impl Upstreams {
+    pub(crate) fn new(loaded: &LoadedApp) -> Upstreams {
+        Upstreams(
+            loaded
+                .app()
+                .upstreams
+                .iter()
+                .map(|upstream| Pool::new(loaded, upstream))
+                .collect(),
+        )
+    }
+
+    pub(crate) fn get(&self, index: usize) -> Option<&Arc<Pool>> {
+        self.0.get(index)
+    }
+}
+
+/// One upstream: its addresses, its connection pool and its settings.
+pub(crate) struct Pool {
+    name: String,
+    addresses: Vec<Address>,
+    /// Where the next request starts looking for an address.
+    cursor: AtomicUsize,
+    client: Client<HttpConnector<PolicyResolver>, WasiBody>,
+    connect_timeout: Duration,
+    timeout: Duration,
+    retries: u32,
+    /// With active checks, an address is used only while its last check passed.
+    checked: bool,
+    /// What `Address::down_until` counts from.
+    epoch: Instant,
+}
+
+struct Address {
+    url: UpstreamUrl,
+    authority: http::uri::Authority,
+    /// Milliseconds since the pool's epoch until which the address is left out; 0 for never.
+    down_until: AtomicU64,
+    /// Its last health check passed (always true without checks).
+    healthy: AtomicBool,
+}
+
+/// Who a forwarded request is for: what the upstream is told in `x-forwarded-*`.
+pub(crate) struct Forwarded<'a> {
+    pub request_id: u64,
+    /// The client's address, if a client sent the request.
+    pub client: Option<SocketAddr>,
+    /// The authority the client asked for.
+    pub host: Option<&'a HeaderValue>,
+}
+
+impl Pool {
+    fn new(loaded: &LoadedApp, upstream: &Upstream) -> Arc<Pool> {
+        let addresses: Vec<Address> = upstream
+            .urls
+            .iter()
+            .filter(|url| {
+                // hyper connects to an address written as an IP without asking the resolver,
+                // so those are checked here, once.
+                let policy = loaded.destination(&url.host);
+                let refused = url
+                    .host
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| !policy.admits(ip));
+                if refused {
+                    tracing::warn!(
+                        app = %loaded.app().name, upstream = %upstream.name, address = %url,
+                        "address left out: {}", policy.refusal()
+                    );
+                }
+                !refused
+            })
+            .filter_map(|url| {
+                let authority = authority_of(url)?;
+                Some(Address {
+                    url: url.clone(),
+                    authority,
+                    down_until: AtomicU64::new(0),
+                    healthy: AtomicBool::new(true),
+                })
+            })
+            .collect();
+        let resolver = PolicyResolver {
+            policies: upstream
+                .urls
+                .iter()
+                .map(|url| (url.host.clone(), loaded.destination(&url.host)))
+                .collect::<Vec<_>>()
+                .into(),
+            timeout: upstream.connect_timeout,
+        };
+        let mut connector = HttpConnector::new_with_resolver(resolver);
+        connector.set_connect_timeout(Some(upstream.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_max_idle_per_host(MAX_IDLE_PER_ADDRESS)
+            .build(connector);
+        let pool = Arc::new(Pool {
+            name: upstream.name.clone(),
+            addresses,
+            cursor: AtomicUsize::new(0),
+            client,
+            connect_timeout: upstream.connect_timeout,
+            timeout: upstream.timeout,
+            retries: upstream.retries,
+            checked: upstream.health_check.is_some(),
+            epoch: Instant::now(),
+        });
+        if let Some(check) = &upstream.health_check {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(health_checks(Arc::downgrade(&pool), check.clone()));
+                }
+                Err(_) => tracing::warn!(
+                    upstream = %upstream.name,
+                    "no async runtime to run health checks on: passive checks only"
+                ),
+            }
+        }
+        pool
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The next address to try: round-robin over those that are up; when none is, the one
+    /// that comes back soonest if only passive checks left them out (it may be back), or none
+    /// when active checks say all are down.
+    fn pick(&self, skip: Option<usize>) -> Option<usize> {
+        let n = self.addresses.len();
+        if n == 0 {
+            return None;
+        }
+        let now = self.now_ms();
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let usable = |i: usize| {
+            let address = &self.addresses[i];
+            address.healthy.load(Ordering::Relaxed)
+                && address.down_until.load(Ordering::Relaxed) <= now
+        };
+        let candidates = (0..n).map(|k| (start + k) % n);
+        if let Some(i) = candidates.clone().find(|&i| usable(i) && Some(i) != skip) {
+            return Some(i);
+        }
+        if let Some(i) = skip.filter(|&i| usable(i)) {
+            return Some(i);
+        }
+        if self.checked {
+            return None;
+        }
+        candidates.min_by_key(|&i| self.addresses[i].down_until.load(Ordering::Relaxed))
+    }
+
+    fn mark_down(&self, index: usize) {
+        if let Some(address) = self.addresses.get(index) {
+            let until = self.now_ms() + FAIL_TIMEOUT.as_millis() as u64;
+            address.down_until.store(until, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends `request` to the upstream and returns its answer, or skiff's answer for a
+    /// failure. The path and query are the request's, below the address's base path.
+    pub(crate) async fn forward<B>(
+        &self,
+        request: Request<B>,
+        forwarded: Forwarded<'_>,
+    ) -> Response<ResponseBody>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<ErrorCode>,
+    {
+        let request_id = forwarded.request_id;
+        let (mut parts, body) = request.into_parts();
+        prepare_headers(&mut parts.headers, &forwarded);
+        let path_and_query = match parts.uri.path_and_query() {
+            Some(pq) if pq.as_str().starts_with('/') => pq.as_str().to_string(),
+            Some(pq) => format!("/{}", pq.as_str()),
+            None => "/".to_string(),
+        };
+        // A request without a body can be sent again; one with a body cannot (it streams).
+        let replayable = body.is_end_stream();
+        let idempotent = is_idempotent(&parts.method);
+        let mut body = Some(body.map_err(Into::into).boxed_unsync());
+        let mut tried = None;
+        let mut attempt = 0;
+        loop {
+            let Some(index) = self.pick(tried) else {
+                let why = if self.addresses.is_empty() {
+                    "it has no address this host lets the app reach"
+                } else {
+                    "the health checks of all its addresses fail"
+                };
+                tracing::warn!(request_id, upstream = %self.name, "no healthy address: {why}");
+                return unavailable(&self.name, request_id);
+            };
+            tried = Some(index);
+            let address = &self.addresses[index];
+            let uri = match upstream_uri(address, &path_and_query) {
+                Ok(uri) => uri,
+                Err(()) => {
+                    return plain(
+                        StatusCode::BAD_REQUEST,
+                        format!("malformed request path (request id {request_id})\n"),
+                    );
+                }
+            };
+            let mut request = Request::from_parts(parts.clone(), ());
+            *request.uri_mut() = uri;
+            let body = match body.take() {
+                Some(body) => body,
+                None => empty_body(),
+            };
+            let sent = tokio::time::timeout(
+                self.connect_timeout + self.timeout,
+                self.client.request(request.map(|()| body)),
+            )
+            .await;
+            let error = match sent {
+                Ok(Ok(response)) => return answer(response),
+                Ok(Err(error)) => error,
+                Err(_) => {
+                    tracing::warn!(
+                        request_id, upstream = %self.name, address = %address.url,
+                        "the upstream did not answer within {:?}", self.timeout
+                    );
+                    return gateway_timeout(&self.name, request_id);
+                }
+            };
+            let connect_failed = error.is_connect();
+            if connect_failed {
+                self.mark_down(index);
+            }
+            let may_retry = replayable && (connect_failed || idempotent);
+            attempt += 1;
+            let detail = describe(&error);
+            if may_retry && attempt <= self.retries {
+                tracing::info!(
+                    request_id, upstream = %self.name, address = %address.url,
+                    "{detail}: trying again ({attempt} of {})", self.retries
+                );
+                continue;
+            }
+            tracing::warn!(
+                request_id, upstream = %self.name, address = %address.url,
+                "{detail}"
+            );
+            return bad_gateway(&self.name, request_id, connect_failed);
+        }
+    }
+}
+
+/// The upstream's answer, its hop-by-hop headers removed.
+fn answer(response: Response<hyper::body::Incoming>) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, body.map_err(ErrorCode::from).boxed_unsync())
+}
+
+fn empty_body() -> WasiBody {
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn bad_gateway(name: &str, request_id: u64, connect_failed: bool) -> Response<ResponseBody> {
+    let what = if connect_failed {
+        "could not be reached"
+    } else {
+        "broke off the connection before answering"
+    };
+    plain(
+        StatusCode::BAD_GATEWAY,
+        format!("Bad Gateway: upstream `{name}` {what} (request id {request_id})\n"),
+    )
+}
+
+fn gateway_timeout(name: &str, request_id: u64) -> Response<ResponseBody> {
+    plain(
+        StatusCode::GATEWAY_TIMEOUT,
+        format!(
+            "Gateway Timeout: upstream `{name}` did not answer in time (request id {request_id})\n"
+        ),
+    )
+}
+
+fn unavailable(name: &str, request_id: u64) -> Response<ResponseBody> {
+    let mut response = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "Service Unavailable: upstream `{name}` has no healthy address (request id {request_id})\n"
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// What went wrong, for the log: hyper's error with its causes.
+fn describe(error: &hyper_util::client::legacy::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn is_idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PUT,
+        Method::DELETE,
+        Method::TRACE,
+    ]
+    .contains(method)
+}
+
+fn authority_of(url: &UpstreamUrl) -> Option<http::uri::Authority> {
+    let text = if url.host.contains(':') {
+        format!("[{}]:{}", url.host, url.port)
+    } else {
+        format!("{}:{}", url.host, url.port)
+    };
+    text.parse().ok()
+}
+
+/// `http://ADDRESS/BASE/PATH?QUERY`: built from its parts, so nothing in the request's path
+/// can change where it goes.
+fn upstream_uri(address: &Address, path_and_query: &str) -> Result<Uri, ()> {
+    let base = &address.url.base_path;
+    let path = if base.is_empty() {
+        path_and_query.to_string()
+    } else {
+        format!("{base}{path_and_query}")
+    };
+    Uri::builder()
+        .scheme("http")
+        .authority(address.authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(drop)
+}
+
+/// Headers that describe one connection, not the message (RFC 9110, 7.6.1): never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Fields named in `Connection` are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(&HOP_BY_HOP) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// The request's headers as the upstream gets them: hop-by-hop ones and skiff's own
+/// (`skiff-*`, meant for guests) removed except the request id, and `x-forwarded-*` added.
+fn prepare_headers(headers: &mut HeaderMap, forwarded: &Forwarded<'_>) {
+    remove_hop_by_hop(headers);
+    let skiff: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("skiff-") && *name != crate::REQUEST_ID)
+        .cloned()
+        .collect();
+    for name in skiff {
+        headers.remove(name);
+    }
+    if let Ok(value) = HeaderValue::from_str(&forwarded.request_id.to_string()) {
+        headers.insert(crate::REQUEST_ID, value);
+    }
+    if let Some(client) = forwarded.client {
+        let ip = client.ip().to_string();
+        let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(earlier) => format!("{earlier}, {ip}"),
+            None => ip,
+        };
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        if let Some(host) = forwarded.host {
+            headers.insert(X_FORWARDED_HOST, host.clone());
+        }
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Resolves an upstream's host names and keeps only the addresses the host's outbound policy
+/// lets the app reach, so that a name cannot lead to the host's own or its link's addresses
+/// (cloud metadata) unless the manifest wrote them literally.
+#[derive(Clone)]
+struct PolicyResolver {
+    /// Each address's host and its policy.
+    policies: Arc<[(String, Destination)]>,
+    timeout: Duration,
+}
+
+type Resolving =
+    Pin<Box<dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, std::io::Error>> + Send>>;
+
+impl tower_service::Service<Name> for PolicyResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = Resolving;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let policies = self.policies.clone();
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let host = name.as_str();
+            let refused =
+                |why: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why);
+            let Some(policy) = policies
+                .iter()
+                .find(|(h, _)| h.eq_ignore_ascii_case(host))
+                .map(|(_, policy)| *policy)
+            else {
+                return Err(refused(format!("{host} is no address of this upstream")));
+            };
+            let resolved: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+                Ok(ip) => vec![SocketAddr::new(ip, 0)],
+                Err(_) => tokio::time::timeout(timeout, tokio::net::lookup_host((host, 0)))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "name lookup timed out")
+                    })??
+                    .collect(),
+            };
+            let admitted: Vec<SocketAddr> = resolved
+                .iter()
+                .copied()
+                .filter(|addr| policy.admits(addr.ip()))
+                .collect();
+            if admitted.is_empty() {
+                let at = resolved
+                    .first()
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_default();
+                return Err(refused(format!(
+                    "{host} is at {at}, which the app may not reach: {}",
+                    policy.refusal()
+                )));
+            }
+            Ok(admitted.into_iter())
+        })
+    }
+}
+
+/// Checks every address of an upstream each `check.interval` until the upstream is gone:
+/// a 2xx or 3xx answer to `GET check.path` within `check.timeout` marks it healthy, anything
+/// else unhealthy. Changes are logged.
+async fn health_checks(pool: Weak<Pool>, check: HealthCheck) {
+    let mut ticks = tokio::time::interval(check.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        for address in &pool.addresses {
+            let healthy = probe(&pool, address, &check).await;
+            let was = address.healthy.swap(healthy.is_ok(), Ordering::Relaxed);
+            match (&healthy, was) {
+                (Ok(()), false) => tracing::info!(
+                    upstream = %pool.name, address = %address.url, "health check passes again"
+                ),
+                (Err(why), true) => tracing::warn!(
+                    upstream = %pool.name, address = %address.url,
+                    "health check failed, address left out: {why}"
+                ),
+                _ => {}
+            }
+        }
+    }
+}
+
+async fn probe(pool: &Pool, address: &Address, check: &HealthCheck) -> Result<(), String> {
+    let uri = upstream_uri(address, &check.path).map_err(|()| "malformed path".to_string())?;
+    let mut request = Request::new(empty_body());
+    *request.uri_mut() = uri;
+    match tokio::time::timeout(check.timeout, pool.client.request(request)).await {
+        Err(_) => Err(format!("no answer within {:?}", check.timeout)),
+        Ok(Err(error)) => Err(describe(&error)),
+        Ok(Ok(response)) => {
+            let status = response.status();
+            // The body is read so that the connection can be kept.
+            let _ = response.into_body().collect().await;
+            if status.is_success() || status.is_redirection() {
+                Ok(())
+            } else {
+                Err(format!("answered {status}"))
+            }
+        }
+    }
+}

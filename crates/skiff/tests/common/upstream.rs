@@ -1,0 +1,211 @@
+//! Real HTTP services on loopback for the gateway tests to put behind skiff: a hyper server
+//! that answers by path, counts what reaches it, and can be told to fail its health check;
+//! and a listener that breaks every connection off.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// A service that answers, by the last segment of the path:
+///
+/// | path | answer |
+/// |---|---|
+/// | `/healthz` | 200, or 503 once [`TestUpstream::set_healthy`] made it unhealthy |
+/// | `/fail` | 500 `upstream failed` |
+/// | `/slow?ms=N` | 200 after N ms |
+/// | `/big?n=BYTES` | BYTES bytes of `u` |
+/// | anything else | 200: `upstream NAME`, the method, path and query, the headers that tell what a proxy did, then `body=` and the request body |
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct State {
+    name: String,
+    healthy: AtomicBool,
+    /// Requests other than health checks.
+    requests: AtomicUsize,
+    health_checks: AtomicUsize,
+}
+
+/// Headers the echo reports, when present.
+const REPORTED: [&str; 12] = [
+    "host",
+    "x-seen-by",
+    "x-rewritten-by",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "skiff-request-id",
+    "skiff-client-addr",
+    "skiff-component",
+    "traceparent",
+    "connection",
+    "authorization",
+];
+
+impl TestUpstream {
+    pub async fn start(name: &str) -> TestUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State {
+            name: name.to_string(),
+            healthy: AtomicBool::new(true),
+            requests: AtomicUsize::new(0),
+            health_checks: AtomicUsize::new(0),
+        });
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(answer(&state, request).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        TestUpstream { addr, state, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests that reached it, health checks left out.
+    pub fn requests(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn health_checks(&self) -> usize {
+        self.state.health_checks.load(Ordering::SeqCst)
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.state.healthy.store(healthy, Ordering::SeqCst);
+    }
+}
+
+impl Drop for TestUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or("").to_string();
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    if path == "/healthz" {
+        state.health_checks.fetch_add(1, Ordering::SeqCst);
+        let status = if state.healthy.load(Ordering::SeqCst) {
+            200
+        } else {
+            503
+        };
+        return respond(status, "health\n".into());
+    }
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    // The last segment picks the answer, whatever route prefix the request came through.
+    let last = &path[path.rfind('/').unwrap_or(0)..];
+    match last {
+        "/fail" => respond(500, "upstream failed\n".into()),
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(param("ms").unwrap_or(1000))).await;
+            respond(200, format!("slow {}\n", state.name).into())
+        }
+        "/big" => respond(200, vec![b'u'; param("n").unwrap_or(0) as usize].into()),
+        _ => {
+            let mut text = format!(
+                "upstream {}\nmethod={}\npath={}\n",
+                state.name,
+                request.method(),
+                request.uri().path_and_query().map_or("/", |pq| pq.as_str())
+            );
+            for name in REPORTED {
+                for value in request.headers().get_all(name) {
+                    text.push_str(&format!("{name}={}\n", value.to_str().unwrap_or("?")));
+                }
+            }
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let mut out = text.into_bytes();
+            out.extend_from_slice(b"body=");
+            out.extend_from_slice(&body);
+            respond(200, out.into())
+        }
+    }
+}
+
+fn respond(status: u16, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+    response
+        .headers_mut()
+        .insert("x-upstream", "yes".parse().unwrap());
+    response
+}
+
+/// A listener that accepts connections, reads the request's first bytes, and closes the
+/// connection without a word: an upstream that crashes mid-request.
+pub struct Resetting {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Resetting {
+    pub async fn start() -> Resetting {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut buffer = [0u8; 1024];
+                let _ = stream.read(&mut buffer).await;
+                drop(stream);
+            }
+        });
+        Resetting {
+            addr,
+            accepted,
+            task,
+        }
+    }
+}
+
+impl Drop for Resetting {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A loopback port with nothing listening on it.
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
