@@ -1,8 +1,9 @@
 //! What the HTTP trigger serves: apps, how a request picks one, and the limits on what a
 //! client may send.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -10,7 +11,7 @@ use hyper::body::Incoming;
 use skiff_manifest::RouteTable;
 use skiff_runtime::{INTERNAL_DOMAIN, InProcessCalls, LoadedApp, ResponseBody};
 
-use crate::upstream::Upstreams;
+use crate::upstream::{ClientUpgrade, Upstreams};
 
 use crate::{AppMetrics, HttpMetrics};
 
@@ -78,6 +79,9 @@ pub struct HttpApp {
     pub(crate) internal_names: Vec<String>,
     /// The services outside the app that its routes send requests to.
     pub(crate) upstreams: Upstreams,
+    /// Clients' requests to switch protocols (WebSocket handshakes) on their way through a
+    /// middleware chain to an upstream, by request id.
+    pub(crate) upgrades: Mutex<HashMap<u64, ClientUpgrade>>,
 }
 
 impl HttpApp {
@@ -99,6 +103,7 @@ impl HttpApp {
             consumer_names,
             internal_names,
             upstreams,
+            upgrades: Mutex::default(),
             metrics: None,
             tenant: "".into(),
         }

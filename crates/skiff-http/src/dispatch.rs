@@ -21,7 +21,7 @@ use skiff_runtime::{
 use crate::body::BodyReadTimeout;
 use crate::metrics::RouteMetrics;
 use crate::reply::plain;
-use crate::upstream::Forwarded;
+use crate::upstream::{ClientUpgrade, Forwarded};
 use crate::{
     AppSource, BASE_PATH, CLIENT_ADDR, COMPONENT, HttpApp, MATCHED_ROUTE, PATH_INFO, REQUEST_ID,
     Selected,
@@ -120,6 +120,13 @@ pub(crate) async fn dispatch(
         path_info: HeaderValue::from_str(matched.path_info).ok(),
         metrics: app.metrics.as_ref().and_then(|m| m.route(matched.route)),
     };
+    // A WebSocket handshake on a chain to an upstream: the middleware sees an ordinary request
+    // (wasi:http has no `Upgrade`), and the upstream hop switches the connection if the
+    // chain lets the request through.
+    let upgrade = matches!(route.target, RouteTarget::Upstream(_))
+        .then(|| ClientUpgrade::take(&mut request))
+        .flatten()
+        .map(|upgrade| PendingUpgrade::hold(&app, request_id, upgrade));
     let request = request.map(|body| limited_body(body, limits, request_id));
     let origin = Origin {
         arrived,
@@ -130,7 +137,64 @@ pub(crate) async fn dispatch(
         depth: 0,
         chain,
     };
-    serve(&app, target, request, origin, request_id).await
+    let mut response = serve(&app, target, request, origin, request_id).await;
+    if let Some(upgrade) = upgrade {
+        upgrade.finish(&mut response);
+    }
+    response
+}
+
+/// A client's request to switch protocols, held for the upstream hop of its chain, which
+/// takes it by the request id. Whatever the chain did, it is gone once the chain answered.
+struct PendingUpgrade<'a> {
+    app: &'a HttpApp,
+    request_id: u64,
+    protocol: HeaderValue,
+}
+
+impl<'a> PendingUpgrade<'a> {
+    fn hold(app: &'a HttpApp, request_id: u64, upgrade: ClientUpgrade) -> Self {
+        let protocol = upgrade.protocol.clone();
+        app.upgrades
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(request_id, upgrade);
+        PendingUpgrade {
+            app,
+            request_id,
+            protocol,
+        }
+    }
+
+    /// If the upstream switched (its hop took the upgrade) and the chain passed its `101` on,
+    /// gives the answer back the `Upgrade` and `Connection` a guest cannot set.
+    fn finish(self, response: &mut Response<ResponseBody>) {
+        let taken = self
+            .app
+            .upgrades
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.request_id)
+            .is_none();
+        if taken && response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let headers = response.headers_mut();
+            headers.insert(
+                http::header::CONNECTION,
+                HeaderValue::from_static("upgrade"),
+            );
+            headers.insert(http::header::UPGRADE, self.protocol.clone());
+        }
+    }
+}
+
+impl Drop for PendingUpgrade<'_> {
+    fn drop(&mut self) {
+        self.app
+            .upgrades
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.request_id);
+    }
 }
 
 /// A client's request body as guests and upstreams get it: one without a declared length is
@@ -286,18 +350,7 @@ where
                 %method, status = response.status().as_u16(), "served"
             );
             record_outcome(&trace, response.status(), None);
-            if !trace.is_recording() {
-                return response;
-            }
-            // The request's span ends with its response body, which the guest may still be
-            // writing: the body holds the span until it is done.
-            response.map(|body| {
-                body.map_frame(move |frame| {
-                    let _span = &trace;
-                    frame
-                })
-                .boxed_unsync()
-            })
+            held_until_sent(response, trace)
         }
         Err(err) => {
             let status = status_for(&err);
@@ -729,6 +782,8 @@ where
     });
     // The upstream continues the request's trace.
     trace.inject(request.headers_mut());
+    // A WebSocket handshake: the upstream may switch the connection to its protocol.
+    let upgrade = ClientUpgrade::take(&mut request);
     let host = request.headers().get(HOST).cloned();
     let forwarded = Forwarded {
         request_id,
@@ -736,7 +791,7 @@ where
         host: host.as_ref(),
     };
     let method = request.method().clone();
-    let response = pool.forward(request, forwarded).await;
+    let response = pool.forward(request, forwarded, upgrade).await;
     let status = response.status();
     if let Some(metrics) = metrics {
         metrics.answered(status.as_u16(), edge.arrived.elapsed().as_secs_f64());
@@ -746,6 +801,15 @@ where
         %method, status = status.as_u16(), "forwarded"
     );
     record_outcome(&trace, status, None);
+    held_until_sent(response, trace)
+}
+
+/// The request's span ends with its response body, which the guest or the upstream may still
+/// be sending: the body holds the span until it is done.
+fn held_until_sent(
+    response: Response<ResponseBody>,
+    trace: TraceContext,
+) -> Response<ResponseBody> {
     if !trace.is_recording() {
         return response;
     }

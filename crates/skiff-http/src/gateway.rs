@@ -105,7 +105,13 @@ impl HttpApp {
                         client: client_of(&request),
                         host: host.as_ref(),
                     };
-                    return Ok(pool.forward(request, forwarded).await);
+                    // A WebSocket handshake the chain let through (see dispatch).
+                    let upgrade = self
+                        .upgrades
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&request_id);
+                    return Ok(pool.forward(request, forwarded, upgrade).await);
                 }
             };
             // The hop sees the route's headers as a routed request would, for the path it was

@@ -209,11 +209,15 @@ impl Pool {
     }
 
     /// Sends `request` to the upstream and returns its answer, or skiff's answer for a
-    /// failure. The path and query are the request's, below the address's base path.
+    /// failure. The path and query are the request's, below the address's base path. With
+    /// `upgrade`, the request asks the upstream to switch protocols (a WebSocket handshake);
+    /// if it agrees, the client's connection and the upstream's are joined once the `101`
+    /// is sent.
     pub(crate) async fn forward<B>(
         &self,
         request: Request<B>,
         forwarded: Forwarded<'_>,
+        upgrade: Option<ClientUpgrade>,
     ) -> Response<ResponseBody>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -222,6 +226,14 @@ impl Pool {
         let request_id = forwarded.request_id;
         let (mut parts, body) = request.into_parts();
         prepare_headers(&mut parts.headers, &forwarded);
+        if let Some(upgrade) = &upgrade {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts
+                .headers
+                .insert(header::UPGRADE, upgrade.protocol.clone());
+        }
         let path_and_query = match parts.uri.path_and_query() {
             Some(pq) if pq.as_str().starts_with('/') => pq.as_str().to_string(),
             Some(pq) => format!("/{}", pq.as_str()),
@@ -266,6 +278,18 @@ impl Pool {
             )
             .await;
             let error = match sent {
+                Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    return match upgrade {
+                        Some(upgrade) => switch(response, upgrade, request_id, &self.name),
+                        None => {
+                            tracing::warn!(
+                                request_id, upstream = %self.name, address = %address.url,
+                                "the upstream switched protocols unasked"
+                            );
+                            bad_gateway(&self.name, request_id, false)
+                        }
+                    };
+                }
                 Ok(Ok(response)) => return answer(response),
                 Ok(Err(error)) => error,
                 Err(_) => {
@@ -297,6 +321,81 @@ impl Pool {
             return bad_gateway(&self.name, request_id, connect_failed);
         }
     }
+}
+
+/// A client's request to switch protocols: the protocol (`websocket`), and its connection,
+/// to be taken over once the answer is `101`.
+pub(crate) struct ClientUpgrade {
+    pub protocol: HeaderValue,
+    pub connection: hyper::upgrade::OnUpgrade,
+}
+
+impl ClientUpgrade {
+    /// The upgrade a client's request asks for (`Connection: upgrade` and `Upgrade`), taken
+    /// out of it; `None` for an ordinary request.
+    pub(crate) fn take<B>(request: &mut Request<B>) -> Option<ClientUpgrade> {
+        let asks = request
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+        let protocol = request.headers().get(header::UPGRADE)?.clone();
+        if !asks {
+            return None;
+        }
+        let connection = request
+            .extensions_mut()
+            .remove::<hyper::upgrade::OnUpgrade>()?;
+        Some(ClientUpgrade {
+            protocol,
+            connection,
+        })
+    }
+}
+
+/// The upstream agreed to switch protocols: the client gets its `101` (with the `Upgrade` and
+/// `Connection` that say so), and once both sides have switched, a task copies bytes both
+/// ways until either closes.
+fn switch(
+    mut response: Response<hyper::body::Incoming>,
+    client: ClientUpgrade,
+    request_id: u64,
+    name: &str,
+) -> Response<ResponseBody> {
+    let upstream = hyper::upgrade::on(&mut response);
+    let name = name.to_string();
+    tokio::spawn(async move {
+        match tokio::try_join!(client.connection, upstream) {
+            Ok((client, upstream)) => {
+                let mut client = hyper_util::rt::TokioIo::new(client);
+                let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+                match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    Ok((up, down)) => tracing::debug!(
+                        request_id, upstream = %name,
+                        "switched connection closed after {up} bytes up, {down} down"
+                    ),
+                    Err(error) => tracing::debug!(
+                        request_id, upstream = %name, "switched connection broke off: {error}"
+                    ),
+                }
+            }
+            Err(error) => tracing::warn!(
+                request_id, upstream = %name, "switching protocols failed: {error}"
+            ),
+        }
+    });
+    let (mut parts, _) = response.into_parts();
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
+    remove_hop_by_hop(&mut parts.headers);
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Some(protocol) = protocol {
+        parts.headers.insert(header::UPGRADE, protocol);
+    }
+    Response::from_parts(parts, empty_body())
 }
 
 /// The upstream's answer, its hop-by-hop headers removed.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::upstream::{Resetting, TestUpstream, closed_port};
 use common::{Server, app_dir, client, get, guest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An app folder with `manifest` (after `[app]`) and the gateway guest as `gw.wasm`.
 fn gateway_app(manifest: &str) -> tempfile::TempDir {
@@ -434,7 +435,6 @@ async fn no_request_reaches_a_service_the_manifest_did_not_name() {
 
 /// Writes `raw` to `stream` and reads the answer until the server closes.
 async fn raw_exchange(mut stream: tokio::net::TcpStream, raw: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream.write_all(raw.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await.unwrap();
@@ -512,4 +512,84 @@ async fn a_component_route_can_have_middleware_too() {
     assert!(body.contains("skiff-matched-route=/api/...\n"), "{body}");
     assert!(body.contains("skiff-path-info=/users/1\n"), "{body}");
     assert!(body.contains("skiff-component=api\n"), "{body}");
+}
+
+#[tokio::test]
+async fn a_websocket_upgrade_passes_through_an_upstream_route_and_its_middleware() {
+    let upstream = TestUpstream::start("ws").await;
+    let route = |name: &str, middleware: &str| {
+        format!(
+            "[upstream.{name}]\nurl = \"{}\"\nroute = \"/{name}/...\"\nmiddleware = [{middleware}]\n",
+            upstream.url()
+        )
+    };
+    let manifest = [
+        component("pass", "forward", ""),
+        component("auth", "auth", ""),
+        route("direct", ""),
+        route("chained", "\"auth\", \"pass\""),
+    ]
+    .concat();
+    let dir = gateway_app(&manifest);
+    let server = up(&dir);
+    for (path, token) in [
+        ("/direct/ws", ""),
+        ("/chained/ws", "Authorization: Bearer letmein\r\n"),
+    ] {
+        let mut stream = websocket_handshake(&server, path, token).await;
+        let head = read_head(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{path}: {head}");
+        let lower = head.to_ascii_lowercase();
+        assert!(lower.contains("upgrade: websocket"), "{path}: {head}");
+        assert!(lower.contains("connection: upgrade"), "{path}: {head}");
+        // From here on the bytes are the upstream's: skiff copies them both ways, unframed.
+        for message in ["hello", "again"] {
+            stream.write_all(message.as_bytes()).await.unwrap();
+            let mut buffer = [0u8; 64];
+            let n = stream.read(&mut buffer).await.unwrap();
+            assert_eq!(&buffer[..n], format!("echo:{message}").as_bytes(), "{path}");
+        }
+    }
+    // A middleware that refuses the handshake keeps it from the upstream.
+    let before = upstream.requests();
+    let mut stream = websocket_handshake(&server, "/chained/ws", "").await;
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert_eq!(upstream.requests(), before);
+    // The host goes on serving ordinary requests on the routes.
+    for path in ["/direct/plain", "/chained/plain"] {
+        let (status, _, body) = request(&server, path, &[TOKEN]).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+}
+
+/// Opens a connection to `server` and sends a WebSocket handshake for `path`, with `extra`
+/// header lines.
+async fn websocket_handshake(server: &Server, path: &str, extra: &str) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(server.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let handshake = format!(
+        "GET {path} HTTP/1.1\r\nHost: example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+    );
+    stream.write_all(handshake.as_bytes()).await.unwrap();
+    stream
+}
+
+/// Reads a response head (up to the blank line) from `stream`.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).await.unwrap();
+        assert_eq!(
+            n,
+            1,
+            "the connection closed in the head: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
 }

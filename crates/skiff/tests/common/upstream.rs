@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 /// | `/fail` | 500 `upstream failed` |
 /// | `/slow?ms=N` | 200 after N ms |
 /// | `/big?n=BYTES` | BYTES bytes of `u` |
+/// | `/ws` with `Upgrade` | 101, then every byte sent back prefixed by `echo:` per read |
 /// | anything else | 200: `upstream NAME`, the method, path and query, the headers that tell what a proxy did, then `body=` and the request body |
 pub struct TestUpstream {
     pub addr: SocketAddr,
@@ -77,7 +78,7 @@ impl TestUpstream {
                         async move { Ok::<_, Infallible>(answer(&state, request).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .await;
                 });
             }
@@ -137,6 +138,7 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
             respond(200, format!("slow {}\n", state.name).into())
         }
         "/big" => respond(200, vec![b'u'; param("n").unwrap_or(0) as usize].into()),
+        "/ws" if request.headers().contains_key("upgrade") => switch_to_echo(request),
         _ => {
             let mut text = format!(
                 "upstream {}\nmethod={}\npath={}\n",
@@ -156,6 +158,32 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
             respond(200, out.into())
         }
     }
+}
+
+/// Agrees to switch protocols, then echoes what arrives on the switched connection.
+fn switch_to_echo(mut request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut io = TokioIo::new(upgraded);
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = io.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+            let mut out = b"echo:".to_vec();
+            out.extend_from_slice(&buffer[..n]);
+            if io.write_all(&out).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut response = respond(101, Bytes::new());
+    let headers = response.headers_mut();
+    headers.insert("upgrade", "websocket".parse().unwrap());
+    headers.insert("connection", "upgrade".parse().unwrap());
+    response
 }
 
 fn respond(status: u16, body: Bytes) -> Response<Full<Bytes>> {

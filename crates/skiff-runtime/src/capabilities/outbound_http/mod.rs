@@ -45,7 +45,7 @@ use wasmtime_wasi_http::{
 
 use super::{Capability, InstanceIdentity, LoadContext, warn_for};
 use crate::error::LoadError;
-use crate::metrics::OutboundOutcome;
+use crate::metrics::{ComponentMetrics, OutboundOutcome};
 use crate::trace::TraceContext;
 
 /// `wasi:http`: the types every HTTP component uses, and the outgoing handler this capability
@@ -397,23 +397,8 @@ impl OutboundHttp {
         let metrics = self.identity.metrics.clone();
         Box::new(async move {
             let result = call.await;
-            let outcome = match &result {
-                Ok(response) => {
-                    span.set_attribute(KeyValue::new(
-                        "http.response.status_code",
-                        i64::from(response.status().as_u16()),
-                    ));
-                    OutboundOutcome::Response
-                }
-                Err(err) => {
-                    span.set_error(format!("{err:?}"));
-                    OutboundOutcome::Failed
-                }
-            };
-            span.end();
-            if let Some(metrics) = metrics {
-                metrics.outbound(outcome);
-            }
+            let status = result.as_ref().map(|response| response.status());
+            finish_span(span, metrics, status);
             let done: Box<dyn Future<Output = Result<(), Error>> + Send> =
                 Box::new(async { Ok(()) });
             result.map(|response| (response, done))
@@ -519,28 +504,38 @@ impl WasiHttpHooks for OutboundHttp {
         };
         Box::new(async move {
             let result = send.await;
-            let outcome = match &result {
-                Ok((response, _)) => {
-                    span.set_attribute(KeyValue::new(
-                        "http.response.status_code",
-                        i64::from(response.status().as_u16()),
-                    ));
-                    OutboundOutcome::Response
-                }
-                Err(err) => {
-                    span.set_error(format!("{err:?}"));
-                    match err {
-                        Error::DestinationIpProhibited => OutboundOutcome::Denied,
-                        _ => OutboundOutcome::Failed,
-                    }
-                }
-            };
-            span.end();
-            if let Some(metrics) = metrics {
-                metrics.outbound(outcome);
-            }
+            let status = result.as_ref().map(|(response, _)| response.status());
+            finish_span(span, metrics, status);
             result
         })
+    }
+}
+
+/// Ends an outgoing request's client span with how it went, and counts it.
+fn finish_span(
+    span: TraceContext,
+    metrics: Option<ComponentMetrics>,
+    status: Result<http::StatusCode, &Error>,
+) {
+    let outcome = match status {
+        Ok(status) => {
+            span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status.as_u16()),
+            ));
+            OutboundOutcome::Response
+        }
+        Err(err) => {
+            span.set_error(format!("{err:?}"));
+            match err {
+                Error::DestinationIpProhibited => OutboundOutcome::Denied,
+                _ => OutboundOutcome::Failed,
+            }
+        }
+    };
+    span.end();
+    if let Some(metrics) = metrics {
+        metrics.outbound(outcome);
     }
 }
 
