@@ -62,6 +62,16 @@ pub enum LoadErrorKind {
         expected: &'static str,
         hint: String,
     },
+    /// An upstream's address (written as an IP) that the host's outbound policy does not let
+    /// apps reach.
+    #[error(
+        "`upstream.{upstream}`: {address} is an address this host does not let apps reach: {reason}"
+    )]
+    Upstream {
+        upstream: String,
+        address: String,
+        reason: &'static str,
+    },
 }
 
 impl LoadError {

@@ -380,12 +380,39 @@ impl Loader<'_> {
                 load_outcome: outcome,
             }));
         }
+        check_upstreams(&app, self.config.allow_private_outbound)?;
         Ok(LoadedApp {
             app,
             components,
             allow_private_outbound: self.config.allow_private_outbound,
         })
     }
+}
+
+/// Refuses an upstream address, written as an IP, that the host's outbound policy does not
+/// let apps reach (the host itself or the cloud metadata service, or any private address on
+/// a host that allows public ones only), so that a deploy says so rather than every request
+/// failing. Names are checked when they are resolved, at connect time.
+fn check_upstreams(app: &App, allow_private: bool) -> Result<(), LoadError> {
+    for upstream in &app.upstreams {
+        for url in &upstream.urls {
+            let Ok(ip) = url.host.parse::<std::net::IpAddr>() else {
+                continue;
+            };
+            let destination = crate::Destination::new(&url.host, allow_private);
+            if !destination.admits(ip) {
+                return Err(LoadError::new(
+                    &app.manifest_path,
+                    LoadErrorKind::Upstream {
+                        upstream: upstream.name.clone(),
+                        address: url.to_string(),
+                        reason: destination.refusal(),
+                    },
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a component that cannot do what the manifest's triggers ask of it: a route or a

@@ -593,3 +593,38 @@ async fn read_head(stream: &mut tokio::net::TcpStream) -> String {
     }
     String::from_utf8_lossy(&head).into_owned()
 }
+
+#[tokio::test]
+async fn a_shared_host_keeps_tenants_upstreams_to_public_addresses() {
+    let service = TestUpstream::start("private").await;
+    let host = common::host::Host::start();
+    let token = host.tenant("acme", &[]);
+    // An address written out: refused at deploy, naming the upstream and why.
+    let dir = gateway_app(&format!(
+        "[upstream.svc]\nurl = \"{}\"\nroute = \"/...\"\n",
+        service.url()
+    ));
+    let out = host.deploy(&token, dir.path(), "literal");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`upstream.svc`")
+            && stderr.contains("lets apps reach public addresses only"),
+        "{stderr}"
+    );
+    // A name that resolves to the host itself: refused when it is resolved.
+    let dir = gateway_app(&format!(
+        "[upstream.svc]\nurl = \"http://localhost:{}\"\nroute = \"/...\"\n",
+        service.addr.port()
+    ));
+    host.deploy_ok(&token, dir.path(), "named");
+    let (status, body) = host.get("named", "/x").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("could not be reached"), "{body}");
+    assert_eq!(service.requests(), 0);
+    let logs = host.server.wait_for_log("which the app may not reach");
+    assert!(
+        logs.contains("this host lets apps reach public addresses only"),
+        "{logs}"
+    );
+}
