@@ -70,7 +70,7 @@ impl HttpApp {
                 route_name: self.internal_names.get(index).map_or("", String::as_str),
                 matched_route: None,
                 path_info: None,
-                metrics: None,
+                metrics: self.metrics.as_ref().and_then(|m| m.internal(index)),
             };
             Ok(serve(&self, target, request, origin, request_id).await)
         })

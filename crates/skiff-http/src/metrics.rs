@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use skiff_manifest::App;
-use skiff_runtime::InvokeError;
+use skiff_runtime::{INTERNAL_DOMAIN, InvokeError};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
@@ -109,8 +109,11 @@ impl HttpMetrics {
     }
 
     /// The handles of every route of `app`. `tenant` is empty outside a multi-tenant host.
-    /// Scheduled runs count like requests, under the route `schedule[<index>]`, and messages
-    /// delivered as requests under `consume[<queue>]`.
+    /// Scheduled runs count like requests, under the route `schedule[<index>]`, messages
+    /// delivered as requests under `consume[<queue>]`, and the in-process calls a component
+    /// gets from others of its app under `<id>.skiff.internal` (for components some other may
+    /// call). A request through a middleware chain counts once, under its route, labelled with
+    /// what answers the route.
     pub fn for_app(&self, tenant: &str, app: &App) -> AppMetrics {
         let routes = app
             .routes
@@ -133,10 +136,20 @@ impl HttpMetrics {
                 self.route_metrics(tenant, app, component, &format!("consume[{}]", c.queue))
             })
             .collect();
+        let internal = (0..app.components.len())
+            .map(|index| {
+                app.reachable_in_process(index).then(|| {
+                    let component = component_id(app, index);
+                    let route = format!("{component}.{INTERNAL_DOMAIN}");
+                    self.route_metrics(tenant, app, component, &route)
+                })
+            })
+            .collect();
         AppMetrics {
             routes,
             schedules,
             consumers,
+            internal,
         }
     }
 
@@ -222,6 +235,8 @@ pub struct AppMetrics {
     routes: Vec<RouteMetrics>,
     schedules: Vec<RouteMetrics>,
     consumers: Vec<RouteMetrics>,
+    /// By component: its in-process calls, if any component may call it.
+    internal: Vec<Option<RouteMetrics>>,
 }
 
 impl AppMetrics {
@@ -235,6 +250,10 @@ impl AppMetrics {
 
     pub(crate) fn consumer(&self, index: usize) -> Option<&RouteMetrics> {
         self.consumers.get(index)
+    }
+
+    pub(crate) fn internal(&self, component: usize) -> Option<&RouteMetrics> {
+        self.internal.get(component)?.as_ref()
     }
 }
 

@@ -77,7 +77,13 @@ async fn components_call_each_other_in_process_only_where_the_manifest_names_the
     ]
     .concat();
     let dir = gateway_app(&manifest);
-    let server = up(&dir);
+    let toml = dir.path().join("skiff.toml");
+    let server = Server::start(&[
+        "up",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        toml.to_str().unwrap(),
+    ]);
 
     let (status, body) = get(&server, "/front/x?q=1").await;
     assert_eq!(status, 200, "{body}");
@@ -98,6 +104,24 @@ async fn components_call_each_other_in_process_only_where_the_manifest_names_the
         assert_eq!(status, 502, "{path}: {body}");
         assert!(body.contains("HttpRequestDenied"), "{path}: {body}");
     }
+    // The callee's calls are counted as its own, apart from the routes'.
+    let metrics_url = server
+        .stdout_lines
+        .iter()
+        .find_map(|line| line.strip_prefix("Metrics "))
+        .unwrap();
+    let text = client()
+        .get(metrics_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = "skiff_http_requests_total{tenant=\"\",app=\"gateway\",component=\"back\",\
+                  route=\"back.skiff.internal\",status=\"2xx\"}";
+    assert!(text.contains(&format!("{series} 2\n")), "{text}");
+
     let logs = server.wait_for_log("http://back.skiff.internal");
     assert!(
         logs.contains("refused in-process request to component `back`"),
