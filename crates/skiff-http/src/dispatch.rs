@@ -784,6 +784,16 @@ where
     trace.inject(request.headers_mut());
     // A WebSocket handshake: the upstream may switch the connection to its protocol.
     let upgrade = ClientUpgrade::take(&mut request);
+    // HTTP/2 carries the authority in the URI, not in `Host`: the upstream gets it as `Host`,
+    // as an HTTP/1 client would have sent it.
+    if !request.headers().contains_key(HOST)
+        && let Some(value) = request
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        request.headers_mut().insert(HOST, value);
+    }
     let host = request.headers().get(HOST).cloned();
     let forwarded = Forwarded {
         request_id,

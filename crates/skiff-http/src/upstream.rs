@@ -225,6 +225,8 @@ impl Pool {
     {
         let request_id = forwarded.request_id;
         let (mut parts, body) = request.into_parts();
+        // Upstreams are spoken to in HTTP/1.1, whatever the client used.
+        parts.version = http::Version::HTTP_11;
         prepare_headers(&mut parts.headers, &forwarded);
         if let Some(upgrade) = &upgrade {
             parts

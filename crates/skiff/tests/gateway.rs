@@ -652,3 +652,38 @@ async fn a_shared_host_keeps_tenants_upstreams_to_public_addresses() {
         "{logs}"
     );
 }
+
+#[tokio::test]
+async fn an_http2_client_reaches_an_upstream_with_its_authority_as_host() {
+    use http_body_util::BodyExt;
+    let upstream = TestUpstream::start("svc").await;
+    let dir = gateway_app(&format!(
+        "[upstream.svc]\nurl = \"{}\"\nroute = \"/...\"\n",
+        upstream.url()
+    ));
+    let server = up(&dir);
+    let stream = tokio::net::TcpStream::connect(server.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::builder()
+        .uri("http://shop.example:8080/h2?x=1")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("path=/h2?x=1\n"), "{body}");
+    assert!(body.contains("host=shop.example:8080\n"), "{body}");
+    assert!(
+        body.contains("x-forwarded-host=shop.example:8080\n"),
+        "{body}"
+    );
+}
