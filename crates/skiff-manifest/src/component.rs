@@ -28,6 +28,7 @@ impl ComponentCx<'_> {
         format!("component.{}.{rest}", self.id)
     }
 
+    /// [`Source::field_error`], for the checks of this component and of its triggers.
     pub(crate) fn err(
         &self,
         span: Range<usize>,
@@ -35,12 +36,7 @@ impl ComponentCx<'_> {
         message: impl std::fmt::Display,
         help: impl Into<String>,
     ) -> ManifestError {
-        self.src.error(
-            Some(span),
-            field,
-            format!("`{field}`: {message}"),
-            help.into(),
-        )
+        self.src.field_error(span, field, message, help)
     }
 
     /// The component, and the in-process calls it is granted (`http://ID.skiff.internal`), to

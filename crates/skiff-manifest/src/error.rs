@@ -249,6 +249,23 @@ impl Source<'_> {
         }
     }
 
+    /// An error at `span` about `field` of a component's or an upstream's table, its message
+    /// led by the field's name so that it reads alone (in a log line, an API answer).
+    pub fn field_error(
+        &self,
+        span: Range<usize>,
+        field: &str,
+        message: impl fmt::Display,
+        help: impl Into<String>,
+    ) -> ManifestError {
+        self.error(
+            Some(span),
+            field,
+            format!("`{field}`: {message}"),
+            help.into(),
+        )
+    }
+
     fn locate(&self, span: Range<usize>) -> (Location, Snippet) {
         let text = self.text;
         let start = floor_char_boundary(text, span.start.min(text.len()));

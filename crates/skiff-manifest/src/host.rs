@@ -90,60 +90,20 @@ impl HostPattern {
         if rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return err("contains whitespace", format!("e.g. {EXAMPLES}"));
         }
-        if rest.is_empty() {
-            return err(
-                "the host is empty",
-                format!("name a host, or `*` for any: e.g. {EXAMPLES}"),
-            );
-        }
-
-        let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
-            let Some((addr, after)) = inner.split_once(']') else {
-                return err(
-                    "unclosed `[`",
-                    "write IPv6 addresses as \"http://[::1]:8080\"".into(),
-                );
-            };
-            let Ok(ip) = addr.parse::<Ipv6Addr>() else {
-                return err(
-                    &format!("`{addr}` is not an IPv6 address"),
-                    "write IPv6 addresses as \"http://[::1]:8080\"".into(),
-                );
-            };
-            let port = match after {
-                "" => None,
-                _ => match after.strip_prefix(':') {
-                    Some(p) => Some(p),
-                    None => {
-                        return err(
-                            &format!("unexpected `{after}` after `]`"),
-                            format!("e.g. \"{scheme_str}://[{ip}]:8080\""),
-                        );
-                    }
-                },
-            };
-            (HostMatch::Ip(IpAddr::V6(ip)), port)
-        } else {
-            if rest.matches(':').count() > 1 {
-                return err(
-                    "too many `:` (IPv6 addresses must be in brackets)",
-                    format!("e.g. \"{scheme_str}://[::1]:8080\""),
-                );
-            }
-            let (host, port) = match rest.split_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (rest, None),
-            };
-            if host.is_empty() {
-                return err(
-                    "the host is empty",
-                    format!("name a host, or `*` for any: e.g. {EXAMPLES}"),
-                );
-            }
-            match parse_host(host) {
+        let words = AuthorityWords {
+            scheme: scheme_str,
+            ipv6_example: "::1",
+            empty_help: format!("name a host, or `*` for any: e.g. {EXAMPLES}"),
+            ipv6_help: "write IPv6 addresses as \"http://[::1]:8080\"",
+            too_many_colons: "too many `:` (IPv6 addresses must be in brackets)",
+        };
+        let (host, port) = match split_authority(rest, &words) {
+            Err((what, help)) => return err(&what, help),
+            Ok((AuthorityHost::Ipv6(ip), port)) => (HostMatch::Ip(IpAddr::V6(ip)), port),
+            Ok((AuthorityHost::Other(host), port)) => match parse_host(host) {
                 Ok(h) => (h, port),
                 Err(what) => return err(&what.to_string(), format!("e.g. {EXAMPLES}")),
-            }
+            },
         };
 
         let explicit_port = port.is_some();
@@ -232,6 +192,81 @@ impl HostPattern {
     pub fn port(&self) -> PortPattern {
         self.port
     }
+}
+
+/// What a caller of [`split_authority`] says in its errors, where host patterns and upstream
+/// URLs word them differently: each gives its own examples.
+pub(crate) struct AuthorityWords<'a> {
+    /// The scheme that examples of a port are written with.
+    pub scheme: &'a str,
+    /// The IPv6 address of the example for a host with more than one `:`.
+    pub ipv6_example: &'a str,
+    /// The help for an empty host.
+    pub empty_help: String,
+    /// The help for an unclosed `[`, or brackets around anything but an IPv6 address.
+    pub ipv6_help: &'a str,
+    /// The message for a host with more than one `:` outside brackets.
+    pub too_many_colons: &'a str,
+}
+
+/// The host of an authority, as [`split_authority`] finds it.
+pub(crate) enum AuthorityHost<'a> {
+    /// A bracketed IPv6 address, `[addr]`.
+    Ipv6(Ipv6Addr),
+    /// Anything else: not empty and without `:`, for the caller to check.
+    Other(&'a str),
+}
+
+/// Splits the authority of a host pattern or an upstream URL, `HOST[:PORT]` or
+/// `[IPV6][:PORT]` (user info, path and the rest already refused by the caller), into its
+/// host and the text of its port, if a `:` is written. Host patterns and upstream URLs share
+/// these rules; an error is a message and a help, worded by `words`.
+pub(crate) fn split_authority<'a>(
+    authority: &'a str,
+    words: &AuthorityWords,
+) -> Result<(AuthorityHost<'a>, Option<&'a str>), (String, String)> {
+    let empty = || Err(("the host is empty".to_string(), words.empty_help.clone()));
+    if authority.is_empty() {
+        return empty();
+    }
+    if let Some(inner) = authority.strip_prefix('[') {
+        let Some((addr, after)) = inner.split_once(']') else {
+            return Err(("unclosed `[`".into(), words.ipv6_help.into()));
+        };
+        let Ok(ip) = addr.parse::<Ipv6Addr>() else {
+            return Err((
+                format!("`{addr}` is not an IPv6 address"),
+                words.ipv6_help.into(),
+            ));
+        };
+        let port = match after {
+            "" => None,
+            _ => match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None => {
+                    return Err((
+                        format!("unexpected `{after}` after `]`"),
+                        format!("e.g. \"{}://[{ip}]:8080\"", words.scheme),
+                    ));
+                }
+            },
+        };
+        return Ok((AuthorityHost::Ipv6(ip), port));
+    }
+    if authority.matches(':').count() > 1 {
+        return Err((
+            words.too_many_colons.into(),
+            format!("e.g. \"{}://[{}]:8080\"", words.scheme, words.ipv6_example),
+        ));
+    }
+    let (host, port) = match authority.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    if host.is_empty() {
+        return empty();
+    }
+    Ok((AuthorityHost::Other(host), port))
 }
 
 fn parse_host(host: &str) -> Result<HostMatch, HostError> {

@@ -5,7 +5,7 @@
 //! query, a fragment, other schemes), and each of those deserves its own error and fix. Its
 //! timeouts are durations as everywhere in the manifest; its health check is optional.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv4Addr;
 use std::ops::Range;
 use std::str::FromStr;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::error::Source;
-use crate::host::validate_dns_name;
+use crate::host::{AuthorityHost, AuthorityWords, split_authority, validate_dns_name};
 use crate::owners::{Owner, Routes, check_name};
 use crate::raw::{RawHealthCheck, RawUpstream};
 use crate::refs::{self, Chain};
@@ -121,67 +121,29 @@ impl UpstreamUrl {
                 ),
             );
         }
-        if authority.is_empty() {
-            return err(
-                "the host is empty",
-                format!("name the host, e.g. {URL_EXAMPLES}"),
-            );
-        }
-
-        let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
-            let Some((addr, after)) = inner.split_once(']') else {
-                return err(
-                    "unclosed `[`",
-                    "write IPv6 addresses in brackets, e.g. \"http://[fd00::7]:8080\"".into(),
-                );
-            };
-            let Ok(ip) = addr.parse::<Ipv6Addr>() else {
-                return err(
-                    &format!("`{addr}` is not an IPv6 address"),
-                    "write IPv6 addresses in brackets, e.g. \"http://[fd00::7]:8080\"".into(),
-                );
-            };
-            let port = match after {
-                "" => None,
-                _ => match after.strip_prefix(':') {
-                    Some(p) => Some(p),
-                    None => {
+        let words = AuthorityWords {
+            scheme: "http",
+            ipv6_example: "fd00::7",
+            empty_help: format!("name the host, e.g. {URL_EXAMPLES}"),
+            ipv6_help: "write IPv6 addresses in brackets, e.g. \"http://[fd00::7]:8080\"",
+            too_many_colons: "too many `:` (IPv6 addresses are written in brackets)",
+        };
+        let (host, port) = match split_authority(authority, &words) {
+            Err((what, help)) => return err(&what, help),
+            Ok((AuthorityHost::Ipv6(ip), port)) => (ip.to_string(), port),
+            Ok((AuthorityHost::Other(host), port)) => {
+                if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+                    if host.parse::<Ipv4Addr>().is_err() {
                         return err(
-                            &format!("unexpected `{after}` after `]`"),
-                            format!("e.g. \"http://[{ip}]:8080\""),
+                            &format!("`{host}` is not an IPv4 address"),
+                            format!("write four numbers from 0 to 255, e.g. {URL_EXAMPLES}"),
                         );
                     }
-                },
-            };
-            (ip.to_string(), port)
-        } else {
-            if authority.matches(':').count() > 1 {
-                return err(
-                    "too many `:` (IPv6 addresses are written in brackets)",
-                    "e.g. \"http://[fd00::7]:8080\"".into(),
-                );
-            }
-            let (host, port) = match authority.split_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            };
-            if host.is_empty() {
-                return err(
-                    "the host is empty",
-                    format!("name the host, e.g. {URL_EXAMPLES}"),
-                );
-            }
-            if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-                if host.parse::<Ipv4Addr>().is_err() {
-                    return err(
-                        &format!("`{host}` is not an IPv4 address"),
-                        format!("write four numbers from 0 to 255, e.g. {URL_EXAMPLES}"),
-                    );
+                } else if let Err(why) = validate_dns_name(host) {
+                    return err(&why.to_string(), format!("e.g. {URL_EXAMPLES}"));
                 }
-            } else if let Err(why) = validate_dns_name(host) {
-                return err(&why.to_string(), format!("e.g. {URL_EXAMPLES}"));
+                (host.to_ascii_lowercase(), port)
             }
-            (host.to_ascii_lowercase(), port)
         };
         let shown_host = if host.contains(':') {
             format!("[{host}]")
@@ -310,21 +272,6 @@ impl UpstreamCx<'_> {
         Owner::Upstream(self.name).field(rest)
     }
 
-    fn err(
-        &self,
-        span: Range<usize>,
-        field: &str,
-        message: impl std::fmt::Display,
-        help: impl Into<String>,
-    ) -> ManifestError {
-        self.src.error(
-            Some(span),
-            field,
-            format!("`{field}`: {message}"),
-            help.into(),
-        )
-    }
-
     fn build(
         &self,
         raw: RawUpstream,
@@ -344,7 +291,7 @@ impl UpstreamCx<'_> {
         )?;
         if own_routes.is_empty() {
             let span = raw.route.as_ref().map_or(self.span.clone(), Spanned::span);
-            return Err(self.err(
+            return Err(self.src.field_error(
                 span,
                 &self.field("route"),
                 format!("upstream `{name}` has no route, so no request would reach it"),
@@ -374,7 +321,7 @@ impl UpstreamCx<'_> {
             None => DEFAULT_RETRIES,
             Some(r) if *r.get_ref() <= MAX_RETRIES => *r.get_ref(),
             Some(r) => {
-                return Err(self.err(
+                return Err(self.src.field_error(
                     r.span(),
                     &self.field("retries"),
                     format!("{} retries are more than {MAX_RETRIES}", r.get_ref()),
@@ -408,7 +355,7 @@ impl UpstreamCx<'_> {
         let name = self.name;
         let list = match (url, urls) {
             (Some(_), Some(list)) => {
-                return Err(self.err(
+                return Err(self.src.field_error(
                     list.span(),
                     &self.field("urls"),
                     "both `url` and `urls` are set",
@@ -416,7 +363,7 @@ impl UpstreamCx<'_> {
                 ));
             }
             (None, None) => {
-                return Err(self.err(
+                return Err(self.src.field_error(
                     self.span.clone(),
                     &self.field("url"),
                     format!("upstream `{name}` has no `url`"),
@@ -431,7 +378,7 @@ impl UpstreamCx<'_> {
         };
         let field = self.field("urls");
         if list.get_ref().is_empty() {
-            return Err(self.err(
+            return Err(self.src.field_error(
                 list.span(),
                 &field,
                 "the list is empty",
@@ -439,7 +386,7 @@ impl UpstreamCx<'_> {
             ));
         }
         if list.get_ref().len() > MAX_UPSTREAM_URLS {
-            return Err(self.err(
+            return Err(self.src.field_error(
                 list.span(),
                 &field,
                 format!(
@@ -456,7 +403,7 @@ impl UpstreamCx<'_> {
         for (i, text) in list.get_ref().iter().enumerate() {
             let url = self.url(text, &format!("{field}[{i}]"))?;
             if let Some(first) = out.iter().position(|u| *u == url) {
-                return Err(self.err(
+                return Err(self.src.field_error(
                     text.span(),
                     &format!("{field}[{i}]"),
                     format!(
@@ -473,7 +420,7 @@ impl UpstreamCx<'_> {
 
     fn url(&self, text: &Spanned<String>, field: &str) -> Result<UpstreamUrl, ManifestError> {
         UpstreamUrl::parse(text.get_ref())
-            .map_err(|e| self.err(text.span(), field, e.message, e.help))
+            .map_err(|e| self.src.field_error(text.span(), field, e.message, e.help))
     }
 
     /// A duration such as `"2s"` or `"250ms"`: more than zero, at most a day.
@@ -490,7 +437,7 @@ impl UpstreamCx<'_> {
             Err(TimeoutError::TooLong) => format!("`{t}` is longer than a day"),
             Err(TimeoutError::NotADuration(e)) => format!("`{t}` is not a duration ({e})"),
         };
-        Err(self.err(
+        Err(self.src.field_error(
             text.span(),
             &self.field(rest),
             why,
@@ -502,7 +449,7 @@ impl UpstreamCx<'_> {
         let span = raw.span();
         let raw = raw.into_inner();
         let Some(path) = raw.path else {
-            return Err(self.err(
+            return Err(self.src.field_error(
                 span,
                 &self.field("health_check.path"),
                 "missing `path` (what to GET on each address)",
@@ -526,7 +473,7 @@ impl UpstreamCx<'_> {
             None
         };
         if let Some(what) = what {
-            return Err(self.err(
+            return Err(self.src.field_error(
                 path.span(),
                 &self.field("health_check.path"),
                 what,
@@ -541,7 +488,7 @@ impl UpstreamCx<'_> {
         if let Some(t) = &raw.interval
             && interval < MIN_HEALTH_INTERVAL
         {
-            return Err(self.err(
+            return Err(self.src.field_error(
                 t.span(),
                 &self.field("health_check.interval"),
                 format!("`{}` is shorter than 100ms", t.get_ref()),
@@ -553,7 +500,7 @@ impl UpstreamCx<'_> {
             Some(t) => {
                 let timeout = self.duration(t, "health_check.timeout", "timeout = \"2s\"")?;
                 if timeout > interval {
-                    return Err(self.err(
+                    return Err(self.src.field_error(
                         t.span(),
                         &self.field("health_check.timeout"),
                         format!(
