@@ -687,3 +687,24 @@ async fn an_http2_client_reaches_an_upstream_with_its_authority_as_host() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_long_chain_is_not_mistaken_for_a_loop() {
+    let upstream = TestUpstream::start("svc").await;
+    let ids: Vec<String> = (1..=10).map(|i| format!("m{i}")).collect();
+    let mut manifest: String = ids.iter().map(|id| component(id, "forward", "")).collect();
+    let list: Vec<String> = ids.iter().map(|id| format!("\"{id}\"")).collect();
+    manifest.push_str(&format!(
+        "[upstream.svc]\nurl = \"{}\"\nroute = \"/...\"\nmiddleware = [{}]\n",
+        upstream.url(),
+        list.join(", ")
+    ));
+    let dir = gateway_app(&manifest);
+    let server = up(&dir);
+    let (status, body) = get(&server, "/deep").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(&format!("x-seen-by={}\n", ids.join(","))),
+        "{body}"
+    );
+}

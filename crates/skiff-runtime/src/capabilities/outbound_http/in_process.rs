@@ -22,8 +22,9 @@ use wasmtime_wasi_http::{Error, WasiBody};
 /// The domain under which an app's components reach each other in process.
 pub const INTERNAL_DOMAIN: &str = "skiff.internal";
 
-/// How deeply in-process calls may nest (A calls B calls C ...). Past it a call fails with
-/// `loop-detected`: a loop (A calls B calls A) ends there instead of exhausting the host.
+/// How deeply calls into components may nest (A calls B calls C ...). Past it a call fails
+/// with `loop-detected`: a loop (A calls B calls A) ends there instead of exhausting the host.
+/// The hops of a middleware chain do not count: they only move forward.
 pub const MAX_CALL_DEPTH: u8 = 8;
 
 /// Who an in-process request goes to.
@@ -40,7 +41,8 @@ pub enum Callee<'a> {
 pub struct CallerInfo<'a> {
     /// The caller's request id: one id for every unit of work a request causes.
     pub request_id: u64,
-    /// How deep the callee is: 1 for a call from the unit of work the trigger started.
+    /// How deep the callee is in calls into components: 1 for a call from the unit of work
+    /// the trigger started; a chain's next hop is as deep as its caller.
     pub depth: u8,
     /// The calling component's id.
     pub component: &'a str,

@@ -361,7 +361,10 @@ impl OutboundHttp {
                 "this kind of work has no app to call into".to_string(),
             );
         };
-        if calls.depth >= MAX_CALL_DEPTH {
+        // A chain's hops move forward only, so they cannot loop and do not nest: only calls
+        // into components count towards the depth.
+        let into_component = matches!(to, InProcess::Component(_));
+        if into_component && calls.depth >= MAX_CALL_DEPTH {
             return refuse(
                 OutboundOutcome::Failed,
                 Error::LoopDetected,
@@ -375,7 +378,7 @@ impl OutboundHttp {
         span.inject(request.headers_mut());
         let caller = CallerInfo {
             request_id: self.identity.request_id,
-            depth: calls.depth + 1,
+            depth: calls.depth + u8::from(into_component),
             component: &self.identity.component,
         };
         let call = match &to {
