@@ -52,10 +52,23 @@
 # minutes once built; needs redis-server, a release build of skiff and the two bench crates,
 # built into $CARGO_TARGET_DIR/bench-queues). It writes the section "Queues: the transform
 # pipeline" of docs/performance.md. The other options go to queues.py.
+#
+#     bench/run.sh --gateway [--quick] [--reps N] [--duration S] [--no-both-cpus] [--no-write]
+#
+# --gateway runs bench/gateway.py instead of the suite: skiff as a reverse proxy in front of an
+# HTTP service (nginx answering `return 200`) against Debian's nginx as a plain reverse proxy
+# to the same service: req/s at 32 connections and p50/p99 at 1 connection with no middleware,
+# one (a header rewrite) and two, the cost of each middleware hop, and one component calling
+# another in process against the same call over loopback HTTP (about 15 minutes once built;
+# needs nginx, wrk, a release build of skiff and the gateway test guest, and
+# examples/gateway's jwt and limit when they build). It writes the section "Gateway: skiff in
+# front of a service, against nginx" of docs/performance.md. The other options go to
+# gateway.py.
 set -euo pipefail
 
 cluster=0
 queues=0
+gateway=0
 density=0
 distribution=0
 shim=0
@@ -64,6 +77,7 @@ for arg in "$@"; do
     case "$arg" in
         --cluster) cluster=1 ;;
         --queues) queues=1 ;;
+        --gateway) gateway=1 ;;
         --density) density=1 ;;
         --distribution) distribution=1 ;;
         --shim) shim=1 ;;
@@ -114,6 +128,9 @@ if [ "$cluster" = 1 ]; then
 fi
 if [ "$queues" = 1 ]; then
     needed+=(redis-server:redis-server)
+fi
+if [ "$gateway" = 1 ]; then
+    needed+=(nginx:nginx)
 fi
 if [ "$shim" = 1 ]; then
     # runwasi's shim library builds with protoc and libseccomp.
@@ -171,6 +188,32 @@ if [ "$queues" = 1 ]; then
     export NATIVE_CONSUMER="$CARGO_TARGET_DIR/bench-queues/release/native-consumer"
     say "running the queue benchmark"
     exec python3 "$repo/bench/queues.py" "$@"
+fi
+
+if [ "$gateway" = 1 ]; then
+    say "building skiff (release) and the gateway test guest"
+    cargo build --release -p skiff
+    if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+        rustup target add wasm32-wasip2
+    fi
+    cargo build --release --manifest-path tests/guests/Cargo.toml --target wasm32-wasip2 \
+        --target-dir "$CARGO_TARGET_DIR/guests" -p gateway-guest
+    export SKIFF="$CARGO_TARGET_DIR/release/skiff"
+    export GATEWAY_GUEST_WASM="$CARGO_TARGET_DIR/guests/wasm32-wasip2/release/gateway_guest.wasm"
+    # examples/gateway's JWT check and rate limit; without them gateway.py leaves that row out.
+    if [ -f examples/gateway/Cargo.toml ]; then
+        say "building examples/gateway's jwt and limit components"
+        if cargo build --release --manifest-path examples/gateway/Cargo.toml --target wasm32-wasip2 \
+            --target-dir "$CARGO_TARGET_DIR/bench-gateway" -p jwt -p limit; then
+            export JWT_WASM="$CARGO_TARGET_DIR/bench-gateway/wasm32-wasip2/release/jwt.wasm"
+            export LIMIT_WASM="$CARGO_TARGET_DIR/bench-gateway/wasm32-wasip2/release/limit.wasm"
+        else
+            say "examples/gateway did not build: measuring without the JWT check + rate limit"
+        fi
+    fi
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    say "running the gateway benchmark"
+    exec python3 "$repo/bench/gateway.py" "$@"
 fi
 
 if [ "$distribution" = 1 ]; then
