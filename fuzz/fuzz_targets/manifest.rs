@@ -157,7 +157,13 @@ fn check_app(text: &str, app: &App) {
         assert!(app.variables[..i].iter().all(|o| o.name != v.name), "{v:?}");
     }
     for (i, r) in app.routes.iter().enumerate() {
-        assert!(r.component < app.components.len());
+        match r.target {
+            skiff_manifest::RouteTarget::Component(c) => assert!(c < app.components.len()),
+            skiff_manifest::RouteTarget::Upstream(u) => assert!(u < app.upstreams.len()),
+        }
+        assert!(r.middleware.iter().all(|&m| m < app.components.len()));
+        // A component is never its own middleware.
+        assert!(r.component().is_none_or(|c| !r.middleware.contains(&c)));
         assert_eq!(RoutePattern::parse(&r.as_written).as_ref(), Ok(&r.pattern));
         assert!(app.routes[..i].iter().all(|o| o.pattern != r.pattern));
     }
