@@ -628,7 +628,8 @@ def report(args, results, started, machine_line, save):
            f"connections (with the CPU time the proxy's processes used, per request), p50 and p99 at 1 "
            f"connection, and p50 at 1 connection with wrk, the upstream and the proxy all on CPU {SERVER_CPU} "
            f"(no cross-CPU wake-ups, of which a proxied request has four). 2 s of warm-up each, then "
-           f"{args.reps} repetitions of {args.duration} s per figure, configurations interleaved; medians. A "
+           f"{args.reps} repetitions of {args.duration} s per figure ({max(2, args.duration // 2)} s all on one "
+           f"CPU), configurations interleaved; medians. A "
            f"middleware hop's cost is the p50 with it minus the p50 without it."
            + (" Last, with nothing pinned: nginx with `worker_processes 2` and a second skiff free to use both CPUs "
               "(2 threads), the upstream and wrk floating too; req/s at 32 connections." if both else ""))

@@ -59,7 +59,7 @@
 # HTTP service (nginx answering `return 200`) against Debian's nginx as a plain reverse proxy
 # to the same service: req/s at 32 connections and p50/p99 at 1 connection with no middleware,
 # one (a header rewrite) and two, the cost of each middleware hop, and one component calling
-# another in process against the same call over loopback HTTP (about 15 minutes once built;
+# another in process against the same call over loopback HTTP (about 17 minutes once built;
 # needs nginx, wrk, a release build of skiff and the gateway test guest, and
 # examples/gateway's jwt and limit when they build). It writes the section "Gateway: skiff in
 # front of a service, against nginx" of docs/performance.md. The other options go to
