@@ -91,7 +91,8 @@ impl Workload {
 }
 
 /// Whether the file at `path` is a Wasm file, and which kind of workload it is: a component
-/// exporting `wasi:http/incoming-handler` is served, anything else (a `wasi:cli` component, a
+/// exporting `wasi:http/incoming-handler` (or WASI 0.3's `wasi:http/handler`) is served,
+/// anything else (a `wasi:cli` component, a
 /// core module) is run as a command. `None`: not Wasm at all.
 fn component_kind(path: &Path) -> Result<Option<Workload>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -105,7 +106,10 @@ fn component_kind(path: &Path) -> Result<Option<Workload>> {
             for export in exports {
                 let export =
                     export.with_context(|| format!("{} is no valid component", path.display()))?;
-                if export.name.name.starts_with("wasi:http/incoming-handler@") {
+                // WASIp2's handler, or WASI 0.3's.
+                if export.name.name.starts_with("wasi:http/incoming-handler@")
+                    || export.name.name.starts_with("wasi:http/handler@0.3")
+                {
                     return Ok(Some(Workload::HttpComponent(path.into())));
                 }
             }

@@ -55,19 +55,11 @@ pub struct CodeCache {
     dir: Option<PathBuf>,
     /// Map entries from their files; else load the very bytes that were checked.
     map_files: bool,
-    engine_key: [u8; 8],
 }
 
 impl CodeCache {
-    pub(crate) fn new(dir: Option<PathBuf>, map_files: bool, engine: &Engine) -> Self {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        env!("CARGO_PKG_VERSION").hash(&mut hasher);
-        CodeCache {
-            dir,
-            map_files,
-            engine_key: hasher.finish().to_le_bytes(),
-        }
+    pub(crate) fn new(dir: Option<PathBuf>, map_files: bool) -> Self {
+        CodeCache { dir, map_files }
     }
 
     pub fn dir(&self) -> Option<&Path> {
@@ -119,7 +111,9 @@ impl CodeCache {
         };
         fs::create_dir_all(dir).map_err(|e| cache_err(format!("cannot create it: {e}")))?;
 
-        let key = self.key(wasm);
+        // A process has two engines (see `engine.rs`): each one's code is its own.
+        let engine_key = engine_key(engine);
+        let key = key(&engine_key, wasm);
         let code_path = dir.join(format!("{key}.{}", kind.extension()));
         let sum_path = dir.join(format!("{key}.b3"));
         let lock_path = dir.join(format!("{key}.lock"));
@@ -131,7 +125,7 @@ impl CodeCache {
         lock.lock()
             .map_err(|e| cache_err(format!("cannot lock {}: {e}", lock_path.display())))?;
 
-        let label = self.label(wasm);
+        let label = label(&engine_key, wasm);
         match verify(&code_path, &sum_path, &label) {
             Entry::Valid(code) => {
                 // SAFETY: the file is one we wrote with `precompile_*` of an engine with the
@@ -186,22 +180,31 @@ impl CodeCache {
             .map_err(|err| cache_err(format!("freshly written entry does not load: {err:#}")))?;
         Ok((code, CacheOutcome::Compiled(took)))
     }
+}
 
-    /// What an entry for `wasm` must say it was compiled from: this engine, these bytes.
-    fn label(&self, wasm: &[u8]) -> String {
-        format!(
-            "engine={} wasm={}",
-            hex(&self.engine_key),
-            blake3::hash(wasm).to_hex()
-        )
-    }
+/// What compiled code depends on besides the Wasm bytes: the engine's settings and skiff's
+/// version.
+fn engine_key(engine: &Engine) -> [u8; 8] {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    env!("CARGO_PKG_VERSION").hash(&mut hasher);
+    hasher.finish().to_le_bytes()
+}
 
-    fn key(&self, wasm: &[u8]) -> String {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(&self.engine_key);
-        hasher.update(wasm);
-        hasher.finalize().to_hex()[..32].to_string()
-    }
+/// What an entry for `wasm` must say it was compiled from: this engine, these bytes.
+fn label(engine_key: &[u8; 8], wasm: &[u8]) -> String {
+    format!(
+        "engine={} wasm={}",
+        hex(engine_key),
+        blake3::hash(wasm).to_hex()
+    )
+}
+
+fn key(engine_key: &[u8; 8], wasm: &[u8]) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(engine_key);
+    hasher.update(wasm);
+    hasher.finalize().to_hex()[..32].to_string()
 }
 
 enum Entry {

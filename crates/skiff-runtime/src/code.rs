@@ -29,6 +29,22 @@ pub(crate) fn wasm_kind(path: &Path, bytes: &[u8]) -> Result<WasmKind, LoadError
     })
 }
 
+/// Whether a component exports the `wasi:http/handler` of WASI 0.3 (at its top level, or a
+/// component nested in it does): such a component uses component-model async and compiles
+/// on the async engine only. A parse error here says nothing: compiling reports it.
+pub(crate) fn exports_wasi_http_0_3(wasm: &[u8]) -> bool {
+    wasmparser::Parser::new(0)
+        .parse_all(wasm)
+        .map_while(Result::ok)
+        .any(|payload| match payload {
+            wasmparser::Payload::ComponentExportSection(exports) => exports
+                .into_iter()
+                .map_while(Result::ok)
+                .any(|export| export.name.name.starts_with("wasi:http/handler@0.3")),
+            _ => false,
+        })
+}
+
 pub(crate) fn read_wasm(path: &Path) -> Result<Vec<u8>, LoadError> {
     std::fs::read(path).map_err(|err| LoadError::new(path, LoadErrorKind::Read(err)))
 }

@@ -1,7 +1,13 @@
-//! Where every sandbox is made: the one wasmtime [`Engine`] of a skiff process, its
-//! [`Linker`], the host-wide instance permits, and the epoch ticker that makes deadlines
+//! Where every sandbox is made: the wasmtime [`Engine`]s of a skiff process, their
+//! [`Linker`]s, the host-wide instance permits, and the epoch tickers that make deadlines
 //! enforceable inside guest code. Every unit of work (a request, a command, the triggers to
 //! come) gets its store from [`Sandboxes::new_store`], with the same limits and epochs.
+//!
+//! There are two engines. WASIp2 components run on the first, built with the component
+//! model's concurrency support off: it costs every guest-to-host call a host task. WASI 0.3
+//! components (component-model async: `stream`, `future`, async exports) need it, and run on
+//! the second, [`Flavor::Async`], made when the first of them loads: a host that serves none
+//! pays nothing for it. Code compiled for one engine never runs on the other.
 //!
 //! The ticker runs for as long as the engine exists, not as long as the runtime: every
 //! store holds the engine, so guests still running when the host lets go of its runtime (at
@@ -9,8 +15,8 @@
 //! A host that stops for good calls [`Sandboxes::stop_guests`], after which every guest still
 //! running is interrupted at its next tick.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::Linker;
@@ -23,9 +29,28 @@ use crate::host::{self, Host};
 use crate::limits::{Limits, Sandboxed};
 use crate::reuse::HostPermits;
 
-pub(crate) struct Sandboxes {
+/// Which engine a component's code runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    /// WASIp2 and commands: concurrency support off.
+    Sync,
+    /// Component-model async (WASI 0.3): concurrency support on.
+    Async,
+}
+
+/// An engine and the linker of everything skiff provides on it.
+struct Linked {
     engine: Engine,
     linker: Linker<Host>,
+}
+
+pub(crate) struct Sandboxes {
+    sync: Linked,
+    /// Made by the first WASI 0.3 component to load; the error, if it cannot be, is kept and
+    /// told to every such component.
+    async_engine: OnceLock<Result<Linked, String>>,
+    /// What the async engine is built from, when it is.
+    settings: RuntimeConfig,
     /// Whether stores meter fuel (`RuntimeConfig::fuel`).
     fuel: bool,
     /// Set by [`Sandboxes::stop_guests`]: every guest's epoch check reads it, so that guests
@@ -37,30 +62,64 @@ pub(crate) struct Sandboxes {
 
 impl Sandboxes {
     pub(crate) fn new(config: &RuntimeConfig) -> wasmtime::Result<Sandboxes> {
-        let engine = build_engine(config)?;
+        let engine = build_engine(config, Flavor::Sync)?;
         let mut linker = Linker::new(&engine);
         host::add_to_linker(&mut linker)?;
         start_epoch_ticker(&engine, config.epoch_tick)?;
         Ok(Sandboxes {
-            engine,
-            linker,
+            sync: Linked { engine, linker },
+            async_engine: OnceLock::new(),
+            settings: config.clone(),
             fuel: config.fuel,
             stopping: Arc::new(AtomicBool::new(false)),
             permits: HostPermits::new(config.max_instances),
         })
     }
 
+    /// The WASIp2 engine.
     pub(crate) fn engine(&self) -> &Engine {
-        &self.engine
+        &self.sync.engine
     }
 
+    /// The WASIp2 linker.
     pub(crate) fn linker(&self) -> &Linker<Host> {
-        &self.linker
+        &self.sync.linker
     }
 
-    /// A store for one unit of work, with its memory limit, deadline and fuel.
+    /// The engine and linker for `flavor`, the async one made on first use.
+    pub(crate) fn engine_and_linker(
+        &self,
+        flavor: Flavor,
+    ) -> Result<(&Engine, &Linker<Host>), String> {
+        let linked = match flavor {
+            Flavor::Sync => &self.sync,
+            Flavor::Async => self
+                .async_engine
+                .get_or_init(|| {
+                    build_async(&self.settings).map_err(|err| {
+                        format!("the engine for WASI 0.3 components cannot be made: {err:#}")
+                    })
+                })
+                .as_ref()
+                .map_err(Clone::clone)?,
+        };
+        Ok((&linked.engine, &linked.linker))
+    }
+
+    /// A store for one unit of work on the WASIp2 engine, with its memory limit, deadline
+    /// and fuel.
     pub(crate) fn new_store<T: Sandboxed>(&self, state: T, limits: &Limits) -> Store<T> {
-        let mut store = Store::new(&self.engine, state);
+        self.new_store_on(&self.sync.engine, state, limits)
+    }
+
+    /// [`Sandboxes::new_store`] on `engine`, one of these sandboxes' engines.
+    pub(crate) fn new_store_on<T: Sandboxed>(
+        &self,
+        engine: &Engine,
+        state: T,
+        limits: &Limits,
+    ) -> Store<T> {
+        let mut store = Store::new(engine, state);
         store.limiter(|state| state.limiter());
         self.arm(&mut store, limits);
         store
@@ -109,14 +168,27 @@ impl Sandboxes {
     }
 }
 
-fn build_engine(settings: &RuntimeConfig) -> wasmtime::Result<Engine> {
+/// The engine for WASI 0.3 components, its epoch ticker, and a linker of WASIp2 (a 0.3
+/// component built by today's toolchains imports both) and WASI 0.3.
+fn build_async(settings: &RuntimeConfig) -> wasmtime::Result<Linked> {
+    let engine = build_engine(settings, Flavor::Async)?;
+    let mut linker = Linker::new(&engine);
+    host::add_to_linker(&mut linker)?;
+    host::add_wasi_0_3_to_linker(&mut linker)?;
+    start_epoch_ticker(&engine, settings.epoch_tick)?;
+    Ok(Linked { engine, linker })
+}
+
+fn build_engine(settings: &RuntimeConfig, flavor: Flavor) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
-    // The component-model-async machinery (WASIp3) is compiled into wasmtime, and with it on,
-    // every guest-to-host call creates and deletes a host task in the store's concurrent
-    // state. skiff links WASIp2 only, so nothing needs it: off, a hello request costs 13.3 µs
-    // instead of 16.8 µs (`cargo bench -p skiff-runtime --bench sandbox`, back to back).
-    config.concurrency_support(false);
+    // With concurrency support on, every guest-to-host call creates and deletes a host task
+    // in the store's concurrent state. WASIp2 components never need it: off, a hello request
+    // costs 13.3 µs instead of 16.8 µs (`cargo bench -p skiff-runtime --bench sandbox`, back
+    // to back). WASI 0.3 components cannot run without it.
+    let concurrent = flavor == Flavor::Async;
+    config.concurrency_support(concurrent);
+    config.wasm_component_model_async(concurrent);
     config.epoch_interruption(true);
     config.consume_fuel(settings.fuel);
     // Copy-on-write heap images make instantiation independent of the data segment size.

@@ -22,9 +22,21 @@ pub enum LoadErrorKind {
     NotWasm,
     #[error("not a valid WebAssembly component or module: {0}")]
     Invalid(String),
+    /// A WASI 0.3 component, on a host whose engine for them cannot be made.
     #[error(
-        "imports `{import}`, which skiff does not provide (skiff provides WASI 0.2: \
-         wasi:cli, wasi:filesystem, wasi:sockets, wasi:clocks, wasi:random, wasi:io and wasi:http)"
+        "this component uses WASI 0.3 (component-model async: `stream`, `future`, async \
+         exports), which needs skiff's second engine, and {0}"
+    )]
+    AsyncUnavailable(String),
+    /// A component using component-model async in a way wasmtime 48 does not validate.
+    #[error(
+        "this component uses WASI 0.3 (component-model async), and uses it in a way this \
+         skiff (wasmtime 48, WASI 0.3.0) cannot run: {0}"
+    )]
+    AsyncUnsupported(String),
+    #[error(
+        "imports `{import}`, which skiff does not provide ({})",
+        import_hint(import)
     )]
     MissingImport { import: String },
     #[error("exports no `{expected}`; {hint}")]
@@ -106,6 +118,23 @@ impl LoadError {
         };
         LoadError::new(path, kind)
     }
+}
+
+/// What to say of an import skiff does not link: which versions of WASI it does link, and
+/// for a release candidate of WASI 0.3, what to rebuild with.
+fn import_hint(import: &str) -> String {
+    const PROVIDED: &str = "skiff provides WASI 0.2 (wasi:cli, wasi:filesystem, wasi:sockets, \
+                            wasi:clocks, wasi:random, wasi:io, wasi:http) and WASI 0.3.x \
+                            (wasi:cli, wasi:filesystem, wasi:sockets, wasi:clocks, wasi:random, \
+                            wasi:http)";
+    if import.contains("@0.3.0-rc") || import.contains("@0.3.0-draft") {
+        return format!(
+            "it is from a release candidate of WASI 0.3, which was never stable and which no \
+             host links once 0.3.0 is out: rebuild it against WASI 0.3.0 or later (for Rust, \
+             the `wasip3` crate 0.10+ or spin-sdk 7+). {PROVIDED}"
+        );
+    }
+    PROVIDED.to_string()
 }
 
 /// wasmtime reports a missing import as "component imports instance `NAME`, but a matching

@@ -113,6 +113,14 @@ macro_rules! capabilities {
     };
 }
 
+/// Links the WASI 0.3 interfaces, on the async engine only, beside the 0.2 ones: each comes
+/// from the capability that grants its 0.2 twin and uses the same per-instance state, so a
+/// grant means the same whichever version a guest imports.
+pub(crate) fn add_wasi_0_3_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
+    wasi::add_wasi_0_3_to_linker(linker)?;
+    outbound_http::add_wasi_0_3_to_linker(linker)
+}
+
 capabilities! {
     wasi: wasi::Wasi,
     outbound_http: outbound_http::OutboundHttpCapability,

@@ -15,8 +15,10 @@ use opentelemetry::trace::SpanKind;
 use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinHandle};
 use wasmtime::{Store, Trap};
-use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p3;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
+use wasmtime_wasi_http::{FieldMap, WasiHttpView};
 
 use crate::capabilities::InstanceIdentity;
 use crate::capabilities::outbound_http::InProcessCalls;
@@ -117,11 +119,15 @@ impl LoadedComponent {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let Linked::Http(pre) = &self.linked else {
-            return Err(InvokeError::Instantiate(format!(
-                "component `{}` is a command, not an HTTP component",
-                self.id
-            )));
+        let pre = match &self.linked {
+            Linked::Http(pre) => pre,
+            Linked::Service(pre) => return self.handle_http_0_3(pre.clone(), request, info).await,
+            _ => {
+                return Err(InvokeError::Instantiate(format!(
+                    "component `{}` is a command, not an HTTP component",
+                    self.id
+                )));
+            }
         };
         // An instance kept from an earlier request comes with the permits that admitted it.
         // Otherwise admission comes first, before any work: over a limit the client hears so
@@ -311,6 +317,206 @@ impl LoadedComponent {
                 Err(join) => Err(InvokeError::Trap(format!("the guest task failed: {join}"))),
             },
         }
+    }
+}
+
+impl LoadedComponent {
+    /// [`LoadedComponent::handle_http`] for a WASI 0.3 component (`wasi:http/handler@0.3`),
+    /// always in a fresh instance. Its `handle` returns the response, and the guest's tasks
+    /// go on writing the body afterwards: they run only while the store's event loop does,
+    /// so the guest's task keeps the loop running until the body is finished (or dropped, or
+    /// the deadline), and only then drops the store.
+    async fn handle_http_0_3<B>(
+        &self,
+        pre: Arc<ServicePre<Host>>,
+        request: http::Request<B>,
+        info: RequestInfo,
+    ) -> Result<http::Response<ResponseBody>, InvokeError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let permits = self.admit()?;
+        let usage = self.usage.as_ref().map(UsageCell::new);
+        let mut host = Host::new(&self.grants, self.identity(&info), self.limits.memory);
+        host.limiter().report_peak_to(usage.clone());
+        host.set_calls(info.calls);
+        let mut store = self
+            .sandboxes
+            .new_store_on(pre.engine(), host, &self.limits);
+
+        let (parts, body) = request.into_parts();
+        let authority = match parts.uri.authority() {
+            Some(authority) => Some(authority.clone()),
+            None => parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|host| host.to_str().ok())
+                .and_then(|host| host.parse().ok()),
+        };
+        let scheme = if info.https {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        };
+        let headers = FieldMap::new_immutable(store.data_mut().http().hooks, parts.headers);
+        let (request, request_body_done) = p3::Request::new(
+            parts.method,
+            Some(scheme),
+            authority,
+            parts.uri.path_and_query().cloned(),
+            headers,
+            None,
+            CountedBody::new(body, usage.clone()),
+        );
+
+        let (sender, receiver) = oneshot::channel();
+        let timeout = self.timeout();
+        let failed = Arc::new(AtomicBool::new(false));
+        let failed_in_guest = failed.clone();
+        let (limits, sandboxes, metrics) =
+            (self.limits, self.sandboxes.clone(), self.metrics.clone());
+        let trace = info.trace;
+        let component = self.id.clone();
+        let guest = tokio::spawn(CpuTimed::new(
+            async move {
+                let span = |name: &'static str| {
+                    let component = component.to_string();
+                    trace.child(SpanKind::Internal, move || {
+                        let attributes = vec![KeyValue::new("skiff.component", component)];
+                        (name.into(), attributes)
+                    })
+                };
+                let guest_span = OnceLock::<TraceContext>::new();
+                let run = async {
+                    let store = &mut store;
+                    let instantiating = span("instantiate");
+                    let started = Instant::now();
+                    let service = pre.instantiate_async(&mut *store).await;
+                    if let Some(metrics) = &metrics {
+                        metrics.instantiated(started.elapsed().as_secs_f64());
+                    }
+                    let service = service.map_err(|err| {
+                        instantiating.set_error(format!("{err:#}"));
+                        InvokeError::Instantiate(format!("{err:#}"))
+                    })?;
+                    instantiating.end();
+                    let guest = guest_span.get_or_init(|| span("wasi:http/handler.handle"));
+                    store.data_mut().set_trace(guest.clone());
+                    store
+                        .run_concurrent(async |accessor| {
+                            let response = match service.handle(accessor, request).await? {
+                                Ok(response) => response,
+                                Err(code) => {
+                                    let _ = sender.send(Err(code));
+                                    return Ok(());
+                                }
+                            };
+                            let response = accessor.with(|mut store| {
+                                response.into_http(&mut store, request_body_done)
+                            })?;
+                            let (finished, body_finished) = oneshot::channel();
+                            let response = response.map(|body| {
+                                NotifyWhenFinished {
+                                    body,
+                                    finished: Some(finished),
+                                }
+                                .boxed_unsync()
+                            });
+                            if sender.send(Ok(response)).is_ok() {
+                                // The guest's tasks write the body while the loop runs.
+                                let _ = body_finished.await;
+                            }
+                            wasmtime::Result::Ok(())
+                        })
+                        .await
+                        .and_then(|result| result)
+                        .map_err(|err| classify(err, store, limits, &sandboxes))
+                };
+                let result = match tokio::time::timeout(timeout, run).await {
+                    Ok(result) => result,
+                    Err(_) => Err(InvokeError::Deadline(timeout)),
+                };
+                if let Some(span) = guest_span.get() {
+                    if let Err(err) = &result {
+                        span.set_error(err.to_string());
+                    }
+                    span.end();
+                }
+                failed_in_guest.store(result.is_err(), Ordering::Release);
+                drop(store);
+                drop(permits);
+                result
+            },
+            usage.clone(),
+        ));
+        let mut stop_guest = StopGuest::new(&guest, info.request_id);
+        match receiver.await {
+            Ok(Ok(response)) => {
+                let (app, component, request_id) =
+                    (self.app.clone(), self.id.clone(), info.request_id);
+                tokio::spawn(async move {
+                    if let Ok(Err(err)) = guest.await {
+                        tracing::warn!(
+                            %app, %component, request_id,
+                            "component failed while streaming its response body: {err}"
+                        );
+                    }
+                });
+                Ok(response.map(|body| {
+                    CutOffOnFailure {
+                        body,
+                        failed,
+                        usage,
+                        stop_guest: stop_guest.take(),
+                        polled: false,
+                    }
+                    .boxed_unsync()
+                }))
+            }
+            Ok(Err(code)) => {
+                stop_guest.disarm();
+                guest.abort();
+                Err(InvokeError::Guest(format!("{code:?}")))
+            }
+            Err(_) => match guest.await {
+                Ok(Ok(())) => Err(InvokeError::NoResponse),
+                Ok(Err(err)) => Err(err),
+                Err(join) => Err(InvokeError::Trap(format!("the guest task failed: {join}"))),
+            },
+        }
+    }
+}
+
+/// A WASI 0.3 guest's response body, which says when it is finished: at its end, at an
+/// error, or when dropped unfinished (the client went away, or never reads it, as for HEAD).
+/// Until then the store's event loop runs, and with it the guest tasks that write the body.
+struct NotifyWhenFinished {
+    body: ResponseBody,
+    finished: Option<oneshot::Sender<()>>,
+}
+
+impl http_body::Body for NotifyWhenFinished {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            self.finished.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{Component, InstancePre};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use crate::cache::{CacheOutcome, CodeCache};
 use crate::capabilities::LoadContext;
@@ -19,7 +20,7 @@ use crate::capabilities::guest_log::LogSink;
 use crate::capabilities::keyvalue::Backends;
 use crate::capabilities::messaging::HandlerIndices;
 use crate::config::RuntimeConfig;
-use crate::engine::Sandboxes;
+use crate::engine::{Flavor, Sandboxes};
 use crate::error::{LoadError, LoadErrorKind};
 use crate::host::{AppGrants, Grants, Host};
 use crate::limits::Limits;
@@ -59,6 +60,9 @@ pub(crate) enum Linked {
     /// An HTTP component (`wasi:http/proxy`), shared with every component built from the same
     /// bytes (see [`CodeShare`]).
     Http(Arc<ProxyPre<Host>>),
+    /// A WASI 0.3 HTTP component (`wasi:http/service@0.3`: component-model async), on the
+    /// async engine; shared the same way.
+    Service(Arc<ServicePre<Host>>),
     /// A command (`wasi:cli/run`), which a trigger (a schedule) runs; it serves no routes.
     Command(CommandPre<Host>),
     /// Neither, but a queue consumer's `wasi:messaging/incoming-handler`: the queue trigger
@@ -70,6 +74,7 @@ impl Linked {
     pub(crate) fn instance_pre(&self) -> &InstancePre<Host> {
         match self {
             Linked::Http(pre) => pre.instance_pre(),
+            Linked::Service(pre) => pre.instance_pre(),
             Linked::Command(pre) => pre.instance_pre(),
             Linked::Messages(pre) => pre,
         }
@@ -79,6 +84,7 @@ impl Linked {
     fn kind(&self) -> &'static str {
         match self {
             Linked::Http(_) => "an HTTP component (`wasi:http/proxy`)",
+            Linked::Service(_) => "an HTTP component (`wasi:http/service@0.3`)",
             Linked::Command(_) => "a command (`wasi:cli/run`)",
             Linked::Messages(_) => "a queue consumer (`wasi:messaging/incoming-handler`) only",
         }
@@ -194,19 +200,46 @@ pub struct LoadStats {
 /// Entries are weak: code no live component uses is dropped.
 #[derive(Default)]
 pub(crate) struct CodeShare {
-    by_content: Mutex<HashMap<blake3::Hash, Weak<ProxyPre<Host>>>>,
+    by_content: Mutex<HashMap<blake3::Hash, SharedCode>>,
+}
+
+enum SharedCode {
+    Http(Weak<ProxyPre<Host>>),
+    Service(Weak<ServicePre<Host>>),
+}
+
+impl SharedCode {
+    fn upgrade(&self) -> Option<Linked> {
+        match self {
+            SharedCode::Http(pre) => pre.upgrade().map(Linked::Http),
+            SharedCode::Service(pre) => pre.upgrade().map(Linked::Service),
+        }
+    }
+
+    fn in_use(&self) -> bool {
+        match self {
+            SharedCode::Http(pre) => pre.strong_count() > 0,
+            SharedCode::Service(pre) => pre.strong_count() > 0,
+        }
+    }
 }
 
 impl CodeShare {
-    fn get(&self, content: &blake3::Hash) -> Option<Arc<ProxyPre<Host>>> {
+    fn get(&self, content: &blake3::Hash) -> Option<Linked> {
         let shared = self.by_content.lock().unwrap_or_else(|e| e.into_inner());
-        shared.get(content).and_then(Weak::upgrade)
+        shared.get(content).and_then(SharedCode::upgrade)
     }
 
-    fn insert(&self, content: blake3::Hash, pre: &Arc<ProxyPre<Host>>) {
+    /// Shares `linked` if it is HTTP code (commands and consumers are linked per load).
+    fn insert(&self, content: blake3::Hash, linked: &Linked) {
+        let code = match linked {
+            Linked::Http(pre) => SharedCode::Http(Arc::downgrade(pre)),
+            Linked::Service(pre) => SharedCode::Service(Arc::downgrade(pre)),
+            Linked::Command(_) | Linked::Messages(_) => return,
+        };
         let mut shared = self.by_content.lock().unwrap_or_else(|e| e.into_inner());
-        shared.retain(|_, weak| weak.strong_count() > 0);
-        shared.insert(content, Arc::downgrade(pre));
+        shared.retain(|_, code| code.in_use());
+        shared.insert(content, code);
     }
 }
 
@@ -228,12 +261,11 @@ impl Loader<'_> {
         let wasm = crate::code::read_wasm(path)?;
         let content = blake3::hash(&wasm);
         let stats = self.stats;
-        if let Some(pre) = self.code_share.get(&content) {
+        if let Some(linked) = self.code_share.get(&content) {
             stats.shared.fetch_add(1, Ordering::Relaxed);
-            return Ok((Linked::Http(pre), CacheOutcome::Hit));
+            return Ok((linked, CacheOutcome::Hit));
         }
-        let (component, outcome) =
-            crate::code::component(self.sandboxes.engine(), self.cache, path, &wasm)?;
+        let (component, outcome, flavor) = self.compile(path, &wasm)?;
         match outcome {
             CacheOutcome::Hit => stats.cache_hits.fetch_add(1, Ordering::Relaxed),
             CacheOutcome::Compiled(took) => {
@@ -242,19 +274,92 @@ impl Loader<'_> {
                 stats.compiles.fetch_add(1, Ordering::Relaxed)
             }
         };
-        let linked = self.prepare(path, &component)?;
-        if let Linked::Http(pre) = &linked {
-            self.code_share.insert(content, pre);
-        }
+        let linked = self.prepare(path, &component, flavor)?;
+        self.code_share.insert(content, &linked);
         Ok((linked, outcome))
     }
 
-    fn prepare(&self, path: &Path, component: &Component) -> Result<Linked, LoadError> {
-        let instance_pre = self
+    /// Compiles a component (or maps it from the cache) for the engine it needs. One that
+    /// exports WASI 0.3's handler goes to the async engine at once. Any other is tried on the
+    /// WASIp2 engine first; one that uses component-model async some other way fails there
+    /// at its first async type, near the start, before any compiling, and then goes to the
+    /// async engine. A file that fails on both is reported with the WASIp2 engine's reason,
+    /// unless that reason was the async feature.
+    fn compile(
+        &self,
+        path: &Path,
+        wasm: &[u8],
+    ) -> Result<(Component, CacheOutcome, Flavor), LoadError> {
+        if crate::code::exports_wasi_http_0_3(wasm) {
+            let (engine, _) = self
+                .sandboxes
+                .engine_and_linker(Flavor::Async)
+                .map_err(|reason| LoadError::new(path, LoadErrorKind::AsyncUnavailable(reason)))?;
+            return match crate::code::component(engine, self.cache, path, wasm) {
+                Ok((component, outcome)) => Ok((component, outcome, Flavor::Async)),
+                Err(err) => match err.kind {
+                    LoadErrorKind::Invalid(why) => {
+                        Err(LoadError::new(path, LoadErrorKind::AsyncUnsupported(why)))
+                    }
+                    _ => Err(err),
+                },
+            };
+        }
+        let sync_err = match crate::code::component(self.sandboxes.engine(), self.cache, path, wasm)
+        {
+            Ok((component, outcome)) => return Ok((component, outcome, Flavor::Sync)),
+            Err(err) if matches!(err.kind, LoadErrorKind::Invalid(_)) => err,
+            Err(err) => return Err(err),
+        };
+        let uses_async = matches!(&sync_err.kind, LoadErrorKind::Invalid(why) if why.contains("component model async"));
+        let (engine, _) = match self.sandboxes.engine_and_linker(Flavor::Async) {
+            Ok(engine) => engine,
+            Err(reason) if uses_async => {
+                return Err(LoadError::new(
+                    path,
+                    LoadErrorKind::AsyncUnavailable(reason),
+                ));
+            }
+            Err(_) => return Err(sync_err),
+        };
+        match crate::code::component(engine, self.cache, path, wasm) {
+            Ok((component, outcome)) => Ok((component, outcome, Flavor::Async)),
+            Err(LoadError {
+                kind: LoadErrorKind::Invalid(why),
+                ..
+            }) if uses_async => Err(LoadError::new(path, LoadErrorKind::AsyncUnsupported(why))),
+            Err(_) => Err(sync_err),
+        }
+    }
+
+    fn prepare(
+        &self,
+        path: &Path,
+        component: &Component,
+        flavor: Flavor,
+    ) -> Result<Linked, LoadError> {
+        let (_, linker) = self
             .sandboxes
-            .linker()
+            .engine_and_linker(flavor)
+            .map_err(|reason| LoadError::new(path, LoadErrorKind::AsyncUnavailable(reason)))?;
+        let instance_pre = linker
             .instantiate_pre(component)
             .map_err(|err| LoadError::from_link(path, err))?;
+        if flavor == Flavor::Async {
+            return match ServicePre::new(instance_pre) {
+                Ok(pre) => Ok(Linked::Service(Arc::new(pre))),
+                Err(_) => Err(LoadError::new(
+                    path,
+                    LoadErrorKind::MissingExport {
+                        expected: "wasi:http/handler@0.3",
+                        hint: "this component uses WASI 0.3 (component-model async), and skiff \
+                               serves WASI 0.3 components that export the `wasi:http/handler` \
+                               of `wasi:http/service@0.3.x`; commands and queue consumers are \
+                               WASIp2 only for now",
+                    },
+                )),
+            };
+        }
         if let Ok(pre) = ProxyPre::new(instance_pre.clone()) {
             return Ok(Linked::Http(Arc::new(pre)));
         }
@@ -424,7 +529,7 @@ fn check_triggers(
     linked: &Linked,
     handles_messages: bool,
 ) -> Result<(), LoadErrorKind> {
-    let is_http = matches!(linked, Linked::Http(_));
+    let is_http = matches!(linked, Linked::Http(_) | Linked::Service(_));
     let is_command = matches!(linked, Linked::Command(_));
     let kind = linked.kind();
     if !is_http && app.routes.iter().any(|r| r.component() == Some(index)) {

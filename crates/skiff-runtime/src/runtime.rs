@@ -27,11 +27,7 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> wasmtime::Result<Arc<Runtime>> {
         let sandboxes = Sandboxes::new(&config)?;
-        let cache = CodeCache::new(
-            config.cache_dir.clone(),
-            config.map_cached_code,
-            sandboxes.engine(),
-        );
+        let cache = CodeCache::new(config.cache_dir.clone(), config.map_cached_code);
         Ok(Arc::new(Runtime {
             sandboxes: Arc::new(sandboxes),
             cache,

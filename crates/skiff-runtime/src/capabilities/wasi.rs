@@ -99,6 +99,14 @@ pub(crate) fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> wa
     wasmtime_wasi::p2::add_to_linker_async(linker)
 }
 
+/// Links every WASI 0.3 interface, on the same context: the same folders, variables,
+/// sockets policy and output as 0.2.
+pub(crate) fn add_wasi_0_3_to_linker<T: WasiView + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    wasmtime_wasi::p3::add_to_linker(linker)
+}
+
 /// An instance's WASI context, and where its stdout and stderr go when not to skiff's own.
 pub(crate) struct WasiState {
     ctx: WasiCtx,

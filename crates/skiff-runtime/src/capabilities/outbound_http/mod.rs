@@ -107,6 +107,14 @@ pub(crate) fn add_to_linker<T: WasiHttpView + 'static>(
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
 }
 
+/// Links `wasi:http` 0.3 (types and client), whose requests go through the same hooks, so
+/// the same grants and policy, as 0.2's.
+pub(crate) fn add_wasi_0_3_to_linker<T: WasiHttpView + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    wasmtime_wasi_http::p3::add_to_linker(linker)
+}
+
 /// An instance's `wasi:http` state: wasmtime's context and skiff's hooks for outgoing calls.
 pub(crate) struct HttpState {
     ctx: WasiHttpCtx,

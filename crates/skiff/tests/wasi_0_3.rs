@@ -1,0 +1,177 @@
+//! WASI 0.3 components (`wasi:http/service@0.3`: component-model async), built from source in
+//! tests/guests/http-p3-guest with the `wasip3` crate, through every entry point (`serve`, `up`,
+//! `server`) and under the same limits and grants as WASIp2 components.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
+
+mod common;
+
+use bytes::Bytes;
+use common::host::Host;
+use common::upstream::TestUpstream;
+use common::{Server, app_dir, client, guest};
+use futures_util::StreamExt;
+
+fn p3_guest() -> String {
+    guest("http-p3-guest").to_str().unwrap().to_string()
+}
+
+async fn get(server: &Server, path: &str) -> (u16, String) {
+    let response = client().get(server.url(path)).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn serve_answers_streams_and_echoes() {
+    let server = Server::start(&["serve", &p3_guest()]);
+    assert_eq!(
+        get(&server, "/hello").await,
+        (200, "hello from a WASI 0.3 component\n".into())
+    );
+    // The body is written by guest tasks after `handle` returned, 20 ms apart.
+    assert_eq!(
+        get(&server, "/stream?4").await,
+        (200, "chunk 0\nchunk 1\nchunk 2\nchunk 3\n".into())
+    );
+    // The guest sees the request as wasi:http 0.3 describes it.
+    let response = client()
+        .put(server.url("/headers?x=1"))
+        .header("x-custom", "kept")
+        .body("b")
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    assert!(text.starts_with("PUT /headers?x=1\n"), "{text}");
+    assert!(text.contains("x-custom: kept\n"), "{text}");
+}
+
+/// 64 MiB through a guest limited to 16 MiB of memory: the request's body stream is handed
+/// back as the response's, chunk by chunk, never held whole.
+#[tokio::test]
+async fn a_large_body_streams_through() {
+    let server = Server::start(&["serve", "--max-memory", "16MiB", &p3_guest()]);
+    const CHUNK: usize = 1 << 20;
+    const CHUNKS: usize = 64;
+    let upload = futures_util::stream::iter(
+        (0..CHUNKS).map(|i| Ok::<_, std::io::Error>(Bytes::from(vec![(i % 251) as u8; CHUNK]))),
+    );
+    let response = client()
+        .post(server.url("/echo"))
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(upload))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/octet-stream"
+    );
+    let mut stream = response.bytes_stream();
+    let mut received = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        received.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(received.len(), CHUNK * CHUNKS);
+    for (i, block) in received.chunks(CHUNK).enumerate() {
+        assert!(block.iter().all(|&b| b == (i % 251) as u8), "chunk {i}");
+    }
+}
+
+/// Deadlines (a guest waiting on the host, a guest computing), memory limits and traps hold
+/// for 0.3 components as for 0.2 ones, and the host goes on serving after each.
+#[tokio::test]
+async fn limits_and_failures_hold() {
+    let server = Server::start(&[
+        "serve",
+        "--timeout",
+        "300ms",
+        "--max-memory",
+        "8MiB",
+        &p3_guest(),
+    ]);
+    assert_eq!(get(&server, "/sleep").await.0, 504);
+    assert_eq!(get(&server, "/spin").await.0, 504);
+    assert_eq!(get(&server, "/grow?64").await.0, 500);
+    assert_eq!(get(&server, "/grow?1").await, (200, "grew 1 MiB\n".into()));
+    assert_eq!(get(&server, "/trap").await.0, 500);
+    // A guest that fails while writing its body: the client gets what was written and then
+    // a broken body, never a clean end it could take for the whole response.
+    let response = client()
+        .get(server.url("/after-body-trap"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.is_err(), "a cut-off body must fail");
+    assert_eq!(get(&server, "/hello").await.0, 200);
+    let logs = server.logs();
+    assert!(logs.contains("deadline"), "{logs}");
+}
+
+/// `wasi:http/client.send` goes through the same outbound policy as 0.2's outgoing handler:
+/// nothing without a grant, the granted host with one.
+#[tokio::test]
+async fn outbound_requests_need_a_grant() {
+    let upstream = TestUpstream::start("backend").await;
+    let target = format!("/call?{}/data", upstream.url());
+
+    let denied = Server::start(&["serve", &p3_guest()]);
+    let (status, text) = get(&denied, &target).await;
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("HttpRequestDenied"), "{text}");
+    assert_eq!(upstream.requests(), 0);
+
+    let granted = Server::start(&["serve", "--allow-outbound", &upstream.url(), &p3_guest()]);
+    let (status, text) = get(&granted, &target).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.starts_with("got 200: "), "{text}");
+    assert!(text.contains("backend"), "{text}");
+    assert_eq!(upstream.requests(), 1);
+}
+
+/// One app with a WASIp2 and a WASI 0.3 component: both engines in one `skiff up`, each
+/// component with its own environment.
+#[tokio::test]
+async fn up_serves_both_versions_side_by_side() {
+    let dir = app_dir(&[(
+        "skiff.toml",
+        "[app]\nname = \"mixed\"\nversion = \"1.0.0\"\n\n\
+         [component.old]\nsource = \"old.wasm\"\nroute = \"/old/...\"\n\
+         environment = { SKIFF_TEST_NAME = \"p2\" }\n\n\
+         [component.new]\nsource = \"new.wasm\"\nroute = \"/new/...\"\n\
+         environment = { GREETING = \"from 0.3\" }\n",
+    )]);
+    std::fs::copy(guest("http-guest"), dir.path().join("old.wasm")).unwrap();
+    std::fs::copy(guest("http-p3-guest"), dir.path().join("new.wasm")).unwrap();
+    let server = Server::start(&["up", dir.path().join("skiff.toml").to_str().unwrap()]);
+    assert_eq!(
+        get(&server, "/new/env?GREETING").await,
+        (200, "from 0.3\n".into())
+    );
+    // The 0.3 component sees only its own variables.
+    assert_eq!(get(&server, "/new/env?SKIFF_TEST_NAME").await.0, 404);
+    assert_eq!(
+        get(&server, "/old/env/SKIFF_TEST_NAME").await,
+        (200, "p2".into())
+    );
+}
+
+#[tokio::test]
+async fn the_multi_tenant_server_serves_it() {
+    let host = Host::start();
+    host.wait_until_ready().await;
+    let token = host.tenant("acme", &[]);
+    let dir = app_dir(&[(
+        "skiff.toml",
+        "[app]\nname = \"async\"\nversion = \"1.0.0\"\n\n\
+         [component.web]\nsource = \"web.wasm\"\nroute = \"/...\"\n",
+    )]);
+    std::fs::copy(guest("http-p3-guest"), dir.path().join("web.wasm")).unwrap();
+    host.deploy_ok(&token, dir.path(), "async");
+    assert_eq!(
+        host.get("async", "/hello").await,
+        (200, "hello from a WASI 0.3 component\n".into())
+    );
+}
