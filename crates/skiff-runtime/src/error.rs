@@ -34,6 +34,10 @@ pub enum LoadErrorKind {
          skiff (wasmtime 48, WASI 0.3.0) cannot run: {0}"
     )]
     AsyncUnsupported(String),
+    /// A manifest setting that this kind of component cannot honour (yet): `field` is the
+    /// component's field, which the reason names.
+    #[error("{reason}")]
+    Unsupported { field: &'static str, reason: String },
     #[error(
         "imports `{import}`, which skiff does not provide ({})",
         import_hint(import)
@@ -103,7 +107,9 @@ impl LoadError {
             LoadErrorKind::Store { .. } => "key_value_stores",
             LoadErrorKind::Variables { .. } => "variables",
             LoadErrorKind::FuelDisabled => "limits.fuel",
-            LoadErrorKind::WrongKind { field, .. } => field,
+            LoadErrorKind::WrongKind { field, .. } | LoadErrorKind::Unsupported { field, .. } => {
+                field
+            }
             _ => "source",
         }
     }
@@ -129,9 +135,9 @@ fn import_hint(import: &str) -> String {
                             wasi:http)";
     if import.contains("@0.3.0-rc") || import.contains("@0.3.0-draft") {
         return format!(
-            "it is from a release candidate of WASI 0.3, which was never stable and which no \
-             host links once 0.3.0 is out: rebuild it against WASI 0.3.0 or later (for Rust, \
-             the `wasip3` crate 0.10+ or spin-sdk 7+). {PROVIDED}"
+            "it is from a release candidate of WASI 0.3, whose interfaces changed before the \
+             release and which skiff does not link: rebuild it against the released WASI \
+             0.3.0 or later (for Rust, the `wasip3` crate 0.10+ or spin-sdk 7+). {PROVIDED}"
         );
     }
     PROVIDED.to_string()

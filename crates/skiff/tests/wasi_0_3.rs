@@ -175,3 +175,59 @@ async fn the_multi_tenant_server_serves_it() {
         (200, "hello from a WASI 0.3 component\n".into())
     );
 }
+
+/// A component built against a release candidate of WASI 0.3 (as Spin 4's first templates
+/// were) is refused at start, with what it is and what to rebuild with.
+#[test]
+fn a_release_candidate_build_is_refused_with_the_fix() {
+    let wasm = guest("http-p3-rc-guest");
+    let output = common::skiff()
+        .args(["serve", wasm.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("imports `wasi:http/types@0.3.0-rc-2025-09-16`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("a release candidate of WASI 0.3"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`wasip3` crate 0.10+"), "{stderr}");
+    assert!(!stderr.contains("not a valid WebAssembly"), "{stderr}");
+}
+
+/// Keeping instances between requests is WASIp2-only for now: asking for it on a 0.3
+/// component is an error naming the field, not a setting silently ignored.
+#[test]
+fn instance_reuse_is_refused_naming_the_field() {
+    let dir = app_dir(&[(
+        "skiff.toml",
+        "[app]\nname = \"reuse\"\nversion = \"1.0.0\"\n\n\
+         [component.web]\nsource = \"web.wasm\"\nroute = \"/...\"\n\n\
+         [component.web.limits]\nrequests_per_instance = 10\n",
+    )]);
+    std::fs::copy(guest("http-p3-guest"), dir.path().join("web.wasm")).unwrap();
+    let output = common::skiff()
+        .args([
+            "up",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("`component.web.limits.requests_per_instance`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("fresh instance for every request"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("skiff.toml:6"), "{stderr}");
+}
