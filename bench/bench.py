@@ -8,7 +8,8 @@ Normally started by `bench/run.sh`, which installs the tools and builds everythi
 Figures (see docs/performance.md for what each means and how to read it):
   1. sandbox cost: criterion bench `crates/skiff-runtime/benches/sandbox.rs`; a fresh
      instance per request (the default), and the same request on a warm instance kept by the
-     opt-in instance reuse (`requests_per_instance`)
+     opt-in instance reuse (`requests_per_instance`), and the same request through a WASI 0.3
+     component (component-model async, on skiff's second engine)
   2. HTTP throughput (32 connections) and latency (1 connection) of the hello app over
      loopback, skiff vs a native hyper server vs `wasmtime serve` (wrk); skiff also a second
      time with instance reuse on (`requests_per_instance = 1000`), as extra rows
@@ -289,7 +290,7 @@ def figure_sandbox(args):
         fail(f"cargo bench failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     figures = {}
-    for name in ("hello_request", "hello_request_reused", "hello_instantiate"):
+    for name in ("hello_request", "hello_request_reused", "hello_request_wasi_0_3", "hello_instantiate"):
         path = os.path.join(target, "criterion", "sandbox", name, "new", "estimates.json")
         with open(path) as f:
             estimates = json.load(f)
@@ -890,6 +891,10 @@ def build_table(r):
             rows.append(("1", "one wasi:http request, instance reused (opt-in requests_per_instance)",
                          f"{reused:.1f} µs", "target", "10 µs", f"{reused / 10:.2f}×", "≤ 10 µs",
                          verdict(reused <= 10)))
+        if "hello_request_wasi_0_3" in s:  # absent from runs before WASI 0.3 support
+            p3 = s["hello_request_wasi_0_3"]["median_us"]
+            rows.append(("1", "instantiate + one wasi:http 0.3 request (component-model async), in-process",
+                         f"{p3:.1f} µs", "the same, WASIp2", f"{req:.1f} µs", f"{p3 / req:.2f}×", "", ""))
     h = r.get("http")
     if h:
         sk, nat, wt = (h[k]["runs"] for k in ("skiff", "native", "wasmtime"))

@@ -256,8 +256,9 @@ fi
 # --- builds ----------------------------------------------------------------------------
 say "building skiff (release)"
 cargo build --release -p skiff
-say "building the sandbox bench (criterion)"
+say "building the sandbox bench (criterion) and the test guests it runs"
 cargo bench -p skiff-runtime --bench sandbox --no-run
+bash "$repo/scripts/build-guests.sh"
 say "building the native baseline and the sha256 guest"
 cargo build --release --manifest-path bench/native-hello/Cargo.toml --target-dir "$bench_target"
 cargo build --release --manifest-path bench/guests/sha256/Cargo.toml --target wasm32-wasip2 \

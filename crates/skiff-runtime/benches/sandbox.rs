@@ -13,6 +13,13 @@
 //! - `sandbox/hello_request_metered`: the same with usage accounting on (a `UsageSink` that
 //!   adds to a counter): what metering every request costs (two thread-CPU clock reads per
 //!   poll of the guest task, one small allocation, a few atomics).
+//! - `sandbox/hello_request_wasi_0_3`: the same request through a WASI 0.3 component
+//!   (`tests/guests/http-p3-guest`, `GET /hello`: component-model async, on skiff's second
+//!   engine, whose concurrency support is on): a fresh instance, `handle`, the body written
+//!   by a guest task after `handle` returned, the store dropped once the body is done. Build
+//!   the guest first (`scripts/build-guests.sh`; `bench/run.sh` does). Beside `hello_request`,
+//!   what a 0.3 component costs against a 0.2 one; and `hello_request` itself shows that 0.2
+//!   components lost nothing (their engine keeps concurrency support off).
 //! - `sandbox/hello_instantiate`: the instantiate step alone, on the very engine skiff builds
 //!   (`Runtime::engine()`: pooling allocator, copy-on-write images, epoch interruption), with a
 //!   minimal host state (an empty `WasiCtx` and `WasiHttpCtx`), then the store dropped (the
@@ -61,9 +68,13 @@ fn tokio_rt() -> tokio::runtime::Runtime {
 }
 
 async fn one_request(component: &LoadedComponent, request_id: u64) -> Bytes {
+    request_at(component, "/", request_id).await
+}
+
+async fn request_at(component: &LoadedComponent, path: &str, request_id: u64) -> Bytes {
     let request = http::Request::builder()
         .method("GET")
-        .uri("http://localhost/")
+        .uri(format!("http://localhost{path}"))
         .header("host", "localhost")
         .body(
             Empty::<Bytes>::new().map_err(|never| -> wasmtime_wasi_http::Error { match never {} }),
@@ -159,6 +170,47 @@ fn hello_request_metered(c: &mut Criterion) {
     assert!(reported.load(std::sync::atomic::Ordering::Relaxed) > 0);
 }
 
+/// The WASI 0.3 test guest, built by `scripts/build-guests.sh` under the target folder.
+fn p3_guest() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let path = target.join("guests/wasm32-wasip2/release/http_p3_guest.wasm");
+    assert!(
+        path.exists(),
+        "{} is missing: build the test guests first (scripts/build-guests.sh)",
+        path.display()
+    );
+    path
+}
+
+fn hello_request_wasi_0_3(c: &mut Criterion) {
+    let rt = tokio_rt();
+    let runtime = runtime();
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    std::fs::copy(p3_guest(), folder.path().join("p3.wasm")).expect("copying the guest");
+    std::fs::write(
+        folder.path().join("skiff.toml"),
+        "[app]\nname = \"p3\"\nversion = \"1.0.0\"\n\n\
+         [component.p3]\nsource = \"p3.wasm\"\nroute = \"/...\"\n",
+    )
+    .expect("writing the manifest");
+    let app = skiff_manifest::load(&folder.path().join("skiff.toml")).expect("the manifest");
+    let loaded = runtime.load_app(app).expect("loading the WASI 0.3 guest");
+    let component = loaded.components()[0].clone();
+    let hello = "hello from a WASI 0.3 component\n";
+    assert_eq!(rt.block_on(request_at(&component, "/hello", 0)), hello);
+
+    let mut id = 0;
+    c.benchmark_group("sandbox")
+        .bench_function("hello_request_wasi_0_3", |b| {
+            b.iter(|| {
+                id += 1;
+                rt.block_on(request_at(&component, "/hello", id))
+            })
+        });
+}
+
 /// A stand-in for skiff's crate-private `Host`: the same context types, nothing granted.
 struct BenchHost {
     table: ResourceTable,
@@ -237,6 +289,7 @@ fn config() -> Criterion {
 criterion_group! {
     name = sandbox;
     config = config();
-    targets = hello_request, hello_request_reused, hello_request_metered, hello_instantiate
+    targets = hello_request, hello_request_reused, hello_request_metered, hello_request_wasi_0_3,
+        hello_instantiate
 }
 criterion_main!(sandbox);

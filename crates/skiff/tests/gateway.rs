@@ -708,3 +708,51 @@ async fn a_long_chain_is_not_mistaken_for_a_loop() {
         "{body}"
     );
 }
+
+/// A WASI 0.3 middleware (tests/guests/http-p3-guest with `MODE=forward`) sends the very
+/// request it got on with `wasi:http/client.send` and hands back the response it gets, both
+/// bodies as streams it never reads: skiff resolves the send to the next hop as for a 0.2
+/// middleware, in a chain mixed with one.
+#[tokio::test]
+async fn a_wasi_0_3_middleware_passes_requests_and_bodies_through() {
+    let upstream = TestUpstream::start("svc").await;
+    let manifest = format!(
+        "[component.p3]\nsource = \"p3.wasm\"\nenvironment = {{ MODE = \"forward\", ID = \"first\" }}\n\n\
+         {}\
+         [upstream.svc]\nurl = \"{}\"\nroute = \"/api/...\"\nmiddleware = [\"p3\", \"p2\"]\n",
+        component("p2", "forward", ""),
+        upstream.url()
+    );
+    let dir = gateway_app(&manifest);
+    std::fs::copy(guest("http-p3-guest"), dir.path().join("p3.wasm")).unwrap();
+    let server = up(&dir);
+
+    let (status, head, body) = request(&server, "/api/items?x=1", &[("x-seen-by", "client")]).await;
+    assert_eq!(status, 200, "{head}{body}");
+    assert!(head.contains("x-passed-p3: first\n"), "{head}");
+    assert!(head.contains("x-passed-p2: yes\n"), "{head}");
+    assert!(body.starts_with("upstream svc\n"), "{body}");
+    assert!(body.contains("path=/api/items?x=1\n"), "{body}");
+    // The 0.3 hop passed the header on unchanged; the 0.2 hop after it added its name.
+    assert!(body.contains("x-seen-by=client,p2\n"), "{body}");
+    assert_eq!(upstream.requests(), 1);
+
+    // A body streams through both hops and back.
+    let payload = "p".repeat(3 << 20);
+    let response = client()
+        .post(server.url("/api/echo"))
+        .body(payload.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let echoed = response.text().await.unwrap();
+    assert!(
+        echoed.starts_with("upstream svc\nmethod=POST\n"),
+        "{echoed}"
+    );
+    assert!(
+        echoed.ends_with(&format!("body={payload}")),
+        "the body was not passed whole"
+    );
+}

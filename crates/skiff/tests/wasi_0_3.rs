@@ -231,3 +231,75 @@ fn instance_reuse_is_refused_naming_the_field() {
     );
     assert!(stderr.contains("skiff.toml:6"), "{stderr}");
 }
+
+/// A 0.3 component's requests are counted and traced as a 0.2 one's: its instantiations and
+/// outbound calls in the runtime's metrics, its responses per route, and a client's trace
+/// continued through `wasi:http/client.send` to the service it calls.
+#[tokio::test]
+async fn metrics_and_traces_cover_it() {
+    let upstream = TestUpstream::start("traced").await;
+    let dir = app_dir(&[(
+        "skiff.toml",
+        &format!(
+            "[app]\nname = \"counted\"\nversion = \"1.0.0\"\n\n\
+             [component.web]\nsource = \"web.wasm\"\nroute = \"/...\"\n\
+             allowed_outbound_hosts = [\"{}\"]\n",
+            upstream.url()
+        ),
+    )]);
+    std::fs::copy(guest("http-p3-guest"), dir.path().join("web.wasm")).unwrap();
+    let server = Server::start(&[
+        "up",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        dir.path().join("skiff.toml").to_str().unwrap(),
+    ]);
+    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = client()
+        .get(server.url(&format!("/call?{}/hop", upstream.url())))
+        .header(
+            "traceparent",
+            format!("00-{client_trace}-00f067aa0ba902b7-01"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains(&format!("traceparent=00-{client_trace}-")),
+        "{text}"
+    );
+    assert_eq!(get(&server, "/hello").await.0, 200);
+
+    let metrics_url = server
+        .stdout_lines
+        .iter()
+        .find_map(|line| line.strip_prefix("Metrics "))
+        .unwrap();
+    let metrics = client()
+        .get(metrics_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let labels = r#"tenant="",app="counted",component="web""#;
+    for series in [
+        format!("skiff_instantiate_seconds_count{{{labels}}} 2\n"),
+        format!(r#"skiff_outbound_requests_total{{{labels},outcome="response"}} 1"#) + "\n",
+        format!(r#"skiff_http_requests_total{{{labels},route="/...",status="2xx"}} 2"#) + "\n",
+    ] {
+        assert!(metrics.contains(&series), "no {series} in\n{metrics}");
+    }
+}
+
+/// What Spin users build today: Spin's `http-rust` template with spin-sdk 7 (`wasi:http`
+/// 0.3.0), unchanged.
+#[tokio::test]
+async fn spins_rust_template_runs_unchanged() {
+    let wasm = guest("spin-sdk-guest");
+    let server = Server::start(&["serve", wasm.to_str().unwrap()]);
+    assert_eq!(get(&server, "/").await, (200, "Hello, Spin".into()));
+}

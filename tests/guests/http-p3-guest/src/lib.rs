@@ -13,6 +13,11 @@
 //! - `/trap`: panics before answering.
 //! - `/after-body-trap`: answers, then panics while writing the body.
 //! - `/grow?MIB`: allocates MIB mebibytes, then answers with the count.
+//!
+//! With `MODE=forward` in its environment it is a gateway middleware instead, whatever the
+//! path: it sends the request on, unchanged (headers, body stream and all), with
+//! `wasi:http/client.send`, and answers with the response it gets, its body stream handed
+//! back unread and an `x-passed-p3: ID` header added, where ID is `$ID` (or `p3`).
 
 use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response, Scheme};
 use wasip3::{wit_bindgen, wit_future, wit_stream};
@@ -23,6 +28,9 @@ struct Service;
 
 impl wasip3::exports::http::handler::Guest for Service {
     async fn handle(request: Request) -> Result<Response, ErrorCode> {
+        if std::env::var("MODE").is_ok_and(|mode| mode == "forward") {
+            return forward(request).await;
+        }
         let target = request.get_path_with_query().unwrap_or_default();
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         let query = query.to_string();
@@ -181,4 +189,24 @@ async fn call(url: &str) -> Result<Response, ErrorCode> {
     }
     drop(done_tx);
     text(200, format!("got {status}: {}", String::from_utf8_lossy(&body)))
+}
+
+/// A middleware's hop: the request on as it came, the response back with one header more.
+/// Neither body passes through this guest's memory: each stream is handed on.
+async fn forward(request: Request) -> Result<Response, ErrorCode> {
+    let response = wasip3::http::client::send(request).await?;
+    let status = response.get_status_code();
+    let headers = response.get_headers().clone();
+    let id = std::env::var("ID").unwrap_or_else(|_| "p3".into());
+    let _ = headers.append("x-passed-p3", id.as_bytes());
+    let (done_tx, done) = wit_future::new(|| Ok(()));
+    let (contents, trailers) = Response::consume_body(response, done);
+    let (answer, sent) = Response::new(headers, Some(contents), trailers);
+    answer
+        .set_status_code(status)
+        .map_err(|()| ErrorCode::InternalError(Some("bad status".into())))?;
+    wit_bindgen::spawn_local(async move {
+        let _ = done_tx.write(sent.await).await;
+    });
+    Ok(answer)
 }
