@@ -95,7 +95,32 @@ async fn run_component(
     grant: WasiGrant,
     limits: Limits,
 ) -> Result<CommandOutcome, LoadError> {
-    let (component, _) = code::component(sandboxes.engine(), cache, path, wasm)?;
+    if code::exports_wasi_http_0_3(wasm) {
+        return Err(LoadError::new(
+            path,
+            LoadErrorKind::MissingExport {
+                expected: "wasi:cli/run",
+                hint: "this is a WASI 0.3 HTTP component (`wasi:http/handler@0.3`): serve it \
+                       with `skiff serve`",
+            },
+        ));
+    }
+    let (component, _) =
+        code::component(sandboxes.engine(), cache, path, wasm).map_err(|err| match err.kind {
+            LoadErrorKind::Invalid(why) if why.contains("component model async") => LoadError::new(
+                path,
+                LoadErrorKind::Unsupported {
+                    field: "source",
+                    reason: format!(
+                        "this component uses WASI 0.3 (component-model async: {why}); \
+                             skiff serves WASI 0.3 HTTP components (`serve`, `up`, `server`) \
+                             but runs WASI 0.2 commands only: build the command for WASI 0.2 \
+                             (Rust: a binary for wasm32-wasip2)"
+                    ),
+                },
+            ),
+            _ => err,
+        })?;
     let instance_pre = sandboxes
         .linker()
         .instantiate_pre(&component)

@@ -303,3 +303,18 @@ async fn spins_rust_template_runs_unchanged() {
     let server = Server::start(&["serve", wasm.to_str().unwrap()]);
     assert_eq!(get(&server, "/").await, (200, "Hello, Spin".into()));
 }
+
+/// `skiff run` of a WASI 0.3 HTTP component says what it is and where it runs, never "not a
+/// valid WebAssembly component".
+#[test]
+fn run_points_a_wasi_0_3_http_component_to_serve() {
+    let output = common::skiff().args(["run", &p3_guest()]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("a WASI 0.3 HTTP component (`wasi:http/handler@0.3`)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("skiff serve"), "{stderr}");
+    assert!(!stderr.contains("not a valid WebAssembly"), "{stderr}");
+}
