@@ -15,7 +15,7 @@ use opentelemetry::trace::SpanKind;
 use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinHandle};
 use wasmtime::{Store, Trap};
-use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p3;
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::{FieldMap, WasiHttpView};
@@ -27,6 +27,7 @@ use crate::error::InvokeError;
 use crate::host::{Grants, Host};
 use crate::limits::{Limits, Sandboxed};
 use crate::load::{Linked, LoadedComponent};
+use crate::metrics::ComponentMetrics;
 use crate::reuse::{Instance, Permits, Slot};
 use crate::trace::TraceContext;
 use crate::usage::{CountedBody, CpuTimed, UsageCell};
@@ -81,7 +82,9 @@ impl LoadedComponent {
         let mut host = Host::new(grants, self.identity(info), self.limits.memory);
         host.limiter().report_peak_to(usage.clone());
         host.set_calls(info.calls.clone());
-        let mut store = self.sandboxes.new_store(host, &self.limits);
+        // On the engine the component's code was compiled for.
+        let engine = self.linked.instance_pre().engine();
+        let mut store = self.sandboxes.new_store_on(engine, host, &self.limits);
         let timeout = self.timeout();
         let run = async move {
             // The epoch deadline stops guest code; this stops a guest waiting on the host.
@@ -190,13 +193,6 @@ impl LoadedComponent {
         let trace = info.trace;
         let reuse = self.reuse.clone();
         let component = self.id.clone();
-        let span_of = move |name: &'static str| {
-            let component = component.clone();
-            move || {
-                let attributes = vec![KeyValue::new("skiff.component", component.to_string())];
-                (name.into(), attributes)
-            }
-        };
         // The guest call's span starts once the instance exists; the deadline, outside the
         // call, still needs to reach it.
         let guest_span = OnceLock::<TraceContext>::new();
@@ -211,25 +207,13 @@ impl LoadedComponent {
                     let proxy = match proxy {
                         Some(proxy) => proxy,
                         None => {
-                            let span = trace.child(SpanKind::Internal, span_of("instantiate"));
-                            let started = Instant::now();
-                            let proxy = pre.instantiate_async(&mut *store).await;
-                            if let Some(metrics) = &metrics {
-                                metrics.instantiated(started.elapsed().as_secs_f64());
-                            }
-                            let proxy = proxy.map_err(|err| {
-                                span.set_error(format!("{err:#}"));
-                                InvokeError::Instantiate(format!("{err:#}"))
-                            })?;
-                            span.end();
-                            proxy
+                            let span = component_span(&trace, "instantiate", &component);
+                            instantiate(pre.instantiate_async(&mut *store), span, &metrics).await?
                         }
                     };
                     let span = guest_span.get_or_init(|| {
-                        let span = trace.child(
-                            SpanKind::Internal,
-                            span_of("wasi:http/incoming-handler.handle"),
-                        );
+                        let span =
+                            component_span(&trace, "wasi:http/incoming-handler.handle", &component);
                         span.set_attribute(KeyValue::new(
                             "skiff.instance.requests",
                             i64::from(served + 1),
@@ -245,21 +229,8 @@ impl LoadedComponent {
                         .map_err(|err| classify(err, store, limits, &sandboxes))?;
                     Ok(proxy)
                 };
-                // The epoch deadline stops guest code; this timer also stops a guest that waits
-                // on the host (a slow outbound call, a stalled body) for too long.
-                let result = match tokio::time::timeout(timeout, run).await {
-                    Ok(result) => result,
-                    Err(_) => Err(InvokeError::Deadline(timeout)),
-                };
-                if let Some(span) = guest_span.get() {
-                    if let Err(err) = &result {
-                        span.set_error(err.to_string());
-                    }
-                    span.end();
-                }
-                // Set before the store (and with it the body's sender) is dropped, so the body
-                // sees the failure by the time it sees its end.
-                failed_in_guest.store(result.is_err(), Ordering::Release);
+                // Before the store (and with it the body's sender) is dropped.
+                let result = run_to_deadline(run, timeout, &guest_span, &failed_in_guest).await;
                 match (result, reuse) {
                     // A component that allows it keeps an instance that served well for its
                     // next request; one that failed in any way goes with its store.
@@ -276,15 +247,28 @@ impl LoadedComponent {
             },
             usage.clone(),
         ));
+        self.response_or_failure(receiver, guest, failed, usage, info.request_id)
+            .await
+    }
+
+    /// What the client gets once the guest's task (`guest`) has sent its response head on
+    /// `head`, or has ended without one: the response, its body cut off if the guest fails
+    /// while writing it (`failed`), or the failure.
+    async fn response_or_failure<E: std::fmt::Debug>(
+        &self,
+        head: oneshot::Receiver<Result<http::Response<ResponseBody>, E>>,
+        guest: JoinHandle<Result<(), InvokeError>>,
+        failed: Arc<AtomicBool>,
+        usage: Option<Arc<UsageCell>>,
+        request_id: u64,
+    ) -> Result<http::Response<ResponseBody>, InvokeError> {
         // Until the response head, this request (the future awaiting it) is what holds the
         // guest: hyper drops it when the client goes away, and the guest stops with it.
-        let mut stop_guest = StopGuest::new(&guest, info.request_id);
-
-        match receiver.await {
+        let mut stop_guest = StopGuest::new(&guest, request_id);
+        match head.await {
             Ok(Ok(response)) => {
                 // Errors after the head was sent can no longer change the status: log them.
-                let (app, component, request_id) =
-                    (self.app.clone(), self.id.clone(), info.request_id);
+                let (app, component) = (self.app.clone(), self.id.clone());
                 tokio::spawn(async move {
                     if let Ok(Err(err)) = guest.await {
                         tracing::warn!(
@@ -307,9 +291,9 @@ impl LoadedComponent {
             Ok(Err(code)) => {
                 stop_guest.disarm();
                 guest.abort();
-                Err(InvokeError::Guest(describe_error_code(&code)))
+                Err(InvokeError::Guest(format!("{code:?}")))
             }
-            // The guest dropped the outparam without setting it: it returned, trapped or ran
+            // The guest dropped the sender without a response: it returned, trapped or ran
             // out of time. Its own result says which.
             Err(_) => match guest.await {
                 Ok(Ok(())) => Err(InvokeError::NoResponse),
@@ -318,6 +302,62 @@ impl LoadedComponent {
             },
         }
     }
+}
+
+/// A span for one step of a component's request, below the request's own.
+pub(crate) fn component_span(
+    trace: &TraceContext,
+    name: &'static str,
+    component: &Arc<str>,
+) -> TraceContext {
+    let component = component.to_string();
+    trace.child(SpanKind::Internal, move || {
+        let attributes = vec![KeyValue::new("skiff.component", component)];
+        (name.into(), attributes)
+    })
+}
+
+/// Awaits an instantiation: timed into the metrics, its failure on its span.
+pub(crate) async fn instantiate<T>(
+    instantiating: impl std::future::Future<Output = wasmtime::Result<T>>,
+    span: TraceContext,
+    metrics: &Option<ComponentMetrics>,
+) -> Result<T, InvokeError> {
+    let started = Instant::now();
+    let instance = instantiating.await;
+    if let Some(metrics) = metrics {
+        metrics.instantiated(started.elapsed().as_secs_f64());
+    }
+    let instance = instance.map_err(|err| {
+        span.set_error(format!("{err:#}"));
+        InvokeError::Instantiate(format!("{err:#}"))
+    })?;
+    span.end();
+    Ok(instance)
+}
+
+/// Runs a request's guest work to its end or its deadline, ends the guest call's span with
+/// the outcome, and marks the request `failed` for its response body, which then ends in an
+/// error rather than cleanly. The epoch deadline stops guest code; this timer also stops a
+/// guest that waits on the host (a slow outbound call, a stalled body) for too long.
+async fn run_to_deadline<T>(
+    run: impl std::future::Future<Output = Result<T, InvokeError>>,
+    timeout: Duration,
+    guest_span: &OnceLock<TraceContext>,
+    failed: &AtomicBool,
+) -> Result<T, InvokeError> {
+    let result = match tokio::time::timeout(timeout, run).await {
+        Ok(result) => result,
+        Err(_) => Err(InvokeError::Deadline(timeout)),
+    };
+    if let Some(span) = guest_span.get() {
+        if let Err(err) = &result {
+            span.set_error(err.to_string());
+        }
+        span.end();
+    }
+    failed.store(result.is_err(), Ordering::Release);
+    result
 }
 
 impl LoadedComponent {
@@ -380,28 +420,15 @@ impl LoadedComponent {
         let component = self.id.clone();
         let guest = tokio::spawn(CpuTimed::new(
             async move {
-                let span = |name: &'static str| {
-                    let component = component.to_string();
-                    trace.child(SpanKind::Internal, move || {
-                        let attributes = vec![KeyValue::new("skiff.component", component)];
-                        (name.into(), attributes)
-                    })
-                };
                 let guest_span = OnceLock::<TraceContext>::new();
                 let run = async {
                     let store = &mut store;
-                    let instantiating = span("instantiate");
-                    let started = Instant::now();
-                    let service = pre.instantiate_async(&mut *store).await;
-                    if let Some(metrics) = &metrics {
-                        metrics.instantiated(started.elapsed().as_secs_f64());
-                    }
-                    let service = service.map_err(|err| {
-                        instantiating.set_error(format!("{err:#}"));
-                        InvokeError::Instantiate(format!("{err:#}"))
-                    })?;
-                    instantiating.end();
-                    let guest = guest_span.get_or_init(|| span("wasi:http/handler.handle"));
+                    let span = component_span(&trace, "instantiate", &component);
+                    let service =
+                        instantiate(pre.instantiate_async(&mut *store), span, &metrics).await?;
+                    let guest = guest_span.get_or_init(|| {
+                        component_span(&trace, "wasi:http/handler.handle", &component)
+                    });
                     store.data_mut().set_trace(guest.clone());
                     store
                         .run_concurrent(async |accessor| {
@@ -433,58 +460,15 @@ impl LoadedComponent {
                         .and_then(|result| result)
                         .map_err(|err| classify(err, store, limits, &sandboxes))
                 };
-                let result = match tokio::time::timeout(timeout, run).await {
-                    Ok(result) => result,
-                    Err(_) => Err(InvokeError::Deadline(timeout)),
-                };
-                if let Some(span) = guest_span.get() {
-                    if let Err(err) = &result {
-                        span.set_error(err.to_string());
-                    }
-                    span.end();
-                }
-                failed_in_guest.store(result.is_err(), Ordering::Release);
+                let result = run_to_deadline(run, timeout, &guest_span, &failed_in_guest).await;
                 drop(store);
                 drop(permits);
                 result
             },
             usage.clone(),
         ));
-        let mut stop_guest = StopGuest::new(&guest, info.request_id);
-        match receiver.await {
-            Ok(Ok(response)) => {
-                let (app, component, request_id) =
-                    (self.app.clone(), self.id.clone(), info.request_id);
-                tokio::spawn(async move {
-                    if let Ok(Err(err)) = guest.await {
-                        tracing::warn!(
-                            %app, %component, request_id,
-                            "component failed while streaming its response body: {err}"
-                        );
-                    }
-                });
-                Ok(response.map(|body| {
-                    CutOffOnFailure {
-                        body,
-                        failed,
-                        usage,
-                        stop_guest: stop_guest.take(),
-                        polled: false,
-                    }
-                    .boxed_unsync()
-                }))
-            }
-            Ok(Err(code)) => {
-                stop_guest.disarm();
-                guest.abort();
-                Err(InvokeError::Guest(format!("{code:?}")))
-            }
-            Err(_) => match guest.await {
-                Ok(Ok(())) => Err(InvokeError::NoResponse),
-                Ok(Err(err)) => Err(err),
-                Err(join) => Err(InvokeError::Trap(format!("the guest task failed: {join}"))),
-            },
-        }
+        self.response_or_failure(receiver, guest, failed, usage, info.request_id)
+            .await
     }
 }
 
@@ -657,8 +641,4 @@ pub(crate) fn classify(
         return InvokeError::Trap(format!("the component called exit({})", exit.0));
     }
     InvokeError::Trap(format!("{err:#}"))
-}
-
-fn describe_error_code(code: &ErrorCode) -> String {
-    format!("{code:?}")
 }

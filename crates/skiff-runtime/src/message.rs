@@ -4,14 +4,9 @@
 //! usage, logged under its own id; the store is dropped when the handler returns. (Messages
 //! delivered as an HTTP `POST` are requests, and go through [`LoadedComponent::handle_http`].)
 
-use std::time::Instant;
-
-use opentelemetry::KeyValue;
-use opentelemetry::trace::SpanKind;
-
 use crate::capabilities::messaging;
 use crate::error::InvokeError;
-use crate::invoke::{RequestInfo, classify};
+use crate::invoke::{RequestInfo, classify, component_span, instantiate};
 use crate::load::LoadedComponent;
 
 impl LoadedComponent {
@@ -36,36 +31,19 @@ impl LoadedComponent {
         let metrics = self.metrics.clone();
         let (component, queue) = (self.id.clone(), queue.to_string());
         let trace = info.trace.clone();
-        let span_of = move |name: &'static str| {
-            let component = component.to_string();
-            move || {
-                let attributes = vec![KeyValue::new("skiff.component", component)];
-                (name.into(), attributes)
-            }
-        };
         let bytes_in = message.data.len();
         self.run_in_fresh_store(&self.grants, &info, bytes_in, move |store| {
             Box::pin(async move {
-                let span = trace.child(SpanKind::Internal, span_of("instantiate"));
-                let started = Instant::now();
-                let instance = pre.instantiate_async(&mut *store).await;
-                if let Some(metrics) = &metrics {
-                    metrics.instantiated(started.elapsed().as_secs_f64());
-                }
-                let instance = instance.map_err(|err| {
-                    span.set_error(format!("{err:#}"));
-                    InvokeError::Instantiate(format!("{err:#}"))
-                })?;
-                span.end();
+                let span = component_span(&trace, "instantiate", &component);
+                let instance =
+                    instantiate(pre.instantiate_async(&mut *store), span, &metrics).await?;
                 let handler = indices
                     .load(&mut *store, &instance)
                     .map_err(|err| InvokeError::Instantiate(format!("{err:#}")))?;
                 let message = messaging::incoming(store.data_mut(), &queue, message)
                     .map_err(|err| InvokeError::Trap(format!("{err:#}")))?;
-                let span = trace.child(
-                    SpanKind::Internal,
-                    span_of("wasi:messaging/incoming-handler.handle"),
-                );
+                let span =
+                    component_span(&trace, "wasi:messaging/incoming-handler.handle", &component);
                 // The guest's own calls (publishing, key-value) are spans below this.
                 store.data_mut().set_trace(span.clone());
                 let result = handler

@@ -105,19 +105,7 @@ async fn components_call_each_other_in_process_only_where_the_manifest_names_the
         assert!(body.contains("HttpRequestDenied"), "{path}: {body}");
     }
     // The callee's calls are counted as its own, apart from the routes'.
-    let metrics_url = server
-        .stdout_lines
-        .iter()
-        .find_map(|line| line.strip_prefix("Metrics "))
-        .unwrap();
-    let text = client()
-        .get(metrics_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics().await;
     let series = "skiff_http_requests_total{tenant=\"\",app=\"gateway\",component=\"back\",\
                   route=\"back.skiff.internal\",status=\"2xx\"}";
     assert!(text.contains(&format!("{series} 2\n")), "{text}");

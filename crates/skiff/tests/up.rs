@@ -310,17 +310,6 @@ allowed_outbound_hosts = ["https://localhost:*"]
     }
 }
 
-/// The metrics of a server started with `--metrics-listen`, at the address it printed.
-async fn scrape_metrics(server: &Server) -> String {
-    let metrics_url = server
-        .stdout_lines
-        .iter()
-        .find_map(|line| line.strip_prefix("Metrics "))
-        .unwrap_or_else(|| panic!("no metrics line in {:?}", server.stdout_lines));
-    let response = client().get(metrics_url).send().await.unwrap();
-    response.text().await.unwrap()
-}
-
 #[tokio::test]
 async fn metrics_listen_serves_prometheus_counts_per_route() {
     let hello = repo_root().join("examples/hello");
@@ -333,7 +322,7 @@ async fn metrics_listen_serves_prometheus_counts_per_route() {
     for path in ["/", "/hello/a", "/hello/b", "/nowhere"] {
         client().get(server.url(path)).send().await.unwrap();
     }
-    let text = scrape_metrics(&server).await;
+    let text = server.metrics().await;
     let series = |route: &str| {
         format!(
             "skiff_http_requests_total{{tenant=\"\",app=\"hello\",component=\"hello\",route=\"{route}\",status=\"2xx\"}}"
@@ -629,7 +618,7 @@ args = ["exit", "0"]
     );
 
     // The runtime's metrics count instantiations, outbound and key-value calls.
-    let text = scrape_metrics(&server).await;
+    let text = server.metrics().await;
     let labels = |component: &str| format!(r#"tenant="",app="traced",component="{component}""#);
     for series in [
         format!(

@@ -272,19 +272,7 @@ async fn metrics_and_traces_cover_it() {
     );
     assert_eq!(get(&server, "/hello").await.0, 200);
 
-    let metrics_url = server
-        .stdout_lines
-        .iter()
-        .find_map(|line| line.strip_prefix("Metrics "))
-        .unwrap();
-    let metrics = client()
-        .get(metrics_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     let labels = r#"tenant="",app="counted",component="web""#;
     for series in [
         format!("skiff_instantiate_seconds_count{{{labels}}} 2\n"),

@@ -228,6 +228,18 @@ impl Server {
         format!("{}{}", self.url, path)
     }
 
+    /// The Prometheus text of a server started with `--metrics-listen`, at the address it
+    /// printed.
+    pub async fn metrics(&self) -> String {
+        let metrics_url = self
+            .stdout_lines
+            .iter()
+            .find_map(|line| line.strip_prefix("Metrics "))
+            .unwrap_or_else(|| panic!("no metrics line in {:?}", self.stdout_lines));
+        let response = client().get(metrics_url).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     /// Everything skiff has logged so far.
     pub fn logs(&self) -> String {
         self.stderr.lock().unwrap().clone()
