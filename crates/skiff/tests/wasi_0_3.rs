@@ -306,3 +306,44 @@ fn run_points_a_wasi_0_3_http_component_to_serve() {
     assert!(stderr.contains("skiff serve"), "{stderr}");
     assert!(!stderr.contains("not a valid WebAssembly"), "{stderr}");
 }
+
+/// Trailers pass both ways: a chunked request's trailers reach the guest, which hands them
+/// back (with the body stream) as its response's, and the client that asked for trailers
+/// (`TE: trailers`) gets them after the body. (HTTP/1.1 sends the trailers a message's
+/// `Trailer` header declares.)
+#[tokio::test]
+async fn trailers_pass_through() {
+    use http_body_util::BodyExt;
+    use hyper::body::Frame;
+
+    let server = Server::start(&["serve", &p3_guest()]);
+    let authority = server.url.trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", "c0ffee".parse().unwrap());
+    let frames = vec![
+        Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from("hello "))),
+        Ok(Frame::data(Bytes::from("trailers"))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let request = http::Request::post("/echo")
+        .header("host", &authority)
+        .header("te", "trailers")
+        .header("trailer", "x-checksum")
+        .body(http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames,
+        )))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    assert_eq!(collected.to_bytes(), "hello trailers");
+    let trailers = trailers.expect("the response has trailers");
+    assert_eq!(trailers["x-checksum"], "c0ffee");
+}

@@ -3,7 +3,8 @@
 //! segment, so one component serves every test of the host's 0.3 support:
 //!
 //! - `/hello`: a text answer, its body written by a task that outlives `handle`.
-//! - `/echo`: the request's body stream and trailers handed back as the response's, unread.
+//! - `/echo`: the request's body stream and trailers handed back as the response's, unread
+//!   (with its `content-type` and `trailer` headers).
 //! - `/stream?N`: N chunks, 20 ms apart, each a line `chunk I`.
 //! - `/env?NAME`: the value of the environment variable NAME, or 404.
 //! - `/headers`: the request's method, path and headers, one per line.
@@ -96,8 +97,11 @@ fn text(status: u16, body: String) -> Result<Response, ErrorCode> {
 /// The request's body and trailers, passed on as the response's without being read here.
 fn echo(request: Request) -> Result<Response, ErrorCode> {
     let headers = Fields::new();
-    if let Some(kind) = request.get_headers().get("content-type").into_iter().next() {
-        let _ = headers.append("content-type", &kind);
+    // Its type, and which trailers will follow (HTTP/1.1 sends only those it declares).
+    for name in ["content-type", "trailer"] {
+        for value in request.get_headers().get(name) {
+            let _ = headers.append(name, &value);
+        }
     }
     let (done_tx, done) = wit_future::new(|| Ok(()));
     let (contents, trailers) = Request::consume_body(request, done);
