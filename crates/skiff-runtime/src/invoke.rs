@@ -28,7 +28,7 @@ use crate::host::{Grants, Host};
 use crate::limits::{Limits, Sandboxed};
 use crate::load::{Linked, LoadedComponent};
 use crate::metrics::ComponentMetrics;
-use crate::reuse::{Instance, Permits, Slot};
+use crate::reuse::{Exports, Instance, InstanceReuse, Permits, Slot};
 use crate::trace::TraceContext;
 use crate::usage::{CountedBody, CpuTimed, UsageCell};
 
@@ -132,38 +132,13 @@ impl LoadedComponent {
                 )));
             }
         };
-        // An instance kept from an earlier request comes with the permits that admitted it.
-        // Otherwise admission comes first, before any work: over a limit the client hears so
-        // at once, and nothing queues without bound. The permits live as long as the instance.
-        let slot = match self.reuse.as_ref().and_then(|reuse| reuse.take()) {
-            Some(warm) => Slot::Warm(warm),
-            None => Slot::Fresh(self.admit()?),
-        };
-        // Admitted: from here on the request is metered, if its app is. A request refused
-        // above used nothing worth billing and reports nothing.
-        let usage = self.usage.as_ref().map(UsageCell::new);
-
-        let identity = self.identity(&info);
-        let (mut instance, proxy, served) = match slot {
-            Slot::Warm(warm) => {
-                let mut instance = warm.instance;
-                instance
-                    .store
-                    .data_mut()
-                    .next_request(identity, usage.clone());
-                // Its clock starts again for this request.
-                self.sandboxes.arm(&mut instance.store, &self.limits);
-                (instance, Some(warm.proxy), warm.served)
-            }
-            Slot::Fresh(permits) => {
-                let mut host = Host::new(&self.grants, identity, self.limits.memory);
-                host.limiter().report_peak_to(usage.clone());
-                let store = self.sandboxes.new_store(host, &self.limits);
-                (Instance { store, permits }, None, 0)
-            }
-        };
+        let RequestInstance {
+            mut instance,
+            kept,
+            served,
+            usage,
+        } = self.request_instance(&info)?;
         let store = &mut instance.store;
-        store.data_mut().set_calls(info.calls);
 
         let scheme = if info.https {
             Scheme::Https
@@ -204,9 +179,9 @@ impl LoadedComponent {
             async move {
                 let store = &mut instance.store;
                 let run = async {
-                    let proxy = match proxy {
-                        Some(proxy) => proxy,
-                        None => {
+                    let proxy = match kept {
+                        Some(Exports::Wasip2(proxy)) => proxy,
+                        _ => {
                             let span = component_span(&trace, "instantiate", &component);
                             instantiate(pre.instantiate_async(&mut *store), span, &metrics).await?
                         }
@@ -227,28 +202,67 @@ impl LoadedComponent {
                         .call_handle(&mut *store, incoming, outparam)
                         .await
                         .map_err(|err| classify(err, store, limits, &sandboxes))?;
-                    Ok(proxy)
+                    Ok(Exports::Wasip2(proxy))
                 };
                 // Before the store (and with it the body's sender) is dropped.
                 let result = run_to_deadline(run, timeout, &guest_span, &failed_in_guest).await;
-                match (result, reuse) {
-                    // A component that allows it keeps an instance that served well for its
-                    // next request; one that failed in any way goes with its store.
-                    (Ok(proxy), Some(reuse)) => {
-                        instance.store.data_mut().request_done();
-                        reuse.keep(instance, proxy, served + 1);
-                        Ok(())
-                    }
-                    (result, _) => {
-                        drop(instance);
-                        result.map(drop)
-                    }
-                }
+                keep_or_drop(instance, result, reuse, served)
             },
             usage.clone(),
         ));
         self.response_or_failure(receiver, guest, failed, usage, info.request_id)
             .await
+    }
+
+    /// The instance a request runs in: one kept from an earlier request, which comes with the
+    /// permits that admitted it, or else a fresh store under permits taken now. Admission
+    /// comes before any work: over a limit the client hears so at once, and nothing queues
+    /// without bound. The permits live as long as the instance.
+    fn request_instance(&self, info: &RequestInfo) -> Result<RequestInstance, InvokeError> {
+        let slot = match self.reuse.as_ref().and_then(|reuse| reuse.take()) {
+            Some(warm) => Slot::Warm(warm),
+            None => Slot::Fresh(self.admit()?),
+        };
+        // Admitted: from here on the request is metered, if its app is. A request refused
+        // above used nothing worth billing and reports nothing.
+        let usage = self.usage.as_ref().map(UsageCell::new);
+        let identity = self.identity(info);
+        let mut request = match slot {
+            Slot::Warm(warm) => {
+                let mut instance = warm.instance;
+                instance
+                    .store
+                    .data_mut()
+                    .next_request(identity, usage.clone());
+                // Its clock starts again for this request.
+                self.sandboxes.arm(&mut instance.store, &self.limits);
+                RequestInstance {
+                    instance,
+                    kept: Some(warm.exports),
+                    served: warm.served,
+                    usage,
+                }
+            }
+            Slot::Fresh(permits) => {
+                let mut host = Host::new(&self.grants, identity, self.limits.memory);
+                host.limiter().report_peak_to(usage.clone());
+                // On the engine the component's code was compiled for.
+                let engine = self.linked.instance_pre().engine();
+                let store = self.sandboxes.new_store_on(engine, host, &self.limits);
+                RequestInstance {
+                    instance: Instance { store, permits },
+                    kept: None,
+                    served: 0,
+                    usage,
+                }
+            }
+        };
+        request
+            .instance
+            .store
+            .data_mut()
+            .set_calls(info.calls.clone());
+        Ok(request)
     }
 
     /// What the client gets once the guest's task (`guest`) has sent its response head on
@@ -273,7 +287,7 @@ impl LoadedComponent {
                     if let Ok(Err(err)) = guest.await {
                         tracing::warn!(
                             %app, %component, request_id,
-                            "component failed while streaming its response body: {err}"
+                            "component failed after sending its response head: {err}"
                         );
                     }
                 });
@@ -300,6 +314,37 @@ impl LoadedComponent {
                 Ok(Err(err)) => Err(err),
                 Err(join) => Err(InvokeError::Trap(format!("the guest task failed: {join}"))),
             },
+        }
+    }
+}
+
+/// The instance a request runs in, from [`LoadedComponent::request_instance`].
+struct RequestInstance {
+    instance: Instance,
+    /// The handler of an instance kept from an earlier request; `None`: still to instantiate.
+    kept: Option<Exports>,
+    /// Requests the instance served before this one.
+    served: u32,
+    usage: Option<Arc<UsageCell>>,
+}
+
+/// The end of a request's instance: a component that allows it keeps an instance that served
+/// well for its next request; one that failed in any way goes with its store.
+fn keep_or_drop(
+    mut instance: Instance,
+    result: Result<Exports, InvokeError>,
+    reuse: Option<Arc<InstanceReuse>>,
+    served: u32,
+) -> Result<(), InvokeError> {
+    match (result, reuse) {
+        (Ok(exports), Some(reuse)) => {
+            instance.store.data_mut().request_done();
+            reuse.keep(instance, exports, served + 1);
+            Ok(())
+        }
+        (result, _) => {
+            drop(instance);
+            result.map(drop)
         }
     }
 }
@@ -361,11 +406,12 @@ async fn run_to_deadline<T>(
 }
 
 impl LoadedComponent {
-    /// [`LoadedComponent::handle_http`] for a WASI 0.3 component (`wasi:http/handler@0.3`),
-    /// always in a fresh instance. Its `handle` returns the response, and the guest's tasks
-    /// go on writing the body afterwards: they run only while the store's event loop does,
-    /// so the guest's task keeps the loop running until the body is finished (or dropped, or
-    /// the deadline), and only then drops the store.
+    /// [`LoadedComponent::handle_http`] for a WASI 0.3 component (`wasi:http/handler@0.3`).
+    /// Its `handle` returns the response, and the guest's tasks go on writing the body
+    /// afterwards, and may go on working once it is written: they run only while the store's
+    /// event loop does, so the guest's task keeps the loop running until the body is finished
+    /// (or dropped) and no task of the guest is left, or until the deadline. Only then is the
+    /// store dropped, or kept for the next request: a kept instance has nothing running.
     async fn handle_http_0_3<B>(
         &self,
         pre: Arc<ServicePre<Host>>,
@@ -376,14 +422,12 @@ impl LoadedComponent {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let permits = self.admit()?;
-        let usage = self.usage.as_ref().map(UsageCell::new);
-        let mut host = Host::new(&self.grants, self.identity(&info), self.limits.memory);
-        host.limiter().report_peak_to(usage.clone());
-        host.set_calls(info.calls);
-        let mut store = self
-            .sandboxes
-            .new_store_on(pre.engine(), host, &self.limits);
+        let RequestInstance {
+            mut instance,
+            kept,
+            served,
+            usage,
+        } = self.request_instance(&info)?;
 
         let (parts, body) = request.into_parts();
         let authority = match parts.uri.authority() {
@@ -399,7 +443,8 @@ impl LoadedComponent {
         } else {
             http::uri::Scheme::HTTP
         };
-        let headers = FieldMap::new_immutable(store.data_mut().http().hooks, parts.headers);
+        let hooks = instance.store.data_mut().http().hooks;
+        let headers = FieldMap::new_immutable(hooks, parts.headers);
         let (request, request_body_done) = p3::Request::new(
             parts.method,
             Some(scheme),
@@ -417,53 +462,67 @@ impl LoadedComponent {
         let (limits, sandboxes, metrics) =
             (self.limits, self.sandboxes.clone(), self.metrics.clone());
         let trace = info.trace;
+        let reuse = self.reuse.clone();
         let component = self.id.clone();
         let guest = tokio::spawn(CpuTimed::new(
             async move {
                 let guest_span = OnceLock::<TraceContext>::new();
+                let store = &mut instance.store;
                 let run = async {
-                    let store = &mut store;
-                    let span = component_span(&trace, "instantiate", &component);
-                    let service =
-                        instantiate(pre.instantiate_async(&mut *store), span, &metrics).await?;
+                    let service = match kept {
+                        Some(Exports::Wasi03(service)) => service,
+                        _ => {
+                            let span = component_span(&trace, "instantiate", &component);
+                            instantiate(pre.instantiate_async(&mut *store), span, &metrics).await?
+                        }
+                    };
                     let guest = guest_span.get_or_init(|| {
-                        component_span(&trace, "wasi:http/handler.handle", &component)
+                        let span = component_span(&trace, "wasi:http/handler.handle", &component);
+                        span.set_attribute(KeyValue::new(
+                            "skiff.instance.requests",
+                            i64::from(served + 1),
+                        ));
+                        span
                     });
                     store.data_mut().set_trace(guest.clone());
                     store
                         .run_concurrent(async |accessor| {
-                            let response = match service.handle(accessor, request).await? {
-                                Ok(response) => response,
+                            match service.handle(accessor, request).await? {
+                                Ok(response) => {
+                                    let response = accessor.with(|mut store| {
+                                        response.into_http(&mut store, request_body_done)
+                                    })?;
+                                    let (finished, body_finished) = oneshot::channel();
+                                    let response = response.map(|body| {
+                                        NotifyWhenFinished {
+                                            body,
+                                            finished: Some(finished),
+                                        }
+                                        .boxed_unsync()
+                                    });
+                                    if sender.send(Ok(response)).is_ok() {
+                                        // The guest's tasks write the body while the loop runs.
+                                        let _ = body_finished.await;
+                                    }
+                                }
                                 Err(code) => {
                                     let _ = sender.send(Err(code));
-                                    return Ok(());
                                 }
-                            };
-                            let response = accessor.with(|mut store| {
-                                response.into_http(&mut store, request_body_done)
-                            })?;
-                            let (finished, body_finished) = oneshot::channel();
-                            let response = response.map(|body| {
-                                NotifyWhenFinished {
-                                    body,
-                                    finished: Some(finished),
-                                }
-                                .boxed_unsync()
-                            });
-                            if sender.send(Ok(response)).is_ok() {
-                                // The guest's tasks write the body while the loop runs.
-                                let _ = body_finished.await;
                             }
+                            // What the guest still does after its response (a task that logs,
+                            // or calls out, once it has answered) runs to its end here. A store
+                            // dropped with a guest task still in it would also cost a
+                            // backtrace per request where RUST_BACKTRACE is set.
+                            std::future::poll_fn(|cx| accessor.poll_no_interesting_tasks(cx)).await;
                             wasmtime::Result::Ok(())
                         })
                         .await
                         .and_then(|result| result)
-                        .map_err(|err| classify(err, store, limits, &sandboxes))
+                        .map_err(|err| classify(err, store, limits, &sandboxes))?;
+                    Ok(Exports::Wasi03(service))
                 };
                 let result = run_to_deadline(run, timeout, &guest_span, &failed_in_guest).await;
-                drop(store);
-                drop(permits);
-                result
+                keep_or_drop(instance, result, reuse, served)
             },
             usage.clone(),
         ));

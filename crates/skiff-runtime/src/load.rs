@@ -445,21 +445,6 @@ impl Loader<'_> {
                     LoadErrorKind::FuelDisabled,
                 )));
             }
-            if matches!(linked, Linked::Service(_))
-                && spec.limits.requests_per_instance.is_some_and(|n| n > 1)
-            {
-                return Err(with_index(LoadError::new(
-                    &spec.source,
-                    LoadErrorKind::Unsupported {
-                        field: "limits.requests_per_instance",
-                        reason: "`limits.requests_per_instance`: a WASI 0.3 component gets a \
-                                 fresh instance for every request; keeping instances between \
-                                 requests is not available for WASI 0.3 components yet: \
-                                 remove the setting"
-                            .into(),
-                    },
-                )));
-            }
             let grants = app_grants.component(&load, spec).map_err(with_index)?;
             let reuse = InstanceReuse::new(
                 spec.limits.requests_per_instance,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::Proxy;
+use wasmtime_wasi_http::p3::bindings::Service;
 
 use crate::error::{InvokeError, OverloadScope};
 use crate::host::Host;
@@ -104,11 +105,20 @@ pub(crate) enum Slot {
 
 pub(crate) struct WarmInstance {
     pub(crate) instance: Instance,
-    pub(crate) proxy: Proxy,
+    pub(crate) exports: Exports,
     /// Requests it has served.
     pub(crate) served: u32,
     /// When it last finished a request.
     idle_since: Instant,
+}
+
+/// The handler a kept instance serves requests with: a component's pool holds instances of
+/// its own kind only.
+pub(crate) enum Exports {
+    /// `wasi:http/incoming-handler@0.2`.
+    Wasip2(Proxy),
+    /// `wasi:http/handler@0.3`.
+    Wasi03(Service),
 }
 
 /// Instances kept for the next requests of a component whose `requests_per_instance` is more
@@ -182,7 +192,7 @@ impl InstanceReuse {
         (!idle.instances.is_empty()).then(|| idle.instances.remove(0))
     }
 
-    pub(crate) fn keep(self: &Arc<Self>, instance: Instance, proxy: Proxy, served: u32) {
+    pub(crate) fn keep(self: &Arc<Self>, instance: Instance, exports: Exports, served: u32) {
         let host_free = instance.permits.host.semaphore().available_permits();
         if served >= self.requests_per_instance || host_free < self.keep_while_free {
             return;
@@ -193,7 +203,7 @@ impl InstanceReuse {
         }
         idle.instances.push(WarmInstance {
             instance,
-            proxy,
+            exports,
             served,
             idle_since: Instant::now(),
         });

@@ -253,14 +253,14 @@ limits = {{ timeout = "10s", fuel = 200_000_000 }}
                 "huge response",
                 "/evil/big?n=1000000000000",
                 CutOff,
-                "failed while streaming its response body",
+                "failed after sending its response head",
                 None,
             ),
             case(
                 "hold the response open",
                 "/evil/hold",
                 CutOff,
-                "failed while streaming its response body",
+                "failed after sending its response head",
                 None,
             ),
             case(

@@ -105,6 +105,14 @@ async fn limits_and_failures_hold() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.text().await.is_err(), "a cut-off body must fail");
+    // Work after the response is bounded by the same deadline: the answer stands, the work
+    // is stopped and said so.
+    assert_eq!(
+        get(&server, "/linger?60000").await,
+        (200, "answered\n".into())
+    );
+    let logs = server.wait_for_log("after sending its response head");
+    assert!(logs.contains("after sending its response head: "), "{logs}");
     assert_eq!(get(&server, "/hello").await.0, 200);
     let logs = server.logs();
     assert!(logs.contains("deadline"), "{logs}");
@@ -199,37 +207,63 @@ fn a_release_candidate_build_is_refused_with_the_fix() {
     assert!(!stderr.contains("not a valid WebAssembly"), "{stderr}");
 }
 
-/// Keeping instances between requests is WASIp2-only for now: asking for it on a 0.3
-/// component is an error naming the field, not a setting silently ignored.
-#[test]
-fn instance_reuse_is_refused_naming_the_field() {
-    let dir = app_dir(&[(
-        "skiff.toml",
-        "[app]\nname = \"reuse\"\nversion = \"1.0.0\"\n\n\
-         [component.web]\nsource = \"web.wasm\"\nroute = \"/...\"\n\n\
-         [component.web.limits]\nrequests_per_instance = 10\n",
-    )]);
-    std::fs::copy(guest("http-p3-guest"), dir.path().join("web.wasm")).unwrap();
-    let output = common::skiff()
-        .args([
-            "up",
-            dir.path().to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("`component.web.limits.requests_per_instance`"),
-        "{stderr}"
+/// `requests_per_instance` keeps a 0.3 component's instances as it keeps a 0.2 one's: one
+/// instance serves that many requests in a row, and one that failed is never served again.
+/// What a guest does after answering runs to its end (the instance is not torn down under
+/// it), and only then is the instance kept for another request.
+#[tokio::test]
+async fn instances_are_kept_where_the_component_allows_it() {
+    let manifest = format!(
+        "[app]\nname = \"reuse\"\n\n\
+         [component.fresh]\nsource = \"{wasm}\"\nroute = \"/fresh/...\"\n\n\
+         [component.reused]\nsource = \"{wasm}\"\nroute = \"/reused/...\"\n\
+         limits = {{ requests_per_instance = 3 }}\n",
+        wasm = p3_guest()
     );
-    assert!(
-        stderr.contains("fresh instance for every request"),
-        "{stderr}"
+    let dir = app_dir(&[("skiff.toml", &manifest)]);
+    let server = Server::start(&["up", dir.path().join("skiff.toml").to_str().unwrap()]);
+    // An instance goes back to its pool just after its response has ended (once the guest's
+    // task has exited): a pause before each request keeps this test from racing that.
+    let counts = async |prefix: &str, times: usize| {
+        let mut seen = Vec::new();
+        for _ in 0..times {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let (status, text) = get(&server, &format!("{prefix}/count")).await;
+            assert_eq!(status, 200);
+            seen.push(text.trim().to_string());
+        }
+        seen
+    };
+
+    assert_eq!(counts("/fresh", 3).await, ["1", "1", "1"]);
+    assert_eq!(
+        counts("/reused", 7).await,
+        ["1", "2", "3", "1", "2", "3", "1"]
     );
-    assert!(stderr.contains("skiff.toml:6"), "{stderr}");
+    assert_eq!(get(&server, "/reused/trap").await.0, 500);
+    assert_eq!(counts("/reused", 1).await, ["1"]);
+
+    // A fresh instance's work after its response is not cut off when the response ends.
+    assert_eq!(get(&server, "/fresh/linger?10").await.1, "answered\n");
+    assert!(
+        server
+            .wait_for_log("lingered 10 ms")
+            .contains("lingered 10 ms")
+    );
+
+    // The instance that answered (request 2 of the one kept above) still works for two
+    // seconds: it is not handed to the next request, which gets an instance of its own ...
+    assert_eq!(get(&server, "/reused/linger?2000").await.1, "answered\n");
+    assert_eq!(counts("/reused", 1).await, ["1"]);
+    // ... and once its work is done it is kept, and serves again: two instances are kept now,
+    // one at 2 requests served, one at 1 (with only the second kept, a third count would
+    // need a fresh instance and say 1).
+    let logs = server.wait_for_log("lingered 2000 ms");
+    assert!(logs.contains("lingered 2000 ms"), "{logs}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut next = counts("/reused", 3).await;
+    next.sort();
+    assert_eq!(next, ["2", "3", "3"], "both kept instances serve again");
 }
 
 /// A 0.3 component's requests are counted and traced as a 0.2 one's: its instantiations and

@@ -12,8 +12,12 @@
 //! - `/sleep`: waits for an hour (a deadline test).
 //! - `/spin`: computes for ever (an epoch deadline test).
 //! - `/trap`: panics before answering.
-//! - `/after-body-trap`: answers, then panics while writing the body.
+//! - `/after-body-trap`: answers, writes a first part, then panics 100 ms later.
 //! - `/grow?MIB`: allocates MIB mebibytes, then answers with the count.
+//! - `/count`: how many requests this instance has served, this one included.
+//! - `/linger?MS`: answers at once, then goes on working: MS milliseconds later it prints
+//!   `lingered MS ms` to stdout (work after the response, as a guest that logs or reports
+//!   once it has answered does).
 //!
 //! With `MODE=forward` in its environment it is a gateway middleware instead, whatever the
 //! path: it sends the request on, unchanged (headers, body stream and all), with
@@ -27,8 +31,12 @@ wasip3::http::service::export!(Service);
 
 struct Service;
 
+/// Requests this instance has served.
+static SERVED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 impl wasip3::exports::http::handler::Guest for Service {
     async fn handle(request: Request) -> Result<Response, ErrorCode> {
+        let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         if std::env::var("MODE").is_ok_and(|mode| mode == "forward") {
             return forward(request).await;
         }
@@ -63,6 +71,8 @@ impl wasip3::exports::http::handler::Guest for Service {
                 let (response, _) = Response::new(Fields::new(), Some(contents), trailers);
                 wit_bindgen::spawn_local(async move {
                     body.write_all(b"the first part\n".to_vec()).await;
+                    // Long enough for the host to have sent the head and the first part.
+                    wasip3::clocks::monotonic_clock::wait_for(100_000_000).await;
                     panic!("asked to trap while writing the body");
                 });
                 Ok(response)
@@ -71,6 +81,15 @@ impl wasip3::exports::http::handler::Guest for Service {
                 let mib: usize = query.parse().unwrap_or(1);
                 let block = vec![1u8; mib << 20];
                 text(200, format!("grew {} MiB\n", block.len() >> 20))
+            }
+            "count" => text(200, format!("{served}\n")),
+            "linger" => {
+                let ms: u64 = query.parse().unwrap_or(100);
+                wit_bindgen::spawn_local(async move {
+                    wasip3::clocks::monotonic_clock::wait_for(ms * 1_000_000).await;
+                    println!("lingered {ms} ms");
+                });
+                text(200, "answered\n".into())
             }
             _ => text(404, format!("no such mode: {path}\n")),
         }
