@@ -9,7 +9,8 @@ Figures (see docs/performance.md for what each means and how to read it):
   1. sandbox cost: criterion bench `crates/skiff-runtime/benches/sandbox.rs`; a fresh
      instance per request (the default), and the same request on a warm instance kept by the
      opt-in instance reuse (`requests_per_instance`), and the same request through a WASI 0.3
-     component (component-model async, on skiff's second engine)
+     component (component-model async, on skiff's second engine), fresh and kept; and like
+     for like, the same `GET /count` from the wasip2-crate and the wasip3-crate test guests
   2. HTTP throughput (32 connections) and latency (1 connection) of the hello app over
      loopback, skiff vs a native hyper server vs `wasmtime serve` (wrk); skiff also a second
      time with instance reuse on (`requests_per_instance = 1000`), as extra rows
@@ -17,6 +18,9 @@ Figures (see docs/performance.md for what each means and how to read it):
      caches, a static native server by fork/exec, and the same server in a `crun` container
   4. CPU-heavy guest: sha256 over 1 MiB per request, skiff vs native vs `wasmtime serve`
   5. memory: RSS idle and under load; RSS per in-flight instance at 1,000 concurrent requests
+  6. WASI 0.3 over HTTP: the wasip3 test guest's `GET /hello` under skiff (fresh instances,
+     and `requests_per_instance = 1000`) and under `wasmtime serve` (its WASIp3 defaults, and
+     fresh instances), beside figure 2's WASIp2 hello under skiff
 
 Servers under load are pinned to CPU 0 and the load generator to CPU 1 (`taskset`). Every
 process started here is stopped on exit, including on Ctrl-C and SIGTERM.
@@ -290,7 +294,9 @@ def figure_sandbox(args):
         fail(f"cargo bench failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     figures = {}
-    for name in ("hello_request", "hello_request_reused", "hello_request_wasi_0_3", "hello_instantiate"):
+    for name in ("hello_request", "hello_request_reused", "hello_request_wasi_0_3",
+                 "hello_request_wasi_0_3_reused", "count_request_wasi_0_2", "count_request_wasi_0_3",
+                 "hello_instantiate"):
         path = os.path.join(target, "criterion", "sandbox", name, "new", "estimates.json")
         with open(path) as f:
             estimates = json.load(f)
@@ -330,32 +336,7 @@ def figure_http(args, tools, workdir):
         servers["wasmtime"] = Server("wasmtime serve", [tools["wasmtime"], "serve", "-S", "cli=y", "--addr",
                                                         f"127.0.0.1:{port}", os.path.join(ROOT, "examples/hello/hello.wasm")],
                                      port, workdir, env=dict(os.environ, XDG_CACHE_HOME=os.path.join(workdir, "wasmtime-cache")))
-        # Same answer from all of them (the date header aside).
-        bodies = {name: http_get(s.port, "/")[1] for name, s in servers.items()}
-        if len(set(bodies.values())) != 1:
-            fail(f"the servers answer differently: {bodies}")
-        idle = {name: proc_status_kib(s.pid, "VmRSS") for name, s in servers.items()}
-        for name, s in servers.items():
-            wrk(s.port, "/", 32, 1 if args.quick else 2)  # warm-up
-        runs = {name: [] for name in servers}
-        for rep in range(args.reps):
-            for name, s in servers.items():
-                with RssSampler(s.pid) as sampler:
-                    many = wrk(s.port, "/", 32, args.duration)
-                one = wrk(s.port, "/", 1, args.duration, latency=True)
-                # The same with wrk on the server's CPU: no cross-CPU wake-up of an idle CPU
-                # in the round trip, which on a VM costs tens of microseconds by itself.
-                shared = wrk(s.port, "/", 1, max(2, args.duration // 2), latency=True, cpu=SERVER_CPU)
-                run = {"rps32": many["rps"], "p50": one["p50_ms"], "p99": one["p99_ms"],
-                       "rps1": one["rps"], "rss_load": sampler.max_kib, "p50_same_cpu": shared["p50_ms"],
-                       "errors": many["socket_errors"] + one["socket_errors"]}
-                runs[name].append(run)
-                log(f"   rep {rep + 1} {name:11}: {run['rps32']:9.0f} req/s @32, p50 {run['p50'] * 1000:6.0f} us, "
-                    f"p99 {run['p99'] * 1000:6.0f} us @1, p50 {run['p50_same_cpu'] * 1000:4.0f} us @1 same CPU, "
-                    f"RSS {run['rss_load'] / 1024:.1f} MiB")
-        for name, s in servers.items():
-            results[name] = {"runs": runs[name], "rss_idle": idle[name],
-                             "rss_hwm": proc_status_kib(s.pid, "VmHWM")}
+        results = load_runs(args, servers, "/")
     finally:
         for s in servers.values():
             s.stop()
@@ -395,6 +376,64 @@ def figure_http(args, tools, workdir):
         for s in servers.values():
             s.stop()
     return results, cpu
+
+
+def load_runs(args, servers, path):
+    """wrk against each server on `path`, interleaved per repetition, once they all answer the
+    same: req/s at 32 connections, p50/p99 at 1 connection, RSS. Returns each server's runs."""
+    # Same answer from all of them (the date header aside).
+    bodies = {name: http_get(s.port, path)[1] for name, s in servers.items()}
+    if len(set(bodies.values())) != 1:
+        fail(f"the servers answer differently: {bodies}")
+    idle = {name: proc_status_kib(s.pid, "VmRSS") for name, s in servers.items()}
+    for name, s in servers.items():
+        wrk(s.port, path, 32, 1 if args.quick else 2)  # warm-up
+    runs = {name: [] for name in servers}
+    for rep in range(args.reps):
+        for name, s in servers.items():
+            with RssSampler(s.pid) as sampler:
+                many = wrk(s.port, path, 32, args.duration)
+            one = wrk(s.port, path, 1, args.duration, latency=True)
+            # The same with wrk on the server's CPU: no cross-CPU wake-up of an idle CPU
+            # in the round trip, which on a VM costs tens of microseconds by itself.
+            shared = wrk(s.port, path, 1, max(2, args.duration // 2), latency=True, cpu=SERVER_CPU)
+            run = {"rps32": many["rps"], "p50": one["p50_ms"], "p99": one["p99_ms"],
+                   "rps1": one["rps"], "rss_load": sampler.max_kib, "p50_same_cpu": shared["p50_ms"],
+                   "errors": many["socket_errors"] + one["socket_errors"]}
+            runs[name].append(run)
+            log(f"   rep {rep + 1} {name:11}: {run['rps32']:9.0f} req/s @32, p50 {run['p50'] * 1000:6.0f} us, "
+                f"p99 {run['p99'] * 1000:6.0f} us @1, p50 {run['p50_same_cpu'] * 1000:4.0f} us @1 same CPU, "
+                f"RSS {run['rss_load'] / 1024:.1f} MiB")
+    return {name: {"runs": runs[name], "rss_idle": idle[name], "rss_hwm": proc_status_kib(s.pid, "VmHWM")}
+            for name, s in servers.items()}
+
+
+def figure_http_wasi_0_3(args, tools, workdir):
+    """Figure 6: a WASI 0.3 component's hello over HTTP (`tests/guests/http-p3-guest`,
+    `GET /hello`), under skiff (a fresh instance per request, the default; and with
+    `requests_per_instance`) and under `wasmtime serve` (its own WASIp3 defaults: an instance
+    serves up to 128 requests, 16 at once; and with a fresh instance per request)."""
+    log("== 6. WASI 0.3 hello over HTTP: skiff and wasmtime serve")
+    wasm = tools["http_p3_guest_wasm"]
+    servers = {}
+    try:
+        cache = dict(os.environ, SKIFF_CACHE_DIR=os.path.join(workdir, "skiff-cache"))
+        for name, reuse in (("skiff", None), ("skiff_reuse", 1000)):
+            port = free_port()
+            manifest = write_manifest(workdir, f"p3-{name.replace('_', '-')}", wasm, requests_per_instance=reuse)
+            servers[name] = Server(f"skiff up, WASI 0.3{', reuse' if reuse else ''}",
+                                   [tools["skiff"], "up", "--listen", f"127.0.0.1:{port}", manifest],
+                                   port, workdir, env=cache, ready_path="/hello")
+        for name, extra in (("wasmtime", []), ("wasmtime_fresh", ["--max-instance-reuse-count", "1"])):
+            port = free_port()
+            servers[name] = Server(f"wasmtime serve, WASI 0.3{' fresh' if extra else ''}",
+                                   [tools["wasmtime"], "serve", "-S", "cli=y", *extra, "--addr",
+                                    f"127.0.0.1:{port}", wasm], port, workdir, ready_path="/hello",
+                                   env=dict(os.environ, XDG_CACHE_HOME=os.path.join(workdir, "wasmtime-cache")))
+        return load_runs(args, servers, "/hello")
+    finally:
+        for s in servers.values():
+            s.stop()
 
 
 def write_manifest(workdir, name, wasm, max_concurrency=None, requests_per_instance=None, routes=("/...",)):
@@ -895,6 +934,14 @@ def build_table(r):
             p3 = s["hello_request_wasi_0_3"]["median_us"]
             rows.append(("1", "instantiate + one wasi:http 0.3 request (component-model async), in-process",
                          f"{p3:.1f} µs", "the same, WASIp2", f"{req:.1f} µs", f"{p3 / req:.2f}×", "", ""))
+        if "hello_request_wasi_0_3_reused" in s and "hello_request_reused" in s:
+            p3, p2 = s["hello_request_wasi_0_3_reused"]["median_us"], s["hello_request_reused"]["median_us"]
+            rows.append(("1", "one wasi:http 0.3 request, instance reused (opt-in), in-process", f"{p3:.1f} µs",
+                         "the same, WASIp2", f"{p2:.1f} µs", f"{p3 / p2:.2f}×", "", ""))
+        if "count_request_wasi_0_3" in s:
+            p3, p2 = s["count_request_wasi_0_3"]["median_us"], s["count_request_wasi_0_2"]["median_us"]
+            rows.append(("1", "like for like: `GET /count`, wasip3-crate test guest, fresh instance",
+                         f"{p3:.1f} µs", "wasip2-crate test guest", f"{p2:.1f} µs", f"{p3 / p2:.2f}×", "", ""))
     h = r.get("http")
     if h:
         sk, nat, wt = (h[k]["runs"] for k in ("skiff", "native", "wasmtime"))
@@ -934,6 +981,29 @@ def build_table(r):
                  verdict(p50["skiff_reuse"] <= 2 * p50["native"])),
                 ("2", f"{label} p50 latency at 1 connection, wrk on the server's CPU", fmt_us(same["skiff_reuse"]),
                  "native hyper", fmt_us(same["native"]), f"{same['skiff_reuse'] / same['native']:.2f}×", "", ""),
+            ]
+    w = r.get("http_wasi_0_3")
+    if w:
+        rps = {k: med([x["rps32"] for x in w[k]["runs"]]) for k in w}
+        p50 = {k: med([x["p50"] for x in w[k]["runs"]]) for k in w}
+        labels = {"skiff": "a fresh instance per request", "skiff_reuse": "requests_per_instance = 1000"}
+        for name, how in labels.items():
+            for base, base_label in (("wasmtime", "wasmtime serve (reuse 128, 16 at once)"),
+                                     ("wasmtime_fresh", "wasmtime serve, a fresh instance per request")):
+                rows += [
+                    ("6", f"WASI 0.3 hello, {how}, req/s at 32 connections", fmt_rps(rps[name]), base_label,
+                     fmt_rps(rps[base]), f"{rps[name] / rps[base]:.2f}×", "", ""),
+                    ("6", f"WASI 0.3 hello, {how}, p50 latency at 1 connection", fmt_us(p50[name]), base_label,
+                     fmt_us(p50[base]), f"{p50[name] / p50[base]:.2f}×", "", ""),
+                ]
+        if h:
+            rows += [
+                ("6", "WASI 0.3 hello, fresh instances, req/s at 32 connections", fmt_rps(rps["skiff"]),
+                 "skiff, WASIp2 hello (figure 2)", fmt_rps(med([x["rps32"] for x in h["skiff"]["runs"]])),
+                 f"{rps['skiff'] / med([x['rps32'] for x in h['skiff']['runs']]):.2f}×", "", ""),
+                ("6", "WASI 0.3 hello, fresh instances, p50 latency at 1 connection", fmt_us(p50["skiff"]),
+                 "skiff, WASIp2 hello (figure 2)", fmt_us(med([x["p50"] for x in h["skiff"]["runs"]])),
+                 f"{p50['skiff'] / med([x['p50'] for x in h['skiff']['runs']]):.2f}×", "", ""),
             ]
     c = r.get("cold")
     if c:
@@ -990,23 +1060,34 @@ def build_table(r):
     return "\n".join(lines)
 
 
+def http_runs_table(title, figures, labels):
+    """Each repetition of each server of an HTTP figure, as markdown lines."""
+    reps = len(figures["skiff"]["runs"])
+    out = [f"{title}, each repetition (req/s at 32 connections; p50 / p99 at 1 connection; p50 at 1 "
+           "connection with wrk on the server's CPU; max RSS under load):\n",
+           "| server | " + " | ".join(f"rep {i + 1}" for i in range(reps)) + " |",
+           "|---|" + "---|" * reps]
+    for name, label in labels:
+        cells = [f"{x['rps32']:,.0f}; {x['p50'] * 1000:.0f} / {x['p99'] * 1000:.0f} µs; "
+                 f"{x['p50_same_cpu'] * 1000:.0f} µs; {x['rss_load'] / 1024:.1f} MiB" for x in figures[name]["runs"]]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    out.append("")
+    return out
+
+
 def build_details(r):
     out = []
     h = r.get("http")
     if h:
-        out.append("HTTP, each repetition (req/s at 32 connections; p50 / p99 at 1 connection; p50 at 1 connection "
-                   "with wrk on the server's CPU; max RSS under load):\n")
-        out.append("| server | " + " | ".join(f"rep {i + 1}" for i in range(len(h["skiff"]["runs"]))) + " |")
-        out.append("|---|" + "---|" * len(h["skiff"]["runs"]))
-        for name in ("native", "skiff", "skiff_reuse", "wasmtime"):
-            if name not in h:  # skiff_reuse: absent from runs before instance reuse existed
-                continue
-            cells = [f"{x['rps32']:,.0f}; {x['p50'] * 1000:.0f} / {x['p99'] * 1000:.0f} µs; "
-                     f"{x['p50_same_cpu'] * 1000:.0f} µs; {x['rss_load'] / 1024:.1f} MiB"
-                     for x in h[name]["runs"]]
-            label = {"skiff_reuse": "skiff, instance reuse (opt-in)"}.get(name, name)
-            out.append(f"| {label} | " + " | ".join(cells) + " |")
-        out.append("")
+        # skiff_reuse: absent from runs before instance reuse existed
+        labels = [(name, {"skiff_reuse": "skiff, instance reuse (opt-in)"}.get(name, name))
+                  for name in ("native", "skiff", "skiff_reuse", "wasmtime") if name in h]
+        out += http_runs_table("HTTP", h, labels)
+    w = r.get("http_wasi_0_3")
+    if w:
+        out += http_runs_table("WASI 0.3 hello over HTTP", w, [
+            ("skiff", "skiff, fresh instances"), ("skiff_reuse", "skiff, requests_per_instance"),
+            ("wasmtime", "wasmtime serve, its defaults"), ("wasmtime_fresh", "wasmtime serve, fresh instances")])
     cpu = r.get("cpu")
     if cpu:
         out.append("sha256 of 1 MiB, each repetition (p50 / p99 at 1 connection, req/s):\n")
@@ -1158,7 +1239,7 @@ def main():
     parser.add_argument("--in-flight", type=int, default=1000)
     parser.add_argument("--sleep-ms", type=int, default=1000,
                         help="how long each guest sleeps; long enough that all are asleep at once")
-    parser.add_argument("--only", default="1,2,3,5", help="figures to run (4 runs with 2), e.g. 2,3")
+    parser.add_argument("--only", default="1,2,3,5,6", help="figures to run (4 runs with 2), e.g. 2,3")
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     parser.add_argument("--note", default="", help="a line to add under the table, e.g. about load")
     parser.add_argument("--from-json", metavar="PATH",
@@ -1183,6 +1264,7 @@ def main():
         "native": os.environ.get("NATIVE_HELLO", os.path.join(ROOT, "target/bench/release/native-hello")),
         "sha256_wasm": os.environ.get("SHA256_WASM", os.path.join(ROOT, "target/bench/wasm32-wasip2/release/sha256_guest.wasm")),
         "http_guest_wasm": os.environ.get("HTTP_GUEST_WASM", os.path.join(ROOT, "target/guests/wasm32-wasip2/release/http_guest.wasm")),
+        "http_p3_guest_wasm": os.environ.get("HTTP_P3_GUEST_WASM", os.path.join(ROOT, "target/guests/wasm32-wasip2/release/http_p3_guest.wasm")),
         "hello_server": os.environ.get("HELLO_SERVER", os.path.join(ROOT, "target/bench/hello-server")),
     }
     for name, path in tools.items():
@@ -1210,6 +1292,8 @@ def main():
             results["cold"] = figure_cold_start(args, tools, workdir)
         if "5" in only:
             results["in_flight"] = figure_in_flight(args, tools, workdir)
+        if "6" in only:
+            results["http_wasi_0_3"] = figure_http_wasi_0_3(args, tools, workdir)
     finally:
         stop_all()
         shutil.rmtree(workdir, ignore_errors=True)

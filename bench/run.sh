@@ -3,11 +3,12 @@
 # release, runs every comparison on this machine, prints the table of medians and writes it
 # into docs/performance.md.
 #
-#     bench/run.sh [--quick] [--only 1,2,3,5] [--reps N] [--duration S] [--no-write] [--note TEXT]
+#     bench/run.sh [--quick] [--only 1,2,3,5,6] [--reps N] [--duration S] [--no-write] [--note TEXT]
 #
 # --quick is a smoke test (one short repetition of everything, about 2 minutes once built;
 # it leaves docs/performance.md alone).
-# A full run takes about 12 minutes once built (3 x 10 s per wrk run, 4 servers for hello and 3 for sha256).
+# A full run takes about 17 minutes once built (3 x 10 s per wrk run, 4 servers for hello, 3 for
+# sha256 and 4 for the WASI 0.3 hello).
 # First run: installing wasmtime-cli 48.0.8 from crates.io builds it (15-25 min on 2 cores);
 # it goes to bench/.tools (git-ignored) and is reused. Set WASMTIME=/path/to/wasmtime to use
 # another copy of 48.0.8.
@@ -265,13 +266,14 @@ cargo build --release --manifest-path bench/guests/sha256/Cargo.toml --target wa
     --target-dir "$bench_target"
 mkdir -p "$bench_target"
 gcc -O2 -static -o "$bench_target/hello-server" bench/container/hello-server.c
-say "building the test guests (for the sleeping guest of figure 5)"
+say "building the test guests (for the sleeping guest of figure 5 and the WASI 0.3 one of figure 6)"
 scripts/build-guests.sh >/dev/null
 
 export SKIFF="$CARGO_TARGET_DIR/release/skiff"
 export NATIVE_HELLO="$bench_target/release/native-hello"
 export SHA256_WASM="$bench_target/wasm32-wasip2/release/sha256_guest.wasm"
 export HTTP_GUEST_WASM="$CARGO_TARGET_DIR/guests/wasm32-wasip2/release/http_guest.wasm"
+export HTTP_P3_GUEST_WASM="$CARGO_TARGET_DIR/guests/wasm32-wasip2/release/http_p3_guest.wasm"
 export HELLO_SERVER="$bench_target/hello-server"
 
 # 1,000 concurrent connections on each side, plus files.

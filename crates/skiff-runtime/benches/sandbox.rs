@@ -20,6 +20,12 @@
 //!   the guest first (`scripts/build-guests.sh`; `bench/run.sh` does). Beside `hello_request`,
 //!   what a 0.3 component costs against a 0.2 one; and `hello_request` itself shows that 0.2
 //!   components lost nothing (their engine keeps concurrency support off).
+//! - `sandbox/hello_request_wasi_0_3_reused`: the same on a kept 0.3 instance
+//!   (`requests_per_instance = u32::MAX`), beside `hello_request_reused`.
+//! - `sandbox/count_request_wasi_0_2`, `sandbox/count_request_wasi_0_3`: like for like, the
+//!   same short answer (`GET /count`) from the two test guests, `tests/guests/http-guest`
+//!   (the `wasip2` crate) and `tests/guests/http-p3-guest` (the `wasip3` crate), each in a
+//!   fresh instance: what the version of WASI costs, with the guest's own code alike.
 //! - `sandbox/hello_instantiate`: the instantiate step alone, on the very engine skiff builds
 //!   (`Runtime::engine()`: pooling allocator, copy-on-write images, epoch interruption), with a
 //!   minimal host state (an empty `WasiCtx` and `WasiHttpCtx`), then the store dropped (the
@@ -35,7 +41,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -170,12 +176,12 @@ fn hello_request_metered(c: &mut Criterion) {
     assert!(reported.load(std::sync::atomic::Ordering::Relaxed) > 0);
 }
 
-/// The WASI 0.3 test guest, built by `scripts/build-guests.sh` under the target folder.
-fn p3_guest() -> PathBuf {
+/// A test guest built by `scripts/build-guests.sh` under the target folder.
+fn test_guest(file: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let path = target.join("guests/wasm32-wasip2/release/http_p3_guest.wasm");
+    let path = target.join("guests/wasm32-wasip2/release").join(file);
     assert!(
         path.exists(),
         "{} is missing: build the test guests first (scripts/build-guests.sh)",
@@ -184,31 +190,54 @@ fn p3_guest() -> PathBuf {
     path
 }
 
-fn hello_request_wasi_0_3(c: &mut Criterion) {
-    let rt = tokio_rt();
-    let runtime = runtime();
+/// `wasm` loaded as a one-component app on every path, its instances kept for ever
+/// (`requests_per_instance = u32::MAX`) when `reused`.
+fn load_guest(runtime: &Runtime, wasm: &Path, reused: bool) -> Arc<LoadedComponent> {
     let folder = tempfile::tempdir().expect("a temporary folder");
-    std::fs::copy(p3_guest(), folder.path().join("p3.wasm")).expect("copying the guest");
+    std::fs::copy(wasm, folder.path().join("guest.wasm")).expect("copying the guest");
     std::fs::write(
         folder.path().join("skiff.toml"),
-        "[app]\nname = \"p3\"\nversion = \"1.0.0\"\n\n\
-         [component.p3]\nsource = \"p3.wasm\"\nroute = \"/...\"\n",
+        "[app]\nname = \"guest\"\nversion = \"1.0.0\"\n\n\
+         [component.guest]\nsource = \"guest.wasm\"\nroute = \"/...\"\n",
     )
     .expect("writing the manifest");
-    let app = skiff_manifest::load(&folder.path().join("skiff.toml")).expect("the manifest");
-    let loaded = runtime.load_app(app).expect("loading the WASI 0.3 guest");
-    let component = loaded.components()[0].clone();
-    let hello = "hello from a WASI 0.3 component\n";
-    assert_eq!(rt.block_on(request_at(&component, "/hello", 0)), hello);
+    let mut app = skiff_manifest::load(&folder.path().join("skiff.toml")).expect("the manifest");
+    if reused {
+        app.components[0].limits.requests_per_instance = Some(u32::MAX);
+    }
+    let loaded = runtime.load_app(app).expect("loading the guest");
+    loaded.components()[0].clone()
+}
 
+/// Benchmarks `GET path` on `wasm` as `sandbox/NAME`, after checking it answers `expected`.
+fn bench_guest(c: &mut Criterion, name: &str, wasm: &Path, reused: bool, path: &str) {
+    let rt = tokio_rt();
+    let runtime = runtime();
+    let component = load_guest(&runtime, wasm, reused);
+    let first = rt.block_on(request_at(&component, path, 0));
+    assert!(!first.is_empty(), "{name}: an empty answer");
     let mut id = 0;
-    c.benchmark_group("sandbox")
-        .bench_function("hello_request_wasi_0_3", |b| {
-            b.iter(|| {
-                id += 1;
-                rt.block_on(request_at(&component, "/hello", id))
-            })
-        });
+    c.benchmark_group("sandbox").bench_function(name, |b| {
+        b.iter(|| {
+            id += 1;
+            rt.block_on(request_at(&component, path, id))
+        })
+    });
+}
+
+fn hello_request_wasi_0_3(c: &mut Criterion) {
+    let p3 = test_guest("http_p3_guest.wasm");
+    bench_guest(c, "hello_request_wasi_0_3", &p3, false, "/hello");
+    bench_guest(c, "hello_request_wasi_0_3_reused", &p3, true, "/hello");
+}
+
+/// The same small answer (`/count`) from the two test guests, one built with the `wasip2`
+/// crate, one with `wasip3`: the two versions of WASI side by side, like for like.
+fn count_request_by_wasi_version(c: &mut Criterion) {
+    let p2 = test_guest("http_guest.wasm");
+    let p3 = test_guest("http_p3_guest.wasm");
+    bench_guest(c, "count_request_wasi_0_2", &p2, false, "/count");
+    bench_guest(c, "count_request_wasi_0_3", &p3, false, "/count");
 }
 
 /// A stand-in for skiff's crate-private `Host`: the same context types, nothing granted.
@@ -290,6 +319,6 @@ criterion_group! {
     name = sandbox;
     config = config();
     targets = hello_request, hello_request_reused, hello_request_metered, hello_request_wasi_0_3,
-        hello_instantiate
+        count_request_by_wasi_version, hello_instantiate
 }
 criterion_main!(sandbox);
