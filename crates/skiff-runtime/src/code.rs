@@ -29,6 +29,13 @@ pub(crate) fn wasm_kind(path: &Path, bytes: &[u8]) -> Result<WasmKind, LoadError
     })
 }
 
+/// Whether a compile error (`LoadErrorKind::Invalid`'s reason, from an engine without
+/// component-model async) is that feature missing: the component uses WASI 0.3 or other
+/// component-model async, and compiles on the async engine only.
+pub(crate) fn needs_component_model_async(invalid: &str) -> bool {
+    invalid.contains("component model async")
+}
+
 /// Whether a component exports the `wasi:http/handler` of WASI 0.3 (at its top level, or a
 /// component nested in it does): such a component uses component-model async and compiles
 /// on the async engine only. A parse error here says nothing: compiling reports it.

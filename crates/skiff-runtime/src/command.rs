@@ -107,18 +107,20 @@ async fn run_component(
     }
     let (component, _) =
         code::component(sandboxes.engine(), cache, path, wasm).map_err(|err| match err.kind {
-            LoadErrorKind::Invalid(why) if why.contains("component model async") => LoadError::new(
-                path,
-                LoadErrorKind::Unsupported {
-                    field: "source",
-                    reason: format!(
-                        "this component uses WASI 0.3 (component-model async: {why}); \
+            LoadErrorKind::Invalid(why) if code::needs_component_model_async(&why) => {
+                LoadError::new(
+                    path,
+                    LoadErrorKind::Unsupported {
+                        field: "source",
+                        reason: format!(
+                            "this component uses WASI 0.3 (component-model async: {why}); \
                              skiff serves WASI 0.3 HTTP components (`serve`, `up`, `server`) \
                              but runs WASI 0.2 commands only: build the command for WASI 0.2 \
                              (Rust: a binary for wasm32-wasip2)"
-                    ),
-                },
-            ),
+                        ),
+                    },
+                )
+            }
             _ => err,
         })?;
     let instance_pre = sandboxes

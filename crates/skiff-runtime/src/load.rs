@@ -295,15 +295,7 @@ impl Loader<'_> {
                 .sandboxes
                 .engine_and_linker(Flavor::Async)
                 .map_err(|reason| LoadError::new(path, LoadErrorKind::AsyncUnavailable(reason)))?;
-            return match crate::code::component(engine, self.cache, path, wasm) {
-                Ok((component, outcome)) => Ok((component, outcome, Flavor::Async)),
-                Err(err) => match err.kind {
-                    LoadErrorKind::Invalid(why) => {
-                        Err(LoadError::new(path, LoadErrorKind::AsyncUnsupported(why)))
-                    }
-                    _ => Err(err),
-                },
-            };
+            return compile_async(engine, self.cache, path, wasm);
         }
         let sync_err = match crate::code::component(self.sandboxes.engine(), self.cache, path, wasm)
         {
@@ -311,7 +303,8 @@ impl Loader<'_> {
             Err(err) if matches!(err.kind, LoadErrorKind::Invalid(_)) => err,
             Err(err) => return Err(err),
         };
-        let uses_async = matches!(&sync_err.kind, LoadErrorKind::Invalid(why) if why.contains("component model async"));
+        let uses_async = matches!(&sync_err.kind,
+            LoadErrorKind::Invalid(why) if crate::code::needs_component_model_async(why));
         let (engine, _) = match self.sandboxes.engine_and_linker(Flavor::Async) {
             Ok(engine) => engine,
             Err(reason) if uses_async => {
@@ -322,14 +315,10 @@ impl Loader<'_> {
             }
             Err(_) => return Err(sync_err),
         };
-        match crate::code::component(engine, self.cache, path, wasm) {
-            Ok((component, outcome)) => Ok((component, outcome, Flavor::Async)),
-            Err(LoadError {
-                kind: LoadErrorKind::Invalid(why),
-                ..
-            }) if uses_async => Err(LoadError::new(path, LoadErrorKind::AsyncUnsupported(why))),
-            Err(_) => Err(sync_err),
-        }
+        compile_async(engine, self.cache, path, wasm).map_err(|err| match err.kind {
+            LoadErrorKind::AsyncUnsupported(_) if uses_async => err,
+            _ => sync_err,
+        })
     }
 
     fn prepare(
@@ -597,4 +586,22 @@ fn check_triggers(
         }
     }
     Ok(())
+}
+
+/// Compiles `wasm` on the async engine (`engine`); a file that engine refuses too is
+/// reported as a component-model async feature skiff does not support.
+fn compile_async(
+    engine: &wasmtime::Engine,
+    cache: &CodeCache,
+    path: &Path,
+    wasm: &[u8],
+) -> Result<(Component, CacheOutcome, Flavor), LoadError> {
+    match crate::code::component(engine, cache, path, wasm) {
+        Ok((component, outcome)) => Ok((component, outcome, Flavor::Async)),
+        Err(LoadError {
+            kind: LoadErrorKind::Invalid(why),
+            ..
+        }) => Err(LoadError::new(path, LoadErrorKind::AsyncUnsupported(why))),
+        Err(err) => Err(err),
+    }
 }
