@@ -315,10 +315,10 @@ impl Loader<'_> {
             }
             Err(_) => return Err(sync_err),
         };
-        compile_async(engine, self.cache, path, wasm).map_err(|err| match err.kind {
-            LoadErrorKind::AsyncUnsupported(_) if uses_async => err,
-            _ => sync_err,
-        })
+        // For a component that uses component-model async, what the async engine says (a
+        // feature it lacks too, a cache that cannot be written) is the news.
+        compile_async(engine, self.cache, path, wasm)
+            .map_err(|err| if uses_async { err } else { sync_err })
     }
 
     fn prepare(

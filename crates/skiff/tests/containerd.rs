@@ -708,6 +708,33 @@ async fn component_images_are_served_or_run_as_commands_with_the_containers_env(
     containerd.ctr_ok(&["task", "kill", &container_id("web")]);
     assert_eq!(finish(web_task).0, Some(0));
 
+    // A WASI 0.3 component (`wasi:http/handler@0.3`, component-model async) is served too.
+    let p3 = files.path().join("p3.wasm");
+    std::fs::copy(guest("http-p3-guest"), &p3).unwrap();
+    let p3_image = format!("{}/apps/p3:v1", registry.addr);
+    push_image(&p3_image, &p3);
+    containerd.pull(&p3_image);
+    let port = free_port();
+    let mut p3_task = containerd.run(
+        &p3_image,
+        "p3",
+        &[
+            &format!("SKIFF_PORT={port}"),
+            "GREETING=hello from a 0.3 pod",
+        ],
+        &[],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until_serving(&mut p3_task, &format!("{base}/env?GREETING"), &containerd).await;
+    let greeting = client
+        .get(format!("{base}/env?GREETING"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(greeting.text().await.unwrap(), "hello from a 0.3 pod\n");
+    containerd.ctr_ok(&["task", "kill", &container_id("p3")]);
+    assert_eq!(finish(p3_task).0, Some(0));
+
     // skiff itself tells such an image from an app, and says what to do.
     let out = skiff().args(["pull", &web_image]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
