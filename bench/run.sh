@@ -198,9 +198,10 @@ if [ "$gateway" = 1 ]; then
         rustup target add wasm32-wasip2
     fi
     cargo build --release --manifest-path tests/guests/Cargo.toml --target wasm32-wasip2 \
-        --target-dir "$CARGO_TARGET_DIR/guests" -p gateway-guest
+        --target-dir "$CARGO_TARGET_DIR/guests" -p gateway-guest -p http-p3-guest
     export SKIFF="$CARGO_TARGET_DIR/release/skiff"
     export GATEWAY_GUEST_WASM="$CARGO_TARGET_DIR/guests/wasm32-wasip2/release/gateway_guest.wasm"
+    export HTTP_P3_GUEST_WASM="$CARGO_TARGET_DIR/guests/wasm32-wasip2/release/http_p3_guest.wasm"
     # examples/gateway's JWT check and rate limit; without them gateway.py leaves that row out.
     if [ -f examples/gateway/Cargo.toml ]; then
         say "building examples/gateway's jwt and limit components"

@@ -40,6 +40,18 @@ pub(crate) fn needs_component_model_async(invalid: &str) -> bool {
 /// component nested in it does): such a component uses component-model async and compiles
 /// on the async engine only. A parse error here says nothing: compiling reports it.
 pub(crate) fn exports_wasi_http_0_3(wasm: &[u8]) -> bool {
+    exports_interface(wasm, "wasi:http/handler@0.3")
+}
+
+/// Whether a component exports the `wasi:cli/run` of WASI 0.3: a command for the async
+/// engine.
+pub(crate) fn exports_wasi_cli_run_0_3(wasm: &[u8]) -> bool {
+    exports_interface(wasm, "wasi:cli/run@0.3")
+}
+
+/// Whether a component (or one nested in it) exports an interface whose name starts with
+/// `prefix` (a package, interface and version prefix).
+fn exports_interface(wasm: &[u8], prefix: &str) -> bool {
     wasmparser::Parser::new(0)
         .parse_all(wasm)
         .map_while(Result::ok)
@@ -47,7 +59,7 @@ pub(crate) fn exports_wasi_http_0_3(wasm: &[u8]) -> bool {
             wasmparser::Payload::ComponentExportSection(exports) => exports
                 .into_iter()
                 .map_while(Result::ok)
-                .any(|export| export.name.name.starts_with("wasi:http/handler@0.3")),
+                .any(|export| export.name.name.starts_with(prefix)),
             _ => false,
         })
 }

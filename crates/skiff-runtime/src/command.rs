@@ -19,7 +19,7 @@ use crate::cache::CodeCache;
 use crate::capabilities::InstanceIdentity;
 use crate::capabilities::wasi::WasiGrant;
 use crate::code::{self, WasmKind};
-use crate::engine::Sandboxes;
+use crate::engine::{Flavor, Sandboxes};
 use crate::error::InvokeError;
 use crate::error::{LoadError, LoadErrorKind};
 use crate::host::{Grants, Host};
@@ -105,6 +105,9 @@ async fn run_component(
             },
         ));
     }
+    if code::exports_wasi_cli_run_0_3(wasm) {
+        return run_component_0_3(sandboxes, cache, path, wasm, grant, limits).await;
+    }
     let (component, _) =
         code::component(sandboxes.engine(), cache, path, wasm).map_err(|err| match err.kind {
             LoadErrorKind::Invalid(why) if code::needs_component_model_async(&why) => {
@@ -113,10 +116,9 @@ async fn run_component(
                     LoadErrorKind::Unsupported {
                         field: "source",
                         reason: format!(
-                            "this component uses WASI 0.3 (component-model async: {why}); \
-                             skiff serves WASI 0.3 HTTP components (`serve`, `up`, `server`) \
-                             but runs WASI 0.2 commands only: build the command for WASI 0.2 \
-                             (Rust: a binary for wasm32-wasip2)"
+                            "this component uses component-model async ({why}) but exports \
+                             neither WASI 0.3's `wasi:cli/run` nor its `wasi:http/handler`: \
+                             skiff runs it as neither a command nor an HTTP component"
                         ),
                     },
                 )
@@ -137,22 +139,80 @@ async fn run_component(
             },
         )
     })?;
-    let grants = Grants {
-        wasi: grant,
-        ..Grants::none()
-    };
-    let host = Host::new(&grants, InstanceIdentity::command(path), limits.memory);
-    let mut store = sandboxes.new_store(host, &limits);
+    let mut store = command_store(sandboxes, sandboxes.engine(), path, grant, limits);
     let result = async {
         let command = pre.instantiate_async(&mut store).await?;
         command.wasi_cli_run().call_run(&mut store).await
     }
     .await;
-    Ok(match result {
+    Ok(outcome_of_run(result, &mut store, limits))
+}
+
+/// The store a command component runs in: its grant and nothing else, its limits.
+fn command_store(
+    sandboxes: &Sandboxes,
+    engine: &wasmtime::Engine,
+    path: &Path,
+    grant: WasiGrant,
+    limits: Limits,
+) -> Store<Host> {
+    let grants = Grants {
+        wasi: grant,
+        ..Grants::none()
+    };
+    let host = Host::new(&grants, InstanceIdentity::command(path), limits.memory);
+    sandboxes.new_store_on(engine, host, &limits)
+}
+
+/// How a command component's `run` ended: its result (`err` is exit status 1), or what
+/// stopped it.
+fn outcome_of_run(
+    result: wasmtime::Result<Result<(), ()>>,
+    store: &mut Store<Host>,
+    limits: Limits,
+) -> CommandOutcome {
+    match result {
         Ok(Ok(())) => CommandOutcome::Exited(0),
         Ok(Err(())) => CommandOutcome::Exited(1),
-        Err(err) => outcome_of_error(err, &mut store, limits),
-    })
+        Err(err) => outcome_of_error(err, store, limits),
+    }
+}
+
+/// [`run_component`] for a WASI 0.3 command (`wasi:cli/run@0.3`, an async `run`), on the
+/// async engine, with the same grants, limits and outcomes.
+async fn run_component_0_3(
+    sandboxes: &Sandboxes,
+    cache: &CodeCache,
+    path: &Path,
+    wasm: &[u8],
+    grant: WasiGrant,
+    limits: Limits,
+) -> Result<CommandOutcome, LoadError> {
+    let (engine, linker) = sandboxes
+        .engine_and_linker(Flavor::Async)
+        .map_err(|reason| LoadError::new(path, LoadErrorKind::AsyncUnavailable(reason)))?;
+    let (component, _) = code::component(engine, cache, path, wasm)?;
+    let instance_pre = linker
+        .instantiate_pre(&component)
+        .map_err(|err| LoadError::from_link(path, err))?;
+    let pre = wasmtime_wasi::p3::bindings::CommandPre::new(instance_pre).map_err(|_| {
+        LoadError::new(
+            path,
+            LoadErrorKind::MissingExport {
+                expected: "wasi:cli/run@0.3",
+                hint: "its `run` export does not have the type WASI 0.3 gives it",
+            },
+        )
+    })?;
+    let mut store = command_store(sandboxes, engine, path, grant, limits);
+    let result = async {
+        let command = pre.instantiate_async(&mut store).await?;
+        store
+            .run_concurrent(async move |accessor| command.wasi_cli_run().call_run(accessor).await)
+            .await?
+    }
+    .await;
+    Ok(outcome_of_run(result, &mut store, limits))
 }
 
 impl LoadedComponent {

@@ -341,6 +341,62 @@ fn run_points_a_wasi_0_3_http_component_to_serve() {
     assert!(!stderr.contains("not a valid WebAssembly"), "{stderr}");
 }
 
+/// `skiff run` runs a WASI 0.3 command (`wasi:cli/run@0.3`, tests/guests/cli-p3-guest) as it
+/// runs a 0.2 one: its arguments, only the variables and folders granted, its exit status,
+/// and the same time limit.
+#[test]
+fn run_runs_a_wasi_0_3_command_under_the_same_grants() {
+    let wasm = guest("cli-p3-guest");
+    let wasm = wasm.to_str().unwrap();
+    let run = |args: &[&str]| common::skiff().arg("run").args(args).output().unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).to_string();
+
+    // Written through wasi:cli/stdout@0.3's stream.
+    let output = run(&[wasm, "hello"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "hello from a WASI 0.3 command\n");
+    assert_eq!(text(&run(&[wasm, "args", "a", "b c"]).stdout), "a\nb c\n");
+    // An async wait on wasi:clocks@0.3.
+    assert_eq!(text(&run(&[wasm, "sleep", "20"]).stdout), "slept\n");
+
+    // Nothing granted, nothing seen; granted, seen.
+    let output = common::skiff()
+        .env("SKIFF_P3_SECRET", "s3cret")
+        .args(["run", wasm, "env", "SKIFF_P3_SECRET"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let output = run(&["--env", "GREETING=hi", wasm, "env", "GREETING"]);
+    assert_eq!(text(&output.stdout), "hi\n", "{}", text(&output.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("note.txt"), "from the host\n").unwrap();
+    let outside = dir.path().join("note.txt");
+    assert_eq!(
+        run(&[wasm, "read", outside.to_str().unwrap()])
+            .status
+            .code(),
+        Some(1)
+    );
+    let mapping = format!("{}::/data", dir.path().display());
+    let output = run(&["--dir", &mapping, wasm, "read", "/data/note.txt"]);
+    assert_eq!(
+        text(&output.stdout),
+        "from the host\n",
+        "{}",
+        text(&output.stderr)
+    );
+
+    // `run` returning `err` is exit status 1; a guest that never ends meets its time limit.
+    assert_eq!(run(&[wasm, "fail"]).status.code(), Some(1));
+    let output = run(&["--timeout", "300ms", wasm, "spin"]);
+    assert_eq!(output.status.code(), Some(134), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("time limit of 300ms"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
 /// Trailers pass both ways: a chunked request's trailers reach the guest, which hands them
 /// back (with the body stream) as its response's, and the client that asked for trailers
 /// (`TE: trailers`) gets them after the body. (HTTP/1.1 sends the trailers a message's
