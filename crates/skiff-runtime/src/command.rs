@@ -25,7 +25,7 @@ use crate::error::{LoadError, LoadErrorKind};
 use crate::host::{Grants, Host};
 use crate::invoke::{RequestInfo, classify};
 use crate::limits::{InstanceLimiter, Limits, Sandboxed};
-use crate::load::{Linked, LoadedComponent};
+use crate::load::{Commands, Linked, LoadedComponent};
 
 /// What a command may see besides stdio, and how much it may use. Start from
 /// `CommandOptions::default()` (nothing granted, no limits) and set what you need.
@@ -235,24 +235,48 @@ impl LoadedComponent {
         grants.wasi.args = std::iter::once(self.id.to_string())
             .chain(args.iter().cloned())
             .collect();
-        let (pre, limits, sandboxes) = (pre.clone(), self.limits, self.sandboxes.clone());
-        self.run_in_fresh_store(&grants, &info, 0, move |store| {
-            Box::pin(async move {
-                let command = pre
-                    .instantiate_async(&mut *store)
-                    .await
-                    .map_err(|err| InvokeError::Instantiate(format!("{err:#}")))?;
-                match command.wasi_cli_run().call_run(&mut *store).await {
-                    Ok(Ok(())) => Ok(0),
-                    Ok(Err(())) => Ok(1),
-                    Err(err) => match err.downcast_ref::<I32Exit>() {
-                        Some(exit) => Ok(exit.0),
-                        None => Err(classify(err, store, limits, &sandboxes)),
-                    },
-                }
-            })
-        })
-        .await
+        let (limits, sandboxes) = (self.limits, self.sandboxes.clone());
+        let exited =
+            move |result: wasmtime::Result<Result<(), ()>>, store: &mut Store<Host>| match result {
+                Ok(Ok(())) => Ok(0),
+                Ok(Err(())) => Ok(1),
+                Err(err) => match err.downcast_ref::<I32Exit>() {
+                    Some(exit) => Ok(exit.0),
+                    None => Err(classify(err, store, limits, &sandboxes)),
+                },
+            };
+        let instantiated = |err: wasmtime::Error| InvokeError::Instantiate(format!("{err:#}"));
+        match pre {
+            Commands::Wasip2(pre) => {
+                let pre = pre.clone();
+                self.run_in_fresh_store(&grants, &info, 0, move |store| {
+                    Box::pin(async move {
+                        let command = pre.instantiate_async(&mut *store).await;
+                        let command = command.map_err(instantiated)?;
+                        let result = command.wasi_cli_run().call_run(&mut *store).await;
+                        exited(result, store)
+                    })
+                })
+                .await
+            }
+            Commands::Wasi03(pre) => {
+                let pre = pre.clone();
+                self.run_in_fresh_store(&grants, &info, 0, move |store| {
+                    Box::pin(async move {
+                        let command = pre.instantiate_async(&mut *store).await;
+                        let command = command.map_err(instantiated)?;
+                        let result = store
+                            .run_concurrent(async move |accessor| {
+                                command.wasi_cli_run().call_run(accessor).await
+                            })
+                            .await
+                            .and_then(|result| result);
+                        exited(result, store)
+                    })
+                })
+                .await
+            }
+        }
     }
 }
 

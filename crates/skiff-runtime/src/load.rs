@@ -64,10 +64,18 @@ pub(crate) enum Linked {
     /// async engine; shared the same way.
     Service(Arc<ServicePre<Host>>),
     /// A command (`wasi:cli/run`), which a trigger (a schedule) runs; it serves no routes.
-    Command(CommandPre<Host>),
+    Command(Commands),
     /// Neither, but a queue consumer's `wasi:messaging/incoming-handler`: the queue trigger
     /// calls it; it serves no routes.
     Messages(InstancePre<Host>),
+}
+
+/// A command of either version of WASI.
+pub(crate) enum Commands {
+    /// `wasi:cli/run@0.2`.
+    Wasip2(CommandPre<Host>),
+    /// `wasi:cli/run@0.3` (an async `run`), on the async engine.
+    Wasi03(wasmtime_wasi::p3::bindings::CommandPre<Host>),
 }
 
 impl Linked {
@@ -75,7 +83,8 @@ impl Linked {
         match self {
             Linked::Http(pre) => pre.instance_pre(),
             Linked::Service(pre) => pre.instance_pre(),
-            Linked::Command(pre) => pre.instance_pre(),
+            Linked::Command(Commands::Wasip2(pre)) => pre.instance_pre(),
+            Linked::Command(Commands::Wasi03(pre)) => pre.instance_pre(),
             Linked::Messages(pre) => pre,
         }
     }
@@ -335,25 +344,28 @@ impl Loader<'_> {
             .instantiate_pre(component)
             .map_err(|err| LoadError::from_link(path, err))?;
         if flavor == Flavor::Async {
-            return match ServicePre::new(instance_pre) {
-                Ok(pre) => Ok(Linked::Service(Arc::new(pre))),
-                Err(_) => Err(LoadError::new(
-                    path,
-                    LoadErrorKind::MissingExport {
-                        expected: "wasi:http/handler@0.3",
-                        hint: "this component uses WASI 0.3 (component-model async), and skiff \
-                               serves WASI 0.3 components that export the `wasi:http/handler` \
-                               of `wasi:http/service@0.3.x`; commands and queue consumers are \
-                               WASIp2 only for now",
-                    },
-                )),
-            };
+            if let Ok(pre) = ServicePre::new(instance_pre.clone()) {
+                return Ok(Linked::Service(Arc::new(pre)));
+            }
+            if let Ok(pre) = wasmtime_wasi::p3::bindings::CommandPre::new(instance_pre) {
+                return Ok(Linked::Command(Commands::Wasi03(pre)));
+            }
+            return Err(LoadError::new(
+                path,
+                LoadErrorKind::MissingExport {
+                    expected: "wasi:http/handler@0.3",
+                    hint: "this component uses WASI 0.3 (component-model async), and skiff runs \
+                           WASI 0.3 components that export the `wasi:http/handler` of \
+                           `wasi:http/service@0.3.x` or the `wasi:cli/run` of WASI 0.3; queue \
+                           consumers are WASIp2 only for now",
+                },
+            ));
         }
         if let Ok(pre) = ProxyPre::new(instance_pre.clone()) {
             return Ok(Linked::Http(Arc::new(pre)));
         }
         if let Ok(pre) = CommandPre::new(instance_pre.clone()) {
-            return Ok(Linked::Command(pre));
+            return Ok(Linked::Command(Commands::Wasip2(pre)));
         }
         if HandlerIndices::new(&instance_pre).is_ok() {
             return Ok(Linked::Messages(instance_pre));

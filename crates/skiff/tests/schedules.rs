@@ -214,13 +214,26 @@ async fn a_run_still_going_makes_the_next_due_times_skip_and_counts_them() {
 
 #[tokio::test]
 async fn a_command_component_runs_on_its_schedule_with_its_limits() {
+    command_runs_on_its_schedule("cli-guest", &["exit", "3"], 3).await;
+}
+
+/// The same with a WASI 0.3 command (`wasi:cli/run@0.3`), whose `run` returning `err` is
+/// exit status 1.
+#[tokio::test]
+async fn a_wasi_0_3_command_component_runs_on_its_schedule_with_its_limits() {
+    command_runs_on_its_schedule("cli-p3-guest", &["fail"], 1).await;
+}
+
+/// Three every-second schedules of the command guest `guest`: `args tick-from-schedule`
+/// (done), `failing` (ends with `exit_code`) and `spin` (stopped at the 300 ms limit).
+async fn command_runs_on_its_schedule(guest_name: &str, failing: &[&str], exit_code: i32) {
     let manifest = format!(
         "[app]\nname = \"cmd\"\n\n[component.job]\nsource = \"{}\"\n\n\
          [component.job.limits]\ntimeout = \"300ms\"\n\n\
          [[component.job.schedule]]\ncron = \"* * * * * *\"\nargs = [\"args\", \"tick-from-schedule\"]\n\n\
-         [[component.job.schedule]]\ncron = \"* * * * * *\"\nargs = [\"exit\", \"3\"]\n\n\
+         [[component.job.schedule]]\ncron = \"* * * * * *\"\nargs = {failing:?}\n\n\
          [[component.job.schedule]]\ncron = \"* * * * * *\"\nargs = [\"spin\"]\n",
-        guest("cli-guest").display()
+        guest(guest_name).display()
     );
     let dir = common::app_dir(&[("skiff.toml", &manifest)]);
     let server = Server::start(&["up", dir.path().join("skiff.toml").to_str().unwrap()]);
@@ -239,9 +252,10 @@ async fn a_command_component_runs_on_its_schedule_with_its_limits() {
         "{logs}"
     );
     // An exit code other than 0 is a failed run; so is one stopped at its time limit.
+    let exited = format!("exit_code={exit_code}");
     assert!(
         logs.lines()
-            .any(|l| l.contains("schedule=/cmd/job/1 ") && l.contains("exit_code=3")),
+            .any(|l| l.contains("schedule=/cmd/job/1 ") && l.contains(&exited)),
         "{logs}"
     );
     assert!(logged(&logs, "/cmd/job/1", "done").is_empty(), "{logs}");
