@@ -336,13 +336,8 @@ impl ClientUpgrade {
     /// The upgrade a client's request asks for (`Connection: upgrade` and `Upgrade`), taken
     /// out of it; `None` for an ordinary request.
     pub(crate) fn take<B>(request: &mut Request<B>) -> Option<ClientUpgrade> {
-        let asks = request
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+        let asks =
+            connection_tokens(request.headers()).any(|token| token.eq_ignore_ascii_case("upgrade"));
         let protocol = request.headers().get(header::UPGRADE)?.clone();
         if !asks {
             return None;
@@ -498,6 +493,17 @@ fn upstream_uri(address: &Address, path_and_query: &str) -> Result<Uri, ()> {
         .map_err(drop)
 }
 
+/// The comma-separated tokens of every `Connection` header (RFC 9110, 7.6.1), trimmed: the
+/// options of this connection and the names of its other hop-by-hop fields.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
 /// Headers that describe one connection, not the message (RFC 9110, 7.6.1): never forwarded.
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -512,12 +518,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Fields named in `Connection` are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in named.iter().chain(&HOP_BY_HOP) {
         headers.remove(name);

@@ -226,6 +226,7 @@ impl App {
     }
 
     /// The upstream with this name.
+    #[cfg(test)]
     pub fn upstream(&self, name: &str) -> Option<&Upstream> {
         self.upstreams.iter().find(|u| u.name == name)
     }
@@ -370,6 +371,7 @@ impl Route {
 
     /// The component a request of this route reaches first: its first middleware, else its
     /// target component.
+    #[cfg(test)]
     pub fn first_component(&self) -> Option<usize> {
         self.middleware.first().copied().or(self.component())
     }

@@ -193,8 +193,8 @@ impl<'u> Target<'u> {
             .filter(|pattern| pattern.matches(self.scheme, self.host, self.port))
             .map(|pattern| match pattern.host() {
                 HostMatch::Any => Reach::Public,
-                HostMatch::Name(name) if name == "localhost" => Reach::Exact,
-                HostMatch::Name(_) | HostMatch::Subdomains(_) => Reach::Networks,
+                HostMatch::Name(name) => Reach::of_host(name),
+                HostMatch::Subdomains(_) => Reach::Networks,
                 HostMatch::Ip(_) => Reach::Exact,
             })
             .max()
@@ -215,11 +215,7 @@ pub struct Destination {
 
 impl Destination {
     pub(crate) fn new(host: &str, allow_private: bool) -> Destination {
-        let named = if host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok() {
-            Reach::Exact
-        } else {
-            Reach::Networks
-        };
+        let named = Reach::of_host(host);
         Destination {
             reach: if allow_private {
                 named
@@ -259,6 +255,16 @@ enum Reach {
 }
 
 impl Reach {
+    /// What naming one host grants: exactly that address for an IP or `localhost` (naming
+    /// the host itself is the grant), any network but the host's own for a name.
+    fn of_host(host: &str) -> Reach {
+        if host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok() {
+            Reach::Exact
+        } else {
+            Reach::Networks
+        }
+    }
+
     fn admits(self, ip: IpAddr) -> bool {
         match self {
             Reach::Nothing => false,
