@@ -224,10 +224,11 @@ async fn instances_are_kept_where_the_component_allows_it() {
     let server = Server::start(&["up", dir.path().join("skiff.toml").to_str().unwrap()]);
     // An instance goes back to its pool just after its response has ended (once the guest's
     // task has exited): a pause before each request keeps this test from racing that.
+    let settle = || tokio::time::sleep(std::time::Duration::from_millis(100));
     let counts = async |prefix: &str, times: usize| {
         let mut seen = Vec::new();
         for _ in 0..times {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            settle().await;
             let (status, text) = get(&server, &format!("{prefix}/count")).await;
             assert_eq!(status, 200);
             seen.push(text.trim().to_string());
@@ -240,6 +241,7 @@ async fn instances_are_kept_where_the_component_allows_it() {
         counts("/reused", 7).await,
         ["1", "2", "3", "1", "2", "3", "1"]
     );
+    settle().await;
     assert_eq!(get(&server, "/reused/trap").await.0, 500);
     assert_eq!(counts("/reused", 1).await, ["1"]);
 
@@ -253,6 +255,7 @@ async fn instances_are_kept_where_the_component_allows_it() {
 
     // The instance that answered (request 2 of the one kept above) still works for two
     // seconds: it is not handed to the next request, which gets an instance of its own ...
+    settle().await;
     assert_eq!(get(&server, "/reused/linger?2000").await.1, "answered\n");
     assert_eq!(counts("/reused", 1).await, ["1"]);
     // ... and once its work is done it is kept, and serves again: two instances are kept now,
