@@ -209,7 +209,7 @@ fn load_guest(runtime: &Runtime, wasm: &Path, reused: bool) -> Arc<LoadedCompone
     loaded.components()[0].clone()
 }
 
-/// Benchmarks `GET path` on `wasm` as `sandbox/NAME`, after checking it answers `expected`.
+/// Benchmarks `GET path` on `wasm` as `sandbox/NAME`, after checking that it answers.
 fn bench_guest(c: &mut Criterion, name: &str, wasm: &Path, reused: bool, path: &str) {
     let rt = tokio_rt();
     let runtime = runtime();
