@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skiff_manifest::{App, ManifestError};
-use skiff_runtime::{LoadError, LoadOptions, MetricsScope, Runtime, RuntimeConfig, RuntimeMetrics};
+use skiff_runtime::{
+    LoadError, LoadOptions, LoadedApp, MetricsScope, Runtime, RuntimeConfig, RuntimeMetrics,
+};
 
 use crate::{HttpApp, HttpLimits, HttpMetrics, Server, SingleApp, serve_metrics};
 
@@ -84,23 +86,7 @@ impl Standalone {
                 tenant: "".into(),
             });
         }
-        let loaded = {
-            let runtime = runtime.clone();
-            let for_errors = app.clone();
-            let from_manifest = self.from_manifest;
-            tokio::task::spawn_blocking(move || runtime.load_app_with(app, &options))
-                .await
-                .map_err(|err| StartError::Interrupted(err.to_string()))?
-                .map_err(|err| match err.component {
-                    Some(index) if from_manifest => {
-                        let field = err.manifest_field();
-                        let at =
-                            ManifestError::at(&for_errors, index, field, err.to_string(), None);
-                        StartError::Manifest(Box::new(at))
-                    }
-                    _ => StartError::Load(err),
-                })?
-        };
+        let loaded = load_app(&runtime, app, options, self.from_manifest).await?;
         let app = loaded.app().clone();
         let mut http_app = HttpApp::new(loaded);
         let mut metrics_addr = None;
@@ -141,6 +127,29 @@ impl Standalone {
             metrics_addr,
         })
     }
+}
+
+/// Loads `app` on `runtime` on a blocking thread (compiling takes long), its errors told at
+/// the manifest's fields when `from_manifest`.
+pub async fn load_app(
+    runtime: &Arc<Runtime>,
+    app: App,
+    options: LoadOptions,
+    from_manifest: bool,
+) -> Result<LoadedApp, StartError> {
+    let runtime = runtime.clone();
+    let for_errors = app.clone();
+    tokio::task::spawn_blocking(move || runtime.load_app_with(app, &options))
+        .await
+        .map_err(|err| StartError::Interrupted(err.to_string()))?
+        .map_err(|err| match err.component {
+            Some(index) if from_manifest => {
+                let field = err.manifest_field();
+                let at = ManifestError::at(&for_errors, index, field, err.to_string(), None);
+                StartError::Manifest(Box::new(at))
+            }
+            _ => StartError::Load(err),
+        })
 }
 
 impl Started {

@@ -45,7 +45,15 @@ impl ComponentCx<'_> {
         &self,
         comp: RawComponent,
     ) -> Result<(Component, Vec<InternalCall>), ManifestError> {
-        let (source, source_span) = self.source(comp.source)?;
+        // Checked, not kept: only `skiff build` runs it (see `crate::build`).
+        let built = match comp.build {
+            Some(build) => {
+                crate::build::check(self.src, self.id, build)?;
+                true
+            }
+            None => false,
+        };
+        let (source, source_span) = self.source(comp.source, built)?;
         let environment = self.environment(comp.environment)?;
         let files = self.files(comp.files.unwrap_or_default())?;
         let (allowed_outbound_hosts, calls) =
@@ -146,9 +154,11 @@ impl ComponentCx<'_> {
         Ok(out)
     }
 
+    /// `built`: the component has a `build` table, which is how its source is made.
     fn source(
         &self,
         source: Option<Spanned<String>>,
+        built: bool,
     ) -> Result<(PathBuf, Range<usize>), ManifestError> {
         let field = self.field("source");
         let Some(source) = source else {
@@ -190,11 +200,17 @@ impl ComponentCx<'_> {
         let n = match read {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let help = if built {
+                    "run `skiff build` first: the component's `build` command makes it (or fix \
+                     the path, which is relative to the manifest's folder)"
+                } else {
+                    "build it first, e.g. `cargo build --target wasm32-wasip2 --release`, or fix the path (it is relative to the manifest's folder)"
+                };
                 return Err(self.err(
                     span,
                     &field,
                     format!("`{}` does not exist", path.display()),
-                    "build it first, e.g. `cargo build --target wasm32-wasip2 --release`, or fix the path (it is relative to the manifest's folder)",
+                    help,
                 ));
             }
             Err(e) => {

@@ -105,6 +105,7 @@
 #![forbid(unsafe_code)]
 
 mod app;
+mod build;
 mod component;
 mod error;
 mod host;
@@ -128,8 +129,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use build::{ComponentBuild, load_builds};
 pub use error::{Location, ManifestError, Snippet};
 pub use host::{HostMatch, HostPattern, HostPatternError, PortPattern, SchemePattern};
+pub use owners::{name_problem, suggested_name};
 pub use queue::{
     Consume, MAX_ATTEMPTS, MAX_CONSUME_BATCH, MAX_CONSUME_CONCURRENCY, MAX_QUEUE_NAME,
     is_queue_name,
@@ -446,15 +449,20 @@ pub struct HealthCheck {
 
 /// Reads, parses and validates the manifest at `path`, including the filesystem checks.
 pub fn load(path: &Path) -> Result<App, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
+    let text = std::fs::read_to_string(path).map_err(|e| manifest_error_reading(path, &e))?;
+    parse(&text, path)
+}
+
+/// The error of a manifest that cannot be read.
+fn manifest_error_reading(path: &Path, err: &std::io::Error) -> ManifestError {
+    ManifestError {
         path: path.to_path_buf(),
         location: None,
         field: String::new(),
-        message: format!("cannot read manifest `{}`: {e}", path.display()),
+        message: format!("cannot read manifest `{}`: {err}", path.display()),
         help: Some("run from the folder containing skiff.toml, or pass its path".into()),
         snippet: None,
-    })?;
-    parse(&text, path)
+    }
 }
 
 /// Like [`load`] with the text given; files named in it are still looked up relative to

@@ -143,21 +143,42 @@ pub(crate) fn check_name(
     what: &str,
 ) -> Result<(), ManifestError> {
     let n = name.get_ref();
-    let why = if n.is_empty() {
-        "is empty"
-    } else if n.len() > 63 {
-        "is longer than 63 characters"
-    } else if !n.starts_with(|c: char| c.is_ascii_lowercase()) {
-        "must start with a lowercase letter"
-    } else if !n
+    let Some(why) = name_problem(n) else {
+        return Ok(());
+    };
+    Err(src.error(
+        Some(name.span()),
+        field,
+        format!("`{field}`: {what} `{n}` {why}"),
+        format!(
+            "use lowercase letters, digits and `-`, starting with a letter, e.g. \"{}\"",
+            suggested_name(n)
+        ),
+    ))
+}
+
+/// What is wrong with `name` as an app name or component id (a DNS label: lowercase letters,
+/// digits and `-`, starting with a letter, at most 63 characters), or `None` if nothing.
+pub fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > 63 {
+        Some("is longer than 63 characters")
+    } else if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        Some("must start with a lowercase letter")
+    } else if !name
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     {
-        "may contain only lowercase letters, digits and `-`"
+        Some("may contain only lowercase letters, digits and `-`")
     } else {
-        return Ok(());
-    };
-    let mut suggestion: String = n
+        None
+    }
+}
+
+/// A valid name close to `name`, to suggest in its place.
+pub fn suggested_name(name: &str) -> String {
+    let suggestion: String = name
         .to_ascii_lowercase()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
@@ -165,14 +186,8 @@ pub(crate) fn check_name(
         .take(63)
         .collect();
     if suggestion.is_empty() {
-        suggestion = "my-app".into();
+        "my-app".into()
+    } else {
+        suggestion
     }
-    Err(src.error(
-        Some(name.span()),
-        field,
-        format!("`{field}`: {what} `{n}` {why}"),
-        format!(
-            "use lowercase letters, digits and `-`, starting with a letter, e.g. \"{suggestion}\""
-        ),
-    ))
 }

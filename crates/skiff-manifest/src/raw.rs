@@ -50,6 +50,16 @@ pub(crate) struct RawComponent {
     pub schedule: Option<Vec<Spanned<RawSchedule>>>,
     pub publish: Option<Vec<Spanned<String>>>,
     pub consume: Option<Spanned<RawConsume>>,
+    pub build: Option<Spanned<RawBuild>>,
+}
+
+/// `[component.<id>.build]`: `command`, `workdir`, `watch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBuild {
+    pub command: Option<Spanned<String>>,
+    pub workdir: Option<Spanned<String>>,
+    pub watch: Option<Vec<Spanned<String>>>,
 }
 
 /// `[upstream.<name>]`: an HTTP service outside the app that routes send requests to.

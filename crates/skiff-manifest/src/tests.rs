@@ -1981,3 +1981,111 @@ fn in_process_hosts_must_name_a_component() {
     );
     assert!(help(&e).contains("components are `front`"), "{e}");
 }
+
+// --- builds -------------------------------------------------------------------------------
+
+#[test]
+fn builds_are_read_before_their_sources_exist() {
+    let f = Fixture::new();
+    std::fs::create_dir(f.dir.path().join("api")).unwrap();
+    let text = r#"[app]
+name = "hello"
+
+[component.web]
+source = "target/web.wasm"
+route = "/..."
+build = { command = "cargo build --release", watch = ["src/**/*.rs", "Cargo.toml"] }
+
+[component.plain]
+source = "hello.wasm"
+
+[component.api]
+source = "api/out.wasm"
+[component.api.build]
+command = "make"
+workdir = "api"
+"#;
+    std::fs::write(f.manifest(), text).unwrap();
+    let builds = load_builds(&f.manifest()).unwrap();
+    let base = std::path::absolute(f.dir.path()).unwrap();
+    assert_eq!(
+        builds,
+        vec![
+            ComponentBuild {
+                component: "web".into(),
+                command: "cargo build --release".into(),
+                workdir: base.clone(),
+                watch: vec!["src/**/*.rs".into(), "Cargo.toml".into()],
+                source: Some(base.join("target/web.wasm")),
+            },
+            ComponentBuild {
+                component: "api".into(),
+                command: "make".into(),
+                workdir: base.join("api"),
+                watch: Vec::new(),
+                source: Some(base.join("api/out.wasm")),
+            },
+        ]
+    );
+    // Loading wants the sources, and says how to make them.
+    let e = f.err(text, "component.web.source", 5);
+    assert!(help(&e).contains("skiff build"), "{e}");
+    // Once they exist, the app loads; its build tables change nothing it serves.
+    std::fs::create_dir(f.dir.path().join("target")).unwrap();
+    std::fs::write(f.dir.path().join("target/web.wasm"), COMPONENT_HEADER).unwrap();
+    std::fs::write(f.dir.path().join("api/out.wasm"), COMPONENT_HEADER).unwrap();
+    let app = f.ok(text);
+    assert_eq!(app.components.len(), 3);
+}
+
+#[test]
+fn bad_builds_name_the_field() {
+    let f = Fixture::new();
+    let component = "[component.hello]\nsource = \"hello.wasm\"\n";
+    let cases = [
+        (
+            "build = { workdir = \"x\" }",
+            "component.hello.build.command",
+            "no `command`",
+        ),
+        (
+            "build = { command = \"  \" }",
+            "component.hello.build.command",
+            "is empty",
+        ),
+        (
+            "build = { command = \"make\", workdir = \"/abs\" }",
+            "component.hello.build.workdir",
+            "not a relative path",
+        ),
+        (
+            "build = { command = \"make\", watch = [\"/etc/*\"] }",
+            "component.hello.build.watch[0]",
+            "not a relative glob",
+        ),
+        (
+            "build = { command = \"make\", watch = [\"src/*.rs\", \"../x/*\"] }",
+            "component.hello.build.watch[1]",
+            "leaves the build's workdir",
+        ),
+        (
+            "build = { command = \"make\", watch = [\"src/[a\"] }",
+            "component.hello.build.watch[0]",
+            "not a valid glob pattern",
+        ),
+        (
+            "build = { command = \"make\", dir = \"x\" }",
+            "component.hello.build.dir",
+            "unknown field",
+        ),
+    ];
+    for (build, field, message) in cases {
+        let text = format!("{APP}{component}{build}\n");
+        let e = f.err(&text, field, 6);
+        assert!(e.to_string().contains(message), "{build}: {e}");
+        // `skiff build` reads the same tables and says the same.
+        std::fs::write(f.manifest(), &text).unwrap();
+        let again = load_builds(&f.manifest()).unwrap_err();
+        assert_eq!(again.field, e.field, "{build}");
+    }
+}

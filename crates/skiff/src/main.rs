@@ -10,7 +10,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use skiff_manifest::ManifestError;
 use skiff_runtime::RuntimeConfig;
 
+mod build;
 mod cmd;
+mod new;
 mod oci;
 mod run;
 mod server;
@@ -88,6 +90,11 @@ enum Command {
     Serve(up::ServeArgs),
     /// Serve an app described by a skiff.toml manifest.
     Up(up::UpArgs),
+    /// Create an app from a template: `skiff new http-rust my-app` (`--list` shows them all).
+    New(new::NewArgs),
+    /// Run each component's build command (`[component.X.build]`), then check that the app
+    /// loads.
+    Build(build::BuildArgs),
     /// Push an app (or a single component) to an OCI registry; prints the pinned reference.
     Push(oci::PushArgs),
     /// Pull an app or component from an OCI registry into the local cache.
@@ -247,6 +254,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let cache = pull_cache(&cli.global)?;
             up::serve(config, args, &cache).await
         }
+        Command::New(args) => new::new(args),
+        Command::Build(args) => build::build(config, args).await,
         Command::Up(args) => {
             let cache = pull_cache(&cli.global)?;
             up::up(config, args, &cache).await

@@ -196,6 +196,21 @@ fn queue_space(config: &RuntimeConfig, app: &App) -> Result<Option<skiff_runtime
     }))
 }
 
+/// An error starting an app, as `fail` prints it: a load error of a component at its
+/// manifest field, as a manifest error.
+pub fn start_error(err: skiff_http::StartError) -> anyhow::Error {
+    match err {
+        skiff_http::StartError::Manifest(err) => anyhow::Error::from(*err),
+        skiff_http::StartError::Listen {
+            addr,
+            metrics: true,
+            source,
+        } => anyhow::Error::from(source)
+            .context(format!("cannot listen on {addr} (--metrics-listen)")),
+        other => anyhow::Error::from(other),
+    }
+}
+
 /// Loads and serves `app` on a runtime of its own until SIGINT or SIGTERM.
 /// `from_manifest` says whether load errors can point at a manifest.
 async fn up_app(
@@ -220,16 +235,7 @@ async fn up_app(
             queue_metrics = Some(skiff_triggers::QueueMetrics::register(registry));
         })
         .await
-        .map_err(|err| match err {
-            skiff_http::StartError::Manifest(err) => anyhow::Error::from(*err),
-            skiff_http::StartError::Listen {
-                addr,
-                metrics: true,
-                source,
-            } => anyhow::Error::from(source)
-                .context(format!("cannot listen on {addr} (--metrics-listen)")),
-            other => anyhow::Error::from(other),
-        })?;
+        .map_err(start_error)?;
     if let Some(addr) = started.metrics_addr() {
         println!("Metrics http://{addr}/metrics");
     }

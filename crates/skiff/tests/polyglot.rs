@@ -7,33 +7,9 @@
 
 mod common;
 
-use std::fs::File;
 use std::path::PathBuf;
-use std::process::Command;
 
-use common::{Server, client, repo_root};
-
-/// Builds one polyglot guest; a file lock keeps concurrent test processes from running the
-/// tool installs side by side.
-fn polyglot_guest(language: &str, file: &str) -> PathBuf {
-    let guests = common::guest("cli-guest")
-        .ancestors()
-        .nth(3)
-        .unwrap()
-        .to_path_buf();
-    let lock = File::create(guests.join("polyglot.lock")).unwrap();
-    lock.lock().unwrap();
-    let status = Command::new("bash")
-        .arg(repo_root().join("scripts/build-polyglot-guests.sh"))
-        .arg(language)
-        .env("CARGO_TARGET_DIR", guests.parent().unwrap())
-        .status()
-        .unwrap();
-    assert!(status.success(), "building the {language} guest failed");
-    let path = guests.join(file);
-    assert!(path.exists(), "{}", path.display());
-    path
-}
+use common::{Server, client, polyglot_guest};
 
 async fn serves_unchanged(wasm: PathBuf, greeting: &str) {
     let server = Server::start(&["serve", wasm.to_str().unwrap()]);

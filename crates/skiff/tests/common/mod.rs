@@ -53,6 +53,30 @@ fn build_guests() -> &'static Path {
     })
 }
 
+/// Builds one polyglot guest (`python` or `js`) with scripts/build-polyglot-guests.sh, which
+/// installs the language's tools under the target dir first; a file lock keeps concurrent test
+/// processes from running the installs side by side.
+pub fn polyglot_guest(language: &str, file: &str) -> PathBuf {
+    let guests = build_guests();
+    let lock = std::fs::File::create(guests.join("polyglot.lock")).unwrap();
+    lock.lock().unwrap();
+    let status = Command::new("bash")
+        .arg(repo_root().join("scripts/build-polyglot-guests.sh"))
+        .arg(language)
+        .env("CARGO_TARGET_DIR", target_dir())
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the {language} guest failed");
+    let path = guests.join(file);
+    assert!(path.exists(), "{}", path.display());
+    path
+}
+
+/// Where scripts/build-polyglot-guests.sh installs the languages' tools.
+pub fn polyglot_tools() -> PathBuf {
+    target_dir().join("polyglot-tools")
+}
+
 /// The path of a guest built for `wasm32-wasip2` (a component).
 pub fn guest(name: &str) -> PathBuf {
     let path = build_guests()
@@ -247,7 +271,12 @@ impl Server {
 
     /// Waits until the log holds `needle` (log lines may trail the response a little).
     pub fn wait_for_log(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_for_log_within(needle, 10)
+    }
+
+    /// [`Server::wait_for_log`], for up to `seconds`.
+    pub fn wait_for_log_within(&self, needle: &str, seconds: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
         loop {
             let logs = self.logs();
             if logs.contains(needle) || Instant::now() > deadline {
