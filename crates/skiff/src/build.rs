@@ -47,13 +47,27 @@ pub async fn build(config: RuntimeConfig, args: BuildArgs) -> Result<ExitCode> {
         run_build(build).await?;
     }
     let app = check_app(config, &path).await?;
-    let up = if args.manifest == Path::new("skiff.toml") {
-        "skiff up".to_string()
+    let next = if app.routes.is_empty() && app.schedules.is_empty() && app.consumers.is_empty() {
+        // Nothing to serve: commands, for `skiff run`.
+        let shown = app
+            .components
+            .first()
+            .map(|c| {
+                c.source
+                    .strip_prefix(std::env::current_dir().unwrap_or_default())
+                    .unwrap_or(&c.source)
+                    .display()
+                    .to_string()
+            })
+            .unwrap_or_default();
+        format!("run it with `skiff run {shown}`")
+    } else if args.manifest == Path::new("skiff.toml") {
+        "serve it with `skiff up`".to_string()
     } else {
-        format!("skiff up {}", args.manifest.display())
+        format!("serve it with `skiff up {}`", args.manifest.display())
     };
     eprintln!(
-        "Finished: app `{}` loads ({} component{}); serve it with `{up}`",
+        "Finished: app `{}` loads ({} component{}); {next}",
         app.name,
         app.components.len(),
         if app.components.len() == 1 { "" } else { "s" },
