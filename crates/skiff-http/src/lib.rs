@@ -58,7 +58,9 @@ pub use dispatch::{
 pub use listener::{Draining, Server};
 pub use metrics::{AppMetrics, HttpMetrics, serve_metrics};
 pub use reply::plain;
-pub use standalone::{Standalone, StartError, Started, load_app, termination_signal};
+pub use standalone::{
+    CurrentApp, Reloader, Standalone, StartError, Started, load_app, termination_signal,
+};
 
 use http::header::HeaderName;
 

@@ -48,10 +48,15 @@ impl Server<SingleApp> {
 impl<S: AppSource> Server<S> {
     /// A listener whose requests go to the apps `apps` selects.
     pub async fn bind_source(addr: SocketAddr, apps: S) -> std::io::Result<Server<S>> {
+        Self::bind_shared(addr, Arc::new(apps)).await
+    }
+
+    /// [`Server::bind_source`], with `apps` kept by the caller too (to change what it selects).
+    pub async fn bind_shared(addr: SocketAddr, apps: Arc<S>) -> std::io::Result<Server<S>> {
         let listener = TcpListener::bind(addr).await?;
         Ok(Server {
             listener,
-            apps: Arc::new(apps),
+            apps,
             next_request_id: Arc::new(AtomicU64::new(1)),
             shutdown_grace: Duration::from_secs(10),
             limits: HttpLimits::default(),

@@ -12,7 +12,13 @@ use skiff_runtime::{
     LoadError, LoadOptions, LoadedApp, MetricsScope, Runtime, RuntimeConfig, RuntimeMetrics,
 };
 
-use crate::{HttpApp, HttpLimits, HttpMetrics, Server, SingleApp, serve_metrics};
+use arc_swap::ArcSwap;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+
+use skiff_runtime::ResponseBody;
+
+use crate::{AppSource, HttpApp, HttpLimits, HttpMetrics, Selected, Server, serve_metrics};
 
 /// Where and how one app is served.
 #[derive(Clone, Debug)]
@@ -51,11 +57,57 @@ pub enum StartError {
 
 /// An app loaded and its listeners bound; nothing is answered until [`Started::serve`].
 pub struct Started {
-    server: Server<SingleApp>,
+    server: Server<CurrentApp>,
     runtime: Arc<Runtime>,
     app: Arc<App>,
     http_app: Arc<HttpApp>,
     metrics_addr: Option<SocketAddr>,
+    reloader: Reloader,
+}
+
+/// The app a standalone server answers with: one for every request, replaced as a whole by
+/// [`Reloader::reload`]. A request keeps the version it started on until it is answered.
+pub struct CurrentApp(ArcSwap<HttpApp>);
+
+impl AppSource for CurrentApp {
+    async fn select(
+        &self,
+        _request: &Request<Incoming>,
+    ) -> Result<Selected, Response<ResponseBody>> {
+        Ok(Selected {
+            app: self.0.load_full(),
+            base_path_len: 0,
+        })
+    }
+}
+
+/// Loads a new version of a standalone server's app on the same runtime (so its compiled
+/// code, key-value stores and queues carry over) and puts it in place of the old one, with
+/// the same metrics. `skiff up --watch` reloads so after each rebuild.
+#[derive(Clone)]
+pub struct Reloader {
+    runtime: Arc<Runtime>,
+    current: Arc<CurrentApp>,
+    queues: Option<skiff_runtime::QueueSpace>,
+    metrics: Option<(MetricsScope, Arc<HttpMetrics>)>,
+}
+
+impl Reloader {
+    /// Loads `app` and serves it from now on; the old version finishes the requests it has.
+    /// On an error the old version stays.
+    pub async fn reload(&self, app: App) -> Result<Arc<HttpApp>, StartError> {
+        let mut options = LoadOptions::default();
+        options.queues = self.queues.clone();
+        options.metrics = self.metrics.as_ref().map(|(scope, _)| scope.clone());
+        let loaded = load_app(&self.runtime, app, options, true).await?;
+        let mut http_app = HttpApp::new(loaded);
+        if let Some((_, metrics)) = &self.metrics {
+            http_app = http_app.with_metrics(metrics, "");
+        }
+        let http_app = Arc::new(http_app);
+        self.current.0.store(http_app.clone());
+        Ok(http_app)
+    }
 }
 
 impl Standalone {
@@ -86,14 +138,17 @@ impl Standalone {
                 tenant: "".into(),
             });
         }
+        let scope = options.metrics.clone();
         let loaded = load_app(&runtime, app, options, self.from_manifest).await?;
         let app = loaded.app().clone();
         let mut http_app = HttpApp::new(loaded);
         let mut metrics_addr = None;
-        if let Some(addr) = self.metrics_listen {
+        let mut reload_metrics = None;
+        if let (Some(addr), Some(scope)) = (self.metrics_listen, scope) {
             register(&mut registry);
             let metrics = HttpMetrics::register(&mut registry);
             http_app = http_app.with_metrics(&metrics, "");
+            reload_metrics = Some((scope, metrics));
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| StartError::Listen {
@@ -109,7 +164,14 @@ impl Standalone {
             tokio::spawn(serve_metrics(listener, Arc::new(registry)));
         }
         let http_app = Arc::new(http_app);
-        let server = Server::bind_source(self.listen, SingleApp(http_app.clone()))
+        let current = Arc::new(CurrentApp(ArcSwap::new(http_app.clone())));
+        let reloader = Reloader {
+            runtime: runtime.clone(),
+            current: current.clone(),
+            queues: self.queues.clone(),
+            metrics: reload_metrics,
+        };
+        let server = Server::bind_shared(self.listen, current)
             .await
             .map_err(|source| StartError::Listen {
                 addr: self.listen,
@@ -125,6 +187,7 @@ impl Standalone {
             app,
             http_app,
             metrics_addr,
+            reloader,
         })
     }
 }
@@ -174,6 +237,11 @@ impl Started {
 
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    /// What puts a new version of the app in place while this one serves.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// At shutdown, also let the work `draining` winds down (queue handlers) finish within

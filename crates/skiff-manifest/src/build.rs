@@ -135,7 +135,10 @@ pub(crate) fn check(
                  reads files there",
             ));
         }
-        if let Err(err) = globset::Glob::new(text) {
+        if let Err(err) = globset::GlobBuilder::new(text)
+            .literal_separator(true)
+            .build()
+        {
             return Err(src.field_error(
                 pattern.span(),
                 &at,

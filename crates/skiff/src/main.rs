@@ -19,6 +19,7 @@ mod server;
 mod single;
 mod telemetry;
 mod up;
+mod watch;
 
 /// Run WebAssembly components as sandboxed serverless workloads.
 #[derive(Parser)]
@@ -203,13 +204,18 @@ fn async_runtime(threads: Option<u16>) -> std::io::Result<tokio::runtime::Runtim
 }
 
 fn fail(err: anyhow::Error) -> ExitCode {
+    report(&err);
+    ExitCode::FAILURE
+}
+
+/// Prints `err` on stderr for people.
+fn report(err: &anyhow::Error) {
     // A manifest error is already a full, formatted report.
     if let Some(manifest) = err.downcast_ref::<ManifestError>() {
         eprintln!("{manifest}");
     } else {
         eprintln!("error: {err:#}");
     }
-    ExitCode::FAILURE
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {

@@ -15,6 +15,7 @@ use skiff_runtime::{Runtime, RuntimeConfig};
 use skiff_store::QueueBackend;
 
 use crate::run::GrantArgs;
+use crate::watch::Watch;
 use crate::{cmd, oci, single};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
@@ -111,6 +112,11 @@ pub struct UpArgs {
     runtime_config: Option<PathBuf>,
     #[command(flatten)]
     registry: oci::RegistryArgs,
+    /// Run the components' builds first; then, while serving, rebuild and reload the app
+    /// whenever a file their `watch` patterns name changes (or the manifest, or the source of
+    /// a component without a build). Requests in flight finish on the version they started on.
+    #[arg(long)]
+    watch: bool,
     /// The app manifest, or the folder holding its skiff.toml, or a registry reference to an
     /// app or a component (HOST/REPO[:TAG], pulled once and then run from the cache).
     #[arg(default_value = "skiff.toml")]
@@ -128,25 +134,38 @@ pub async fn serve(config: RuntimeConfig, args: ServeArgs, cache: &Cache) -> Res
         None => args.file,
     };
     let app = single::app_for_component(&file, grant, &args.limits)?;
-    up_app(config, app, &args.listen, false).await
+    up_app(config, app, &args.listen, false, None).await
 }
 
 pub async fn up(mut config: RuntimeConfig, args: UpArgs, cache: &Cache) -> Result<ExitCode> {
     if let Some(file) = &args.runtime_config {
         config.runtime_config = skiff_manifest::load_runtime_config(file)?;
     }
+    if args.watch {
+        let path = skiff_manifest::manifest_in(&args.manifest);
+        if !path.is_file() {
+            anyhow::bail!(
+                "--watch serves an app from this machine's files, and `{}` is not a manifest \
+                 (a registry reference cannot be watched)",
+                path.display()
+            );
+        }
+        let mut watch = Watch::start(&path)?;
+        let app = watch.first_app().await;
+        return up_app(config, app, &args.listen, true, Some(watch)).await;
+    }
     match oci::pulled_if_reference(&args.manifest, &args.registry, cache).await? {
         None => {
             let path = skiff_manifest::manifest_in(&args.manifest);
             let app = skiff_manifest::load(&path)?;
-            up_app(config, app, &args.listen, true).await
+            up_app(config, app, &args.listen, true, None).await
         }
         Some(pulled) => match &pulled.local {
             Local::App { manifest } => {
                 let mut app = skiff_manifest::load(manifest)?;
                 // Kept until the app stops: the writable copies live in it.
                 let _scratch = oci::private_writable_mounts(&mut app)?;
-                up_app(config, app, &args.listen, true).await
+                up_app(config, app, &args.listen, true, None).await
             }
             Local::Component { wasm } => {
                 let app = single::app_for_component(
@@ -154,7 +173,7 @@ pub async fn up(mut config: RuntimeConfig, args: UpArgs, cache: &Cache) -> Resul
                     skiff_runtime::WasiGrant::default(),
                     &single::LimitArgs::default(),
                 )?;
-                up_app(config, app, &args.listen, false).await
+                up_app(config, app, &args.listen, false, None).await
             }
         },
     }
@@ -212,12 +231,15 @@ pub fn start_error(err: skiff_http::StartError) -> anyhow::Error {
 }
 
 /// Loads and serves `app` on a runtime of its own until SIGINT or SIGTERM.
-/// `from_manifest` says whether load errors can point at a manifest.
+/// `from_manifest` says whether load errors can point at a manifest. With `watch`, a change
+/// to the app's files rebuilds and reloads it while it serves, and an app that fails to load
+/// at the start is waited on until a change fixes it.
 async fn up_app(
     config: RuntimeConfig,
-    app: App,
+    mut app: App,
     listen: &ListenArgs,
     from_manifest: bool,
+    mut watch: Option<Watch>,
 ) -> Result<ExitCode> {
     let queues = queue_space(&config, &app)?;
     let standalone = skiff_http::Standalone {
@@ -228,76 +250,71 @@ async fn up_app(
         from_manifest,
         queues: queues.clone(),
     };
-    let (mut schedule_metrics, mut queue_metrics) = (None, None);
-    let started = standalone
-        .start_with_metrics(config, app, |registry| {
-            schedule_metrics = Some(skiff_triggers::ScheduleMetrics::register(registry));
-            queue_metrics = Some(skiff_triggers::QueueMetrics::register(registry));
-        })
-        .await
-        .map_err(start_error)?;
+    let (started, schedule_metrics, queue_metrics) = loop {
+        let (mut schedule_metrics, mut queue_metrics) = (None, None);
+        let outcome = standalone
+            .start_with_metrics(config.clone(), app, |registry| {
+                schedule_metrics = Some(skiff_triggers::ScheduleMetrics::register(registry));
+                queue_metrics = Some(skiff_triggers::QueueMetrics::register(registry));
+            })
+            .await;
+        match (outcome, watch.as_mut()) {
+            (Ok(started), _) => break (started, schedule_metrics, queue_metrics),
+            (
+                Err(err @ (skiff_http::StartError::Manifest(_) | skiff_http::StartError::Load(_))),
+                Some(watch),
+            ) => {
+                crate::report(&start_error(err));
+                eprintln!("Waiting for a change to try again...");
+                app = watch.next_app().await;
+            }
+            (Err(err), _) => return Err(start_error(err)),
+        }
+    };
     if let Some(addr) = started.metrics_addr() {
         println!("Metrics http://{addr}/metrics");
     }
     let addr = started.local_addr()?;
     // Scripts wait for this line: it is printed only once the socket listens.
     println!("Serving http://{addr}");
-    println!("Available routes:");
     let base = format!("http://{addr}");
-    let app = started.app();
-    for route in &app.routes {
-        println!(
-            "  {}: {}",
-            app.target_name(route),
-            cmd::route_url(&base, &route.as_written)
-        );
-    }
+    let app = started.app().clone();
+    print!("{}", describe_app(&base, &app));
     // The app's schedules run from here on, each run through the same dispatch as a request;
     // dropping the scheduler stops them (runs already going finish within the shutdown grace).
-    let scheduler = (!app.schedules.is_empty()).then(|| {
+    // A watched app may gain schedules when it reloads.
+    let scheduler = (!app.schedules.is_empty() || watch.is_some()).then(|| {
         let scheduler = skiff_triggers::Scheduler::new(
             "local",
             Arc::new(skiff_triggers::LocalLeases::new()),
             schedule_metrics,
         );
-        scheduler.set_app("", started.http_app().clone());
+        if !app.schedules.is_empty() {
+            scheduler.set_app("", started.http_app().clone());
+        }
         scheduler
     });
-    if !app.schedules.is_empty() {
-        println!("Schedules:");
-    }
-    for schedule in &app.schedules {
-        let component = &app.components[schedule.component];
-        let what = match &schedule.path {
-            Some(path) => format!("POST {path}"),
-            None => format!("run {:?}", schedule.args),
-        };
-        println!(
-            "  {}: {} ({}) {what}",
-            component.id, schedule.cron, schedule.timezone
-        );
-    }
     // Its queue consumers read from here on; dropping them stops the reading (handlers already
     // running finish within the shutdown grace, and what they leave is delivered next time).
-    let consumers = queues.filter(|_| !app.consumers.is_empty()).map(|space| {
+    // A watched app may gain consumers when it reloads (of the queues it had at the start).
+    let consume = !app.consumers.is_empty() || watch.is_some();
+    let consumers = queues.clone().filter(|_| consume).map(|space| {
         let consumers = skiff_triggers::Consumers::new("local", queue_metrics);
         consumers.set_app("", started.http_app().clone(), &space);
         consumers
     });
-    if !app.consumers.is_empty() {
-        println!("Queue consumers:");
-    }
-    for consume in &app.consumers {
-        let component = &app.components[consume.component];
-        let how = match &consume.path {
-            Some(path) => format!("POST {path}"),
-            None => "wasi:messaging/incoming-handler".to_string(),
-        };
-        println!(
-            "  {}: queue {} ({how}, {} at once)",
-            component.id, consume.queue, consume.concurrency
-        );
-    }
+    let reloading = watch.map(|watch| {
+        tokio::spawn(reload_on_change(
+            watch,
+            started.reloader(),
+            Triggers {
+                base,
+                name: app.name.clone(),
+                scheduler: scheduler.clone(),
+                consumers: consumers.clone().zip(queues),
+            },
+        ))
+    });
     // At SIGINT or SIGTERM the consumers stop reading with the listener, and their handlers
     // get the same grace period as requests to finish and acknowledge their messages.
     let started = match consumers {
@@ -312,7 +329,112 @@ async fn up_app(
         None => started,
     };
     started.serve(skiff_http::termination_signal()).await?;
+    if let Some(reloading) = reloading {
+        reloading.abort();
+    }
     drop(scheduler);
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The app's routes, schedules and queue consumers, as `skiff up` lists them.
+fn describe_app(base: &str, app: &App) -> String {
+    use std::fmt::Write;
+    let mut out = String::from("Available routes:\n");
+    for route in &app.routes {
+        let url = cmd::route_url(base, &route.as_written);
+        let _ = writeln!(out, "  {}: {url}", app.target_name(route));
+    }
+    if !app.schedules.is_empty() {
+        out.push_str("Schedules:\n");
+    }
+    for schedule in &app.schedules {
+        let component = &app.components[schedule.component];
+        let what = match &schedule.path {
+            Some(path) => format!("POST {path}"),
+            None => format!("run {:?}", schedule.args),
+        };
+        let _ = writeln!(
+            out,
+            "  {}: {} ({}) {what}",
+            component.id, schedule.cron, schedule.timezone
+        );
+    }
+    if !app.consumers.is_empty() {
+        out.push_str("Queue consumers:\n");
+    }
+    for consume in &app.consumers {
+        let component = &app.components[consume.component];
+        let how = match &consume.path {
+            Some(path) => format!("POST {path}"),
+            None => "wasi:messaging/incoming-handler".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  {}: queue {} ({how}, {} at once)",
+            component.id, consume.queue, consume.concurrency
+        );
+    }
+    out
+}
+
+/// The triggers besides HTTP that a reloaded app is handed to.
+struct Triggers {
+    base: String,
+    /// The app's name as they know it.
+    name: String,
+    scheduler: Option<Arc<skiff_triggers::Scheduler>>,
+    consumers: Option<(Arc<skiff_triggers::Consumers>, skiff_runtime::QueueSpace)>,
+}
+
+/// `skiff up --watch`'s loop: each change that builds and loads becomes the app served.
+async fn reload_on_change(
+    mut watch: Watch,
+    reloader: skiff_http::Reloader,
+    mut triggers: Triggers,
+) {
+    loop {
+        let app = watch.next_app().await;
+        let started = std::time::Instant::now();
+        let uses_queues =
+            !app.consumers.is_empty() || app.components.iter().any(|c| !c.publish.is_empty());
+        if uses_queues && triggers.consumers.is_none() {
+            eprintln!(
+                "error: the app now uses queues, which `skiff up` sets up when it starts: stop \
+                 it and start it again"
+            );
+            continue;
+        }
+        let http_app = match reloader.reload(app).await {
+            Ok(http_app) => http_app,
+            Err(err) => {
+                crate::report(&start_error(err));
+                continue;
+            }
+        };
+        let app = http_app.loaded().app().clone();
+        // On stderr, with the builds' output: stdout has said where the app listens, and may be
+        // a pipe that a script stopped reading.
+        eprint!(
+            "Reloaded app `{}` in {:.1?}\n{}",
+            app.name,
+            started.elapsed(),
+            describe_app(&triggers.base, &app)
+        );
+        if let Some(scheduler) = &triggers.scheduler {
+            if app.name != triggers.name || app.schedules.is_empty() {
+                scheduler.remove_app("", &triggers.name, false).await;
+            }
+            if !app.schedules.is_empty() {
+                scheduler.set_app("", http_app.clone());
+            }
+        }
+        if let Some((consumers, space)) = &triggers.consumers {
+            if app.name != triggers.name {
+                consumers.remove_app("", &triggers.name, false);
+            }
+            consumers.set_app("", http_app.clone(), space);
+        }
+        triggers.name = app.name.clone();
+    }
 }
