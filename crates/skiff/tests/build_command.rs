@@ -47,8 +47,7 @@ workdir = "job"
         http.display(),
         cli.display()
     );
-    let dir = app_dir(&[("skiff.toml", &manifest), ("job/.keep", "")]);
-    dir
+    app_dir(&[("skiff.toml", &manifest), ("job/.keep", "")])
 }
 
 #[test]
