@@ -12,6 +12,7 @@ use skiff_runtime::RuntimeConfig;
 
 mod build;
 mod cmd;
+mod completions;
 mod new;
 mod oci;
 mod run;
@@ -36,9 +37,12 @@ struct GlobalOptions {
     /// Format of log lines on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
-    /// Log filter, e.g. `debug` or `info,skiff_runtime=debug` (RUST_LOG overrides it).
-    #[arg(long, default_value = "info", global = true)]
-    log_level: String,
+    /// Log filter, e.g. `debug` or `info,skiff_runtime=debug` (RUST_LOG overrides it)
+    /// [default: `info`; for `run`, `warn`, so that only problems mix into the program's own
+    /// stderr; for `serve`, `warn` and the guests' output. Both add compile progress when
+    /// stderr is a terminal].
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
     /// Folder of the compiled-code cache [default: $SKIFF_CACHE_DIR, else ~/.cache/skiff].
     #[arg(long, global = true, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
@@ -125,6 +129,10 @@ enum Command {
     Logout,
     /// Say whose token this is on a skiff server: the admin's, or which tenant's.
     Whoami(cmd::whoami::WhoamiArgs),
+    /// Print shell completions for bash, zsh, fish, elvish or PowerShell.
+    Completions(completions::CompletionsArgs),
+    /// Print the manual page, or write one per command into a folder.
+    Man(completions::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -141,7 +149,7 @@ fn main() -> ExitCode {
         };
     }
     let cli = Cli::parse();
-    init_logging(&cli.global);
+    init_logging(&cli.global, &cli.command);
     // Every HTTPS client in skiff (registries, OTLP, the management API's) is rustls with ring.
     // Installing fails only if a provider is installed already, which is as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -261,6 +269,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             up::serve(config, args, &cache).await
         }
         Command::New(args) => new::new(args),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args),
         Command::Build(args) => build::build(config, args).await,
         Command::Up(args) => {
             let cache = pull_cache(&cli.global)?;
@@ -275,18 +285,40 @@ fn pull_cache(global: &GlobalOptions) -> Result<skiff_oci::Cache> {
     oci::pull_cache(global.data_dir.as_deref())
 }
 
-fn init_logging(options: &GlobalOptions) {
+fn init_logging(options: &GlobalOptions, command: &Command) {
     use tracing_subscriber::EnvFilter;
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let level = options
+        .log_level
+        .clone()
+        .unwrap_or_else(|| default_log_filter(command, terminal));
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&options.log_level))
+        .or_else(|_| EnvFilter::try_new(&level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Colour only for people: log files and pipes get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(terminal);
     match options.log_format {
         LogFormat::Text => builder.with_target(false).init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// What is logged when `--log-level` is not given. `run` and `serve` stand in for `wasmtime
+/// run` and `wasmtime serve`: a command's stderr is its own (skiff adds only its problems),
+/// and `serve` shows what the guests print. Compile progress (the first start of a large
+/// component takes seconds) is for a person watching, not for a log or a pipe.
+fn default_log_filter(command: &Command, terminal: bool) -> String {
+    let quiet = match command {
+        Command::Run(_) => "warn",
+        Command::Serve(_) => "warn,guest=info",
+        _ => return "info".to_string(),
+    };
+    if terminal {
+        format!("{quiet},skiff_runtime::cache=info")
+    } else {
+        quiet.to_string()
     }
 }

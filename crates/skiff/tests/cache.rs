@@ -114,7 +114,10 @@ fn concurrent_starts_compile_once() {
     let runs: Vec<_> = (0..3)
         .map(|_| {
             let mut command = skiff();
+            // `run` logs its compiling only to a terminal, or when asked.
             command.env("SKIFF_CACHE_DIR", cache.path()).args([
+                "--log-level",
+                "info",
                 "run",
                 wasm.to_str().unwrap(),
                 "exit",

@@ -462,6 +462,8 @@ async fn wait_until_served(http: &reqwest::Client, url: &str, why: &str) {
 async fn a_stalled_or_dribbled_request_body_frees_the_instance() {
     let wasm = guest("http-guest");
     let server = Server::start(&[
+        "--log-level",
+        "info",
         "serve",
         "--timeout",
         "5m",

@@ -261,3 +261,27 @@ fn a_command_over_its_memory_cap_is_refused_the_memory() {
     assert_eq!(run(&[wasm]).status.code(), Some(0));
     assert_eq!(run(&["--max-memory", "64MiB", wasm]).status.code(), Some(0));
 }
+
+/// The program's stderr is its own: a first run (compiling, no cache) adds nothing to it when
+/// stderr is not a terminal, for components and core modules alike.
+#[test]
+fn stderr_holds_only_what_the_program_writes() {
+    for wasm in [guest("cli-guest"), guest_p1("cli-guest")] {
+        let output = skiff()
+            .args(["--no-cache", "run"])
+            .arg(&wasm)
+            .args(["stderr", "only this"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert_eq!(stderr(&output), "only this\n", "{}", wasm.display());
+    }
+    // `--log-level` still shows skiff's own lines when asked.
+    let output = skiff()
+        .args(["--no-cache", "--log-level", "info", "run"])
+        .arg(guest("cli-guest"))
+        .args(["stderr", "x"])
+        .output()
+        .unwrap();
+    assert!(stderr(&output).contains("compiling"), "{}", stderr(&output));
+}

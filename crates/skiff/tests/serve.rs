@@ -233,3 +233,18 @@ fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
             .is_err()
     );
 }
+
+/// `serve`'s stderr holds what the guests print and skiff's problems, not its progress: a
+/// first start (compiling, no cache) adds no line when stderr is not a terminal.
+#[tokio::test]
+async fn serve_logs_the_guests_output_and_little_else() {
+    let wasm = guest("http-guest");
+    let server = Server::start(&["--no-cache", "serve", wasm.to_str().unwrap()]);
+    let response = client().get(server.url("/log")).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "logged");
+    let logs = server.wait_for_log("hello stderr from http-guest");
+    assert!(logs.contains("hello stdout from http-guest"), "{logs}");
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines.len(), 2, "{logs}");
+    assert!(!logs.contains("compiling"), "{logs}");
+}

@@ -60,7 +60,14 @@ fn exited(server: &mut Server, why: &str) -> std::process::ExitStatus {
 #[tokio::test]
 async fn sigterm_after_clients_hung_up_on_computing_guests_exits() {
     let wasm = guest("http-guest");
-    let mut server = Server::start(&["serve", "--timeout", "3s", wasm.to_str().unwrap()]);
+    let mut server = Server::start(&[
+        "--log-level",
+        "info",
+        "serve",
+        "--timeout",
+        "3s",
+        wasm.to_str().unwrap(),
+    ]);
     let pid = server.pid();
     let clients = requests_in_flight(&server, "/spin", 4).await;
     wait_until_computing(pid).await;
@@ -162,6 +169,8 @@ async fn sigterm_stops_guests_still_running_after_the_grace_period() {
     let wasm = guest("http-guest");
     for threads in ["2", "1"] {
         let mut server = Server::start(&[
+            "--log-level",
+            "info",
             "serve",
             "--threads",
             threads,
