@@ -86,7 +86,9 @@ def module_graph(src):
     reexported = {}
     for module, names in re.findall(r"^pub use ([a-z_0-9]+)::\{?([^;]*?)\}?;", lib_text, re.M | re.S):
         for name in re.split(r"[\s,]+", names):
-            reexported[name.split("::")[-1]] = module
+            # A list written over several lines splits into empty names at its ends too.
+            if name:
+                reexported[name.split("::")[-1]] = module
     graph = {m: set() for m in modules}
     for module in modules:
         files = []
