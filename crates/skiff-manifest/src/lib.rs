@@ -36,6 +36,11 @@
 //! fuel = 5_000_000_000        # optional; Wasm instructions (roughly) one request may execute
 //! requests_per_instance = 100 # optional; default 1, a fresh instance per request; see Limits
 //!
+//! [component.hello.build]     # optional; run by `skiff build` and `skiff up --watch`, never by a host
+//! command = "cargo build --target wasm32-wasip2 --release"   # required; run with `sh -c`
+//! workdir = "hello"           # optional; relative to the manifest's folder
+//! watch = ["src/**/*.rs"]     # optional; globs relative to workdir (`*` stays in a folder)
+//!
 //! [[component.hello.schedule]]   # optional, repeatable; see Schedules
 //! cron = "0 30 2 * * *"       # required; 5 fields, or 6 with leading seconds
 //! timezone = "Europe/Paris"   # optional; an IANA zone, default "UTC"
