@@ -20,6 +20,13 @@ if command -v cargo-nextest >/dev/null; then
 else
   cargo test --workspace --no-fail-fast
 fi
+# The acceptance suite again with the guests on wasmtime's interpreter (`--engine pulley`): the
+# same sandbox, limits and answers without native code (about two minutes).
+if command -v cargo-nextest >/dev/null; then
+  SKIFF_ENGINE=pulley cargo nextest run -p skiff --no-fail-fast --test serve --test run \
+    --test up --test limits --test hostile --test wasi_0_3 --test state --test schedules \
+    --test folders --test polyglot --test gateway --test queues
+fi
 # The benchmarks are never timed here (machines are noisy), only kept working: the criterion
 # bench runs each benchmark once in the test profile, and the suite's scripts must parse.
 cargo test -p skiff-runtime --bench sandbox --quiet

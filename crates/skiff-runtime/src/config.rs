@@ -58,6 +58,22 @@ pub struct RuntimeConfig {
     /// host running other people's apps wants, so that no tenant can call the management
     /// API, the metadata service or the operator's internal services.
     pub allow_private_outbound: bool,
+    /// What runs the guests' code: native code (the default), or Pulley bytecode in an
+    /// interpreter.
+    pub engine: EngineKind,
+}
+
+/// What runs the guests' code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineKind {
+    /// Cranelift compiles each component to the host's machine code: the fastest.
+    #[default]
+    Native,
+    /// Cranelift compiles each component to Pulley bytecode, which wasmtime's interpreter
+    /// runs: no memory is ever made executable, for hosts that forbid JIT code (locked-down
+    /// devices, hardened kernels), at several times the CPU per instruction. The same
+    /// sandbox: the same limits, deadlines and grants.
+    Pulley,
 }
 
 impl Default for RuntimeConfig {
@@ -76,6 +92,7 @@ impl Default for RuntimeConfig {
             runtime_config: Default::default(),
             variables_from_env: true,
             allow_private_outbound: true,
+            engine: EngineKind::Native,
         }
     }
 }

@@ -179,6 +179,19 @@ fn build_async(settings: &RuntimeConfig) -> wasmtime::Result<Linked> {
     Ok(Linked { engine, linker })
 }
 
+/// Pulley for this host's pointer width and byte order.
+const PULLEY_TARGET: &str = if cfg!(target_pointer_width = "64") {
+    if cfg!(target_endian = "big") {
+        "pulley64be"
+    } else {
+        "pulley64"
+    }
+} else if cfg!(target_endian = "big") {
+    "pulley32be"
+} else {
+    "pulley32"
+};
+
 fn build_engine(settings: &RuntimeConfig, flavor: Flavor) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
@@ -193,6 +206,11 @@ fn build_engine(settings: &RuntimeConfig, flavor: Flavor) -> wasmtime::Result<En
     config.consume_fuel(settings.fuel);
     // Copy-on-write heap images make instantiation independent of the data segment size.
     config.memory_init_cow(true);
+    if settings.engine == crate::EngineKind::Pulley {
+        // The code cache keys on the engine's compatibility hash, which holds the target:
+        // native and Pulley code never mix.
+        config.target(PULLEY_TARGET)?;
+    }
     if settings.pooling {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(
             settings.max_instances,

@@ -53,7 +53,7 @@ pub use capabilities::outbound_http::{
 pub use capabilities::wasi::{DirGrant, WasiGrant};
 pub use command::{CommandOptions, CommandOutcome, TRAP_EXIT_CODE};
 pub use config::{
-    DEFAULT_EPOCH_TICK, DEFAULT_REUSE_IDLE_TIMEOUT, RuntimeConfig, default_cache_dir,
+    DEFAULT_EPOCH_TICK, DEFAULT_REUSE_IDLE_TIMEOUT, EngineKind, RuntimeConfig, default_cache_dir,
     default_data_dir,
 };
 pub use error::{InvokeError, LoadError, LoadErrorKind, OverloadScope};

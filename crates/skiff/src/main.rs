@@ -75,10 +75,20 @@ struct GlobalOptions {
         value_name = "URL"
     )]
     otlp_endpoint: Option<String>,
+    /// What runs the guests: `native` code compiled by Cranelift, or `pulley`, wasmtime's
+    /// interpreter, where the host forbids making memory executable (several times slower).
+    #[arg(long, global = true, env = "SKIFF_ENGINE", value_enum, default_value_t = EngineChoice::Native)]
+    engine: EngineChoice,
     /// Threads that serve requests [default: the CPUs this process may use]. With 1, one
     /// thread does all the work, without a work-stealing scheduler.
     #[arg(long, global = true, env = "SKIFF_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EngineChoice {
+    Native,
+    Pulley,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -232,6 +242,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     config.default_timeout = cli.global.default_timeout;
     config.default_memory = Some(cli.global.default_memory);
     config.reuse_idle_timeout = cli.global.reuse_idle_timeout;
+    config.engine = match cli.global.engine {
+        EngineChoice::Native => skiff_runtime::EngineKind::Native,
+        EngineChoice::Pulley => skiff_runtime::EngineKind::Pulley,
+    };
     if let Some(dir) = cli.global.data_dir.clone() {
         config.data_dir = Some(dir);
     }
