@@ -16,7 +16,8 @@ Figures (see docs/performance.md for what each means and how to read it):
      time with instance reuse on (`requests_per_instance = 1000`), as extra rows
   3. cold start, exec to first 200: skiff and `wasmtime serve` with warm and empty code
      caches, a static native server by fork/exec, and the same server in a `crun` container
-  4. CPU-heavy guest: sha256 over 1 MiB per request, skiff vs native vs `wasmtime serve`
+  4. CPU-heavy guest: sha256 over 1 MiB per request, skiff vs native vs `wasmtime serve`, and
+     skiff with `--engine pulley` (the interpreter) against skiff on native code
   5. memory: RSS idle and under load; RSS per in-flight instance at 1,000 concurrent requests
   6. WASI 0.3 over HTTP: the wasip3 test guest's `GET /hello` under skiff (fresh instances,
      and `requests_per_instance = 1000`) and under `wasmtime serve` (its WASIp3 defaults, and
@@ -353,6 +354,13 @@ def figure_http(args, tools, workdir):
         servers["skiff"] = Server("skiff sha256", [tools["skiff"], "up", "--listen", f"127.0.0.1:{port}", manifest],
                                   port, workdir, ready_path="/sha256",
                                   env=dict(os.environ, SKIFF_CACHE_DIR=os.path.join(workdir, "skiff-cache")))
+        # The same app with the guest on wasmtime's interpreter instead of native code.
+        port = free_port()
+        servers["skiff_pulley"] = Server("skiff sha256, Pulley",
+                                         [tools["skiff"], "--engine", "pulley", "up", "--listen",
+                                          f"127.0.0.1:{port}", manifest],
+                                         port, workdir, ready_path="/sha256",
+                                         env=dict(os.environ, SKIFF_CACHE_DIR=os.path.join(workdir, "skiff-cache")))
         port = free_port()
         servers["wasmtime"] = Server("wasmtime sha256", [tools["wasmtime"], "serve", "-S", "cli=y", "--addr",
                                                          f"127.0.0.1:{port}", tools["sha256_wasm"]],
@@ -369,7 +377,7 @@ def figure_http(args, tools, workdir):
             for name, s in servers.items():
                 one = wrk(s.port, "/sha256", 1, args.duration, latency=True)
                 runs[name].append({"p50": one["p50_ms"], "p99": one["p99_ms"], "rps1": one["rps"]})
-                log(f"   rep {rep + 1} {name:8}: p50 {one['p50_ms']:.2f} ms, {one['rps']:.0f} req/s")
+                log(f"   rep {rep + 1} {name:12}: p50 {one['p50_ms']:.2f} ms, {one['rps']:.0f} req/s")
         for name in servers:
             cpu[name] = runs[name]
     finally:
@@ -1009,6 +1017,11 @@ def build_table(r):
             ("4", "sha256 of 1 MiB, p50 latency at 1 connection", fmt_ms(p50["skiff"]), "wasmtime serve",
              fmt_ms(p50["wasmtime"]), f"{p50['skiff'] / p50['wasmtime']:.2f}×", "", ""),
         ]
+        if "skiff_pulley" in cpu:  # absent from runs before `--engine pulley`
+            pulley = med([x["p50"] for x in cpu["skiff_pulley"]])
+            rows.append(("4", "sha256 of 1 MiB, p50 at 1 connection, `--engine pulley` (interpreter)",
+                         fmt_ms(pulley), "skiff, native code", fmt_ms(p50["skiff"]),
+                         f"{pulley / p50['skiff']:.1f}×", "", ""))
     if h:
         load = {k: med([x["rss_load"] for x in h[k]["runs"]]) for k in h}
         rows += [
@@ -1093,10 +1106,11 @@ def build_details(r):
         out.append("sha256 of 1 MiB, each repetition (p50 / p99 at 1 connection, req/s):\n")
         out.append("| server | " + " | ".join(f"rep {i + 1}" for i in range(len(cpu["skiff"]))) + " |")
         out.append("|---|" + "---|" * len(cpu["skiff"]))
-        for name in ("native", "skiff", "wasmtime"):
+        names = [n for n in ("native", "skiff", "skiff_pulley", "wasmtime") if n in cpu]
+        for name in names:
             cells = [f"{x['p50']:.2f} / {x['p99']:.2f} ms, {x['rps1']:.0f}/s" for x in cpu[name]]
             out.append(f"| {name} | " + " | ".join(cells) + " |")
-        out.append(f"\nAll three answered the same digest, `{cpu['digest']}`.\n")
+        out.append(f"\nAll {len(names)} answered the same digest, `{cpu['digest']}`.\n")
     c = r.get("cold")
     if c:
         out.append("Cold start, exec to first 200 (ms): median, min, max of each:\n")
