@@ -65,6 +65,14 @@
 # examples/gateway's jwt and limit when they build). It writes the section "Gateway: skiff in
 # front of a service, against nginx" of docs/performance.md. The other options go to
 # gateway.py.
+#
+#     bench/run.sh --size [--no-write]
+#
+# --size runs bench/size.py instead of the suite: the size of the binary users install (the
+# `dist` profile, and the static musl builds of scripts/release.sh when they are there)
+# against its 20 MiB budget, the release build as the baseline, and what each part costs by
+# cargo-bloat (installed into bench/.tools). It builds both profiles first (the dist one takes
+# 15-20 minutes on 2 cores). It writes the section "Binary size" of docs/performance.md.
 set -euo pipefail
 
 cluster=0
@@ -73,6 +81,7 @@ gateway=0
 density=0
 distribution=0
 shim=0
+size=0
 args=()
 for arg in "$@"; do
     case "$arg" in
@@ -82,6 +91,7 @@ for arg in "$@"; do
         --density) density=1 ;;
         --distribution) distribution=1 ;;
         --shim) shim=1 ;;
+        --size) size=1 ;;
         *) args+=("$arg") ;;
     esac
 done
@@ -148,6 +158,18 @@ if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     $sudo apt-get update -qq
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ "$size" = 1 ]; then
+    say "building skiff (dist and release)"
+    cargo build --profile dist -p skiff
+    cargo build --release -p skiff
+    if ! command -v cargo-bloat >/dev/null && [ ! -x "$tools/bin/cargo-bloat" ]; then
+        say "installing cargo-bloat into $tools"
+        cargo install --locked --root "$tools" cargo-bloat
+    fi
+    export PATH="$tools/bin:$PATH"
+    exec python3 "$repo/bench/size.py" "$@"
 fi
 
 if [ "$density" = 1 ]; then

@@ -30,4 +30,4 @@ fi
 # The benchmarks are never timed here (machines are noisy), only kept working: the criterion
 # bench runs each benchmark once in the test profile, and the suite's scripts must parse.
 cargo test -p skiff-runtime --bench sandbox --quiet
-python3 -m py_compile bench/bench.py bench/cluster.py bench/density.py bench/distribution.py bench/gateway.py bench/queues.py bench/shim.py bench/startup.py
+python3 -m py_compile bench/bench.py bench/cluster.py bench/density.py bench/distribution.py bench/gateway.py bench/queues.py bench/shim.py bench/size.py bench/startup.py
