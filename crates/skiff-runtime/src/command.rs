@@ -105,114 +105,99 @@ async fn run_component(
             },
         ));
     }
-    if code::exports_wasi_cli_run_0_3(wasm) {
-        return run_component_0_3(sandboxes, cache, path, wasm, grant, limits).await;
-    }
+    // A WASI 0.3 command (an async `run`) runs on the async engine, with the same grants,
+    // limits and outcomes.
+    let flavor = if code::exports_wasi_cli_run_0_3(wasm) {
+        Flavor::Async
+    } else {
+        Flavor::Sync
+    };
+    let (engine, linker) = sandboxes
+        .engine_and_linker(flavor)
+        .map_err(|reason| LoadError::new(path, LoadErrorKind::AsyncUnavailable(reason)))?;
     let (component, _) =
-        code::component(sandboxes.engine(), cache, path, wasm).map_err(|err| match err.kind {
-            LoadErrorKind::Invalid(why) if code::needs_component_model_async(&why) => {
+        code::component(engine, cache, path, wasm).map_err(|err| match err.kind {
+            LoadErrorKind::Invalid(why)
+                if flavor == Flavor::Sync && code::needs_component_model_async(&why) =>
+            {
                 LoadError::new(
                     path,
                     LoadErrorKind::Unsupported {
                         field: "source",
                         reason: format!(
                             "this component uses component-model async ({why}) but exports \
-                             neither WASI 0.3's `wasi:cli/run` nor its `wasi:http/handler`: \
-                             skiff runs it as neither a command nor an HTTP component"
+                         neither WASI 0.3's `wasi:cli/run` nor its `wasi:http/handler`: \
+                         skiff runs it as neither a command nor an HTTP component"
                         ),
                     },
                 )
             }
             _ => err,
         })?;
-    let instance_pre = sandboxes
-        .linker()
+    let instance_pre = linker
         .instantiate_pre(&component)
         .map_err(|err| LoadError::from_link(path, err))?;
-    let pre = CommandPre::new(instance_pre).map_err(|_| {
-        LoadError::new(
-            path,
-            LoadErrorKind::MissingExport {
-                expected: "wasi:cli/run",
-                hint: "a command is built as a binary for wasm32-wasip2; if this is an HTTP \
-                       component, serve it with `skiff serve`",
-            },
-        )
-    })?;
-    let mut store = command_store(sandboxes, sandboxes.engine(), path, grant, limits);
-    let result = async {
-        let command = pre.instantiate_async(&mut store).await?;
-        command.wasi_cli_run().call_run(&mut store).await
-    }
-    .await;
-    Ok(outcome_of_run(result, &mut store, limits))
-}
-
-/// The store a command component runs in: its grant and nothing else, its limits.
-fn command_store(
-    sandboxes: &Sandboxes,
-    engine: &wasmtime::Engine,
-    path: &Path,
-    grant: WasiGrant,
-    limits: Limits,
-) -> Store<Host> {
+    let command = match flavor {
+        Flavor::Sync => CommandPre::new(instance_pre).map(Commands::Wasip2).map_err(|_| {
+            LoadError::new(
+                path,
+                LoadErrorKind::MissingExport {
+                    expected: "wasi:cli/run",
+                    hint: "a command is built as a binary for wasm32-wasip2; if this is an HTTP \
+                           component, serve it with `skiff serve`",
+                },
+            )
+        })?,
+        Flavor::Async => wasmtime_wasi::p3::bindings::CommandPre::new(instance_pre)
+            .map(Commands::Wasi03)
+            .map_err(|_| {
+                LoadError::new(
+                    path,
+                    LoadErrorKind::MissingExport {
+                        expected: "wasi:cli/run@0.3",
+                        hint: "its `run` export does not have the type WASI 0.3 gives it",
+                    },
+                )
+            })?,
+    };
     let grants = Grants {
         wasi: grant,
         ..Grants::none()
     };
     let host = Host::new(&grants, InstanceIdentity::command(path), limits.memory);
-    sandboxes.new_store_on(engine, host, &limits)
-}
-
-/// How a command component's `run` ended: its result (`err` is exit status 1), or what
-/// stopped it.
-fn outcome_of_run(
-    result: wasmtime::Result<Result<(), ()>>,
-    store: &mut Store<Host>,
-    limits: Limits,
-) -> CommandOutcome {
-    match result {
+    let mut store = sandboxes.new_store_on(engine, host, &limits);
+    let result = command.run(&mut store).await.and_then(|ran| ran);
+    Ok(match result {
         Ok(Ok(())) => CommandOutcome::Exited(0),
         Ok(Err(())) => CommandOutcome::Exited(1),
-        Err(err) => outcome_of_error(err, store, limits),
-    }
+        Err(err) => outcome_of_error(err, &mut store, limits),
+    })
 }
 
-/// [`run_component`] for a WASI 0.3 command (`wasi:cli/run@0.3`, an async `run`), on the
-/// async engine, with the same grants, limits and outcomes.
-async fn run_component_0_3(
-    sandboxes: &Sandboxes,
-    cache: &CodeCache,
-    path: &Path,
-    wasm: &[u8],
-    grant: WasiGrant,
-    limits: Limits,
-) -> Result<CommandOutcome, LoadError> {
-    let (engine, linker) = sandboxes
-        .engine_and_linker(Flavor::Async)
-        .map_err(|reason| LoadError::new(path, LoadErrorKind::AsyncUnavailable(reason)))?;
-    let (component, _) = code::component(engine, cache, path, wasm)?;
-    let instance_pre = linker
-        .instantiate_pre(&component)
-        .map_err(|err| LoadError::from_link(path, err))?;
-    let pre = wasmtime_wasi::p3::bindings::CommandPre::new(instance_pre).map_err(|_| {
-        LoadError::new(
-            path,
-            LoadErrorKind::MissingExport {
-                expected: "wasi:cli/run@0.3",
-                hint: "its `run` export does not have the type WASI 0.3 gives it",
-            },
-        )
-    })?;
-    let mut store = command_store(sandboxes, engine, path, grant, limits);
-    let result = async {
-        let command = pre.instantiate_async(&mut store).await?;
-        store
-            .run_concurrent(async move |accessor| command.wasi_cli_run().call_run(accessor).await)
-            .await?
+impl Commands {
+    /// Instantiates the command in `store` and runs its `run` to the end. The outer error is
+    /// the instantiation's; inside is how `run` ended: its result (`Err(())` is exit status
+    /// 1), or the error that stopped it.
+    pub(crate) async fn run(
+        &self,
+        store: &mut Store<Host>,
+    ) -> wasmtime::Result<wasmtime::Result<Result<(), ()>>> {
+        Ok(match self {
+            Commands::Wasip2(pre) => {
+                let command = pre.instantiate_async(&mut *store).await?;
+                command.wasi_cli_run().call_run(&mut *store).await
+            }
+            Commands::Wasi03(pre) => {
+                let command = pre.instantiate_async(&mut *store).await?;
+                store
+                    .run_concurrent(async move |accessor| {
+                        command.wasi_cli_run().call_run(accessor).await
+                    })
+                    .await
+                    .and_then(|ran| ran)
+            }
+        })
     }
-    .await;
-    Ok(outcome_of_run(result, &mut store, limits))
 }
 
 impl LoadedComponent {
@@ -245,38 +230,17 @@ impl LoadedComponent {
                     None => Err(classify(err, store, limits, &sandboxes)),
                 },
             };
-        let instantiated = |err: wasmtime::Error| InvokeError::Instantiate(format!("{err:#}"));
-        match pre {
-            Commands::Wasip2(pre) => {
-                let pre = pre.clone();
-                self.run_in_fresh_store(&grants, &info, 0, move |store| {
-                    Box::pin(async move {
-                        let command = pre.instantiate_async(&mut *store).await;
-                        let command = command.map_err(instantiated)?;
-                        let result = command.wasi_cli_run().call_run(&mut *store).await;
-                        exited(result, store)
-                    })
-                })
-                .await
-            }
-            Commands::Wasi03(pre) => {
-                let pre = pre.clone();
-                self.run_in_fresh_store(&grants, &info, 0, move |store| {
-                    Box::pin(async move {
-                        let command = pre.instantiate_async(&mut *store).await;
-                        let command = command.map_err(instantiated)?;
-                        let result = store
-                            .run_concurrent(async move |accessor| {
-                                command.wasi_cli_run().call_run(accessor).await
-                            })
-                            .await
-                            .and_then(|result| result);
-                        exited(result, store)
-                    })
-                })
-                .await
-            }
-        }
+        let command = pre.clone();
+        self.run_in_fresh_store(&grants, &info, 0, move |store| {
+            Box::pin(async move {
+                let result = command
+                    .run(store)
+                    .await
+                    .map_err(|err| InvokeError::Instantiate(format!("{err:#}")))?;
+                exited(result, store)
+            })
+        })
+        .await
     }
 }
 

@@ -81,11 +81,6 @@ impl Sandboxes {
         &self.sync.engine
     }
 
-    /// The WASIp2 linker.
-    pub(crate) fn linker(&self) -> &Linker<Host> {
-        &self.sync.linker
-    }
-
     /// The engine and linker for `flavor`, the async one made on first use.
     pub(crate) fn engine_and_linker(
         &self,

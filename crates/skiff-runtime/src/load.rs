@@ -71,6 +71,7 @@ pub(crate) enum Linked {
 }
 
 /// A command of either version of WASI.
+#[derive(Clone)]
 pub(crate) enum Commands {
     /// `wasi:cli/run@0.2`.
     Wasip2(CommandPre<Host>),
