@@ -162,3 +162,30 @@ fn a_build_that_makes_nothing_servable_fails() {
         "{said}"
     );
 }
+
+/// A required variable is the operator's to give when the app runs: `skiff build` checks the
+/// app without it (`skiff up` still refuses to start without it).
+#[test]
+fn build_does_not_need_the_values_of_required_variables() {
+    let manifest = format!(
+        "[app]\nname = \"secretive\"\n\n[variables]\napi_token = {{ required = true, secret = true }}\n\n\
+         [component.web]\nsource = \"web.wasm\"\nroute = \"/...\"\n\
+         variables = {{ token = \"{{{{ api_token }}}}\" }}\n\
+         build = {{ command = \"cp '{}' web.wasm\" }}\n",
+        guest("http-guest").display()
+    );
+    let dir = app_dir(&[("skiff.toml", &manifest)]);
+    let output = build(dir.path(), &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let up = skiff()
+        .args(["up", "--listen", "127.0.0.1:0"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!up.status.success());
+    assert!(
+        stderr(&up).contains("the required variable `api_token` has no value"),
+        "{}",
+        stderr(&up)
+    );
+}
