@@ -248,7 +248,7 @@ fn unknown_field_renders_like_a_compiler() {
  7 | sorce = \"hello.wasm\"
    | ^^^^^
    = help: did you mean `source`?
-           valid fields are: source, route, middleware, environment, files, allowed_outbound_hosts, key_value_stores, variables, limits, schedule, publish, consume",
+           valid fields are: source, route, middleware, environment, files, allowed_outbound_hosts, key_value_stores, variables, limits, schedule, publish, consume, build",
         f.manifest().display()
     );
     assert_eq!(e.to_string(), expected);
