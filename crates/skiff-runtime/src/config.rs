@@ -71,7 +71,7 @@ pub enum EngineKind {
     Native,
     /// Cranelift compiles each component to Pulley bytecode, which wasmtime's interpreter
     /// runs: no memory is ever made executable, for hosts that forbid JIT code (locked-down
-    /// devices, hardened kernels), at several times the CPU per instruction. The same
+    /// devices, hardened kernels), at some 20 times the CPU for compute-bound code. The same
     /// sandbox: the same limits, deadlines and grants.
     Pulley,
 }

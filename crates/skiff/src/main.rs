@@ -76,7 +76,7 @@ struct GlobalOptions {
     )]
     otlp_endpoint: Option<String>,
     /// What runs the guests: `native` code compiled by Cranelift, or `pulley`, wasmtime's
-    /// interpreter, where the host forbids making memory executable (several times slower).
+    /// interpreter, where the host forbids making memory executable (some 20 times slower).
     #[arg(long, global = true, env = "SKIFF_ENGINE", value_enum, default_value_t = EngineChoice::Native)]
     engine: EngineChoice,
     /// Threads that serve requests [default: the CPUs this process may use]. With 1, one
