@@ -12,9 +12,13 @@ python3 scripts/structure.py --quiet
 # installer script installs and uninstalls the shim on fake nodes (docs/kubernetes.md).
 scripts/check-kubernetes.sh
 scripts/build-guests.sh
+# Every cargo command below selects the whole workspace, so that cargo resolves the same features
+# for all of them and builds wasmtime, tokio and the rest once. A `-p CRATE` selection resolves
+# features for that crate alone and rebuilds the whole dependency tree under other hashes: three
+# such commands here once cost three more builds and ran a CI machine out of disk.
 # The containerd tests run the shim's binary, which they find beside skiff's; no test target
-# depends on it, so the test build alone would not make it.
-cargo build -p containerd-shim-skiff --quiet
+# depends on it, so it is built here with the tests.
+cargo build --workspace --bins --tests --quiet
 if command -v cargo-nextest >/dev/null; then
   cargo nextest run --workspace --no-fail-fast
 else
@@ -23,11 +27,11 @@ fi
 # The acceptance suite again with the guests on wasmtime's interpreter (`--engine pulley`): the
 # same sandbox, limits and answers without native code (about two minutes).
 if command -v cargo-nextest >/dev/null; then
-  SKIFF_ENGINE=pulley cargo nextest run -p skiff --no-fail-fast --test serve --test run \
-    --test up --test limits --test hostile --test wasi_0_3 --test state --test schedules \
-    --test folders --test polyglot --test gateway --test queues
+  acceptance="serve run up limits hostile wasi_0_3 state schedules folders polyglot gateway queues"
+  filter="$(printf 'binary_id(skiff::%s) | ' $acceptance)"
+  SKIFF_ENGINE=pulley cargo nextest run --workspace --no-fail-fast -E "${filter% | }"
 fi
 # The benchmarks are never timed here (machines are noisy), only kept working: the criterion
 # bench runs each benchmark once in the test profile, and the suite's scripts must parse.
-cargo test -p skiff-runtime --bench sandbox --quiet
+cargo test --workspace --bench sandbox --quiet
 python3 -m py_compile bench/bench.py bench/cluster.py bench/density.py bench/distribution.py bench/gateway.py bench/queues.py bench/shim.py bench/size.py bench/startup.py
