@@ -508,6 +508,17 @@ def check_server_image(container, spec, where):
     user = re.search(r"^USER (\d+)", dockerfile, re.MULTILINE)
     expect(user and int(user.group(1)) == spec.get("securityContext", {}).get("runAsUser"),
            f"{where}: runAsUser is not the image's USER ({user.group(1) if user else 'none'})")
+    # The same for the static image scripts/release.sh makes without a container engine.
+    release = (ROOT / "scripts/release.sh").read_text()
+    expect("--config.entrypoint /usr/local/bin/skiff " in release,
+           "scripts/release.sh: its image's entrypoint is not /usr/local/bin/skiff")
+    release_user = re.search(r"--config\.user (\d+):", release)
+    expect(release_user and int(release_user.group(1)) == spec.get("securityContext", {}).get("runAsUser"),
+           f"{where}: runAsUser is not the user of scripts/release.sh's image "
+           f"({release_user.group(1) if release_user else 'none'})")
+    data = flags(container.get("args", [])).get("--data")
+    expect(data and re.search(rf"-o {release_user.group(1) if release_user else 'x'} .*/rootfs{re.escape(data)}\"", release),
+           f"{where}: --data {data} is not the folder scripts/release.sh's image gives its user")
 
 
 def check_redis(objects, where):

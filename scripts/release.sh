@@ -8,9 +8,10 @@
 #     scripts/release.sh [--arch x86_64|aarch64|all] [--image REF] [--oci-dir DIR] [--no-smoke]
 #
 # Output: target/<arch>-unknown-linux-musl/dist/skiff, and with --image an OCI layout in
-# --oci-dir (default target/release-image) holding an index of both architectures, also
-# pushed to REF when it names a registry (`localhost:5000/skiff/server:v1`; add
-# `--dest-tls-verify=false` through SKOPEO_FLAGS for a plain-HTTP registry).
+# --oci-dir (default target/release-image): an image per architecture (tags `amd64`, `arm64`)
+# and an image index over them (tag `multi`), which is pushed to REF, one multi-architecture
+# reference (`localhost:5000/skiff/server:v1`; add `--dest-tls-verify=false` through
+# SKOPEO_FLAGS for a plain-HTTP registry). deploy/kubernetes/cluster runs this image.
 # Takes 15-25 minutes per architecture on 2 cores (one codegen unit, fat LTO).
 # Needs root for apt-get (musl-tools, gcc-aarch64-linux-gnu, qemu-user-static, umoci, skopeo).
 set -euo pipefail
@@ -142,14 +143,58 @@ make_image() {
         umoci insert --image "$oci_dir:$oci_arch" "$rootfs/rootfs" /
         rm -rf "$rootfs"
     done
+    # One image index over the architectures, tagged `multi`: a single reference that amd64 and
+    # arm64 nodes alike resolve to their own image.
+    local oci_arches=()
+    for arch in "${arches[@]}"; do
+        case "$arch" in x86_64) oci_arches+=(amd64) ;; aarch64) oci_arches+=(arm64) ;; esac
+    done
+    python3 - "$oci_dir" "${oci_arches[@]}" <<'PY'
+import hashlib
+import json
+import os
+import sys
+
+layout, arches = sys.argv[1], sys.argv[2:]
+index_path = os.path.join(layout, "index.json")
+with open(index_path) as f:
+    index = json.load(f)
+tagged = {m["annotations"]["org.opencontainers.image.ref.name"]: m for m in index["manifests"]}
+entries = []
+for arch in arches:
+    entry = {key: value for key, value in tagged[arch].items() if key != "annotations"}
+    entry["platform"] = {"architecture": arch, "os": "linux"}
+    entries.append(entry)
+media_type = "application/vnd.oci.image.index.v1+json"
+blob = json.dumps({"schemaVersion": 2, "mediaType": media_type, "manifests": entries}).encode()
+digest = hashlib.sha256(blob).hexdigest()
+with open(os.path.join(layout, "blobs", "sha256", digest), "wb") as f:
+    f.write(blob)
+index["manifests"].append({
+    "mediaType": media_type,
+    "digest": f"sha256:{digest}",
+    "size": len(blob),
+    "annotations": {"org.opencontainers.image.ref.name": "multi"},
+})
+with open(index_path, "w") as f:
+    json.dump(index, f)
+PY
     echo "OCI layout: $oci_dir (tags: $(umoci ls --layout "$oci_dir" | tr '\n' ' '))" >&2
     if [ -n "$image" ]; then
-        for arch in "${arches[@]}"; do
-            case "$arch" in x86_64) oci_arch=amd64 ;; aarch64) oci_arch=arm64 ;; esac
-            # shellcheck disable=SC2086 # SKOPEO_FLAGS is a list of flags
-            skopeo copy ${SKOPEO_FLAGS:-} "oci:$oci_dir:$oci_arch" "docker://$image-$oci_arch"
-        done
-        echo "pushed $image-<arch> for: ${arches[*]}" >&2
+        # shellcheck disable=SC2086 # SKOPEO_FLAGS is a list of flags
+        skopeo copy --all ${SKOPEO_FLAGS:-} "oci:$oci_dir:multi" "docker://$image"
+        # What a node's containerd will see: the index, with a manifest for each platform.
+        local inspect_flags="${SKOPEO_FLAGS:-}" platforms expected
+        inspect_flags="${inspect_flags//--dest-/--}"
+        # shellcheck disable=SC2086 # a list of flags
+        platforms="$(skopeo inspect --raw $inspect_flags "docker://$image" | python3 -c \
+            'import json, sys; print(*sorted(m["platform"]["architecture"] for m in json.load(sys.stdin)["manifests"]))')"
+        expected="$(printf '%s\n' "${oci_arches[@]}" | sort | xargs)"
+        if [ "$platforms" != "$expected" ]; then
+            echo "release.sh: $image lists platforms '$platforms', not '$expected'" >&2
+            exit 1
+        fi
+        echo "pushed $image for: $platforms" >&2
     fi
 }
 

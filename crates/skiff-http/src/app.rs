@@ -174,18 +174,3 @@ pub struct Selected {
     /// name chose the app.
     pub base_path_len: usize,
 }
-
-/// One app that serves every request, whatever its host name.
-pub struct SingleApp(pub Arc<HttpApp>);
-
-impl AppSource for SingleApp {
-    async fn select(
-        &self,
-        _request: &Request<Incoming>,
-    ) -> Result<Selected, Response<ResponseBody>> {
-        Ok(Selected {
-            app: self.0.clone(),
-            base_path_len: 0,
-        })
-    }
-}

@@ -50,7 +50,7 @@ mod reply;
 mod standalone;
 mod upstream;
 
-pub use app::{AppSource, HttpApp, HttpLimits, Selected, SingleApp};
+pub use app::{AppSource, HttpApp, HttpLimits, Selected};
 pub use dispatch::{
     HostStopping, MESSAGE_ATTEMPT, MESSAGE_ID, MESSAGE_METADATA, NotAdmitted, QUEUE, QueuedMessage,
     SCHEDULE, SCHEDULED_TIME, ScheduledRequest, TRIGGER,

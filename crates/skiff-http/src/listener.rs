@@ -18,11 +18,11 @@ use skiff_runtime::Runtime;
 use tokio::net::TcpListener;
 
 use crate::dispatch::{RequestLimits, dispatch};
-use crate::{AppSource, HttpApp, HttpLimits, SingleApp};
+use crate::{AppSource, HttpLimits};
 
 /// A bound listener, ready to serve. Binding is separate from serving so that the caller can
 /// print the real address (when port 0 was asked for) before the first request.
-pub struct Server<S: AppSource = SingleApp> {
+pub struct Server<S: AppSource> {
     listener: TcpListener,
     apps: Arc<S>,
     next_request_id: Arc<AtomicU64>,
@@ -38,12 +38,6 @@ pub struct Server<S: AppSource = SingleApp> {
 /// Starts, when shutdown starts, the wind-down of work other than requests, and completes
 /// when that work is over (see [`Server::with_draining`]).
 pub type Draining = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
-
-impl Server<SingleApp> {
-    pub async fn bind(addr: SocketAddr, app: HttpApp) -> std::io::Result<Server<SingleApp>> {
-        Server::bind_source(addr, SingleApp(Arc::new(app))).await
-    }
-}
 
 impl<S: AppSource> Server<S> {
     /// A listener whose requests go to the apps `apps` selects.

@@ -36,32 +36,31 @@ pub(crate) fn needs_component_model_async(invalid: &str) -> bool {
     invalid.contains("component model async")
 }
 
-/// Whether a component exports the `wasi:http/handler` of WASI 0.3 (at its top level, or a
-/// component nested in it does): such a component uses component-model async and compiles
-/// on the async engine only. A parse error here says nothing: compiling reports it.
-pub(crate) fn exports_wasi_http_0_3(wasm: &[u8]) -> bool {
-    exports_interface(wasm, "wasi:http/handler@0.3")
+/// Which WASI 0.3 interfaces a component exports (at its top level, or a component nested in
+/// it does). Either means component-model async: the component compiles on the async engine
+/// only. A parse error here says nothing: compiling reports it.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Wasi03Exports {
+    /// `wasi:http/handler@0.3`: an HTTP component.
+    pub http_handler: bool,
+    /// `wasi:cli/run@0.3`: a command.
+    pub cli_run: bool,
 }
 
-/// Whether a component exports the `wasi:cli/run` of WASI 0.3: a command for the async
-/// engine.
-pub(crate) fn exports_wasi_cli_run_0_3(wasm: &[u8]) -> bool {
-    exports_interface(wasm, "wasi:cli/run@0.3")
-}
-
-/// Whether a component (or one nested in it) exports an interface whose name starts with
-/// `prefix` (a package, interface and version prefix).
-fn exports_interface(wasm: &[u8], prefix: &str) -> bool {
-    wasmparser::Parser::new(0)
+pub(crate) fn wasi_0_3_exports(wasm: &[u8]) -> Wasi03Exports {
+    let mut found = Wasi03Exports::default();
+    for payload in wasmparser::Parser::new(0)
         .parse_all(wasm)
         .map_while(Result::ok)
-        .any(|payload| match payload {
-            wasmparser::Payload::ComponentExportSection(exports) => exports
-                .into_iter()
-                .map_while(Result::ok)
-                .any(|export| export.name.name.starts_with(prefix)),
-            _ => false,
-        })
+    {
+        if let wasmparser::Payload::ComponentExportSection(exports) = payload {
+            for export in exports.into_iter().map_while(Result::ok) {
+                found.http_handler |= export.name.name.starts_with("wasi:http/handler@0.3");
+                found.cli_run |= export.name.name.starts_with("wasi:cli/run@0.3");
+            }
+        }
+    }
+    found
 }
 
 pub(crate) fn read_wasm(path: &Path) -> Result<Vec<u8>, LoadError> {

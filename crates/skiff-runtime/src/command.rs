@@ -95,7 +95,8 @@ async fn run_component(
     grant: WasiGrant,
     limits: Limits,
 ) -> Result<CommandOutcome, LoadError> {
-    if code::exports_wasi_http_0_3(wasm) {
+    let exports = code::wasi_0_3_exports(wasm);
+    if exports.http_handler {
         return Err(LoadError::new(
             path,
             LoadErrorKind::MissingExport {
@@ -107,7 +108,7 @@ async fn run_component(
     }
     // A WASI 0.3 command (an async `run`) runs on the async engine, with the same grants,
     // limits and outcomes.
-    let flavor = if code::exports_wasi_cli_run_0_3(wasm) {
+    let flavor = if exports.cli_run {
         Flavor::Async
     } else {
         Flavor::Sync

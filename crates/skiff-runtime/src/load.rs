@@ -300,7 +300,7 @@ impl Loader<'_> {
         path: &Path,
         wasm: &[u8],
     ) -> Result<(Component, CacheOutcome, Flavor), LoadError> {
-        if crate::code::exports_wasi_http_0_3(wasm) {
+        if crate::code::wasi_0_3_exports(wasm).http_handler {
             let (engine, _) = self
                 .sandboxes
                 .engine_and_linker(Flavor::Async)

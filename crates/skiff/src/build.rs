@@ -133,25 +133,14 @@ fn how_it_ended(status: ExitStatus) -> String {
 pub async fn check_app(mut config: RuntimeConfig, manifest: &Path) -> Result<App> {
     let app = skiff_manifest::load(manifest)?;
     // A required variable's value is the operator's to give when the app runs, not the
-    // build's: checking gives an empty one to those that have none here.
-    for variable in &app.variables {
-        let given = config
+    // build's: checking gives an empty one to those that have none here. Appended last to the
+    // runtime config's table, it loses to every real provider (the environment, the variables
+    // file, an earlier entry of the table), and a required variable has no default.
+    for variable in app.variables.iter().filter(|variable| variable.required) {
+        config
             .runtime_config
             .variables
-            .iter()
-            .any(|(name, _)| *name == variable.name)
-            || std::env::var_os(format!(
-                "{}{}",
-                skiff_runtime::VARIABLE_ENV_PREFIX,
-                variable.name.to_ascii_uppercase()
-            ))
-            .is_some();
-        if variable.required && !given {
-            config
-                .runtime_config
-                .variables
-                .push((variable.name.clone(), String::new()));
-        }
+            .push((variable.name.clone(), String::new()));
     }
     let scratch = tempfile::tempdir().context("cannot make a temporary folder")?;
     config.data_dir = Some(scratch.path().to_path_buf());

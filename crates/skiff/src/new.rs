@@ -45,6 +45,12 @@ const ALL: &[Template] = &[
         http_wit: true,
     },
     Template {
+        name: "http-c",
+        summary: "HTTP component in C (clang, wasi-libc, wit-bindgen)",
+        needs: "clang with wasi-libc, wit-bindgen and wasm-component-ld (see its README)",
+        http_wit: true,
+    },
+    Template {
         name: "command-rust",
         summary: "command-line program in Rust, for `skiff run`",
         needs: "Rust with `rustup target add wasm32-wasip2`",

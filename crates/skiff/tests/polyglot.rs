@@ -1,7 +1,8 @@
-//! Components from other toolchains run unchanged: Python (componentize-py) and JavaScript
-//! (ComponentizeJS) HTTP handlers, built from source in `tests/guests-py` and `tests/guests-js`.
-//! They import far more than the `wasi:http/proxy` world (filesystem, sockets, terminal, at
-//! mixed 0.2.x versions), which skiff links with nothing granted.
+//! Components from other toolchains run unchanged: Python (componentize-py), JavaScript
+//! (ComponentizeJS) and C (clang, wasi-libc, wit-bindgen) HTTP handlers, built from source in
+//! `tests/guests-py`, `tests/guests-js` and `tests/guests-c`. The Python and JavaScript ones
+//! import far more than the `wasi:http/proxy` world (filesystem, sockets, terminal, at mixed
+//! 0.2.x versions), which skiff links with nothing granted.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
 
@@ -54,4 +55,10 @@ async fn a_python_component_is_served() {
 async fn a_javascript_component_is_served() {
     let wasm = polyglot_guest("js", "js_http.wasm");
     serves_unchanged(wasm, "hello from javascript").await;
+}
+
+#[tokio::test]
+async fn a_c_component_is_served() {
+    let wasm = polyglot_guest("c", "c_http.wasm");
+    serves_unchanged(wasm, "hello from c").await;
 }

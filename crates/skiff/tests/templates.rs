@@ -9,7 +9,10 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{Server, client, polyglot_guest, polyglot_tools, skiff};
+use common::{
+    Server, client, polyglot_guest, polyglot_tools, shipped_wasm_component_ld, skiff,
+    wit_bindgen_dir,
+};
 
 /// `skiff new TEMPLATE NAME --dir <fresh folder>/NAME`.
 fn new_app(template: &str, name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
@@ -93,6 +96,28 @@ async fn the_javascript_http_template_builds_and_answers() {
     answers(&dir, "js-api").await;
 }
 
+#[tokio::test]
+async fn the_c_http_template_builds_and_answers() {
+    // Installs the pinned wit-bindgen, as the README's `cargo install` would; clang, wasm-ld and
+    // wasi-libc are the system's (.ci/run installs Debian's).
+    polyglot_guest("c", "c_http.wasm");
+    let (_keep, dir) = new_app("http-c", "c-api");
+    let mut command = skiff();
+    command.env(
+        "PATH",
+        format!(
+            "{}:{}",
+            wit_bindgen_dir().display(),
+            std::env::var("PATH").unwrap()
+        ),
+    );
+    if let Some(linker) = shipped_wasm_component_ld() {
+        command.env("WASM_COMPONENT_LD", linker);
+    }
+    build(command, &dir);
+    answers(&dir, "c-api").await;
+}
+
 #[test]
 fn the_rust_command_template_builds_and_runs() {
     let (_keep, dir) = new_app("command-rust", "tool");
@@ -140,6 +165,7 @@ fn new_lists_its_templates_and_refuses_what_it_cannot_make() {
         "http-rust",
         "http-python",
         "http-js",
+        "http-c",
         "command-rust",
         "job-rust",
     ] {

@@ -77,6 +77,34 @@ pub fn polyglot_tools() -> PathBuf {
     target_dir().join("polyglot-tools")
 }
 
+/// The folder of the `wit-bindgen` that scripts/build-polyglot-guests.sh installed under
+/// `polyglot_tools()` (a folder that does not exist when the pinned one was already on PATH).
+pub fn wit_bindgen_dir() -> PathBuf {
+    std::fs::read_dir(polyglot_tools())
+        .unwrap()
+        .map(|entry| entry.unwrap().path().join("bin"))
+        .find(|bin| bin.join("wit-bindgen").exists())
+        .unwrap_or_else(|| polyglot_tools().join("no-wit-bindgen-installed"))
+}
+
+/// The `wasm-component-ld` that rustup ships beside rustc (Rust's linker for wasm32-wasip2), if
+/// this toolchain has one.
+pub fn shipped_wasm_component_ld() -> Option<PathBuf> {
+    let rustc = |args: &[&str]| {
+        let output = Command::new("rustc").args(args).output().unwrap();
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let sysroot = rustc(&["--print", "sysroot"]);
+    let host = rustc(&["-vV"])
+        .lines()
+        .find_map(|line| line.strip_prefix("host: ").map(str::to_owned))?;
+    let path = Path::new(sysroot.trim())
+        .join("lib/rustlib")
+        .join(host)
+        .join("bin/wasm-component-ld");
+    path.exists().then_some(path)
+}
+
 /// The path of a guest built for `wasm32-wasip2` (a component).
 pub fn guest(name: &str) -> PathBuf {
     let path = build_guests()
