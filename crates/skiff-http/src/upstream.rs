@@ -77,6 +77,10 @@ pub(crate) struct Pool {
     checked: bool,
     /// What `Address::down_until` counts from.
     epoch: Instant,
+    /// One permit per connection switched to WebSocket that may be open at once.
+    websockets: Arc<tokio::sync::Semaphore>,
+    websocket_limit: u32,
+    websocket_idle_timeout: Duration,
 }
 
 struct Address {
@@ -154,6 +158,11 @@ impl Pool {
             retries: upstream.retries,
             checked: upstream.health_check.is_some(),
             epoch: Instant::now(),
+            websockets: Arc::new(tokio::sync::Semaphore::new(
+                upstream.websocket_limit as usize,
+            )),
+            websocket_limit: upstream.websocket_limit,
+            websocket_idle_timeout: upstream.websocket_idle_timeout,
         });
         if let Some(check) = &upstream.health_check {
             match tokio::runtime::Handle::try_current() {
@@ -224,11 +233,27 @@ impl Pool {
         B::Error: Into<ErrorCode>,
     {
         let request_id = forwarded.request_id;
+        // A switched connection holds two sockets for as long as it lasts: the limit is taken
+        // before the upstream hears of the handshake, and held until the connection closes.
+        let upgrade = match upgrade {
+            Some(upgrade) => match self.websockets.clone().try_acquire_owned() {
+                Ok(permit) => Some((upgrade, permit)),
+                Err(_) => {
+                    tracing::warn!(
+                        request_id, upstream = %self.name,
+                        "WebSocket handshake refused: {} connections are open (websocket_limit)",
+                        self.websocket_limit
+                    );
+                    return too_many_websockets(&self.name, self.websocket_limit, request_id);
+                }
+            },
+            None => None,
+        };
         let (mut parts, body) = request.into_parts();
         // Upstreams are spoken to in HTTP/1.1, whatever the client used.
         parts.version = http::Version::HTTP_11;
         prepare_headers(&mut parts.headers, &forwarded);
-        if let Some(upgrade) = &upgrade {
+        if let Some((upgrade, _)) = &upgrade {
             parts
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -282,7 +307,15 @@ impl Pool {
             let error = match sent {
                 Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                     return match upgrade {
-                        Some(upgrade) => switch(response, upgrade, request_id, &self.name),
+                        Some((upgrade, permit)) => {
+                            let switched = Switched {
+                                request_id,
+                                upstream: self.name.clone(),
+                                idle_timeout: self.websocket_idle_timeout,
+                                permit,
+                            };
+                            switch(response, upgrade, switched)
+                        }
                         None => {
                             tracing::warn!(
                                 request_id, upstream = %self.name, address = %address.url,
@@ -352,31 +385,68 @@ impl ClientUpgrade {
     }
 }
 
+/// A connection being switched to another protocol: what it is, how long it may stay silent,
+/// and its place under the upstream's `websocket_limit` (given back when it closes).
+struct Switched {
+    request_id: u64,
+    upstream: String,
+    idle_timeout: Duration,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
 /// The upstream agreed to switch protocols: the client gets its `101` (with the `Upgrade` and
 /// `Connection` that say so), and once both sides have switched, a task copies bytes both
-/// ways until either closes.
+/// ways until either closes, or until no byte has moved for the idle timeout.
 fn switch(
     mut response: Response<hyper::body::Incoming>,
     client: ClientUpgrade,
-    request_id: u64,
-    name: &str,
+    switched: Switched,
 ) -> Response<ResponseBody> {
     let upstream = hyper::upgrade::on(&mut response);
-    let name = name.to_string();
     tokio::spawn(async move {
+        let Switched {
+            request_id,
+            upstream: name,
+            idle_timeout,
+            permit,
+        } = switched;
         match tokio::try_join!(client.connection, upstream) {
             Ok((client, upstream)) => {
-                let mut client = hyper_util::rt::TokioIo::new(client);
-                let mut upstream = hyper_util::rt::TokioIo::new(upstream);
-                match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    Ok((up, down)) => tracing::debug!(
-                        request_id, upstream = %name,
-                        "switched connection closed after {up} bytes up, {down} down"
-                    ),
-                    Err(error) => tracing::debug!(
-                        request_id, upstream = %name, "switched connection broke off: {error}"
-                    ),
+                let moved = Arc::new(Activity::new());
+                let mut client = Active::new(hyper_util::rt::TokioIo::new(client), &moved);
+                let mut upstream = Active::new(hyper_util::rt::TokioIo::new(upstream), &moved);
+                let mut copy = Box::pin(tokio::io::copy_bidirectional(&mut client, &mut upstream));
+                loop {
+                    let silent_for = moved.silent_for();
+                    if silent_for >= idle_timeout {
+                        tracing::debug!(
+                            request_id, upstream = %name,
+                            "switched connection closed: nothing moved for {idle_timeout:?}"
+                        );
+                        break;
+                    }
+                    tokio::select! {
+                        copied = &mut copy => {
+                            match copied {
+                                Ok((up, down)) => tracing::debug!(
+                                    request_id, upstream = %name,
+                                    "switched connection closed after {up} bytes up, {down} down"
+                                ),
+                                Err(error) => tracing::debug!(
+                                    request_id, upstream = %name,
+                                    "switched connection broke off: {error}"
+                                ),
+                            }
+                            break;
+                        }
+                        () = tokio::time::sleep(idle_timeout - silent_for) => {}
+                    }
                 }
+                // The place under the limit is given back before the sockets close, so a
+                // client that saw its connection end may open the next one at once.
+                drop(copy);
+                drop(permit);
+                drop((client, upstream));
             }
             Err(error) => tracing::warn!(
                 request_id, upstream = %name, "switching protocols failed: {error}"
@@ -393,6 +463,85 @@ fn switch(
         parts.headers.insert(header::UPGRADE, protocol);
     }
     Response::from_parts(parts, empty_body())
+}
+
+/// When bytes last moved on a switched connection, either way.
+struct Activity {
+    started: Instant,
+    /// Milliseconds since `started`.
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            started: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last.store(now, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+}
+
+/// One side of a switched connection, noting in its [`Activity`] every read and write that
+/// moves bytes.
+struct Active<T> {
+    io: T,
+    activity: Arc<Activity>,
+}
+
+impl<T> Active<T> {
+    fn new(io: T, activity: &Arc<Activity>) -> Active<T> {
+        Active {
+            io,
+            activity: activity.clone(),
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Active<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Active<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// The upstream's answer, its hop-by-hop headers removed.
@@ -427,6 +576,20 @@ fn gateway_timeout(name: &str, request_id: u64) -> Response<ResponseBody> {
             "Gateway Timeout: upstream `{name}` did not answer in time (request id {request_id})\n"
         ),
     )
+}
+
+fn too_many_websockets(name: &str, limit: u32, request_id: u64) -> Response<ResponseBody> {
+    let mut response = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "Service Unavailable: upstream `{name}` has {limit} WebSocket connections open, its \
+             websocket_limit (request id {request_id})\n"
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 fn unavailable(name: &str, request_id: u64) -> Response<ResponseBody> {

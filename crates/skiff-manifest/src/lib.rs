@@ -61,6 +61,8 @@
 //! timeout = "60s"             # optional; default 60s, the wait for the response head
 //! retries = 1                 # optional; default 1, at most 10
 //! health_check = { path = "/healthz", interval = "5s", timeout = "2s" }   # optional
+//! websocket_limit = 1024      # optional; default 1024 connections switched to WebSocket at once
+//! websocket_idle_timeout = "5m"   # optional; default 5m, then a silent one is closed
 //! ```
 //!
 //! Unknown fields are errors everywhere.
@@ -150,7 +152,8 @@ pub use runtime_config::{
 pub use schedule::{CronTimes, MAX_SCHEDULES_PER_APP, Overlap, Schedule};
 pub use upstream::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_RETRIES,
-    DEFAULT_UPSTREAM_TIMEOUT, MAX_HEALTH_PATH, MAX_RETRIES, MAX_UPSTREAM_URLS, MIN_HEALTH_INTERVAL,
+    DEFAULT_UPSTREAM_TIMEOUT, DEFAULT_WEBSOCKET_IDLE_TIMEOUT, DEFAULT_WEBSOCKET_LIMIT,
+    MAX_HEALTH_PATH, MAX_RETRIES, MAX_UPSTREAM_URLS, MAX_WEBSOCKET_LIMIT, MIN_HEALTH_INTERVAL,
     UpstreamUrlError,
 };
 
@@ -417,6 +420,15 @@ pub struct Upstream {
     /// Active health checks; without them an address that fails is left out for a while
     /// (passive checks only).
     pub health_check: Option<HealthCheck>,
+    /// The most connections switched to another protocol (WebSocket) through this upstream
+    /// at once (`websocket_limit`, default 1024); a handshake beyond it gets 503 and never
+    /// reaches the upstream.
+    #[serde(default = "upstream::default_websocket_limit")]
+    pub websocket_limit: u32,
+    /// A switched connection on which no byte has moved either way for this long is closed
+    /// (`websocket_idle_timeout`, default 5 min).
+    #[serde(default = "upstream::default_websocket_idle_timeout")]
+    pub websocket_idle_timeout: Duration,
 }
 
 /// One address of an upstream: `http://HOST[:PORT][/BASE]`.

@@ -74,6 +74,8 @@ pub(crate) struct RawUpstream {
     pub timeout: Option<Spanned<String>>,
     pub retries: Option<Spanned<u32>>,
     pub health_check: Option<Spanned<RawHealthCheck>>,
+    pub websocket_limit: Option<Spanned<u32>>,
+    pub websocket_idle_timeout: Option<Spanned<String>>,
 }
 
 /// `health_check = { path = "/healthz", interval = "5s", timeout = "2s" }`.

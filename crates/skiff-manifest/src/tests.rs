@@ -1447,6 +1447,8 @@ urls = ["http://10.0.0.7", "http://[fd00::7]:8081"]
 route = ["/legacy/...", "/old"]
 connect_timeout = "500ms"
 retries = 0
+websocket_limit = 10
+websocket_idle_timeout = "30s"
 
 [upstream.legacy.health_check]
 path = "/ping?deep=1"
@@ -1502,6 +1504,8 @@ fn a_gateway_parses_with_upstreams_and_middleware() {
                     interval: Duration::from_secs(10),
                     timeout: DEFAULT_HEALTH_TIMEOUT,
                 }),
+                websocket_limit: DEFAULT_WEBSOCKET_LIMIT,
+                websocket_idle_timeout: DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
             },
             Upstream {
                 name: "legacy".into(),
@@ -1526,6 +1530,8 @@ fn a_gateway_parses_with_upstreams_and_middleware() {
                     interval: Duration::from_secs(1),
                     timeout: Duration::from_secs(1),
                 }),
+                websocket_limit: 10,
+                websocket_idle_timeout: Duration::from_secs(30),
             },
         ]
     );
@@ -1884,6 +1890,28 @@ fn upstream_timeout_and_retry_errors() {
         "upstream.orders.retries",
         10,
     );
+}
+
+#[test]
+fn websocket_limit_and_idle_timeout_errors() {
+    let f = Fixture::new();
+    let up = "url = \"http://orders\"\nroute = \"/orders/...\"\n";
+    for limit in ["0", "65537"] {
+        let e = f.err(
+            &with_upstream(&format!("{up}websocket_limit = {limit}\n")),
+            "upstream.orders.websocket_limit",
+            10,
+        );
+        assert!(e.message.contains("not from 1 to 65536"), "{e}");
+        assert!(help(&e).contains("websocket_limit = 1024"), "{e}");
+    }
+    let e = f.err(
+        &with_upstream(&format!("{up}websocket_idle_timeout = \"0s\"\n")),
+        "upstream.orders.websocket_idle_timeout",
+        10,
+    );
+    assert!(e.message.contains("`0s` is zero"), "{e}");
+    assert!(help(&e).contains("websocket_idle_timeout = \"5m\""), "{e}");
 }
 
 #[test]

@@ -39,6 +39,21 @@ pub const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest health check `path`, in bytes.
 pub const MAX_HEALTH_PATH: usize = 1024;
+/// Connections switched to WebSocket through one upstream at once, unless `websocket_limit`
+/// says.
+pub const DEFAULT_WEBSOCKET_LIMIT: u32 = 1024;
+/// The most `websocket_limit`: each switched connection holds two sockets on the host.
+pub const MAX_WEBSOCKET_LIMIT: u32 = 65_536;
+/// How long a switched connection may stay silent, unless `websocket_idle_timeout` says.
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub(crate) fn default_websocket_limit() -> u32 {
+    DEFAULT_WEBSOCKET_LIMIT
+}
+
+pub(crate) fn default_websocket_idle_timeout() -> Duration {
+    DEFAULT_WEBSOCKET_IDLE_TIMEOUT
+}
 
 /// Why an upstream URL was rejected, with a suggested fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -336,6 +351,28 @@ impl UpstreamCx<'_> {
             None => None,
             Some(h) => Some(self.health_check(h)?),
         };
+        let websocket_limit = match raw.websocket_limit {
+            None => DEFAULT_WEBSOCKET_LIMIT,
+            Some(n) if (1..=MAX_WEBSOCKET_LIMIT).contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => {
+                return Err(self.src.field_error(
+                    n.span(),
+                    &self.field("websocket_limit"),
+                    format!("{} is not from 1 to {MAX_WEBSOCKET_LIMIT}", n.get_ref()),
+                    format!(
+                        "write how many WebSocket connections may be open through `{name}` at                          once, e.g. websocket_limit = {DEFAULT_WEBSOCKET_LIMIT}"
+                    ),
+                ));
+            }
+        };
+        let websocket_idle_timeout = match raw.websocket_idle_timeout {
+            None => DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
+            Some(t) => self.duration(
+                &t,
+                "websocket_idle_timeout",
+                "websocket_idle_timeout = \"5m\"",
+            )?,
+        };
         Ok(Upstream {
             name: name.to_string(),
             urls,
@@ -343,6 +380,8 @@ impl UpstreamCx<'_> {
             timeout,
             retries,
             health_check,
+            websocket_limit,
+            websocket_idle_timeout,
         })
     }
 

@@ -744,3 +744,60 @@ async fn a_wasi_0_3_middleware_passes_requests_and_bodies_through() {
         "the body was not passed whole"
     );
 }
+
+#[tokio::test]
+async fn websocket_connections_are_limited_and_closed_when_silent() {
+    let upstream = TestUpstream::start("ws").await;
+    let manifest = format!(
+        "[upstream.ws]\nurl = \"{}\"\nroute = \"/ws/...\"\nwebsocket_limit = 2\n\
+         websocket_idle_timeout = \"700ms\"\n",
+        upstream.url()
+    );
+    let dir = gateway_app(&manifest);
+    let server = up(&dir);
+    let switch = || async {
+        let mut stream = websocket_handshake(&server, "/ws/ws", "").await;
+        let head = read_head(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        stream
+    };
+    let mut talking = switch().await;
+    let mut silent = switch().await;
+
+    // The limit is reached: the next handshake is refused before the upstream hears of it.
+    let before = upstream.requests();
+    let mut refused = websocket_handshake(&server, "/ws/ws", "").await;
+    let head = read_head(&mut refused).await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{head}"
+    );
+    let mut body = vec![0u8; 512];
+    let n = refused.read(&mut body).await.unwrap();
+    let body = String::from_utf8_lossy(&body[..n]);
+    assert!(body.contains("2 WebSocket connections open"), "{body}");
+    assert!(body.contains("websocket_limit"), "{body}");
+    assert_eq!(upstream.requests(), before);
+
+    // A connection that keeps talking outlives the idle timeout; the silent one is closed.
+    for i in 0..8 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let message = format!("ping{i}");
+        talking.write_all(message.as_bytes()).await.unwrap();
+        let mut buffer = [0u8; 64];
+        let n = talking.read(&mut buffer).await.unwrap();
+        assert_eq!(&buffer[..n], format!("echo:{message}").as_bytes());
+    }
+    let mut buffer = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buffer))
+        .await
+        .expect("the silent connection is closed");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+
+    // Its place under the limit is free again.
+    let mut again = switch().await;
+    again.write_all(b"back").await.unwrap();
+    let n = again.read(&mut buffer).await.unwrap();
+    assert_eq!(&buffer[..n], b"echo:back");
+}
