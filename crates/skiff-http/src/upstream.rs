@@ -81,6 +81,7 @@ pub(crate) struct Pool {
     websockets: Arc<tokio::sync::Semaphore>,
     websocket_limit: u32,
     websocket_idle_timeout: Duration,
+    body_idle_timeout: Duration,
 }
 
 struct Address {
@@ -163,6 +164,7 @@ impl Pool {
             )),
             websocket_limit: upstream.websocket_limit,
             websocket_idle_timeout: upstream.websocket_idle_timeout,
+            body_idle_timeout: upstream.body_idle_timeout,
         });
         if let Some(check) = &upstream.health_check {
             match tokio::runtime::Handle::try_current() {
@@ -325,7 +327,7 @@ impl Pool {
                         }
                     };
                 }
-                Ok(Ok(response)) => return answer(response),
+                Ok(Ok(response)) => return self.answer(response, request_id),
                 Ok(Err(error)) => error,
                 Err(_) => {
                     tracing::warn!(
@@ -544,11 +546,80 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Active<T> {
     }
 }
 
-/// The upstream's answer, its hop-by-hop headers removed.
-fn answer(response: Response<hyper::body::Incoming>) -> Response<ResponseBody> {
-    let (mut parts, body) = response.into_parts();
-    remove_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, body.map_err(ErrorCode::from).boxed_unsync())
+impl Pool {
+    /// The upstream's answer, its hop-by-hop headers removed, its body cut off if it stalls
+    /// for longer than `body_idle_timeout`.
+    fn answer(
+        &self,
+        response: Response<hyper::body::Incoming>,
+        request_id: u64,
+    ) -> Response<ResponseBody> {
+        let (mut parts, body) = response.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        let body = StallBound {
+            inner: body.map_err(ErrorCode::from),
+            idle: self.body_idle_timeout,
+            deadline: Box::pin(tokio::time::sleep(self.body_idle_timeout)),
+            cut: false,
+            request_id,
+            upstream: self.name.clone(),
+        };
+        Response::from_parts(parts, body.boxed_unsync())
+    }
+}
+
+/// A response body that fails with `ConnectionReadTimeout` when no frame comes for `idle`:
+/// the client then sees the response cut off, and the upstream's connection is dropped, not
+/// kept for another request.
+struct StallBound<B> {
+    inner: B,
+    idle: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    cut: bool,
+    request_id: u64,
+    upstream: String,
+}
+
+impl<B> hyper::body::Body for StallBound<B>
+where
+    B: hyper::body::Body<Data = Bytes, Error = ErrorCode> + Unpin,
+{
+    type Data = Bytes;
+    type Error = ErrorCode;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, ErrorCode>>> {
+        let this = &mut *self;
+        if this.cut {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            let next = tokio::time::Instant::now() + this.idle;
+            this.deadline.as_mut().reset(next);
+            return Poll::Ready(frame);
+        }
+        match this.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                this.cut = true;
+                tracing::warn!(
+                    request_id = this.request_id, upstream = %this.upstream,
+                    "response body cut off: nothing came for {:?} (body_idle_timeout)", this.idle
+                );
+                Poll::Ready(Some(Err(ErrorCode::ConnectionReadTimeout)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.cut || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 fn empty_body() -> WasiBody {

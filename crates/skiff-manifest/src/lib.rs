@@ -59,6 +59,7 @@
 //! middleware = ["hello"]      # optional
 //! connect_timeout = "2s"      # optional; default 2s
 //! timeout = "60s"             # optional; default 60s, the wait for the response head
+//! body_idle_timeout = "60s"   # optional; default 60s, the wait for each next piece of the body
 //! retries = 1                 # optional; default 1, at most 10
 //! health_check = { path = "/healthz", interval = "5s", timeout = "2s" }   # optional
 //! websocket_limit = 1024      # optional; default 1024 connections switched to WebSocket at once
@@ -151,10 +152,10 @@ pub use runtime_config::{
 };
 pub use schedule::{CronTimes, MAX_SCHEDULES_PER_APP, Overlap, Schedule};
 pub use upstream::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_RETRIES,
-    DEFAULT_UPSTREAM_TIMEOUT, DEFAULT_WEBSOCKET_IDLE_TIMEOUT, DEFAULT_WEBSOCKET_LIMIT,
-    MAX_HEALTH_PATH, MAX_RETRIES, MAX_UPSTREAM_URLS, MAX_WEBSOCKET_LIMIT, MIN_HEALTH_INTERVAL,
-    UpstreamUrlError,
+    DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTH_INTERVAL,
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_RETRIES, DEFAULT_UPSTREAM_TIMEOUT,
+    DEFAULT_WEBSOCKET_IDLE_TIMEOUT, DEFAULT_WEBSOCKET_LIMIT, MAX_HEALTH_PATH, MAX_RETRIES,
+    MAX_UPSTREAM_URLS, MAX_WEBSOCKET_LIMIT, MIN_HEALTH_INTERVAL, UpstreamUrlError,
 };
 
 /// A validated app. It is plain data (serde) so that a host can store what it validated and
@@ -420,6 +421,12 @@ pub struct Upstream {
     /// Active health checks; without them an address that fails is left out for a while
     /// (passive checks only).
     pub health_check: Option<HealthCheck>,
+    /// Longest wait for each next piece of the response body once the head came
+    /// (`body_idle_timeout`, default 60 s); past it the response is cut off, so a stalled
+    /// upstream holds no connection open for ever. A body that keeps moving may take as long
+    /// as it needs.
+    #[serde(default = "upstream::default_body_idle_timeout")]
+    pub body_idle_timeout: Duration,
     /// The most connections switched to another protocol (WebSocket) through this upstream
     /// at once (`websocket_limit`, default 1024); a handshake beyond it gets 503 and never
     /// reaches the upstream.

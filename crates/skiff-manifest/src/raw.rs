@@ -74,6 +74,7 @@ pub(crate) struct RawUpstream {
     pub timeout: Option<Spanned<String>>,
     pub retries: Option<Spanned<u32>>,
     pub health_check: Option<Spanned<RawHealthCheck>>,
+    pub body_idle_timeout: Option<Spanned<String>>,
     pub websocket_limit: Option<Spanned<u32>>,
     pub websocket_idle_timeout: Option<Spanned<String>>,
 }

@@ -1447,6 +1447,7 @@ urls = ["http://10.0.0.7", "http://[fd00::7]:8081"]
 route = ["/legacy/...", "/old"]
 connect_timeout = "500ms"
 retries = 0
+body_idle_timeout = "2m"
 websocket_limit = 10
 websocket_idle_timeout = "30s"
 
@@ -1504,6 +1505,7 @@ fn a_gateway_parses_with_upstreams_and_middleware() {
                     interval: Duration::from_secs(10),
                     timeout: DEFAULT_HEALTH_TIMEOUT,
                 }),
+                body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
                 websocket_limit: DEFAULT_WEBSOCKET_LIMIT,
                 websocket_idle_timeout: DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
             },
@@ -1530,6 +1532,7 @@ fn a_gateway_parses_with_upstreams_and_middleware() {
                     interval: Duration::from_secs(1),
                     timeout: Duration::from_secs(1),
                 }),
+                body_idle_timeout: Duration::from_secs(120),
                 websocket_limit: 10,
                 websocket_idle_timeout: Duration::from_secs(30),
             },
@@ -1873,6 +1876,12 @@ fn upstream_timeout_and_retry_errors() {
         10,
     );
     assert!(e.message.contains("not a duration"), "{e}");
+    let e = f.err(
+        &with_upstream(&format!("{up}body_idle_timeout = \"0ms\"\n")),
+        "upstream.orders.body_idle_timeout",
+        10,
+    );
+    assert!(help(&e).contains("body_idle_timeout = \"60s\""), "{e}");
     f.err(
         &with_upstream(&format!("{up}timeout = \"2d\"\n")),
         "upstream.orders.timeout",

@@ -240,6 +240,7 @@ fn help_for_field(field: &str) -> Option<String> {
         "upstream.route" => "e.g. route = \"/orders/...\" or route = [\"/orders/...\", \"/cart\"]",
         "upstream.connect_timeout" => "e.g. connect_timeout = \"2s\"",
         "upstream.timeout" => "e.g. timeout = \"30s\"",
+        "upstream.body_idle_timeout" => "e.g. body_idle_timeout = \"60s\"",
         "upstream.retries" => "a number from 0 to 10, e.g. retries = 1",
         "upstream.websocket_limit" => "a number from 1 to 65536, e.g. websocket_limit = 1024",
         "upstream.websocket_idle_timeout" => "e.g. websocket_idle_timeout = \"5m\"",

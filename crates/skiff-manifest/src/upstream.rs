@@ -39,6 +39,8 @@ pub const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest health check `path`, in bytes.
 pub const MAX_HEALTH_PATH: usize = 1024;
+/// The longest wait for each next piece of a response body, unless `body_idle_timeout` says.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connections switched to WebSocket through one upstream at once, unless `websocket_limit`
 /// says.
 pub const DEFAULT_WEBSOCKET_LIMIT: u32 = 1024;
@@ -46,6 +48,10 @@ pub const DEFAULT_WEBSOCKET_LIMIT: u32 = 1024;
 pub const MAX_WEBSOCKET_LIMIT: u32 = 65_536;
 /// How long a switched connection may stay silent, unless `websocket_idle_timeout` says.
 pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub(crate) fn default_body_idle_timeout() -> Duration {
+    DEFAULT_BODY_IDLE_TIMEOUT
+}
 
 pub(crate) fn default_websocket_limit() -> u32 {
     DEFAULT_WEBSOCKET_LIMIT
@@ -332,6 +338,10 @@ impl UpstreamCx<'_> {
             None => DEFAULT_UPSTREAM_TIMEOUT,
             Some(t) => self.duration(&t, "timeout", "timeout = \"30s\"")?,
         };
+        let body_idle_timeout = match raw.body_idle_timeout {
+            None => DEFAULT_BODY_IDLE_TIMEOUT,
+            Some(t) => self.duration(&t, "body_idle_timeout", "body_idle_timeout = \"60s\"")?,
+        };
         let retries = match raw.retries {
             None => DEFAULT_RETRIES,
             Some(r) if *r.get_ref() <= MAX_RETRIES => *r.get_ref(),
@@ -380,6 +390,7 @@ impl UpstreamCx<'_> {
             timeout,
             retries,
             health_check,
+            body_idle_timeout,
             websocket_limit,
             websocket_idle_timeout,
         })

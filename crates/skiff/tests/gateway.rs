@@ -801,3 +801,45 @@ async fn websocket_connections_are_limited_and_closed_when_silent() {
     let n = again.read(&mut buffer).await.unwrap();
     assert_eq!(&buffer[..n], b"echo:back");
 }
+
+#[tokio::test]
+async fn a_response_body_that_stalls_is_cut_off_and_one_that_moves_is_not() {
+    let upstream = TestUpstream::start("stall").await;
+    let manifest = format!(
+        "[upstream.stall]\nurl = \"{}\"\nroute = \"/stall/...\"\nbody_idle_timeout = \"500ms\"\n",
+        upstream.url()
+    );
+    let dir = gateway_app(&manifest);
+    let server = up(&dir);
+    let http = client();
+
+    // A pause well within the bound: the whole body arrives.
+    let response = http
+        .get(server.url("/stall/stall?ms=50"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "start\nend\n");
+
+    // A pause far past it: the head and the first piece arrive, then the body is cut off
+    // instead of holding the connection until the upstream goes on.
+    let mut response = http
+        .get(server.url("/stall/stall?ms=30000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().unwrap();
+    assert_eq!(&first[..], b"start\n");
+    let rest = tokio::time::timeout(Duration::from_secs(20), response.chunk())
+        .await
+        .expect("the stalled body is cut off");
+    assert!(rest.is_err(), "{rest:?}");
+    let logs = server.wait_for_log_within("response body cut off", 10);
+    assert!(logs.contains("body_idle_timeout"), "{logs}");
+
+    // The host goes on serving the route.
+    let (status, _, body) = request(&server, "/stall/plain", &[]).await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use futures_util::StreamExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -23,6 +25,7 @@ use tokio::net::TcpListener;
 /// | `/fail` | 500 `upstream failed` |
 /// | `/slow?ms=N` | 200 after N ms |
 /// | `/big?n=BYTES` | BYTES bytes of `u` |
+/// | `/stall?ms=N` | 200 with `start\n` at once, then `end\n` N ms later |
 /// | `/ws` with `Upgrade` | 101, then every byte sent back prefixed by `echo:` per read |
 /// | anything else | 200: `upstream NAME`, the method, path and query, the headers that tell what a proxy did, then `body=` and the request body |
 pub struct TestUpstream {
@@ -110,7 +113,10 @@ impl Drop for TestUpstream {
     }
 }
 
-async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
+/// What the service answers with: a whole body, or one that streams.
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+async fn answer(state: &State, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or("").to_string();
     let param = |name: &str| {
@@ -138,6 +144,19 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
             respond(200, format!("slow {}\n", state.name).into())
         }
         "/big" => respond(200, vec![b'u'; param("n").unwrap_or(0) as usize].into()),
+        "/stall" => {
+            let stall = Duration::from_millis(param("ms").unwrap_or(1000));
+            let pieces =
+                futures_util::stream::iter([(Duration::ZERO, "start\n"), (stall, "end\n")]).then(
+                    |(wait, text)| async move {
+                        tokio::time::sleep(wait).await;
+                        Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(text)))
+                    },
+                );
+            let mut response = respond(200, Bytes::new());
+            *response.body_mut() = StreamBody::new(pieces).boxed_unsync();
+            response
+        }
         "/ws" if request.headers().contains_key("upgrade") => switch_to_echo(request),
         _ => {
             let mut text = format!(
@@ -161,7 +180,7 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
 }
 
 /// Agrees to switch protocols, then echoes what arrives on the switched connection.
-fn switch_to_echo(mut request: Request<Incoming>) -> Response<Full<Bytes>> {
+fn switch_to_echo(mut request: Request<Incoming>) -> Response<Body> {
     let upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -186,8 +205,8 @@ fn switch_to_echo(mut request: Request<Incoming>) -> Response<Full<Bytes>> {
     response
 }
 
-fn respond(status: u16, body: Bytes) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
+fn respond(status: u16, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(body).boxed_unsync());
     *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
     response
         .headers_mut()
