@@ -111,7 +111,9 @@ impl HttpApp {
 
     /// Counts the app's requests in `metrics`, under `tenant` (empty for none).
     pub fn with_metrics(mut self, metrics: &HttpMetrics, tenant: &str) -> Self {
-        self.metrics = Some(metrics.for_app(tenant, self.loaded.app()));
+        let app_metrics = metrics.for_app(tenant, self.loaded.app());
+        self.upstreams.count_in(&app_metrics);
+        self.metrics = Some(app_metrics);
         self.tenant = tenant.into();
         self
     }

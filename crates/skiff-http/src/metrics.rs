@@ -46,6 +46,22 @@ struct FailureLabels {
     cause: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    tenant: String,
+    app: String,
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamOutcomeLabels {
+    tenant: String,
+    app: String,
+    upstream: String,
+    /// The upstream's own answer (`2xx`, `5xx`...), or what skiff answered for it.
+    outcome: &'static str,
+}
+
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 const CAUSES: [&str; 9] = [
     "deadline",
@@ -65,8 +81,11 @@ pub struct HttpMetrics {
     duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     in_flight: Family<RouteLabels, Gauge>,
     failures: Family<FailureLabels, Counter>,
+    upstream_responses: Family<UpstreamOutcomeLabels, Counter>,
+    upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     /// Every route that has series, so that an app's can be dropped when it goes.
     known_routes: Mutex<HashSet<RouteLabels>>,
+    known_upstreams: Mutex<HashSet<UpstreamLabels>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -82,7 +101,10 @@ impl HttpMetrics {
             duration: Family::new_with_constructor(latency_histogram),
             in_flight: Family::default(),
             failures: Family::default(),
+            upstream_responses: Family::default(),
+            upstream_duration: Family::new_with_constructor(latency_histogram),
             known_routes: Mutex::default(),
+            known_upstreams: Mutex::default(),
         };
         let registry = registry.sub_registry_with_prefix("skiff_http");
         registry.register(
@@ -104,6 +126,19 @@ impl HttpMetrics {
             "request_failures",
             "Requests a guest did not answer, by cause",
             metrics.failures.clone(),
+        );
+        registry.register(
+            "upstream_responses",
+            "Requests sent on to an upstream, by its answer's status class, or by what skiff \
+             answered when it gave none (unreachable, broken, timeout, unavailable, \
+             websocket_limit)",
+            metrics.upstream_responses.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from sending a request to an upstream to its response head (or failure), \
+             retries included",
+            metrics.upstream_duration.clone(),
         );
         Arc::new(metrics)
     }
@@ -145,12 +180,38 @@ impl HttpMetrics {
                 })
             })
             .collect();
+        let upstreams = app
+            .upstreams
+            .iter()
+            .map(|upstream| self.upstream_metrics(tenant, app, &upstream.name))
+            .collect();
         AppMetrics {
             routes,
             schedules,
             consumers,
             internal,
+            upstreams,
         }
+    }
+
+    fn upstream_metrics(&self, tenant: &str, app: &App, upstream: &str) -> Arc<UpstreamMetrics> {
+        let labels = UpstreamLabels {
+            tenant: tenant.to_string(),
+            app: app.name.clone(),
+            upstream: upstream.to_string(),
+        };
+        let metrics = UpstreamMetrics {
+            by_outcome: UPSTREAM_OUTCOMES.map(|outcome| {
+                self.upstream_responses
+                    .get_or_create_owned(&labels.with_outcome(outcome))
+            }),
+            duration: self.upstream_duration.get_or_create_owned(&labels),
+        };
+        self.known_upstreams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(labels);
+        Arc::new(metrics)
     }
 
     fn route_metrics(&self, tenant: &str, app: &App, component: &str, route: &str) -> RouteMetrics {
@@ -185,17 +246,7 @@ impl HttpMetrics {
     /// Drops every series of an app that is gone, so that deleted apps do not pile up in the
     /// scrape.
     pub fn forget_app(&self, tenant: &str, app: &str) {
-        let gone: Vec<RouteLabels> = {
-            let mut known = self.known_routes.lock().unwrap_or_else(|e| e.into_inner());
-            let gone = known
-                .iter()
-                .filter(|l| l.tenant == tenant && l.app == app)
-                .cloned()
-                .collect();
-            known.retain(|l| !(l.tenant == tenant && l.app == app));
-            gone
-        };
-        for labels in gone {
+        for labels in take_where(&self.known_routes, |l| l.tenant == tenant && l.app == app) {
             for status in STATUS_CLASSES {
                 self.requests.remove(&labels.with_status(status));
             }
@@ -204,6 +255,37 @@ impl HttpMetrics {
             }
             self.duration.remove(&labels);
             self.in_flight.remove(&labels);
+        }
+        for labels in take_where(&self.known_upstreams, |l| {
+            l.tenant == tenant && l.app == app
+        }) {
+            for outcome in UPSTREAM_OUTCOMES {
+                self.upstream_responses
+                    .remove(&labels.with_outcome(outcome));
+            }
+            self.upstream_duration.remove(&labels);
+        }
+    }
+}
+
+/// Removes from `known` the label sets that `gone` picks, and returns them.
+fn take_where<L: Clone + Eq + std::hash::Hash>(
+    known: &Mutex<HashSet<L>>,
+    gone: impl Fn(&L) -> bool,
+) -> Vec<L> {
+    let mut known = known.lock().unwrap_or_else(|e| e.into_inner());
+    let taken: Vec<L> = known.iter().filter(|l| gone(l)).cloned().collect();
+    known.retain(|l| !gone(l));
+    taken
+}
+
+impl UpstreamLabels {
+    fn with_outcome(&self, outcome: &'static str) -> UpstreamOutcomeLabels {
+        UpstreamOutcomeLabels {
+            tenant: self.tenant.clone(),
+            app: self.app.clone(),
+            upstream: self.upstream.clone(),
+            outcome,
         }
     }
 }
@@ -237,6 +319,8 @@ pub struct AppMetrics {
     consumers: Vec<RouteMetrics>,
     /// By component: its in-process calls, if any component may call it.
     internal: Vec<Option<RouteMetrics>>,
+    /// In the order of the app's upstreams.
+    upstreams: Vec<Arc<UpstreamMetrics>>,
 }
 
 impl AppMetrics {
@@ -254,6 +338,64 @@ impl AppMetrics {
 
     pub(crate) fn internal(&self, component: usize) -> Option<&RouteMetrics> {
         self.internal.get(component)?.as_ref()
+    }
+
+    pub(crate) fn upstream(&self, index: usize) -> Option<&Arc<UpstreamMetrics>> {
+        self.upstreams.get(index)
+    }
+}
+
+/// How a request sent on to an upstream ended: the upstream's own answer, or skiff's for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum UpstreamOutcome {
+    /// The upstream answered with this status.
+    Answered(u16),
+    /// No connection could be made (502).
+    Unreachable,
+    /// The connection broke before an answer (502).
+    Broken,
+    /// No response head in time (504).
+    Timeout,
+    /// No healthy address (503).
+    Unavailable,
+    /// A WebSocket handshake beyond the upstream's `websocket_limit` (503).
+    WebsocketLimit,
+}
+
+const UPSTREAM_OUTCOMES: [&str; 10] = [
+    "1xx",
+    "2xx",
+    "3xx",
+    "4xx",
+    "5xx",
+    "unreachable",
+    "broken",
+    "timeout",
+    "unavailable",
+    "websocket_limit",
+];
+
+/// One upstream's metric handles.
+pub(crate) struct UpstreamMetrics {
+    by_outcome: [Counter; 10],
+    duration: Histogram,
+}
+
+impl UpstreamMetrics {
+    pub(crate) fn record(&self, outcome: UpstreamOutcome, seconds: f64) {
+        let index = match outcome {
+            UpstreamOutcome::Answered(status) => usize::from(status / 100).clamp(1, 5) - 1,
+            UpstreamOutcome::Unreachable => 5,
+            UpstreamOutcome::Broken => 6,
+            UpstreamOutcome::Timeout => 7,
+            UpstreamOutcome::Unavailable => 8,
+            UpstreamOutcome::WebsocketLimit => 9,
+        };
+        self.by_outcome[index].inc();
+        // A refusal at the limit never reached the upstream: it has no duration.
+        if outcome != UpstreamOutcome::WebsocketLimit {
+            self.duration.observe(seconds);
+        }
     }
 }
 

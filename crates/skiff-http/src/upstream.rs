@@ -15,7 +15,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,7 @@ use skiff_manifest::{HealthCheck, Upstream, UpstreamUrl};
 use skiff_runtime::{Destination, LoadedApp, ResponseBody};
 use wasmtime_wasi_http::{Error as ErrorCode, WasiBody};
 
+use crate::metrics::{AppMetrics, UpstreamMetrics, UpstreamOutcome};
 use crate::reply::plain;
 
 /// How long an address that refused a connection is left out, when no health check says
@@ -61,6 +62,15 @@ impl Upstreams {
     pub(crate) fn get(&self, index: usize) -> Option<&Arc<Pool>> {
         self.0.get(index)
     }
+
+    /// Counts each upstream's requests in `metrics` from now on.
+    pub(crate) fn count_in(&self, metrics: &AppMetrics) {
+        for (index, pool) in self.0.iter().enumerate() {
+            if let Some(upstream) = metrics.upstream(index) {
+                let _ = pool.metrics.set(upstream.clone());
+            }
+        }
+    }
 }
 
 /// One upstream: its addresses, its connection pool and its settings.
@@ -82,6 +92,8 @@ pub(crate) struct Pool {
     websocket_limit: u32,
     websocket_idle_timeout: Duration,
     body_idle_timeout: Duration,
+    /// Set once the app's metrics are made (after the pools).
+    metrics: OnceLock<Arc<UpstreamMetrics>>,
 }
 
 struct Address {
@@ -165,6 +177,7 @@ impl Pool {
             websocket_limit: upstream.websocket_limit,
             websocket_idle_timeout: upstream.websocket_idle_timeout,
             body_idle_timeout: upstream.body_idle_timeout,
+            metrics: OnceLock::new(),
         });
         if let Some(check) = &upstream.health_check {
             match tokio::runtime::Handle::try_current() {
@@ -234,6 +247,26 @@ impl Pool {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<ErrorCode>,
     {
+        let started = Instant::now();
+        let (response, outcome) = self.send(request, forwarded, upgrade).await;
+        if let (Some(metrics), Some(outcome)) = (self.metrics.get(), outcome) {
+            metrics.record(outcome, started.elapsed().as_secs_f64());
+        }
+        response
+    }
+
+    /// [`Pool::forward`], and how it ended for the metrics (nothing for a request that never
+    /// came near the upstream).
+    async fn send<B>(
+        &self,
+        request: Request<B>,
+        forwarded: Forwarded<'_>,
+        upgrade: Option<ClientUpgrade>,
+    ) -> (Response<ResponseBody>, Option<UpstreamOutcome>)
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<ErrorCode>,
+    {
         let request_id = forwarded.request_id;
         // A switched connection holds two sockets for as long as it lasts: the limit is taken
         // before the upstream hears of the handshake, and held until the connection closes.
@@ -246,7 +279,9 @@ impl Pool {
                         "WebSocket handshake refused: {} connections are open (websocket_limit)",
                         self.websocket_limit
                     );
-                    return too_many_websockets(&self.name, self.websocket_limit, request_id);
+                    let response =
+                        too_many_websockets(&self.name, self.websocket_limit, request_id);
+                    return (response, Some(UpstreamOutcome::WebsocketLimit));
                 }
             },
             None => None,
@@ -282,17 +317,21 @@ impl Pool {
                     "the health checks of all its addresses fail"
                 };
                 tracing::warn!(request_id, upstream = %self.name, "no healthy address: {why}");
-                return unavailable(&self.name, request_id);
+                return (
+                    unavailable(&self.name, request_id),
+                    Some(UpstreamOutcome::Unavailable),
+                );
             };
             tried = Some(index);
             let address = &self.addresses[index];
             let uri = match upstream_uri(address, &path_and_query) {
                 Ok(uri) => uri,
                 Err(()) => {
-                    return plain(
+                    let response = plain(
                         StatusCode::BAD_REQUEST,
                         format!("malformed request path (request id {request_id})\n"),
                     );
+                    return (response, None);
                 }
             };
             let mut request = Request::from_parts(parts.clone(), ());
@@ -308,7 +347,7 @@ impl Pool {
             .await;
             let error = match sent {
                 Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                    return match upgrade {
+                    let switched = match upgrade {
                         Some((upgrade, permit)) => {
                             let switched = Switched {
                                 request_id,
@@ -316,25 +355,35 @@ impl Pool {
                                 idle_timeout: self.websocket_idle_timeout,
                                 permit,
                             };
-                            switch(response, upgrade, switched)
+                            (
+                                switch(response, upgrade, switched),
+                                UpstreamOutcome::Answered(101),
+                            )
                         }
                         None => {
                             tracing::warn!(
                                 request_id, upstream = %self.name, address = %address.url,
                                 "the upstream switched protocols unasked"
                             );
-                            bad_gateway(&self.name, request_id, false)
+                            let response = bad_gateway(&self.name, request_id, false);
+                            (response, UpstreamOutcome::Broken)
                         }
                     };
+                    return (switched.0, Some(switched.1));
                 }
-                Ok(Ok(response)) => return self.answer(response, request_id),
+                Ok(Ok(response)) => {
+                    let status = response.status().as_u16();
+                    let response = self.answer(response, request_id);
+                    return (response, Some(UpstreamOutcome::Answered(status)));
+                }
                 Ok(Err(error)) => error,
                 Err(_) => {
                     tracing::warn!(
                         request_id, upstream = %self.name, address = %address.url,
                         "the upstream did not answer within {:?}", self.timeout
                     );
-                    return gateway_timeout(&self.name, request_id);
+                    let response = gateway_timeout(&self.name, request_id);
+                    return (response, Some(UpstreamOutcome::Timeout));
                 }
             };
             let connect_failed = error.is_connect();
@@ -355,7 +404,15 @@ impl Pool {
                 request_id, upstream = %self.name, address = %address.url,
                 "{detail}"
             );
-            return bad_gateway(&self.name, request_id, connect_failed);
+            let outcome = if connect_failed {
+                UpstreamOutcome::Unreachable
+            } else {
+                UpstreamOutcome::Broken
+            };
+            return (
+                bad_gateway(&self.name, request_id, connect_failed),
+                Some(outcome),
+            );
         }
     }
 }

@@ -39,6 +39,17 @@ fn up(dir: &tempfile::TempDir) -> Server {
     Server::start(&["up", dir.path().join("skiff.toml").to_str().unwrap()])
 }
 
+/// [`up`], with the metrics served too (`Server::metrics`).
+fn up_with_metrics(dir: &tempfile::TempDir) -> Server {
+    let toml = dir.path().join("skiff.toml");
+    Server::start(&[
+        "up",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        toml.to_str().unwrap(),
+    ])
+}
+
 /// A request of `path` with `headers`: status, the headers as `name: value` lines, and body.
 async fn request(server: &Server, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
     let mut request = client().get(server.url(path));
@@ -77,13 +88,7 @@ async fn components_call_each_other_in_process_only_where_the_manifest_names_the
     ]
     .concat();
     let dir = gateway_app(&manifest);
-    let toml = dir.path().join("skiff.toml");
-    let server = Server::start(&[
-        "up",
-        "--metrics-listen",
-        "127.0.0.1:0",
-        toml.to_str().unwrap(),
-    ]);
+    let server = up_with_metrics(&dir);
 
     let (status, body) = get(&server, "/front/x?q=1").await;
     assert_eq!(status, 200, "{body}");
@@ -280,7 +285,7 @@ async fn an_upstream_that_is_down_slow_resets_or_fails_gets_a_clear_answer() {
     ]
     .concat();
     let dir = gateway_app(&manifest);
-    let server = up(&dir);
+    let server = up_with_metrics(&dir);
 
     let (status, body) = get(&server, "/down/x").await;
     assert_eq!(status, 502, "{body}");
@@ -325,6 +330,34 @@ async fn an_upstream_that_is_down_slow_resets_or_fails_gets_a_clear_answer() {
     // And the host goes on serving.
     let (status, _) = get(&server, "/slow?ms=1").await;
     assert_eq!(status, 200);
+
+    // Each upstream's outcomes are counted apart: its own answers by status class, and what
+    // skiff answered for it by why.
+    let text = server.metrics().await;
+    let series = |upstream: &str, outcome: &str| {
+        format!(
+            "skiff_http_upstream_responses_total{{tenant=\"\",app=\"gateway\",\
+             upstream=\"{upstream}\",outcome=\"{outcome}\"}}"
+        )
+    };
+    for (upstream, outcome, count) in [
+        ("down", "unreachable", 1),
+        ("slow", "timeout", 1),
+        ("slow", "2xx", 1),
+        ("reset", "broken", 2),
+        ("ok", "5xx", 1),
+        ("ok", "2xx", 0),
+    ] {
+        let line = format!("{} {count}\n", series(upstream, outcome));
+        assert!(text.contains(&line), "no {line} in:\n{text}");
+    }
+    assert!(
+        text.contains(
+            "skiff_http_upstream_duration_seconds_count{tenant=\"\",app=\"gateway\",\
+             upstream=\"slow\"} 2\n"
+        ),
+        "{text}"
+    );
 }
 
 #[tokio::test]
