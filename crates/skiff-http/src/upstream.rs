@@ -347,7 +347,7 @@ impl Pool {
             .await;
             let error = match sent {
                 Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                    let switched = match upgrade {
+                    let (response, outcome) = match upgrade {
                         Some((upgrade, permit)) => {
                             let switched = Switched {
                                 request_id,
@@ -369,7 +369,7 @@ impl Pool {
                             (response, UpstreamOutcome::Broken)
                         }
                     };
-                    return (switched.0, Some(switched.1));
+                    return (response, Some(outcome));
                 }
                 Ok(Ok(response)) => {
                     let status = response.status().as_u16();
