@@ -440,3 +440,36 @@ async fn trailers_pass_through() {
     let trailers = trailers.expect("the response has trailers");
     assert_eq!(trailers["x-checksum"], "c0ffee");
 }
+
+#[tokio::test]
+async fn a_queue_delivers_its_messages_to_a_wasi_0_3_component_as_requests() {
+    // `web` (WASIp2) publishes to `orders`; `sink` (WASI 0.3) consumes it as POST requests.
+    let text = "[app]\nname = \"queued\"\n\n\
+                [component.web]\nsource = \"queue.wasm\"\nroute = \"/...\"\n\
+                key_value_stores = [\"default\"]\npublish = [\"orders\"]\n\n\
+                [component.sink]\nsource = \"p3.wasm\"\n\n\
+                [component.sink.consume]\nqueue = \"orders\"\npath = \"/hello\"\n";
+    let dir = app_dir(&[("skiff.toml", text)]);
+    std::fs::copy(guest("queue-guest"), dir.path().join("queue.wasm")).unwrap();
+    std::fs::copy(guest("http-p3-guest"), dir.path().join("p3.wasm")).unwrap();
+    let manifest = dir.path().join("skiff.toml");
+    let server = Server::start(&[
+        "up",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        manifest.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        get(&server, "/enqueue?queue=orders&n=5&prefix=m").await,
+        (200, "sent 5".into())
+    );
+    // Each message is a request the 0.3 component answered: counted under its consumer.
+    let answered = "skiff_http_requests_total{tenant=\"\",app=\"queued\",component=\"sink\",\
+                    route=\"consume[orders]\",status=\"2xx\"} 5\n";
+    common::eventually(
+        std::time::Duration::from_secs(30),
+        "the 0.3 consumer answered every message",
+        || async { server.metrics().await.contains(answered) },
+    )
+    .await;
+}
