@@ -6,6 +6,10 @@
 # CA certificates, a data folder) made without a container engine (umoci, skopeo).
 #
 #     scripts/release.sh [--arch x86_64|aarch64|all] [--image REF] [--oci-dir DIR] [--no-smoke]
+#                        [--prebuilt]
+#
+# --prebuilt skips the builds and uses the binaries already in the target dir (to smoke-test
+# them again or to make the image from them).
 #
 # Output: target/<arch>-unknown-linux-musl/dist/skiff, and with --image an OCI layout in
 # --oci-dir (default target/release-image): an image per architecture (tags `amd64`, `arm64`)
@@ -24,6 +28,7 @@ arches=(x86_64 aarch64)
 image=""
 oci_dir="$target_dir/release-image"
 smoke=1
+prebuilt=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --arch)
@@ -36,6 +41,7 @@ while [ $# -gt 0 ]; do
         --image) image="$2"; shift 2 ;;
         --oci-dir) oci_dir="$2"; shift 2 ;;
         --no-smoke) smoke=0; shift ;;
+        --prebuilt) prebuilt=1; shift ;;
         *) echo "release.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
 done
@@ -96,6 +102,12 @@ smoke_test() {
     scratch="$(mktemp -d)"
     trap 'rm -rf "$scratch"' RETURN
     local run=("${runner[@]}" "$bin" --cache-dir "$scratch/cache" --data-dir "$scratch/data")
+    if [ ${#runner[@]} -gt 0 ]; then
+        # qemu-user keeps its own table of every page the guest maps, reserved or not: the
+        # pooling allocator's address space for the default 1000 instances (terabytes, free
+        # on a real machine) costs it tens of GiB. A few instances are enough here.
+        run+=(--max-instances 4)
+    fi
 
     "${run[@]}" --version
     local said
@@ -199,7 +211,11 @@ PY
 }
 
 for arch in "${arches[@]}"; do
-    build "$arch"
+    if [ "$prebuilt" = 1 ]; then
+        [ -x "$(binary "$arch")" ] || { echo "release.sh: --prebuilt, but no $(binary "$arch")" >&2; exit 1; }
+    else
+        build "$arch"
+    fi
     [ "$smoke" = 1 ] && smoke_test "$arch"
 done
 if [ -n "$image" ]; then
