@@ -47,6 +47,7 @@ pub(crate) struct Wasi03Exports {
     pub cli_run: bool,
 }
 
+/// The [`Wasi03Exports`] of `wasm`, from one pass over its export sections.
 pub(crate) fn wasi_0_3_exports(wasm: &[u8]) -> Wasi03Exports {
     let mut found = Wasi03Exports::default();
     for payload in wasmparser::Parser::new(0)
