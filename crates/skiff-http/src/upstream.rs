@@ -616,7 +616,8 @@ impl Pool {
         let body = StallBound {
             inner: body.map_err(ErrorCode::from),
             idle: self.body_idle_timeout,
-            deadline: Box::pin(tokio::time::sleep(self.body_idle_timeout)),
+            deadline: None,
+            armed: false,
             cut: false,
             request_id,
             upstream: self.name.clone(),
@@ -627,11 +628,14 @@ impl Pool {
 
 /// A response body that fails with `ConnectionReadTimeout` when no frame comes for `idle`:
 /// the client then sees the response cut off, and the upstream's connection is dropped, not
-/// kept for another request.
+/// kept for another request. The timer is set only when the body has to wait, from that
+/// moment: a body whose frames are there when asked for (most small answers) costs no timer.
 struct StallBound<B> {
     inner: B,
     idle: Duration,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The deadline runs for the current wait.
+    armed: bool,
     cut: bool,
     request_id: u64,
     upstream: String,
@@ -653,11 +657,22 @@ where
             return Poll::Ready(None);
         }
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
-            let next = tokio::time::Instant::now() + this.idle;
-            this.deadline.as_mut().reset(next);
+            this.armed = false;
             return Poll::Ready(frame);
         }
-        match this.deadline.as_mut().poll(cx) {
+        let next = tokio::time::Instant::now() + this.idle;
+        let deadline = match &mut this.deadline {
+            Some(deadline) if this.armed => deadline,
+            Some(deadline) => {
+                deadline.as_mut().reset(next);
+                deadline
+            }
+            None => this
+                .deadline
+                .insert(Box::pin(tokio::time::sleep_until(next))),
+        };
+        this.armed = true;
+        match deadline.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 this.cut = true;
                 tracing::warn!(
