@@ -1913,6 +1913,10 @@ fn websocket_limit_and_idle_timeout_errors() {
         );
         assert!(e.message.contains("not from 1 to 65536"), "{e}");
         assert!(help(&e).contains("websocket_limit = 1024"), "{e}");
+        assert!(
+            help(&e).contains("may be open through `orders` at once"),
+            "{e}"
+        );
     }
     let e = f.err(
         &with_upstream(&format!("{up}websocket_idle_timeout = \"0s\"\n")),

@@ -370,7 +370,8 @@ impl UpstreamCx<'_> {
                     &self.field("websocket_limit"),
                     format!("{} is not from 1 to {MAX_WEBSOCKET_LIMIT}", n.get_ref()),
                     format!(
-                        "write how many WebSocket connections may be open through `{name}` at                          once, e.g. websocket_limit = {DEFAULT_WEBSOCKET_LIMIT}"
+                        "write how many WebSocket connections may be open through `{name}` at \
+                         once, e.g. websocket_limit = {DEFAULT_WEBSOCKET_LIMIT}"
                     ),
                 ));
             }
