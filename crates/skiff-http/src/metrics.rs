@@ -63,6 +63,11 @@ struct UpstreamOutcomeLabels {
 }
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The index in [`STATUS_CLASSES`] of `status`'s class.
+fn status_class(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, 5) - 1
+}
 const CAUSES: [&str; 9] = [
     "deadline",
     "memory",
@@ -200,11 +205,13 @@ impl HttpMetrics {
             app: app.name.clone(),
             upstream: upstream.to_string(),
         };
+        let counter = |outcome| {
+            self.upstream_responses
+                .get_or_create_owned(&labels.with_outcome(outcome))
+        };
         let metrics = UpstreamMetrics {
-            by_outcome: UPSTREAM_OUTCOMES.map(|outcome| {
-                self.upstream_responses
-                    .get_or_create_owned(&labels.with_outcome(outcome))
-            }),
+            by_status: STATUS_CLASSES.map(counter),
+            by_reason: UPSTREAM_FAILURES.map(counter),
             duration: self.upstream_duration.get_or_create_owned(&labels),
         };
         self.known_upstreams
@@ -259,7 +266,7 @@ impl HttpMetrics {
         for labels in take_where(&self.known_upstreams, |l| {
             l.tenant == tenant && l.app == app
         }) {
-            for outcome in UPSTREAM_OUTCOMES {
+            for outcome in STATUS_CLASSES.into_iter().chain(UPSTREAM_FAILURES) {
                 self.upstream_responses
                     .remove(&labels.with_outcome(outcome));
             }
@@ -362,12 +369,9 @@ pub(crate) enum UpstreamOutcome {
     WebsocketLimit,
 }
 
-const UPSTREAM_OUTCOMES: [&str; 10] = [
-    "1xx",
-    "2xx",
-    "3xx",
-    "4xx",
-    "5xx",
+/// The `outcome` labels of what skiff answered for an upstream that gave no answer; its own
+/// answers are labelled by [`STATUS_CLASSES`].
+const UPSTREAM_FAILURES: [&str; 5] = [
     "unreachable",
     "broken",
     "timeout",
@@ -377,21 +381,22 @@ const UPSTREAM_OUTCOMES: [&str; 10] = [
 
 /// One upstream's metric handles.
 pub(crate) struct UpstreamMetrics {
-    by_outcome: [Counter; 10],
+    by_status: [Counter; 5],
+    by_reason: [Counter; 5],
     duration: Histogram,
 }
 
 impl UpstreamMetrics {
     pub(crate) fn record(&self, outcome: UpstreamOutcome, seconds: f64) {
-        let index = match outcome {
-            UpstreamOutcome::Answered(status) => usize::from(status / 100).clamp(1, 5) - 1,
-            UpstreamOutcome::Unreachable => 5,
-            UpstreamOutcome::Broken => 6,
-            UpstreamOutcome::Timeout => 7,
-            UpstreamOutcome::Unavailable => 8,
-            UpstreamOutcome::WebsocketLimit => 9,
+        let counter = match outcome {
+            UpstreamOutcome::Answered(status) => &self.by_status[status_class(status)],
+            UpstreamOutcome::Unreachable => &self.by_reason[0],
+            UpstreamOutcome::Broken => &self.by_reason[1],
+            UpstreamOutcome::Timeout => &self.by_reason[2],
+            UpstreamOutcome::Unavailable => &self.by_reason[3],
+            UpstreamOutcome::WebsocketLimit => &self.by_reason[4],
         };
-        self.by_outcome[index].inc();
+        counter.inc();
         // A refusal at the limit never reached the upstream: it has no duration.
         if outcome != UpstreamOutcome::WebsocketLimit {
             self.duration.observe(seconds);
@@ -414,8 +419,7 @@ impl RouteMetrics {
     }
 
     pub(crate) fn answered(&self, status: u16, seconds: f64) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.by_status[class].inc();
+        self.by_status[status_class(status)].inc();
         self.duration.observe(seconds);
     }
 
