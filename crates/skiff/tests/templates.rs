@@ -9,10 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{
-    Server, client, polyglot_guest, polyglot_tools, shipped_wasm_component_ld, skiff,
-    wit_bindgen_dir,
-};
+use common::{Server, client, installed_tool, polyglot_guest, shipped_wasm_component_ld, skiff};
 
 /// `skiff new TEMPLATE NAME --dir <fresh folder>/NAME`.
 fn new_app(template: &str, name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
@@ -27,6 +24,12 @@ fn new_app(template: &str, name: &str) -> (tempfile::TempDir, std::path::PathBuf
     let said = String::from_utf8_lossy(&output.stdout);
     assert!(said.contains("skiff build"), "{said}");
     (parent, dir)
+}
+
+/// Puts `dir` first on `command`'s PATH.
+fn prepend_path(command: &mut Command, dir: &Path) {
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+    command.env("PATH", path);
 }
 
 fn assert_success(output: &Output, what: &str) {
@@ -68,21 +71,11 @@ async fn the_rust_http_template_builds_and_answers() {
 async fn the_python_http_template_builds_and_answers() {
     // Installs the pinned componentize-py, as a user's `pip install` would.
     polyglot_guest("python", "python_http.wasm");
-    let tools = std::fs::read_dir(polyglot_tools())
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .find(|path| path.join("bin/componentize-py").exists())
-        .expect("componentize-py is installed");
+    let tools = installed_tool("componentize-py").expect("componentize-py is installed");
     let (_keep, dir) = new_app("http-python", "py-api");
     let mut command = skiff();
-    command.env("PYTHONPATH", &tools).env(
-        "PATH",
-        format!(
-            "{}:{}",
-            tools.join("bin").display(),
-            std::env::var("PATH").unwrap()
-        ),
-    );
+    command.env("PYTHONPATH", &tools);
+    prepend_path(&mut command, &tools.join("bin"));
     build(command, &dir);
     answers(&dir, "py-api").await;
 }
@@ -103,14 +96,9 @@ async fn the_c_http_template_builds_and_answers() {
     polyglot_guest("c", "c_http.wasm");
     let (_keep, dir) = new_app("http-c", "c-api");
     let mut command = skiff();
-    command.env(
-        "PATH",
-        format!(
-            "{}:{}",
-            wit_bindgen_dir().display(),
-            std::env::var("PATH").unwrap()
-        ),
-    );
+    if let Some(tools) = installed_tool("wit-bindgen") {
+        prepend_path(&mut command, &tools.join("bin"));
+    }
     if let Some(linker) = shipped_wasm_component_ld() {
         command.env("WASM_COMPONENT_LD", linker);
     }

@@ -77,14 +77,14 @@ pub fn polyglot_tools() -> PathBuf {
     target_dir().join("polyglot-tools")
 }
 
-/// The folder of the `wit-bindgen` that scripts/build-polyglot-guests.sh installed under
-/// `polyglot_tools()` (a folder that does not exist when the pinned one was already on PATH).
-pub fn wit_bindgen_dir() -> PathBuf {
+/// The folder under `polyglot_tools()` where scripts/build-polyglot-guests.sh installed
+/// `program` (as `bin/<program>`); none when it did not install it (a pinned one was already
+/// on PATH).
+pub fn installed_tool(program: &str) -> Option<PathBuf> {
     std::fs::read_dir(polyglot_tools())
         .unwrap()
-        .map(|entry| entry.unwrap().path().join("bin"))
-        .find(|bin| bin.join("wit-bindgen").exists())
-        .unwrap_or_else(|| polyglot_tools().join("no-wit-bindgen-installed"))
+        .map(|entry| entry.unwrap().path())
+        .find(|root| root.join("bin").join(program).exists())
 }
 
 /// The `wasm-component-ld` that rustup ships beside rustc (Rust's linker for wasm32-wasip2), if
