@@ -75,7 +75,7 @@ impl Upstreams {
 
 /// One upstream: its addresses, its connection pool and its settings.
 pub(crate) struct Pool {
-    name: String,
+    name: Arc<str>,
     addresses: Vec<Address>,
     /// Where the next request starts looking for an address.
     cursor: AtomicUsize,
@@ -162,7 +162,7 @@ impl Pool {
             .pool_max_idle_per_host(MAX_IDLE_PER_ADDRESS)
             .build(connector);
         let pool = Arc::new(Pool {
-            name: upstream.name.clone(),
+            name: upstream.name.as_str().into(),
             addresses,
             cursor: AtomicUsize::new(0),
             client,
@@ -448,7 +448,7 @@ impl ClientUpgrade {
 /// and its place under the upstream's `websocket_limit` (given back when it closes).
 struct Switched {
     request_id: u64,
-    upstream: String,
+    upstream: Arc<str>,
     idle_timeout: Duration,
     permit: tokio::sync::OwnedSemaphorePermit,
 }
@@ -638,7 +638,7 @@ struct StallBound<B> {
     armed: bool,
     cut: bool,
     request_id: u64,
-    upstream: String,
+    upstream: Arc<str>,
 }
 
 impl<B> hyper::body::Body for StallBound<B>
