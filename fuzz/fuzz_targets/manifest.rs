@@ -1,9 +1,9 @@
 //! Fuzzes `skiff_manifest::parse` and the compiler-style rendering of its errors.
 //!
 //! Each input is parsed twice: as `/fuzz/skiff.toml` (a folder with no files, so every
-//! `source` is missing) and inside a fixture folder holding real component headers and mount
-//! folders, so that inputs naming them reach the checks past `source` (environment, files,
-//! outbound hosts, stores, variables, limits). The same text also goes through the operator's
+//! `source` is missing) and inside a fixture folder holding real component headers, mount
+//! folders and a CA file, so that inputs naming them reach the checks past `source`
+//! (environment, files, outbound hosts, stores, variables, limits, upstreams). The same text also goes through the operator's
 //! runtime-config parser, which shares the error rendering. Besides "never panics", it checks
 //! what the errors and the app promise: locations and snippets point into the text, the
 //! rendering names file:line:col, `ManifestError::at` shows what the parser shows, and a
@@ -49,7 +49,10 @@ fn check(text: &str, path: &Path) -> Result<App, ManifestError> {
 /// `ManifestError::at` builds later for the same component must point at the same place and
 /// show the same snippet.
 fn check_same_source_error(text: &str, app: &App, e: &ManifestError) {
-    let first = &app.components[0];
+    // An app of upstreams alone fails elsewhere on a `tls.ca`, not on a source.
+    let Some(first) = app.components.first() else {
+        return;
+    };
     if e.field != format!("component.{}.source", first.id) {
         return;
     }
@@ -210,6 +213,8 @@ fn fixture() -> &'static Path {
         }
         std::fs::write(dir.join("core.wasm"), b"\0asm\x01\x00\x00\x00").unwrap();
         std::fs::write(dir.join("main.rs"), "fn main() {}\n").unwrap();
+        // An upstream's `tls.ca` must be a file; its content is read at load, not here.
+        std::fs::write(dir.join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
         dir
     })
 }

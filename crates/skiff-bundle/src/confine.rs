@@ -62,8 +62,8 @@ pub(crate) fn shown(name: &str) -> String {
     }
 }
 
-/// Checks that every component source and every `files` mount of `app` lies inside `root`, the
-/// folder the bundle was unpacked into. A manifest that passed validation may still name
+/// Checks that every component source, every `files` mount and every upstream's `tls.ca` of
+/// `app` lies inside `root`, the folder the bundle was unpacked into. A manifest that passed validation may still name
 /// `/etc/passwd` or mount `../../`: those exist on the server, just not in the bundle.
 ///
 /// [`unpack`](crate::unpack) writes no symlinks, so comparing canonical paths is enough; mounted folders are
@@ -102,6 +102,11 @@ pub fn confine(app: &App, root: &Path) -> Result<(), ConfineError> {
                 ),
                 &mount.host,
             )?;
+        }
+    }
+    for upstream in &app.upstreams {
+        if let Some(ca) = &upstream.tls.ca {
+            check(format!("upstream.{}.tls.ca", upstream.name), ca)?;
         }
     }
     Ok(())

@@ -45,6 +45,7 @@ enum Origin {
     Manifest,
     Component(usize),
     Mount(usize, usize),
+    UpstreamCa(usize),
 }
 
 /// What [`plan`] found: every path a bundle of the app holds, and which part of the manifest
@@ -66,6 +67,8 @@ pub enum PartKind {
     Component(String),
     /// A `files` mount of a component: its id and the mount's guest path.
     Files { component: String, guest: String },
+    /// The `tls.ca` file of the upstream with this name.
+    UpstreamCa(String),
 }
 
 /// A part of a planned bundle: what one entry of the manifest brings in, read from disk.
@@ -141,9 +144,9 @@ impl Plan {
 }
 
 /// Packs the app whose manifest is `manifest_path`: the manifest itself (always stored as
-/// `skiff.toml` at the root of the bundle), each component `source` file, and each `files`
-/// mount's host path (a file, or a folder recursively), all stored at their path relative to
-/// the manifest's folder.
+/// `skiff.toml` at the root of the bundle), each component `source` file, each `files`
+/// mount's host path (a file, or a folder recursively) and each upstream's `tls.ca` file, all
+/// stored at their path relative to the manifest's folder.
 ///
 /// The manifest is validated first (an invalid one comes back as [`BundleError::Manifest`]).
 /// Anything that lies outside the manifest's folder, directly or through a symlink, is refused
@@ -198,6 +201,14 @@ pub fn plan(manifest_path: &Path) -> Result<Plan, BundleError> {
                 },
             ));
             packer.add(&what, &mount.host)?;
+        }
+    }
+    for (index, upstream) in app.upstreams.iter().enumerate() {
+        if let Some(ca) = &upstream.tls.ca {
+            let what = format!("upstream `{}` tls.ca", upstream.name);
+            packer.origin = Origin::UpstreamCa(index);
+            parts.push((packer.origin, PartKind::UpstreamCa(upstream.name.clone())));
+            packer.add(&what, ca)?;
         }
     }
     let items = packer.items;

@@ -167,9 +167,16 @@ files = ["static", { source = "config/app.json", destination = "/etc/app.json" }
 source = "./web.wasm"
 route = "/api/..."
 files = [{ source = "static/css", destination = "/css" }]
+
+[upstream.orders]
+url = "https://orders.internal"
+route = "/orders/..."
+tls = { ca = "certs/ca.pem" }
 "#,
     );
     put(&d.join("web.wasm"), &component());
+    put(&d.join("certs/ca.pem"), b"-----BEGIN CERTIFICATE-----\n");
+    put(&d.join("certs/ca-key.pem"), b"never packed");
     put(&d.join("static/index.html"), b"<h1>hi</h1>");
     put(&d.join("static/css/site.css"), b"body {}");
     put(&d.join("static/deep/er/still.txt"), b"deep");
@@ -188,7 +195,7 @@ fn a_packed_app_unpacks_to_the_referenced_files_only() {
     let packed = pack(&app.path().join("skiff.toml")).unwrap();
     assert_eq!(&packed.bytes[..2], &[0x1f, 0x8b], "a tar.gz");
     // Stored once though referenced twice: web.wasm, static/css.
-    assert_eq!(packed.files, 6, "{packed:?}");
+    assert_eq!(packed.files, 7, "{packed:?}");
 
     let scene = Scene::new();
     let unpacked = scene.unpack(&packed.bytes).unwrap();
@@ -199,6 +206,8 @@ fn a_packed_app_unpacks_to_the_referenced_files_only() {
     let got = tree(&scene.dest);
     let original = tree(app.path());
     let expected: Vec<&str> = vec![
+        "certs",
+        "certs/ca.pem",
         "config",
         "config/app.json",
         "skiff.toml",
@@ -250,11 +259,13 @@ fn the_parts_of_a_plan_unpack_to_what_the_whole_bundle_does() {
                 component: "web".into(),
                 guest: "/etc/app.json".into()
             },
+            &PartKind::UpstreamCa("orders".into()),
         ],
         "`api` shares web.wasm and its mount lies inside `static`: no parts of its own"
     );
     assert!(matches!(&parts[1].content, PartContent::File { path, .. } if path == "web.wasm"));
     assert!(matches!(&parts[2].content, PartContent::Archive(_)));
+    assert!(matches!(&parts[4].content, PartContent::File { path, .. } if path == "certs/ca.pem"));
 
     let whole = Scene::new();
     whole.unpack(&plan.pack().unwrap().bytes).unwrap();
@@ -269,7 +280,7 @@ fn the_parts_of_a_plan_unpack_to_what_the_whole_bundle_does() {
     }
     let unpacked = unpacker.finish().unwrap();
     assert_eq!(tree(&in_parts.dest), tree(&whole.dest));
-    assert_eq!(unpacked.files, 6);
+    assert_eq!(unpacked.files, 7);
 
     // The same folder gives the same parts, byte for byte (a registry then stores none twice).
     let again = super::plan(&app.path().join("skiff.toml"))
@@ -907,6 +918,24 @@ fn confine_refuses_paths_outside_the_bundle() {
         b"[app]\nname = \"demo\"\n\n[component.web]\nsource = \"web.wasm\"\n\
           files = [{ source = \".\", destination = \"/app\" }]\n",
     );
+    let app = skiff_manifest::load(&manifest).unwrap();
+    confine(&app, &root).unwrap();
+
+    // An upstream's CA file above the bundle (the server's own files, say).
+    put(&outer.path().join("server-key.pem"), b"secret\n");
+    put(&root.join("ca.pem"), b"ours\n");
+    let upstream = |ca: &str| {
+        format!(
+            "[app]\nname = \"demo\"\n\n[upstream.orders]\nurl = \"https://orders\"\n\
+             route = \"/o/...\"\ntls = {{ ca = {ca:?} }}\n"
+        )
+    };
+    put(&manifest, upstream("../server-key.pem").as_bytes());
+    let app = skiff_manifest::load(&manifest).unwrap();
+    let message = confine(&app, &root).unwrap_err().to_string();
+    assert!(message.contains("upstream.orders.tls.ca"), "{message}");
+    assert!(message.contains("server-key.pem"), "{message}");
+    put(&manifest, upstream("ca.pem").as_bytes());
     let app = skiff_manifest::load(&manifest).unwrap();
     confine(&app, &root).unwrap();
 }

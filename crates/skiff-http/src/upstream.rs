@@ -10,6 +10,10 @@
 //! upstream's address and the request's path, never from the request's own authority. The
 //! addresses a name resolves to are checked against the host's outbound policy at connect time
 //! ([`Destination`]), as a guest's requests are.
+//!
+//! `https://` addresses are spoken to over TLS (HTTP/1.1 by ALPN). The certificate is checked
+//! against the URL's host, or `tls.server_name`, which is also what SNI sends, and against the
+//! roots the runtime read at load: the manifest's `tls.ca`, or the public ones.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -23,11 +27,13 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
-use skiff_manifest::{HealthCheck, Upstream, UpstreamUrl};
+use rustls::pki_types::ServerName;
+use skiff_manifest::{HealthCheck, Upstream, UpstreamTls, UpstreamUrl};
 use skiff_runtime::{Destination, LoadedApp, ResponseBody};
 use wasmtime_wasi_http::{Error as ErrorCode, WasiBody};
 
@@ -54,7 +60,8 @@ impl Upstreams {
                 .app()
                 .upstreams
                 .iter()
-                .map(|upstream| Pool::new(loaded, upstream))
+                .enumerate()
+                .map(|(index, upstream)| Pool::new(loaded, index, upstream))
                 .collect(),
         )
     }
@@ -79,7 +86,7 @@ pub(crate) struct Pool {
     addresses: Vec<Address>,
     /// Where the next request starts looking for an address.
     cursor: AtomicUsize,
-    client: Client<HttpConnector<PolicyResolver>, WasiBody>,
+    client: Client<HttpsConnector<HttpConnector<PolicyResolver>>, WasiBody>,
     connect_timeout: Duration,
     timeout: Duration,
     retries: u32,
@@ -115,7 +122,7 @@ pub(crate) struct Forwarded<'a> {
 }
 
 impl Pool {
-    fn new(loaded: &LoadedApp, upstream: &Upstream) -> Arc<Pool> {
+    fn new(loaded: &LoadedApp, index: usize, upstream: &Upstream) -> Arc<Pool> {
         let addresses: Vec<Address> = upstream
             .urls
             .iter()
@@ -157,6 +164,9 @@ impl Pool {
         let mut connector = HttpConnector::new_with_resolver(resolver);
         connector.set_connect_timeout(Some(upstream.connect_timeout));
         connector.set_nodelay(true);
+        // The TLS layer below takes `https://` URIs; plain HTTP ones pass through it.
+        connector.enforce_http(false);
+        let connector = tls_connector(loaded.upstream_tls(index), &upstream.tls, connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(IDLE_TIMEOUT)
             .pool_max_idle_per_host(MAX_IDLE_PER_ADDRESS)
@@ -773,6 +783,27 @@ fn is_idempotent(method: &http::Method) -> bool {
     .contains(method)
 }
 
+/// `http` wrapped in TLS for `https://` URIs (the upstream's `https://` addresses) with
+/// `config`, checking the certificate for `tls.server_name` in place of the URL's host if set.
+fn tls_connector(
+    config: Arc<rustls::ClientConfig>,
+    tls: &UpstreamTls,
+    http: HttpConnector<PolicyResolver>,
+) -> HttpsConnector<HttpConnector<PolicyResolver>> {
+    let builder = HttpsConnectorBuilder::new()
+        .with_tls_config(Arc::unwrap_or_clone(config))
+        .https_or_http();
+    let server_name = tls
+        .server_name
+        .as_deref()
+        .and_then(|name| ServerName::try_from(name.to_string()).ok());
+    let builder = match server_name {
+        Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
+        None => builder,
+    };
+    builder.enable_http1().wrap_connector(http)
+}
+
 fn authority_of(url: &UpstreamUrl) -> Option<http::uri::Authority> {
     let text = if url.host.contains(':') {
         format!("[{}]:{}", url.host, url.port)
@@ -782,8 +813,8 @@ fn authority_of(url: &UpstreamUrl) -> Option<http::uri::Authority> {
     text.parse().ok()
 }
 
-/// `http://ADDRESS/BASE/PATH?QUERY`: built from its parts, so nothing in the request's path
-/// can change where it goes.
+/// `http[s]://ADDRESS/BASE/PATH?QUERY`: built from its parts, so nothing in the request's
+/// path can change where it goes.
 fn upstream_uri(address: &Address, path_and_query: &str) -> Result<Uri, ()> {
     let base = &address.url.base_path;
     let path = if base.is_empty() {
@@ -792,7 +823,7 @@ fn upstream_uri(address: &Address, path_and_query: &str) -> Result<Uri, ()> {
         format!("{base}{path_and_query}")
     };
     Uri::builder()
-        .scheme("http")
+        .scheme(if address.url.tls { "https" } else { "http" })
         .authority(address.authority.clone())
         .path_and_query(path)
         .build()

@@ -169,6 +169,7 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
 
     let upstreams = upstream::upstreams(
         src,
+        &base_dir,
         raw.upstream.map(|m| m.0).unwrap_or_default(),
         &components,
         &mut routes,

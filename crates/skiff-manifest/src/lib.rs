@@ -436,14 +436,21 @@ pub struct Upstream {
     /// (`websocket_idle_timeout`, default 5 min).
     #[serde(default = "upstream::default_websocket_idle_timeout")]
     pub websocket_idle_timeout: Duration,
+    /// How its `https://` addresses are trusted (`tls`); the default when not written.
+    #[serde(default)]
+    pub tls: UpstreamTls,
 }
 
-/// One address of an upstream: `http://HOST[:PORT][/BASE]`.
+/// One address of an upstream: `http[s]://HOST[:PORT][/BASE]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamUrl {
+    /// `https://`: spoken to over TLS, its certificate checked against the host (or the
+    /// upstream's `tls.server_name`).
+    #[serde(default)]
+    pub tls: bool,
     /// A name, an IPv4 address, or an IPv6 address without brackets; lowercase.
     pub host: String,
-    /// As written, or 80.
+    /// As written, or 80 (443 for https).
     pub port: u16,
     /// A path put before each request's path: empty, or `/api` (no trailing slash).
     pub base_path: String,
@@ -451,12 +458,35 @@ pub struct UpstreamUrl {
 
 impl std::fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
         if self.host.contains(':') {
-            write!(f, "http://[{}]:{}{}", self.host, self.port, self.base_path)
+            write!(
+                f,
+                "{scheme}://[{}]:{}{}",
+                self.host, self.port, self.base_path
+            )
         } else {
-            write!(f, "http://{}:{}{}", self.host, self.port, self.base_path)
+            write!(
+                f,
+                "{scheme}://{}:{}{}",
+                self.host, self.port, self.base_path
+            )
         }
     }
+}
+
+/// `tls = { ca = "certs/ca.pem", server_name = "orders.internal" }`: how the upstream's
+/// `https://` addresses are trusted. Without it, their certificates are checked against the
+/// Mozilla root set for the URL's host, as a guest's outgoing requests are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamTls {
+    /// A PEM file of the certificates trusted instead of the Mozilla roots (a private CA):
+    /// `base_dir` joined with the path as written; it was a file when the manifest was
+    /// checked. Read, and its certificates checked, when the app is loaded.
+    pub ca: Option<PathBuf>,
+    /// The name the certificates must be for (and sent in SNI) in place of each URL's host:
+    /// for addresses written as IPs, or a service reached under another name.
+    pub server_name: Option<String>,
 }
 
 /// `health_check = { path = "/healthz", interval = "5s" }`: a `GET` of `path` on every address

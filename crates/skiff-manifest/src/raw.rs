@@ -77,6 +77,15 @@ pub(crate) struct RawUpstream {
     pub body_idle_timeout: Option<Spanned<String>>,
     pub websocket_limit: Option<Spanned<u32>>,
     pub websocket_idle_timeout: Option<Spanned<String>>,
+    pub tls: Option<Spanned<RawUpstreamTls>>,
+}
+
+/// `tls = { ca = "certs/ca.pem", server_name = "orders.internal" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstreamTls {
+    pub ca: Option<Spanned<String>>,
+    pub server_name: Option<Spanned<String>>,
 }
 
 /// `health_check = { path = "/healthz", interval = "5s", timeout = "2s" }`.

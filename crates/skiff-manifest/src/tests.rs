@@ -827,7 +827,9 @@ fn show_samples() {
         format!("{base}limits = {{ timeout = \"5 parsecs\" }}\n"),
         "[app]\nname = \"x\"\n".to_string(),
         "[[component]]\nsource = \"x\"\n".to_string(),
-        with_upstream("url = \"https://orders:8443/v1\"\nroute = \"/orders/...\"\n"),
+        with_upstream(
+            "url = \"https://orders:8443/v1\"\nroute = \"/orders/...\"\ntls = { ca = \"x.pem\" }\n",
+        ),
         with_upstream("url = \"http://orders\"\nroute = [\"/login\"]\n"),
         with_upstream("url = \"http://orders\"\nroute = \"/o\"\nmiddleware = [\"auht\"]\n"),
         with_upstream("url = \"http://orders\"\n"),
@@ -1443,13 +1445,14 @@ retries = 3
 health_check = { path = "/healthz", interval = "10s" }
 
 [upstream.legacy]
-urls = ["http://10.0.0.7", "http://[fd00::7]:8081"]
+urls = ["http://10.0.0.7", "https://[fd00::7]"]
 route = ["/legacy/...", "/old"]
 connect_timeout = "500ms"
 retries = 0
 body_idle_timeout = "2m"
 websocket_limit = 10
 websocket_idle_timeout = "30s"
+tls = { server_name = "Legacy.Internal" }
 
 [upstream.legacy.health_check]
 path = "/ping?deep=1"
@@ -1493,6 +1496,7 @@ fn a_gateway_parses_with_upstreams_and_middleware() {
             Upstream {
                 name: "orders".into(),
                 urls: vec![UpstreamUrl {
+                    tls: false,
                     host: "orders.internal".into(),
                     port: 8080,
                     base_path: "/v1".into(),
@@ -1508,18 +1512,21 @@ fn a_gateway_parses_with_upstreams_and_middleware() {
                 body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
                 websocket_limit: DEFAULT_WEBSOCKET_LIMIT,
                 websocket_idle_timeout: DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
+                tls: UpstreamTls::default(),
             },
             Upstream {
                 name: "legacy".into(),
                 urls: vec![
                     UpstreamUrl {
+                        tls: false,
                         host: "10.0.0.7".into(),
                         port: 80,
                         base_path: String::new(),
                     },
                     UpstreamUrl {
+                        tls: true,
                         host: "fd00::7".into(),
-                        port: 8081,
+                        port: 443,
                         base_path: String::new(),
                     },
                 ],
@@ -1535,6 +1542,10 @@ fn a_gateway_parses_with_upstreams_and_middleware() {
                 body_idle_timeout: Duration::from_secs(120),
                 websocket_limit: 10,
                 websocket_idle_timeout: Duration::from_secs(30),
+                tls: UpstreamTls {
+                    ca: None,
+                    server_name: Some("legacy.internal".into()),
+                },
             },
         ]
     );
@@ -1542,7 +1553,7 @@ fn a_gateway_parses_with_upstreams_and_middleware() {
     assert_eq!(DEFAULT_UPSTREAM_TIMEOUT, Duration::from_secs(60));
     assert_eq!(
         app.upstreams[1].urls[1].to_string(),
-        "http://[fd00::7]:8081"
+        "https://[fd00::7]:443"
     );
     assert_eq!(app.upstream("legacy").map(|u| u.urls.len()), Some(2));
     assert!(app.upstream("nope").is_none());
@@ -1692,15 +1703,12 @@ fn upstream_url_errors() {
     let f = Fixture::new();
     let route = "route = \"/orders/...\"\n";
     let e = f.err(
-        &with_upstream(&format!("url = \"https://orders:8443\"\n{route}")),
+        &with_upstream(&format!("url = \"ws://orders:8443\"\n{route}")),
         "upstream.orders.url",
         8,
     );
-    assert!(
-        e.message.contains("TLS to upstreams is not supported yet"),
-        "{e}"
-    );
-    assert!(help(&e).contains("\"http://orders:8443\""), "{e}");
+    assert!(e.message.contains("unsupported scheme `ws`"), "{e}");
+    assert!(help(&e).contains("\"https://orders:8443\""), "{e}");
     let e = f.err(
         &with_upstream(&format!(
             "urls = [\"http://a:8080\", \"http://u@b:8080\"]\n{route}"
@@ -1897,6 +1905,75 @@ fn upstream_timeout_and_retry_errors() {
     f.err(
         &with_upstream(&format!("{up}retries = -1\n")),
         "upstream.orders.retries",
+        10,
+    );
+}
+
+#[test]
+fn tls_trusts_a_ca_file_and_names_the_server() {
+    let f = Fixture::new();
+    std::fs::create_dir(f.dir.path().join("certs")).unwrap();
+    std::fs::write(f.dir.path().join("certs/ca.pem"), "not read at load\n").unwrap();
+    let up = "url = \"https://10.0.0.7:8443\"\nroute = \"/orders/...\"\n";
+    let app = f.ok(&with_upstream(&format!(
+        "{up}tls = {{ ca = \"certs/ca.pem\", server_name = \"orders.internal\" }}\n"
+    )));
+    let tls = &app.upstreams[0].tls;
+    assert_eq!(tls.ca, Some(f.dir.path().join("certs/ca.pem")));
+    assert_eq!(tls.server_name.as_deref(), Some("orders.internal"));
+    assert!(app.upstreams[0].urls[0].tls);
+
+    let e = f.err(
+        &with_upstream(&format!("{up}tls = {{ ca = \"certs/missing.pem\" }}\n")),
+        "upstream.orders.tls.ca",
+        10,
+    );
+    assert!(e.message.contains("missing.pem` does not exist"), "{e}");
+    assert!(
+        help(&e).contains("PEM file of the certificates to trust"),
+        "{e}"
+    );
+    let e = f.err(
+        &with_upstream(&format!("{up}tls = {{ ca = \"certs\" }}\n")),
+        "upstream.orders.tls.ca",
+        10,
+    );
+    assert!(e.message.contains("is not a file"), "{e}");
+    let e = f.err(
+        &with_upstream(&format!("{up}tls = {{ ca = \"\" }}\n")),
+        "upstream.orders.tls.ca",
+        10,
+    );
+    assert!(
+        help(&e).contains("remove `ca` to trust the usual public roots"),
+        "{e}"
+    );
+    for name in ["under_score!", "1.2.3", ""] {
+        let e = f.err(
+            &with_upstream(&format!("{up}tls = {{ server_name = \"{name}\" }}\n")),
+            "upstream.orders.tls.server_name",
+            10,
+        );
+        assert!(
+            e.message.contains("not a host name or an IP address"),
+            "{e}"
+        );
+    }
+    f.ok(&with_upstream(&format!(
+        "{up}tls = {{ server_name = \"fd00::7\" }}\n"
+    )));
+    let e = f.err(
+        &with_upstream("url = \"http://orders\"\nroute = \"/orders/...\"\ntls = { server_name = \"orders\" }\n"),
+        "upstream.orders.tls",
+        10,
+    );
+    assert!(
+        e.message.contains("no address of `orders` is `https://`"),
+        "{e}"
+    );
+    f.err(
+        &with_upstream(&format!("{up}tls = {{ verify = false }}\n")),
+        "upstream.orders.tls.verify",
         10,
     );
 }

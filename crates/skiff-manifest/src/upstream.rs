@@ -1,12 +1,13 @@
 //! Upstreams: `[upstream.<name>]`, an HTTP service outside the app (a container, a pod, any
 //! server on the network) that routes send their requests to, after the route's middleware.
-//! Its addresses are `http://HOST[:PORT][/BASE]` URLs, read by a small parser of our own: a
+//! Its addresses are `http[s]://HOST[:PORT][/BASE]` URLs, read by a small parser of our own: a
 //! general URL parser accepts much that an upstream address must not have (user info, a
 //! query, a fragment, other schemes), and each of those deserves its own error and fix. Its
 //! timeouts are durations as everywhere in the manifest; its health check is optional.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -15,10 +16,12 @@ use toml::Spanned;
 use crate::error::Source;
 use crate::host::{AuthorityHost, AuthorityWords, split_authority, validate_dns_name};
 use crate::owners::{Owner, Routes, check_name};
-use crate::raw::{RawHealthCheck, RawUpstream};
+use crate::raw::{RawHealthCheck, RawUpstream, RawUpstreamTls};
 use crate::refs::{self, Chain};
 use crate::units::{TimeoutError, parse_timeout};
-use crate::{Component, HealthCheck, ManifestError, RouteTarget, Upstream, UpstreamUrl};
+use crate::{
+    Component, HealthCheck, ManifestError, RouteTarget, Upstream, UpstreamTls, UpstreamUrl,
+};
 
 /// The longest wait for a connection to an upstream, unless `connect_timeout` says.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -71,8 +74,8 @@ pub struct UpstreamUrlError {
 const URL_EXAMPLES: &str = "\"http://orders:8080\" or \"http://10.0.0.7:8080/api\"";
 
 impl UpstreamUrl {
-    /// Parses `http://HOST[:PORT][/BASE]`: HOST a name, an IPv4 address or `[ipv6]`; PORT
-    /// 1-65535, 80 if not written; BASE a path, kept without its trailing slash. No user
+    /// Parses `http[s]://HOST[:PORT][/BASE]`: HOST a name, an IPv4 address or `[ipv6]`; PORT
+    /// 1-65535, 80 (443 for https) if not written; BASE a path, kept without its trailing slash. No user
     /// info, query, fragment or whitespace.
     pub fn parse(url: &str) -> Result<UpstreamUrl, UpstreamUrlError> {
         let err = |what: &str, help: String| {
@@ -84,7 +87,7 @@ impl UpstreamUrl {
         if url.is_empty() {
             return Err(UpstreamUrlError {
                 message: "the URL is empty".into(),
-                help: format!("write http://HOST[:PORT][/BASE], e.g. {URL_EXAMPLES}"),
+                help: format!("write http[s]://HOST[:PORT][/BASE], e.g. {URL_EXAMPLES}"),
             });
         }
         if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -101,20 +104,20 @@ impl UpstreamUrl {
                 format!("write it as \"http://{guess}\""),
             );
         };
-        if scheme.eq_ignore_ascii_case("https") {
-            return err(
-                "TLS to upstreams is not supported yet",
-                format!(
-                    "reach the service over plain http inside its network, e.g. \"http://{rest}\""
-                ),
-            );
-        }
-        if !scheme.eq_ignore_ascii_case("http") {
+        let tls = if scheme.eq_ignore_ascii_case("https") {
+            true
+        } else if scheme.eq_ignore_ascii_case("http") {
+            false
+        } else {
             return err(
                 &format!("unsupported scheme `{scheme}`"),
-                format!("upstreams are reached over http: \"http://{rest}\""),
+                format!(
+                    "upstreams are reached over http or https: \"http://{rest}\" or \"https://{rest}\""
+                ),
             );
-        }
+        };
+        // The scheme as messages write it back: lowercase, as the URL is shown everywhere.
+        let scheme = if tls { "https" } else { "http" };
 
         let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(authority_end);
@@ -122,7 +125,7 @@ impl UpstreamUrl {
             return err(
                 "user info (`user@`) is not allowed",
                 format!(
-                    "remove it: \"http://{}{tail}\"; to authenticate to the upstream, let a \
+                    "remove it: \"{scheme}://{}{tail}\"; to authenticate to the upstream, let a \
                      middleware add the header",
                     &authority[at + 1..]
                 ),
@@ -137,13 +140,13 @@ impl UpstreamUrl {
             return err(
                 what,
                 format!(
-                    "remove it: \"http://{authority}{}\"; each request's own query is passed on",
+                    "remove it: \"{scheme}://{authority}{}\"; each request's own query is passed on",
                     &tail[..cut]
                 ),
             );
         }
         let words = AuthorityWords {
-            scheme: "http",
+            scheme,
             ipv6_example: "fd00::7",
             empty_help: format!("name the host, e.g. {URL_EXAMPLES}"),
             ipv6_help: "write IPv6 addresses in brackets, e.g. \"http://[fd00::7]:8080\"",
@@ -173,12 +176,14 @@ impl UpstreamUrl {
         };
 
         let port = match port {
+            None if tls => 443,
             None => 80,
             Some("") => {
                 return err(
                     "the port after `:` is empty",
                     format!(
-                        "write a port, e.g. \"http://{shown_host}:8080{tail}\", or leave out `:` for 80"
+                        "write a port, e.g. \"{scheme}://{shown_host}:8080{tail}\", or leave out `:` for {}",
+                        if tls { 443 } else { 80 }
                     ),
                 );
             }
@@ -187,7 +192,7 @@ impl UpstreamUrl {
                 _ => {
                     return err(
                         &format!("`{p}` is not a port (1-65535)"),
-                        format!("e.g. \"http://{shown_host}:8080{tail}\""),
+                        format!("e.g. \"{scheme}://{shown_host}:8080{tail}\""),
                     );
                 }
             },
@@ -199,12 +204,13 @@ impl UpstreamUrl {
                 return err(
                     &what,
                     format!(
-                        "write the base path with letters, digits and `-._~`, percent-encoding others, e.g. \"http://{shown_host}:{port}/api\""
+                        "write the base path with letters, digits and `-._~`, percent-encoding others, e.g. \"{scheme}://{shown_host}:{port}/api\""
                     ),
                 );
             }
         };
         Ok(UpstreamUrl {
+            tls,
             host,
             port,
             base_path,
@@ -256,6 +262,7 @@ fn base_path(path: &str) -> Result<String, String> {
 /// `routes`; `components` are all of the app's, for `middleware`.
 pub(crate) fn upstreams(
     src: &Source,
+    base_dir: &Path,
     raw: Vec<(Spanned<String>, Spanned<RawUpstream>)>,
     components: &[Component],
     routes: &mut Routes,
@@ -273,6 +280,7 @@ pub(crate) fn upstreams(
         )?;
         let cx = UpstreamCx {
             src,
+            base_dir,
             name: &name,
             span: upstream.span(),
         };
@@ -283,6 +291,8 @@ pub(crate) fn upstreams(
 
 struct UpstreamCx<'a> {
     src: &'a Source<'a>,
+    /// The manifest's folder, which `tls.ca` is relative to.
+    base_dir: &'a Path,
     name: &'a str,
     /// The whole table, for what is missing from it.
     span: Range<usize>,
@@ -302,6 +312,10 @@ impl UpstreamCx<'_> {
     ) -> Result<Upstream, ManifestError> {
         let name = self.name;
         let urls = self.urls(raw.url, raw.urls)?;
+        let tls = match raw.tls {
+            None => UpstreamTls::default(),
+            Some(tls) => self.tls(tls, &urls)?,
+        };
 
         let owner = Owner::Upstream(name);
         let own_routes = routes.add(
@@ -394,7 +408,90 @@ impl UpstreamCx<'_> {
             body_idle_timeout,
             websocket_limit,
             websocket_idle_timeout,
+            tls,
         })
+    }
+
+    /// `tls = { ca = "...", server_name = "..." }`, for an upstream with an `https://` address.
+    /// `ca` is only looked at here (it must be a file): it is read when the app is loaded, by
+    /// which time a server has checked that it lies in the app's bundle.
+    fn tls(
+        &self,
+        raw: Spanned<RawUpstreamTls>,
+        urls: &[UpstreamUrl],
+    ) -> Result<UpstreamTls, ManifestError> {
+        let name = self.name;
+        let span = raw.span();
+        let raw = raw.into_inner();
+        if !urls.iter().any(|url| url.tls) {
+            return Err(self.src.field_error(
+                span,
+                &self.field("tls"),
+                format!("`tls` is set, but no address of `{name}` is `https://`"),
+                "write the addresses that speak TLS as https://..., or remove `tls`",
+            ));
+        }
+        let ca = match raw.ca {
+            None => None,
+            Some(ca) => {
+                let field = self.field("tls.ca");
+                let rel = ca.get_ref();
+                let example = "e.g. ca = \"certs/internal-ca.pem\"";
+                if rel.trim().is_empty() {
+                    return Err(self.src.field_error(
+                        ca.span(),
+                        &field,
+                        "is empty",
+                        format!(
+                            "write the path of a PEM file of the certificates to trust, \
+                             relative to the manifest's folder, {example}; or remove `ca` to \
+                             trust the usual public roots"
+                        ),
+                    ));
+                }
+                let path = self.base_dir.join(rel);
+                let why = match std::fs::metadata(&path) {
+                    Ok(meta) if meta.is_file() => None,
+                    Ok(_) => Some(format!("`{}` is not a file", path.display())),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        Some(format!("`{}` does not exist", path.display()))
+                    }
+                    Err(e) => Some(format!("`{}` cannot be read: {e}", path.display())),
+                };
+                if let Some(why) = why {
+                    return Err(self.src.field_error(
+                        ca.span(),
+                        &field,
+                        why,
+                        format!(
+                            "write the path of a PEM file of the certificates to trust \
+                             (relative to the manifest's folder), {example}"
+                        ),
+                    ));
+                }
+                Some(path)
+            }
+        };
+        let server_name = match raw.server_name {
+            None => None,
+            Some(text) => {
+                let value = text.get_ref();
+                let valid = value.parse::<IpAddr>().is_ok()
+                    || (!value.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+                        && validate_dns_name(value).is_ok());
+                if !valid {
+                    return Err(self.src.field_error(
+                        text.span(),
+                        &self.field("tls.server_name"),
+                        format!("`{value}` is not a host name or an IP address"),
+                        "write the name the upstream's certificate is for, e.g. \
+                         server_name = \"orders.internal\"",
+                    ));
+                }
+                Some(value.to_ascii_lowercase())
+            }
+        };
+        Ok(UpstreamTls { ca, server_name })
     }
 
     /// `url = "..."` or `urls = [...]`, exactly one of them.
@@ -610,16 +707,23 @@ mod tests {
             "http://x/".parse::<UpstreamUrl>().map(|u| u.to_string()),
             Ok("http://x:80".to_string())
         );
+        assert_eq!(ok("https://orders"), t("orders", 443, ""));
+        assert_eq!(ok("HTTPS://orders:8443/api"), t("orders", 8443, "/api"));
+        assert_eq!(
+            "https://[fd00::7]/v1"
+                .parse::<UpstreamUrl>()
+                .map(|u| (u.tls, u.to_string())),
+            Ok((true, "https://[fd00::7]:443/v1".to_string()))
+        );
+        assert!(!UpstreamUrl::parse("http://orders").is_ok_and(|u| u.tls));
     }
 
     #[test]
     fn upstream_url_rejections_say_why_and_how() {
-        let e = bad("https://orders:8443");
-        assert!(
-            e.message.contains("TLS to upstreams is not supported yet"),
-            "{e:?}"
-        );
-        assert!(e.help.contains("\"http://orders:8443\""), "{e:?}");
+        let e = bad("https://user@orders:8443");
+        assert!(e.help.contains("\"https://orders:8443\""), "{e:?}");
+        let e = bad("https://orders:");
+        assert!(e.help.contains("leave out `:` for 443"), "{e:?}");
         let e = bad("orders:8080");
         assert!(e.message.contains("no scheme"), "{e:?}");
         assert!(e.help.contains("\"http://orders:8080\""), "{e:?}");

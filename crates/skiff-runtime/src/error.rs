@@ -88,6 +88,13 @@ pub enum LoadErrorKind {
         address: String,
         reason: &'static str,
     },
+    /// An upstream's `tls.ca` file that does not give the certificates to trust.
+    #[error(
+        "`upstream.{upstream}.tls.ca`: the file {reason}; name a PEM file of the CA \
+         certificates the upstream's certificate is signed by, or remove `ca` to trust the \
+         usual public roots"
+    )]
+    UpstreamCa { upstream: String, reason: String },
 }
 
 impl LoadError {

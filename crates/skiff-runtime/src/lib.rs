@@ -38,6 +38,7 @@ mod message;
 mod metrics;
 mod reuse;
 mod runtime;
+mod tls;
 pub mod trace;
 mod usage;
 

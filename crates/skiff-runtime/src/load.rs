@@ -36,6 +36,8 @@ pub struct LoadedApp {
     /// Whether the host lets this app reach private networks and itself where its manifest
     /// names them (see [`Destination`](crate::Destination)).
     allow_private_outbound: bool,
+    /// The TLS client configuration of each upstream, in the order of `app.upstreams`.
+    upstream_tls: Vec<Arc<rustls::ClientConfig>>,
 }
 
 impl LoadedApp {
@@ -52,6 +54,15 @@ impl LoadedApp {
     /// Which addresses a host the manifest names (an upstream's) may be connected to.
     pub fn destination(&self, host: &str) -> crate::Destination {
         crate::Destination::new(host, self.allow_private_outbound)
+    }
+
+    /// How the `https://` addresses of the upstream at `index` of `app().upstreams` are
+    /// trusted: its `tls.ca`, read at load, or else the public roots.
+    pub fn upstream_tls(&self, index: usize) -> Arc<rustls::ClientConfig> {
+        self.upstream_tls
+            .get(index)
+            .cloned()
+            .unwrap_or_else(crate::tls::public_upstream_config)
     }
 }
 
@@ -488,10 +499,12 @@ impl Loader<'_> {
             }));
         }
         check_upstreams(&app, self.config.allow_private_outbound)?;
+        let upstream_tls = crate::tls::upstream_configs(&app)?;
         Ok(LoadedApp {
             app,
             components,
             allow_private_outbound: self.config.allow_private_outbound,
+            upstream_tls,
         })
     }
 }

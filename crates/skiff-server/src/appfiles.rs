@@ -1,7 +1,8 @@
 //! Where a deployed app's files are, and the form in which the validated app is stored.
 //!
 //! A bundle is immutable: no guest ever gets a writable grant on it, so whatever the host reads
-//! from it later (component code, read-only mounts) is what the deployer sent. A mount with
+//! from it later (component code, read-only mounts, upstreams' CA files) is what the deployer
+//! sent. A mount with
 //! `writable = true` gets a folder of the app's own instead,
 //! `tenants/TENANT/apps/NAME/files/MOUNT`, seeded from the bundle's folder when it is first
 //! needed, kept across versions and rollbacks, and removed with the app. The host reads no file
@@ -61,6 +62,11 @@ pub(crate) fn to_stored(app: &App, bundle: &Path) -> Result<App, NotInBundle> {
             mount.host = relative(&format!("component.{id}.files[{i}]"), &mount.host)?;
         }
     }
+    for upstream in &mut stored.upstreams {
+        if let Some(ca) = &mut upstream.tls.ca {
+            *ca = relative(&format!("upstream.{}.tls.ca", upstream.name), ca)?;
+        }
+    }
     Ok(stored)
 }
 
@@ -85,6 +91,11 @@ pub(crate) fn place(stored: &App, bundle: &Path, files: &Path) -> App {
             } else {
                 bundle.join(&mount.host)
             };
+        }
+    }
+    for upstream in &mut app.upstreams {
+        if let Some(ca) = &mut upstream.tls.ca {
+            *ca = bundle.join(&*ca);
         }
     }
     app

@@ -1,7 +1,8 @@
 //! TLS where skiff meets the network as a server or a client of its own parts: the management
 //! API over HTTPS (`skiff server --api-tls-cert/--api-tls-key`), the CLI trusting a private CA
-//! (`skiff login --ca-cert`, SKIFF_CA_CERT), and key-value stores on a Redis that speaks only
-//! TLS (`rediss://`). Every certificate is made here, by a CA made here (rcgen).
+//! (`skiff login --ca-cert`, SKIFF_CA_CERT), key-value stores on a Redis that speaks only TLS
+//! (`rediss://`), and `https://` upstreams trusted by an app's own CA file (`tls.ca`). Every
+//! certificate is made here, by a CA made here (rcgen).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A panic here is a failure with its message.
 
@@ -586,4 +587,163 @@ async fn an_apps_store_on_a_redis_that_speaks_only_tls_reads_back_what_it_wrote(
     let body = response.text().await.unwrap();
     assert_eq!(status, 503, "{body}");
     assert!(body.starts_with("store error: other("), "{body}");
+}
+
+/// An app whose upstreams all go to `url` (a TLS-only service), each trusting it in another
+/// way, with `certs/ca.pem` from `ca` and the gateway guest as a middleware in front of one.
+fn https_upstream_app(ca: &Ca, port: u16) -> tempfile::TempDir {
+    let url = format!("https://127.0.0.1:{port}");
+    let manifest = format!(
+        r#"[app]
+name = "tls-gateway"
+
+[component.mw]
+source = "gw.wasm"
+environment = {{ MODE = "forward", ID = "mw" }}
+
+[upstream.own-ca]
+url = "{url}/base"
+route = "/own/..."
+middleware = ["mw"]
+tls = {{ ca = "certs/ca.pem" }}
+
+[upstream.by-name]
+url = "{url}"
+route = "/by-name/..."
+tls = {{ ca = "certs/ca.pem", server_name = "localhost" }}
+
+[upstream.other-name]
+url = "{url}"
+route = "/other-name/..."
+retries = 0
+tls = {{ ca = "certs/ca.pem", server_name = "orders.example" }}
+
+[upstream.public-roots]
+url = "{url}"
+route = "/public/..."
+retries = 0
+
+[upstream.plain]
+url = "http://127.0.0.1:{port}"
+route = "/plain/..."
+retries = 0
+"#
+    );
+    let dir = app_dir(&[("skiff.toml", &manifest)]);
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    std::fs::copy(ca.file(), dir.path().join("certs/ca.pem")).unwrap();
+    std::fs::copy(guest("gateway-guest"), dir.path().join("gw.wasm")).unwrap();
+    dir
+}
+
+/// What each route of [`https_upstream_app`] must answer, through `get`: only the upstreams
+/// that trust the service's CA for the name in its certificate reach it.
+async fn check_https_upstreams<F, Fut>(service: &common::upstream::TestUpstream, get: F)
+where
+    F: Fn(&'static str) -> Fut,
+    Fut: std::future::Future<Output = (u16, String)>,
+{
+    let (status, body) = get("/own/hello?x=1").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("upstream secure\n"), "{body}");
+    assert!(body.contains("path=/base/own/hello?x=1\n"), "{body}");
+    assert!(
+        body.contains("x-seen-by=mw\n"),
+        "through the middleware: {body}"
+    );
+    let (status, body) = get("/by-name/x").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(service.requests(), 2);
+
+    // A certificate for other names, one no public CA signed, a plain request to a TLS port:
+    // each ends before any request reaches the service.
+    for path in ["/other-name/x", "/public/x", "/plain/x"] {
+        let (status, body) = get(path).await;
+        assert_eq!(status, 502, "{path}: {body}");
+    }
+    assert_eq!(service.requests(), 2);
+}
+
+#[tokio::test]
+async fn https_upstreams_are_trusted_by_the_apps_own_ca_for_the_name_it_gives() {
+    let ca = Ca::new("upstream");
+    let (cert, key) = ca.server_files("upstream");
+    let service = common::upstream::TestUpstream::start_tls(
+        "secure",
+        &std::fs::read_to_string(&cert).unwrap(),
+        &std::fs::read_to_string(&key).unwrap(),
+    )
+    .await;
+    let dir = https_upstream_app(&ca, service.addr.port());
+    let toml = dir.path().join("skiff.toml");
+    let server = Server::start(&["up", text(&toml)]);
+    check_https_upstreams(&service, |path| common::get(&server, path)).await;
+    // The log says why, for the operator: the name, the issuer.
+    let logs = server.wait_for_log("upstream=public-roots");
+    for (upstream, why) in [
+        ("other-name", "invalid peer certificate"),
+        ("public-roots", "invalid peer certificate"),
+    ] {
+        assert!(
+            logs.lines()
+                .any(|line| line.contains(&format!("upstream={upstream}")) && line.contains(why)),
+            "{upstream}: {why}?\n{logs}"
+        );
+    }
+    assert!(logs.contains("orders.example"), "{logs}");
+    assert!(logs.contains("UnknownIssuer"), "{logs}");
+    drop(server);
+
+    // On a shared host: the CA file travels in the bundle, and the app is served the same.
+    let host = Host::start_in(
+        fresh_data_dir().join("server"),
+        &["--allow-private-outbound"],
+    );
+    let token = host.tenant("acme", &[]);
+    host.deploy_ok(&token, dir.path(), "gw");
+    let service_before = service.requests();
+    let (status, body) = host.get("gw", "/own/deployed").await;
+    assert_eq!(status, 200, "{body}\n{}", host.server.logs());
+    assert!(body.contains("path=/base/own/deployed\n"), "{body}");
+    assert_eq!(service.requests(), service_before + 1);
+}
+
+#[test]
+fn a_ca_file_that_gives_no_certificate_stops_the_load_and_says_why() {
+    let ca = Ca::new("upstream");
+    let dir = https_upstream_app(&ca, 9);
+    let toml = dir.path().join("skiff.toml");
+    let big = vec![b'#'; (1 << 20) + 1];
+    for (content, why) in [
+        (b"hello\n".to_vec(), "holds no certificate"),
+        (
+            b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n".to_vec(),
+            "is not valid PEM (certificate 1)",
+        ),
+        (big, "is larger than 1024 KiB"),
+    ] {
+        std::fs::write(dir.path().join("certs/ca.pem"), &content).unwrap();
+        let mut child = skiff()
+            .args(["up", "--listen", "127.0.0.1:0", text(&toml)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = wait_for_exit(&mut child, Duration::from_secs(60)).expect("skiff up exits");
+        assert!(!status.success());
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert!(stderr.contains("`upstream.own-ca.tls.ca`"), "{stderr}");
+        assert!(stderr.contains(why), "{why}: {stderr}");
+        assert!(stderr.contains("certs/ca.pem"), "{stderr}");
+        assert!(
+            stderr.contains("remove `ca` to trust the usual public roots"),
+            "{stderr}"
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! Real HTTP services on loopback for the gateway tests to put behind skiff: a hyper server
-//! that answers by path, counts what reaches it, and can be told to fail its health check;
-//! and a listener that breaks every connection off.
+//! (plain, or TLS only) that answers by path, counts what reaches it, and can be told to fail
+//! its health check; and a listener that breaks every connection off.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -60,6 +60,29 @@ const REPORTED: [&str; 12] = [
 
 impl TestUpstream {
     pub async fn start(name: &str) -> TestUpstream {
+        Self::start_with(name, None).await
+    }
+
+    /// The same service over TLS only, with `cert_pem` (the chain) and `key_pem`.
+    pub async fn start_tls(name: &str, cert_pem: &str, key_pem: &str) -> TestUpstream {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        Self::start_with(name, Some(acceptor)).await
+    }
+
+    async fn start_with(name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> TestUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
@@ -75,14 +98,29 @@ impl TestUpstream {
                     return;
                 };
                 let state = shared.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(answer(&state, request).await) }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        None => {
+                            server
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await
+                        }
+                        // A client that does not trust the certificate ends here.
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                server
+                                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                    .await
+                            }
+                            Err(_) => Ok(()),
+                        },
+                    };
                 });
             }
         });

@@ -136,21 +136,7 @@ fn tls_error(err: std::io::Error) -> Error {
 /// One TLS client configuration (the Mozilla root set) for every outbound request.
 fn tls_connector() -> tokio_rustls::TlsConnector {
     static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    #[expect(
-        clippy::expect_used,
-        reason = "ring supports rustls' default TLS versions"
-    )]
-    let config = CONFIG.get_or_init(|| {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-        };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Arc::new(config)
-    });
+    let config =
+        CONFIG.get_or_init(|| Arc::new(crate::tls::client_config(crate::tls::public_roots(), &[])));
     tokio_rustls::TlsConnector::from(config.clone())
 }

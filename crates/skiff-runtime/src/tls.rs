@@ -1,0 +1,120 @@
+//! TLS client settings: one for guests' outgoing requests (the Mozilla root set), and one per
+//! upstream with `https://` addresses, trusting the manifest's `tls.ca` file when it names one.
+//!
+//! An upstream's CA file is read when the app is loaded, never later: by then a server has
+//! checked that the file lies in the app's bundle, which no guest can write to. It is read
+//! with a size bound (a manifest could name a device that never ends) and must hold at least
+//! one certificate; each must parse as one, so a wrong file fails the load with its reason
+//! instead of every request failing with an unknown issuer.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use skiff_manifest::App;
+
+use crate::error::{LoadError, LoadErrorKind};
+
+/// The largest `tls.ca` file read: a bundle of a few hundred CA certificates is far below it.
+pub const MAX_CA_FILE_BYTES: u64 = 1 << 20;
+
+/// A TLS client configuration with ring, the default protocol versions, no client certificate
+/// and the given roots; `alpn` is what the connection offers (empty for none).
+pub(crate) fn client_config(roots: rustls::RootCertStore, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    #[expect(
+        clippy::expect_used,
+        reason = "ring supports rustls' default TLS versions"
+    )]
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+/// The Mozilla root set.
+pub(crate) fn public_roots() -> rustls::RootCertStore {
+    rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+    }
+}
+
+/// What upstream configurations offer by ALPN: nothing of their own, as the HTTP client that
+/// uses them (hyper-rustls) sets the protocols it speaks.
+const UPSTREAM_ALPN: &[&[u8]] = &[];
+
+/// The configuration of every upstream without a `tls.ca` of its own: one for the process.
+pub(crate) fn public_upstream_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| Arc::new(client_config(public_roots(), UPSTREAM_ALPN)))
+        .clone()
+}
+
+/// The TLS client configuration of each upstream of `app`, in the order of `app.upstreams`:
+/// its `tls.ca` read into one of its own, or else the public one.
+pub(crate) fn upstream_configs(app: &App) -> Result<Vec<Arc<rustls::ClientConfig>>, LoadError> {
+    app.upstreams
+        .iter()
+        .map(|upstream| match &upstream.tls.ca {
+            None => Ok(public_upstream_config()),
+            Some(path) => {
+                let roots = read_ca(path).map_err(|reason| {
+                    LoadError::new(
+                        path,
+                        LoadErrorKind::UpstreamCa {
+                            upstream: upstream.name.clone(),
+                            reason,
+                        },
+                    )
+                })?;
+                Ok(Arc::new(client_config(roots, UPSTREAM_ALPN)))
+            }
+        })
+        .collect()
+}
+
+/// The certificates of a PEM file, as roots to trust; why not, as a sentence.
+fn read_ca(path: &Path) -> Result<rustls::RootCertStore, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot be read: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    if !meta.is_file() {
+        return Err("is not a file".into());
+    }
+    if meta.len() > MAX_CA_FILE_BYTES {
+        return Err(format!(
+            "is larger than {} KiB: it should hold CA certificates only",
+            MAX_CA_FILE_BYTES >> 10
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_CA_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    if bytes.len() as u64 > MAX_CA_FILE_BYTES {
+        return Err(format!(
+            "is larger than {} KiB: it should hold CA certificates only",
+            MAX_CA_FILE_BYTES >> 10
+        ));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for (n, cert) in CertificateDer::pem_slice_iter(&bytes).enumerate() {
+        let cert = cert.map_err(|e| format!("is not valid PEM (certificate {}): {e}", n + 1))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("certificate {} is not a usable CA certificate: {e}", n + 1))?;
+    }
+    if roots.is_empty() {
+        return Err(
+            "holds no certificate (a `-----BEGIN CERTIFICATE-----` block in PEM)".to_string(),
+        );
+    }
+    Ok(roots)
+}
