@@ -611,6 +611,7 @@ tls = {{ ca = "certs/ca.pem" }}
 url = "{url}"
 route = "/by-name/..."
 tls = {{ ca = "certs/ca.pem", server_name = "localhost" }}
+health_check = {{ path = "/healthz", interval = "100ms" }}
 
 [upstream.other-name]
 url = "{url}"
@@ -654,6 +655,13 @@ where
     let (status, body) = get("/by-name/x").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(service.requests(), 2);
+    // Health checks go over TLS too.
+    let checks = service.health_checks();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while service.health_checks() == checks {
+        assert!(std::time::Instant::now() < deadline, "no health check came");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // A certificate for other names, one no public CA signed, a plain request to a TLS port:
     // each ends before any request reaches the service.
