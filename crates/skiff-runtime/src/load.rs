@@ -62,7 +62,7 @@ impl LoadedApp {
         self.upstream_tls
             .get(index)
             .cloned()
-            .unwrap_or_else(crate::tls::public_upstream_config)
+            .unwrap_or_else(crate::tls::public_config)
     }
 }
 

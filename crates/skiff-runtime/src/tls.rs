@@ -1,5 +1,6 @@
 //! TLS client settings: one for guests' outgoing requests (the Mozilla root set), and one per
-//! upstream with `https://` addresses, trusting the manifest's `tls.ca` file when it names one.
+//! upstream with `https://` addresses, trusting the manifest's `tls.ca` file when it names one
+//! (HTTP/1.1 is offered by ALPN by the client that uses it, hyper-rustls).
 //!
 //! An upstream's CA file is read when the app is loaded, never later: by then a server has
 //! checked that the file lies in the app's bundle, which no guest can write to. It is read
@@ -20,51 +21,51 @@ use crate::error::{LoadError, LoadErrorKind};
 /// The largest `tls.ca` file read: a bundle of a few hundred CA certificates is far below it.
 pub const MAX_CA_FILE_BYTES: u64 = 1 << 20;
 
-/// A TLS client configuration with ring, the default protocol versions, no client certificate
-/// and the given roots; `alpn` is what the connection offers (empty for none).
-pub(crate) fn client_config(roots: rustls::RootCertStore, alpn: &[&[u8]]) -> rustls::ClientConfig {
+/// A TLS client configuration with ring, the default protocol versions, no client certificate,
+/// the given roots, and a session cache of its own.
+pub(crate) fn client_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     #[expect(
         clippy::expect_used,
         reason = "ring supports rustls' default TLS versions"
     )]
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring supports the default TLS versions")
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    config
+        .with_no_client_auth()
 }
 
 /// The Mozilla root set.
-pub(crate) fn public_roots() -> rustls::RootCertStore {
+fn public_roots() -> rustls::RootCertStore {
     rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.into(),
     }
 }
 
-/// What upstream configurations offer by ALPN: nothing of their own, as the HTTP client that
-/// uses them (hyper-rustls) sets the protocols it speaks.
-const UPSTREAM_ALPN: &[&[u8]] = &[];
-
-/// The configuration of every upstream without a `tls.ca` of its own: one for the process.
-pub(crate) fn public_upstream_config() -> Arc<rustls::ClientConfig> {
+/// The configuration of guests' outgoing requests, and of every upstream without `https://`
+/// addresses (which never uses it): the public roots, one for the process.
+pub(crate) fn public_config() -> Arc<rustls::ClientConfig> {
     static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
     CONFIG
-        .get_or_init(|| Arc::new(client_config(public_roots(), UPSTREAM_ALPN)))
+        .get_or_init(|| Arc::new(client_config(public_roots())))
         .clone()
 }
 
-/// The TLS client configuration of each upstream of `app`, in the order of `app.upstreams`:
-/// its `tls.ca` read into one of its own, or else the public one.
+/// The TLS client configuration of each upstream of `app`, in the order of `app.upstreams`.
+/// Each upstream with `https://` addresses gets one of its own, with its `tls.ca` or the public
+/// roots: so its TLS sessions are resumed by its own connections only, never by another
+/// app's (or tenant's) connections to the same server.
 pub(crate) fn upstream_configs(app: &App) -> Result<Vec<Arc<rustls::ClientConfig>>, LoadError> {
     app.upstreams
         .iter()
-        .map(|upstream| match &upstream.tls.ca {
-            None => Ok(public_upstream_config()),
-            Some(path) => {
-                let roots = read_ca(path).map_err(|reason| {
+        .map(|upstream| {
+            if !upstream.urls.iter().any(|url| url.tls) {
+                return Ok(public_config());
+            }
+            let roots = match &upstream.tls.ca {
+                None => public_roots(),
+                Some(path) => read_ca(path).map_err(|reason| {
                     LoadError::new(
                         path,
                         LoadErrorKind::UpstreamCa {
@@ -72,9 +73,9 @@ pub(crate) fn upstream_configs(app: &App) -> Result<Vec<Arc<rustls::ClientConfig
                             reason,
                         },
                     )
-                })?;
-                Ok(Arc::new(client_config(roots, UPSTREAM_ALPN)))
-            }
+                })?,
+            };
+            Ok(Arc::new(client_config(roots)))
         })
         .collect()
 }

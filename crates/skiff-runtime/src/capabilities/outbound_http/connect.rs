@@ -6,7 +6,6 @@
 //! passed the policy, and TLS still verifies the certificate against the host *name*.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http_body_util::BodyExt;
@@ -135,8 +134,5 @@ fn tls_error(err: std::io::Error) -> Error {
 
 /// One TLS client configuration (the Mozilla root set) for every outbound request.
 fn tls_connector() -> tokio_rustls::TlsConnector {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    let config =
-        CONFIG.get_or_init(|| Arc::new(crate::tls::client_config(crate::tls::public_roots(), &[])));
-    tokio_rustls::TlsConnector::from(config.clone())
+    tokio_rustls::TlsConnector::from(crate::tls::public_config())
 }
