@@ -21,8 +21,8 @@ use crate::error::{LoadError, LoadErrorKind};
 /// The largest `tls.ca` file read: a bundle of a few hundred CA certificates is far below it.
 pub const MAX_CA_FILE_BYTES: u64 = 1 << 20;
 
-/// A TLS client configuration with ring, the default protocol versions, no client certificate,
-/// the given roots, and a session cache of its own.
+/// A TLS client configuration with ring, the default protocol versions, no client certificate
+/// and the given roots.
 pub(crate) fn client_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     #[expect(
@@ -43,8 +43,8 @@ fn public_roots() -> rustls::RootCertStore {
     }
 }
 
-/// The configuration of guests' outgoing requests, and of every upstream without `https://`
-/// addresses (which never uses it): the public roots, one for the process.
+/// The public roots, one configuration for the process: what the configurations of guests and
+/// upstreams start from, and the one of those that never speak TLS.
 pub(crate) fn public_config() -> Arc<rustls::ClientConfig> {
     static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
     CONFIG
@@ -52,10 +52,26 @@ pub(crate) fn public_config() -> Arc<rustls::ClientConfig> {
         .clone()
 }
 
+/// How many TLS 1.3 tickets rustls keeps per server.
+const TICKETS_PER_SERVER: usize = 8;
+
+/// `base` with a TLS session cache of its own for `servers` servers (the most recently used):
+/// connections made with it resume only sessions that its own connections began. The roots
+/// and the verifier are `base`'s, shared.
+pub(crate) fn with_own_sessions(
+    base: &rustls::ClientConfig,
+    servers: usize,
+) -> Arc<rustls::ClientConfig> {
+    let mut config = base.clone();
+    config.resumption =
+        rustls::client::Resumption::in_memory_sessions(servers.max(1) * TICKETS_PER_SERVER);
+    Arc::new(config)
+}
+
 /// The TLS client configuration of each upstream of `app`, in the order of `app.upstreams`.
 /// Each upstream with `https://` addresses gets one of its own, with its `tls.ca` or the public
-/// roots: so its TLS sessions are resumed by its own connections only, never by another
-/// app's (or tenant's) connections to the same server.
+/// roots and its own session cache: its TLS sessions are resumed by its own connections only,
+/// never by another app's (or tenant's) connections to the same server.
 pub(crate) fn upstream_configs(app: &App) -> Result<Vec<Arc<rustls::ClientConfig>>, LoadError> {
     app.upstreams
         .iter()
@@ -63,9 +79,9 @@ pub(crate) fn upstream_configs(app: &App) -> Result<Vec<Arc<rustls::ClientConfig
             if !upstream.urls.iter().any(|url| url.tls) {
                 return Ok(public_config());
             }
-            let roots = match &upstream.tls.ca {
-                None => public_roots(),
-                Some(path) => read_ca(path).map_err(|reason| {
+            let base = match &upstream.tls.ca {
+                None => public_config(),
+                Some(path) => Arc::new(client_config(read_ca(path).map_err(|reason| {
                     LoadError::new(
                         path,
                         LoadErrorKind::UpstreamCa {
@@ -73,9 +89,9 @@ pub(crate) fn upstream_configs(app: &App) -> Result<Vec<Arc<rustls::ClientConfig
                             reason,
                         },
                     )
-                })?,
+                })?)),
             };
-            Ok(Arc::new(client_config(roots)))
+            Ok(with_own_sessions(&base, upstream.urls.len()))
         })
         .collect()
 }

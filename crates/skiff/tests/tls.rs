@@ -716,6 +716,38 @@ async fn https_upstreams_are_trusted_by_the_apps_own_ca_for_the_name_it_gives() 
     assert_eq!(service.requests(), service_before + 1);
 }
 
+#[tokio::test]
+async fn an_upstream_resumes_only_the_tls_sessions_of_its_own_connections() {
+    let ca = Ca::new("upstream");
+    let (cert, key) = ca.server_files("upstream");
+    let service = common::upstream::TestUpstream::start_tls(
+        "secure",
+        &std::fs::read_to_string(&cert).unwrap(),
+        &std::fs::read_to_string(&key).unwrap(),
+    )
+    .await;
+    let url = format!("https://127.0.0.1:{}", service.addr.port());
+    // Two upstreams to the same service, as two apps or two tenants could have.
+    let manifest = format!(
+        "[app]\nname = \"sessions\"\n\n\
+         [upstream.a]\nurl = \"{url}\"\nroute = \"/a/...\"\ntls = {{ ca = \"ca.pem\" }}\n\n\
+         [upstream.b]\nurl = \"{url}\"\nroute = \"/b/...\"\ntls = {{ ca = \"ca.pem\" }}\n"
+    );
+    let dir = app_dir(&[("skiff.toml", &manifest)]);
+    std::fs::copy(ca.file(), dir.path().join("ca.pem")).unwrap();
+    let server = Server::start(&["up", text(&dir.path().join("skiff.toml"))]);
+    // The service closes each connection after one answer: every request shakes hands.
+    let mut resumed = Vec::new();
+    for path in ["/a/1", "/a/2", "/b/1", "/b/2"] {
+        let (status, body) = common::get(&server, path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        resumed.push(service.resumed());
+    }
+    // `a` resumes its own session; `b`'s first handshake is a full one, though `a` just
+    // spoke to the same server; then `b` resumes its own.
+    assert_eq!(resumed, [0, 1, 1, 2]);
+}
+
 #[test]
 fn a_ca_file_that_gives_no_certificate_stops_the_load_and_says_why() {
     let ca = Ca::new("upstream");

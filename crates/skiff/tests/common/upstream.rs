@@ -40,6 +40,8 @@ struct State {
     /// Requests other than health checks.
     requests: AtomicUsize,
     health_checks: AtomicUsize,
+    /// TLS handshakes that resumed an earlier session.
+    resumed: AtomicUsize,
 }
 
 /// Headers the echo reports, when present.
@@ -63,7 +65,9 @@ impl TestUpstream {
         Self::start_with(name, None).await
     }
 
-    /// The same service over TLS only, with `cert_pem` (the chain) and `key_pem`.
+    /// The same service over TLS only, with `cert_pem` (the chain) and `key_pem`. Each
+    /// connection serves one request, so that every request makes a handshake (see
+    /// [`TestUpstream::resumed`]).
     pub async fn start_tls(name: &str, cert_pem: &str, key_pem: &str) -> TestUpstream {
         use tokio_rustls::rustls;
         use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -90,6 +94,7 @@ impl TestUpstream {
             healthy: AtomicBool::new(true),
             requests: AtomicUsize::new(0),
             health_checks: AtomicUsize::new(0),
+            resumed: AtomicUsize::new(0),
         });
         let shared = state.clone();
         let task = tokio::spawn(async move {
@@ -99,12 +104,14 @@ impl TestUpstream {
                 };
                 let state = shared.clone();
                 let tls = tls.clone();
+                let counts = shared.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(answer(&state, request).await) }
                     });
-                    let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let mut server =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     let _ = match tls {
                         None => {
                             server
@@ -114,6 +121,11 @@ impl TestUpstream {
                         // A client that does not trust the certificate ends here.
                         Some(tls) => match tls.accept(stream).await {
                             Ok(stream) => {
+                                let kind = stream.get_ref().1.handshake_kind();
+                                if kind == Some(tokio_rustls::rustls::HandshakeKind::Resumed) {
+                                    counts.resumed.fetch_add(1, Ordering::SeqCst);
+                                }
+                                server.http1().keep_alive(false);
                                 server
                                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                                     .await
@@ -134,6 +146,11 @@ impl TestUpstream {
     /// Requests that reached it, health checks left out.
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// TLS handshakes that resumed an earlier session (a TLS service only).
+    pub fn resumed(&self) -> usize {
+        self.state.resumed.load(Ordering::SeqCst)
     }
 
     pub fn health_checks(&self) -> usize {

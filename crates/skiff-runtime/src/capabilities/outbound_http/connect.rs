@@ -6,6 +6,7 @@
 //! passed the policy, and TLS still verifies the certificate against the host *name*.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
@@ -21,7 +22,8 @@ pub(super) struct Destination {
     pub host: String,
     /// The resolved addresses that passed the policy, tried in order.
     pub addrs: Vec<SocketAddr>,
-    pub tls: bool,
+    /// For `https://`: the component's TLS client configuration.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The guest may ask for shorter timeouts; longer waits are cut anyway by the request's deadline.
@@ -44,9 +46,10 @@ pub(super) async fn send(
     let tcp = tokio::time::timeout(connect_timeout, connect_any(&destination.addrs))
         .await
         .map_err(|_| Error::ConnectionTimeout)??;
-    let stream: Box<dyn Stream> = if destination.tls {
+    let stream: Box<dyn Stream> = if let Some(config) = destination.tls {
         let name = server_name(&destination.host)?;
-        let tls = tokio::time::timeout(connect_timeout, tls_connector().connect(name, tcp))
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let tls = tokio::time::timeout(connect_timeout, connector.connect(name, tcp))
             .await
             .map_err(|_| Error::ConnectionTimeout)?
             .map_err(tls_error)?;
@@ -130,9 +133,4 @@ fn tls_error(err: std::io::Error) -> Error {
         Some(_) => Error::TlsProtocolError,
         None => Error::Tls(err),
     }
-}
-
-/// One TLS client configuration (the Mozilla root set) for every outbound request.
-fn tls_connector() -> tokio_rustls::TlsConnector {
-    tokio_rustls::TlsConnector::from(crate::tls::public_config())
 }

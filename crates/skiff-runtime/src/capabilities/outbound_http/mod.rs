@@ -81,6 +81,7 @@ impl Capability for OutboundHttpCapability {
                 identity: identity.clone(),
                 trace: TraceContext::default(),
                 calls: None,
+                tls: grant.tls.clone(),
             },
         }
     }
@@ -139,11 +140,24 @@ impl HttpState {
 
 /// The validated patterns of one component, shared by all its instances. The default has
 /// none: it reaches nothing.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct OutboundHttpGrant {
     allowed: Arc<[HostPattern]>,
     /// The widest reach any pattern may grant: the host's policy over the manifest's.
     ceiling: Reach,
+    /// How its `https://` requests are made: the public roots, with a TLS session cache of
+    /// the component's own when it may reach anything, so that no other component (of another
+    /// app or tenant) resumes its sessions or learns from a quick handshake where it went.
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for OutboundHttpGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundHttpGrant")
+            .field("allowed", &self.allowed)
+            .field("ceiling", &self.ceiling)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for OutboundHttpGrant {
@@ -154,9 +168,15 @@ impl Default for OutboundHttpGrant {
 
 impl OutboundHttpGrant {
     fn new(allowed: Vec<HostPattern>) -> Self {
+        let tls = if allowed.is_empty() {
+            crate::tls::public_config()
+        } else {
+            crate::tls::with_own_sessions(&crate::tls::public_config(), GUEST_TLS_SERVERS)
+        };
         OutboundHttpGrant {
             allowed: allowed.into(),
             ceiling: Reach::Exact,
+            tls,
         }
     }
 
@@ -166,6 +186,9 @@ impl OutboundHttpGrant {
         self
     }
 }
+
+/// How many servers a component's TLS session cache remembers (the most recently used).
+const GUEST_TLS_SERVERS: usize = 4;
 
 /// The scheme, host and port a request goes to, as the patterns see them.
 struct Target<'u> {
@@ -284,6 +307,8 @@ struct OutboundHttp {
     trace: TraceContext,
     /// Where in-process requests go; `None` for work that can make none (`skiff run`).
     calls: Option<InProcessCalls>,
+    /// The component's TLS client configuration (see [`OutboundHttpGrant`]).
+    tls: Arc<rustls::ClientConfig>,
 }
 
 /// Where an outgoing request goes, when it does not go out on the network.
@@ -487,7 +512,7 @@ impl WasiHttpHooks for OutboundHttp {
         let (host, port, tls) = (
             target.host.to_string(),
             target.port,
-            target.scheme == "https",
+            (target.scheme == "https").then(|| self.tls.clone()),
         );
         span.inject(request.headers_mut());
         let identity = self.identity.clone();
