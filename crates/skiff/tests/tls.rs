@@ -714,6 +714,30 @@ async fn https_upstreams_are_trusted_by_the_apps_own_ca_for_the_name_it_gives() 
     assert_eq!(status, 200, "{body}\n{}", host.server.logs());
     assert!(body.contains("path=/base/own/deployed\n"), "{body}");
     assert_eq!(service.requests(), service_before + 1);
+    drop(host);
+
+    // Through a registry: the CA file is a layer of the app's image, and `skiff up REF` serves
+    // the pulled app the same.
+    let registry = common::registry::Registry::plain();
+    let reference = format!("{}/apps/gw:v1", registry.addr);
+    let (data, docker) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cli = || {
+        let mut command = skiff();
+        command
+            .env("SKIFF_DATA_DIR", data.path())
+            .env("DOCKER_CONFIG", docker.path());
+        command
+    };
+    let pushed = cli()
+        .args(["push", &reference, text(dir.path())])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ok(&pushed, "skiff push");
+    let server = Server::start_with(cli(), &["up", &reference]);
+    let (status, body) = common::get(&server, "/own/pulled").await;
+    assert_eq!(status, 200, "{body}\n{}", server.logs());
+    assert!(body.contains("path=/base/own/pulled\n"), "{body}");
 }
 
 #[tokio::test]
