@@ -184,10 +184,16 @@ impl ComponentCx<'_> {
         }
         let path = self.base_dir.join(&rel);
         let mut header = [0u8; 8];
-        let read = std::fs::File::open(&path).and_then(|mut f| {
-            if f.metadata()?.is_dir() {
+        // Looked at before it is opened: opening a FIFO waits for a writer, for ever, and a
+        // hostile manifest on a server may name one of the server's.
+        let read = std::fs::metadata(&path).and_then(|meta| {
+            if meta.is_dir() {
                 return Err(std::io::Error::other("is a directory"));
             }
+            if !meta.is_file() {
+                return Err(std::io::Error::other("is not a regular file"));
+            }
+            let mut f = std::fs::File::open(&path)?;
             let mut n = 0;
             while n < header.len() {
                 match f.read(&mut header[n..])? {

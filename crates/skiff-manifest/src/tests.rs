@@ -845,6 +845,35 @@ fn show_samples() {
 }
 
 #[test]
+fn a_source_that_is_a_fifo_or_a_device_is_refused_without_waiting() {
+    let f = Fixture::new();
+    let fifo = f.dir.path().join("pipe.wasm");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    for source in [fifo.to_str().unwrap(), "/dev/zero", "/dev/null"] {
+        let text = format!("{APP}[component.hello]\nsource = \"{source}\"\n");
+        let manifest = f.manifest();
+        // Opening a FIFO with no writer blocks: the check must not open it.
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(
+                parse(&text, &manifest)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            );
+        });
+        let result = result
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("checking `{source}` did not end"));
+        let e = result.expect_err(source);
+        assert!(e.contains("is not a regular file"), "{source}: {e}");
+    }
+}
+
+#[test]
 fn max_concurrency_must_be_positive() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("c.wasm"), b"\0asm\x0d\x00\x01\x00").unwrap();
