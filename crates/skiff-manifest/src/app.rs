@@ -15,16 +15,25 @@ use crate::refs::{self, Chain, InternalCall};
 use crate::toml_error::{join_key, toml_error, underscored};
 use crate::upstream;
 use crate::variables::{Variable, is_variable_name};
-use crate::{App, Component, Consume, ManifestError, RouteTarget};
+use crate::{App, Component, Consume, ManifestError, Paths, RouteTarget};
 
 /// From TOML text to a checked [`App`]: toml errors made located, then the semantic rules, in
 /// file order, stopping at the first error.
-pub(crate) fn parse(src: &Source, manifest_path: PathBuf) -> Result<App, ManifestError> {
+pub(crate) fn parse(
+    src: &Source,
+    manifest_path: PathBuf,
+    paths: Paths,
+) -> Result<App, ManifestError> {
     let raw: RawManifest = toml::from_str(src.text).map_err(|e| toml_error(src, &e))?;
-    build(src, raw, manifest_path)
+    build(src, raw, manifest_path, paths)
 }
 
-fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, ManifestError> {
+fn build(
+    src: &Source,
+    raw: RawManifest,
+    manifest_path: PathBuf,
+    paths: Paths,
+) -> Result<App, ManifestError> {
     let base_dir = manifest_path
         .parent()
         .map(Path::to_path_buf)
@@ -97,6 +106,7 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
         let cx = ComponentCx {
             src,
             base_dir: &base_dir,
+            paths,
             id: &id,
             span: comp_span,
             app_variables: &variables,
@@ -170,6 +180,7 @@ fn build(src: &Source, raw: RawManifest, manifest_path: PathBuf) -> Result<App, 
     let upstreams = upstream::upstreams(
         src,
         &base_dir,
+        paths,
         raw.upstream.map(|m| m.0).unwrap_or_default(),
         &components,
         &mut routes,

@@ -13,11 +13,15 @@ use crate::refs::{InternalCall, internal_component};
 use crate::toml_error::{closest, join_key, underscored};
 use crate::units::{TimeoutError, parse_memory, parse_timeout};
 use crate::variables::{Template, Variable, is_store_label, is_variable_name};
-use crate::{Component, FileMount, HostPattern, Limits, Location, ManifestError};
+use crate::{
+    Component, FileMount, HostPattern, IN_BUNDLE_HELP, Limits, Location, ManifestError, Paths,
+};
 
 pub(crate) struct ComponentCx<'a> {
     pub(crate) src: &'a Source<'a>,
     pub(crate) base_dir: &'a Path,
+    /// Where the paths it names may lead.
+    pub(crate) paths: Paths,
     pub(crate) id: &'a str,
     pub(crate) span: Range<usize>,
     pub(crate) app_variables: &'a [Variable],
@@ -182,6 +186,14 @@ impl ComponentCx<'_> {
                 format!("e.g. source = \"{}.wasm\"", self.id),
             ));
         }
+        if let Some(why) = self.paths.refusal(&rel) {
+            return Err(self.err(
+                span,
+                &field,
+                format!("`{rel}` lies outside the app's folder: {why}"),
+                IN_BUNDLE_HELP,
+            ));
+        }
         let path = self.base_dir.join(&rel);
         let mut header = [0u8; 8];
         // Looked at before it is opened: opening a FIFO waits for a writer, for ever, and a
@@ -326,6 +338,14 @@ impl ComponentCx<'_> {
                     &host_field,
                     "the host path is empty",
                     "name a folder or file relative to skiff.toml",
+                ));
+            }
+            if let Some(why) = self.paths.refusal(&host_rel) {
+                return Err(self.err(
+                    host_span,
+                    &host_field,
+                    format!("`{host_rel}` lies outside the app's folder: {why}"),
+                    IN_BUNDLE_HELP,
                 ));
             }
             let host = self.base_dir.join(&host_rel);

@@ -507,6 +507,57 @@ pub fn load(path: &Path) -> Result<App, ManifestError> {
     parse(&text, path)
 }
 
+/// [`load`], for a manifest unpacked from a bundle on a server: every path it names (a
+/// component's `source`, a `files` mount, an upstream's `tls.ca`) must be written relative to
+/// the manifest and stay inside its folder, and one that does not is refused before it is
+/// looked at. So a hostile manifest touches none of the server's files (a FIFO would hold the
+/// check for ever) and learns nothing of them (whether one exists, what it starts with). The
+/// check is on the path as written: a bundle holds no links (`skiff_bundle::confine` checks
+/// the resolved paths afterwards all the same).
+pub fn load_in_bundle(path: &Path) -> Result<App, ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|e| manifest_error_reading(path, &e))?;
+    let src = error::Source { text: &text, path };
+    let manifest_path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    app::parse(&src, manifest_path, Paths::InBundle)
+}
+
+/// Where the paths a manifest names may lead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Paths {
+    /// Anywhere the user can read (`skiff up` of their own folder).
+    Anywhere,
+    /// Inside the manifest's folder only, checked before anything is looked at.
+    InBundle,
+}
+
+impl Paths {
+    /// Why `rel`, as written in the manifest, may not be followed: it is absolute, or its
+    /// `..` climb out of the manifest's folder. `None` when it may.
+    pub(crate) fn refusal(self, rel: &str) -> Option<&'static str> {
+        use std::path::Component as Part;
+        if self == Paths::Anywhere {
+            return None;
+        }
+        let mut depth = 0usize;
+        for part in Path::new(rel).components() {
+            match part {
+                Part::Prefix(_) | Part::RootDir => return Some("it is absolute"),
+                Part::ParentDir if depth == 0 => {
+                    return Some("its `..` lead out of the app's folder");
+                }
+                Part::ParentDir => depth -= 1,
+                Part::Normal(_) => depth += 1,
+                Part::CurDir => {}
+            }
+        }
+        None
+    }
+}
+
+/// The help of a path [`Paths::refusal`] refused.
+pub(crate) const IN_BUNDLE_HELP: &str = "a deployed app reaches only the files in its bundle: put \
+     the file in the app's folder, name it relative to skiff.toml, and deploy again";
+
 /// The error of a manifest that cannot be read.
 fn manifest_error_reading(path: &Path, err: &std::io::Error) -> ManifestError {
     ManifestError {
@@ -526,7 +577,7 @@ pub fn parse(text: &str, path: &Path) -> Result<App, ManifestError> {
     // `absolute` does no I/O beyond reading the current directory, and keeps symlinks as the
     // user wrote them.
     let manifest_path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    app::parse(&src, manifest_path)
+    app::parse(&src, manifest_path, Paths::Anywhere)
 }
 
 #[cfg(test)]

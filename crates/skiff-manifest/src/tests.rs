@@ -874,6 +874,86 @@ fn a_source_that_is_a_fifo_or_a_device_is_refused_without_waiting() {
 }
 
 #[test]
+fn a_bundles_manifest_names_nothing_outside_its_folder_and_looks_at_nothing_there() {
+    let f = Fixture::new();
+    let inner = f.dir.path().join("app");
+    std::fs::create_dir(&inner).unwrap();
+    std::fs::write(inner.join("web.wasm"), COMPONENT_HEADER).unwrap();
+    std::fs::create_dir(inner.join("static")).unwrap();
+    std::fs::write(inner.join("ca.pem"), "pem\n").unwrap();
+    let fifo = f.dir.path().join("pipe");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let manifest = inner.join("skiff.toml");
+    let load = |body: &str| {
+        std::fs::write(&manifest, format!("{APP}{body}")).unwrap();
+        load_in_bundle(&manifest)
+    };
+    let component = |source: &str, more: &str| {
+        format!("[component.web]\nsource = \"{source}\"\nroute = \"/...\"\n{more}")
+    };
+    // Inside: as `load` has it.
+    let app = load(&component(
+        "./static/../web.wasm",
+        "files = [\"static\"]\n[upstream.u]\nurl = \"https://u\"\nroute = \"/u/...\"\ntls = { ca = \"ca.pem\" }\n",
+    ))
+    .unwrap();
+    assert_eq!(app.components.len(), 1);
+    // Outside, whether or not the file exists, a FIFO included (which must not be opened):
+    // the same words, which tell nothing of the server's files.
+    let outside = [
+        (fifo.to_str().unwrap().to_string(), "it is absolute"),
+        ("/etc/hostname".into(), "it is absolute"),
+        ("/no/such/file".into(), "it is absolute"),
+        (
+            "../hello.wasm".into(),
+            "its `..` lead out of the app's folder",
+        ),
+        (
+            "static/../../pipe".into(),
+            "its `..` lead out of the app's folder",
+        ),
+    ];
+    for (path, why) in &outside {
+        let e = load(&component(path, "")).unwrap_err();
+        assert_eq!(e.field, "component.web.source", "{e}");
+        assert_eq!(
+            e.message,
+            format!("`component.web.source`: `{path}` lies outside the app's folder: {why}")
+        );
+        assert!(
+            help(&e).contains("reaches only the files in its bundle"),
+            "{e}"
+        );
+        let e = load(&component(
+            "web.wasm",
+            &format!("files = [{{ source = \"{path}\", destination = \"/x\" }}]\n"),
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "component.web.files[0].source", "{e}");
+        assert!(e.message.contains("lies outside the app's folder"), "{e}");
+        let e = load(&format!(
+            "[upstream.u]\nurl = \"https://u\"\nroute = \"/u/...\"\ntls = {{ ca = \"{path}\" }}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "upstream.u.tls.ca", "{e}");
+        assert!(e.message.contains("lies outside the app's folder"), "{e}");
+    }
+    // `load`, for a user's own folder, follows them.
+    std::fs::write(
+        &manifest,
+        format!("{APP}{}", component("../hello.wasm", "")),
+    )
+    .unwrap();
+    super::load(&manifest).unwrap();
+}
+
+#[test]
 fn max_concurrency_must_be_positive() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("c.wasm"), b"\0asm\x0d\x00\x01\x00").unwrap();

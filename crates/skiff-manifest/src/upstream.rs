@@ -20,7 +20,8 @@ use crate::raw::{RawHealthCheck, RawUpstream, RawUpstreamTls};
 use crate::refs::{self, Chain};
 use crate::units::{TimeoutError, parse_timeout};
 use crate::{
-    Component, HealthCheck, ManifestError, RouteTarget, Upstream, UpstreamTls, UpstreamUrl,
+    Component, HealthCheck, IN_BUNDLE_HELP, ManifestError, Paths, RouteTarget, Upstream,
+    UpstreamTls, UpstreamUrl,
 };
 
 /// The longest wait for a connection to an upstream, unless `connect_timeout` says.
@@ -263,6 +264,7 @@ fn base_path(path: &str) -> Result<String, String> {
 pub(crate) fn upstreams(
     src: &Source,
     base_dir: &Path,
+    paths: Paths,
     raw: Vec<(Spanned<String>, Spanned<RawUpstream>)>,
     components: &[Component],
     routes: &mut Routes,
@@ -281,6 +283,7 @@ pub(crate) fn upstreams(
         let cx = UpstreamCx {
             src,
             base_dir,
+            paths,
             name: &name,
             span: upstream.span(),
         };
@@ -293,6 +296,8 @@ struct UpstreamCx<'a> {
     src: &'a Source<'a>,
     /// The manifest's folder, which `tls.ca` is relative to.
     base_dir: &'a Path,
+    /// Where `tls.ca` may lead.
+    paths: Paths,
     name: &'a str,
     /// The whole table, for what is missing from it.
     span: Range<usize>,
@@ -447,6 +452,14 @@ impl UpstreamCx<'_> {
                              relative to the manifest's folder, {example}; or remove `ca` to \
                              trust the usual public roots"
                         ),
+                    ));
+                }
+                if let Some(why) = self.paths.refusal(rel) {
+                    return Err(self.src.field_error(
+                        ca.span(),
+                        &field,
+                        format!("`{rel}` lies outside the app's folder: {why}"),
+                        IN_BUNDLE_HELP,
                     ));
                 }
                 let path = self.base_dir.join(rel);

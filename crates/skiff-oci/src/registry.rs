@@ -431,7 +431,7 @@ pub async fn pull(
                 e => invalid(e.to_string()),
             })?;
             // The manifest's own checks include that every `source` is a Wasm component.
-            let app = skiff_manifest::load(&unpacked.manifest_path)
+            let app = skiff_manifest::load_in_bundle(&unpacked.manifest_path)
                 .map_err(|e| invalid(format!("its skiff.toml is invalid:\n{e}")))?;
             skiff_bundle::confine(&app, &app_dir).map_err(|e| invalid(e.to_string()))?;
         }

@@ -162,7 +162,7 @@ pub async fn up(mut config: RuntimeConfig, args: UpArgs, cache: &Cache) -> Resul
         }
         Some(pulled) => match &pulled.local {
             Local::App { manifest } => {
-                let mut app = skiff_manifest::load(manifest)?;
+                let mut app = skiff_manifest::load_in_bundle(manifest)?;
                 // Kept until the app stops: the writable copies live in it.
                 let _scratch = oci::private_writable_mounts(&mut app)?;
                 up_app(config, app, &args.listen, true, None).await

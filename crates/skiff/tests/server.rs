@@ -2087,6 +2087,57 @@ async fn a_manifest_error_quotes_a_bounded_part_of_a_long_line() {
     assert!(message.len() < 8 * 1024, "{} bytes quoted", message.len());
 }
 
+/// A bundle's manifest that names the server's own files (one that exists, one that does not,
+/// a FIFO that would hold whoever opens it) is refused in the same words for each, before the
+/// server looks at any of them.
+#[tokio::test]
+async fn a_bundle_naming_the_servers_files_learns_nothing_of_them() {
+    let host = Host::start();
+    let token = host.tenant("acme", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let wasm = std::fs::read(guest("http-guest")).unwrap();
+    for source in [
+        fifo.to_str().unwrap(),
+        "/etc/hostname",
+        "/no/such/file.wasm",
+        "../x.wasm",
+    ] {
+        let manifest = format!(
+            "[app]\nname = \"nosy\"\n\n[component.web]\nsource = \"{source}\"\nroute = \"/...\"\n"
+        );
+        let mut archive = tar::Builder::new(Vec::new());
+        for (name, bytes) in [("skiff.toml", manifest.as_bytes()), ("web.wasm", &wasm[..])] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            archive.append_data(&mut header, name, bytes).unwrap();
+        }
+        let bundle = archive.into_inner().unwrap();
+        let put = put_bundle(&host, &token, "nosy", bundle);
+        let (status, body) = tokio::time::timeout(Duration::from_secs(30), put)
+            .await
+            .unwrap_or_else(|_| panic!("the deploy naming `{source}` did not end"));
+        assert_eq!(status, 400, "{source}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_manifest", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("`{source}` lies outside the app's folder")),
+            "{message}"
+        );
+        assert!(!message.contains("does not exist"), "{message}");
+        assert!(!message.contains("WebAssembly"), "{message}");
+    }
+}
+
 /// The disk quota counts every version kept for rollbacks: a tenant with room for one copy of
 /// its app deploys it once, and the second version is refused, naming the quota and the fix.
 #[tokio::test]

@@ -180,7 +180,7 @@ impl Platform {
                     "skiff.toml in the bundle is not a plain file; deploy the app again",
                 ));
             }
-            let mut app = skiff_manifest::load(&manifest).map_err(|mut err| {
+            let mut app = skiff_manifest::load_in_bundle(&manifest).map_err(|mut err| {
                 err.path = PathBuf::from("skiff.toml");
                 let mut report = relative_to(&err.to_string(), &dir);
                 if report.len() > MAX_REPORT_BYTES {
