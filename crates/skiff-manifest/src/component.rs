@@ -13,9 +13,7 @@ use crate::refs::{InternalCall, internal_component};
 use crate::toml_error::{closest, join_key, underscored};
 use crate::units::{TimeoutError, parse_memory, parse_timeout};
 use crate::variables::{Template, Variable, is_store_label, is_variable_name};
-use crate::{
-    Component, FileMount, HostPattern, IN_BUNDLE_HELP, Limits, Location, ManifestError, Paths,
-};
+use crate::{Component, FileMount, HostPattern, Limits, Location, ManifestError, Paths};
 
 pub(crate) struct ComponentCx<'a> {
     pub(crate) src: &'a Source<'a>,
@@ -186,14 +184,7 @@ impl ComponentCx<'_> {
                 format!("e.g. source = \"{}.wasm\"", self.id),
             ));
         }
-        if let Some(why) = self.paths.refusal(&rel) {
-            return Err(self.err(
-                span,
-                &field,
-                format!("`{rel}` lies outside the app's folder: {why}"),
-                IN_BUNDLE_HELP,
-            ));
-        }
+        self.paths.check(self.src, span.clone(), &field, &rel)?;
         let path = self.base_dir.join(&rel);
         let mut header = [0u8; 8];
         // Looked at before it is opened: opening a FIFO waits for a writer, for ever, and a
@@ -340,14 +331,8 @@ impl ComponentCx<'_> {
                     "name a folder or file relative to skiff.toml",
                 ));
             }
-            if let Some(why) = self.paths.refusal(&host_rel) {
-                return Err(self.err(
-                    host_span,
-                    &host_field,
-                    format!("`{host_rel}` lies outside the app's folder: {why}"),
-                    IN_BUNDLE_HELP,
-                ));
-            }
+            self.paths
+                .check(self.src, host_span.clone(), &host_field, &host_rel)?;
             let host = self.base_dir.join(&host_rel);
             if !host.exists() {
                 return Err(self.err(

@@ -533,7 +533,7 @@ pub(crate) enum Paths {
 impl Paths {
     /// Why `rel`, as written in the manifest, may not be followed: it is absolute, or its
     /// `..` climb out of the manifest's folder. `None` when it may.
-    pub(crate) fn refusal(self, rel: &str) -> Option<&'static str> {
+    fn refusal(self, rel: &str) -> Option<&'static str> {
         use std::path::Component as Part;
         if self == Paths::Anywhere {
             return None;
@@ -552,11 +552,27 @@ impl Paths {
         }
         None
     }
-}
 
-/// The help of a path [`Paths::refusal`] refused.
-pub(crate) const IN_BUNDLE_HELP: &str = "a deployed app reaches only the files in its bundle: put \
-     the file in the app's folder, name it relative to skiff.toml, and deploy again";
+    /// The error for `rel`, written at `span` of `field`, if it may not be followed.
+    pub(crate) fn check(
+        self,
+        src: &error::Source,
+        span: std::ops::Range<usize>,
+        field: &str,
+        rel: &str,
+    ) -> Result<(), ManifestError> {
+        match self.refusal(rel) {
+            None => Ok(()),
+            Some(why) => Err(src.field_error(
+                span,
+                field,
+                format!("`{rel}` lies outside the app's folder: {why}"),
+                "a deployed app reaches only the files in its bundle: put the file in the app's \
+                 folder, name it relative to skiff.toml, and deploy again",
+            )),
+        }
+    }
+}
 
 /// The error of a manifest that cannot be read.
 fn manifest_error_reading(path: &Path, err: &std::io::Error) -> ManifestError {

@@ -20,8 +20,7 @@ use crate::raw::{RawHealthCheck, RawUpstream, RawUpstreamTls};
 use crate::refs::{self, Chain};
 use crate::units::{TimeoutError, parse_timeout};
 use crate::{
-    Component, HealthCheck, IN_BUNDLE_HELP, ManifestError, Paths, RouteTarget, Upstream,
-    UpstreamTls, UpstreamUrl,
+    Component, HealthCheck, ManifestError, Paths, RouteTarget, Upstream, UpstreamTls, UpstreamUrl,
 };
 
 /// The longest wait for a connection to an upstream, unless `connect_timeout` says.
@@ -454,14 +453,7 @@ impl UpstreamCx<'_> {
                         ),
                     ));
                 }
-                if let Some(why) = self.paths.refusal(rel) {
-                    return Err(self.src.field_error(
-                        ca.span(),
-                        &field,
-                        format!("`{rel}` lies outside the app's folder: {why}"),
-                        IN_BUNDLE_HELP,
-                    ));
-                }
+                self.paths.check(self.src, ca.span(), &field, rel)?;
                 let path = self.base_dir.join(rel);
                 let why = match std::fs::metadata(&path) {
                     Ok(meta) if meta.is_file() => None,

@@ -75,6 +75,20 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// The upstream test service (`TestUpstream`), speaking TLS only with a certificate from
+    /// this CA for 127.0.0.1 and localhost.
+    async fn tls_service(&self, name: &str) -> common::upstream::TestUpstream {
+        let (cert, key) = self.server_files(name);
+        common::upstream::TestUpstream::start_tls(
+            name,
+            &std::fs::read_to_string(&cert).unwrap(),
+            &std::fs::read_to_string(&key).unwrap(),
+        )
+        .await
+    }
+}
+
 fn text(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -675,13 +689,7 @@ where
 #[tokio::test]
 async fn https_upstreams_are_trusted_by_the_apps_own_ca_for_the_name_it_gives() {
     let ca = Ca::new("upstream");
-    let (cert, key) = ca.server_files("upstream");
-    let service = common::upstream::TestUpstream::start_tls(
-        "secure",
-        &std::fs::read_to_string(&cert).unwrap(),
-        &std::fs::read_to_string(&key).unwrap(),
-    )
-    .await;
+    let service = ca.tls_service("secure").await;
     let dir = https_upstream_app(&ca, service.addr.port());
     let toml = dir.path().join("skiff.toml");
     let server = Server::start(&["up", text(&toml)]);
@@ -743,13 +751,7 @@ async fn https_upstreams_are_trusted_by_the_apps_own_ca_for_the_name_it_gives() 
 #[tokio::test]
 async fn an_upstream_resumes_only_the_tls_sessions_of_its_own_connections() {
     let ca = Ca::new("upstream");
-    let (cert, key) = ca.server_files("upstream");
-    let service = common::upstream::TestUpstream::start_tls(
-        "secure",
-        &std::fs::read_to_string(&cert).unwrap(),
-        &std::fs::read_to_string(&key).unwrap(),
-    )
-    .await;
+    let service = ca.tls_service("secure").await;
     let url = format!("https://127.0.0.1:{}", service.addr.port());
     // Two upstreams to the same service, as two apps or two tenants could have.
     let manifest = format!(
