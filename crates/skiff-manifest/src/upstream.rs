@@ -75,8 +75,8 @@ const URL_EXAMPLES: &str = "\"http://orders:8080\" or \"http://10.0.0.7:8080/api
 
 impl UpstreamUrl {
     /// Parses `http[s]://HOST[:PORT][/BASE]`: HOST a name, an IPv4 address or `[ipv6]`; PORT
-    /// 1-65535, 80 (443 for https) if not written; BASE a path, kept without its trailing slash. No user
-    /// info, query, fragment or whitespace.
+    /// 1-65535, 80 (443 for https) if not written; BASE a path, kept without its trailing
+    /// slash. No user info, query, fragment or whitespace.
     pub fn parse(url: &str) -> Result<UpstreamUrl, UpstreamUrlError> {
         let err = |what: &str, help: String| {
             Err(UpstreamUrlError {
