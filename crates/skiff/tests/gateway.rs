@@ -562,6 +562,9 @@ async fn a_component_route_can_have_middleware_too() {
 #[tokio::test]
 async fn a_websocket_upgrade_passes_through_an_upstream_route_and_its_middleware() {
     let upstream = TestUpstream::start("ws").await;
+    // And one over TLS: the switched connection is then the TLS stream.
+    let ca = common::ca::Ca::new("ws");
+    let secure = ca.tls_service("wss").await;
     let route = |name: &str, middleware: &str| {
         format!(
             "[upstream.{name}]\nurl = \"{}\"\nroute = \"/{name}/...\"\nmiddleware = [{middleware}]\n",
@@ -573,13 +576,20 @@ async fn a_websocket_upgrade_passes_through_an_upstream_route_and_its_middleware
         component("auth", "auth", ""),
         route("direct", ""),
         route("chained", "\"auth\", \"pass\""),
+        format!(
+            "[upstream.secure]\nurl = \"https://127.0.0.1:{}\"\nroute = \"/secure/...\"\n\
+             middleware = [\"pass\"]\ntls = {{ ca = \"ca.pem\" }}\n",
+            secure.addr.port()
+        ),
     ]
     .concat();
     let dir = gateway_app(&manifest);
+    std::fs::copy(ca.file(), dir.path().join("ca.pem")).unwrap();
     let server = up(&dir);
     for (path, token) in [
         ("/direct/ws", ""),
         ("/chained/ws", "Authorization: Bearer letmein\r\n"),
+        ("/secure/ws", ""),
     ] {
         let mut stream = websocket_handshake(&server, path, token).await;
         let head = read_head(&mut stream).await;

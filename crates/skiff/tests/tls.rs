@@ -9,85 +9,15 @@
 mod common;
 
 use std::io::{Read as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::ca::Ca;
 use common::host::{ADMIN_TOKEN, Host, http_app};
 use common::{Server, app_dir, client, fresh_data_dir, guest, sigterm, skiff, wait_for_exit};
 use tokio_rustls::rustls;
-
-/// A certificate authority made for one test, and the files of what it signs.
-struct Ca {
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    pem: String,
-    dir: tempfile::TempDir,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let pem = params.self_signed(&key).unwrap().pem();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), &pem).unwrap();
-        Ca {
-            issuer: rcgen::Issuer::new(params, key),
-            pem,
-            dir,
-        }
-    }
-
-    /// The CA's certificate file.
-    fn file(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    /// A server certificate for 127.0.0.1 and localhost, as `NAME.crt` (the certificate, then
-    /// the CA's, as a chain) and `NAME.key` (PKCS#8) in the CA's folder.
-    fn server_files(&self, name: &str) -> (PathBuf, PathBuf) {
-        let mut params =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "localhost");
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let (cert_file, key_file) = (
-            self.dir.path().join(format!("{name}.crt")),
-            self.dir.path().join(format!("{name}.key")),
-        );
-        std::fs::write(&cert_file, format!("{}{}", cert.pem(), self.pem)).unwrap();
-        std::fs::write(&key_file, key.serialize_pem()).unwrap();
-        (cert_file, key_file)
-    }
-}
-
-impl Ca {
-    /// The upstream test service (`TestUpstream`), speaking TLS only with a certificate from
-    /// this CA for 127.0.0.1 and localhost.
-    async fn tls_service(&self, name: &str) -> common::upstream::TestUpstream {
-        let (cert, key) = self.server_files(name);
-        common::upstream::TestUpstream::start_tls(
-            name,
-            &std::fs::read_to_string(&cert).unwrap(),
-            &std::fs::read_to_string(&key).unwrap(),
-        )
-        .await
-    }
-}
 
 fn text(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -625,7 +555,7 @@ tls = {{ ca = "certs/ca.pem" }}
 url = "{url}"
 route = "/by-name/..."
 tls = {{ ca = "certs/ca.pem", server_name = "localhost" }}
-health_check = {{ path = "/healthz", interval = "100ms" }}
+health_check = {{ path = "/healthz", interval = "2s" }}
 
 [upstream.other-name]
 url = "{url}"
@@ -669,7 +599,8 @@ where
     let (status, body) = get("/by-name/x").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(service.requests(), 2);
-    // Health checks go over TLS too.
+    // Health checks go over TLS too. (Their interval, 2 s, is also their timeout: a shorter one
+    // fails them on a busy machine, and the address with them.)
     let checks = service.health_checks();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while service.health_checks() == checks {

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod ca;
 pub mod host;
 pub mod redis;
 pub mod registry;
