@@ -2,8 +2,7 @@
 //!
 //! A bundle is immutable: no guest ever gets a writable grant on it, so whatever the host reads
 //! from it later (component code, read-only mounts, upstreams' CA files) is what the deployer
-//! sent. A mount with
-//! `writable = true` gets a folder of the app's own instead,
+//! sent. A mount with `writable = true` gets a folder of the app's own instead,
 //! `tenants/TENANT/apps/NAME/files/MOUNT`, seeded from the bundle's folder when it is first
 //! needed, kept across versions and rollbacks, and removed with the app. The host reads no file
 //! below it: it only copies the bundle into it and, at deletion, removes it.
