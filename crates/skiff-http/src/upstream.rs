@@ -670,16 +670,17 @@ where
             this.armed = false;
             return Poll::Ready(frame);
         }
-        let next = tokio::time::Instant::now() + this.idle;
         let deadline = match &mut this.deadline {
             Some(deadline) if this.armed => deadline,
             Some(deadline) => {
-                deadline.as_mut().reset(next);
+                deadline
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + this.idle);
                 deadline
             }
             None => this
                 .deadline
-                .insert(Box::pin(tokio::time::sleep_until(next))),
+                .insert(Box::pin(tokio::time::sleep(this.idle))),
         };
         this.armed = true;
         match deadline.as_mut().poll(cx) {
