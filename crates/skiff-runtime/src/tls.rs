@@ -98,23 +98,15 @@ pub(crate) fn upstream_configs(app: &App) -> Result<Vec<Arc<rustls::ClientConfig
 
 /// The certificates of a PEM file, as roots to trust; why not, as a sentence.
 fn read_ca(path: &Path) -> Result<rustls::RootCertStore, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot be read: {e}"))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot be read: {e}"))?;
-    if !meta.is_file() {
+    let unreadable = |e: std::io::Error| format!("cannot be read: {e}");
+    // Looked at before it is opened: opening a FIFO waits for a writer.
+    if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
         return Err("is not a file".into());
     }
-    if meta.len() > MAX_CA_FILE_BYTES {
-        return Err(format!(
-            "is larger than {} KiB: it should hold CA certificates only",
-            MAX_CA_FILE_BYTES >> 10
-        ));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_CA_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot be read: {e}"))?;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_CA_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(unreadable)?;
     if bytes.len() as u64 > MAX_CA_FILE_BYTES {
         return Err(format!(
             "is larger than {} KiB: it should hold CA certificates only",
