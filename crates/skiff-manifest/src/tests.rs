@@ -844,15 +844,17 @@ fn show_samples() {
     }
 }
 
+/// A FIFO at `path`: opening it for reading waits for a writer that never comes.
+fn make_fifo(path: &std::path::Path) {
+    let made = std::process::Command::new("mkfifo").arg(path).status();
+    assert!(made.unwrap().success(), "mkfifo {}", path.display());
+}
+
 #[test]
 fn a_source_that_is_a_fifo_or_a_device_is_refused_without_waiting() {
     let f = Fixture::new();
     let fifo = f.dir.path().join("pipe.wasm");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    make_fifo(&fifo);
     for source in [fifo.to_str().unwrap(), "/dev/zero", "/dev/null"] {
         let text = format!("{APP}[component.hello]\nsource = \"{source}\"\n");
         let manifest = f.manifest();
@@ -882,13 +884,7 @@ fn a_bundles_manifest_names_nothing_outside_its_folder_and_looks_at_nothing_ther
     std::fs::create_dir(inner.join("static")).unwrap();
     std::fs::write(inner.join("ca.pem"), "pem\n").unwrap();
     let fifo = f.dir.path().join("pipe");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    make_fifo(&fifo);
     let manifest = inner.join("skiff.toml");
     let load = |body: &str| {
         std::fs::write(&manifest, format!("{APP}{body}")).unwrap();

@@ -581,14 +581,15 @@ retries = 0
     dir
 }
 
-/// What each route of [`https_upstream_app`] must answer, through `get`: only the upstreams
-/// that trust the service's CA for the name in its certificate reach it.
-async fn check_https_upstreams<F, Fut>(service: &common::upstream::TestUpstream, get: F)
-where
-    F: Fn(&'static str) -> Fut,
-    Fut: std::future::Future<Output = (u16, String)>,
-{
-    let (status, body) = get("/own/hello?x=1").await;
+#[tokio::test]
+async fn https_upstreams_are_trusted_by_the_apps_own_ca_for_the_name_it_gives() {
+    let ca = Ca::new("upstream");
+    let service = ca.tls_service("secure").await;
+    let dir = https_upstream_app(&ca, service.addr.port());
+    let toml = dir.path().join("skiff.toml");
+    let server = Server::start(&["up", text(&toml)]);
+    // Only the upstreams that trust the service's CA for the name in its certificate reach it.
+    let (status, body) = common::get(&server, "/own/hello?x=1").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("upstream secure\n"), "{body}");
     assert!(body.contains("path=/base/own/hello?x=1\n"), "{body}");
@@ -596,7 +597,7 @@ where
         body.contains("x-seen-by=mw\n"),
         "through the middleware: {body}"
     );
-    let (status, body) = get("/by-name/x").await;
+    let (status, body) = common::get(&server, "/by-name/x").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(service.requests(), 2);
     // Health checks go over TLS too. (Their interval, 2 s, is also their timeout: a shorter one
@@ -611,20 +612,10 @@ where
     // A certificate for other names, one no public CA signed, a plain request to a TLS port:
     // each ends before any request reaches the service.
     for path in ["/other-name/x", "/public/x", "/plain/x"] {
-        let (status, body) = get(path).await;
+        let (status, body) = common::get(&server, path).await;
         assert_eq!(status, 502, "{path}: {body}");
     }
     assert_eq!(service.requests(), 2);
-}
-
-#[tokio::test]
-async fn https_upstreams_are_trusted_by_the_apps_own_ca_for_the_name_it_gives() {
-    let ca = Ca::new("upstream");
-    let service = ca.tls_service("secure").await;
-    let dir = https_upstream_app(&ca, service.addr.port());
-    let toml = dir.path().join("skiff.toml");
-    let server = Server::start(&["up", text(&toml)]);
-    check_https_upstreams(&service, |path| common::get(&server, path)).await;
     // The log says why, for the operator: the name, the issuer.
     let logs = server.wait_for_log("upstream=public-roots");
     for (upstream, why) in [
